@@ -1,0 +1,11 @@
+//! momoko: an asynchronous PostgreSQL client and connection pool for single-threaded,
+//! callback-driven programs on mio, the Rust form of Momoko 2.2 (Tornado + psycopg2).
+//!
+//! This crate root only wires the modules together and re-exports the public surface; it
+//! holds no logic of its own.
+
+pub use momoko_loop as ioloop;
+
+mod error;
+
+pub use error::{DbError, Error, ErrorKind};
