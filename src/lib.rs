@@ -6,6 +6,8 @@
 
 pub use momoko_loop as ioloop;
 
+pub mod conninfo;
 mod error;
 
+pub use conninfo::Config;
 pub use error::{DbError, Error, ErrorKind};

@@ -1,0 +1,972 @@
+//! Connection strings, read exactly as libpq reads them.
+//!
+//! This module owns parsing and resolving connection parameters: `key=value` strings and
+//! `postgresql://` URIs, the `PG*` environment variables that fill in whatever a string leaves
+//! out, libpq's built-in defaults (the OS user, the socket directory, port 5432), the password
+//! file, and pairing hosts, host addresses and ports into the list of places to try. It never
+//! touches the network and never resolves names: a host name stays a string here, and the
+//! Connection looks it up when it connects. The only files it reads are the password file
+//! (when a password is asked for), and `/proc/self` and `/etc/passwd` to learn the OS user
+//! when the environment does not name it.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::Error;
+
+mod parse;
+mod pgpass;
+
+/// Where the server's Unix socket lives when no host is given: Debian's libpq default
+/// (`DEFAULT_PGSOCKET_DIR`), which is also where Debian and Ubuntu servers put it.
+pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
+
+/// The port when none is given (`DEF_PGPORT`).
+pub const DEFAULT_PORT: u16 = 5432;
+
+/// `sizeof(sun_path)`: a socket path must fit in it with its terminating NUL.
+const UNIX_PATH_MAX: usize = 108;
+
+/// The keywords momoko understands; the names, and the environment variables that stand in
+/// for them, are libpq's (`PQconninfoOptions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kw {
+    Host,
+    Hostaddr,
+    Port,
+    Dbname,
+    User,
+    Password,
+    Passfile,
+    ConnectTimeout,
+    ClientEncoding,
+    Options,
+    ApplicationName,
+    FallbackApplicationName,
+    Keepalives,
+    KeepalivesIdle,
+    KeepalivesInterval,
+    KeepalivesCount,
+    TcpUserTimeout,
+    Sslmode,
+    Gssencmode,
+    TargetSessionAttrs,
+}
+
+const KEYWORDS: &[(&str, Kw, Option<&str>)] = &[
+    ("host", Kw::Host, Some("PGHOST")),
+    ("hostaddr", Kw::Hostaddr, Some("PGHOSTADDR")),
+    ("port", Kw::Port, Some("PGPORT")),
+    ("dbname", Kw::Dbname, Some("PGDATABASE")),
+    ("user", Kw::User, Some("PGUSER")),
+    ("password", Kw::Password, Some("PGPASSWORD")),
+    ("passfile", Kw::Passfile, Some("PGPASSFILE")),
+    (
+        "connect_timeout",
+        Kw::ConnectTimeout,
+        Some("PGCONNECT_TIMEOUT"),
+    ),
+    (
+        "client_encoding",
+        Kw::ClientEncoding,
+        Some("PGCLIENTENCODING"),
+    ),
+    ("options", Kw::Options, Some("PGOPTIONS")),
+    ("application_name", Kw::ApplicationName, Some("PGAPPNAME")),
+    (
+        "fallback_application_name",
+        Kw::FallbackApplicationName,
+        None,
+    ),
+    ("keepalives", Kw::Keepalives, None),
+    ("keepalives_idle", Kw::KeepalivesIdle, None),
+    ("keepalives_interval", Kw::KeepalivesInterval, None),
+    ("keepalives_count", Kw::KeepalivesCount, None),
+    ("tcp_user_timeout", Kw::TcpUserTimeout, None),
+    ("sslmode", Kw::Sslmode, Some("PGSSLMODE")),
+    ("gssencmode", Kw::Gssencmode, Some("PGGSSENCMODE")),
+    (
+        "target_session_attrs",
+        Kw::TargetSessionAttrs,
+        Some("PGTARGETSESSIONATTRS"),
+    ),
+];
+
+/// Keywords libpq knows but momoko does not implement. Refusing them by name tells the user
+/// that the string is right but the feature is missing, rather than that it is misspelt.
+const UNSUPPORTED: &[&str] = &[
+    "service",
+    "replication",
+    "requirepeer",
+    "require_auth",
+    "channel_binding",
+    "load_balance_hosts",
+    "min_protocol_version",
+    "max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "gssdelegation",
+    "sslnegotiation",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcertmode",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "sslkeylogfile",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "scram_client_key",
+    "scram_server_key",
+    "oauth_issuer",
+    "oauth_client_id",
+    "oauth_client_secret",
+    "oauth_scope",
+];
+
+impl Kw {
+    fn from_name(name: &str) -> Option<Kw> {
+        KEYWORDS.iter().find(|k| k.0 == name).map(|k| k.1)
+    }
+
+    fn env_var(self) -> Option<&'static str> {
+        KEYWORDS.iter().find(|k| k.1 == self).and_then(|k| k.2)
+    }
+}
+
+/// `sslmode`: whether and how TLS is used.
+///
+/// momoko does not speak TLS yet: `Disable`, `Allow` and `Prefer` connect in plain text (for
+/// `Allow` and `Prefer` that is what libpq does when the server has no TLS), and the other
+/// three are refused by [`Config::tls_required`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SslMode {
+    /// Plain text only.
+    Disable,
+    /// Plain text first, TLS if the server insists.
+    Allow,
+    /// TLS if the server offers it, else plain text. libpq's default.
+    #[default]
+    Prefer,
+    /// TLS without checking the certificate.
+    Require,
+    /// TLS with a certificate signed by a trusted authority.
+    VerifyCa,
+    /// TLS with a trusted certificate that names the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The keyword's value, as written in a connection string (`"verify-full"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    fn parse(s: &str) -> Result<SslMode, Error> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return Err(Error::usage(format!("invalid sslmode value: \"{s}\""))),
+        })
+    }
+}
+
+/// `target_session_attrs`: what kind of server a connection must reach to be kept. It is
+/// parsed and kept here; checking the server is the Connection's business.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TargetSessionAttrs {
+    /// Any server will do. The default.
+    #[default]
+    Any,
+    /// A server that accepts writes (`default_transaction_read_only` off, not in recovery).
+    ReadWrite,
+    /// A server that refuses writes by default.
+    ReadOnly,
+    /// A server not in hot standby.
+    Primary,
+    /// A server in hot standby.
+    Standby,
+    /// A standby if one answers, else any server.
+    PreferStandby,
+}
+
+impl TargetSessionAttrs {
+    /// The keyword's value, as written in a connection string (`"read-write"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetSessionAttrs::Any => "any",
+            TargetSessionAttrs::ReadWrite => "read-write",
+            TargetSessionAttrs::ReadOnly => "read-only",
+            TargetSessionAttrs::Primary => "primary",
+            TargetSessionAttrs::Standby => "standby",
+            TargetSessionAttrs::PreferStandby => "prefer-standby",
+        }
+    }
+
+    fn parse(s: &str) -> Result<TargetSessionAttrs, Error> {
+        Ok(match s {
+            "any" => TargetSessionAttrs::Any,
+            "read-write" => TargetSessionAttrs::ReadWrite,
+            "read-only" => TargetSessionAttrs::ReadOnly,
+            "primary" => TargetSessionAttrs::Primary,
+            "standby" => TargetSessionAttrs::Standby,
+            "prefer-standby" => TargetSessionAttrs::PreferStandby,
+            _ => {
+                return Err(Error::usage(format!(
+                    "invalid target_session_attrs value: \"{s}\""
+                )))
+            }
+        })
+    }
+}
+
+/// One place to try connecting to, in the order libpq tries them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A TCP connection.
+    Tcp {
+        /// The host name to resolve, or, when only `hostaddr` was given, that address as
+        /// written. It is also the name looked up in the password file.
+        host: String,
+        /// From `hostaddr`: connect to this address and do not resolve `host`.
+        addr: Option<IpAddr>,
+        /// The server's port.
+        port: u16,
+    },
+    /// A Unix-domain socket.
+    Unix {
+        /// The socket file: `<directory>/.s.PGSQL.<port>`.
+        path: PathBuf,
+        /// The port, which only names the socket file.
+        port: u16,
+    },
+}
+
+impl Target {
+    /// The port, whichever the kind.
+    pub fn port(&self) -> u16 {
+        match self {
+            Target::Tcp { port, .. } | Target::Unix { port, .. } => *port,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    /// `host:port`, `[v6addr]:port` or the socket path, for messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Tcp { host, addr, port } => {
+                let shown = addr.map(|a| a.to_string());
+                let h = shown.as_deref().unwrap_or(host);
+                if h.contains(':') {
+                    write!(f, "[{h}]:{port}")
+                } else {
+                    write!(f, "{h}:{port}")
+                }
+            }
+            Target::Unix { path, .. } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Connection parameters, from a connection string, the environment and libpq's defaults.
+///
+/// Build one with [`Config::parse`] (or `str::parse`) from a libpq connection string, or with
+/// [`Config::new`] and the builder methods. Getters are named `get_*` because the builder
+/// methods take the plain names.
+#[derive(Clone, PartialEq)]
+pub struct Config {
+    hosts: Vec<String>,
+    hostaddrs: Vec<String>,
+    ports: Vec<u16>,
+    dbname: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    passfile: Option<PathBuf>,
+    connect_timeout: Option<Duration>,
+    application_name: Option<String>,
+    fallback_application_name: Option<String>,
+    options: Option<String>,
+    ssl_mode: SslMode,
+    keepalives: bool,
+    keepalives_idle: Option<Duration>,
+    keepalives_interval: Option<Duration>,
+    keepalives_count: Option<u32>,
+    tcp_user_timeout: Option<Duration>,
+    target_session_attrs: TargetSessionAttrs,
+}
+
+impl fmt::Debug for Config {
+    /// Like a derived Debug, but the password is shown as `"***"` so that logging a Config
+    /// never leaks it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("hosts", &self.hosts)
+            .field("hostaddrs", &self.hostaddrs)
+            .field("ports", &self.ports)
+            .field("dbname", &self.dbname)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("passfile", &self.passfile)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("application_name", &self.application_name)
+            .field("fallback_application_name", &self.fallback_application_name)
+            .field("options", &self.options)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("keepalives", &self.keepalives)
+            .field("keepalives_idle", &self.keepalives_idle)
+            .field("keepalives_interval", &self.keepalives_interval)
+            .field("keepalives_count", &self.keepalives_count)
+            .field("tcp_user_timeout", &self.tcp_user_timeout)
+            .field("target_session_attrs", &self.target_session_attrs)
+            .finish()
+    }
+}
+
+impl Default for Config {
+    /// Same as [`Config::new`].
+    fn default() -> Config {
+        Config::new()
+    }
+}
+
+impl FromStr for Config {
+    type Err = Error;
+
+    /// Same as [`Config::parse`].
+    fn from_str(s: &str) -> Result<Config, Error> {
+        Config::parse(s)
+    }
+}
+
+/// The process environment, as the lookup function of [`Config::parse_with_env`].
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl Config {
+    /// libpq's built-in defaults, without any `PG*` environment variable: the Unix socket in
+    /// [`DEFAULT_SOCKET_DIR`], port 5432, the OS user as user and database name, `~/.pgpass`
+    /// as password file, sslmode `prefer`. The OS user is found as libpq would (see
+    /// [`Config::parse_with_env`]); if it cannot be found, no user is set.
+    pub fn new() -> Config {
+        let base = Config::base(&process_env);
+        Config {
+            user: os_user(&process_env).map(|u| u.name),
+            ..base
+        }
+    }
+
+    /// Nothing set but the password file, which libpq always consults.
+    fn base(env: &dyn Fn(&str) -> Option<String>) -> Config {
+        Config {
+            hosts: Vec::new(),
+            hostaddrs: Vec::new(),
+            ports: Vec::new(),
+            dbname: None,
+            user: None,
+            password: None,
+            passfile: home_dir(env).map(|h| h.join(".pgpass")),
+            connect_timeout: None,
+            application_name: None,
+            fallback_application_name: None,
+            options: None,
+            ssl_mode: SslMode::Prefer,
+            keepalives: true,
+            keepalives_idle: None,
+            keepalives_interval: None,
+            keepalives_count: None,
+            tcp_user_timeout: None,
+            target_session_attrs: TargetSessionAttrs::Any,
+        }
+    }
+
+    /// Parses a libpq connection string (`key=value` pairs or a `postgresql://` URI) and
+    /// fills in what it leaves out from the process's `PG*` environment variables and libpq's
+    /// defaults. See [`Config::parse_with_env`].
+    pub fn parse(s: &str) -> Result<Config, Error> {
+        Config::parse_with_env(s, &process_env)
+    }
+
+    /// Parses a connection string as [`Config::parse`] does, reading environment variables
+    /// through `env` instead of the process environment.
+    ///
+    /// A keyword the string does not give takes its variable's value (`PGHOST`,
+    /// `PGHOSTADDR`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`, `PGPASSFILE`,
+    /// `PGCONNECT_TIMEOUT`, `PGCLIENTENCODING`, `PGOPTIONS`, `PGAPPNAME`, `PGSSLMODE`,
+    /// `PGGSSENCMODE`, `PGTARGETSESSIONATTRS`). A keyword given as an empty string blocks its
+    /// variable and, as in libpq, then means the default. The user defaults to `USER`, else
+    /// `LOGNAME`, else the name of this process's uid in `/etc/passwd`; the password file to
+    /// `$HOME/.pgpass` (the home directory from `/etc/passwd` when `HOME` is unset).
+    ///
+    /// Errors, all of kind `Usage`, use libpq's wording: `invalid connection option "foo"`,
+    /// `missing "=" after "foo" in connection info string`, and so on.
+    pub fn parse_with_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
+        let given = parse::parse(s)?;
+        // A keyword present in the string, even empty, hides its environment variable:
+        // libpq's conninfo_add_defaults only fills options that are still unset.
+        let value = |kw: Kw| -> Option<String> {
+            match given.get(&kw) {
+                Some(v) => Some(v.clone()),
+                None => kw.env_var().and_then(env),
+            }
+        };
+        let non_empty = |kw: Kw| value(kw).filter(|v| !v.is_empty());
+
+        let mut config = Config::base(env);
+        config.hosts = split_list(value(Kw::Host));
+        config.hostaddrs = split_list(value(Kw::Hostaddr));
+        config.ports = split_list(value(Kw::Port))
+            .iter()
+            .map(|p| parse_port(p))
+            .collect::<Result<_, _>>()?;
+        config.user = match non_empty(Kw::User) {
+            Some(u) => Some(u),
+            None => Some(
+                os_user(env)
+                    .ok_or_else(|| {
+                        Error::usage(
+                            "could not determine the local user name; give user in the \
+                             connection string or set PGUSER",
+                        )
+                    })?
+                    .name,
+            ),
+        };
+        config.dbname = non_empty(Kw::Dbname);
+        config.password = non_empty(Kw::Password);
+        if let Some(p) = non_empty(Kw::Passfile) {
+            config.passfile = Some(PathBuf::from(p));
+        }
+        config.connect_timeout = match value(Kw::ConnectTimeout) {
+            Some(t) => parse_connect_timeout(&t)?,
+            None => None,
+        };
+        if let Some(enc) = value(Kw::ClientEncoding) {
+            check_client_encoding(&enc)?;
+        }
+        config.options = non_empty(Kw::Options);
+        config.application_name = non_empty(Kw::ApplicationName);
+        config.fallback_application_name = non_empty(Kw::FallbackApplicationName);
+        if let Some(k) = value(Kw::Keepalives) {
+            config.keepalives = parse_int(&k, "keepalives")? != 0;
+        }
+        // libpq raises negative keepalive settings to zero rather than refusing them.
+        if let Some(v) = value(Kw::KeepalivesIdle) {
+            config.keepalives_idle = Some(secs(parse_int(&v, "keepalives_idle")?));
+        }
+        if let Some(v) = value(Kw::KeepalivesInterval) {
+            config.keepalives_interval = Some(secs(parse_int(&v, "keepalives_interval")?));
+        }
+        if let Some(v) = value(Kw::KeepalivesCount) {
+            config.keepalives_count = Some(parse_int(&v, "keepalives_count")?.max(0) as u32);
+        }
+        if let Some(v) = value(Kw::TcpUserTimeout) {
+            // Zero leaves the system's default in place.
+            let ms = parse_int(&v, "tcp_user_timeout")?.max(0) as u64;
+            config.tcp_user_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        if let Some(m) = value(Kw::Sslmode) {
+            config.ssl_mode = SslMode::parse(&m)?;
+        }
+        if let Some(m) = value(Kw::Gssencmode) {
+            match m.as_str() {
+                // Without GSSAPI, libpq's "prefer" quietly falls back to no encryption too.
+                "disable" | "prefer" => {}
+                "require" => {
+                    return Err(Error::usage(
+                        "GSSAPI encryption is not supported (gssencmode=require)",
+                    ))
+                }
+                _ => return Err(Error::usage(format!("invalid gssencmode value: \"{m}\""))),
+            }
+        }
+        if let Some(t) = value(Kw::TargetSessionAttrs) {
+            config.target_session_attrs = TargetSessionAttrs::parse(&t)?;
+        }
+        // libpq only finds a mismatched host list or a bad address when it connects; finding
+        // it here reports a bad string where it was written.
+        config.targets()?;
+        Ok(config)
+    }
+
+    /// Adds a host to try: a name or IP address for TCP, or a directory (starting with `/`)
+    /// holding the server's Unix socket. Several calls give several hosts, tried in order.
+    pub fn host(mut self, host: impl Into<String>) -> Config {
+        self.hosts.push(host.into());
+        self
+    }
+
+    /// Adds a numeric address for the host at the same position (libpq's `hostaddr`): the
+    /// connection goes there without resolving the host name.
+    pub fn hostaddr(mut self, addr: IpAddr) -> Config {
+        self.hostaddrs.push(addr.to_string());
+        self
+    }
+
+    /// Adds a port: give one for all hosts, or one per host.
+    pub fn port(mut self, port: u16) -> Config {
+        self.ports.push(port);
+        self
+    }
+
+    /// Sets the user name.
+    pub fn user(mut self, user: impl Into<String>) -> Config {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Sets the password; an empty one means none, as in libpq.
+    pub fn password(mut self, password: impl Into<String>) -> Config {
+        self.password = Some(password.into()).filter(|p| !p.is_empty());
+        self
+    }
+
+    /// Sets the password file used when no password is set.
+    pub fn passfile(mut self, path: impl Into<PathBuf>) -> Config {
+        self.passfile = Some(path.into());
+        self
+    }
+
+    /// Sets the database name (by default the user name).
+    pub fn dbname(mut self, dbname: impl Into<String>) -> Config {
+        self.dbname = Some(dbname.into()).filter(|d| !d.is_empty());
+        self
+    }
+
+    /// Sets how long each connection attempt may take; zero means no limit. Unlike the
+    /// string form, which counts whole seconds with a minimum of two, this is used as given.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Config {
+        self.connect_timeout = Some(timeout).filter(|t| !t.is_zero());
+        self
+    }
+
+    /// Sets `application_name`, shown in `pg_stat_activity`.
+    pub fn application_name(mut self, name: impl Into<String>) -> Config {
+        self.application_name = Some(name.into()).filter(|n| !n.is_empty());
+        self
+    }
+
+    /// Sets the application name used when `application_name` is not set.
+    pub fn fallback_application_name(mut self, name: impl Into<String>) -> Config {
+        self.fallback_application_name = Some(name.into()).filter(|n| !n.is_empty());
+        self
+    }
+
+    /// Sets command-line options for the server backend (`-c work_mem=64MB`).
+    pub fn options(mut self, options: impl Into<String>) -> Config {
+        self.options = Some(options.into()).filter(|o| !o.is_empty());
+        self
+    }
+
+    /// Sets `sslmode`.
+    pub fn ssl_mode(mut self, mode: SslMode) -> Config {
+        self.ssl_mode = mode;
+        self
+    }
+
+    /// Sets `target_session_attrs`.
+    pub fn target_session_attrs(mut self, attrs: TargetSessionAttrs) -> Config {
+        self.target_session_attrs = attrs;
+        self
+    }
+
+    /// Turns TCP keepalives on (the default) or off.
+    pub fn keepalives(mut self, on: bool) -> Config {
+        self.keepalives = on;
+        self
+    }
+
+    /// Sets the idle time before TCP keepalive probes start.
+    pub fn keepalives_idle(mut self, idle: Duration) -> Config {
+        self.keepalives_idle = Some(idle);
+        self
+    }
+
+    /// The hosts as given, in order; an empty entry means the default socket directory.
+    /// Empty when no host was given.
+    pub fn get_hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// The `hostaddr` entries as given, in order; an empty entry means "use the host".
+    pub fn get_hostaddrs(&self) -> &[String] {
+        &self.hostaddrs
+    }
+
+    /// The ports as given (an empty entry already replaced by 5432); empty when none was
+    /// given.
+    pub fn get_ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// The user name.
+    pub fn get_user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The database name: the one given, else the user name.
+    pub fn get_dbname(&self) -> Option<&str> {
+        self.dbname.as_deref().or(self.user.as_deref())
+    }
+
+    /// The password given in the string, `PGPASSWORD` or [`Config::password`]; the
+    /// password file is consulted by [`Config::password_for`], not here.
+    pub fn get_password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// The password file that [`Config::password_for`] reads.
+    pub fn get_passfile(&self) -> Option<&Path> {
+        self.passfile.as_deref()
+    }
+
+    /// How long each connection attempt may take; `None` means no limit.
+    pub fn get_connect_timeout(&self) -> Option<Duration> {
+        self.connect_timeout
+    }
+
+    /// `application_name` as given.
+    pub fn get_application_name(&self) -> Option<&str> {
+        self.application_name.as_deref()
+    }
+
+    /// `fallback_application_name` as given.
+    pub fn get_fallback_application_name(&self) -> Option<&str> {
+        self.fallback_application_name.as_deref()
+    }
+
+    /// Backend command-line options.
+    pub fn get_options(&self) -> Option<&str> {
+        self.options.as_deref()
+    }
+
+    /// `sslmode`.
+    pub fn get_ssl_mode(&self) -> SslMode {
+        self.ssl_mode
+    }
+
+    /// Whether TCP keepalives are on.
+    pub fn get_keepalives(&self) -> bool {
+        self.keepalives
+    }
+
+    /// Idle time before keepalive probes; `None` leaves the system default.
+    pub fn get_keepalives_idle(&self) -> Option<Duration> {
+        self.keepalives_idle
+    }
+
+    /// Time between keepalive probes; `None` leaves the system default.
+    pub fn get_keepalives_interval(&self) -> Option<Duration> {
+        self.keepalives_interval
+    }
+
+    /// Lost keepalive probes before the connection counts as dead; `None` leaves the system
+    /// default.
+    pub fn get_keepalives_count(&self) -> Option<u32> {
+        self.keepalives_count
+    }
+
+    /// `TCP_USER_TIMEOUT`; `None` leaves the system default.
+    pub fn get_tcp_user_timeout(&self) -> Option<Duration> {
+        self.tcp_user_timeout
+    }
+
+    /// `target_session_attrs`.
+    pub fn get_target_session_attrs(&self) -> TargetSessionAttrs {
+        self.target_session_attrs
+    }
+
+    /// Fails with a `Usage` error when `sslmode` demands TLS (`require`, `verify-ca`,
+    /// `verify-full`), which momoko cannot do yet; `disable`, `allow` and `prefer` connect in
+    /// plain text. The Connection calls this before opening a socket.
+    pub fn tls_required(&self) -> Result<(), Error> {
+        match self.ssl_mode {
+            SslMode::Disable | SslMode::Allow | SslMode::Prefer => Ok(()),
+            mode => Err(Error::usage(format!(
+                "TLS is not supported yet (sslmode={})",
+                mode.as_str()
+            ))),
+        }
+    }
+
+    /// The places to try, in order, pairing hosts, host addresses and ports as libpq does:
+    /// there are as many places as `hostaddr` entries, else as `host` entries, else one (the
+    /// default socket); `host` must then have that many entries too; `port` may have one entry
+    /// for all or one per place. Fails on mismatched counts, an unparsable `hostaddr`, an
+    /// abstract-namespace socket (`@name`, not supported) or a socket path too long for
+    /// `sun_path`.
+    pub fn targets(&self) -> Result<Vec<Target>, Error> {
+        Ok(self.slots()?.into_iter().map(|s| s.target).collect())
+    }
+
+    /// The password to send to `target`: the one set, else the password file's first line
+    /// matching the target's host, port, database and user (libpq reads the file per host, so
+    /// each target may get its own). `None` when there is none; the file is read on each
+    /// call, at connect time, as libpq reads it.
+    pub fn password_for(&self, target: &Target) -> Option<String> {
+        if let Some(p) = &self.password {
+            return Some(p.clone());
+        }
+        let passfile = self.passfile.as_deref()?;
+        // The file is matched against the host as written, so find the slot this target came
+        // from; a target built elsewhere is matched by what it holds.
+        let host = self
+            .slots()
+            .ok()
+            .and_then(|slots| slots.into_iter().find(|s| &s.target == target))
+            .map(|s| s.pass_host)
+            .unwrap_or_else(|| match target {
+                Target::Tcp { host, .. } => host.clone(),
+                Target::Unix { path, .. } => path
+                    .parent()
+                    .map(|d| d.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            });
+        pgpass::lookup(
+            passfile,
+            &host,
+            target.port(),
+            self.get_dbname().unwrap_or(""),
+            self.get_user().unwrap_or(""),
+        )
+    }
+
+    /// The parameters of the StartupMessage, in libpq's order: `user`, `database`,
+    /// `options`, `application_name` (else `fallback_application_name`), and
+    /// `client_encoding` = `UTF8`, which momoko always uses. Empty values are left out.
+    pub fn startup_params(&self) -> Vec<(String, String)> {
+        let mut params = Vec::new();
+        let mut add = |k: &str, v: Option<&str>| {
+            if let Some(v) = v.filter(|v| !v.is_empty()) {
+                params.push((k.to_owned(), v.to_owned()));
+            }
+        };
+        add("user", self.get_user());
+        add("database", self.get_dbname());
+        add("options", self.get_options());
+        add(
+            "application_name",
+            self.get_application_name()
+                .or(self.get_fallback_application_name()),
+        );
+        add("client_encoding", Some("UTF8"));
+        params
+    }
+
+    fn slots(&self) -> Result<Vec<Slot>, Error> {
+        let n = if !self.hostaddrs.is_empty() {
+            self.hostaddrs.len()
+        } else if !self.hosts.is_empty() {
+            self.hosts.len()
+        } else {
+            1
+        };
+        if !self.hostaddrs.is_empty() && !self.hosts.is_empty() && self.hosts.len() != n {
+            return Err(Error::usage(format!(
+                "could not match {} host names to {n} hostaddr values",
+                self.hosts.len()
+            )));
+        }
+        let port_of = |i: usize| -> Result<u16, Error> {
+            match self.ports.len() {
+                0 => Ok(DEFAULT_PORT),
+                1 => Ok(self.ports[0]),
+                k if k == n => Ok(self.ports[i]),
+                k => Err(Error::usage(format!(
+                    "could not match {k} port numbers to {n} hosts"
+                ))),
+            }
+        };
+        let mut slots = Vec::with_capacity(n);
+        for i in 0..n {
+            let port = port_of(i)?;
+            let host = self.hosts.get(i).map(String::as_str).unwrap_or("");
+            let hostaddr = self.hostaddrs.get(i).map(String::as_str).unwrap_or("");
+            let slot = if !hostaddr.is_empty() {
+                let addr = hostaddr.parse::<IpAddr>().map_err(|_| {
+                    Error::usage(format!("could not parse network address \"{hostaddr}\""))
+                })?;
+                // libpq matches the password file against the host name when there is one.
+                let name = if host.is_empty() { hostaddr } else { host };
+                Slot {
+                    target: Target::Tcp {
+                        host: name.to_owned(),
+                        addr: Some(addr),
+                        port,
+                    },
+                    pass_host: name.to_owned(),
+                }
+            } else if host.is_empty() {
+                unix_slot(DEFAULT_SOCKET_DIR, port)?
+            } else if host.starts_with('/') {
+                unix_slot(host, port)?
+            } else if host.starts_with('@') {
+                return Err(Error::usage(format!(
+                    "abstract Unix-domain sockets are not supported (host \"{host}\")"
+                )));
+            } else {
+                Slot {
+                    target: Target::Tcp {
+                        host: host.to_owned(),
+                        addr: None,
+                        port,
+                    },
+                    pass_host: host.to_owned(),
+                }
+            };
+            slots.push(slot);
+        }
+        Ok(slots)
+    }
+}
+
+/// A target together with the host text the password file is matched against.
+struct Slot {
+    target: Target,
+    pass_host: String,
+}
+
+fn unix_slot(dir: &str, port: u16) -> Result<Slot, Error> {
+    let path = Path::new(dir).join(format!(".s.PGSQL.{port}"));
+    if path.as_os_str().len() >= UNIX_PATH_MAX {
+        return Err(Error::usage(format!(
+            "Unix-domain socket path \"{}\" is too long (maximum {} bytes)",
+            path.display(),
+            UNIX_PATH_MAX - 1
+        )));
+    }
+    Ok(Slot {
+        target: Target::Unix { path, port },
+        pass_host: dir.to_owned(),
+    })
+}
+
+/// libpq's comma-separated lists (host, hostaddr, port): no escapes, no trimming, and an
+/// empty string is no list at all.
+fn split_list(value: Option<String>) -> Vec<String> {
+    match value {
+        Some(v) if !v.is_empty() => v.split(',').map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// libpq's `parse_int_param`: an `int` in decimal with an optional sign, whitespace allowed
+/// around it, nothing else.
+fn parse_int(value: &str, keyword: &str) -> Result<i32, Error> {
+    let trimmed = value.trim_matches(|c: char| c.is_ascii() && parse::is_space(c as u8));
+    trimmed.parse::<i32>().map_err(|_| {
+        Error::usage(format!(
+            "invalid integer value \"{value}\" for connection option \"{keyword}\""
+        ))
+    })
+}
+
+/// A port entry: empty means the default, else an integer in 1..=65535.
+fn parse_port(value: &str) -> Result<u16, Error> {
+    if value.is_empty() {
+        return Ok(DEFAULT_PORT);
+    }
+    let port = parse_int(value, "port")?;
+    u16::try_from(port)
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| Error::usage(format!("invalid port number: \"{value}\"")))
+}
+
+/// `connect_timeout` in whole seconds: zero, negative or empty means no timeout, and 1 is
+/// raised to 2 because libpq's rounding could otherwise give up almost at once.
+fn parse_connect_timeout(value: &str) -> Result<Option<Duration>, Error> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let secs = parse_int(value, "connect_timeout")?;
+    Ok(match secs {
+        s if s <= 0 => None,
+        1 => Some(Duration::from_secs(2)),
+        s => Some(Duration::from_secs(s as u64)),
+    })
+}
+
+fn secs(n: i32) -> Duration {
+    Duration::from_secs(n.max(0) as u64)
+}
+
+/// momoko decodes every text value as UTF-8, so only that client encoding is possible.
+/// Encoding names compare as the server compares them (case and punctuation ignored, so
+/// `utf-8` and `unicode` are UTF8 too); `auto` (take it from the locale) is taken as UTF8;
+/// empty means the default, which is UTF8.
+fn check_client_encoding(value: &str) -> Result<(), Error> {
+    let norm: String = value
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if value.is_empty() || matches!(norm.as_str(), "utf8" | "unicode" | "auto") {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "client_encoding \"{value}\" is not supported: momoko always uses UTF8"
+        )))
+    }
+}
+
+/// The OS user, as libpq's `pg_fe_getauthname` would find it.
+struct OsUser {
+    name: String,
+    home: Option<PathBuf>,
+}
+
+/// `USER`, else `LOGNAME`, else this process's uid (the owner of `/proc/self`) looked up in
+/// `/etc/passwd`; read directly because momoko has no libc binding.
+fn os_user(env: &dyn Fn(&str) -> Option<String>) -> Option<OsUser> {
+    for var in ["USER", "LOGNAME"] {
+        if let Some(name) = env(var).filter(|n| !n.is_empty()) {
+            return Some(OsUser { name, home: None });
+        }
+    }
+    passwd_entry()
+}
+
+fn passwd_entry() -> Option<OsUser> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        match fields.as_slice() {
+            [name, _, id, _, _, home, ..] if id.parse() == Ok(uid) && !name.is_empty() => {
+                Some(OsUser {
+                    name: (*name).to_owned(),
+                    home: Some(PathBuf::from(home)).filter(|h| !h.as_os_str().is_empty()),
+                })
+            }
+            _ => None,
+        }
+    })
+}
+
+/// `HOME`, else the home directory in `/etc/passwd` (libpq's `pqGetHomeDirectory`).
+fn home_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    match env("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => Some(PathBuf::from(h)),
+        None => passwd_entry().and_then(|u| u.home),
+    }
+}
