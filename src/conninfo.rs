@@ -19,6 +19,8 @@ use crate::error::Error;
 
 mod parse;
 mod pgpass;
+#[cfg(test)]
+mod tests;
 
 /// Where the server's Unix socket lives when no host is given: Debian's libpq default
 /// (`DEFAULT_PGSOCKET_DIR`), which is also where Debian and Ubuntu servers put it.
