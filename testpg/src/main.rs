@@ -92,7 +92,12 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             }
             std::thread::sleep(Duration::from_millis(20));
         },
-        Err(e) => Err(format!("could not run {program}: {e}")),
+        Err(e) => {
+            drop(server);
+            eprintln!("momoko-testpg: could not run {program}: {e}");
+            // What a shell answers for a command it can't run.
+            return Ok(ExitCode::from(127));
+        }
     };
     drop(server);
     let status = status?;
