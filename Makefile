@@ -43,6 +43,9 @@ postgres:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -q; \
 	  apt-get install -y -q postgresql postgresql-contrib; \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	    echo "apt-get installed postgresql, but no /usr/lib/postgresql/*/bin/initdb appeared" >&2; exit 1; }; \
+	  echo "==> PostgreSQL installed: $$(ls -d /usr/lib/postgresql/*/bin | tail -n1)"; \
 	else \
 	  echo "PostgreSQL's server binaries (initdb, pg_ctl, postgres, psql) were not found." >&2; \
 	  echo "Install them as root, e.g. on Debian/Ubuntu: apt-get install postgresql postgresql-contrib" >&2; \

@@ -43,7 +43,7 @@ const MAX_SOCKET_DIR_LEN: usize = 90;
 /// How to stop the server, as `pg_ctl stop -m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
-    /// Wait for every client to disconnect.
+    /// Wait for every client to disconnect (`stop` gives up after 30 s with an error).
     Smart,
     /// Terminate sessions, shut down cleanly.
     Fast,
