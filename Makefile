@@ -1,0 +1,121 @@
+# momoko's developer entry points. `make demo` and `make test` must work in a fresh clone,
+# as root or as an ordinary user: both bring their own throwaway PostgreSQL (momoko-testpg).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+
+CARGO ?= cargo
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+TESTPG := $(TARGET_DIR)/debug/momoko-testpg
+# The examples `make demo` runs, in order; those not written yet are skipped.
+DEMO_EXAMPLES := trivial parallel server_side_cursor
+# Where `make pg` keeps its server (git-ignored).
+PG_DIR := .pg/server
+
+.PHONY: help test demo pg pg-stop examples tcproxy bench clean postgres testpg-bin
+
+help:
+	@echo "make demo      run the demo examples against a throwaway PostgreSQL"
+	@echo "make test      fmt check, clippy, then the whole test suite against a throwaway PostgreSQL"
+	@echo "make pg        start a PostgreSQL that stays up (in $(PG_DIR)) and print its DSNs"
+	@echo "make pg-stop   stop and remove it"
+	@echo "make examples  run every example in examples/ against a throwaway PostgreSQL"
+	@echo "make tcproxy   build the tcproxy binaries (release)"
+	@echo "make bench     benchmarks (not yet)"
+	@echo "make clean     stop the make-pg server and remove build output"
+
+# PostgreSQL's server binaries must be installed; as root we install them (Debian/Ubuntu).
+# The lookup mirrors momoko-testpg's: MOMOKO_PG_BIN, /usr/lib/postgresql/*/bin,
+# /usr/pgsql-*/bin, /usr/local/pgsql/bin, then PATH.
+postgres:
+	@if [ -n "$${MOMOKO_PG_BIN:-}" ]; then \
+	  [ -x "$$MOMOKO_PG_BIN/initdb" ] && exit 0; \
+	  echo "MOMOKO_PG_BIN=$$MOMOKO_PG_BIN has no initdb" >&2; exit 1; \
+	fi; \
+	for f in /usr/lib/postgresql/*/bin/initdb /usr/pgsql-*/bin/initdb /usr/local/pgsql/bin/initdb; do \
+	  [ -x "$$f" ] && exit 0; \
+	done; \
+	command -v initdb >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "==> PostgreSQL not found: installing it (apt-get install postgresql postgresql-contrib)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q; \
+	  apt-get install -y -q postgresql postgresql-contrib; \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	    echo "apt-get installed postgresql, but no /usr/lib/postgresql/*/bin/initdb appeared" >&2; exit 1; }; \
+	  echo "==> PostgreSQL installed: $$(ls -d /usr/lib/postgresql/*/bin | tail -n1)"; \
+	else \
+	  echo "PostgreSQL's server binaries (initdb, pg_ctl, postgres, psql) were not found." >&2; \
+	  echo "Install them as root, e.g. on Debian/Ubuntu: apt-get install postgresql postgresql-contrib" >&2; \
+	  echo "or point MOMOKO_PG_BIN at the directory holding initdb." >&2; \
+	  exit 1; \
+	fi
+
+testpg-bin:
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
+	$(CARGO) build -q -p momoko-testpg
+
+test: postgres
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) build -p momoko-testpg
+	$(TESTPG) run -- $(CARGO) test --workspace
+
+# Runs the demo examples that exist under one server; until there are any, shows that the
+# server starts and takes every kind of login.
+demo: postgres testpg-bin
+	@present=(); \
+	for ex in $(DEMO_EXAMPLES); do [ -f "examples/$$ex.rs" ] && present+=("$$ex"); done; \
+	if [ $${#present[@]} -gt 0 ]; then \
+	  echo "==> running examples: $${present[*]} (against a throwaway PostgreSQL)"; \
+	  $(TESTPG) run -- bash -euo pipefail -c \
+	    'for ex in "$$@"; do echo "==> cargo run --example $$ex"; $(CARGO) run -q --example "$$ex"; done' \
+	    demo "$${present[@]}"; \
+	else \
+	  echo "==> no demo examples yet ($(DEMO_EXAMPLES:%=examples/%.rs)); showing the throwaway server instead"; \
+	  $(TESTPG) run -- bash -euo pipefail -c ' \
+	    step() { local out; out=$$("$${MOMOKO_PG_BIN:+$$MOMOKO_PG_BIN/}psql" -X -q -A -t -d "$$2" -c "$$3"); \
+	             printf "%-22s %s\n" "$$1" "$$out"; }; \
+	    step "server:" "$$MOMOKO_TEST_DSN" "select version()"; \
+	    echo "DSN (trust, TCP):      $$MOMOKO_TEST_DSN"; \
+	    step "trust login, TCP:" "$$MOMOKO_TEST_DSN" "select current_user"; \
+	    step "trust login, socket:" "$$MOMOKO_TEST_DSN_UNIX" "select current_user"; \
+	    step "MD5 login:" "$$MOMOKO_TEST_DSN_MD5" "select current_user"; \
+	    step "SCRAM-SHA-256 login:" "$$MOMOKO_TEST_DSN_SCRAM" "select current_user"; \
+	    step "hstore:" "$$MOMOKO_TEST_DSN" "select hstore(array[[1,2]]::text[])"'; \
+	  echo "==> server stopped and removed"; \
+	fi
+
+examples: postgres testpg-bin
+	@shopt -s nullglob; names=(); \
+	for f in examples/*.rs; do names+=("$$(basename "$$f" .rs)"); done; \
+	if [ $${#names[@]} -eq 0 ]; then echo "==> no examples in examples/ yet"; exit 0; fi; \
+	$(TESTPG) run -- bash -euo pipefail -c \
+	  'for ex in "$$@"; do echo "==> cargo run --example $$ex"; $(CARGO) run -q --example "$$ex"; done' \
+	  examples "$${names[@]}"
+
+pg: postgres testpg-bin
+	@$(TESTPG) start --dir $(PG_DIR)
+
+pg-stop:
+	@if [ -e "$(PG_DIR)/server.env" ]; then \
+	  $(CARGO) build -q -p momoko-testpg; \
+	  $(TESTPG) stop $(PG_DIR); \
+	else \
+	  echo "no server in $(PG_DIR)"; \
+	fi
+
+tcproxy:
+	@if [ -f tcproxy/src/main.rs ] || [ -d tcproxy/src/bin ]; then \
+	  $(CARGO) build --release -p tcproxy --bins; \
+	else \
+	  echo "tcproxy has no binary yet: nothing to build"; \
+	fi
+
+bench:
+	@echo "Benchmarks come with the speed issue; nothing to run yet."
+
+clean: pg-stop
+	$(CARGO) clean

@@ -1,0 +1,182 @@
+//! The throwaway server does what every other crate's tests rely on: the three logins over
+//! TCP and the socket, hstore, restarts on the same port, and a clean disappearance.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use momoko_testpg::{psql, StopMode, TestServer, MD5_PASSWORD, SCRAM_PASSWORD};
+
+fn current_user(dsn: &str, env: &[(&str, &str)]) -> String {
+    psql(dsn, "select current_user", env).unwrap_or_else(|e| panic!("login on {dsn}: {e}"))
+}
+
+/// The DSN without its password, so that the password comes from PGPASSWORD.
+fn without_password(dsn: &str) -> String {
+    dsn.split(' ')
+        .filter(|kv| !kv.starts_with("password="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn logins_auth_methods_and_hstore() {
+    let server = TestServer::start().unwrap();
+    let info = server.info();
+    assert!(info.own);
+    assert_eq!(info.host, "127.0.0.1");
+    assert_eq!(info.dbname, "momoko_test");
+
+    assert_eq!(current_user(&info.dsn, &[]), "momoko");
+    assert_eq!(current_user(info.dsn_unix.as_ref().unwrap(), &[]), "momoko");
+    assert_eq!(
+        current_user(info.dsn_md5.as_ref().unwrap(), &[]),
+        "momoko_md5"
+    );
+    assert_eq!(
+        current_user(info.dsn_scram.as_ref().unwrap(), &[]),
+        "momoko_scram"
+    );
+
+    let md5 = without_password(info.dsn_md5.as_ref().unwrap());
+    let scram = without_password(info.dsn_scram.as_ref().unwrap());
+    assert_eq!(
+        current_user(&md5, &[("PGPASSWORD", MD5_PASSWORD)]),
+        "momoko_md5"
+    );
+    assert_eq!(
+        current_user(&scram, &[("PGPASSWORD", SCRAM_PASSWORD)]),
+        "momoko_scram"
+    );
+
+    let err = psql(&md5, "select 1", &[("PGPASSWORD", "wrong")]).unwrap_err();
+    assert!(
+        err.to_string().contains("password authentication failed"),
+        "{err}"
+    );
+    let err = psql(&scram, "select 1", &[("PGPASSWORD", "wrong")]).unwrap_err();
+    assert!(
+        err.to_string().contains("password authentication failed"),
+        "{err}"
+    );
+
+    // The stored form decides which exchange the server can run for each role.
+    let stored = info
+        .psql(
+            "select rolname, substring(rolpassword from '^(md5|SCRAM-SHA-256)') from pg_authid \
+             where rolname like 'momoko%' order by 1",
+        )
+        .unwrap();
+    assert_eq!(
+        stored,
+        "momoko|\nmomoko_md5|md5\nmomoko_scram|SCRAM-SHA-256"
+    );
+    // pg_hba: the password users are checked by the intended method, over TCP and socket.
+    let hba = info
+        .psql(
+            "select type, user_name[1], auth_method from pg_hba_file_rules \
+             where user_name[1] like 'momoko%' order by line_number",
+        )
+        .unwrap();
+    assert!(hba.contains("local|momoko_md5|md5"), "{hba}");
+    assert!(hba.contains("host|momoko_scram|scram-sha-256"), "{hba}");
+
+    assert_eq!(info.psql("select 'a=>1'::hstore -> 'a'").unwrap(), "1");
+    // The password users can work in the public schema.
+    psql(
+        info.dsn_md5.as_ref().unwrap(),
+        "create table t_md5 (x int); drop table t_md5",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(info.psql("show max_connections").unwrap(), "300");
+}
+
+fn wait_gone(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+#[test]
+fn restarts_keep_the_port_and_drop_removes_everything() {
+    let server = TestServer::start().unwrap();
+    let port = server.info().port;
+    let socket_dir = server.info().socket_dir.clone().unwrap();
+    let first = server.pid().unwrap();
+
+    for mode in [StopMode::Fast, StopMode::Immediate] {
+        let before = server.pid().unwrap();
+        server.restart(mode).unwrap();
+        let after = server.pid().unwrap();
+        assert_ne!(before, after, "{mode:?} restart kept the postmaster");
+        assert!(
+            wait_gone(before),
+            "old postmaster {before} still there after {mode:?}"
+        );
+        assert_eq!(server.info().port, port);
+        assert_eq!(current_user(&server.info().dsn, &[]), "momoko");
+        assert_eq!(
+            current_user(server.info().dsn_unix.as_ref().unwrap(), &[]),
+            "momoko"
+        );
+    }
+    assert_ne!(server.pid(), Some(first));
+
+    server.stop(StopMode::Fast).unwrap();
+    assert_eq!(server.pid(), None);
+    assert!(psql(&server.info().dsn, "select 1", &[]).is_err());
+    server.start_again().unwrap();
+    assert_eq!(current_user(&server.info().dsn, &[]), "momoko");
+
+    let pid = server.pid().unwrap();
+    let dir = server.dir().to_path_buf();
+    assert!(dir.join("data").is_dir());
+    drop(server);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert!(!socket_dir.exists());
+    assert!(wait_gone(pid), "postmaster {pid} survived Drop");
+}
+
+#[test]
+fn drop_of_a_stopped_server_still_removes_it() {
+    let server = TestServer::start().unwrap();
+    let dir = server.dir().to_path_buf();
+    server.stop(StopMode::Immediate).unwrap();
+    drop(server);
+    assert!(!dir.exists());
+}
+
+#[test]
+fn shared_server_answers() {
+    let info = TestServer::shared();
+    assert_eq!(info.psql("select 1").unwrap(), "1");
+    // The same description every time.
+    assert!(std::ptr::eq(info, TestServer::shared()));
+}
+
+#[test]
+fn start_at_keep_and_stop_dir() {
+    let parent =
+        std::env::temp_dir().join(format!("momoko-testpg-keep-test-{}", std::process::id()));
+    let dir = parent.join("server");
+    let server = TestServer::start_at(&dir).unwrap();
+    let pid = server.pid().unwrap();
+    let info = server.keep();
+    // Kept: still running after the value is gone.
+    assert_eq!(current_user(&info.dsn, &[]), "momoko");
+    let again = momoko_testpg::running_in(&dir).unwrap().unwrap();
+    assert_eq!(again.dsn, info.dsn);
+    assert_eq!(again.dsn_scram, info.dsn_scram);
+    // A second start in the same place is refused rather than clobbering it.
+    assert!(TestServer::start_at(&dir).is_err());
+    momoko_testpg::stop_dir(&dir).unwrap();
+    assert!(!dir.exists());
+    assert!(wait_gone(pid));
+    assert!(momoko_testpg::stop_dir(&dir).is_err());
+    std::fs::remove_dir_all(&parent).unwrap();
+}
