@@ -443,3 +443,174 @@ fn unsupported(c: char, index: usize) -> Error {
         c as u32
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    const CTX: QuoteContext = QuoteContext {
+        standard_conforming_strings: true,
+    };
+
+    fn m<P: Params + ?Sized>(q: &str, p: &P) -> Result<String, Error> {
+        mogrify(q, p, &CTX)
+    }
+
+    fn usage<P: Params + ?Sized>(q: &str, p: &P) -> String {
+        let e = m(q, p).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Usage, "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn positional_placeholders_take_parameters_in_order() {
+        assert_eq!(
+            m("SELECT %s, %s;", &("'\"test\"'", "SELECT 1;")).unwrap(),
+            "SELECT '''\"test\"''', 'SELECT 1;';"
+        );
+        assert_eq!(
+            m("SELECT %s::int, %s, %s", &(1i32, "two", None::<i64>)).unwrap(),
+            "SELECT 1::int, 'two', NULL"
+        );
+    }
+
+    #[test]
+    fn a_negative_parameter_never_forms_a_comment() {
+        assert_eq!(m("SELECT 1-%s", &(-1i32,)).unwrap(), "SELECT 1- -1");
+    }
+
+    #[test]
+    fn double_percent_is_one_percent_when_there_are_parameters() {
+        assert_eq!(m("%s %%", &(1i32,)).unwrap(), "1 %");
+        assert_eq!(
+            m("%(a)s %%", &named([("a", Value::from(1i32))])).unwrap(),
+            "1 %"
+        );
+    }
+
+    #[test]
+    fn without_parameters_the_query_is_unchanged_and_percent_is_literal() {
+        assert_eq!(m("SELECT 'a%s'", &()).unwrap(), "SELECT 'a%s'");
+        assert_eq!(m("SELECT 100%", &()).unwrap(), "SELECT 100%");
+        assert_eq!(m("SELECT '%%'", &()).unwrap(), "SELECT '%%'");
+        assert_eq!(m("SELECT %(a)s", &Named::new()).unwrap(), "SELECT %(a)s");
+        assert_eq!(m("%s", &Vec::<Value>::new()).unwrap(), "%s");
+        assert_eq!(m("%s", &BTreeMap::<String, Value>::new()).unwrap(), "%s");
+    }
+
+    #[test]
+    fn placeholders_inside_string_literals_are_still_placeholders() {
+        assert_eq!(m("'%s'", &(1i32,)).unwrap(), "'1'");
+    }
+
+    #[test]
+    fn named_placeholders_may_repeat_and_extra_names_are_ignored() {
+        let p = named([("x", Value::from(3i32)), ("y", Value::from("why"))]);
+        assert_eq!(
+            m("SELECT %(x)s, %(y)s, %(x)s", &p).unwrap(),
+            "SELECT 3, 'why', 3"
+        );
+        assert_eq!(
+            m("%(a)s%(a)s", &named([("a", Value::from(1i32))])).unwrap(),
+            "11"
+        );
+        assert_eq!(m("%(x)s", &p).unwrap(), "3");
+        assert_eq!(m("%()s", &named([("", Value::from(5i32))])).unwrap(), "5");
+        let mut h = HashMap::new();
+        h.insert("k".to_owned(), Value::from("v"));
+        assert_eq!(m("%(k)s", &h).unwrap(), "'v'");
+    }
+
+    #[test]
+    fn placeholder_errors_are_usage_errors_with_clear_messages() {
+        let one = (1i32,);
+        let a = named([("a", Value::from(1i32))]);
+        assert!(usage("%s %s", &one).contains("not enough parameters"));
+        assert!(usage("%s", &(1i32, 2i32)).contains("not all arguments converted"));
+        assert!(usage("x", &one).contains("not all arguments converted"));
+        assert!(usage("%(a)s %s", &a).contains("argument formats can't be mixed"));
+        assert!(usage("%s %(a)s", &one).contains("argument formats can't be mixed"));
+        assert!(usage("%(a)sx%", &a).contains("argument formats can't be mixed"));
+        assert!(usage("%(b)s", &a).contains("no parameter named \"b\""));
+        assert!(
+            usage("SELECT %(foos;", &named([("foo", Value::from("bar"))]))
+                .contains("incomplete placeholder: '%(' without ')'")
+        );
+        assert!(usage("%(a)", &a).contains("incomplete format"));
+        assert!(usage("%s %", &one).contains("incomplete format"));
+        assert_eq!(
+            usage("%(a)d", &a),
+            "usage error: unsupported format character 'd' (0x64) at index 4"
+        );
+        assert_eq!(
+            usage("%s %d", &(1i32, 2i32)),
+            "usage error: unsupported format character 'd' (0x64) at index 4"
+        );
+        assert!(usage("%5s", &one).contains("unsupported format character '5'"));
+    }
+
+    #[test]
+    fn a_nul_in_a_string_parameter_is_a_usage_error() {
+        assert!(usage("%s", &("a\0b",)).contains("NUL"));
+    }
+
+    #[test]
+    fn every_parameter_shape_renders() {
+        let want = "SELECT 1, 's'";
+        let q = "SELECT %s, %s";
+        let dynamic: &[&dyn ToSql] = &[&1i32, &"s"];
+        assert_eq!(m(q, &dynamic).unwrap(), want);
+        assert_eq!(m(q, dynamic).unwrap(), want);
+        let v: Vec<&dyn ToSql> = vec![&1i32, &"s"];
+        assert_eq!(m(q, &v).unwrap(), want);
+        let values = vec![Value::from(1i32), Value::from("s")];
+        assert_eq!(m(q, &values).unwrap(), want);
+        assert_eq!(m(q, &values[..]).unwrap(), want);
+        assert_eq!(m(q, &["1", "s"]).unwrap(), "SELECT '1', 's'");
+        assert_eq!(m(q, &values.to_values()).unwrap(), want);
+        let sixteen = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16i64);
+        assert_eq!(
+            m(&"%s".repeat(16), &sixteen).unwrap(),
+            "12345678910111213141516"
+        );
+        let b: BTreeMap<String, Value> = [("a".to_owned(), Value::from(1i32))].into();
+        assert_eq!(m("%(a)s", &b).unwrap(), "1");
+        assert_eq!(b.render("%(a)s", &CTX).unwrap(), "1");
+    }
+
+    #[test]
+    fn to_values_keeps_an_owned_copy_that_renders_the_same() {
+        let p = (1i32, "x", None::<i64>);
+        assert_eq!(
+            p.to_values(),
+            ParamValues::Positional(vec![Value::Int4(1), Value::from("x"), Value::Null])
+        );
+        let n = named([("x", Value::from(3i32))]);
+        let owned = n.to_values();
+        assert_eq!(
+            owned,
+            ParamValues::Named([("x".to_owned(), Value::Int4(3))].into())
+        );
+        assert_eq!(m("%(x)s", &owned).unwrap(), "3");
+        assert!(!owned.is_empty());
+        assert!(().is_empty());
+    }
+
+    #[test]
+    fn positional_gives_the_values_for_the_extended_protocol() {
+        assert_eq!((41i64,).positional().unwrap(), vec![Value::Int8(41)]);
+        let n = named([("x", Value::from(3i32))]);
+        assert_eq!(n.positional().unwrap_err().kind(), ErrorKind::Usage);
+        assert_eq!(Named::new().positional().unwrap(), Vec::<Value>::new());
+    }
+
+    #[test]
+    fn non_ascii_queries_are_copied_intact() {
+        assert_eq!(
+            m("SELECT 'é', %s -- ü", &("ñ",)).unwrap(),
+            "SELECT 'é', 'ñ' -- ü"
+        );
+        assert!(usage("%é", &(1i32,)).contains("unsupported format character 'é' (0xe9)"));
+    }
+}

@@ -489,3 +489,231 @@ impl Iterator for Cursor {
 }
 
 impl ExactSizeIterator for Cursor {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn cols() -> Arc<[Column]> {
+        Arc::from(vec![
+            Column::new("a".into(), 0, 0, 23, 4, -1, 0),
+            Column::new("b".into(), 0, 0, 25, -1, -1, 0),
+            Column::new("c".into(), 0, 0, 20, 8, -1, 0),
+        ])
+    }
+
+    /// A DataRow body: the field count, then each field (None for NULL).
+    fn body(fields: &[Option<&[u8]>]) -> Bytes {
+        let mut b = (fields.len() as i16).to_be_bytes().to_vec();
+        for f in fields {
+            match f {
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(f) => {
+                    b.extend_from_slice(&(f.len() as i32).to_be_bytes());
+                    b.extend_from_slice(f);
+                }
+            }
+        }
+        Bytes::from(b)
+    }
+
+    fn row() -> Row {
+        Row::new(cols(), body(&[Some(b"1"), Some(b"two"), None])).unwrap()
+    }
+
+    #[test]
+    fn fields_decode_by_index_and_by_name() {
+        let r = row();
+        assert_eq!(r.len(), 3);
+        assert!(!r.is_empty());
+        let a: i32 = r.get(0);
+        let b: String = r.get("b");
+        let c: Option<i64> = r.get(2);
+        assert_eq!((a, b.as_str(), c), (1, "two", None));
+        assert_eq!(r.get_raw(1), Some(&b"two"[..]));
+        assert_eq!(r.get_raw(2), None);
+        assert_eq!(r.get_value("a"), Value::Int4(1));
+        assert_eq!(r.columns()[1].name(), "b");
+    }
+
+    #[test]
+    fn try_get_reports_errors_without_panicking() {
+        let r = row();
+        assert_eq!(
+            r.try_get::<_, i64>(1).unwrap_err().kind(),
+            ErrorKind::Conversion
+        );
+        assert_eq!(
+            r.try_get::<_, i64>(2).unwrap_err().kind(),
+            ErrorKind::Conversion
+        );
+        assert_eq!(r.try_get::<_, i32>(3).unwrap_err().kind(), ErrorKind::Usage);
+        assert_eq!(
+            r.try_get::<_, i32>("zz").unwrap_err().kind(),
+            ErrorKind::Usage
+        );
+        assert_eq!(r.get_raw("zz"), None);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "error retrieving column b: conversion error: cannot convert column \"b\" of type text to i64"
+    )]
+    fn get_panics_naming_the_column_and_the_error() {
+        let _: i64 = row().get("b");
+    }
+
+    #[test]
+    fn to_map_and_to_values_give_every_column() {
+        let r = row();
+        let m = r.to_map();
+        assert_eq!(m["a"], Value::Int4(1));
+        assert_eq!(m["b"], Value::from("two"));
+        assert_eq!(m["c"], Value::Null);
+        assert_eq!(
+            r.to_values(),
+            vec![Value::Int4(1), Value::from("two"), Value::Null]
+        );
+        assert_eq!(
+            format!("{r:?}"),
+            r#"{"a": Int4(1), "b": Text("two"), "c": Null}"#
+        );
+    }
+
+    #[test]
+    fn malformed_data_rows_are_protocol_errors() {
+        let bad: Vec<Bytes> = vec![
+            Bytes::new(),
+            Bytes::from_static(&[0]),
+            body(&[Some(b"1"), Some(b"2")]), // too few fields
+            body(&[Some(b"1"), Some(b"2"), None, None]), // too many
+            Bytes::from_static(&[0, 3, 0, 0, 0, 1, b'1']), // ends early
+            Bytes::from_static(&[0xff, 0xff]), // negative count
+        ];
+        for b in bad {
+            let e = Row::new(cols(), b.clone()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Protocol, "{b:?}");
+        }
+        // A negative length other than -1.
+        let mut b = body(&[Some(b"1"), Some(b"2"), None]).to_vec();
+        let n = b.len();
+        b[n - 4..].copy_from_slice(&(-2i32).to_be_bytes());
+        assert_eq!(
+            Row::new(cols(), b.into()).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+        // Trailing bytes after the last field.
+        let mut b = body(&[Some(b"1"), Some(b"2"), None]).to_vec();
+        b.push(0);
+        assert_eq!(
+            Row::new(cols(), b.into()).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+    }
+
+    #[test]
+    fn a_huge_declared_length_is_rejected_without_allocating() {
+        let b = Bytes::from_static(&[0, 1, 0x7f, 0xff, 0xff, 0xff, b'x']);
+        let one: Arc<[Column]> = Arc::from(vec![Column::new("a".into(), 0, 0, 25, -1, -1, 0)]);
+        assert_eq!(Row::new(one, b).unwrap_err().kind(), ErrorKind::Protocol);
+    }
+
+    #[test]
+    fn rows_are_send_and_cheap_to_clone() {
+        fn is_send<T: Send + Sync>() {}
+        is_send::<Row>();
+        is_send::<Column>();
+        let r = row();
+        let r2 = r.clone();
+        assert_eq!(r2.get::<_, String>(1), "two");
+    }
+
+    #[test]
+    fn hstore_columns_decode_as_hstore_once_resolved() {
+        let mut reg = TypeRegistry::new();
+        reg.register_hstore(16385, 16390);
+        let mut c = Column::new("h".into(), 0, 0, 16385, -1, -1, 0);
+        let raw = body(&[Some(br#""a"=>"b""#)]);
+        let unresolved = Row::new(Arc::from(vec![c.clone()]), raw.clone()).unwrap();
+        assert!(matches!(
+            unresolved.get_value(0),
+            Value::Unknown {
+                type_oid: 16385,
+                ..
+            }
+        ));
+        c.resolve(&reg);
+        let r = Row::new(Arc::from(vec![c]), raw).unwrap();
+        let mut want = std::collections::HashMap::new();
+        want.insert("a".to_owned(), Some("b".to_owned()));
+        assert_eq!(r.get_value(0), Value::Hstore(want.clone()));
+        let h: std::collections::HashMap<String, Option<String>> = r.get(0);
+        assert_eq!(h, want);
+        // hstore[] decodes element by element.
+        let mut ac = Column::new("ha".into(), 0, 0, 16390, -1, -1, 0);
+        ac.resolve(&reg);
+        let f: &[u8] = br#"{"\"a\"=>\"b\"",NULL}"#;
+        let r = Row::new(Arc::from(vec![ac]), body(&[Some(f)])).unwrap();
+        let v: Vec<Option<std::collections::HashMap<String, Option<String>>>> = r.get(0);
+        assert_eq!(v, vec![Some(want), None]);
+    }
+
+    #[test]
+    fn rowcount_is_parsed_from_command_tags() {
+        assert_eq!(rowcount_from_tag("SELECT 10"), 10);
+        assert_eq!(rowcount_from_tag("INSERT 0 1"), 1);
+        assert_eq!(rowcount_from_tag("UPDATE 3"), 3);
+        assert_eq!(rowcount_from_tag("DELETE 0"), 0);
+        assert_eq!(rowcount_from_tag("MOVE 5"), 5);
+        assert_eq!(rowcount_from_tag("FETCH 5"), 5);
+        assert_eq!(rowcount_from_tag("COPY 7"), 7);
+        assert_eq!(rowcount_from_tag("MERGE 2"), 2);
+        assert_eq!(rowcount_from_tag("CREATE TABLE"), -1);
+        assert_eq!(rowcount_from_tag("BEGIN"), -1);
+        assert_eq!(rowcount_from_tag("SELECT"), -1);
+        assert_eq!(rowcount_from_tag(""), -1);
+    }
+
+    #[test]
+    fn cursor_fetches_each_row_once_in_order() {
+        let rows: Vec<Row> = (1..=10)
+            .map(|i: i32| {
+                let s = i.to_string();
+                Row::new(cols(), body(&[Some(s.as_bytes()), None, None])).unwrap()
+            })
+            .collect();
+        let mut c = Cursor::new(
+            "SELECT generate_series(1, 10) AS i".into(),
+            Some(cols()),
+            rows,
+            10,
+            Some("SELECT 10".into()),
+        );
+        assert_eq!(c.rowcount(), 10);
+        assert_eq!(c.statusmessage(), Some("SELECT 10"));
+        assert_eq!(c.query(), "SELECT generate_series(1, 10) AS i");
+        assert_eq!(c.description().unwrap().len(), 3);
+        assert_eq!(c.len(), 10);
+        assert_eq!(c.fetchone().unwrap().get::<_, i32>(0), 1);
+        let three: Vec<i32> = c.fetchmany(3).iter().map(|r| r.get(0)).collect();
+        assert_eq!(three, vec![2, 3, 4]);
+        assert_eq!(c.rownumber(), 4);
+        assert_eq!(c.next().unwrap().get::<_, i32>(0), 5);
+        let rest: Vec<i32> = c.fetchall().iter().map(|r| r.get(0)).collect();
+        assert_eq!(rest, vec![6, 7, 8, 9, 10]);
+        assert!(c.fetchone().is_none());
+        assert!(c.fetchmany(2).is_empty());
+        assert!(c.is_empty());
+        assert_eq!(c.rownumber(), 10);
+    }
+
+    #[test]
+    fn cursor_without_result_set_has_no_description() {
+        let mut c = Cursor::new("SET x = 1".into(), None, Vec::new(), -1, Some("SET".into()));
+        assert!(c.description().is_none());
+        assert_eq!(c.rowcount(), -1);
+        assert!(c.fetchall().is_empty());
+        assert_eq!(c.count(), 0);
+    }
+}
