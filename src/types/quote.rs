@@ -82,14 +82,37 @@ pub(crate) fn float8(v: f64, out: &mut String) {
             "'-Infinity'::float"
         });
     } else {
-        signed(&python_repr(&format!("{v:e}")), out);
+        signed(&python_repr(&shortest_e(v)), out);
     }
+}
+
+/// The shortest digits that round-trip, in `{:e}` form, choosing among equally short
+/// candidates the one nearest the exact value (ties to even) as Python's `repr` does. Rust's
+/// own shortest form may pick the other candidate of a tie (`…597.063` for `…597.0625`),
+/// so the digit count is taken from it and the digits from exact, correctly rounded
+/// formatting at that precision.
+pub(crate) fn shortest_e(v: f64) -> String {
+    let short = format!("{v:e}");
+    let digits = short
+        .split('e')
+        .next()
+        .map_or(1, |m| m.bytes().filter(u8::is_ascii_digit).count());
+    format!("{:.*e}", digits.saturating_sub(1), v)
+}
+
+fn shortest_e32(v: f32) -> String {
+    let short = format!("{v:e}");
+    let digits = short
+        .split('e')
+        .next()
+        .map_or(1, |m| m.bytes().filter(u8::is_ascii_digit).count());
+    format!("{:.*e}", digits.saturating_sub(1), v)
 }
 
 pub(crate) fn float4(v: f32, out: &mut String) {
     if v.is_finite() {
         // The f32's own shortest digits: 1.1f32 is written 1.1, not 1.100000023841858.
-        signed(&python_repr(&format!("{v:e}")), out);
+        signed(&python_repr(&shortest_e32(v)), out);
     } else {
         float8(f64::from(v), out);
     }
@@ -304,7 +327,7 @@ pub(crate) fn python_json(v: &serde_json::Value, out: &mut String) {
         J::Number(n) => {
             if n.is_f64() {
                 let f = n.as_f64().unwrap_or(0.0);
-                out.push_str(&python_repr(&format!("{f:e}")));
+                out.push_str(&python_repr(&shortest_e(f)));
             } else {
                 let _ = write!(out, "{n}");
             }

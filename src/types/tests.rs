@@ -108,6 +108,8 @@ fn floats_render_as_python_repr() {
         (1e22, "1e+22"),
         (1.5e-7, "1.5e-07"),
         (2.5e16, "2.5e+16"),
+        // A tie between two shortest forms: Python takes the even digit.
+        (f64::from_bits(0xc2a0_03e0_9aab_ba20), " -8804419589597.062"),
     ];
     for (v, want) in cases {
         assert_eq!(lit(v), *want, "{v:e}");
