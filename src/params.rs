@@ -160,6 +160,12 @@ impl Named {
     }
 }
 
+impl From<BTreeMap<String, Value>> for Named {
+    fn from(map: BTreeMap<String, Value>) -> Named {
+        Named(map)
+    }
+}
+
 impl<K: Into<String>> FromIterator<(K, Value)> for Named {
     fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> Named {
         Named(iter.into_iter().map(|(k, v)| (k.into(), v)).collect())
