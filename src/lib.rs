@@ -11,3 +11,11 @@ mod error;
 
 pub use conninfo::Config;
 pub use error::{DbError, Error, ErrorKind};
+
+mod params;
+mod row;
+mod types;
+
+pub use params::{mogrify, named, Named, ParamValues, Params};
+pub use row::{Column, Cursor, Row, RowIndex};
+pub use types::{oid, Format, FromSql, IsNull, QuoteContext, ToSql, Value};

@@ -1,0 +1,719 @@
+//! Result sets: [`Column`] (one field of a RowDescription), the lazy [`Row`] (one DataRow),
+//! and the psycopg2-style [`Cursor`] that a query resolves to.
+//!
+//! A `Row` keeps the DataRow bytes as they arrived and decodes a field only when asked, so
+//! reading one column of a wide row costs one column. Everything here trusts nothing in
+//! those bytes: a malformed DataRow is a Protocol error from `Row::new`, never a panic or
+//! an allocation sized by a length the message merely claims.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::Error;
+use crate::types::{FromSql, TypeRegistry, Value};
+
+/// Decoding hints for types whose OID is assigned at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Special {
+    None,
+    Hstore,
+    HstoreArray,
+}
+
+/// One column of a result set, as the server describes it (psycopg2's
+/// `cursor.description` entry).
+///
+/// ```
+/// let col = momoko::Column::new("seven".into(), 0, 0, 23, 4, -1, 0);
+/// assert_eq!(col.name(), "seven");
+/// assert_eq!(col.type_oid(), 23);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Column {
+    name: Arc<str>,
+    table_oid: u32,
+    column_id: i16,
+    type_oid: u32,
+    type_size: i16,
+    type_modifier: i32,
+    format: i16,
+    special: Special,
+}
+
+impl Column {
+    /// A column from the fields of a RowDescription entry.
+    pub fn new(
+        name: String,
+        table_oid: u32,
+        column_id: i16,
+        type_oid: u32,
+        type_size: i16,
+        type_modifier: i32,
+        format: i16,
+    ) -> Column {
+        Column {
+            name: name.into(),
+            table_oid,
+            column_id,
+            type_oid,
+            type_size,
+            type_modifier,
+            format,
+            special: Special::None,
+        }
+    }
+
+    /// The column's name (its alias when the query gave one).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The OID of the table the column comes from, 0 for a computed column.
+    pub fn table_oid(&self) -> u32 {
+        self.table_oid
+    }
+
+    /// The column's attribute number in its table, 0 for a computed column.
+    pub fn column_id(&self) -> i16 {
+        self.column_id
+    }
+
+    /// The OID of the column's type.
+    pub fn type_oid(&self) -> u32 {
+        self.type_oid
+    }
+
+    /// The type's size in bytes (`pg_type.typlen`), negative for variable-width types.
+    pub fn type_size(&self) -> i16 {
+        self.type_size
+    }
+
+    /// The type modifier (`atttypmod`), -1 when none.
+    pub fn type_modifier(&self) -> i32 {
+        self.type_modifier
+    }
+
+    /// The format of the column's values: 0 text, 1 binary.
+    pub fn format(&self) -> i16 {
+        self.format
+    }
+
+    /// Marks the column as hstore (or hstore[]) when the registry knows its type, so that
+    /// `Value` decoding yields `Value::Hstore`.
+    #[allow(dead_code)] // called by the Connection on each RowDescription
+    pub(crate) fn resolve(&mut self, reg: &TypeRegistry) {
+        self.special = if reg.is_hstore(self.type_oid) {
+            Special::Hstore
+        } else if reg.is_hstore_array(self.type_oid) {
+            Special::HstoreArray
+        } else {
+            Special::None
+        };
+    }
+
+    pub(crate) fn is_hstore(&self) -> bool {
+        self.special == Special::Hstore
+    }
+
+    pub(crate) fn is_hstore_array(&self) -> bool {
+        self.special == Special::HstoreArray
+    }
+
+    /// The column that the elements of this array column are decoded as.
+    pub(crate) fn element(&self, type_oid: u32, hstore: bool) -> Column {
+        Column {
+            name: self.name.clone(),
+            type_oid: if hstore { self.type_oid } else { type_oid },
+            type_size: -1,
+            type_modifier: -1,
+            special: if hstore {
+                Special::Hstore
+            } else {
+                Special::None
+            },
+            ..*self
+        }
+    }
+}
+
+/// Something that picks a column of a [`Row`]: its position (`usize`) or its name (`&str`,
+/// the first column of that name, as psycopg2's DictCursor does).
+pub trait RowIndex: fmt::Display {
+    /// The position of the column in `columns`, if there is one.
+    fn index(&self, columns: &[Column]) -> Option<usize>;
+}
+
+impl RowIndex for usize {
+    fn index(&self, columns: &[Column]) -> Option<usize> {
+        (*self < columns.len()).then_some(*self)
+    }
+}
+
+impl RowIndex for str {
+    fn index(&self, columns: &[Column]) -> Option<usize> {
+        columns.iter().position(|c| c.name() == self)
+    }
+}
+
+impl RowIndex for String {
+    fn index(&self, columns: &[Column]) -> Option<usize> {
+        self.as_str().index(columns)
+    }
+}
+
+impl<T: RowIndex + ?Sized> RowIndex for &T {
+    fn index(&self, columns: &[Column]) -> Option<usize> {
+        (**self).index(columns)
+    }
+}
+
+/// Where a field's bytes sit in the DataRow body; `start == u32::MAX` marks NULL.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+const NULL_SPAN: Span = Span {
+    start: u32::MAX,
+    len: 0,
+};
+
+/// One row of a result set, decoded on demand.
+///
+/// `Send`, cheap to clone (the bytes are shared).
+///
+/// ```
+/// use std::sync::Arc;
+/// use momoko::{Column, Row};
+/// let cols: Arc<[Column]> = Arc::from(vec![Column::new("a".into(), 0, 0, 23, 4, -1, 0)]);
+/// // field count 1, length 2, "42"
+/// let body = bytes::Bytes::from_static(&[0, 1, 0, 0, 0, 2, b'4', b'2']);
+/// let row = Row::new(cols, body).unwrap();
+/// let a: i32 = row.get("a");
+/// assert_eq!(a, 42);
+/// ```
+#[derive(Clone)]
+pub struct Row {
+    columns: Arc<[Column]>,
+    body: Bytes,
+    spans: Box<[Span]>,
+}
+
+impl Row {
+    /// A row from a DataRow message body (from the i16 field count on, without the tag
+    /// and the length). The field count must match `columns` and every length must fit in
+    /// the body, or this is an `ErrorKind::Protocol` error.
+    pub fn new(columns: Arc<[Column]>, body: Bytes) -> Result<Row, Error> {
+        let b = &body[..];
+        if b.len() < 2 {
+            return Err(Error::protocol("DataRow too short for its field count"));
+        }
+        let count = i16::from_be_bytes([b[0], b[1]]);
+        if usize::try_from(count).ok() != Some(columns.len()) {
+            return Err(Error::protocol(format!(
+                "DataRow has {count} fields but the RowDescription has {} columns",
+                columns.len()
+            )));
+        }
+        if b.len() > u32::MAX as usize {
+            return Err(Error::protocol("DataRow too long"));
+        }
+        let mut spans = Vec::with_capacity(columns.len());
+        let mut pos = 2usize;
+        for i in 0..columns.len() {
+            let len_bytes = b
+                .get(pos..pos + 4)
+                .ok_or_else(|| Error::protocol(format!("DataRow ends before field {i}")))?;
+            let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+            pos += 4;
+            if len == -1 {
+                spans.push(NULL_SPAN);
+                continue;
+            }
+            let len = usize::try_from(len).map_err(|_| {
+                Error::protocol(format!("DataRow field {i} has a negative length {len}"))
+            })?;
+            if len > b.len() - pos {
+                return Err(Error::protocol(format!(
+                    "DataRow field {i} of {len} bytes runs past the end of the message"
+                )));
+            }
+            spans.push(Span {
+                start: pos as u32,
+                len: len as u32,
+            });
+            pos += len;
+        }
+        if pos != b.len() {
+            return Err(Error::protocol("DataRow has bytes after its last field"));
+        }
+        Ok(Row {
+            columns,
+            body,
+            spans: spans.into_boxed_slice(),
+        })
+    }
+
+    /// The number of columns.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when the row has no columns (`SELECT` with an empty target list).
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The row's columns.
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// The value of a column, decoded as `T`.
+    ///
+    /// # Panics
+    /// When the column does not exist or does not convert to `T` (NULL into a non-`Option`,
+    /// a text column as an integer…); the message names the column and the error. Use
+    /// [`try_get`](Row::try_get) to get the error instead.
+    #[track_caller]
+    pub fn get<I: RowIndex, T: FromSql>(&self, idx: I) -> T {
+        match self.try_get(&idx) {
+            Ok(v) => v,
+            Err(e) => panic!("error retrieving column {idx}: {e}"),
+        }
+    }
+
+    /// The value of a column decoded as `T`, or the error: a Usage error for a column that
+    /// does not exist, a Conversion error for a value that does not convert.
+    pub fn try_get<I: RowIndex, T: FromSql>(&self, idx: I) -> Result<T, Error> {
+        let i = self.position(&idx)?;
+        T::from_sql(&self.columns[i], self.field(i))
+    }
+
+    /// The raw bytes of a column in its wire format, `None` for NULL or a column that does
+    /// not exist.
+    pub fn get_raw<I: RowIndex>(&self, idx: I) -> Option<&[u8]> {
+        idx.index(&self.columns).and_then(|i| self.field(i))
+    }
+
+    /// The value of a column as a [`Value`], decoded by its type.
+    ///
+    /// # Panics
+    /// When the column does not exist or its bytes are malformed.
+    #[track_caller]
+    pub fn get_value<I: RowIndex>(&self, idx: I) -> Value {
+        self.get(idx)
+    }
+
+    /// The row as a map of column names to values, like psycopg2's RealDictCursor (a later
+    /// column of the same name wins, as in a dict).
+    ///
+    /// # Panics
+    /// When a field's bytes are malformed for its type.
+    pub fn to_map(&self) -> BTreeMap<String, Value> {
+        self.columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name().to_owned(), self.get(i)))
+            .collect()
+    }
+
+    /// Every column's value, in order.
+    ///
+    /// # Panics
+    /// When a field's bytes are malformed for its type.
+    pub fn to_values(&self) -> Vec<Value> {
+        (0..self.len()).map(|i| self.get(i)).collect()
+    }
+
+    /// Like [`to_values`](Row::to_values), returning the first error instead of panicking.
+    pub fn try_to_values(&self) -> Result<Vec<Value>, Error> {
+        (0..self.len()).map(|i| self.try_get(i)).collect()
+    }
+
+    fn position<I: RowIndex>(&self, idx: &I) -> Result<usize, Error> {
+        idx.index(&self.columns).ok_or_else(|| {
+            Error::usage(format!(
+                "no column {idx} in a row of {} columns",
+                self.columns.len()
+            ))
+        })
+    }
+
+    fn field(&self, i: usize) -> Option<&[u8]> {
+        let s = self.spans[i];
+        if s.start == u32::MAX {
+            None
+        } else {
+            Some(&self.body[s.start as usize..(s.start + s.len) as usize])
+        }
+    }
+}
+
+impl fmt::Debug for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (i, c) in self.columns.iter().enumerate() {
+            match self.try_get::<_, Value>(i) {
+                Ok(v) => m.entry(&c.name(), &v),
+                Err(_) => m.entry(&c.name(), &self.field(i)),
+            };
+        }
+        m.finish()
+    }
+}
+
+/// The number of rows a command tag reports: `SELECT 10`, `INSERT 0 1`, `UPDATE 3`,
+/// `DELETE 2`, `MOVE 5`, `FETCH 5`, `COPY 7`, `MERGE 1`; -1 for any other command.
+#[allow(dead_code)] // used by the Connection to build cursors
+pub(crate) fn rowcount_from_tag(tag: &str) -> i64 {
+    let mut words = tag.split(' ');
+    let n = match words.next() {
+        Some("INSERT") => words.nth(1),
+        Some("SELECT" | "UPDATE" | "DELETE" | "MOVE" | "FETCH" | "COPY" | "MERGE") => words.next(),
+        _ => None,
+    };
+    n.and_then(|n| n.parse().ok()).unwrap_or(-1)
+}
+
+/// The result of one statement, with psycopg2's cursor semantics: rows are fetched in
+/// order, each once.
+///
+/// ```
+/// let mut c = momoko::Cursor::new("SELECT 1".into(), None, Vec::new(), -1, None);
+/// assert!(c.fetchone().is_none());
+/// assert_eq!(c.rowcount(), -1);
+/// ```
+#[derive(Debug)]
+pub struct Cursor {
+    query: String,
+    description: Option<Arc<[Column]>>,
+    rows: std::vec::IntoIter<Row>,
+    rownumber: usize,
+    rowcount: i64,
+    statusmessage: Option<String>,
+}
+
+impl Cursor {
+    /// A cursor over a statement's result: its columns (`None` for a statement without a
+    /// result set), its rows, the row count (-1 when unknown) and its command tag.
+    pub fn new(
+        query: String,
+        description: Option<Arc<[Column]>>,
+        rows: Vec<Row>,
+        rowcount: i64,
+        statusmessage: Option<String>,
+    ) -> Cursor {
+        Cursor {
+            query,
+            description,
+            rows: rows.into_iter(),
+            rownumber: 0,
+            rowcount,
+            statusmessage,
+        }
+    }
+
+    /// The next row, `None` when every row was fetched.
+    pub fn fetchone(&mut self) -> Option<Row> {
+        let r = self.rows.next();
+        if r.is_some() {
+            self.rownumber += 1;
+        }
+        r
+    }
+
+    /// Up to `n` next rows.
+    pub fn fetchmany(&mut self, n: usize) -> Vec<Row> {
+        let rows: Vec<Row> = self.rows.by_ref().take(n).collect();
+        self.rownumber += rows.len();
+        rows
+    }
+
+    /// Every remaining row.
+    pub fn fetchall(&mut self) -> Vec<Row> {
+        let rows: Vec<Row> = self.rows.by_ref().collect();
+        self.rownumber += rows.len();
+        rows
+    }
+
+    /// The number of rows the statement returned or affected, -1 when unknown.
+    pub fn rowcount(&self) -> i64 {
+        self.rowcount
+    }
+
+    /// The result's columns, `None` for a statement that returns no rows (`INSERT` without
+    /// `RETURNING`, `SET`…).
+    pub fn description(&self) -> Option<&[Column]> {
+        self.description.as_deref()
+    }
+
+    /// The command tag: `"SELECT 10"`, `"INSERT 0 1"`.
+    pub fn statusmessage(&self) -> Option<&str> {
+        self.statusmessage.as_deref()
+    }
+
+    /// The query as it was sent (with the parameters quoted in).
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    /// The index of the next row to fetch (psycopg2's `rownumber`).
+    pub fn rownumber(&self) -> usize {
+        self.rownumber
+    }
+
+    /// The number of rows not fetched yet.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when every row was fetched.
+    pub fn is_empty(&self) -> bool {
+        self.rows.len() == 0
+    }
+}
+
+impl Iterator for Cursor {
+    type Item = Row;
+    fn next(&mut self) -> Option<Row> {
+        self.fetchone()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.rows.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Cursor {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn cols() -> Arc<[Column]> {
+        Arc::from(vec![
+            Column::new("a".into(), 0, 0, 23, 4, -1, 0),
+            Column::new("b".into(), 0, 0, 25, -1, -1, 0),
+            Column::new("c".into(), 0, 0, 20, 8, -1, 0),
+        ])
+    }
+
+    /// A DataRow body: the field count, then each field (None for NULL).
+    fn body(fields: &[Option<&[u8]>]) -> Bytes {
+        let mut b = (fields.len() as i16).to_be_bytes().to_vec();
+        for f in fields {
+            match f {
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(f) => {
+                    b.extend_from_slice(&(f.len() as i32).to_be_bytes());
+                    b.extend_from_slice(f);
+                }
+            }
+        }
+        Bytes::from(b)
+    }
+
+    fn row() -> Row {
+        Row::new(cols(), body(&[Some(b"1"), Some(b"two"), None])).unwrap()
+    }
+
+    #[test]
+    fn fields_decode_by_index_and_by_name() {
+        let r = row();
+        assert_eq!(r.len(), 3);
+        assert!(!r.is_empty());
+        let a: i32 = r.get(0);
+        let b: String = r.get("b");
+        let c: Option<i64> = r.get(2);
+        assert_eq!((a, b.as_str(), c), (1, "two", None));
+        assert_eq!(r.get_raw(1), Some(&b"two"[..]));
+        assert_eq!(r.get_raw(2), None);
+        assert_eq!(r.get_value("a"), Value::Int4(1));
+        assert_eq!(r.columns()[1].name(), "b");
+    }
+
+    #[test]
+    fn try_get_reports_errors_without_panicking() {
+        let r = row();
+        assert_eq!(
+            r.try_get::<_, i64>(1).unwrap_err().kind(),
+            ErrorKind::Conversion
+        );
+        assert_eq!(
+            r.try_get::<_, i64>(2).unwrap_err().kind(),
+            ErrorKind::Conversion
+        );
+        assert_eq!(r.try_get::<_, i32>(3).unwrap_err().kind(), ErrorKind::Usage);
+        assert_eq!(
+            r.try_get::<_, i32>("zz").unwrap_err().kind(),
+            ErrorKind::Usage
+        );
+        assert_eq!(r.get_raw("zz"), None);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "error retrieving column b: conversion error: cannot convert column \"b\" of type text to i64"
+    )]
+    fn get_panics_naming_the_column_and_the_error() {
+        let _: i64 = row().get("b");
+    }
+
+    #[test]
+    fn to_map_and_to_values_give_every_column() {
+        let r = row();
+        let m = r.to_map();
+        assert_eq!(m["a"], Value::Int4(1));
+        assert_eq!(m["b"], Value::from("two"));
+        assert_eq!(m["c"], Value::Null);
+        assert_eq!(
+            r.to_values(),
+            vec![Value::Int4(1), Value::from("two"), Value::Null]
+        );
+        assert_eq!(
+            format!("{r:?}"),
+            r#"{"a": Int4(1), "b": Text("two"), "c": Null}"#
+        );
+    }
+
+    #[test]
+    fn malformed_data_rows_are_protocol_errors() {
+        let bad: Vec<Bytes> = vec![
+            Bytes::new(),
+            Bytes::from_static(&[0]),
+            body(&[Some(b"1"), Some(b"2")]), // too few fields
+            body(&[Some(b"1"), Some(b"2"), None, None]), // too many
+            Bytes::from_static(&[0, 3, 0, 0, 0, 1, b'1']), // ends early
+            Bytes::from_static(&[0xff, 0xff]), // negative count
+        ];
+        for b in bad {
+            let e = Row::new(cols(), b.clone()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Protocol, "{b:?}");
+        }
+        // A negative length other than -1.
+        let mut b = body(&[Some(b"1"), Some(b"2"), None]).to_vec();
+        let n = b.len();
+        b[n - 4..].copy_from_slice(&(-2i32).to_be_bytes());
+        assert_eq!(
+            Row::new(cols(), b.into()).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+        // Trailing bytes after the last field.
+        let mut b = body(&[Some(b"1"), Some(b"2"), None]).to_vec();
+        b.push(0);
+        assert_eq!(
+            Row::new(cols(), b.into()).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
+    }
+
+    #[test]
+    fn a_huge_declared_length_is_rejected_without_allocating() {
+        let b = Bytes::from_static(&[0, 1, 0x7f, 0xff, 0xff, 0xff, b'x']);
+        let one: Arc<[Column]> = Arc::from(vec![Column::new("a".into(), 0, 0, 25, -1, -1, 0)]);
+        assert_eq!(Row::new(one, b).unwrap_err().kind(), ErrorKind::Protocol);
+    }
+
+    #[test]
+    fn rows_are_send_and_cheap_to_clone() {
+        fn is_send<T: Send + Sync>() {}
+        is_send::<Row>();
+        is_send::<Column>();
+        let r = row();
+        let r2 = r.clone();
+        assert_eq!(r2.get::<_, String>(1), "two");
+    }
+
+    #[test]
+    fn hstore_columns_decode_as_hstore_once_resolved() {
+        let mut reg = TypeRegistry::new();
+        reg.register_hstore(16385, 16390);
+        let mut c = Column::new("h".into(), 0, 0, 16385, -1, -1, 0);
+        let raw = body(&[Some(br#""a"=>"b""#)]);
+        let unresolved = Row::new(Arc::from(vec![c.clone()]), raw.clone()).unwrap();
+        assert!(matches!(
+            unresolved.get_value(0),
+            Value::Unknown {
+                type_oid: 16385,
+                ..
+            }
+        ));
+        c.resolve(&reg);
+        let r = Row::new(Arc::from(vec![c]), raw).unwrap();
+        let mut want = std::collections::HashMap::new();
+        want.insert("a".to_owned(), Some("b".to_owned()));
+        assert_eq!(r.get_value(0), Value::Hstore(want.clone()));
+        let h: std::collections::HashMap<String, Option<String>> = r.get(0);
+        assert_eq!(h, want);
+        // hstore[] decodes element by element.
+        let mut ac = Column::new("ha".into(), 0, 0, 16390, -1, -1, 0);
+        ac.resolve(&reg);
+        let f: &[u8] = br#"{"\"a\"=>\"b\"",NULL}"#;
+        let r = Row::new(Arc::from(vec![ac]), body(&[Some(f)])).unwrap();
+        let v: Vec<Option<std::collections::HashMap<String, Option<String>>>> = r.get(0);
+        assert_eq!(v, vec![Some(want), None]);
+    }
+
+    #[test]
+    fn rowcount_is_parsed_from_command_tags() {
+        assert_eq!(rowcount_from_tag("SELECT 10"), 10);
+        assert_eq!(rowcount_from_tag("INSERT 0 1"), 1);
+        assert_eq!(rowcount_from_tag("UPDATE 3"), 3);
+        assert_eq!(rowcount_from_tag("DELETE 0"), 0);
+        assert_eq!(rowcount_from_tag("MOVE 5"), 5);
+        assert_eq!(rowcount_from_tag("FETCH 5"), 5);
+        assert_eq!(rowcount_from_tag("COPY 7"), 7);
+        assert_eq!(rowcount_from_tag("MERGE 2"), 2);
+        assert_eq!(rowcount_from_tag("CREATE TABLE"), -1);
+        assert_eq!(rowcount_from_tag("BEGIN"), -1);
+        assert_eq!(rowcount_from_tag("SELECT"), -1);
+        assert_eq!(rowcount_from_tag(""), -1);
+    }
+
+    #[test]
+    fn cursor_fetches_each_row_once_in_order() {
+        let rows: Vec<Row> = (1..=10)
+            .map(|i: i32| {
+                let s = i.to_string();
+                Row::new(cols(), body(&[Some(s.as_bytes()), None, None])).unwrap()
+            })
+            .collect();
+        let mut c = Cursor::new(
+            "SELECT generate_series(1, 10) AS i".into(),
+            Some(cols()),
+            rows,
+            10,
+            Some("SELECT 10".into()),
+        );
+        assert_eq!(c.rowcount(), 10);
+        assert_eq!(c.statusmessage(), Some("SELECT 10"));
+        assert_eq!(c.query(), "SELECT generate_series(1, 10) AS i");
+        assert_eq!(c.description().unwrap().len(), 3);
+        assert_eq!(c.len(), 10);
+        assert_eq!(c.fetchone().unwrap().get::<_, i32>(0), 1);
+        let three: Vec<i32> = c.fetchmany(3).iter().map(|r| r.get(0)).collect();
+        assert_eq!(three, vec![2, 3, 4]);
+        assert_eq!(c.rownumber(), 4);
+        assert_eq!(c.next().unwrap().get::<_, i32>(0), 5);
+        let rest: Vec<i32> = c.fetchall().iter().map(|r| r.get(0)).collect();
+        assert_eq!(rest, vec![6, 7, 8, 9, 10]);
+        assert!(c.fetchone().is_none());
+        assert!(c.fetchmany(2).is_empty());
+        assert!(c.is_empty());
+        assert_eq!(c.rownumber(), 10);
+    }
+
+    #[test]
+    fn cursor_without_result_set_has_no_description() {
+        let mut c = Cursor::new("SET x = 1".into(), None, Vec::new(), -1, Some("SET".into()));
+        assert!(c.description().is_none());
+        assert_eq!(c.rowcount(), -1);
+        assert!(c.fetchall().is_empty());
+        assert_eq!(c.count(), 0);
+    }
+}

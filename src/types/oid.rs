@@ -1,0 +1,194 @@
+//! Type OIDs of the built-in PostgreSQL types that momoko knows by number.
+//!
+//! This module only names numbers from `pg_type.dat`; it never decides how a type is coded.
+//! Types with OIDs assigned at `CREATE EXTENSION` time (hstore) are not here: the
+//! connection learns them at run time (see `TypeRegistry`).
+
+/// `boolean`.
+pub const BOOL: u32 = 16;
+/// `bytea`.
+pub const BYTEA: u32 = 17;
+/// `"char"`.
+pub const CHAR: u32 = 18;
+/// `name`.
+pub const NAME: u32 = 19;
+/// `bigint`.
+pub const INT8: u32 = 20;
+/// `smallint`.
+pub const INT2: u32 = 21;
+/// `integer`.
+pub const INT4: u32 = 23;
+/// `text`.
+pub const TEXT: u32 = 25;
+/// `oid`.
+pub const OID: u32 = 26;
+/// `json`.
+pub const JSON: u32 = 114;
+/// `xml`.
+pub const XML: u32 = 142;
+/// `real`.
+pub const FLOAT4: u32 = 700;
+/// `double precision`.
+pub const FLOAT8: u32 = 701;
+/// `unknown (an untyped literal)`.
+pub const UNKNOWN: u32 = 705;
+/// `money`.
+pub const MONEY: u32 = 790;
+/// `character(n)`.
+pub const BPCHAR: u32 = 1042;
+/// `character varying`.
+pub const VARCHAR: u32 = 1043;
+/// `date`.
+pub const DATE: u32 = 1082;
+/// `time`.
+pub const TIME: u32 = 1083;
+/// `timestamp`.
+pub const TIMESTAMP: u32 = 1114;
+/// `timestamp with time zone`.
+pub const TIMESTAMPTZ: u32 = 1184;
+/// `interval`.
+pub const INTERVAL: u32 = 1186;
+/// `time with time zone`.
+pub const TIMETZ: u32 = 1266;
+/// `numeric`.
+pub const NUMERIC: u32 = 1700;
+/// `uuid`.
+pub const UUID: u32 = 2950;
+/// `jsonb`.
+pub const JSONB: u32 = 3802;
+
+/// `boolean[]`.
+pub const BOOL_ARRAY: u32 = 1000;
+/// `bytea[]`.
+pub const BYTEA_ARRAY: u32 = 1001;
+/// `"char"[]`.
+pub const CHAR_ARRAY: u32 = 1002;
+/// `name[]`.
+pub const NAME_ARRAY: u32 = 1003;
+/// `smallint[]`.
+pub const INT2_ARRAY: u32 = 1005;
+/// `integer[]`.
+pub const INT4_ARRAY: u32 = 1007;
+/// `text[]`.
+pub const TEXT_ARRAY: u32 = 1009;
+/// `character(n)[]`.
+pub const BPCHAR_ARRAY: u32 = 1014;
+/// `character varying[]`.
+pub const VARCHAR_ARRAY: u32 = 1015;
+/// `bigint[]`.
+pub const INT8_ARRAY: u32 = 1016;
+/// `real[]`.
+pub const FLOAT4_ARRAY: u32 = 1021;
+/// `double precision[]`.
+pub const FLOAT8_ARRAY: u32 = 1022;
+/// `oid[]`.
+pub const OID_ARRAY: u32 = 1028;
+/// `numeric[]`.
+pub const NUMERIC_ARRAY: u32 = 1231;
+/// `json[]`.
+pub const JSON_ARRAY: u32 = 199;
+/// `jsonb[]`.
+pub const JSONB_ARRAY: u32 = 3807;
+/// `date[]`.
+pub const DATE_ARRAY: u32 = 1182;
+/// `time[]`.
+pub const TIME_ARRAY: u32 = 1183;
+/// `timestamp[]`.
+pub const TIMESTAMP_ARRAY: u32 = 1115;
+/// `timestamp with time zone[]`.
+pub const TIMESTAMPTZ_ARRAY: u32 = 1185;
+/// `interval[]`.
+pub const INTERVAL_ARRAY: u32 = 1187;
+/// `time with time zone[]`.
+pub const TIMETZ_ARRAY: u32 = 1270;
+/// `uuid[]`.
+pub const UUID_ARRAY: u32 = 2951;
+/// `xml[]`.
+pub const XML_ARRAY: u32 = 143;
+/// `money[]`.
+pub const MONEY_ARRAY: u32 = 791;
+
+/// The element type of a built-in array type, `None` for any other OID.
+pub fn array_element(array_oid: u32) -> Option<u32> {
+    Some(match array_oid {
+        BOOL_ARRAY => BOOL,
+        BYTEA_ARRAY => BYTEA,
+        CHAR_ARRAY => CHAR,
+        NAME_ARRAY => NAME,
+        INT2_ARRAY => INT2,
+        INT4_ARRAY => INT4,
+        TEXT_ARRAY => TEXT,
+        BPCHAR_ARRAY => BPCHAR,
+        VARCHAR_ARRAY => VARCHAR,
+        INT8_ARRAY => INT8,
+        FLOAT4_ARRAY => FLOAT4,
+        FLOAT8_ARRAY => FLOAT8,
+        OID_ARRAY => OID,
+        NUMERIC_ARRAY => NUMERIC,
+        JSON_ARRAY => JSON,
+        JSONB_ARRAY => JSONB,
+        DATE_ARRAY => DATE,
+        TIME_ARRAY => TIME,
+        TIMESTAMP_ARRAY => TIMESTAMP,
+        TIMESTAMPTZ_ARRAY => TIMESTAMPTZ,
+        INTERVAL_ARRAY => INTERVAL,
+        TIMETZ_ARRAY => TIMETZ,
+        UUID_ARRAY => UUID,
+        XML_ARRAY => XML,
+        MONEY_ARRAY => MONEY,
+        1041 => 869,  // inet
+        651 => 650,   // cidr
+        1040 => 829,  // macaddr
+        1561 => 1560, // bit
+        1563 => 1562, // varbit
+        _ => return None,
+    })
+}
+
+/// The array type whose elements are `element_oid`, for the built-in types.
+pub fn array_of(element_oid: u32) -> Option<u32> {
+    Some(match element_oid {
+        BOOL => BOOL_ARRAY,
+        BYTEA => BYTEA_ARRAY,
+        CHAR => CHAR_ARRAY,
+        NAME => NAME_ARRAY,
+        INT2 => INT2_ARRAY,
+        INT4 => INT4_ARRAY,
+        TEXT => TEXT_ARRAY,
+        BPCHAR => BPCHAR_ARRAY,
+        VARCHAR => VARCHAR_ARRAY,
+        INT8 => INT8_ARRAY,
+        FLOAT4 => FLOAT4_ARRAY,
+        FLOAT8 => FLOAT8_ARRAY,
+        OID => OID_ARRAY,
+        NUMERIC => NUMERIC_ARRAY,
+        JSON => JSON_ARRAY,
+        JSONB => JSONB_ARRAY,
+        _ => return None,
+    })
+}
+
+/// Types whose text form is the string itself, decoded as `Value::Text`.
+pub fn is_text_like(oid: u32) -> bool {
+    matches!(oid, TEXT | VARCHAR | BPCHAR | NAME | CHAR | UNKNOWN | XML)
+}
+
+/// The SQL name of a built-in scalar type that has no variant of its own in `Value`, used
+/// as the cast when such a value is quoted (`'2024-02-29'::date`).
+pub fn cast_name(oid: u32) -> Option<&'static str> {
+    Some(match oid {
+        DATE => "date",
+        TIME => "time",
+        TIMETZ => "timetz",
+        TIMESTAMP => "timestamp",
+        TIMESTAMPTZ => "timestamptz",
+        INTERVAL => "interval",
+        UUID => "uuid",
+        MONEY => "money",
+        XML => "xml",
+        869 => "inet",
+        650 => "cidr",
+        829 => "macaddr",
+        _ => return None,
+    })
+}
