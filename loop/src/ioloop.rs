@@ -215,7 +215,10 @@ impl Inner {
     }
 
     fn poll_timeout(&self) -> Duration {
-        if !self.callbacks.borrow().is_empty() || self.remote.is_pending() {
+        if !self.callbacks.borrow().is_empty()
+            || self.remote.is_pending()
+            || !self.pending_events.borrow().is_empty()
+        {
             return Duration::ZERO;
         }
         match self.timers.borrow_mut().next_deadline() {
@@ -1050,5 +1053,146 @@ impl Default for IoLoop {
     /// Same as [`IoLoop::new`].
     fn default() -> IoLoop {
         IoLoop::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn tcp_pair() -> (mio::net::TcpStream, mio::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        server.set_nonblocking(true).unwrap();
+        (
+            mio::net::TcpStream::from_std(client),
+            mio::net::TcpStream::from_std(server),
+        )
+    }
+
+    #[test]
+    fn a_reused_handler_slot_never_receives_a_stale_event() {
+        let ioloop = IoLoop::new();
+        ioloop.call_later(Duration::from_secs(5), || panic!("watchdog"));
+        let (mut c1, s1) = tcp_pair();
+        let (mut c2, s2) = tcp_pair();
+        let (_c3, s3) = tcp_pair(); // never written to: its handler must never run
+        c1.write_all(b"x").unwrap();
+        c2.write_all(b"y").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let socks = [Rc::new(RefCell::new(s1)), Rc::new(RefCell::new(s2))];
+        let s3 = Rc::new(RefCell::new(s3));
+        let ids: Rc<RefCell<Vec<HandlerId>>> = Rc::new(RefCell::new(Vec::new()));
+        let first_calls = Rc::new(Cell::new(0));
+        let stale_calls = Rc::new(Cell::new(0));
+        // (was the victim's event pending in this batch, victim id, reusing id)
+        let observed = Rc::new(Cell::new(None::<(bool, HandlerId, HandlerId)>));
+        for me in 0..2 {
+            let other = 1 - me;
+            let l = ioloop.clone();
+            let (socks2, ids2, first_calls, stale_calls, s3, observed) = (
+                socks.clone(),
+                ids.clone(),
+                first_calls.clone(),
+                stale_calls.clone(),
+                s3.clone(),
+                observed.clone(),
+            );
+            let id = ioloop
+                .add_handler(
+                    &mut *socks[me].borrow_mut(),
+                    mio::Interest::READABLE,
+                    move |_| {
+                        first_calls.set(first_calls.get() + 1);
+                        let victim = ids2.borrow()[other];
+                        let pending =
+                            l.0.pending_events
+                                .borrow()
+                                .iter()
+                                .any(|(token, _)| handlers::decode(*token) == victim.key);
+                        l.remove_handler(victim, &mut *socks2[other].borrow_mut());
+                        let stale_calls = stale_calls.clone();
+                        let reuser = l
+                            .add_handler(
+                                &mut *s3.borrow_mut(),
+                                mio::Interest::READABLE,
+                                move |_| stale_calls.set(stale_calls.get() + 1),
+                            )
+                            .unwrap();
+                        observed.set(Some((pending, victim, reuser)));
+                        let l2 = l.clone();
+                        l.call_later(Duration::from_millis(20), move || l2.stop());
+                    },
+                )
+                .unwrap();
+            ids.borrow_mut().push(id);
+        }
+        ioloop.start();
+        let (pending, victim, reuser) = observed.get().expect("a handler ran");
+        assert!(
+            pending,
+            "precondition: the victim's event was in the same batch"
+        );
+        assert_eq!(
+            reuser.key.index, victim.key.index,
+            "precondition: the slot was reused"
+        );
+        assert_ne!(reuser.key.gen, victim.key.gen);
+        assert_eq!(first_calls.get(), 1);
+        assert_eq!(stale_calls.get(), 0);
+    }
+
+    #[test]
+    fn a_handler_panic_keeps_the_undispatched_events_of_its_batch() {
+        let ioloop = IoLoop::new();
+        let (mut c1, s1) = tcp_pair();
+        let (mut c2, s2) = tcp_pair();
+        c1.write_all(b"x").unwrap();
+        c2.write_all(b"y").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let calls = Rc::new(RefCell::new(Vec::new()));
+        let mut socks = [s1, s2];
+        for (me, sock) in socks.iter_mut().enumerate() {
+            let (calls, l) = (calls.clone(), ioloop.clone());
+            ioloop
+                .add_handler(sock, mio::Interest::READABLE, move |_| {
+                    calls.borrow_mut().push(me);
+                    if calls.borrow().len() == 1 {
+                        panic!("first handler of the batch panics");
+                    }
+                    l.stop();
+                })
+                .unwrap();
+        }
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ioloop.start()));
+        assert!(result.is_err());
+        assert_eq!(ioloop.0.pending_events.borrow().len(), 1);
+        ioloop.call_later(Duration::from_secs(5), || panic!("watchdog"));
+        ioloop.start();
+        let mut seen = calls.borrow().clone();
+        seen.sort();
+        assert_eq!(seen, [0, 1]);
+    }
+
+    #[test]
+    fn loop_handle_pushes_from_the_loop_thread_need_no_waker_syscall_but_still_run() {
+        let ioloop = IoLoop::new();
+        ioloop.call_later(Duration::from_secs(5), || panic!("watchdog"));
+        let handle = ioloop.handle();
+        let ran = Rc::new(Cell::new(false));
+        let r = ran.clone();
+        // Long poll otherwise: only `pending` makes the timeout zero.
+        ioloop.add_callback(move || {
+            let h2 = handle.clone();
+            handle.add_callback(move || h2.stop());
+            r.set(true);
+        });
+        let started = Instant::now();
+        ioloop.start();
+        assert!(ran.get());
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 }

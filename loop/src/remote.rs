@@ -6,10 +6,21 @@
 //! `Rc` state (that lives on the loop's thread) and never run a callback: the loop drains the
 //! inbox on its own thread at the start of each iteration.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::arena::Key;
+
+/// A cheap per-thread number (std's `ThreadId` costs more to get at).
+static NEXT_THREAD_TAG: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    static THREAD_TAG: usize = NEXT_THREAD_TAG.fetch_add(1, Ordering::Relaxed);
+}
+
+fn thread_tag() -> usize {
+    THREAD_TAG.try_with(|tag| *tag).unwrap_or(0)
+}
 
 pub(crate) type SendCallback = Box<dyn FnOnce() + Send>;
 
@@ -29,6 +40,10 @@ pub(crate) struct Remote {
     stop_requested: AtomicBool,
     /// Set when the loop is dropped: later pushes are discarded instead of piling up.
     closed: AtomicBool,
+    /// The thread that owns the loop (`IoLoop` is `!Send`, so it never moves). A push from
+    /// that thread skips the `Waker` syscall: the loop cannot be blocked in poll while its
+    /// own thread is running code, and it checks `pending` before it polls.
+    owner: usize,
 }
 
 impl Remote {
@@ -39,6 +54,7 @@ impl Remote {
             pending: AtomicBool::new(false),
             stop_requested: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            owner: thread_tag(),
         }
     }
 
@@ -58,7 +74,7 @@ impl Remote {
             f(&mut inbox);
             !self.pending.swap(true, Ordering::AcqRel)
         };
-        if first {
+        if first && thread_tag() != self.owner {
             self.wake();
         }
     }
