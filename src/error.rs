@@ -96,14 +96,21 @@ pub struct DbError {
 impl DbError {
     /// Whether the server will close the connection after this error.
     pub fn is_fatal(&self) -> bool {
-        let sev = self.severity_nonlocalized.as_deref().unwrap_or(&self.severity);
+        let sev = self
+            .severity_nonlocalized
+            .as_deref()
+            .unwrap_or(&self.severity);
         sev == "FATAL" || sev == "PANIC"
     }
 }
 
 impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} (SQLSTATE {})", self.severity, self.message, self.code)?;
+        write!(
+            f,
+            "{}: {} (SQLSTATE {})",
+            self.severity, self.message, self.code
+        )?;
         if let Some(d) = &self.detail {
             write!(f, "\nDETAIL: {d}")?;
         }

@@ -1,0 +1,866 @@
+//! The sans-IO PostgreSQL protocol core: one connection's state, bytes in, bytes out.
+//!
+//! `Protocol` owns the startup and authentication exchange, the queue of requests sent to the
+//! server, the matching of every response to its request, and the framing checks on what the
+//! server sends. It never touches a socket, a clock or the loop: the caller feeds received
+//! bytes to [`Protocol::handle_input`], writes what [`Protocol::transmit_buf`] holds, and
+//! collects results with [`Protocol::poll_event`]. Anything the server sends that breaks the
+//! protocol fails the whole connection with a clear error; nothing here panics on server input
+//! or allocates more than the configured message bound.
+//!
+//! Requests are *sync units*: each one ends with exactly one ReadyForQuery from the server (a
+//! simple Query, or an extended-protocol group closed by Sync). Several may be in flight at
+//! once; their answers come back in order, so a FIFO is all the matching needs.
+
+mod auth;
+mod framing;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::message::backend::{self, Message};
+use postgres_protocol::message::frontend;
+
+use crate::error::{DbError, Error};
+use crate::row::{Column, Row};
+use crate::types::TypeRegistry;
+
+pub(crate) use auth::Credentials;
+pub(crate) use framing::DEFAULT_MAX_MESSAGE_SIZE;
+
+/// A request the protocol can send: each is one sync unit.
+#[derive(Debug)]
+#[allow(dead_code)] // prepared statements and COPY are wired up by the Beyond issue
+pub(crate) enum Request {
+    /// A simple-protocol Query message (possibly several statements).
+    Simple { query: String },
+    /// Parse + Describe(statement) + Sync: prepares a named statement.
+    Prepare {
+        name: String,
+        query: String,
+        param_types: Vec<u32>,
+    },
+    /// Bind + Execute + Sync on a prepared statement whose result columns are known.
+    ExecutePrepared {
+        statement: String,
+        /// Already-encoded parameter values (None = NULL) and their formats.
+        params: Vec<Option<Bytes>>,
+        param_formats: Vec<i16>,
+        /// Columns of the result, with the formats asked for in Bind.
+        columns: Option<Arc<[Column]>>,
+        result_format: i16,
+    },
+    /// Close(statement) + Sync: drops a prepared statement on the server.
+    CloseStatement { name: String },
+    /// A COPY FROM STDIN whose data is sent whole right after the query.
+    CopyIn { query: String, data: Bytes },
+    /// A COPY TO STDOUT; its data comes out as [`Event::CopyData`] before the completion.
+    CopyOut { query: String },
+}
+
+/// What a completed request produced.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub(crate) enum Response {
+    /// The last result of a query (psycopg2 keeps only the last statement's result).
+    Query(QueryResult),
+    /// A prepared statement's parameter types and result columns.
+    Prepared {
+        param_types: Vec<u32>,
+        columns: Option<Arc<[Column]>>,
+    },
+    /// A statement was closed.
+    Closed,
+}
+
+/// The result of one statement: its columns, rows and command tag.
+#[derive(Debug, Default)]
+pub(crate) struct QueryResult {
+    pub(crate) columns: Option<Arc<[Column]>>,
+    pub(crate) rows: Vec<Row>,
+    pub(crate) tag: Option<String>,
+}
+
+/// What the protocol reports to its driver.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Startup finished: authenticated, parameters received, ReadyForQuery seen.
+    Connected,
+    /// The oldest in-flight request completed, successfully or with the server's error.
+    Completed(Result<Response, Error>),
+    /// A chunk of COPY TO STDOUT data for the oldest in-flight request.
+    CopyData(Bytes),
+    /// A NOTIFY delivered to this session.
+    Notification {
+        process_id: i32,
+        channel: String,
+        payload: String,
+    },
+    /// A NoticeResponse (warnings, notices); also logged.
+    Notice(Box<DbError>),
+    /// A run-time ParameterStatus change (e.g. `SET TIME ZONE`).
+    ParameterChanged { name: String, value: String },
+    /// The connection is finished: the error says why (a clean close is a Connection error
+    /// saying so). No event follows this one.
+    Closed(Error),
+}
+
+/// The connection's state.
+///
+/// ```text
+///   Startup ──auth ok──▶ Authenticated ──ReadyForQuery──▶ Ready ──close/error──▶ Closed
+///      │                       │                                                   ▲
+///      └──────────error────────┴───────────────────────────────────────────────────┘
+/// ```
+#[derive(Debug)]
+enum State {
+    /// The StartupMessage is queued; authentication is in progress.
+    Startup(auth::Auth),
+    /// AuthenticationOk received; waiting for BackendKeyData/ParameterStatus/ReadyForQuery.
+    Authenticated,
+    /// Ready for requests (some may be in flight).
+    Ready,
+    /// Finished; the error is sticky.
+    Closed(Error),
+}
+
+/// What an in-flight request has collected so far.
+#[derive(Debug)]
+struct InFlight {
+    kind: Kind,
+    result: QueryResult,
+    error: Option<Error>,
+    /// For Prepare: the parameter types.
+    param_types: Vec<u32>,
+    /// For COPY IN: the data still to send when the server asks for it.
+    copy_data: Option<Bytes>,
+    /// Whether the server has answered anything for this request yet.
+    answered: bool,
+    /// Where the request starts in the stream of bytes written to the server: if the writes
+    /// never got that far, the server never saw it.
+    start: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Simple,
+    Prepare,
+    Execute,
+    Close,
+    CopyIn,
+    CopyOut,
+}
+
+/// One PostgreSQL connection's protocol state. See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Protocol {
+    state: State,
+    out: BytesMut,
+    input: BytesMut,
+    in_flight: VecDeque<InFlight>,
+    events: VecDeque<Event>,
+    server_params: HashMap<String, String>,
+    backend_key: Option<(i32, i32)>,
+    transaction_status: u8,
+    max_message_size: usize,
+    types: TypeRegistry,
+    /// The SQLSTATE of the last notice, attached to a "connection lost" error: an immediate
+    /// shutdown sends only a WARNING 57P01 before closing.
+    last_notice_code: Option<String>,
+    /// Bytes ever queued for, and ever written to, the server.
+    queued_total: u64,
+    sent_total: u64,
+}
+
+impl Protocol {
+    /// A new connection: the StartupMessage is queued for transmission at once.
+    pub(crate) fn new(
+        startup_params: &[(String, String)],
+        credentials: Credentials,
+        max_message_size: usize,
+    ) -> Protocol {
+        let mut out = BytesMut::with_capacity(256);
+        let params = startup_params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let state = match frontend::startup_message(params, &mut out) {
+            Ok(()) => State::Startup(auth::Auth::new(credentials)),
+            Err(e) => State::Closed(Error::usage(format!("bad startup parameter: {e}"))),
+        };
+        let mut p = Protocol {
+            state,
+            out,
+            input: BytesMut::with_capacity(8192),
+            in_flight: VecDeque::new(),
+            events: VecDeque::new(),
+            server_params: HashMap::new(),
+            backend_key: None,
+            transaction_status: b'I',
+            max_message_size,
+            types: TypeRegistry::default(),
+            last_notice_code: None,
+            queued_total: 0,
+            sent_total: 0,
+        };
+        // The startup message counts as written bytes like any other.
+        p.queued_total = p.out.len() as u64;
+        if let State::Closed(e) = &p.state {
+            p.events.push_back(Event::Closed(e.clone()));
+        }
+        p
+    }
+
+    /// Bytes waiting to be written to the socket. The driver writes a prefix and then calls
+    /// [`Protocol::advance_transmit`] with how much was written.
+    pub(crate) fn transmit_buf(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Marks `n` bytes of the transmit buffer as written.
+    pub(crate) fn advance_transmit(&mut self, n: usize) {
+        let n = n.min(self.out.len());
+        self.sent_total += n as u64;
+        let _ = self.out.split_to(n);
+        if self.out.is_empty() && self.out.capacity() > 1 << 20 {
+            // A large COPY or query went out: don't keep its buffer for the connection's life.
+            self.out = BytesMut::with_capacity(8192);
+        }
+    }
+
+    /// Whether there is anything to write.
+    pub(crate) fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Whether the startup exchange is finished and requests may be sent.
+    #[cfg(test)]
+    pub(crate) fn is_ready(&self) -> bool {
+        matches!(self.state, State::Ready)
+    }
+
+    /// Whether the connection is finished.
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed(_))
+    }
+
+    /// The error that closed the connection, if it is closed.
+    pub(crate) fn close_error(&self) -> Option<&Error> {
+        match &self.state {
+            State::Closed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Number of requests sent and not yet answered.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// A server parameter reported by ParameterStatus (`server_version`, `TimeZone`…).
+    pub(crate) fn parameter(&self, name: &str) -> Option<&str> {
+        self.server_params.get(name).map(String::as_str)
+    }
+
+    /// The server version as libpq's PQserverVersion computes it (150018 for 15.18).
+    pub(crate) fn server_version(&self) -> Option<i32> {
+        self.parameter("server_version")
+            .and_then(parse_server_version)
+    }
+
+    /// The process id and secret key for CancelRequest.
+    pub(crate) fn backend_key(&self) -> Option<(i32, i32)> {
+        self.backend_key
+    }
+
+    /// The transaction status of the last ReadyForQuery: `I` idle, `T` in a transaction,
+    /// `E` in a failed transaction.
+    pub(crate) fn transaction_status(&self) -> u8 {
+        self.transaction_status
+    }
+
+    /// The types known to this connection (hstore's OID once registered).
+    pub(crate) fn types_mut(&mut self) -> &mut TypeRegistry {
+        &mut self.types
+    }
+
+    /// Queues a request. Fails (without queuing) when the connection is closed or not ready,
+    /// or when the request cannot be encoded (e.g. a NUL byte in the query).
+    pub(crate) fn send(&mut self, request: Request) -> Result<(), Error> {
+        match &self.state {
+            State::Ready => {}
+            State::Closed(e) => return Err(e.clone()),
+            _ => {
+                return Err(Error::usage(
+                    "the connection is not ready: startup is in progress",
+                ))
+            }
+        }
+        let mark = self.out.len();
+        let encoded = self.encode(request);
+        match encoded {
+            Ok(mut flight) => {
+                flight.start = self.queued_total;
+                self.queued_total += (self.out.len() - mark) as u64;
+                self.in_flight.push_back(flight);
+                Ok(())
+            }
+            Err(e) => {
+                self.out.truncate(mark);
+                Err(e)
+            }
+        }
+    }
+
+    fn encode(&mut self, request: Request) -> Result<InFlight, Error> {
+        let out = &mut self.out;
+        let enc = |e: std::io::Error| Error::usage(format!("cannot encode the request: {e}"));
+        let mut flight = InFlight {
+            kind: Kind::Simple,
+            result: QueryResult::default(),
+            error: None,
+            param_types: Vec::new(),
+            copy_data: None,
+            answered: false,
+            start: 0,
+        };
+        match request {
+            Request::Simple { query } => {
+                frontend::query(&query, out).map_err(enc)?;
+            }
+            Request::Prepare {
+                name,
+                query,
+                param_types,
+            } => {
+                flight.kind = Kind::Prepare;
+                frontend::parse(&name, &query, param_types.iter().copied(), out).map_err(enc)?;
+                frontend::describe(b'S', &name, out).map_err(enc)?;
+                frontend::sync(out);
+            }
+            Request::ExecutePrepared {
+                statement,
+                params,
+                param_formats,
+                columns,
+                result_format,
+            } => {
+                flight.kind = Kind::Execute;
+                flight.result.columns = columns;
+                frontend::bind(
+                    "",
+                    &statement,
+                    param_formats,
+                    params.iter(),
+                    |v, buf| match v {
+                        Some(b) => {
+                            buf.extend_from_slice(b);
+                            Ok(postgres_protocol::IsNull::No)
+                        }
+                        None => Ok(postgres_protocol::IsNull::Yes),
+                    },
+                    Some(result_format),
+                    out,
+                )
+                .map_err(|e| match e {
+                    frontend::BindError::Conversion(e) => Error::conversion(e.to_string()),
+                    frontend::BindError::Serialization(e) => enc(e),
+                })?;
+                frontend::execute("", 0, out).map_err(enc)?;
+                frontend::sync(out);
+            }
+            Request::CloseStatement { name } => {
+                flight.kind = Kind::Close;
+                frontend::close(b'S', &name, out).map_err(enc)?;
+                frontend::sync(out);
+            }
+            Request::CopyIn { query, data } => {
+                flight.kind = Kind::CopyIn;
+                flight.copy_data = Some(data);
+                frontend::query(&query, out).map_err(enc)?;
+            }
+            Request::CopyOut { query } => {
+                flight.kind = Kind::CopyOut;
+                frontend::query(&query, out).map_err(enc)?;
+            }
+        }
+        Ok(flight)
+    }
+
+    /// Queues a Terminate message and closes the protocol with `reason`: in-flight requests
+    /// fail with it. The driver should flush what is left to write, then close the socket.
+    pub(crate) fn terminate(&mut self, reason: Error) {
+        if self.is_closed() {
+            return;
+        }
+        self.out.clear();
+        frontend::terminate(&mut self.out);
+        self.fail(reason);
+    }
+
+    /// The socket reached end of stream or failed: the connection is lost.
+    pub(crate) fn handle_eof(&mut self, cause: Option<std::io::Error>) {
+        if self.is_closed() {
+            return;
+        }
+        let mut err = match cause {
+            Some(e) => Error::io("connection to the server was lost", e),
+            None => Error::connection("the server closed the connection unexpectedly"),
+        };
+        if let Some(code) = self.last_notice_code.take() {
+            err = err.with_code(code);
+        }
+        self.fail(err);
+    }
+
+    /// Closes the protocol with `err`: every in-flight request fails with it, then `Closed`
+    /// is reported.
+    ///
+    /// A request fails as *of unknown outcome* when the server may have run it: its bytes
+    /// were (at least partly) written and the connection was lost without the server saying
+    /// it gave up. A request never written, or one the server answered with a FATAL error (the
+    /// session ended before it completed, so its transaction was rolled back), provably did
+    /// not take effect, and a pool may run it again elsewhere.
+    pub(crate) fn fail(&mut self, err: Error) {
+        if self.is_closed() {
+            return;
+        }
+        self.state = State::Closed(err.clone());
+        let server_gave_up = err.as_db_error().is_some_and(DbError::is_fatal);
+        for flight in std::mem::take(&mut self.in_flight) {
+            let sent = flight.start < self.sent_total;
+            let e = if sent && !server_gave_up && err.is_connection_lost() {
+                err.with_outcome_unknown()
+            } else {
+                err.clone()
+            };
+            self.events.push_back(Event::Completed(Err(e)));
+        }
+        self.events.push_back(Event::Closed(err));
+    }
+
+    /// The next event, in the order things happened.
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Feeds received bytes and parses every whole message among them.
+    pub(crate) fn handle_input(&mut self, data: &[u8]) {
+        self.input.extend_from_slice(data);
+        self.process_input();
+    }
+
+    /// Parses every whole message in the input buffer.
+    pub(crate) fn process_input(&mut self) {
+        while !self.is_closed() {
+            match framing::next_frame(&mut self.input, self.max_message_size) {
+                Ok(Some(frame)) => {
+                    if let Err(e) = self.handle_frame(frame) {
+                        self.fail(e);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => self.fail(e),
+            }
+        }
+        if self.is_closed() {
+            self.input.clear();
+        }
+    }
+
+    fn handle_frame(&mut self, frame: framing::Frame) -> Result<(), Error> {
+        // Hot path: rows are kept as received and decoded lazily.
+        if frame.tag == backend::DATA_ROW_TAG {
+            return self.on_data_row(frame.into_body());
+        }
+        if frame.tag == b'v' {
+            return self.on_negotiate_protocol_version(frame.body());
+        }
+        let msg = frame.parse()?;
+        match msg {
+            Message::NoticeResponse(body) => {
+                let notice = parse_db_error(&mut body.fields())?;
+                log::info!("server notice: {notice}");
+                self.last_notice_code = Some(notice.code.clone());
+                self.events.push_back(Event::Notice(Box::new(notice)));
+                Ok(())
+            }
+            Message::NotificationResponse(body) => {
+                let channel = body
+                    .channel()
+                    .map_err(bad("NotificationResponse"))?
+                    .to_owned();
+                let payload = body
+                    .message()
+                    .map_err(bad("NotificationResponse"))?
+                    .to_owned();
+                self.events.push_back(Event::Notification {
+                    process_id: body.process_id(),
+                    channel,
+                    payload,
+                });
+                Ok(())
+            }
+            Message::ParameterStatus(body) => {
+                let name = body.name().map_err(bad("ParameterStatus"))?.to_owned();
+                let value = body.value().map_err(bad("ParameterStatus"))?.to_owned();
+                if name == "client_encoding" && !value.eq_ignore_ascii_case("UTF8") {
+                    return Err(Error::protocol(format!(
+                        "the server switched client_encoding to {value}; momoko speaks only UTF8"
+                    )));
+                }
+                self.server_params.insert(name.clone(), value.clone());
+                if matches!(self.state, State::Ready) {
+                    self.events
+                        .push_back(Event::ParameterChanged { name, value });
+                }
+                Ok(())
+            }
+            msg => match self.state {
+                State::Startup(_) => self.on_startup_message(msg),
+                State::Authenticated => self.on_authenticated_message(msg),
+                State::Ready => self.on_ready_message(msg),
+                State::Closed(_) => Ok(()),
+            },
+        }
+    }
+
+    fn on_negotiate_protocol_version(&mut self, body: &[u8]) -> Result<(), Error> {
+        // We ask for 3.0 with no `_pq_` options, so the server can only tell us it lacks some
+        // minor version we never asked for. Log it and go on.
+        if !matches!(self.state, State::Startup(_)) {
+            return Err(Error::protocol(
+                "NegotiateProtocolVersion received after startup",
+            ));
+        }
+        if body.len() < 8 {
+            return Err(Error::protocol("malformed NegotiateProtocolVersion"));
+        }
+        let minor = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        log::debug!("server negotiated protocol 3.{minor}");
+        Ok(())
+    }
+
+    fn on_startup_message(&mut self, msg: Message) -> Result<(), Error> {
+        let State::Startup(auth) = &mut self.state else {
+            unreachable!("checked by the caller")
+        };
+        match msg {
+            Message::AuthenticationOk => {
+                auth.finish()?;
+                self.state = State::Authenticated;
+                Ok(())
+            }
+            Message::ErrorResponse(body) => Err(Error::db(parse_db_error(&mut body.fields())?)),
+            other => auth.handle(other, &mut self.out),
+        }
+    }
+
+    fn on_authenticated_message(&mut self, msg: Message) -> Result<(), Error> {
+        match msg {
+            Message::BackendKeyData(body) => {
+                self.backend_key = Some((body.process_id(), body.secret_key()));
+                Ok(())
+            }
+            Message::ReadyForQuery(body) => {
+                self.transaction_status = body.status();
+                self.state = State::Ready;
+                self.events.push_back(Event::Connected);
+                Ok(())
+            }
+            Message::ErrorResponse(body) => Err(Error::db(parse_db_error(&mut body.fields())?)),
+            other => Err(unexpected(&other, "after authentication")),
+        }
+    }
+
+    fn on_data_row(&mut self, body: Bytes) -> Result<(), Error> {
+        let Some(flight) = self.in_flight.front_mut() else {
+            return Err(Error::protocol(
+                "DataRow received with no request in flight",
+            ));
+        };
+        flight.answered = true;
+        if flight.error.is_some() {
+            return Ok(());
+        }
+        let Some(columns) = &flight.result.columns else {
+            return Err(Error::protocol("DataRow received before RowDescription"));
+        };
+        let row = Row::new(columns.clone(), body)?;
+        flight.result.rows.push(row);
+        Ok(())
+    }
+
+    fn on_ready_message(&mut self, msg: Message) -> Result<(), Error> {
+        let Some(flight) = self.in_flight.front_mut() else {
+            return match msg {
+                // The server ends sessions with a FATAL ErrorResponse (57P01 on shutdown,
+                // pg_terminate_backend) while nothing is in flight.
+                Message::ErrorResponse(body) => Err(Error::db(parse_db_error(&mut body.fields())?)),
+                other => Err(unexpected(&other, "with no request in flight")),
+            };
+        };
+        flight.answered = true;
+        match msg {
+            Message::RowDescription(body) => {
+                if !matches!(flight.kind, Kind::Simple | Kind::Prepare | Kind::CopyOut) {
+                    return Err(unexpected_named("RowDescription", flight.kind));
+                }
+                let columns = parse_columns(&body, &self.types)?;
+                // A new statement of a multi-statement query: psycopg2 keeps only the last.
+                flight.result.rows.clear();
+                flight.result.tag = None;
+                flight.result.columns = Some(columns);
+            }
+            Message::NoData => {
+                if flight.kind != Kind::Prepare {
+                    return Err(unexpected_named("NoData", flight.kind));
+                }
+                flight.result.columns = None;
+            }
+            Message::ParameterDescription(body) => {
+                if flight.kind != Kind::Prepare {
+                    return Err(unexpected_named("ParameterDescription", flight.kind));
+                }
+                flight.param_types = body
+                    .parameters()
+                    .collect()
+                    .map_err(bad("ParameterDescription"))?;
+            }
+            Message::ParseComplete => {
+                if flight.kind != Kind::Prepare {
+                    return Err(unexpected_named("ParseComplete", flight.kind));
+                }
+            }
+            Message::BindComplete => {
+                if flight.kind != Kind::Execute {
+                    return Err(unexpected_named("BindComplete", flight.kind));
+                }
+            }
+            Message::CloseComplete => {
+                if flight.kind != Kind::Close {
+                    return Err(unexpected_named("CloseComplete", flight.kind));
+                }
+            }
+            Message::CommandComplete(body) => {
+                let tag = body.tag().map_err(bad("CommandComplete"))?.to_owned();
+                if flight.kind == Kind::Simple && flight.result.tag.is_some() {
+                    // The previous statement produced no RowDescription: a new, row-less result.
+                    flight.result.columns = None;
+                    flight.result.rows.clear();
+                }
+                flight.result.tag = Some(tag);
+            }
+            Message::EmptyQueryResponse => {
+                flight.result.columns = None;
+                flight.result.rows.clear();
+                flight.result.tag = None;
+            }
+            Message::PortalSuspended => {
+                return Err(unexpected_named("PortalSuspended", flight.kind));
+            }
+            Message::ErrorResponse(body) => {
+                let db = parse_db_error(&mut body.fields())?;
+                let fatal = db.is_fatal();
+                let err = Error::db(db);
+                if fatal {
+                    return Err(err);
+                }
+                if flight.error.is_none() {
+                    flight.error = Some(err);
+                }
+                flight.result.rows = Vec::new();
+            }
+            Message::CopyInResponse(_) => {
+                if flight.kind != Kind::CopyIn {
+                    // A COPY FROM STDIN sent through execute(): refuse it, the server fails the
+                    // statement and the connection stays usable.
+                    frontend::copy_fail(
+                        "COPY FROM STDIN is only supported through copy_in()",
+                        &mut self.out,
+                    )
+                    .map_err(bad("CopyFail"))?;
+                    return Ok(());
+                }
+                if let Some(data) = flight.copy_data.take() {
+                    if !data.is_empty() {
+                        frontend::CopyData::new(data)
+                            .map_err(|e| Error::usage(format!("COPY data too large: {e}")))?
+                            .write(&mut self.out);
+                    }
+                }
+                frontend::copy_done(&mut self.out);
+            }
+            Message::CopyOutResponse(_) => {
+                if flight.kind != Kind::CopyOut {
+                    flight.error.get_or_insert_with(|| {
+                        Error::usage("COPY TO STDOUT is only supported through copy_out()")
+                    });
+                }
+            }
+            Message::CopyData(body) => {
+                if flight.kind != Kind::CopyOut {
+                    return Ok(()); // discarded: already reported as a usage error
+                }
+                self.events.push_back(Event::CopyData(body.into_bytes()));
+            }
+            Message::CopyDone => {}
+            Message::ReadyForQuery(body) => {
+                self.transaction_status = body.status();
+                let flight = self.in_flight.pop_front().expect("checked above");
+                self.complete(flight);
+            }
+            other => return Err(unexpected(&other, "while a request is in flight")),
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, flight: InFlight) {
+        let result = match flight.error {
+            Some(e) => Err(e),
+            None => Ok(match flight.kind {
+                Kind::Prepare => Response::Prepared {
+                    param_types: flight.param_types,
+                    columns: flight.result.columns,
+                },
+                Kind::Close => Response::Closed,
+                _ => Response::Query(flight.result),
+            }),
+        };
+        self.events.push_back(Event::Completed(result));
+    }
+}
+
+fn parse_columns(
+    body: &backend::RowDescriptionBody,
+    types: &TypeRegistry,
+) -> Result<Arc<[Column]>, Error> {
+    let mut columns = Vec::new();
+    let mut fields = body.fields();
+    while let Some(f) = fields.next().map_err(bad("RowDescription"))? {
+        let mut c = Column::new(
+            f.name().to_owned(),
+            f.table_oid(),
+            f.column_id(),
+            f.type_oid(),
+            f.type_size(),
+            f.type_modifier(),
+            f.format(),
+        );
+        c.resolve(types);
+        columns.push(c);
+    }
+    Ok(columns.into())
+}
+
+/// Reads every field of an ErrorResponse or NoticeResponse; text is checked UTF-8 (lossy
+/// where the server sent something else, so that the message is never lost).
+pub(crate) fn parse_db_error(fields: &mut backend::ErrorFields<'_>) -> Result<DbError, Error> {
+    let mut e = DbError::default();
+    while let Some(f) = fields.next().map_err(bad("ErrorResponse"))? {
+        let v = String::from_utf8_lossy(f.value_bytes()).into_owned();
+        match f.type_() {
+            b'S' => e.severity = v,
+            b'V' => e.severity_nonlocalized = Some(v),
+            b'C' => e.code = v,
+            b'M' => e.message = v,
+            b'D' => e.detail = Some(v),
+            b'H' => e.hint = Some(v),
+            b'P' => e.position = v.parse().ok(),
+            b'p' => e.internal_position = v.parse().ok(),
+            b'q' => e.internal_query = Some(v),
+            b'W' => e.where_ = Some(v),
+            b's' => e.schema = Some(v),
+            b't' => e.table = Some(v),
+            b'c' => e.column = Some(v),
+            b'd' => e.datatype = Some(v),
+            b'n' => e.constraint = Some(v),
+            b'F' => e.file = Some(v),
+            b'L' => e.line = v.parse().ok(),
+            b'R' => e.routine = Some(v),
+            _ => {} // the protocol says unknown fields must be ignored
+        }
+    }
+    if e.code.is_empty() || e.severity.is_empty() {
+        return Err(Error::protocol(
+            "ErrorResponse without a severity or SQLSTATE",
+        ));
+    }
+    Ok(e)
+}
+
+/// libpq's PQserverVersion: "15.18" → 150018, "9.6.24" → 90624, "16beta1" → 160000.
+pub(crate) fn parse_server_version(s: &str) -> Option<i32> {
+    let digits_then = |s: &str| -> (Option<i32>, usize) {
+        let n = s.bytes().take_while(u8::is_ascii_digit).count();
+        (s[..n].parse().ok(), n)
+    };
+    let (major, n) = digits_then(s);
+    let major = major?;
+    let rest = &s[n..];
+    let (minor, n2) = match rest.strip_prefix('.') {
+        Some(r) => {
+            let (m, k) = digits_then(r);
+            (m, k + 1)
+        }
+        None => (None, 0),
+    };
+    if major >= 10 {
+        return Some(major * 10000 + minor.unwrap_or(0));
+    }
+    let rest = &rest[n2..];
+    let patch = rest.strip_prefix('.').and_then(|r| digits_then(r).0);
+    Some(major * 10000 + minor.unwrap_or(0) * 100 + patch.unwrap_or(0))
+}
+
+fn bad(what: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |e| Error::protocol(format!("malformed {what} message: {e}"))
+}
+
+fn unexpected(msg: &Message, when: &str) -> Error {
+    Error::protocol(format!("unexpected {} {when}", message_name(msg)))
+}
+
+fn unexpected_named(name: &str, kind: Kind) -> Error {
+    Error::protocol(format!("unexpected {name} in answer to a {kind:?} request"))
+}
+
+fn message_name(msg: &Message) -> &'static str {
+    match msg {
+        Message::AuthenticationCleartextPassword
+        | Message::AuthenticationGss
+        | Message::AuthenticationKerberosV5
+        | Message::AuthenticationMd5Password(_)
+        | Message::AuthenticationOk
+        | Message::AuthenticationScmCredential
+        | Message::AuthenticationSspi
+        | Message::AuthenticationGssContinue(_)
+        | Message::AuthenticationSasl(_)
+        | Message::AuthenticationSaslContinue(_)
+        | Message::AuthenticationSaslFinal(_) => "Authentication message",
+        Message::BackendKeyData(_) => "BackendKeyData",
+        Message::BindComplete => "BindComplete",
+        Message::CloseComplete => "CloseComplete",
+        Message::CommandComplete(_) => "CommandComplete",
+        Message::CopyData(_) => "CopyData",
+        Message::CopyDone => "CopyDone",
+        Message::CopyInResponse(_) => "CopyInResponse",
+        Message::CopyOutResponse(_) => "CopyOutResponse",
+        Message::DataRow(_) => "DataRow",
+        Message::EmptyQueryResponse => "EmptyQueryResponse",
+        Message::ErrorResponse(_) => "ErrorResponse",
+        Message::NoData => "NoData",
+        Message::NoticeResponse(_) => "NoticeResponse",
+        Message::NotificationResponse(_) => "NotificationResponse",
+        Message::ParameterDescription(_) => "ParameterDescription",
+        Message::ParameterStatus(_) => "ParameterStatus",
+        Message::ParseComplete => "ParseComplete",
+        Message::PortalSuspended => "PortalSuspended",
+        Message::ReadyForQuery(_) => "ReadyForQuery",
+        Message::RowDescription(_) => "RowDescription",
+        _ => "message",
+    }
+}

@@ -1,0 +1,625 @@
+//! Scripted byte exchanges with the protocol core: what a server would send, byte for byte.
+
+use super::*;
+
+/// Builds backend messages the way a server writes them.
+pub(crate) struct Script(pub(crate) Vec<u8>);
+
+impl Script {
+    pub(crate) fn new() -> Script {
+        Script(Vec::new())
+    }
+    pub(crate) fn msg(mut self, tag: u8, body: &[u8]) -> Script {
+        self.0.push(tag);
+        self.0
+            .extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        self.0.extend_from_slice(body);
+        self
+    }
+    pub(crate) fn auth_ok(self) -> Script {
+        self.msg(b'R', &0i32.to_be_bytes())
+    }
+    pub(crate) fn param(self, name: &str, value: &str) -> Script {
+        let mut b = cstr(name);
+        b.extend(cstr(value));
+        self.msg(b'S', &b)
+    }
+    pub(crate) fn key(self, pid: i32, secret: i32) -> Script {
+        let mut b = pid.to_be_bytes().to_vec();
+        b.extend_from_slice(&secret.to_be_bytes());
+        self.msg(b'K', &b)
+    }
+    pub(crate) fn ready(self, status: u8) -> Script {
+        self.msg(b'Z', &[status])
+    }
+    pub(crate) fn row_description(self, cols: &[(&str, u32)]) -> Script {
+        let mut b = (cols.len() as i16).to_be_bytes().to_vec();
+        for (name, oid) in cols {
+            b.extend(cstr(name));
+            b.extend_from_slice(&0u32.to_be_bytes()); // table oid
+            b.extend_from_slice(&0i16.to_be_bytes()); // column id
+            b.extend_from_slice(&oid.to_be_bytes());
+            b.extend_from_slice(&(-1i16).to_be_bytes());
+            b.extend_from_slice(&(-1i32).to_be_bytes());
+            b.extend_from_slice(&0i16.to_be_bytes());
+        }
+        self.msg(b'T', &b)
+    }
+    pub(crate) fn data_row(self, fields: &[Option<&str>]) -> Script {
+        let mut b = (fields.len() as i16).to_be_bytes().to_vec();
+        for f in fields {
+            match f {
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v.as_bytes());
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        self.msg(b'D', &b)
+    }
+    pub(crate) fn complete(self, tag: &str) -> Script {
+        self.msg(b'C', &cstr(tag))
+    }
+    pub(crate) fn error(self, severity: &str, code: &str, message: &str) -> Script {
+        let mut b = Vec::new();
+        for (t, v) in [
+            (b'S', severity),
+            (b'V', severity),
+            (b'C', code),
+            (b'M', message),
+        ] {
+            b.push(t);
+            b.extend(cstr(v));
+        }
+        b.push(0);
+        self.msg(b'E', &b)
+    }
+    pub(crate) fn startup_done(self) -> Script {
+        self.auth_ok()
+            .param("server_version", "15.18")
+            .param("client_encoding", "UTF8")
+            .param("standard_conforming_strings", "on")
+            .key(4242, 77)
+            .ready(b'I')
+    }
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn creds(password: Option<&str>) -> Credentials {
+    Credentials {
+        user: "alice".into(),
+        password: password.map(|p| p.as_bytes().to_vec()),
+    }
+}
+
+fn new_protocol(password: Option<&str>) -> Protocol {
+    let params = vec![
+        ("user".to_owned(), "alice".to_owned()),
+        ("database".to_owned(), "db".to_owned()),
+        ("client_encoding".to_owned(), "UTF8".to_owned()),
+    ];
+    Protocol::new(&params, creds(password), DEFAULT_MAX_MESSAGE_SIZE)
+}
+
+pub(crate) fn connected() -> Protocol {
+    let mut p = new_protocol(None);
+    let n = p.transmit_buf().len();
+    p.advance_transmit(n);
+    p.handle_input(&Script::new().startup_done().0);
+    assert!(matches!(p.poll_event(), Some(Event::Connected)));
+    p
+}
+
+fn drain(p: &mut Protocol) -> Vec<Event> {
+    std::iter::from_fn(|| p.poll_event()).collect()
+}
+
+fn take_out(p: &mut Protocol) -> Vec<u8> {
+    let v = p.transmit_buf().to_vec();
+    p.advance_transmit(v.len());
+    v
+}
+
+#[test]
+fn startup_message_names_user_database_and_utf8() {
+    let mut p = new_protocol(None);
+    let out = take_out(&mut p);
+    let len = i32::from_be_bytes(out[0..4].try_into().unwrap()) as usize;
+    assert_eq!(len, out.len());
+    assert_eq!(&out[4..8], &0x0003_0000i32.to_be_bytes());
+    let body = String::from_utf8_lossy(&out[8..]);
+    assert_eq!(body, "user\0alice\0database\0db\0client_encoding\0UTF8\0\0");
+}
+
+#[test]
+fn startup_records_parameters_backend_key_and_version() {
+    let p = connected();
+    assert!(p.is_ready());
+    assert_eq!(p.server_version(), Some(150018));
+    assert_eq!(p.parameter("standard_conforming_strings"), Some("on"));
+    assert_eq!(p.backend_key(), Some((4242, 77)));
+    assert_eq!(p.transaction_status(), b'I');
+}
+
+#[test]
+fn startup_bytes_split_one_at_a_time_give_the_same_result() {
+    let mut p = new_protocol(None);
+    take_out(&mut p);
+    for b in Script::new().startup_done().0 {
+        p.handle_input(&[b]);
+    }
+    assert!(matches!(p.poll_event(), Some(Event::Connected)));
+    assert_eq!(p.backend_key(), Some((4242, 77)));
+}
+
+#[test]
+fn md5_authentication_sends_the_salted_hash() {
+    let mut p = new_protocol(Some("secret"));
+    take_out(&mut p);
+    let mut body = 5i32.to_be_bytes().to_vec();
+    body.extend_from_slice(&[1, 2, 3, 4]);
+    p.handle_input(&Script::new().msg(b'R', &body).0);
+    let out = take_out(&mut p);
+    let hash = postgres_protocol::authentication::md5_hash(b"alice", b"secret", [1, 2, 3, 4]);
+    assert_eq!(out[0], b'p');
+    assert_eq!(&out[5..out.len() - 1], hash.as_bytes());
+    p.handle_input(&Script::new().startup_done().0);
+    assert!(matches!(p.poll_event(), Some(Event::Connected)));
+}
+
+#[test]
+fn cleartext_authentication_without_a_password_fails_clearly() {
+    let mut p = new_protocol(None);
+    take_out(&mut p);
+    p.handle_input(&Script::new().msg(b'R', &3i32.to_be_bytes()).0);
+    let ev = drain(&mut p);
+    let Some(Event::Closed(e)) = ev.last() else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(e.kind(), crate::ErrorKind::Connection);
+    assert!(
+        e.to_string()
+            .contains("asked for a password (cleartext password"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unsupported_authentication_method_is_named() {
+    let mut p = new_protocol(Some("x"));
+    take_out(&mut p);
+    p.handle_input(&Script::new().msg(b'R', &7i32.to_be_bytes()).0);
+    let ev = drain(&mut p);
+    let Some(Event::Closed(e)) = ev.last() else {
+        panic!("{ev:?}")
+    };
+    assert!(e.to_string().contains("GSSAPI"), "{e}");
+}
+
+#[test]
+fn sasl_without_scram_sha_256_is_refused_naming_the_offer() {
+    let mut p = new_protocol(Some("x"));
+    take_out(&mut p);
+    let mut body = 10i32.to_be_bytes().to_vec();
+    body.extend(cstr("SCRAM-SHA-256-PLUS"));
+    body.push(0);
+    p.handle_input(&Script::new().msg(b'R', &body).0);
+    let ev = drain(&mut p);
+    let Some(Event::Closed(e)) = ev.last() else {
+        panic!("{ev:?}")
+    };
+    assert!(e.to_string().contains("SCRAM-SHA-256-PLUS"), "{e}");
+}
+
+#[test]
+fn scram_ended_by_the_server_without_its_proof_is_refused() {
+    let mut p = new_protocol(Some("x"));
+    take_out(&mut p);
+    let mut body = 10i32.to_be_bytes().to_vec();
+    body.extend(cstr("SCRAM-SHA-256"));
+    body.push(0);
+    p.handle_input(&Script::new().msg(b'R', &body).auth_ok().0);
+    let ev = drain(&mut p);
+    let Some(Event::Closed(e)) = ev.last() else {
+        panic!("{ev:?}")
+    };
+    assert!(e.to_string().contains("without proving"), "{e}");
+}
+
+#[test]
+fn endless_authentication_requests_are_cut_off() {
+    let mut p = new_protocol(Some("x"));
+    take_out(&mut p);
+    let mut s = Script::new();
+    let mut body = 5i32.to_be_bytes().to_vec();
+    body.extend_from_slice(&[1, 2, 3, 4]);
+    for _ in 0..20 {
+        s = s.msg(b'R', &body);
+    }
+    p.handle_input(&s.0);
+    let ev = drain(&mut p);
+    assert!(matches!(ev.last(), Some(Event::Closed(_))), "{ev:?}");
+    assert!(p.is_closed());
+}
+
+#[test]
+fn wrong_password_error_keeps_sqlstate_and_message() {
+    let mut p = new_protocol(Some("x"));
+    take_out(&mut p);
+    p.handle_input(
+        &Script::new()
+            .error(
+                "FATAL",
+                "28P01",
+                "password authentication failed for user \"alice\"",
+            )
+            .0,
+    );
+    let ev = drain(&mut p);
+    let Some(Event::Closed(e)) = ev.last() else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(e.code(), Some("28P01"));
+    assert_eq!(
+        e.as_db_error().unwrap().message,
+        "password authentication failed for user \"alice\""
+    );
+}
+
+#[test]
+fn simple_query_collects_rows_and_tag() {
+    let mut p = connected();
+    p.send(Request::Simple {
+        query: "SELECT 1, NULL".into(),
+    })
+    .unwrap();
+    let out = take_out(&mut p);
+    assert_eq!(out, b"Q\0\0\0\x13SELECT 1, NULL\0");
+    p.handle_input(
+        &Script::new()
+            .row_description(&[("a", 23), ("b", 25)])
+            .data_row(&[Some("1"), None])
+            .complete("SELECT 1")
+            .ready(b'I')
+            .0,
+    );
+    let Some(Event::Completed(Ok(Response::Query(r)))) = p.poll_event() else {
+        panic!()
+    };
+    assert_eq!(r.tag.as_deref(), Some("SELECT 1"));
+    assert_eq!(r.rows.len(), 1);
+    assert_eq!(r.rows[0].get_raw(0), Some(&b"1"[..]));
+    assert_eq!(r.rows[0].get_raw(1), None);
+    assert_eq!(r.columns.unwrap()[1].name(), "b");
+}
+
+#[test]
+fn multi_statement_query_keeps_only_the_last_result() {
+    let mut p = connected();
+    p.send(Request::Simple {
+        query: "SELECT 1; UPDATE t SET a = 1".into(),
+    })
+    .unwrap();
+    p.handle_input(
+        &Script::new()
+            .row_description(&[("a", 23)])
+            .data_row(&[Some("1")])
+            .complete("SELECT 1")
+            .complete("UPDATE 3")
+            .ready(b'I')
+            .0,
+    );
+    let Some(Event::Completed(Ok(Response::Query(r)))) = p.poll_event() else {
+        panic!()
+    };
+    assert_eq!(r.tag.as_deref(), Some("UPDATE 3"));
+    assert!(r.columns.is_none());
+    assert!(r.rows.is_empty());
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_and_an_error_disturbs_only_its_own() {
+    let mut p = connected();
+    for q in ["SELECT 1", "SELECT bad", "SELECT 3"] {
+        p.send(Request::Simple { query: q.into() }).unwrap();
+    }
+    assert_eq!(p.in_flight(), 3);
+    p.handle_input(
+        &Script::new()
+            .row_description(&[("a", 23)])
+            .data_row(&[Some("1")])
+            .complete("SELECT 1")
+            .ready(b'I')
+            .error("ERROR", "42703", "column \"bad\" does not exist")
+            .ready(b'I')
+            .row_description(&[("a", 23)])
+            .data_row(&[Some("3")])
+            .complete("SELECT 1")
+            .ready(b'I')
+            .0,
+    );
+    let ev = drain(&mut p);
+    assert_eq!(ev.len(), 3);
+    let Event::Completed(Ok(Response::Query(r))) = &ev[0] else {
+        panic!()
+    };
+    assert_eq!(r.rows[0].get_raw(0), Some(&b"1"[..]));
+    let Event::Completed(Err(e)) = &ev[1] else {
+        panic!()
+    };
+    assert_eq!(e.code(), Some("42703"));
+    let Event::Completed(Ok(Response::Query(r))) = &ev[2] else {
+        panic!()
+    };
+    assert_eq!(r.rows[0].get_raw(0), Some(&b"3"[..]));
+    assert!(p.is_ready());
+}
+
+#[test]
+fn notices_notifications_and_parameter_changes_are_reported_between_results() {
+    let mut p = connected();
+    p.send(Request::Simple {
+        query: "SET TIME ZONE 'UTC'".into(),
+    })
+    .unwrap();
+    let mut notif = 99i32.to_be_bytes().to_vec();
+    notif.extend(cstr("jobs"));
+    notif.extend(cstr("hello"));
+    let mut notice = Vec::new();
+    for (t, v) in [(b'S', "WARNING"), (b'C', "01000"), (b'M', "careful")] {
+        notice.push(t);
+        notice.extend(cstr(v));
+    }
+    notice.push(0);
+    p.handle_input(
+        &Script::new()
+            .msg(b'N', &notice)
+            .param("TimeZone", "UTC")
+            .complete("SET")
+            .ready(b'I')
+            .msg(b'A', &notif)
+            .0,
+    );
+    let ev = drain(&mut p);
+    assert!(matches!(&ev[0], Event::Notice(n) if n.code == "01000" && n.message == "careful"));
+    assert!(
+        matches!(&ev[1], Event::ParameterChanged { name, value } if name == "TimeZone" && value == "UTC")
+    );
+    assert!(matches!(&ev[2], Event::Completed(Ok(_))));
+    assert!(
+        matches!(&ev[3], Event::Notification { process_id: 99, channel, payload } if channel == "jobs" && payload == "hello")
+    );
+    assert_eq!(p.parameter("TimeZone"), Some("UTC"));
+}
+
+#[test]
+fn fatal_error_while_idle_closes_the_connection_with_its_sqlstate() {
+    let mut p = connected();
+    p.handle_input(
+        &Script::new()
+            .error(
+                "FATAL",
+                "57P01",
+                "terminating connection due to administrator command",
+            )
+            .0,
+    );
+    let ev = drain(&mut p);
+    let [Event::Closed(e)] = &ev[..] else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(e.code(), Some("57P01"));
+    assert!(e.is_connection_lost());
+    assert!(p
+        .send(Request::Simple {
+            query: "SELECT 1".into()
+        })
+        .is_err());
+}
+
+#[test]
+fn eof_fails_in_flight_requests_as_outcome_unknown_with_last_notice_code() {
+    let mut p = connected();
+    p.send(Request::Simple {
+        query: "INSERT".into(),
+    })
+    .unwrap();
+    take_out(&mut p);
+    let mut notice = Vec::new();
+    for (t, v) in [(b'S', "WARNING"), (b'C', "57P01"), (b'M', "terminating")] {
+        notice.push(t);
+        notice.extend(cstr(v));
+    }
+    notice.push(0);
+    p.handle_input(&Script::new().msg(b'N', &notice).0);
+    p.handle_eof(None);
+    let ev = drain(&mut p);
+    let Event::Completed(Err(e)) = &ev[1] else {
+        panic!("{ev:?}")
+    };
+    assert!(e.outcome_unknown());
+    assert_eq!(e.code(), Some("57P01"));
+    assert!(matches!(ev[2], Event::Closed(_)));
+}
+
+#[test]
+fn a_length_under_four_is_lost_sync() {
+    let mut p = connected();
+    p.handle_input(b"Z\0\0\0\x02I");
+    let ev = drain(&mut p);
+    let [Event::Closed(e)] = &ev[..] else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(e.kind(), crate::ErrorKind::Protocol);
+    assert!(e.to_string().contains("lost synchronization"), "{e}");
+}
+
+#[test]
+fn a_huge_declared_length_fails_without_allocating() {
+    let mut p = connected();
+    p.send(Request::Simple {
+        query: "SELECT 1".into(),
+    })
+    .unwrap();
+    p.handle_input(b"D\x7f\xff\xff\xff\0\x01");
+    // Under the 1 GiB bound for rows? No: 2^31-1 is over it, so it fails at once.
+    let ev = drain(&mut p);
+    assert!(matches!(ev.last(), Some(Event::Closed(e)) if e.kind() == crate::ErrorKind::Protocol));
+    let mut p = connected();
+    p.handle_input(b"C\0\x01\0\0");
+    let ev = drain(&mut p);
+    let Some(Event::Closed(e)) = ev.last() else {
+        panic!()
+    };
+    assert!(e.to_string().contains("over the bound of 30000"), "{e}");
+}
+
+#[test]
+fn unknown_message_type_fails_the_connection() {
+    let mut p = connected();
+    p.handle_input(&Script::new().msg(b'!', b"").0);
+    let ev = drain(&mut p);
+    assert!(matches!(ev.last(), Some(Event::Closed(e)) if e.kind() == crate::ErrorKind::Protocol));
+}
+
+#[test]
+fn data_row_with_the_wrong_number_of_fields_fails_the_connection() {
+    let mut p = connected();
+    p.send(Request::Simple {
+        query: "SELECT 1".into(),
+    })
+    .unwrap();
+    p.handle_input(
+        &Script::new()
+            .row_description(&[("a", 23)])
+            .data_row(&[Some("1"), Some("2")])
+            .0,
+    );
+    let ev = drain(&mut p);
+    assert!(matches!(&ev[0], Event::Completed(Err(e)) if e.kind() == crate::ErrorKind::Protocol));
+    assert!(matches!(ev.last(), Some(Event::Closed(_))));
+}
+
+#[test]
+fn data_row_before_row_description_is_a_protocol_error() {
+    let mut p = connected();
+    p.send(Request::Simple {
+        query: "SELECT 1".into(),
+    })
+    .unwrap();
+    p.handle_input(&Script::new().data_row(&[Some("1")]).0);
+    assert!(p.is_closed());
+}
+
+#[test]
+fn a_nul_in_the_query_is_refused_before_anything_is_sent() {
+    let mut p = connected();
+    let e = p
+        .send(Request::Simple {
+            query: "SELECT '\0'".into(),
+        })
+        .unwrap_err();
+    assert_eq!(e.kind(), crate::ErrorKind::Usage);
+    assert!(!p.wants_write());
+    assert_eq!(p.in_flight(), 0);
+}
+
+#[test]
+fn prepare_reports_parameter_types_and_columns() {
+    let mut p = connected();
+    p.send(Request::Prepare {
+        name: "s1".into(),
+        query: "SELECT $1::int8 + 1".into(),
+        param_types: vec![],
+    })
+    .unwrap();
+    let mut pd = 1i16.to_be_bytes().to_vec();
+    pd.extend_from_slice(&20u32.to_be_bytes());
+    p.handle_input(
+        &Script::new()
+            .msg(b'1', b"")
+            .msg(b't', &pd)
+            .row_description(&[("?column?", 20)])
+            .ready(b'I')
+            .0,
+    );
+    let Some(Event::Completed(Ok(Response::Prepared {
+        param_types,
+        columns,
+    }))) = p.poll_event()
+    else {
+        panic!()
+    };
+    assert_eq!(param_types, vec![20]);
+    assert_eq!(columns.unwrap()[0].type_oid(), 20);
+}
+
+#[test]
+fn server_version_follows_libpq() {
+    assert_eq!(parse_server_version("15.18"), Some(150018));
+    assert_eq!(
+        parse_server_version("15.18 (Debian 15.18-0+deb12u1)"),
+        Some(150018)
+    );
+    assert_eq!(parse_server_version("9.6.24"), Some(90624));
+    assert_eq!(parse_server_version("16beta1"), Some(160000));
+    assert_eq!(parse_server_version("x"), None);
+}
+
+#[test]
+fn a_request_never_written_is_not_of_unknown_outcome() {
+    let mut p = connected();
+    p.send(Request::Simple {
+        query: "INSERT 1".into(),
+    })
+    .unwrap();
+    let first = p.transmit_buf().len();
+    p.send(Request::Simple {
+        query: "INSERT 2".into(),
+    })
+    .unwrap();
+    // Only the first request reached the socket.
+    p.advance_transmit(first);
+    p.handle_eof(None);
+    let ev = drain(&mut p);
+    let Event::Completed(Err(e1)) = &ev[0] else {
+        panic!("{ev:?}")
+    };
+    let Event::Completed(Err(e2)) = &ev[1] else {
+        panic!("{ev:?}")
+    };
+    assert!(e1.outcome_unknown());
+    assert!(!e2.outcome_unknown());
+}
+
+#[test]
+fn a_fatal_answer_means_the_request_did_not_take_effect() {
+    let mut p = connected();
+    p.send(Request::Simple {
+        query: "INSERT 1".into(),
+    })
+    .unwrap();
+    take_out(&mut p);
+    p.handle_input(
+        &Script::new()
+            .error(
+                "FATAL",
+                "57P01",
+                "terminating connection due to administrator command",
+            )
+            .0,
+    );
+    let ev = drain(&mut p);
+    let Event::Completed(Err(e)) = &ev[0] else {
+        panic!("{ev:?}")
+    };
+    assert!(!e.outcome_unknown());
+    assert!(e.is_connection_lost());
+    assert_eq!(e.code(), Some("57P01"));
+}
