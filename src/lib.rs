@@ -9,13 +9,19 @@ pub use momoko_loop as ioloop;
 pub mod conninfo;
 mod error;
 
-pub use conninfo::Config;
-pub use error::{DbError, Error, ErrorKind};
-
+mod connection;
 mod params;
+mod pool;
+mod proto;
+mod raw;
 mod row;
 mod types;
 
+pub use connection::{connect, Connection, ConnectionBuilder, Statement};
+pub use conninfo::Config;
+pub use error::{DbError, Error, ErrorKind};
 pub use params::{mogrify, named, Named, ParamValues, Params};
+pub use pool::{Managed, Pool, PoolBuilder, PoolStats, RetryPolicy};
+pub use raw::Notification;
 pub use row::{Column, Cursor, Row, RowIndex};
 pub use types::{oid, Format, FromSql, IsNull, QuoteContext, ToSql, Value};

@@ -1,0 +1,906 @@
+//! `Connection`: one PostgreSQL connection driven by an `IoLoop`, with Momoko's methods.
+//!
+//! This module binds a [`RawConnection`] to an [`IoLoop`]: it registers the socket, keeps a
+//! timer for the next deadline, batches every request made in one loop iteration into one
+//! write, and resolves one-shot futures with cursors. It renders psycopg2 parameters before
+//! anything is sent, so a bad parameter never reaches the server. It must never run user code
+//! while it holds a borrow of the connection's state, and never leave a future unresolved: a
+//! closed or lost connection fails everything in flight.
+
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use momoko_loop::{Future, HandlerId, IoLoop, Ready, TimeoutId};
+
+use crate::conninfo::Config;
+use crate::error::{DbError, Error};
+use crate::params::{ParamValues, Params};
+use crate::proto::{Request, Response};
+use crate::raw::{Action, Callback, Options, Phase, RawConnection};
+use crate::row::Cursor;
+use crate::types::QuoteContext;
+use crate::types::TypeRegistry;
+
+/// Opens a connection: `momoko.connect(dsn)`. The future resolves to the connection.
+pub fn connect(dsn: &str) -> Future<Result<Connection, Error>> {
+    Connection::new(dsn).connect()
+}
+
+/// One statement of a [`Connection::transaction`]: a query and its parameters.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    query: String,
+    params: Option<ParamValues>,
+}
+
+impl Statement {
+    /// A statement with parameters.
+    pub fn new<P: Params>(query: impl Into<String>, params: P) -> Statement {
+        Statement {
+            query: query.into(),
+            params: if params.is_empty() {
+                None
+            } else {
+                Some(params.to_values())
+            },
+        }
+    }
+
+    /// The query text, before parameters are rendered.
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    fn render(&self, ctx: &QuoteContext) -> Result<String, Error> {
+        match &self.params {
+            None => Ok(self.query.clone()),
+            Some(p) => p.render(&self.query, ctx),
+        }
+    }
+}
+
+impl From<&str> for Statement {
+    fn from(query: &str) -> Statement {
+        Statement {
+            query: query.to_owned(),
+            params: None,
+        }
+    }
+}
+
+impl From<String> for Statement {
+    fn from(query: String) -> Statement {
+        Statement {
+            query,
+            params: None,
+        }
+    }
+}
+
+impl<Q: Into<String>, P: Params> From<(Q, P)> for Statement {
+    fn from((query, params): (Q, P)) -> Statement {
+        Statement::new(query, params)
+    }
+}
+
+/// Builds a [`Connection`] with options beyond the connection string.
+#[derive(Debug)]
+pub struct ConnectionBuilder {
+    dsn: String,
+    ioloop: Option<IoLoop>,
+    options: Options,
+}
+
+impl ConnectionBuilder {
+    /// The loop that drives the connection (default: [`IoLoop::current`]).
+    pub fn ioloop(mut self, ioloop: &IoLoop) -> Self {
+        self.ioloop = Some(ioloop.clone());
+        self
+    }
+
+    /// Statements run after every connect, in order; one that fails fails the connect with
+    /// its error and the connection is closed (Momoko ignored such failures).
+    pub fn setsession<I, S>(mut self, statements: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.options.setsession = statements.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Gives up a connect attempt (per host) after this long, with `ErrorKind::Timeout`.
+    /// Overrides the connection string's `connect_timeout`.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.options.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The largest message accepted from the server (default 1 GiB). A larger one fails the
+    /// connection with a protocol error before anything is allocated for it.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.options.max_message_size = Some(bytes);
+        self
+    }
+
+    /// Called with every NoticeResponse (warnings, notices); they are also logged.
+    pub fn notice_handler(mut self, handler: impl FnMut(&DbError) + 'static) -> Self {
+        self.options.notice_handler = Some(Rc::new(RefCell::new(handler)));
+        self
+    }
+
+    /// The connection, not yet connected: nothing happens on the network until `connect()`.
+    pub fn build(self) -> Connection {
+        let ioloop = self.ioloop.unwrap_or_else(IoLoop::current);
+        Connection::from_parts(self.dsn, ioloop, self.options)
+    }
+
+    /// Builds and connects.
+    pub fn connect(self) -> Future<Result<Connection, Error>> {
+        self.build().connect()
+    }
+}
+
+/// One asynchronous PostgreSQL connection, Momoko's `Connection`.
+///
+/// A cheap handle: clones share one connection. Requests made while others are in flight are
+/// pipelined and answered in order. When the last handle is dropped the connection closes as
+/// soon as nothing is in flight.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Rc<Shared>,
+    _user: Rc<UserToken>,
+}
+
+/// Dropped with the last user handle: closes the connection once it is idle.
+struct UserToken(Rc<Shared>);
+
+impl Drop for UserToken {
+    fn drop(&mut self) {
+        let shared = &self.0;
+        shared.abandoned.set(true);
+        Shared::close_if_abandoned(shared);
+    }
+}
+
+/// Run when an established connection is lost or closed.
+pub(crate) type CloseHook = Rc<dyn Fn(&Error)>;
+
+struct Shared {
+    ioloop: IoLoop,
+    dsn: RefCell<String>,
+    options: Options,
+    raw: RefCell<Option<RawConnection>>,
+    reg: RefCell<Registration>,
+    connect_waiters: RefCell<Vec<Future<Result<Connection, Error>>>>,
+    user: RefCell<Weak<UserToken>>,
+    abandoned: Cell<bool>,
+    server_version: Cell<Option<i32>>,
+    /// Types registered on this connection; they survive reconnects.
+    types: RefCell<TypeRegistry>,
+    /// Hooks run when an established connection is lost or closed (the pool's dead-detection).
+    on_close: RefCell<Vec<CloseHook>>,
+}
+
+#[derive(Default)]
+struct Registration {
+    handler: Option<HandlerId>,
+    generation: u64,
+    timer: Option<(TimeoutId, Instant)>,
+    flush_scheduled: bool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let reg = self.reg.get_mut();
+        if let Some(id) = reg.handler.take() {
+            self.ioloop.forget_handler(id);
+        }
+        if let Some((id, _)) = reg.timer.take() {
+            self.ioloop.remove_timeout(id);
+        }
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let raw = self.shared.raw.borrow();
+        let (phase, pending) = match raw.as_ref() {
+            Some(r) => (format!("{:?}", r.phase()), r.pending()),
+            None => ("New".to_owned(), 0),
+        };
+        write!(
+            f,
+            "<Connection at {:p}: {phase}, {pending} in flight>",
+            Rc::as_ptr(&self.shared)
+        )
+    }
+}
+
+impl Connection {
+    /// A connection for `dsn` (libpq's key=value or URI form), driven by
+    /// [`IoLoop::current`]. Nothing happens on the network until [`Connection::connect`].
+    pub fn new(dsn: &str) -> Connection {
+        Connection::builder(dsn).build()
+    }
+
+    /// A builder for options beyond the connection string.
+    pub fn builder(dsn: &str) -> ConnectionBuilder {
+        ConnectionBuilder {
+            dsn: dsn.to_owned(),
+            ioloop: None,
+            options: Options::default(),
+        }
+    }
+
+    fn from_parts(dsn: String, ioloop: IoLoop, options: Options) -> Connection {
+        let shared = Rc::new(Shared {
+            ioloop,
+            dsn: RefCell::new(dsn),
+            options,
+            raw: RefCell::new(None),
+            reg: RefCell::new(Registration::default()),
+            connect_waiters: RefCell::new(Vec::new()),
+            user: RefCell::new(Weak::new()),
+            abandoned: Cell::new(false),
+            server_version: Cell::new(None),
+            types: RefCell::new(TypeRegistry::default()),
+            on_close: RefCell::new(Vec::new()),
+        });
+        Shared::handle(&shared)
+    }
+
+    /// The loop driving this connection.
+    pub fn ioloop(&self) -> &IoLoop {
+        &self.shared.ioloop
+    }
+
+    /// The connection string.
+    pub fn dsn(&self) -> String {
+        self.shared.dsn.borrow().clone()
+    }
+
+    /// Changes the connection string used by the next `connect()` (Momoko's tests change
+    /// `conn.dsn` to simulate an outage).
+    pub fn set_dsn(&self, dsn: &str) {
+        *self.shared.dsn.borrow_mut() = dsn.to_owned();
+    }
+
+    /// Connects (or reconnects, when the connection was closed or lost), runs `setsession`,
+    /// and resolves to the connection. A failure fails the future; it never hangs: a refused
+    /// port, a missing socket, a wrong password and a failing setsession statement all fail it.
+    pub fn connect(&self) -> Future<Result<Connection, Error>> {
+        let fut = Future::with_loop(&self.shared.ioloop);
+        let in_progress = self
+            .shared
+            .raw
+            .borrow()
+            .as_ref()
+            .is_some_and(|r| !matches!(r.phase(), Phase::Ready | Phase::Closed));
+        if in_progress {
+            self.shared.connect_waiters.borrow_mut().push(fut.clone());
+            return fut;
+        }
+        let already = self
+            .shared
+            .raw
+            .borrow()
+            .as_ref()
+            .is_some_and(|r| r.phase() == Phase::Ready);
+        if already {
+            let _ = fut.set_result(Ok(self.clone()));
+            return fut;
+        }
+        self.shared.connect_waiters.borrow_mut().push(fut.clone());
+        let config = Config::parse(&self.shared.dsn.borrow());
+        let mut options = self.shared.options.clone();
+        options.types = self.shared.types.borrow().clone();
+        let raw = RawConnection::connect(config, options, Instant::now());
+        *self.shared.raw.borrow_mut() = Some(raw);
+        Shared::sync(&self.shared);
+        fut
+    }
+
+    /// Whether the connection is closed: never connected, closed by `close()`, or lost.
+    pub fn closed(&self) -> bool {
+        self.shared
+            .raw
+            .borrow()
+            .as_ref()
+            .is_none_or(|r| r.is_closed())
+    }
+
+    /// The server version as libpq reports it (150018 for 15.18), once connected.
+    pub fn server_version(&self) -> Option<i32> {
+        self.shared.server_version.get()
+    }
+
+    /// A server parameter (`TimeZone`, `standard_conforming_strings`, `application_name`…).
+    pub fn parameter(&self, name: &str) -> Option<String> {
+        let raw = self.shared.raw.borrow();
+        raw.as_ref()?.proto()?.parameter(name).map(str::to_owned)
+    }
+
+    /// The backend process id of this session (for `pg_terminate_backend`, logs).
+    pub fn backend_pid(&self) -> Option<i32> {
+        let raw = self.shared.raw.borrow();
+        raw.as_ref()?.proto()?.backend_key().map(|(pid, _)| pid)
+    }
+
+    /// The transaction status: `b'I'` idle, `b'T'` in a transaction, `b'E'` in a failed one.
+    pub fn transaction_status(&self) -> u8 {
+        let raw = self.shared.raw.borrow();
+        raw.as_ref()
+            .and_then(|r| r.proto())
+            .map_or(b'I', |p| p.transaction_status())
+    }
+
+    /// Requests sent and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.shared.raw.borrow().as_ref().map_or(0, |r| r.pending())
+    }
+
+    fn quote_context(&self) -> QuoteContext {
+        let raw = self.shared.raw.borrow();
+        let scs = raw
+            .as_ref()
+            .and_then(|r| r.proto())
+            .and_then(|p| p.parameter("standard_conforming_strings"))
+            .is_none_or(|v| v == "on");
+        QuoteContext {
+            standard_conforming_strings: scs,
+        }
+    }
+
+    /// The query with its parameters rendered as psycopg2 renders them. Synchronous, like
+    /// Momoko's; mistakes in placeholders are `ErrorKind::Usage` errors.
+    pub fn mogrify<P: Params>(&self, query: &str, params: P) -> Result<String, Error> {
+        crate::params::mogrify(query, &params, &self.quote_context())
+    }
+
+    fn render<P: Params + ?Sized>(&self, query: &str, params: &P) -> Result<String, Error> {
+        if params.is_empty() {
+            // With no parameters at all `%` is literal (Momoko issue 136).
+            return Ok(query.to_owned());
+        }
+        params.render(query, &self.quote_context())
+    }
+
+    /// Runs `query` with psycopg2-style parameters (`%s`, `%(name)s`, `%%`) and resolves to a
+    /// cursor holding the result of its last statement.
+    pub fn execute<P: Params>(&self, query: &str, params: P) -> Future<Result<Cursor, Error>> {
+        let (fut, done) = self.future();
+        self.execute_cb(query, &params, done);
+        fut
+    }
+
+    /// A future of this connection's loop and the callback that resolves it.
+    fn future<T: 'static>(&self) -> (Future<T>, Box<dyn FnOnce(T)>) {
+        let fut = Future::with_loop(&self.shared.ioloop);
+        let f = fut.clone();
+        (
+            fut,
+            Box::new(move |v| {
+                let _ = f.set_result(v);
+            }),
+        )
+    }
+
+    /// `execute` with a completion callback instead of a future.
+    pub(crate) fn execute_cb<P: Params + ?Sized>(
+        &self,
+        query: &str,
+        params: &P,
+        done: Done<Cursor>,
+    ) {
+        match self.render(query, params) {
+            Ok(sql) => self.simple(
+                sql,
+                Box::new(move |r| done(r.and_then(|resp| to_cursor(String::new(), resp)))),
+            ),
+            Err(e) => done(Err(e)),
+        }
+    }
+
+    /// Sends one simple-protocol query whose result goes to `cb`.
+    pub(crate) fn simple(&self, sql: String, cb: Callback) {
+        self.request(Request::Simple { query: sql }, cb);
+    }
+
+    pub(crate) fn request(&self, req: Request, cb: Callback) {
+        {
+            let mut raw = self.shared.raw.borrow_mut();
+            match raw.as_mut() {
+                Some(r) => r.request(req, cb),
+                None => {
+                    drop(raw);
+                    cb(Err(Error::usage(
+                        "the connection is not connected: call connect() first",
+                    )));
+                    return;
+                }
+            }
+        }
+        Shared::sync(&self.shared);
+    }
+
+    /// `SELECT 1 AS ping`: resolves once the server answered.
+    pub fn ping(&self) -> Future<Result<(), Error>> {
+        let (fut, done) = self.future();
+        self.ping_cb(done);
+        fut
+    }
+
+    pub(crate) fn ping_cb(&self, done: Done<()>) {
+        self.simple(
+            "SELECT 1 AS ping".to_owned(),
+            Box::new(move |r| done(r.map(drop))),
+        );
+    }
+
+    /// Calls a function as psycopg2's `callproc` does: `SELECT * FROM name(%s, …)`, or with
+    /// named parameters `SELECT * FROM name(a := %(a)s, …)`.
+    pub fn callproc<P: Params>(&self, procname: &str, params: P) -> Future<Result<Cursor, Error>> {
+        let (fut, done) = self.future();
+        self.callproc_cb(procname, &params, done);
+        fut
+    }
+
+    pub(crate) fn callproc_cb<P: Params + ?Sized>(
+        &self,
+        procname: &str,
+        params: &P,
+        done: Done<Cursor>,
+    ) {
+        let (query, values) = callproc_query(procname, params);
+        match values.render(&query, &self.quote_context()) {
+            Ok(sql) => self.simple(
+                sql,
+                Box::new(move |r| done(r.and_then(|resp| to_cursor(String::new(), resp)))),
+            ),
+            Err(e) => done(Err(e)),
+        }
+    }
+
+    /// Runs the statements in one transaction and resolves to one cursor per statement. On
+    /// any error the transaction is rolled back and the first error is returned. Every
+    /// parameter is rendered before anything is sent, and BEGIN, the statements and COMMIT
+    /// go to the server together: one round trip.
+    pub fn transaction<S: Into<Statement>>(
+        &self,
+        statements: Vec<S>,
+    ) -> Future<Result<Vec<Cursor>, Error>> {
+        self.transaction_with(statements, true)
+    }
+
+    /// [`Connection::transaction`] with Momoko's `auto_rollback` flag. With `false`, the
+    /// statements run one after the other and a failure leaves the (failed) transaction open
+    /// for the caller to roll back, as in Momoko.
+    pub fn transaction_with<S: Into<Statement>>(
+        &self,
+        statements: Vec<S>,
+        auto_rollback: bool,
+    ) -> Future<Result<Vec<Cursor>, Error>> {
+        let (fut, done) = self.future();
+        let statements: Vec<Statement> = statements.into_iter().map(Into::into).collect();
+        self.transaction_cb(&statements, auto_rollback, done);
+        fut
+    }
+
+    pub(crate) fn transaction_cb(
+        &self,
+        statements: &[Statement],
+        auto_rollback: bool,
+        done: Done<Vec<Cursor>>,
+    ) {
+        let ctx = self.quote_context();
+        let rendered: Result<Vec<String>, Error> =
+            statements.iter().map(|s| s.render(&ctx)).collect();
+        let rendered = match rendered {
+            Ok(r) => r,
+            Err(e) => return done(Err(e)),
+        };
+        if auto_rollback {
+            self.transaction_pipelined(rendered, done);
+        } else {
+            let tx = Rc::new(RefCell::new((rendered.into_iter(), Vec::new())));
+            let conn = self.clone();
+            self.simple(
+                "BEGIN".to_owned(),
+                Box::new(move |r| match r {
+                    Ok(_) => transaction_step(conn, tx, done),
+                    Err(e) => done(Err(e)),
+                }),
+            );
+        }
+    }
+
+    fn transaction_pipelined(&self, rendered: Vec<String>, done: Done<Vec<Cursor>>) {
+        struct Tx {
+            cursors: Vec<Option<Cursor>>,
+            error: Option<Error>,
+        }
+        let n = rendered.len();
+        let tx = Rc::new(RefCell::new(Tx {
+            cursors: (0..n).map(|_| None).collect(),
+            error: None,
+        }));
+        let record_error = |tx: &Rc<RefCell<Tx>>, e: Error| {
+            let mut t = tx.borrow_mut();
+            t.error.get_or_insert(e);
+        };
+        let t = tx.clone();
+        self.simple(
+            "BEGIN".to_owned(),
+            Box::new(move |r| {
+                if let Err(e) = r {
+                    record_error(&t, e);
+                }
+            }),
+        );
+        for (i, sql) in rendered.into_iter().enumerate() {
+            let t = tx.clone();
+            let query = sql.clone();
+            self.simple(
+                sql,
+                Box::new(move |r| match r.and_then(|resp| to_cursor(query, resp)) {
+                    Ok(c) => t.borrow_mut().cursors[i] = Some(c),
+                    Err(e) => record_error(&t, e),
+                }),
+            );
+        }
+        let t = tx;
+        let conn = self.clone();
+        self.simple(
+            "COMMIT".to_owned(),
+            Box::new(move |r| {
+                let mut t = t.borrow_mut();
+                if let Err(e) = r {
+                    t.error.get_or_insert(e);
+                }
+                let result = match t.error.take() {
+                    Some(e) => {
+                        // COMMIT of a failed transaction rolls it back; if the connection is
+                        // somehow still inside one (the server never saw COMMIT), roll back.
+                        if !conn.closed() && conn.transaction_status() != b'I' {
+                            conn.simple("ROLLBACK".to_owned(), Box::new(|_| {}));
+                        }
+                        Err(e)
+                    }
+                    None => Ok(t
+                        .cursors
+                        .drain(..)
+                        .map(|c| c.expect("every statement answered"))
+                        .collect()),
+                };
+                drop(t);
+                done(result);
+            }),
+        );
+    }
+
+    /// Registers hstore for this connection (and its reconnects): hstore values decode to
+    /// `HashMap<String, Option<String>>` and `Value::Hstore`.
+    pub fn register_hstore(&self) -> Future<Result<(), Error>> {
+        let (fut, done) = self.future();
+        let conn = self.clone();
+        self.hstore_oids_cb(Box::new(move |r| {
+            done(r.map(|(oid, arr)| conn.set_hstore_oids(oid, arr)))
+        }));
+        fut
+    }
+
+    /// Looks up hstore's OIDs (they differ from database to database).
+    pub(crate) fn hstore_oids_cb(&self, done: Done<(u32, u32)>) {
+        self.simple(
+            "SELECT 'hstore'::regtype::oid AS hstore_oid, 'hstore[]'::regtype::oid AS hstore_arr_oid"
+                .to_owned(),
+            Box::new(move |r| {
+                done(r.and_then(|resp| {
+                    let mut c = to_cursor(String::new(), resp)?;
+                    let row = c
+                        .fetchone()
+                        .ok_or_else(|| Error::protocol("no row for the hstore OIDs"))?;
+                    let oid: i64 = row.try_get(0)?;
+                    let arr: i64 = row.try_get(1)?;
+                    Ok((oid as u32, arr as u32))
+                }))
+            }),
+        );
+    }
+
+    /// Decodes hstore from now on, on this session and every later reconnect.
+    pub(crate) fn set_hstore_oids(&self, oid: u32, array_oid: u32) {
+        self.shared
+            .types
+            .borrow_mut()
+            .register_hstore(oid, array_oid);
+        if let Some(p) = self
+            .shared
+            .raw
+            .borrow_mut()
+            .as_mut()
+            .and_then(|r| r.proto_mut())
+        {
+            p.types_mut().register_hstore(oid, array_oid);
+        }
+    }
+
+    /// Checks that json exists on the server. JSON and JSONB always decode to
+    /// `serde_json::Value`; this call is kept for Momoko compatibility.
+    pub fn register_json(&self) -> Future<Result<(), Error>> {
+        let (fut, done) = self.future();
+        self.register_json_cb(done);
+        fut
+    }
+
+    pub(crate) fn register_json_cb(&self, done: Done<()>) {
+        self.simple(
+            "SELECT 'json'::regtype::oid AS json_oid, 'json[]'::regtype::oid AS json_arr_oid"
+                .to_owned(),
+            Box::new(move |r| done(r.map(drop))),
+        );
+    }
+
+    /// Closes the connection: everything in flight fails with a Connection error, the socket
+    /// is closed and deregistered. Harmless on a closed connection.
+    pub fn close(&self) {
+        self.close_with(Error::connection("the connection was closed by the client"));
+    }
+
+    /// Closes the connection, failing what is in flight with `reason`.
+    pub(crate) fn close_with(&self, reason: Error) {
+        Shared::close(&self.shared, reason);
+    }
+
+    /// An identity stable while the connection lives (the pool's key).
+    pub(crate) fn shared_id(&self) -> usize {
+        Rc::as_ptr(&self.shared) as usize
+    }
+
+    /// Runs `hook` when this connection, once established, is lost or closed.
+    pub(crate) fn on_close(&self, hook: Rc<dyn Fn(&Error)>) {
+        self.shared.on_close.borrow_mut().push(hook);
+    }
+
+    /// Whether two handles are the same connection.
+    pub fn same(&self, other: &Connection) -> bool {
+        Rc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+fn transaction_step(
+    conn: Connection,
+    tx: Rc<RefCell<(std::vec::IntoIter<String>, Vec<Cursor>)>>,
+    done: Done<Vec<Cursor>>,
+) {
+    let next = tx.borrow_mut().0.next();
+    match next {
+        Some(sql) => {
+            let query = sql.clone();
+            let c = conn.clone();
+            conn.simple(
+                sql,
+                Box::new(move |r| match r.and_then(|resp| to_cursor(query, resp)) {
+                    Ok(cursor) => {
+                        tx.borrow_mut().1.push(cursor);
+                        transaction_step(c, tx, done);
+                    }
+                    Err(e) => done(Err(e)),
+                }),
+            );
+        }
+        None => {
+            conn.simple(
+                "COMMIT".to_owned(),
+                Box::new(move |r| {
+                    let cursors = std::mem::take(&mut tx.borrow_mut().1);
+                    done(r.map(|_| cursors));
+                }),
+            );
+        }
+    }
+}
+
+/// The query and the parameter values psycopg2's callproc would build.
+fn callproc_query<P: Params + ?Sized>(procname: &str, params: &P) -> (String, ParamValues) {
+    let values = params.to_values();
+    let args = match &values {
+        ParamValues::Positional(v) => vec!["%s"; v.len()].join(","),
+        ParamValues::Named(m) => m
+            .keys()
+            .map(|k| format!("{k}:=%({k})s"))
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    (format!("SELECT * FROM {procname}({args})"), values)
+}
+
+/// Builds the cursor for a query's response.
+pub(crate) fn to_cursor(query: String, resp: Response) -> Result<Cursor, Error> {
+    match resp {
+        Response::Query(r) => {
+            let rowcount = match &r.tag {
+                Some(tag) => crate::row::rowcount_from_tag(tag),
+                None => -1,
+            };
+            Ok(Cursor::new(query, r.columns, r.rows, rowcount, r.tag))
+        }
+        other => Err(Error::protocol(format!(
+            "expected a query result, got {other:?}"
+        ))),
+    }
+}
+
+/// A completion callback of a connection or pool operation.
+pub(crate) type Done<T> = Box<dyn FnOnce(Result<T, Error>)>;
+
+impl Shared {
+    /// A user handle, sharing the one token while any handle lives.
+    fn handle(this: &Rc<Shared>) -> Connection {
+        let existing = this.user.borrow().upgrade();
+        let user = match existing {
+            Some(u) => u,
+            None => {
+                let u = Rc::new(UserToken(this.clone()));
+                *this.user.borrow_mut() = Rc::downgrade(&u);
+                this.abandoned.set(false);
+                u
+            }
+        };
+        Connection {
+            shared: this.clone(),
+            _user: user,
+        }
+    }
+
+    fn on_ready(this: &Rc<Shared>, ready: Ready) {
+        if let Some(raw) = this.raw.borrow_mut().as_mut() {
+            raw.handle_ready(
+                ready.readable || ready.read_closed,
+                ready.writable,
+                ready.error,
+                Instant::now(),
+            );
+        }
+        Shared::sync(this);
+    }
+
+    fn on_timer(this: &Rc<Shared>) {
+        this.reg.borrow_mut().timer = None;
+        if let Some(raw) = this.raw.borrow_mut().as_mut() {
+            raw.handle_timeout(Instant::now());
+        }
+        Shared::sync(this);
+    }
+
+    fn flush_now(this: &Rc<Shared>) {
+        this.reg.borrow_mut().flush_scheduled = false;
+        if let Some(raw) = this.raw.borrow_mut().as_mut() {
+            raw.flush();
+            raw.process_events(Instant::now());
+        }
+        Shared::sync(this);
+    }
+
+    fn close(this: &Rc<Shared>, reason: Error) {
+        if let Some(raw) = this.raw.borrow_mut().as_mut() {
+            raw.close(reason, Instant::now());
+        }
+        Shared::sync(this);
+    }
+
+    fn close_if_abandoned(this: &Rc<Shared>) {
+        if !this.abandoned.get() {
+            return;
+        }
+        let idle = this
+            .raw
+            .borrow()
+            .as_ref()
+            .is_some_and(|r| r.phase() == Phase::Ready && r.pending() == 0);
+        if idle {
+            Shared::close(this, Error::connection("the connection was dropped"));
+        }
+    }
+
+    /// Brings the loop registration, the timer and the write scheduling in line with the
+    /// raw connection, then runs its actions with no borrow held.
+    fn sync(this: &Rc<Shared>) {
+        let actions = {
+            let mut raw_slot = this.raw.borrow_mut();
+            let Some(raw) = raw_slot.as_mut() else { return };
+            let mut reg = this.reg.borrow_mut();
+            if reg.generation != raw.socket_generation() {
+                if let Some(id) = reg.handler.take() {
+                    this.ioloop.forget_handler(id);
+                }
+                reg.generation = raw.socket_generation();
+                if let Some(socket) = raw.source() {
+                    let me = this.clone();
+                    let added = this.ioloop.add_handler(
+                        socket,
+                        mio::Interest::READABLE | mio::Interest::WRITABLE,
+                        move |ready| Shared::on_ready(&me, ready),
+                    );
+                    match added {
+                        Ok(id) => reg.handler = Some(id),
+                        Err(e) => {
+                            raw.close(Error::io("cannot watch the socket", e), Instant::now())
+                        }
+                    }
+                }
+            }
+            let want = raw.next_deadline();
+            let have = reg.timer.map(|(_, at)| at);
+            if want != have {
+                if let Some((id, _)) = reg.timer.take() {
+                    this.ioloop.remove_timeout(id);
+                }
+                if let Some(at) = want {
+                    let me = this.clone();
+                    let id = this.ioloop.call_at(at, move || Shared::on_timer(&me));
+                    reg.timer = Some((id, at));
+                }
+            }
+            if raw.wants_write() && !reg.flush_scheduled {
+                reg.flush_scheduled = true;
+                let me = this.clone();
+                this.ioloop.add_callback(move || Shared::flush_now(&me));
+            }
+            raw.take_actions()
+        };
+        if actions.is_empty() {
+            return;
+        }
+        for action in actions {
+            match action {
+                Action::Complete(cb, result) => cb(result),
+                Action::Connected(result) => {
+                    if result.is_ok() {
+                        let v = this
+                            .raw
+                            .borrow()
+                            .as_ref()
+                            .and_then(|r| r.proto())
+                            .and_then(|p| p.server_version());
+                        this.server_version.set(v);
+                    }
+                    let waiters = std::mem::take(&mut *this.connect_waiters.borrow_mut());
+                    for f in waiters {
+                        let r = match &result {
+                            Ok(()) => Ok(Shared::handle(this)),
+                            Err(e) => Err(e.clone()),
+                        };
+                        let _ = f.set_result(r);
+                    }
+                }
+                Action::Notify(listener, n) => match listener.try_borrow_mut() {
+                    Ok(mut l) => l(&n),
+                    Err(_) => log::warn!("a notification listener was re-entered; dropped {n:?}"),
+                },
+                Action::Notice(handler, db) => {
+                    if let Ok(mut h) = handler.try_borrow_mut() {
+                        h(&db);
+                    }
+                }
+                Action::CopyData(sink, data) => {
+                    if let Ok(mut s) = sink.try_borrow_mut() {
+                        s(&data);
+                    }
+                }
+                Action::Closed(e) => {
+                    log::debug!("connection closed: {e}");
+                    let hooks: Vec<_> = this.on_close.borrow().clone();
+                    for h in hooks {
+                        h(&e);
+                    }
+                }
+            }
+        }
+        // Callbacks may have queued more work or given up the last handle.
+        Shared::close_if_abandoned(this);
+        Shared::sync(this);
+    }
+}

@@ -1,0 +1,704 @@
+//! A single Connection against a real server: Momoko's MomokoConnection* tests ported with
+//! strict assertions, plus logins, sockets, pipelining and the hangs Momoko had.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+
+use common::{dsn, refused_port, run, server, unique};
+use momoko::{Connection, ErrorKind, Statement, Value};
+
+async fn connect() -> Connection {
+    momoko::connect(&dsn()).await.expect("connect")
+}
+
+fn ints(row: &momoko::Row) -> Vec<i64> {
+    (0..row.len()).map(|i| row.get::<_, i64>(i)).collect()
+}
+
+/// Momoko's build_transaction_query.
+fn transaction_statements() -> Vec<Statement> {
+    vec![
+        Statement::from("SELECT 1, 2, 3, 4;"),
+        Statement::from("SELECT 5, 6, 7, 8;"),
+        Statement::from("SELECT 9, 10, 11, 12;"),
+        Statement::from((
+            "SELECT %s+10, %s+10, %s+10, %s+10;",
+            (3i32, 4i32, 5i32, 6i32),
+        )),
+        Statement::from("SELECT 17, 18, 19, 20;"),
+        Statement::from((
+            "SELECT %s+20, %s+20, %s+20, %s+20;",
+            (1i32, 2i32, 3i32, 4i32),
+        )),
+    ]
+}
+
+fn check_transaction_cursors(cursors: Vec<momoko::Cursor>) {
+    let got: Vec<Vec<i64>> = cursors
+        .into_iter()
+        .map(|mut c| ints(&c.fetchone().expect("a row")))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            vec![1, 2, 3, 4],
+            vec![5, 6, 7, 8],
+            vec![9, 10, 11, 12],
+            vec![13, 14, 15, 16],
+            vec![17, 18, 19, 20],
+            vec![21, 22, 23, 24],
+        ]
+    );
+}
+
+#[test]
+fn connect_resolves_to_an_open_connection_with_the_server_version() {
+    run(async {
+        let conn = connect().await;
+        assert!(!conn.closed());
+        let v = conn.server_version().expect("server_version");
+        assert!(v >= 90000, "{v}");
+        let mut c = conn.execute("SHOW server_version_num", ()).await.unwrap();
+        let s: String = c.fetchone().unwrap().get(0);
+        assert_eq!(s.parse::<i32>().unwrap(), v);
+    });
+}
+
+#[test]
+fn connect_to_a_refused_port_fails_with_a_connection_error() {
+    run(async {
+        let dsn = format!(
+            "host=127.0.0.1 port={} dbname=db user=user password=x",
+            refused_port()
+        );
+        let err = momoko::connect(&dsn).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Connection);
+        assert!(err.to_string().contains("could not connect"), "{err}");
+    });
+}
+
+#[test]
+fn connect_to_a_missing_unix_socket_fails_with_a_connection_error() {
+    run(async {
+        let dsn = "host=/nonexistent/momoko port=5999 dbname=db user=user";
+        let err = momoko::connect(dsn).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Connection);
+        assert!(
+            err.to_string()
+                .contains("/nonexistent/momoko/.s.PGSQL.5999"),
+            "{err}"
+        );
+    });
+}
+
+#[test]
+fn a_bad_connection_string_fails_the_connect_future() {
+    run(async {
+        let err = momoko::connect("host=localhost frobnicate=1")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Usage);
+        assert!(err.to_string().contains("frobnicate"), "{err}");
+    });
+}
+
+#[test]
+fn a_failed_connect_with_setsession_fails_instead_of_hanging() {
+    run(async {
+        let dsn = format!("host=127.0.0.1 port={} dbname=db user=user", refused_port());
+        let err = Connection::builder(&dsn)
+            .setsession(["SET TIME ZONE 'UTC'"])
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Connection);
+    });
+}
+
+#[test]
+fn md5_and_scram_logins_work_and_a_wrong_password_says_28p01() {
+    let s = server();
+    let (Some(md5), Some(scram)) = (s.dsn_md5.clone(), s.dsn_scram.clone()) else {
+        eprintln!("skipped: MOMOKO_TEST_DSN_MD5 / MOMOKO_TEST_DSN_SCRAM not given");
+        return;
+    };
+    run(async move {
+        for dsn in [&md5, &scram] {
+            let conn = momoko::connect(dsn).await.expect(dsn);
+            let mut c = conn.execute("SELECT current_user", ()).await.unwrap();
+            let user: String = c.fetchone().unwrap().get(0);
+            assert!(user.starts_with("momoko_"), "{user}");
+        }
+        for dsn in [&md5, &scram] {
+            let bad = format!("{dsn} password=wrong");
+            let err = momoko::connect(&bad).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Db, "{err}");
+            assert_eq!(err.code(), Some("28P01"));
+            assert!(
+                err.to_string().contains("password authentication failed"),
+                "{err}"
+            );
+        }
+        let no_pw: String = md5
+            .split_whitespace()
+            .filter(|kv| !kv.starts_with("password="))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let err = momoko::connect(&format!("{no_pw} passfile=/nonexistent"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("asked for a password"), "{err}");
+    });
+}
+
+#[test]
+fn unix_socket_and_uri_forms_connect() {
+    let s = server();
+    let mut dsns = vec![format!(
+        "postgresql://{}@{}:{}/{}",
+        "momoko", s.host, s.port, s.dbname
+    )];
+    if let Some(u) = &s.dsn_unix {
+        dsns.push(u.clone());
+    }
+    if !s.own {
+        dsns.truncate(0);
+        dsns.extend(s.dsn_unix.clone());
+    }
+    run(async move {
+        for dsn in dsns {
+            let conn = momoko::connect(&dsn).await.expect(&dsn);
+            let mut c = conn.execute("SELECT 41 + 1", ()).await.unwrap();
+            assert_eq!(c.fetchone().unwrap().get::<_, i32>(0), 42);
+        }
+    });
+}
+
+#[test]
+fn execute_returns_the_row() {
+    run(async {
+        let conn = connect().await;
+        let mut c = conn.execute("SELECT 1, 2, 3", ()).await.unwrap();
+        let rows = c.fetchall();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(ints(&rows[0]), vec![1, 2, 3]);
+    });
+}
+
+#[test]
+fn percent_sign_is_literal_without_parameters() {
+    run(async {
+        let conn = connect().await;
+        let mut c = conn.execute("SELECT 'a%s'", ()).await.unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, String>(0), "a%s");
+        let mut c = conn.execute("SELECT 'a%%' || %s", ("b",)).await.unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, String>(0), "a%b");
+    });
+}
+
+#[test]
+fn ping_resolves() {
+    run(async {
+        let conn = connect().await;
+        conn.ping().await.unwrap();
+    });
+}
+
+#[test]
+fn large_query_round_trips_100k_characters_five_times() {
+    run(async {
+        let conn = connect().await;
+        let table = unique("large_query");
+        conn.execute(
+            &format!("CREATE TEMP TABLE {table} (id serial NOT NULL, name varchar, data text)"),
+            (),
+        )
+        .await
+        .unwrap();
+        let alphabet: Vec<char> =
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+                .chars()
+                .collect();
+        let mut seed = 0x2545F4914F6CDD1Du64;
+        for _ in 0..5 {
+            let data: String = (0..100_000)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let mut c = conn
+                .execute(
+                    &format!("INSERT INTO {table} (data) VALUES (%s) RETURNING data;"),
+                    (data.as_str(),),
+                )
+                .await
+                .unwrap();
+            assert_eq!(c.fetchone().unwrap().get::<_, String>(0), data);
+        }
+        let mut c = conn
+            .execute(&format!("SELECT COUNT(*) FROM {table}"), ())
+            .await
+            .unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, i64>(0), 5);
+    });
+}
+
+#[test]
+fn transaction_returns_one_cursor_per_statement() {
+    run(async {
+        let conn = connect().await;
+        let cursors = conn.transaction(transaction_statements()).await.unwrap();
+        check_transaction_cursors(cursors);
+        assert_eq!(conn.transaction_status(), b'I');
+    });
+}
+
+#[test]
+fn unicode_transaction_returns_one_cursor_per_statement() {
+    run(async {
+        let conn = connect().await;
+        let cursors = conn
+            .transaction(vec![
+                Statement::from("SELECT 'ünïcödé', '日本語'"),
+                Statement::from(("SELECT %s", ("€uro",))),
+            ])
+            .await
+            .unwrap();
+        let got: Vec<Vec<String>> = cursors
+            .into_iter()
+            .map(|mut c| {
+                let r = c.fetchone().unwrap();
+                (0..r.len()).map(|i| r.get::<_, String>(i)).collect()
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                vec!["ünïcödé".to_owned(), "日本語".to_owned()],
+                vec!["€uro".to_owned()]
+            ]
+        );
+    });
+}
+
+#[test]
+fn transaction_rollback_undoes_the_insert_and_returns_the_error() {
+    run(async {
+        let conn = connect().await;
+        let table = unique("tx");
+        conn.execute(
+            &format!("CREATE TEMP TABLE {table} (id serial, data text)"),
+            (),
+        )
+        .await
+        .unwrap();
+        let err = conn
+            .transaction(vec![
+                Statement::from((
+                    format!("INSERT INTO {table} (data) VALUES (%s);"),
+                    ("x".repeat(100),),
+                )),
+                Statement::from("SELECT DOES NOT WORK!;"),
+            ])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Db);
+        assert_eq!(err.code(), Some("42601"));
+        let mut c = conn
+            .execute(&format!("SELECT COUNT(*) FROM {table}"), ())
+            .await
+            .unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, i64>(0), 0);
+        assert_eq!(conn.transaction_status(), b'I');
+    });
+}
+
+#[test]
+fn a_bad_parameter_in_a_transaction_fails_it_before_anything_is_sent() {
+    run(async {
+        let conn = connect().await;
+        let err = conn
+            .transaction(vec![
+                Statement::from("SELECT 1"),
+                Statement::from(("SELECT %s, %s", (1i32,))),
+            ])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Usage);
+        assert_eq!(conn.transaction_status(), b'I');
+        assert_eq!(conn.in_flight(), 0);
+        conn.ping().await.unwrap();
+    });
+}
+
+#[test]
+fn transaction_without_auto_rollback_leaves_the_failed_transaction_open() {
+    run(async {
+        let conn = connect().await;
+        let err = conn
+            .transaction_with(
+                vec![Statement::from("SELECT 1"), Statement::from("SELECT nope")],
+                false,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("42703"));
+        assert_eq!(conn.transaction_status(), b'E');
+        conn.execute("ROLLBACK", ()).await.unwrap();
+        let cursors = conn
+            .transaction_with(transaction_statements(), false)
+            .await
+            .unwrap();
+        check_transaction_cursors(cursors);
+    });
+}
+
+#[test]
+fn hstore_decodes_and_encodes_maps() {
+    run(async {
+        let conn = connect().await;
+        conn.register_hstore().await.unwrap();
+        let mut c = conn
+            .execute("SELECT 'a=>b, c=>d'::hstore;", ())
+            .await
+            .unwrap();
+        let h: HashMap<String, Option<String>> = c.fetchone().unwrap().get(0);
+        let expected: HashMap<String, Option<String>> = [("a", "b"), ("c", "d")]
+            .map(|(k, v)| (k.to_owned(), Some(v.to_owned())))
+            .into();
+        assert_eq!(h, expected);
+        let sent: HashMap<String, Option<String>> = [("e", Some("f")), ("g", None)]
+            .map(|(k, v)| (k.to_owned(), v.map(str::to_owned)))
+            .into();
+        let mut c = conn.execute("SELECT %s;", (sent.clone(),)).await.unwrap();
+        let got: HashMap<String, Option<String>> = c.fetchone().unwrap().get(0);
+        assert_eq!(got, sent);
+    });
+}
+
+#[test]
+fn json_decodes_to_serde_values() {
+    run(async {
+        let conn = connect().await;
+        conn.register_json().await.unwrap();
+        let mut c = conn
+            .execute(
+                r#"SELECT '{"a": "b", "c": "d"}'::json, '[1, null]'::jsonb"#,
+                (),
+            )
+            .await
+            .unwrap();
+        let row = c.fetchone().unwrap();
+        let j: serde_json::Value = row.get(0);
+        assert_eq!(j, serde_json::json!({"a": "b", "c": "d"}));
+        let jb: serde_json::Value = row.get(1);
+        assert_eq!(jb, serde_json::json!([1, null]));
+    });
+}
+
+async fn create_functions(conn: &Connection) {
+    conn.transaction(vec![
+        "SELECT pg_advisory_xact_lock(4242)",
+        "CREATE OR REPLACE FUNCTION unit_test_callproc(n integer) RETURNS integer AS $$ BEGIN RETURN n*n; END; $$ LANGUAGE plpgsql",
+        "CREATE OR REPLACE FUNCTION unit_test_callproc_noparams() RETURNS integer AS $$ BEGIN RETURN 42; END; $$ LANGUAGE plpgsql",
+    ])
+    .await
+    .unwrap();
+}
+
+#[test]
+fn callproc_calls_the_function_with_parameters_and_without() {
+    run(async {
+        let conn = connect().await;
+        create_functions(&conn).await;
+        let mut c = conn.callproc("unit_test_callproc", (64i32,)).await.unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, i32>(0), 4096);
+        let mut c = conn
+            .callproc("unit_test_callproc_noparams", ())
+            .await
+            .unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, i32>(0), 42);
+        let named = momoko::named([("n", Value::from(3i32))]);
+        let mut c = conn.callproc("unit_test_callproc", named).await.unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, i32>(0), 9);
+    });
+}
+
+#[test]
+fn query_error_is_a_db_error_with_sqlstate_and_the_connection_stays_usable() {
+    run(async {
+        let conn = connect().await;
+        let err = conn
+            .execute("SELECT DOES NOT WORK!;", ())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Db);
+        assert_eq!(err.code(), Some("42601"));
+        let db = err.as_db_error().unwrap();
+        assert_eq!(db.severity, "ERROR");
+        assert!(db.position.is_some());
+        conn.ping().await.unwrap();
+    });
+}
+
+#[test]
+fn mogrify_quotes_as_psycopg2_and_the_result_runs() {
+    run(async {
+        let conn = connect().await;
+        let sql = conn
+            .mogrify("SELECT %s, %s;", ("'\"test\"'", "SELECT 1;"))
+            .unwrap();
+        assert_eq!(sql, "SELECT '''\"test\"''', 'SELECT 1;';");
+        let mut c = conn.execute(&sql, ()).await.unwrap();
+        let row = c.fetchone().unwrap();
+        assert_eq!(row.get::<_, String>(0), "'\"test\"'");
+        assert_eq!(row.get::<_, String>(1), "SELECT 1;");
+    });
+}
+
+#[test]
+fn mogrify_with_a_malformed_placeholder_is_a_usage_error() {
+    run(async {
+        let conn = connect().await;
+        let mut m = BTreeMap::new();
+        m.insert("foo".to_owned(), Value::from("bar"));
+        let err = conn.mogrify("SELECT %(foos;", m).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Usage);
+    });
+}
+
+#[test]
+fn server_side_cursor_fetches_in_chunks_of_ten() {
+    run(async {
+        let conn = connect().await;
+        let table = unique("ints");
+        conn.execute(&format!("CREATE TEMP TABLE {table} (id integer)"), ())
+            .await
+            .unwrap();
+        let values: Vec<String> = (0..1000).map(|i| format!("({i})")).collect();
+        conn.transaction(vec![format!(
+            "INSERT INTO {table} VALUES {}",
+            values.join(",")
+        )])
+        .await
+        .unwrap();
+        conn.execute("BEGIN", ()).await.unwrap();
+        conn.execute(
+            &format!("DECLARE all_ints CURSOR FOR SELECT * FROM {table}"),
+            (),
+        )
+        .await
+        .unwrap();
+        let mut offset = 0;
+        while offset < 1000 {
+            let mut c = conn
+                .execute("FETCH %s FROM all_ints", (10i32,))
+                .await
+                .unwrap();
+            let got: Vec<i32> = c.fetchall().iter().map(|r| r.get(0)).collect();
+            assert_eq!(got, (offset..offset + 10).collect::<Vec<i32>>());
+            offset += 10;
+        }
+        conn.execute("CLOSE all_ints", ()).await.unwrap();
+        conn.execute("COMMIT", ()).await.unwrap();
+    });
+}
+
+#[test]
+fn every_setsession_statement_runs_wherever_the_set_is() {
+    run(async {
+        let mut setsession: std::collections::VecDeque<String> =
+            ["", "SELECT 1", "SELECT 2"].map(str::to_owned).into();
+        for (i, tz) in ["UTC", "Israel", "Australia/Melbourne"].iter().enumerate() {
+            setsession[i] = format!("SET TIME ZONE '{tz}'");
+            let conn = Connection::builder(&dsn())
+                .setsession(setsession.iter().cloned())
+                .connect()
+                .await
+                .unwrap();
+            let mut c = conn
+                .execute("SELECT current_setting('TIMEZONE');", ())
+                .await
+                .unwrap();
+            assert_eq!(c.fetchone().unwrap().get::<_, String>(0), *tz);
+            conn.close();
+            setsession.rotate_right(1);
+        }
+    });
+}
+
+#[test]
+fn a_failing_setsession_statement_fails_the_connect_with_its_error() {
+    run(async {
+        let err = Connection::builder(&dsn())
+            .setsession(["SET TIME ZONE 'UTC'", "SELECT no_such_column"])
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("42703"));
+    });
+}
+
+#[test]
+fn row_to_map_is_the_real_dict_cursor_row() {
+    run(async {
+        let conn = connect().await;
+        let mut c = conn
+            .execute("SELECT 1 AS a, 'x' AS b, NULL::int AS c", ())
+            .await
+            .unwrap();
+        let m = c.fetchone().unwrap().to_map();
+        let mut expected = BTreeMap::new();
+        expected.insert("a".to_owned(), Value::from(1i32));
+        expected.insert("b".to_owned(), Value::from("x"));
+        expected.insert("c".to_owned(), Value::Null);
+        assert_eq!(m, expected);
+    });
+}
+
+#[test]
+fn cursor_reports_description_rowcount_and_status() {
+    run(async {
+        let conn = connect().await;
+        let mut c = conn
+            .execute("SELECT generate_series(1, 10) AS i", ())
+            .await
+            .unwrap();
+        assert_eq!(c.rowcount(), 10);
+        assert_eq!(c.statusmessage(), Some("SELECT 10"));
+        let d = c.description().unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].name(), "i");
+        assert_eq!(d[0].type_oid(), 23);
+        assert_eq!(c.fetchone().unwrap().get::<_, i32>("i"), 1);
+        assert_eq!(c.fetchmany(3).len(), 3);
+        assert_eq!(c.fetchall().len(), 6);
+        assert!(c.fetchone().is_none());
+        let c = conn
+            .execute("SET application_name = 'x'", ())
+            .await
+            .unwrap();
+        assert!(c.description().is_none());
+        assert_eq!(c.statusmessage(), Some("SET"));
+        assert_eq!(c.rowcount(), -1);
+    });
+}
+
+#[test]
+fn multi_statement_query_yields_the_last_result() {
+    run(async {
+        let conn = connect().await;
+        let mut c = conn.execute("SELECT 1; SELECT 2, 3", ()).await.unwrap();
+        assert_eq!(ints(&c.fetchone().unwrap()), vec![2, 3]);
+    });
+}
+
+#[test]
+fn a_thousand_pipelined_executes_are_answered_in_order_with_one_failure_among_them() {
+    run(async {
+        let conn = connect().await;
+        let futures: Vec<_> = (0..1000i32)
+            .map(|i| {
+                if i == 500 {
+                    conn.execute("SELECT 1/0", ())
+                } else {
+                    conn.execute("SELECT %s", (i,))
+                }
+            })
+            .collect();
+        assert!(conn.in_flight() >= 999);
+        for (i, f) in futures.into_iter().enumerate() {
+            match f.await {
+                Ok(mut c) => assert_eq!(c.fetchone().unwrap().get::<_, i32>(0), i as i32),
+                Err(e) => {
+                    assert_eq!(i, 500);
+                    assert_eq!(e.code(), Some("22012"));
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn close_fails_requests_in_flight_and_later_ones() {
+    run(async {
+        let conn = connect().await;
+        let slow = conn.execute("SELECT pg_sleep(5)", ());
+        conn.close();
+        assert!(conn.closed());
+        let err = slow.await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Connection);
+        let err = conn.execute("SELECT 1", ()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Connection);
+        assert!(err.to_string().contains("closed"), "{err}");
+        // Closing twice is harmless; reconnecting works.
+        conn.close();
+        conn.connect().await.unwrap();
+        conn.ping().await.unwrap();
+    });
+}
+
+#[test]
+fn execute_before_connect_is_a_usage_error() {
+    run(async {
+        let conn = Connection::new(&dsn());
+        let err = conn.execute("SELECT 1", ()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Usage);
+        assert!(conn.closed());
+    });
+}
+
+#[test]
+fn requests_made_while_connecting_wait_for_the_connection() {
+    run(async {
+        let conn = Connection::new(&dsn());
+        let connecting = conn.connect();
+        let f = conn.execute("SELECT %s::int", (5i32,));
+        connecting.await.unwrap();
+        assert_eq!(f.await.unwrap().fetchone().unwrap().get::<_, i32>(0), 5);
+    });
+}
+
+#[test]
+fn placeholder_mistakes_are_usage_errors_and_send_nothing() {
+    run(async {
+        let conn = connect().await;
+        for (q, n) in [
+            ("SELECT %s, %s", 1usize),
+            ("SELECT %s", 2),
+            ("SELECT %d", 1),
+        ] {
+            let params: Vec<Value> = (0..n as i64).map(Value::from).collect();
+            let err = conn.execute(q, params).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Usage, "{q}: {err}");
+        }
+        let err = conn.execute("SELECT %s", ("a\0b",)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Usage);
+        assert_eq!(conn.in_flight(), 0);
+        conn.ping().await.unwrap();
+    });
+}
+
+#[test]
+fn a_server_side_termination_fails_the_request_and_closes_the_connection() {
+    run(async {
+        let conn = connect().await;
+        let killer = connect().await;
+        let pid = conn.backend_pid().unwrap();
+        let slow = conn.execute("SELECT pg_sleep(10)", ());
+        // Give the sleep time to start.
+        killer.execute("SELECT pg_sleep(0.2)", ()).await.unwrap();
+        killer
+            .execute("SELECT pg_terminate_backend(%s)", (pid,))
+            .await
+            .unwrap();
+        let err = slow.await.unwrap_err();
+        assert!(err.is_connection_lost(), "{err:?}");
+        assert_eq!(err.code(), Some("57P01"));
+        assert!(conn.closed());
+    });
+}
