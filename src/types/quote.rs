@@ -146,7 +146,7 @@ pub(crate) fn python_repr(sci: &str) -> String {
     if (-3..=16).contains(&decpt) {
         if decpt <= 0 {
             out.push_str("0.");
-            out.extend(std::iter::repeat('0').take((-decpt) as usize));
+            out.push_str(&"0".repeat((-decpt) as usize));
             out.push_str(&digits);
         } else if decpt < ndigits {
             out.push_str(&digits[..decpt as usize]);
@@ -154,7 +154,7 @@ pub(crate) fn python_repr(sci: &str) -> String {
             out.push_str(&digits[decpt as usize..]);
         } else {
             out.push_str(&digits);
-            out.extend(std::iter::repeat('0').take((decpt - ndigits) as usize));
+            out.push_str(&"0".repeat((decpt - ndigits) as usize));
             out.push_str(".0");
         }
     } else {

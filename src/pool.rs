@@ -1,0 +1,1178 @@
+//! `Pool`: Momoko's connection pool, with its hangs fixed and safe automatic recovery.
+//!
+//! The pool owns its connections and the container that says where each one is: free (a
+//! LIFO with last-used times), busy, dead or pending, plus a FIFO of waiters. It decides
+//! when to stretch towards `max_size`, when to shrink back to `size`, when to reconnect dead
+//! connections (batches spaced by `reconnect_interval`), and when an operation may be run a
+//! second time. It never retries a request whose effect on the server is unknown (unless the
+//! caller chose Momoko's rule), never lets a waiter wait forever once nothing can serve it,
+//! and never runs user code while it holds a borrow of its state.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use momoko_loop::{Future, IoLoop, PeriodicCallback, TimeoutId};
+
+use crate::connection::{Connection, Done, Statement};
+use crate::error::{Error, ErrorKind};
+use crate::params::{ParamValues, Params};
+use crate::row::Cursor;
+
+/// When a pool-level operation that failed on a lost connection is run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RetryPolicy {
+    /// Once, and only when the first attempt provably did not take effect: the connection was
+    /// dead before the request was sent, the request was never written, or the server
+    /// answered with a FATAL error before completing it. When the outcome is unknown the
+    /// caller gets the error, marked [`Error::outcome_unknown`].
+    #[default]
+    Safe,
+    /// Momoko's rule: once, whenever the connection proved dead after the failure. A
+    /// transaction whose COMMIT was executed just before the connection died is then applied
+    /// twice.
+    Momoko,
+    /// Never.
+    Never,
+}
+
+/// Counts of the pool's connections and waiters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// Connected and idle.
+    pub free: usize,
+    /// Handed out or running an operation.
+    pub busy: usize,
+    /// Lost or failed to connect; reconnected in batches spaced by `reconnect_interval`.
+    pub dead: usize,
+    /// Connecting.
+    pub pending: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}
+
+impl PoolStats {
+    /// free + busy + dead + pending, as Momoko's `total`.
+    pub fn total(&self) -> usize {
+        self.free + self.busy + self.dead + self.pending
+    }
+}
+
+/// Builds a [`Pool`]; see each option.
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    dsn: String,
+    size: usize,
+    max_size: Option<usize>,
+    ioloop: Option<IoLoop>,
+    raise_connect_errors: bool,
+    reconnect_interval: Duration,
+    setsession: Vec<String>,
+    auto_shrink: bool,
+    shrink_delay: Duration,
+    shrink_period: Duration,
+    retry: RetryPolicy,
+    acquire_timeout: Option<Duration>,
+    max_waiting: Option<usize>,
+    connect_timeout: Option<Duration>,
+}
+
+impl PoolBuilder {
+    /// Connections opened by `connect()` and kept at least (default 1; must be above 0).
+    pub fn size(mut self, size: usize) -> Self {
+        self.size = size;
+        self
+    }
+    /// The most connections the pool stretches to (default: `size`; 0 means `size`).
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.max_size = Some(max_size);
+        self
+    }
+    /// The loop that drives the pool (default: [`IoLoop::current`]).
+    pub fn ioloop(mut self, ioloop: &IoLoop) -> Self {
+        self.ioloop = Some(ioloop.clone());
+        self
+    }
+    /// Whether `connect()` fails with `PartiallyConnected` when any connection failed
+    /// (default true, as in Momoko).
+    pub fn raise_connect_errors(mut self, raise: bool) -> Self {
+        self.raise_connect_errors = raise;
+        self
+    }
+    /// The least time between two reconnect batches after a failed one (default 500 ms).
+    pub fn reconnect_interval(mut self, interval: Duration) -> Self {
+        self.reconnect_interval = interval;
+        self
+    }
+    /// Statements run on every connection after each connect.
+    pub fn setsession<I, S>(mut self, statements: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.setsession = statements.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Close idle connections above `size` (default false).
+    pub fn auto_shrink(mut self, on: bool) -> Self {
+        self.auto_shrink = on;
+        self
+    }
+    /// How long a connection must be idle before shrinking closes it (default 2 minutes).
+    pub fn shrink_delay(mut self, delay: Duration) -> Self {
+        self.shrink_delay = delay;
+        self
+    }
+    /// How often shrinking runs (default 2 minutes).
+    pub fn shrink_period(mut self, period: Duration) -> Self {
+        self.shrink_period = period;
+        self
+    }
+    /// When failed operations are run again (default [`RetryPolicy::Safe`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+    /// A request waiting longer than this for a connection fails with `ErrorKind::Timeout`.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = Some(timeout);
+        self
+    }
+    /// At most this many requests wait; beyond it a request fails at once (`ErrorKind::Pool`)
+    /// and nothing is queued.
+    pub fn max_waiting(mut self, max: usize) -> Self {
+        self.max_waiting = Some(max);
+        self
+    }
+    /// Gives up each connect attempt after this long.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The pool, not yet connected. A size of 0 or a `max_size` below `size` is a Usage error.
+    pub fn build(self) -> Result<Pool, Error> {
+        if self.size == 0 {
+            return Err(Error::usage(
+                "the connection pool size must be a number above 0",
+            ));
+        }
+        let max_size = match self.max_size {
+            None | Some(0) => self.size,
+            Some(m) => m,
+        };
+        if max_size < self.size {
+            return Err(Error::usage(
+                "the connection pool max size must be of at least 'size'",
+            ));
+        }
+        let ioloop = self.ioloop.clone().unwrap_or_else(IoLoop::current);
+        let inner = Rc::new(Inner {
+            ioloop,
+            config: Config {
+                max_size,
+                ..self.into_config()
+            },
+            state: RefCell::new(State::default()),
+        });
+        if inner.config.auto_shrink {
+            let weak = Rc::downgrade(&inner);
+            let pc = PeriodicCallback::new(&inner.ioloop, inner.config.shrink_period, move || {
+                if let Some(inner) = weak.upgrade() {
+                    Inner::shrink(&inner);
+                }
+            });
+            pc.start();
+            inner.state.borrow_mut().shrinker = Some(pc);
+        }
+        Ok(Pool(inner))
+    }
+
+    fn into_config(self) -> Config {
+        Config {
+            dsn: RefCell::new(self.dsn),
+            size: self.size,
+            max_size: 0,
+            raise_connect_errors: self.raise_connect_errors,
+            reconnect_interval: self.reconnect_interval,
+            setsession: self.setsession,
+            auto_shrink: self.auto_shrink,
+            shrink_delay: self.shrink_delay,
+            shrink_period: self.shrink_period,
+            retry: self.retry,
+            acquire_timeout: self.acquire_timeout,
+            max_waiting: self.max_waiting,
+            connect_timeout: self.connect_timeout,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Config {
+    dsn: RefCell<String>,
+    size: usize,
+    max_size: usize,
+    raise_connect_errors: bool,
+    reconnect_interval: Duration,
+    setsession: Vec<String>,
+    auto_shrink: bool,
+    shrink_delay: Duration,
+    shrink_period: Duration,
+    retry: RetryPolicy,
+    acquire_timeout: Option<Duration>,
+    max_waiting: Option<usize>,
+    connect_timeout: Option<Duration>,
+}
+
+/// A pooled connection's identity: the address of its shared state, stable while it lives.
+type Id = usize;
+
+fn id_of(conn: &Connection) -> Id {
+    conn.shared_id()
+}
+
+struct Waiter {
+    seq: u64,
+    cb: Done<Connection>,
+    timer: Option<TimeoutId>,
+}
+
+/// Where the pool stands.
+///
+/// ```text
+///   New ──connect()──▶ Open ──close()──▶ Closed
+///    └──────────────close()──────────────▲
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Phase {
+    #[default]
+    New,
+    Open,
+    Closed,
+}
+
+#[derive(Default)]
+struct State {
+    phase: Phase,
+    /// Right end = most recently used: taken from the right (LIFO), shrunk from the left.
+    free: VecDeque<(Connection, Instant)>,
+    busy: HashMap<Id, Connection>,
+    dead: Vec<Connection>,
+    pending: HashMap<Id, Connection>,
+    waiting: VecDeque<Waiter>,
+    next_seq: u64,
+    /// Futures of `connect()` calls made while the first connect is running.
+    connect_waiters: Vec<Future<Result<Pool, Error>>>,
+    initial: Option<Initial>,
+    /// When the last reconnect batch failed entirely: the next waits `reconnect_interval`.
+    last_failed_connect: Option<Instant>,
+    reconnect_timer: Option<TimeoutId>,
+    shrinker: Option<PeriodicCallback>,
+    hstore: Option<(u32, u32)>,
+    server_version: Option<i32>,
+    /// Connections that are busy because the pool itself is rolling them back.
+    resetting: usize,
+}
+
+/// The first `connect()`: which connections it opened, how many failed.
+struct Initial {
+    ids: std::collections::HashSet<Id>,
+    failed: usize,
+}
+
+struct Inner {
+    ioloop: IoLoop,
+    config: Config,
+    state: RefCell<State>,
+}
+
+/// Momoko's connection pool. A cheap handle: clones share one pool.
+#[derive(Clone)]
+pub struct Pool(Rc<Inner>);
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.stats();
+        write!(
+            f,
+            "<Pool at {:x}: {} free, {} busy, {} dead, {} pending, {} waiting>",
+            Rc::as_ptr(&self.0) as usize,
+            s.free,
+            s.busy,
+            s.dead,
+            s.pending,
+            s.waiting
+        )
+    }
+}
+
+/// A connection taken with [`Pool::getconn`] that goes back to the pool when dropped
+/// (Momoko's `with pool.manage(conn)`), also during a panic.
+pub struct Managed {
+    pool: Pool,
+    conn: Option<Connection>,
+}
+
+impl std::fmt::Debug for Managed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Managed").field(&self.conn).finish()
+    }
+}
+
+impl std::ops::Deref for Managed {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if let Err(e) = self.pool.putconn(conn) {
+                log::warn!("manage: could not give the connection back: {e}");
+            }
+        }
+    }
+}
+
+/// An operation the pool runs on a connection, again on another one for a retry.
+type Op<T> = Rc<dyn Fn(&Connection, Done<T>)>;
+
+impl Pool {
+    /// A builder for a pool on `dsn`.
+    pub fn builder(dsn: &str) -> PoolBuilder {
+        PoolBuilder {
+            dsn: dsn.to_owned(),
+            size: 1,
+            max_size: None,
+            ioloop: None,
+            raise_connect_errors: true,
+            reconnect_interval: Duration::from_millis(500),
+            setsession: Vec::new(),
+            auto_shrink: false,
+            shrink_delay: Duration::from_secs(120),
+            shrink_period: Duration::from_secs(120),
+            retry: RetryPolicy::Safe,
+            acquire_timeout: None,
+            max_waiting: None,
+            connect_timeout: None,
+        }
+    }
+
+    /// A pool of `size` connections with every other option at its default.
+    pub fn new(dsn: &str, size: usize) -> Result<Pool, Error> {
+        Pool::builder(dsn).size(size).build()
+    }
+
+    /// The loop driving the pool.
+    pub fn ioloop(&self) -> &IoLoop {
+        &self.0.ioloop
+    }
+
+    /// Opens `size` connections in parallel and resolves to the pool once every attempt has
+    /// finished. With `raise_connect_errors`, any failure gives a `PartiallyConnected` error
+    /// while the pool stays usable. A second call opens nothing new.
+    pub fn connect(&self) -> Future<Result<Pool, Error>> {
+        let fut = Future::with_loop(&self.0.ioloop);
+        let mut st = self.0.state.borrow_mut();
+        match st.phase {
+            Phase::Closed => {
+                drop(st);
+                let _ = fut.set_result(Err(pool_closed()));
+                return fut;
+            }
+            Phase::Open => {
+                if st.initial.is_some() {
+                    st.connect_waiters.push(fut.clone());
+                } else {
+                    drop(st);
+                    let _ = fut.set_result(Ok(self.clone()));
+                }
+                return fut;
+            }
+            Phase::New => {}
+        }
+        st.phase = Phase::Open;
+        st.initial = Some(Initial {
+            ids: Default::default(),
+            failed: 0,
+        });
+        st.connect_waiters.push(fut.clone());
+        drop(st);
+        for _ in 0..self.0.config.size {
+            let id = Inner::new_connection(&self.0);
+            if let Some(init) = self.0.state.borrow_mut().initial.as_mut() {
+                init.ids.insert(id);
+            }
+        }
+        fut
+    }
+
+    /// Changes the connection string of every later connect and reconnect (new credentials,
+    /// a moved server). Connections that are up stay as they are.
+    pub fn set_dsn(&self, dsn: &str) {
+        *self.0.config.dsn.borrow_mut() = dsn.to_owned();
+        for c in self.connections() {
+            c.set_dsn(dsn);
+        }
+    }
+
+    /// Every connection of the pool, whatever its state.
+    fn connections(&self) -> Vec<Connection> {
+        let st = self.0.state.borrow();
+        st.free
+            .iter()
+            .map(|(c, _)| c.clone())
+            .chain(st.busy.values().cloned())
+            .chain(st.pending.values().cloned())
+            .chain(st.dead.iter().cloned())
+            .collect()
+    }
+
+    /// The free and busy connections, for tests that close them under the pool (Momoko's
+    /// `shutter`).
+    #[doc(hidden)]
+    pub fn connections_for_tests(&self) -> Vec<Connection> {
+        let st = self.0.state.borrow();
+        st.free
+            .iter()
+            .map(|(c, _)| c.clone())
+            .chain(st.busy.values().cloned())
+            .collect()
+    }
+
+    /// Counts of connections and waiters.
+    pub fn stats(&self) -> PoolStats {
+        let st = self.0.state.borrow();
+        PoolStats {
+            free: st.free.len(),
+            busy: st.busy.len(),
+            dead: st.dead.len(),
+            pending: st.pending.len(),
+            waiting: st.waiting.len(),
+        }
+    }
+
+    /// Whether `close()` was called.
+    pub fn closed(&self) -> bool {
+        self.0.state.borrow().phase == Phase::Closed
+    }
+
+    /// The server version of the last connection that connected.
+    pub fn server_version(&self) -> Option<i32> {
+        self.0.state.borrow().server_version
+    }
+
+    /// `execute` on a free connection (waiting for one if needed), retried once on another
+    /// connection when the first attempt provably did not take effect.
+    pub fn execute<P: Params>(&self, query: &str, params: P) -> Future<Result<Cursor, Error>> {
+        let query = query.to_owned();
+        let values: Option<ParamValues> = if params.is_empty() {
+            None
+        } else {
+            Some(params.to_values())
+        };
+        self.operate(Rc::new(move |conn: &Connection, done| match &values {
+            Some(v) => conn.execute_cb(&query, v, done),
+            None => conn.execute_cb(&query, &(), done),
+        }))
+    }
+
+    /// `callproc` on a pooled connection, with the same retry as `execute`.
+    pub fn callproc<P: Params>(&self, procname: &str, params: P) -> Future<Result<Cursor, Error>> {
+        let procname = procname.to_owned();
+        let values = params.to_values();
+        self.operate(Rc::new(move |conn: &Connection, done| {
+            conn.callproc_cb(&procname, &values, done)
+        }))
+    }
+
+    /// A whole transaction on one pooled connection: one unit of work and of retry. A
+    /// transaction whose COMMIT may have been executed is never replayed (with the default
+    /// retry policy).
+    pub fn transaction<S: Into<Statement>>(
+        &self,
+        statements: Vec<S>,
+    ) -> Future<Result<Vec<Cursor>, Error>> {
+        self.transaction_with(statements, true)
+    }
+
+    /// [`Pool::transaction`] with Momoko's `auto_rollback` flag.
+    pub fn transaction_with<S: Into<Statement>>(
+        &self,
+        statements: Vec<S>,
+        auto_rollback: bool,
+    ) -> Future<Result<Vec<Cursor>, Error>> {
+        let statements: Vec<Statement> = statements.into_iter().map(Into::into).collect();
+        self.operate(Rc::new(move |conn: &Connection, done| {
+            conn.transaction_cb(&statements, auto_rollback, done)
+        }))
+    }
+
+    /// Renders the query on a pooled connection (asynchronous at pool level, as in Momoko).
+    pub fn mogrify<P: Params>(&self, query: &str, params: P) -> Future<Result<String, Error>> {
+        let query = query.to_owned();
+        let values = params.to_values();
+        self.operate(Rc::new(move |conn: &Connection, done| {
+            done(conn.mogrify(&query, &values))
+        }))
+    }
+
+    /// `SELECT 1 AS ping` on a pooled connection, with the retry.
+    pub fn ping(&self) -> Future<Result<(), Error>> {
+        self.operate(Rc::new(|conn: &Connection, done| conn.ping_cb(done)))
+    }
+
+    /// Registers hstore for every connection of the pool, present and future.
+    pub fn register_hstore(&self) -> Future<Result<(), Error>> {
+        let weak = Rc::downgrade(&self.0);
+        self.operate(Rc::new(move |conn: &Connection, done| {
+            let weak = weak.clone();
+            conn.hstore_oids_cb(Box::new(move |r| {
+                done(r.map(|(oid, arr)| {
+                    if let Some(inner) = weak.upgrade() {
+                        Inner::set_hstore(&inner, oid, arr);
+                    }
+                }))
+            }))
+        }))
+    }
+
+    /// Checks json on one connection; JSON always decodes (kept for Momoko compatibility).
+    pub fn register_json(&self) -> Future<Result<(), Error>> {
+        self.operate(Rc::new(|conn: &Connection, done| {
+            conn.register_json_cb(done)
+        }))
+    }
+
+    /// Takes a connection for exclusive use; give it back with [`Pool::putconn`] or
+    /// [`Pool::manage`]. With `ping`, it is pinged first (a dead one is reconnected once)
+    /// and `DatabaseNotAvailable` is returned when no live connection can be had.
+    pub fn getconn(&self, ping: bool) -> Future<Result<Connection, Error>> {
+        let fut = Future::with_loop(&self.0.ioloop);
+        let f = fut.clone();
+        let inner = self.0.clone();
+        let done: Done<Connection> = Box::new(move |r| {
+            let _ = f.set_result(r);
+        });
+        if !ping {
+            Inner::acquire(&inner, done);
+            return fut;
+        }
+        let pool = self.clone();
+        Inner::acquire(
+            &self.0,
+            Box::new(move |r| match r {
+                Err(e) => done(Err(e)),
+                Ok(conn) => {
+                    let op: Op<()> = Rc::new(|c: &Connection, d| c.ping_cb(d));
+                    let c2 = conn.clone();
+                    let inner = pool.0.clone();
+                    Inner::attempt(
+                        &inner,
+                        conn,
+                        op,
+                        0,
+                        true,
+                        Box::new(move |r| match r {
+                            Ok(()) => done(Ok(c2)),
+                            Err(e) => {
+                                let closed = c2.closed();
+                                let _ = pool.putconn(c2);
+                                done(Err(if closed { not_available() } else { e }))
+                            }
+                        }),
+                    );
+                }
+            }),
+        );
+        fut
+    }
+
+    /// Gives back a connection taken with `getconn`. A connection given back inside a
+    /// transaction is rolled back before anyone else gets it. Giving back a connection that
+    /// is not busy (twice, or one from elsewhere) is a Usage error.
+    pub fn putconn(&self, conn: Connection) -> Result<(), Error> {
+        let id = id_of(&conn);
+        if !self.0.state.borrow().busy.contains_key(&id) {
+            return Err(Error::usage(
+                "tried to release a connection that is not busy in this pool",
+            ));
+        }
+        Inner::release(&self.0, conn);
+        Ok(())
+    }
+
+    /// A guard that gives `conn` back to the pool when dropped.
+    pub fn manage(&self, conn: Connection) -> Managed {
+        Managed {
+            pool: self.clone(),
+            conn: Some(conn),
+        }
+    }
+
+    /// Closes the pool: every waiter and every operation in flight fails with a Pool error,
+    /// timers stop, every connection is closed. A second `close()` is a Pool error.
+    pub fn close(&self) -> Result<(), Error> {
+        let (conns, waiters, connect_waiters) = {
+            let mut st = self.0.state.borrow_mut();
+            if st.phase == Phase::Closed {
+                return Err(Error::new(
+                    ErrorKind::Pool,
+                    "connection pool is already closed",
+                ));
+            }
+            st.phase = Phase::Closed;
+            if let Some(pc) = st.shrinker.take() {
+                pc.stop();
+            }
+            if let Some(t) = st.reconnect_timer.take() {
+                self.0.ioloop.remove_timeout(t);
+            }
+            let mut conns: Vec<Connection> = st.free.drain(..).map(|(c, _)| c).collect();
+            conns.extend(st.busy.drain().map(|(_, c)| c));
+            conns.extend(st.pending.drain().map(|(_, c)| c));
+            conns.append(&mut st.dead);
+            st.initial = None;
+            let waiters: Vec<Waiter> = st.waiting.drain(..).collect();
+            (conns, waiters, std::mem::take(&mut st.connect_waiters))
+        };
+        for w in waiters {
+            if let Some(t) = w.timer {
+                self.0.ioloop.remove_timeout(t);
+            }
+            (w.cb)(Err(pool_closed()));
+        }
+        for f in connect_waiters {
+            let _ = f.set_result(Err(pool_closed()));
+        }
+        for c in conns {
+            c.close_with(Error::new(
+                ErrorKind::Pool,
+                "the connection pool was closed",
+            ));
+        }
+        Ok(())
+    }
+
+    fn operate<T: 'static>(&self, op: Op<T>) -> Future<Result<T, Error>> {
+        let fut = Future::with_loop(&self.0.ioloop);
+        let f = fut.clone();
+        let done: Done<T> = Box::new(move |r| {
+            let _ = f.set_result(r);
+        });
+        let inner = self.0.clone();
+        Inner::acquire(
+            &self.0,
+            Box::new(move |r| match r {
+                Err(e) => done(Err(e)),
+                Ok(conn) => Inner::attempt(&inner, conn, op, 0, false, done),
+            }),
+        );
+        fut
+    }
+}
+
+fn pool_closed() -> Error {
+    Error::new(ErrorKind::Pool, "the connection pool is closed")
+}
+
+fn not_connected() -> Error {
+    Error::new(
+        ErrorKind::Pool,
+        "the connection pool is not connected: call connect() first",
+    )
+}
+
+fn not_available() -> Error {
+    Error::new(
+        ErrorKind::DatabaseNotAvailable,
+        "no database connection available",
+    )
+}
+
+impl Inner {
+    /// Opens one more connection; it joins `pending`.
+    fn new_connection(this: &Rc<Inner>) -> Id {
+        let dsn = this.config.dsn.borrow().clone();
+        let mut b = Connection::builder(&dsn)
+            .ioloop(&this.ioloop)
+            .setsession(this.config.setsession.iter().cloned());
+        if let Some(t) = this.config.connect_timeout {
+            b = b.connect_timeout(t);
+        }
+        let conn = b.build();
+        if let Some((oid, arr)) = this.state.borrow().hstore {
+            conn.set_hstore_oids(oid, arr);
+        }
+        let weak = Rc::downgrade(this);
+        conn.on_close(Rc::new(move |e: &Error| {
+            if let Some(inner) = weak.upgrade() {
+                Inner::on_connection_lost(&inner, e);
+            }
+        }));
+        let id = id_of(&conn);
+        Inner::connect_one(this, conn);
+        id
+    }
+
+    /// Starts connecting `conn` (new or dead); it joins `pending`.
+    fn connect_one(this: &Rc<Inner>, conn: Connection) {
+        this.state
+            .borrow_mut()
+            .pending
+            .insert(id_of(&conn), conn.clone());
+        let weak = Rc::downgrade(this);
+        let fut = conn.connect();
+        this.ioloop.add_future(&fut, move |f| {
+            let result = f.take().expect("resolved").map(drop);
+            if let Some(inner) = weak.upgrade() {
+                Inner::connect_done(&inner, conn, result);
+            } else {
+                conn.close();
+            }
+        });
+    }
+
+    fn connect_done(this: &Rc<Inner>, conn: Connection, result: Result<(), Error>) {
+        let id = id_of(&conn);
+        let mut st = this.state.borrow_mut();
+        if st.phase == Phase::Closed || st.pending.remove(&id).is_none() {
+            drop(st);
+            conn.close();
+            return;
+        }
+        let ok = result.is_ok();
+        if let Err(e) = &result {
+            log::debug!("pool: a connection failed to connect: {e}");
+            // Reconnect batches after a failure are spaced by reconnect_interval.
+            st.last_failed_connect = Some(this.ioloop.time());
+        } else {
+            st.server_version = conn.server_version().or(st.server_version);
+        }
+        let initial_done = match st.initial.as_mut() {
+            Some(init) => {
+                if init.ids.remove(&id) && !ok {
+                    init.failed += 1;
+                }
+                init.ids.is_empty().then_some(init.failed)
+            }
+            None => None,
+        };
+        drop(st);
+        if ok {
+            Inner::add_free(this, conn);
+        } else {
+            Inner::add_dead(this, conn);
+        }
+        if let Some(failed) = initial_done {
+            let waiters = {
+                let mut st = this.state.borrow_mut();
+                st.initial = None;
+                std::mem::take(&mut st.connect_waiters)
+            };
+            Inner::schedule_reconnect(this);
+            for f in waiters {
+                let r = if failed > 0 && this.config.raise_connect_errors {
+                    Err(Error::new(
+                        ErrorKind::PartiallyConnected,
+                        format!("{failed} connection(s) failed to connect"),
+                    ))
+                } else {
+                    Ok(Pool(this.clone()))
+                };
+                let _ = f.set_result(r);
+            }
+        }
+    }
+
+    /// A connection is ready for work: the oldest waiter gets it, or it joins `free`.
+    fn add_free(this: &Rc<Inner>, conn: Connection) {
+        let waiter = {
+            let mut st = this.state.borrow_mut();
+            match st.waiting.pop_front() {
+                Some(w) => {
+                    st.busy.insert(id_of(&conn), conn.clone());
+                    Some(w)
+                }
+                None => {
+                    st.free.push_back((conn.clone(), this.ioloop.time()));
+                    None
+                }
+            }
+        };
+        if let Some(w) = waiter {
+            if let Some(t) = w.timer {
+                this.ioloop.remove_timeout(t);
+            }
+            (w.cb)(Ok(conn));
+        }
+    }
+
+    /// A connection failed or was lost: it waits for the next reconnect batch. Waiters fail
+    /// when nothing is left that could serve them.
+    fn add_dead(this: &Rc<Inner>, conn: Connection) {
+        let all_dead = {
+            let mut st = this.state.borrow_mut();
+            st.dead.push(conn);
+            st.pending.is_empty() && st.free.is_empty() && st.busy.is_empty()
+        };
+        if all_dead {
+            Inner::abort_waiters(this, not_available());
+        }
+        Inner::schedule_reconnect(this);
+    }
+
+    fn abort_waiters(this: &Rc<Inner>, err: Error) {
+        let waiters: Vec<Waiter> = this.state.borrow_mut().waiting.drain(..).collect();
+        for w in waiters {
+            if let Some(t) = w.timer {
+                this.ioloop.remove_timeout(t);
+            }
+            (w.cb)(Err(err.clone()));
+        }
+    }
+
+    /// An established connection closed: if it sat idle, it is dead now (found at once, not
+    /// on its next use), and a reconnect is scheduled.
+    fn on_connection_lost(this: &Rc<Inner>, e: &Error) {
+        let lost: Vec<Connection> = {
+            let mut st = this.state.borrow_mut();
+            if st.phase == Phase::Closed {
+                return;
+            }
+            let (gone, kept): (Vec<_>, Vec<_>) = st.free.drain(..).partition(|(c, _)| c.closed());
+            st.free = kept.into();
+            gone.into_iter().map(|(c, _)| c).collect()
+        };
+        for conn in lost {
+            log::debug!("pool: an idle connection was lost: {e}");
+            Inner::add_dead(this, conn);
+        }
+    }
+
+    /// Reconnects every dead connection now, or when `reconnect_interval` has passed since
+    /// the last batch that failed.
+    fn schedule_reconnect(this: &Rc<Inner>) {
+        let now = this.ioloop.time();
+        let at = {
+            let st = this.state.borrow();
+            // During the first connect, its own failures are judged when it ends.
+            if st.phase != Phase::Open
+                || st.dead.is_empty()
+                || st.reconnect_timer.is_some()
+                || st.initial.is_some()
+            {
+                return;
+            }
+            match st.last_failed_connect {
+                Some(t) if now < t + this.config.reconnect_interval => {
+                    t + this.config.reconnect_interval
+                }
+                _ => now,
+            }
+        };
+        if at <= now {
+            Inner::reanimate(this);
+            return;
+        }
+        let weak = Rc::downgrade(this);
+        let timer = this.ioloop.call_at(at, move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.state.borrow_mut().reconnect_timer = None;
+                Inner::reanimate(&inner);
+            }
+        });
+        this.state.borrow_mut().reconnect_timer = Some(timer);
+    }
+
+    /// Whether a reconnect batch may start now.
+    fn may_reconnect(this: &Rc<Inner>) -> bool {
+        let st = this.state.borrow();
+        match st.last_failed_connect {
+            Some(t) => this.ioloop.time() >= t + this.config.reconnect_interval,
+            None => true,
+        }
+    }
+
+    /// Starts a reconnect batch of every dead connection, unless the last one failed less
+    /// than `reconnect_interval` ago.
+    fn reanimate(this: &Rc<Inner>) {
+        if !Inner::may_reconnect(this) {
+            log::debug!("pool: not reconnecting, too soon after the last failed batch");
+            Inner::schedule_reconnect(this);
+            return;
+        }
+        let dead: Vec<Connection> = {
+            let mut st = this.state.borrow_mut();
+            if st.phase != Phase::Open {
+                return;
+            }
+            std::mem::take(&mut st.dead)
+        };
+        if !dead.is_empty() {
+            log::debug!("pool: reconnecting {} connection(s)", dead.len());
+        }
+        for conn in dead {
+            Inner::connect_one(this, conn);
+        }
+    }
+
+    /// Momoko's `_reanimate_and_stretch_if_needed`, run after each acquisition that got or
+    /// queued for a connection.
+    fn stretch_if_needed(this: &Rc<Inner>) {
+        let grow = {
+            let st = this.state.borrow();
+            if !st.dead.is_empty() {
+                drop(st);
+                Inner::schedule_reconnect(this);
+                return;
+            }
+            let total = st.free.len() + st.busy.len() + st.dead.len() + st.pending.len();
+            // Momoko's order: at max_size, a free connection left, or enough connects in
+            // flight for the waiters all mean no growth.
+            let enough_pending = !st.pending.is_empty() && st.pending.len() >= st.waiting.len();
+            total < this.config.max_size && st.free.is_empty() && !enough_pending
+        };
+        if grow {
+            log::debug!("pool: stretching by one connection");
+            Inner::new_connection(this);
+        }
+    }
+
+    /// Hands a connection to `cb`: a free one at once (LIFO), or after waiting (FIFO).
+    fn acquire(this: &Rc<Inner>, cb: Done<Connection>) {
+        let phase = this.state.borrow().phase;
+        match phase {
+            Phase::New => return cb(Err(not_connected())),
+            Phase::Closed => return cb(Err(pool_closed())),
+            Phase::Open => {}
+        }
+        let got = {
+            let mut st = this.state.borrow_mut();
+            match st.free.pop_back() {
+                Some((conn, _)) => {
+                    st.busy.insert(id_of(&conn), conn.clone());
+                    Some(Ok(conn))
+                }
+                None if !st.busy.is_empty() || !st.pending.is_empty() => {
+                    if this
+                        .config
+                        .max_waiting
+                        .is_some_and(|m| st.waiting.len() >= m)
+                    {
+                        Some(Err(Error::new(
+                            ErrorKind::Pool,
+                            format!(
+                                "too many requests are waiting for a connection (max_waiting {})",
+                                st.waiting.len()
+                            ),
+                        )))
+                    } else {
+                        None
+                    }
+                }
+                None => {
+                    // Everything is dead: reconnect if allowed, then wait for it.
+                    drop(st);
+                    Inner::reanimate(this);
+                    let st = this.state.borrow();
+                    if st.pending.is_empty() {
+                        drop(st);
+                        return cb(Err(not_available()));
+                    }
+                    None
+                }
+            }
+        };
+        match got {
+            Some(Ok(conn)) => {
+                Inner::stretch_if_needed(this);
+                cb(Ok(conn))
+            }
+            Some(Err(e)) => cb(Err(e)),
+            None => {
+                let seq = {
+                    let mut st = this.state.borrow_mut();
+                    st.next_seq += 1;
+                    st.next_seq
+                };
+                let timer = this.config.acquire_timeout.map(|t| {
+                    let weak: Weak<Inner> = Rc::downgrade(this);
+                    this.ioloop.call_later(t, move || {
+                        if let Some(inner) = weak.upgrade() {
+                            Inner::waiter_timed_out(&inner, seq, t);
+                        }
+                    })
+                });
+                this.state
+                    .borrow_mut()
+                    .waiting
+                    .push_back(Waiter { seq, cb, timer });
+                Inner::stretch_if_needed(this);
+            }
+        }
+    }
+
+    fn waiter_timed_out(this: &Rc<Inner>, seq: u64, t: Duration) {
+        let w = {
+            let mut st = this.state.borrow_mut();
+            let pos = st.waiting.iter().position(|w| w.seq == seq);
+            pos.and_then(|p| st.waiting.remove(p))
+        };
+        if let Some(w) = w {
+            (w.cb)(Err(Error::new(
+                ErrorKind::Timeout,
+                format!("no connection became available within {t:?}"),
+            )));
+        }
+    }
+
+    /// A busy connection comes back: rolled back first if it is inside a transaction, dead
+    /// if it closed, otherwise free for the next waiter.
+    fn release(this: &Rc<Inner>, conn: Connection) {
+        let id = id_of(&conn);
+        if this.state.borrow_mut().busy.remove(&id).is_none() {
+            return;
+        }
+        if this.state.borrow().phase == Phase::Closed {
+            conn.close();
+            return;
+        }
+        if conn.closed() {
+            Inner::add_dead(this, conn);
+            return;
+        }
+        if conn.transaction_status() != b'I' || conn.in_flight() > 0 {
+            // Nobody else may see this session's open transaction or pending answers.
+            this.state.borrow_mut().busy.insert(id, conn.clone());
+            this.state.borrow_mut().resetting += 1;
+            let weak = Rc::downgrade(this);
+            let c = conn.clone();
+            conn.simple(
+                "ROLLBACK".to_owned(),
+                Box::new(move |_| {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.state.borrow_mut().resetting -= 1;
+                        Inner::release(&inner, c);
+                    }
+                }),
+            );
+            return;
+        }
+        Inner::add_free(this, conn);
+    }
+
+    /// Runs `op` on `conn`; on a failure that allows it, reconnects `conn` in place and runs
+    /// it once more. `keep` leaves the connection busy afterwards (getconn's ping).
+    fn attempt<T: 'static>(
+        this: &Rc<Inner>,
+        conn: Connection,
+        op: Op<T>,
+        attempt: u32,
+        keep: bool,
+        done: Done<T>,
+    ) {
+        let inner = this.clone();
+        let c = conn.clone();
+        let op2 = op.clone();
+        op(
+            &conn,
+            Box::new(move |r| match r {
+                Ok(v) => {
+                    if !keep {
+                        Inner::release(&inner, c);
+                    }
+                    done(Ok(v))
+                }
+                Err(e) => {
+                    let retry = attempt == 0 && Inner::may_retry(&inner, &c, &e);
+                    if retry {
+                        log::debug!("pool: retrying once after: {e}");
+                        let fut = c.connect();
+                        let inner2 = inner.clone();
+                        inner
+                            .ioloop
+                            .add_future(&fut, move |f| match f.take().expect("resolved") {
+                                Ok(conn) => Inner::attempt(&inner2, conn, op2, 1, keep, done),
+                                Err(ce) => {
+                                    if !keep {
+                                        Inner::release(&inner2, c);
+                                    }
+                                    done(Err(ce))
+                                }
+                            });
+                        return;
+                    }
+                    let e = if attempt > 0 && c.closed() && e.is_connection_lost() {
+                        not_available()
+                    } else {
+                        e
+                    };
+                    if !keep {
+                        Inner::release(&inner, c);
+                    }
+                    done(Err(e))
+                }
+            }),
+        );
+    }
+
+    fn may_retry(this: &Rc<Inner>, conn: &Connection, e: &Error) -> bool {
+        if this.state.borrow().phase != Phase::Open || !conn.closed() {
+            return false;
+        }
+        match this.config.retry {
+            RetryPolicy::Never => false,
+            RetryPolicy::Momoko => true,
+            RetryPolicy::Safe => e.is_connection_lost() && !e.outcome_unknown(),
+        }
+    }
+
+    fn set_hstore(this: &Rc<Inner>, oid: u32, arr: u32) {
+        let conns: Vec<Connection> = {
+            let mut st = this.state.borrow_mut();
+            st.hstore = Some((oid, arr));
+            st.free
+                .iter()
+                .map(|(c, _)| c.clone())
+                .chain(st.busy.values().cloned())
+                .chain(st.pending.values().cloned())
+                .chain(st.dead.iter().cloned())
+                .collect()
+        };
+        for c in conns {
+            c.set_hstore_oids(oid, arr);
+        }
+    }
+
+    /// Closes the least recently used free connections idle longer than `shrink_delay`,
+    /// down to `size`.
+    fn shrink(this: &Rc<Inner>) {
+        let now = this.ioloop.time();
+        let closing: Vec<Connection> = {
+            let mut st = this.state.borrow_mut();
+            let mut out = Vec::new();
+            while st.free.len() > this.config.size {
+                let Some((_, last_used)) = st.free.front() else {
+                    break;
+                };
+                if now.saturating_duration_since(*last_used) <= this.config.shrink_delay {
+                    break;
+                }
+                let (c, _) = st.free.pop_front().expect("checked");
+                out.push(c);
+            }
+            out
+        };
+        if !closing.is_empty() {
+            log::debug!("pool: shrinking by {} connection(s)", closing.len());
+        }
+        for c in closing {
+            c.close();
+        }
+    }
+}
