@@ -35,7 +35,6 @@ pub(crate) use framing::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// A request the protocol can send: each is one sync unit.
 #[derive(Debug)]
-#[allow(dead_code)] // prepared statements and COPY are wired up by the Beyond issue
 pub(crate) enum Request {
     /// A simple-protocol Query message (possibly several statements).
     Simple { query: String },
@@ -53,19 +52,32 @@ pub(crate) enum Request {
         param_formats: Vec<i16>,
         /// Columns of the result, with the formats asked for in Bind.
         columns: Option<Arc<[Column]>>,
-        result_format: i16,
+        /// One format per result column (0 text, 1 binary), as Bind sends them.
+        result_formats: Vec<i16>,
     },
     /// Close(statement) + Sync: drops a prepared statement on the server.
     CloseStatement { name: String },
-    /// A COPY FROM STDIN whose data is sent whole right after the query.
-    CopyIn { query: String, data: Bytes },
+    /// A COPY FROM STDIN; its data is pulled from `source` as the socket takes it.
+    CopyIn { query: String, source: CopySource },
     /// A COPY TO STDOUT; its data comes out as [`Event::CopyData`] before the completion.
     CopyOut { query: String },
 }
 
+/// Where COPY FROM STDIN data comes from: chunks pulled while the transmit buffer has room,
+/// so a large COPY never sits in memory whole. An `Err` aborts the COPY with CopyFail.
+pub(crate) struct CopySource(pub(crate) Box<dyn Iterator<Item = Result<Bytes, String>>>);
+
+impl std::fmt::Debug for CopySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CopySource")
+    }
+}
+
+/// How much COPY data is buffered for the socket before the source is asked for more.
+const COPY_BUFFER: usize = 256 * 1024;
+
 /// What a completed request produced.
 #[derive(Debug)]
-#[allow(dead_code)]
 pub(crate) enum Response {
     /// The last result of a query (psycopg2 keeps only the last statement's result).
     Query(QueryResult),
@@ -137,8 +149,13 @@ struct InFlight {
     error: Option<Error>,
     /// For Prepare: the parameter types.
     param_types: Vec<u32>,
-    /// For COPY IN: the data still to send when the server asks for it.
-    copy_data: Option<Bytes>,
+    /// For COPY IN: the data still to send, once the server asks for it.
+    copy_source: Option<CopySource>,
+    /// For COPY IN: the server is in copy-in mode and we are still sending.
+    copying: bool,
+    /// The request's encoded length; its bytes wait in `held` while a COPY is being sent.
+    len: u64,
+    held: bool,
     /// Whether the server has answered anything for this request yet.
     answered: bool,
     /// Where the request starts in the stream of bytes written to the server: if the writes
@@ -175,6 +192,9 @@ pub(crate) struct Protocol {
     /// Bytes ever queued for, and ever written to, the server.
     queued_total: u64,
     sent_total: u64,
+    /// Requests made while a COPY FROM STDIN is being sent: the server accepts nothing but
+    /// copy data until it ends, so they wait here, encoded, in order.
+    held: BytesMut,
 }
 
 impl Protocol {
@@ -204,6 +224,7 @@ impl Protocol {
             last_notice_code: None,
             queued_total: 0,
             sent_total: 0,
+            held: BytesMut::new(),
         };
         // The startup message counts as written bytes like any other.
         p.queued_total = p.out.len() as u64;
@@ -224,6 +245,9 @@ impl Protocol {
         let n = n.min(self.out.len());
         self.sent_total += n as u64;
         let _ = self.out.split_to(n);
+        if self.out.len() < COPY_BUFFER / 2 {
+            self.copy_fill();
+        }
         if self.out.is_empty() && self.out.capacity() > 1 << 20 {
             // A large COPY or query went out: don't keep its buffer for the connection's life.
             self.out = BytesMut::with_capacity(8192);
@@ -299,31 +323,115 @@ impl Protocol {
                 ))
             }
         }
-        let mark = self.out.len();
-        let encoded = self.encode(request);
-        match encoded {
-            Ok(mut flight) => {
-                flight.start = self.queued_total;
-                self.queued_total += (self.out.len() - mark) as u64;
-                self.in_flight.push_back(flight);
-                Ok(())
+        let hold = self.copy_in_progress();
+        let mut buf = if hold {
+            std::mem::take(&mut self.held)
+        } else {
+            std::mem::take(&mut self.out)
+        };
+        let mark = buf.len();
+        let encoded = Self::encode(request, &mut buf);
+        if encoded.is_err() {
+            buf.truncate(mark);
+        }
+        let len = (buf.len() - mark) as u64;
+        if hold {
+            self.held = buf;
+        } else {
+            self.out = buf;
+        }
+        let mut flight = encoded?;
+        flight.len = len;
+        flight.held = hold;
+        if !hold {
+            flight.start = self.queued_total;
+            self.queued_total += len;
+        }
+        self.in_flight.push_back(flight);
+        Ok(())
+    }
+
+    /// Whether a COPY FROM STDIN is in flight and not yet fully sent.
+    fn copy_in_progress(&self) -> bool {
+        self.in_flight
+            .iter()
+            .any(|f| f.kind == Kind::CopyIn && (f.copying || f.copy_source.is_some()))
+    }
+
+    /// Pulls COPY data while the transmit buffer has room; ends the COPY when the source is
+    /// exhausted (CopyDone) or fails (CopyFail), then releases the requests held behind it.
+    fn copy_fill(&mut self) {
+        let Some(flight) = self.in_flight.front_mut() else {
+            return;
+        };
+        if !flight.copying {
+            return;
+        }
+        let Some(source) = flight.copy_source.as_mut() else {
+            return;
+        };
+        while self.out.len() < COPY_BUFFER {
+            match source.0.next() {
+                Some(Ok(chunk)) => {
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    match frontend::CopyData::new(chunk) {
+                        Ok(d) => d.write(&mut self.out),
+                        Err(e) => {
+                            let _ = frontend::copy_fail(
+                                &format!("COPY chunk refused: {e}"),
+                                &mut self.out,
+                            );
+                            flight.copying = false;
+                            break;
+                        }
+                    }
+                }
+                Some(Err(msg)) => {
+                    let msg = msg.replace('\0', " ");
+                    let _ = frontend::copy_fail(&msg, &mut self.out);
+                    flight.copying = false;
+                    break;
+                }
+                None => {
+                    frontend::copy_done(&mut self.out);
+                    flight.copying = false;
+                    break;
+                }
             }
-            Err(e) => {
-                self.out.truncate(mark);
-                Err(e)
-            }
+        }
+        if !flight.copying {
+            flight.copy_source = None;
+            self.release_held();
         }
     }
 
-    fn encode(&mut self, request: Request) -> Result<InFlight, Error> {
-        let out = &mut self.out;
+    /// Moves the requests held behind a COPY into the transmit buffer, in order.
+    fn release_held(&mut self) {
+        if self.copy_in_progress() || self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        self.out.extend_from_slice(&held);
+        for f in self.in_flight.iter_mut().filter(|f| f.held) {
+            f.held = false;
+            f.start = self.queued_total;
+            self.queued_total += f.len;
+        }
+    }
+
+    fn encode(request: Request, out: &mut BytesMut) -> Result<InFlight, Error> {
         let enc = |e: std::io::Error| Error::usage(format!("cannot encode the request: {e}"));
         let mut flight = InFlight {
             kind: Kind::Simple,
             result: QueryResult::default(),
             error: None,
             param_types: Vec::new(),
-            copy_data: None,
+            copy_source: None,
+            copying: false,
+            len: 0,
+            held: false,
             answered: false,
             start: 0,
         };
@@ -346,7 +454,7 @@ impl Protocol {
                 params,
                 param_formats,
                 columns,
-                result_format,
+                result_formats,
             } => {
                 flight.kind = Kind::Execute;
                 flight.result.columns = columns;
@@ -362,7 +470,7 @@ impl Protocol {
                         }
                         None => Ok(postgres_protocol::IsNull::Yes),
                     },
-                    Some(result_format),
+                    result_formats,
                     out,
                 )
                 .map_err(|e| match e {
@@ -377,9 +485,9 @@ impl Protocol {
                 frontend::close(b'S', &name, out).map_err(enc)?;
                 frontend::sync(out);
             }
-            Request::CopyIn { query, data } => {
+            Request::CopyIn { query, source } => {
                 flight.kind = Kind::CopyIn;
-                flight.copy_data = Some(data);
+                flight.copy_source = Some(source);
                 frontend::query(&query, out).map_err(enc)?;
             }
             Request::CopyOut { query } => {
@@ -431,7 +539,7 @@ impl Protocol {
         self.state = State::Closed(err.clone());
         let server_gave_up = err.as_db_error().is_some_and(DbError::is_fatal);
         for flight in std::mem::take(&mut self.in_flight) {
-            let sent = flight.start < self.sent_total;
+            let sent = !flight.held && flight.start < self.sent_total;
             let e = if sent && !server_gave_up && err.is_connection_lost() {
                 err.with_outcome_unknown()
             } else {
@@ -673,6 +781,12 @@ impl Protocol {
                     flight.error = Some(err);
                 }
                 flight.result.rows = Vec::new();
+                if flight.copying {
+                    // The server drops whatever copy data still comes; stop producing it.
+                    flight.copying = false;
+                    flight.copy_source = None;
+                    self.release_held();
+                }
             }
             Message::CopyInResponse(_) => {
                 if flight.kind != Kind::CopyIn {
@@ -685,14 +799,8 @@ impl Protocol {
                     .map_err(bad("CopyFail"))?;
                     return Ok(());
                 }
-                if let Some(data) = flight.copy_data.take() {
-                    if !data.is_empty() {
-                        frontend::CopyData::new(data)
-                            .map_err(|e| Error::usage(format!("COPY data too large: {e}")))?
-                            .write(&mut self.out);
-                    }
-                }
-                frontend::copy_done(&mut self.out);
+                flight.copying = true;
+                self.copy_fill();
             }
             Message::CopyOutResponse(_) => {
                 if flight.kind != Kind::CopyOut {
@@ -711,7 +819,11 @@ impl Protocol {
             Message::ReadyForQuery(body) => {
                 self.transaction_status = body.status();
                 let flight = self.in_flight.pop_front().expect("checked above");
+                let was_copy = flight.kind == Kind::CopyIn;
                 self.complete(flight);
+                if was_copy {
+                    self.release_held();
+                }
             }
             other => return Err(unexpected(&other, "while a request is in flight")),
         }
