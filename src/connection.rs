@@ -12,15 +12,21 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use momoko_loop::{Future, HandlerId, IoLoop, Ready, TimeoutId};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 
 use crate::conninfo::Config;
 use crate::error::{DbError, Error};
 use crate::params::{ParamValues, Params};
+use crate::proto::CopySource;
 use crate::proto::{Request, Response};
-use crate::raw::{Action, Callback, Options, Phase, RawConnection};
-use crate::row::Cursor;
+use crate::raw::{Action, Callback, Listener, Notification, Options, Phase, RawConnection};
+use crate::row::{Column, Cursor};
 use crate::types::QuoteContext;
 use crate::types::TypeRegistry;
+use crate::types::Value;
 
 /// Opens a connection: `momoko.connect(dsn)`. The future resolves to the connection.
 pub fn connect(dsn: &str) -> Future<Result<Connection, Error>> {
@@ -117,6 +123,15 @@ impl ConnectionBuilder {
         self
     }
 
+    /// A query not answered within this long fails with `ErrorKind::Timeout` (SQLSTATE
+    /// 57014 kept) and is cancelled on the server; the connection stays usable. If the server
+    /// does not answer the cancelled query within a grace period (the larger of 2 s and half
+    /// the timeout), the connection is closed.
+    pub fn query_timeout(mut self, timeout: Duration) -> Self {
+        self.options.query_timeout = Some(timeout);
+        self
+    }
+
     /// The largest message accepted from the server (default 1 GiB). A larger one fails the
     /// connection with a protocol error before anything is allocated for it.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
@@ -179,6 +194,12 @@ struct Shared {
     server_version: Cell<Option<i32>>,
     /// Types registered on this connection; they survive reconnects.
     types: RefCell<TypeRegistry>,
+    /// NOTIFY listeners by channel; LISTEN is issued again after every reconnect.
+    listeners: RefCell<HashMap<String, Listener>>,
+    /// Counts successful connects: prepared statements belong to one session.
+    session: Cell<u64>,
+    /// Names of prepared statements are unique per connection.
+    next_statement: Cell<u64>,
     /// Hooks run when an established connection is lost or closed (the pool's dead-detection).
     on_close: RefCell<Vec<CloseHook>>,
 }
@@ -246,6 +267,9 @@ impl Connection {
             abandoned: Cell::new(false),
             server_version: Cell::new(None),
             types: RefCell::new(TypeRegistry::default()),
+            listeners: RefCell::new(HashMap::new()),
+            session: Cell::new(0),
+            next_statement: Cell::new(0),
             on_close: RefCell::new(Vec::new()),
         });
         Shared::handle(&shared)
@@ -296,6 +320,12 @@ impl Connection {
         let config = Config::parse(&self.shared.dsn.borrow());
         let mut options = self.shared.options.clone();
         options.types = self.shared.types.borrow().clone();
+        options.listeners = self.shared.listeners.borrow().clone();
+        for channel in self.shared.listeners.borrow().keys() {
+            options
+                .setsession
+                .push(format!("LISTEN {}", quote_ident(channel)));
+        }
         let raw = RawConnection::connect(config, options, Instant::now());
         *self.shared.raw.borrow_mut() = Some(raw);
         Shared::sync(&self.shared);
@@ -580,6 +610,305 @@ impl Connection {
         );
     }
 
+    /// Prepares `query` (with `$1`, `$2`… parameters) on the server. The statement belongs
+    /// to this connection; used after a reconnect or on another connection it is prepared
+    /// again transparently.
+    pub fn prepare(&self, query: &str) -> Future<Result<Prepared, Error>> {
+        let (fut, done) = self.future();
+        self.prepare_cb(query, done);
+        fut
+    }
+
+    pub(crate) fn prepare_cb(&self, query: &str, done: Done<Prepared>) {
+        let n = self.shared.next_statement.get() + 1;
+        self.shared.next_statement.set(n);
+        let name = format!("momoko_{n}");
+        let (conn_id, session) = (self.shared_id(), self.shared.session.get());
+        let types = self.shared.types.borrow().clone();
+        let query = query.to_owned();
+        let q = query.clone();
+        let nm = name.clone();
+        self.request(
+            Request::Prepare {
+                name,
+                query,
+                param_types: Vec::new(),
+            },
+            Box::new(move |r| {
+                done(r.and_then(|resp| match resp {
+                    Response::Prepared {
+                        param_types,
+                        columns,
+                    } => Ok(Prepared(Rc::new(PreparedInner {
+                        query: q,
+                        name: RefCell::new(nm),
+                        param_types,
+                        columns: columns.map(|c| binary_columns(&c, &types)),
+                        owner: Cell::new((conn_id, session)),
+                    }))),
+                    other => Err(Error::protocol(format!(
+                        "expected a prepared statement, got {other:?}"
+                    ))),
+                }))
+            }),
+        );
+    }
+
+    /// Runs a prepared statement with server-side parameters; results come back in binary
+    /// form where momoko decodes it, in text otherwise.
+    pub fn execute_prepared<P: Params>(
+        &self,
+        statement: &Prepared,
+        params: P,
+    ) -> Future<Result<Cursor, Error>> {
+        let (fut, done) = self.future();
+        self.execute_prepared_cb(statement, &params, done);
+        fut
+    }
+
+    pub(crate) fn execute_prepared_cb<P: Params + ?Sized>(
+        &self,
+        statement: &Prepared,
+        params: &P,
+        done: Done<Cursor>,
+    ) {
+        let st = &statement.0;
+        let values = match params.positional() {
+            Ok(v) => v,
+            Err(e) => return done(Err(e)),
+        };
+        if values.len() != st.param_types.len() {
+            return done(Err(Error::usage(format!(
+                "the statement takes {} parameter(s), {} given",
+                st.param_types.len(),
+                values.len()
+            ))));
+        }
+        let (encoded, formats) = match encode_params(&values, &st.param_types) {
+            Ok(x) => x,
+            Err(e) => return done(Err(e)),
+        };
+        let here = (self.shared_id(), self.shared.session.get());
+        let reprepare_error: Rc<RefCell<Option<Error>>> = Rc::default();
+        if st.owner.get() != here {
+            // Another session: prepare it again, pipelined just before the execution.
+            let n = self.shared.next_statement.get() + 1;
+            self.shared.next_statement.set(n);
+            let name = format!("momoko_{n}");
+            *st.name.borrow_mut() = name.clone();
+            st.owner.set(here);
+            let slot = reprepare_error.clone();
+            self.request(
+                Request::Prepare {
+                    name,
+                    query: st.query.clone(),
+                    param_types: st.param_types.clone(),
+                },
+                Box::new(move |r| {
+                    if let Err(e) = r {
+                        *slot.borrow_mut() = Some(e);
+                    }
+                }),
+            );
+        }
+        let result_formats = st
+            .columns
+            .as_ref()
+            .map(|c| c.iter().map(Column::format).collect())
+            .unwrap_or_default();
+        let query = st.query.clone();
+        self.request(
+            Request::ExecutePrepared {
+                statement: st.name.borrow().clone(),
+                params: encoded,
+                param_formats: formats,
+                columns: st.columns.clone(),
+                result_formats,
+            },
+            Box::new(move |r| {
+                if let Some(e) = reprepare_error.borrow_mut().take() {
+                    return done(Err(e));
+                }
+                done(r.and_then(|resp| to_cursor(query, resp)))
+            }),
+        );
+    }
+
+    /// Drops a prepared statement on the server (a no-op when it was prepared in another
+    /// session).
+    pub fn close_prepared(&self, statement: &Prepared) -> Future<Result<(), Error>> {
+        let (fut, done) = self.future();
+        let here = (self.shared_id(), self.shared.session.get());
+        if statement.0.owner.get() != here {
+            done(Ok(()));
+            return fut;
+        }
+        // Executing it again prepares it anew.
+        statement.0.owner.set((0, 0));
+        self.request(
+            Request::CloseStatement {
+                name: statement.0.name.borrow().clone(),
+            },
+            Box::new(move |r| done(r.map(drop))),
+        );
+        fut
+    }
+
+    /// Listens on `channel`: `callback` runs for every notification, as soon as it arrives
+    /// (the socket stays watched while idle). The LISTEN is issued again after a reconnect.
+    pub fn listen(
+        &self,
+        channel: &str,
+        callback: impl FnMut(&Notification) + 'static,
+    ) -> Future<Result<(), Error>> {
+        let (fut, done) = self.future();
+        let listener: Listener = Rc::new(RefCell::new(callback));
+        self.shared
+            .listeners
+            .borrow_mut()
+            .insert(channel.to_owned(), listener.clone());
+        if let Some(raw) = self.shared.raw.borrow_mut().as_mut() {
+            raw.set_listener(channel, Some(listener));
+        }
+        let me = self.clone();
+        let ch = channel.to_owned();
+        self.simple(
+            format!("LISTEN {}", quote_ident(channel)),
+            Box::new(move |r| {
+                if r.is_err() {
+                    me.forget_listener(&ch);
+                }
+                done(r.map(drop))
+            }),
+        );
+        fut
+    }
+
+    /// Stops listening on `channel`.
+    pub fn unlisten(&self, channel: &str) -> Future<Result<(), Error>> {
+        let (fut, done) = self.future();
+        self.forget_listener(channel);
+        self.simple(
+            format!("UNLISTEN {}", quote_ident(channel)),
+            Box::new(move |r| done(r.map(drop))),
+        );
+        fut
+    }
+
+    fn forget_listener(&self, channel: &str) {
+        self.shared.listeners.borrow_mut().remove(channel);
+        if let Some(raw) = self.shared.raw.borrow_mut().as_mut() {
+            raw.set_listener(channel, None);
+        }
+    }
+
+    /// Asks the server to cancel the query this connection is running (a CancelRequest on a
+    /// new socket). The query then fails with SQLSTATE 57014 and the connection stays
+    /// usable. Resolves once the server took the request.
+    pub fn cancel(&self) -> Future<Result<(), Error>> {
+        let target = {
+            let mut raw = self.shared.raw.borrow_mut();
+            match raw.as_mut() {
+                Some(r) => {
+                    // Whatever is queued must reach the server before the cancel does.
+                    r.flush();
+                    let key = r.proto().and_then(|p| p.backend_key());
+                    r.peer().cloned().zip(key)
+                }
+                None => None,
+            }
+        };
+        match target {
+            Some((peer, (pid, secret))) => crate::cancel::cancel(
+                &self.shared.ioloop,
+                &peer,
+                pid,
+                secret,
+                self.shared
+                    .options
+                    .connect_timeout
+                    .unwrap_or(Duration::from_secs(10)),
+            ),
+            None => {
+                let (fut, done) = self.future();
+                done(Err(Error::connection(
+                    "the connection is not established: nothing to cancel",
+                )));
+                fut
+            }
+        }
+    }
+
+    /// `COPY … FROM STDIN` with the data given whole; resolves to the number of rows copied.
+    /// A bad row fails the call with the server's error and leaves the connection usable.
+    pub fn copy_in(&self, query: &str, data: impl Into<Bytes>) -> Future<Result<u64, Error>> {
+        let data: Bytes = data.into();
+        self.copy_in_chunks(query, std::iter::once(data))
+    }
+
+    /// `COPY … FROM STDIN` with the data pulled chunk by chunk as the socket takes it, so a
+    /// large COPY never sits in memory whole.
+    pub fn copy_in_chunks<I>(&self, query: &str, chunks: I) -> Future<Result<u64, Error>>
+    where
+        I: IntoIterator + 'static,
+        I::Item: Into<Bytes>,
+    {
+        let source = CopySource(Box::new(chunks.into_iter().map(|c| Ok(c.into()))));
+        self.copy_in_source(query, source)
+    }
+
+    /// `COPY … FROM STDIN` from fallible chunks: an `Err` aborts the COPY (CopyFail) and
+    /// the call fails with the server's answer, which quotes the message.
+    pub fn copy_in_results<I>(&self, query: &str, chunks: I) -> Future<Result<u64, Error>>
+    where
+        I: IntoIterator<Item = Result<Bytes, String>> + 'static,
+    {
+        self.copy_in_source(query, CopySource(Box::new(chunks.into_iter())))
+    }
+
+    fn copy_in_source(&self, query: &str, source: CopySource) -> Future<Result<u64, Error>> {
+        let (fut, done) = self.future();
+        self.request(
+            Request::CopyIn {
+                query: query.to_owned(),
+                source,
+            },
+            Box::new(move |r| done(r.and_then(copy_count))),
+        );
+        fut
+    }
+
+    /// `COPY … TO STDOUT`: `sink` gets the data as it arrives; resolves to the row count.
+    pub fn copy_out(
+        &self,
+        query: &str,
+        sink: impl FnMut(&[u8]) + 'static,
+    ) -> Future<Result<u64, Error>> {
+        let (fut, done) = self.future();
+        let sink: crate::raw::CopySink = Rc::new(RefCell::new(sink));
+        {
+            let mut raw = self.shared.raw.borrow_mut();
+            match raw.as_mut() {
+                Some(r) => r.request_copy_out(
+                    Request::CopyOut {
+                        query: query.to_owned(),
+                    },
+                    sink,
+                    Box::new(move |r| done(r.and_then(copy_count))),
+                ),
+                None => {
+                    drop(raw);
+                    done(Err(Error::usage(
+                        "the connection is not connected: call connect() first",
+                    )));
+                    return fut;
+                }
+            }
+        }
+        Shared::sync(&self.shared);
+        fut
+    }
+
     /// Registers hstore for this connection (and its reconnects): hstore values decode to
     /// `HashMap<String, Option<String>>` and `Value::Hstore`.
     pub fn register_hstore(&self) -> Future<Result<(), Error>> {
@@ -736,6 +1065,139 @@ pub(crate) fn to_cursor(query: String, resp: Response) -> Result<Cursor, Error> 
 /// A completion callback of a connection or pool operation.
 pub(crate) type Done<T> = Box<dyn FnOnce(Result<T, Error>)>;
 
+/// A statement prepared with [`Connection::prepare`].
+#[derive(Clone)]
+pub struct Prepared(Rc<PreparedInner>);
+
+struct PreparedInner {
+    query: String,
+    name: RefCell<String>,
+    param_types: Vec<u32>,
+    columns: Option<Arc<[Column]>>,
+    /// The connection and session it is prepared in.
+    owner: Cell<(usize, u64)>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("query", &self.0.query)
+            .field("name", &self.0.name.borrow())
+            .field("param_types", &self.0.param_types)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    /// The query text.
+    pub fn query(&self) -> &str {
+        &self.0.query
+    }
+    /// The parameter types the server inferred (OIDs).
+    pub fn param_types(&self) -> &[u32] {
+        &self.0.param_types
+    }
+    /// The result columns, or `None` for a statement without a result set.
+    pub fn columns(&self) -> Option<&[Column]> {
+        self.0.columns.as_deref()
+    }
+}
+
+/// Types whose binary form momoko decodes: results of prepared statements come back binary
+/// for these and as text for everything else.
+fn binary_decodable(oid: u32) -> bool {
+    matches!(
+        oid,
+        16 | 17
+            | 18
+            | 19
+            | 20
+            | 21
+            | 23
+            | 25
+            | 26
+            | 114
+            | 700
+            | 701
+            | 1042
+            | 1043
+            | 1082
+            | 1083
+            | 1114
+            | 1184
+            | 1700
+            | 2950
+            | 3802
+            | 1000
+            | 1001
+            | 1005
+            | 1007
+            | 1009
+            | 1015
+            | 1016
+            | 1021
+            | 1022
+    )
+}
+
+fn binary_columns(columns: &[Column], types: &TypeRegistry) -> Arc<[Column]> {
+    columns
+        .iter()
+        .map(|c| {
+            let format = i16::from(binary_decodable(c.type_oid()));
+            let mut col = Column::new(
+                c.name().to_owned(),
+                c.table_oid(),
+                c.column_id(),
+                c.type_oid(),
+                c.type_size(),
+                c.type_modifier(),
+                format,
+            );
+            col.resolve(types);
+            col
+        })
+        .collect()
+}
+
+/// Encodes parameters for Bind: binary where the type allows it, text otherwise.
+#[allow(clippy::type_complexity)]
+fn encode_params(values: &[Value], types: &[u32]) -> Result<(Vec<Option<Bytes>>, Vec<i16>), Error> {
+    let mut buf = BytesMut::new();
+    let mut out = Vec::with_capacity(values.len());
+    let mut formats = Vec::with_capacity(values.len());
+    for (v, &oid) in values.iter().zip(types) {
+        let (format, is_null) = v.encode(oid, &mut buf)?;
+        let bytes = buf.split().freeze();
+        formats.push(format as i16);
+        out.push(match is_null {
+            crate::types::IsNull::Yes => None,
+            crate::types::IsNull::No => Some(bytes),
+        });
+    }
+    Ok((out, formats))
+}
+
+/// Quotes a name as an SQL identifier ("" doubled).
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The row count of a COPY from its command tag ("COPY 42").
+fn copy_count(resp: Response) -> Result<u64, Error> {
+    match resp {
+        Response::Query(r) => Ok(r
+            .tag
+            .as_deref()
+            .and_then(|t| t.strip_prefix("COPY "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)),
+        other => Err(Error::protocol(format!(
+            "expected a COPY result, got {other:?}"
+        ))),
+    }
+}
+
 impl Shared {
     /// A user handle, sharing the one token while any handle lives.
     fn handle(this: &Rc<Shared>) -> Connection {
@@ -857,8 +1319,18 @@ impl Shared {
         for action in actions {
             match action {
                 Action::Complete(cb, result) => cb(result),
+                Action::Cancel => {
+                    let conn = Shared::handle(this);
+                    let f = conn.cancel();
+                    this.ioloop.add_future(&f, |f| {
+                        if let Some(Err(e)) = f.take() {
+                            log::warn!("cancelling a timed-out query failed: {e}");
+                        }
+                    });
+                }
                 Action::Connected(result) => {
                     if result.is_ok() {
+                        this.session.set(this.session.get() + 1);
                         let v = this
                             .raw
                             .borrow()

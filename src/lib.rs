@@ -9,6 +9,7 @@ pub use momoko_loop as ioloop;
 pub mod conninfo;
 mod error;
 
+mod cancel;
 mod connection;
 mod params;
 mod pool;
@@ -17,7 +18,7 @@ mod raw;
 mod row;
 mod types;
 
-pub use connection::{connect, Connection, ConnectionBuilder, Statement};
+pub use connection::{connect, Connection, ConnectionBuilder, Prepared, Statement};
 pub use conninfo::Config;
 pub use error::{DbError, Error, ErrorKind};
 pub use params::{mogrify, named, Named, ParamValues, Params};

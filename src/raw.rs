@@ -66,10 +66,11 @@ pub(crate) enum Action {
     CopyData(CopySink, bytes::Bytes),
     /// The established connection was lost or closed.
     Closed(Error),
+    /// A request ran past its query_timeout: the driver sends a CancelRequest.
+    Cancel,
 }
 
 /// What waits for each request in flight, in order.
-#[allow(dead_code)] // COPY is wired up by the Beyond issue
 enum Waiter {
     User(Callback),
     /// A setsession statement; the last one finishes the connect.
@@ -78,6 +79,14 @@ enum Waiter {
     },
     /// A COPY TO STDOUT with its sink.
     CopyOut(Callback, CopySink),
+    /// A request that timed out: its caller was answered already, its answer is dropped.
+    Discard,
+}
+
+/// A waiter with the instant its request must be answered by.
+struct Pending {
+    waiter: Waiter,
+    deadline: Option<Instant>,
 }
 
 /// A connected socket of either family.
@@ -88,7 +97,7 @@ pub(crate) enum Socket {
 }
 
 impl Socket {
-    fn take_error(&self) -> io::Result<Option<io::Error>> {
+    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {
             Socket::Tcp(s) => s.take_error(),
             Socket::Unix(s) => s.take_error(),
@@ -180,6 +189,11 @@ pub(crate) struct Options {
     pub(crate) notice_handler: Option<NoticeHandler>,
     /// Types registered on the connection (hstore), given to every new session.
     pub(crate) types: TypeRegistry,
+    /// A request not answered within this long fails with `ErrorKind::Timeout` and is
+    /// cancelled on the server.
+    pub(crate) query_timeout: Option<Duration>,
+    /// NOTIFY listeners, by channel; they survive reconnects.
+    pub(crate) listeners: HashMap<String, Listener>,
 }
 
 impl std::fmt::Debug for Options {
@@ -188,6 +202,7 @@ impl std::fmt::Debug for Options {
             .field("setsession", &self.setsession)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_message_size", &self.max_message_size)
+            .field("query_timeout", &self.query_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -209,6 +224,9 @@ pub(crate) enum Phase {
     Closed,
 }
 
+/// How long a cancelled request may take to be answered before the connection is given up.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
 thread_local! {
     /// One read buffer per thread: connections read into it in turn, so an idle connection
     /// holds no read buffer of its own beyond what the protocol core keeps.
@@ -228,9 +246,15 @@ pub(crate) struct RawConnection {
     socket: Option<Socket>,
     socket_generation: u64,
     proto: Option<Protocol>,
-    waiters: VecDeque<Waiter>,
+    waiters: VecDeque<Pending>,
     /// Requests made before the connection was ready; sent after setsession.
     held: VecDeque<(Request, Waiter)>,
+    query_timeout: Option<Duration>,
+    /// A timed-out request still unanswered must be answered by then, or the connection
+    /// is given up (the server or the network is gone).
+    discard_deadline: Option<Instant>,
+    /// Where the socket is connected: the CancelRequest goes to the same place.
+    peer: Option<Peer>,
     actions: Vec<Action>,
     last_error: Option<Error>,
     setsession_error: Option<Error>,
@@ -272,10 +296,13 @@ impl RawConnection {
             proto: None,
             waiters: VecDeque::new(),
             held: VecDeque::new(),
+            query_timeout: options.query_timeout,
+            discard_deadline: None,
+            peer: None,
             actions: Vec::new(),
             last_error: None,
             setsession_error: None,
-            listeners: HashMap::new(),
+            listeners: options.listeners,
             notice_handler: options.notice_handler,
             types: options.types,
             config: None,
@@ -336,7 +363,8 @@ impl RawConnection {
                         }
                     }
                     match first {
-                        Opened::Socket(s) => {
+                        Opened::Socket(s, peer) => {
+                            self.peer = Some(peer);
                             self.socket = Some(s);
                             self.phase = Phase::Connecting;
                             self.connect_deadline = self.connect_timeout.map(|t| now + t);
@@ -374,8 +402,8 @@ impl RawConnection {
                 for (_, waiter) in std::mem::take(&mut self.held) {
                     self.fail_waiter(waiter, e.clone());
                 }
-                for waiter in std::mem::take(&mut self.waiters) {
-                    self.fail_waiter(waiter, e.clone());
+                for p in std::mem::take(&mut self.waiters) {
+                    self.fail_waiter(p.waiter, e.clone());
                 }
             }
         }
@@ -387,7 +415,7 @@ impl RawConnection {
             Waiter::User(cb) | Waiter::CopyOut(cb, _) => {
                 self.actions.push(Action::Complete(cb, Err(e)))
             }
-            Waiter::Setsession { .. } => {}
+            Waiter::Setsession { .. } | Waiter::Discard => {}
         }
     }
 
@@ -413,7 +441,16 @@ impl RawConnection {
 
     /// The earliest instant at which [`RawConnection::handle_timeout`] must be called.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.connect_deadline
+        let head = self.waiters.front().and_then(|p| p.deadline);
+        [self.connect_deadline, head, self.discard_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Where the socket is connected, for a CancelRequest.
+    pub(crate) fn peer(&self) -> Option<&Peer> {
+        self.peer.as_ref()
     }
 
     /// Requests sent and not yet answered, plus requests held until the connection is ready.
@@ -445,7 +482,6 @@ impl RawConnection {
         self.send(req, Waiter::User(cb));
     }
 
-    #[allow(dead_code)]
     /// Queues a COPY TO STDOUT; its data goes to `sink` as it arrives.
     pub(crate) fn request_copy_out(&mut self, req: Request, sink: CopySink, cb: Callback) {
         self.send(req, Waiter::CopyOut(cb, sink));
@@ -476,12 +512,19 @@ impl RawConnection {
             .as_mut()
             .expect("a ready connection has a protocol");
         match proto.send(req) {
-            Ok(()) => self.waiters.push_back(waiter),
+            Ok(()) => {
+                let deadline = match waiter {
+                    Waiter::User(_) | Waiter::CopyOut(..) => {
+                        self.query_timeout.map(|t| Instant::now() + t)
+                    }
+                    _ => None,
+                };
+                self.waiters.push_back(Pending { waiter, deadline })
+            }
             Err(e) => self.fail_waiter(waiter, e),
         }
     }
 
-    #[allow(dead_code)]
     /// Registers a listener for a channel (the LISTEN itself is a request of the caller's).
     pub(crate) fn set_listener(&mut self, channel: &str, listener: Option<Listener>) {
         match listener {
@@ -546,6 +589,7 @@ impl RawConnection {
     /// Deadlines passed: a connect attempt past its connect_timeout fails (and the next
     /// target is tried).
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.check_query_timeout(now);
         if let Some(deadline) = self.connect_deadline {
             if now >= deadline && matches!(self.phase, Phase::Connecting | Phase::Starting) {
                 let t = self.connect_timeout.unwrap_or_default();
@@ -557,6 +601,48 @@ impl RawConnection {
                 self.process_events(now);
             }
         }
+    }
+
+    /// The oldest request is past its query_timeout: its caller gets a Timeout error now,
+    /// the server is asked to cancel it, and its answer will be dropped. If no answer comes
+    /// within a grace period the connection is given up.
+    fn check_query_timeout(&mut self, now: Instant) {
+        if let Some(d) = self.discard_deadline {
+            if now >= d
+                && self
+                    .waiters
+                    .front()
+                    .is_some_and(|p| matches!(p.waiter, Waiter::Discard))
+            {
+                let e = Error::new(
+                    ErrorKind::Timeout,
+                    "the server did not answer a cancelled request: the connection is given up",
+                );
+                self.discard_deadline = None;
+                self.close(e, now);
+                return;
+            }
+        }
+        let Some(head) = self.waiters.front_mut() else {
+            return;
+        };
+        let Some(deadline) = head.deadline else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        head.deadline = None;
+        let waiter = std::mem::replace(&mut head.waiter, Waiter::Discard);
+        let t = self.query_timeout.unwrap_or_default();
+        let e = Error::new(
+            ErrorKind::Timeout,
+            format!("the query ran longer than its timeout of {t:?} and was cancelled"),
+        )
+        .with_code("57014");
+        self.fail_waiter(waiter, e);
+        self.discard_deadline = Some(now + CANCEL_GRACE.max(t / 2));
+        self.actions.push(Action::Cancel);
     }
 
     fn read(&mut self) {
@@ -619,11 +705,21 @@ impl RawConnection {
             match event {
                 Event::Connected => self.on_connected(),
                 Event::Completed(result) => {
-                    let Some(waiter) = self.waiters.pop_front() else {
+                    let Some(Pending { waiter, .. }) = self.waiters.pop_front() else {
                         log::error!("a response arrived with no request waiting for it");
                         continue;
                     };
+                    if !self
+                        .waiters
+                        .iter()
+                        .any(|p| matches!(p.waiter, Waiter::Discard))
+                    {
+                        self.discard_deadline = None;
+                    }
                     match waiter {
+                        Waiter::Discard => {
+                            log::debug!("dropped the answer of a timed-out request");
+                        }
                         Waiter::User(cb) | Waiter::CopyOut(cb, _) => {
                             self.actions.push(Action::Complete(cb, result))
                         }
@@ -647,7 +743,11 @@ impl RawConnection {
                     }
                 }
                 Event::CopyData(data) => {
-                    if let Some(Waiter::CopyOut(_, sink)) = self.waiters.front() {
+                    if let Some(Pending {
+                        waiter: Waiter::CopyOut(_, sink),
+                        ..
+                    }) = self.waiters.front()
+                    {
                         self.actions.push(Action::CopyData(sink.clone(), data));
                     }
                 }
@@ -747,8 +847,15 @@ impl RawConnection {
 }
 
 enum Opened {
-    Socket(Socket),
+    Socket(Socket, Peer),
     Target(Target),
+}
+
+/// The address a socket was connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Peer {
+    Tcp(std::net::SocketAddr),
+    Unix(std::path::PathBuf),
 }
 
 /// Opens a non-blocking socket to `target`. A host name with several addresses yields a
@@ -765,7 +872,10 @@ fn open(target: &Target) -> Result<Vec<Opened>, Error> {
                     e,
                 )
             })?;
-            Ok(vec![Opened::Socket(Socket::Unix(s))])
+            Ok(vec![Opened::Socket(
+                Socket::Unix(s),
+                Peer::Unix(path.clone()),
+            )])
         }
         Target::Tcp { host, addr, port } => {
             let addrs: Vec<std::net::SocketAddr> = match addr {
@@ -785,7 +895,7 @@ fn open(target: &Target) -> Result<Vec<Opened>, Error> {
             })?;
             // Small requests must not wait for Nagle's timer.
             let _ = s.set_nodelay(true);
-            let mut out = vec![Opened::Socket(Socket::Tcp(s))];
+            let mut out = vec![Opened::Socket(Socket::Tcp(s), Peer::Tcp(*first))];
             for a in &addrs[1..] {
                 out.push(Opened::Target(Target::Tcp {
                     host: host.clone(),

@@ -1,0 +1,174 @@
+//! CancelRequest: asking the server, on a separate socket, to cancel a running query.
+//!
+//! This module opens a second connection to the same address as the session, writes the
+//! 16-byte CancelRequest with the session's BackendKeyData, and waits for the server to close
+//! that socket, which it does once the request was handed to the postmaster. It never
+//! touches the session's own socket and never waits past its deadline.
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use momoko_loop::{Future, HandlerId, IoLoop, Ready, TimeoutId};
+use postgres_protocol::message::frontend;
+
+use crate::error::{Error, ErrorKind};
+use crate::raw::{Peer, Socket};
+
+/// Where one cancel stands.
+///
+/// ```text
+///   Connecting ──writable──▶ Sent ──EOF──▶ (done: Ok)
+///        └────── error / deadline ─────────▶ (done: Err)
+/// ```
+enum Step {
+    Connecting,
+    Sent,
+}
+
+struct Task {
+    socket: Socket,
+    step: Step,
+    request: BytesMut,
+    handler: Option<HandlerId>,
+    timer: Option<TimeoutId>,
+    done: Option<Future<Result<(), Error>>>,
+}
+
+/// Sends a CancelRequest for `(process_id, secret_key)` to `peer`; the future resolves once
+/// the server took it (not once the query stopped: the query's own answer says that).
+pub(crate) fn cancel(
+    ioloop: &IoLoop,
+    peer: &Peer,
+    process_id: i32,
+    secret_key: i32,
+    timeout: Duration,
+) -> Future<Result<(), Error>> {
+    let fut = Future::with_loop(ioloop);
+    let socket = match peer {
+        Peer::Tcp(addr) => mio::net::TcpStream::connect(*addr).map(Socket::Tcp),
+        Peer::Unix(path) => mio::net::UnixStream::connect(path).map(Socket::Unix),
+    };
+    let socket = match socket {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = fut.set_result(Err(Error::io("could not send the cancel request", e)));
+            return fut;
+        }
+    };
+    let mut request = BytesMut::with_capacity(16);
+    frontend::cancel_request(process_id, secret_key, &mut request);
+    let task = Rc::new(RefCell::new(Task {
+        socket,
+        step: Step::Connecting,
+        request,
+        handler: None,
+        timer: None,
+        done: Some(fut.clone()),
+    }));
+    let t = task.clone();
+    let lp = ioloop.clone();
+    let added = {
+        let mut guard = task.borrow_mut();
+        ioloop.add_handler(
+            &mut guard.socket,
+            mio::Interest::READABLE | mio::Interest::WRITABLE,
+            move |ready| on_ready(&lp, &t, ready),
+        )
+    };
+    match added {
+        Ok(id) => task.borrow_mut().handler = Some(id),
+        Err(e) => {
+            let _ = fut.set_result(Err(Error::io("could not send the cancel request", e)));
+            return fut;
+        }
+    }
+    let t = task.clone();
+    let lp = ioloop.clone();
+    let timer = ioloop.call_later(timeout, move || {
+        t.borrow_mut().timer = None;
+        finish(
+            &lp,
+            &t,
+            Err(Error::new(
+                ErrorKind::Timeout,
+                format!("the cancel request got no answer within {timeout:?}"),
+            )),
+        );
+    });
+    task.borrow_mut().timer = Some(timer);
+    fut
+}
+
+fn on_ready(ioloop: &IoLoop, task: &Rc<RefCell<Task>>, ready: Ready) {
+    let result = {
+        let mut t = task.borrow_mut();
+        step(&mut t, ready)
+    };
+    match result {
+        Ok(false) => {}
+        Ok(true) => finish(ioloop, task, Ok(())),
+        Err(e) => finish(ioloop, task, Err(Error::io("the cancel request failed", e))),
+    }
+}
+
+/// Advances the exchange; `Ok(true)` once the server closed the socket.
+fn step(t: &mut Task, ready: Ready) -> io::Result<bool> {
+    if let Step::Connecting = t.step {
+        if let Some(e) = t.socket_error()? {
+            return Err(e);
+        }
+        if !(ready.writable || ready.error) {
+            return Ok(false);
+        }
+        while !t.request.is_empty() {
+            match t.socket.write(&t.request) {
+                Ok(n) => {
+                    let _ = t.request.split_to(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        t.step = Step::Sent;
+    }
+    let mut buf = [0u8; 64];
+    loop {
+        match t.socket.read(&mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(_) => {} // the server sends nothing back; ignore anything
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A reset after the request was written still means it was delivered.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(true),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Task {
+    fn socket_error(&self) -> io::Result<Option<io::Error>> {
+        self.socket.take_error()
+    }
+}
+
+fn finish(ioloop: &IoLoop, task: &Rc<RefCell<Task>>, result: Result<(), Error>) {
+    let (fut, handler, timer) = {
+        let mut t = task.borrow_mut();
+        (t.done.take(), t.handler.take(), t.timer.take())
+    };
+    if let Some(id) = handler {
+        let mut t = task.borrow_mut();
+        ioloop.remove_handler(id, &mut t.socket);
+    }
+    if let Some(id) = timer {
+        ioloop.remove_timeout(id);
+    }
+    if let Some(f) = fut {
+        let _ = f.set_result(result);
+    }
+}
