@@ -77,6 +77,7 @@ pub struct PoolBuilder {
     acquire_timeout: Option<Duration>,
     max_waiting: Option<usize>,
     connect_timeout: Option<Duration>,
+    query_timeout: Option<Duration>,
 }
 
 impl PoolBuilder {
@@ -151,6 +152,12 @@ impl PoolBuilder {
         self.connect_timeout = Some(timeout);
         self
     }
+    /// A query not answered within this long fails with `ErrorKind::Timeout` and is
+    /// cancelled on the server (see [`crate::ConnectionBuilder::query_timeout`]).
+    pub fn query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = Some(timeout);
+        self
+    }
 
     /// The pool, not yet connected. A size of 0 or a `max_size` below `size` is a Usage error.
     pub fn build(self) -> Result<Pool, Error> {
@@ -205,6 +212,7 @@ impl PoolBuilder {
             acquire_timeout: self.acquire_timeout,
             max_waiting: self.max_waiting,
             connect_timeout: self.connect_timeout,
+            query_timeout: self.query_timeout,
         }
     }
 }
@@ -224,6 +232,7 @@ struct Config {
     acquire_timeout: Option<Duration>,
     max_waiting: Option<usize>,
     connect_timeout: Option<Duration>,
+    query_timeout: Option<Duration>,
 }
 
 /// A pooled connection's identity: the address of its shared state, stable while it lives.
@@ -274,6 +283,11 @@ struct State {
     server_version: Option<i32>,
     /// Connections that are busy because the pool itself is rolling them back.
     resetting: usize,
+    /// The dedicated LISTEN connection, outside the container.
+    listener: Option<Connection>,
+    listener_timer: Option<TimeoutId>,
+    /// Told after the listener reconnected: notifications may have been missed meanwhile.
+    on_gap: Option<Rc<dyn Fn()>>,
 }
 
 /// The first `connect()`: which connections it opened, how many failed.
@@ -359,6 +373,7 @@ impl Pool {
             acquire_timeout: None,
             max_waiting: None,
             connect_timeout: None,
+            query_timeout: None,
         }
     }
 
@@ -606,6 +621,62 @@ impl Pool {
         Ok(())
     }
 
+    /// Listens on `channel` on a dedicated connection of the pool (outside `size`). When that
+    /// connection is lost, it is reconnected (spaced by `reconnect_interval`) and LISTENs
+    /// again; then the callback of [`Pool::on_notifications_missed`] runs, because
+    /// notifications sent meanwhile were lost.
+    pub fn listen(
+        &self,
+        channel: &str,
+        callback: impl FnMut(&crate::Notification) + 'static,
+    ) -> Future<Result<(), Error>> {
+        let fut = Future::with_loop(&self.0.ioloop);
+        match self.0.state.borrow().phase {
+            Phase::New => {
+                let _ = fut.set_result(Err(not_connected()));
+                return fut;
+            }
+            Phase::Closed => {
+                let _ = fut.set_result(Err(pool_closed()));
+                return fut;
+            }
+            Phase::Open => {}
+        }
+        let conn = Inner::listener_connection(&self.0);
+        let f = fut.clone();
+        let channel = channel.to_owned();
+        let connecting = conn.connect();
+        self.0.ioloop.add_future(&connecting, move |c| {
+            let conn = match c.take().expect("resolved") {
+                Ok(conn) => conn,
+                Err(e) => {
+                    let _ = f.set_result(Err(e));
+                    return;
+                }
+            };
+            let listened = conn.listen(&channel, callback);
+            conn.ioloop().add_future(&listened, move |l| {
+                let _ = f.set_result(l.take().expect("resolved"));
+            });
+        });
+        fut
+    }
+
+    /// Stops listening on `channel`.
+    pub fn unlisten(&self, channel: &str) -> Future<Result<(), Error>> {
+        let conn = self.0.state.borrow().listener.clone();
+        match conn {
+            Some(c) => c.unlisten(channel),
+            None => Future::resolved(Ok(())),
+        }
+    }
+
+    /// Runs `callback` each time the pool's LISTEN connection came back after being lost:
+    /// notifications sent while it was away were missed.
+    pub fn on_notifications_missed(&self, callback: impl Fn() + 'static) {
+        self.0.state.borrow_mut().on_gap = Some(Rc::new(callback));
+    }
+
     /// A guard that gives `conn` back to the pool when dropped.
     pub fn manage(&self, conn: Connection) -> Managed {
         Managed {
@@ -636,6 +707,10 @@ impl Pool {
             conns.extend(st.busy.drain().map(|(_, c)| c));
             conns.extend(st.pending.drain().map(|(_, c)| c));
             conns.append(&mut st.dead);
+            conns.extend(st.listener.take());
+            if let Some(t) = st.listener_timer.take() {
+                self.0.ioloop.remove_timeout(t);
+            }
             st.initial = None;
             let waiters: Vec<Waiter> = st.waiting.drain(..).collect();
             (conns, waiters, std::mem::take(&mut st.connect_waiters))
@@ -703,6 +778,9 @@ impl Inner {
             .setsession(this.config.setsession.iter().cloned());
         if let Some(t) = this.config.connect_timeout {
             b = b.connect_timeout(t);
+        }
+        if let Some(t) = this.config.query_timeout {
+            b = b.query_timeout(t);
         }
         let conn = b.build();
         if let Some((oid, arr)) = this.state.borrow().hstore {
@@ -1129,6 +1207,68 @@ impl Inner {
             RetryPolicy::Never => false,
             RetryPolicy::Momoko => true,
             RetryPolicy::Safe => e.is_connection_lost() && !e.outcome_unknown(),
+        }
+    }
+
+    /// The dedicated LISTEN connection, made on first use.
+    fn listener_connection(this: &Rc<Inner>) -> Connection {
+        if let Some(c) = this.state.borrow().listener.clone() {
+            return c;
+        }
+        let dsn = this.config.dsn.borrow().clone();
+        let mut b = Connection::builder(&dsn)
+            .ioloop(&this.ioloop)
+            .setsession(this.config.setsession.iter().cloned());
+        if let Some(t) = this.config.connect_timeout {
+            b = b.connect_timeout(t);
+        }
+        let conn = b.build();
+        let weak = Rc::downgrade(this);
+        conn.on_close(Rc::new(move |e: &Error| {
+            if let Some(inner) = weak.upgrade() {
+                log::warn!("pool: the LISTEN connection was lost: {e}");
+                Inner::relisten(&inner, Duration::ZERO);
+            }
+        }));
+        this.state.borrow_mut().listener = Some(conn.clone());
+        conn
+    }
+
+    /// Reconnects the LISTEN connection after `delay`; its channels are LISTENed again by
+    /// the connection itself. Failures retry every `reconnect_interval`.
+    fn relisten(this: &Rc<Inner>, delay: Duration) {
+        let weak = Rc::downgrade(this);
+        let timer = this.ioloop.call_later(delay, move || {
+            let Some(inner) = weak.upgrade() else { return };
+            let conn = {
+                let mut st = inner.state.borrow_mut();
+                st.listener_timer = None;
+                if st.phase != Phase::Open {
+                    return;
+                }
+                st.listener.clone()
+            };
+            let Some(conn) = conn else { return };
+            let fut = conn.connect();
+            let weak = Rc::downgrade(&inner);
+            inner.ioloop.add_future(&fut, move |f| {
+                let Some(inner) = weak.upgrade() else { return };
+                match f.take().expect("resolved") {
+                    Ok(_) => {
+                        let gap = inner.state.borrow().on_gap.clone();
+                        if let Some(g) = gap {
+                            g();
+                        }
+                    }
+                    Err(e) => {
+                        log::debug!("pool: the LISTEN connection could not reconnect: {e}");
+                        Inner::relisten(&inner, inner.config.reconnect_interval);
+                    }
+                }
+            });
+        });
+        if let Some(old) = this.state.borrow_mut().listener_timer.replace(timer) {
+            this.ioloop.remove_timeout(old);
         }
     }
 
