@@ -11,6 +11,7 @@ mod error;
 
 mod cancel;
 mod connection;
+mod embed;
 mod params;
 mod pool;
 mod proto;
@@ -20,6 +21,7 @@ mod types;
 
 pub use connection::{connect, Connection, ConnectionBuilder, Prepared, Statement};
 pub use conninfo::Config;
+pub use embed::MioConnection;
 pub use error::{DbError, Error, ErrorKind};
 pub use params::{mogrify, named, Named, ParamValues, Params};
 pub use pool::{Managed, Pool, PoolBuilder, PoolStats, RetryPolicy};
