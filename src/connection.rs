@@ -504,6 +504,49 @@ impl Connection {
         self.transaction_with(statements, true)
     }
 
+    /// Runs the statements as one batch: one round trip and one implicit transaction, all
+    /// or nothing (as pgbench's pipeline mode), and resolves to one cursor per statement.
+    /// Parameters are rendered on the client as in `execute`. Unlike `transaction`, no BEGIN
+    /// and COMMIT are sent: a batch inside an explicit transaction joins it.
+    pub fn batch<S: Into<Statement>>(
+        &self,
+        statements: Vec<S>,
+    ) -> Future<Result<Vec<Cursor>, Error>> {
+        let (fut, done) = self.future();
+        let statements: Vec<Statement> = statements.into_iter().map(Into::into).collect();
+        self.batch_cb(&statements, done);
+        fut
+    }
+
+    pub(crate) fn batch_cb(&self, statements: &[Statement], done: Done<Vec<Cursor>>) {
+        let ctx = self.quote_context();
+        let queries: Result<Vec<String>, Error> =
+            statements.iter().map(|s| s.render(&ctx)).collect();
+        let queries = match queries {
+            Ok(q) if q.is_empty() => return done(Ok(Vec::new())),
+            Ok(q) => q,
+            Err(e) => return done(Err(e)),
+        };
+        let texts = queries.clone();
+        self.request(
+            Request::Batch { queries },
+            Box::new(move |r| {
+                done(r.and_then(|resp| {
+                    match resp {
+                        Response::Batch(results) => Ok(results
+                            .into_iter()
+                            .zip(texts)
+                            .map(|(r, q)| result_cursor(q, r))
+                            .collect()),
+                        other => Err(Error::protocol(format!(
+                            "expected a batch result, got {other:?}"
+                        ))),
+                    }
+                }))
+            }),
+        );
+    }
+
     /// [`Connection::transaction`] with Momoko's `auto_rollback` flag. With `false`, the
     /// statements run one after the other and a failure leaves the (failed) transaction open
     /// for the caller to roll back, as in Momoko.
@@ -1046,16 +1089,19 @@ fn callproc_query<P: Params + ?Sized>(procname: &str, params: &P) -> (String, Pa
     (format!("SELECT * FROM {procname}({args})"), values)
 }
 
+/// Builds the cursor for one statement's result.
+fn result_cursor(query: String, r: crate::proto::QueryResult) -> Cursor {
+    let rowcount = match &r.tag {
+        Some(tag) => crate::row::rowcount_from_tag(tag),
+        None => -1,
+    };
+    Cursor::new(query, r.columns, r.rows, rowcount, r.tag)
+}
+
 /// Builds the cursor for a query's response.
 pub(crate) fn to_cursor(query: String, resp: Response) -> Result<Cursor, Error> {
     match resp {
-        Response::Query(r) => {
-            let rowcount = match &r.tag {
-                Some(tag) => crate::row::rowcount_from_tag(tag),
-                None => -1,
-            };
-            Ok(Cursor::new(query, r.columns, r.rows, rowcount, r.tag))
-        }
+        Response::Query(r) => Ok(result_cursor(query, r)),
         other => Err(Error::protocol(format!(
             "expected a query result, got {other:?}"
         ))),

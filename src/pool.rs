@@ -515,6 +515,17 @@ impl Pool {
         self.transaction_with(statements, true)
     }
 
+    /// A batch (see [`Connection::batch`]) on one pooled connection, with the same retry.
+    pub fn batch<S: Into<Statement>>(
+        &self,
+        statements: Vec<S>,
+    ) -> Future<Result<Vec<Cursor>, Error>> {
+        let statements: Vec<Statement> = statements.into_iter().map(Into::into).collect();
+        self.operate(Rc::new(move |conn: &Connection, done| {
+            conn.batch_cb(&statements, done)
+        }))
+    }
+
     /// [`Pool::transaction`] with Momoko's `auto_rollback` flag.
     pub fn transaction_with<S: Into<Statement>>(
         &self,

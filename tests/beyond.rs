@@ -424,3 +424,44 @@ fn pool_listener_keeps_receiving_across_a_server_restart_and_reports_the_gap() {
         pool.close().unwrap();
     });
 }
+
+#[test]
+fn a_batch_runs_every_statement_in_one_round_trip_all_or_nothing() {
+    run(async {
+        let conn = connect().await;
+        let table = unique("batch");
+        conn.execute(&format!("CREATE TEMP TABLE {table} (a int)"), ())
+            .await
+            .unwrap();
+        let mut stmts: Vec<momoko::Statement> = (0..100i32)
+            .map(|i| momoko::Statement::from((format!("INSERT INTO {table} VALUES (%s)"), (i,))))
+            .collect();
+        stmts.push(momoko::Statement::from(format!(
+            "SELECT count(*), sum(a) FROM {table}"
+        )));
+        let cursors = conn.batch(stmts).await.unwrap();
+        assert_eq!(cursors.len(), 101);
+        assert_eq!(cursors[0].statusmessage(), Some("INSERT 0 1"));
+        assert_eq!(cursors[0].rowcount(), 1);
+        let mut last = cursors.into_iter().last().unwrap();
+        let r = last.fetchone().unwrap();
+        assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (100, 4950));
+
+        // A failure anywhere rolls the whole batch back.
+        let err = conn
+            .batch(vec![
+                format!("INSERT INTO {table} VALUES (1000)"),
+                "SELECT 1/0".to_owned(),
+                format!("INSERT INTO {table} VALUES (1001)"),
+            ])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("22012"));
+        let mut c = conn
+            .execute(&format!("SELECT count(*) FROM {table}"), ())
+            .await
+            .unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, i64>(0), 100);
+        assert_eq!(conn.transaction_status(), b'I');
+    });
+}

@@ -702,3 +702,115 @@ fn a_server_side_termination_fails_the_request_and_closes_the_connection() {
         assert!(conn.closed());
     });
 }
+
+/// Round-trips every value through `SELECT %s` and checks the decoded value equals it.
+async fn round_trip_table(conn: &Connection) {
+    let big = "x".repeat(1 << 20);
+    let big_bytes: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+    let strings = [
+        "",
+        "plain",
+        "ünïcødé ✓ 日本語 🎉",
+        "it's",
+        "''",
+        "back\\slash",
+        "\\x41",
+        "E'\\''",
+        "$$dollar$$",
+        "-- comment",
+        "/* c */",
+        "tab\tnew\nline\r",
+        big.as_str(),
+    ];
+    for s in strings {
+        let mut c = conn.execute("SELECT %s", (s,)).await.unwrap();
+        let got: String = c.fetchone().unwrap().get(0);
+        assert!(got == s, "string of {} bytes did not round-trip", s.len());
+    }
+    for b in [Vec::new(), vec![0u8, 39, 92, 255], big_bytes] {
+        let mut c = conn.execute("SELECT %s", (b.clone(),)).await.unwrap();
+        let got: Vec<u8> = c.fetchone().unwrap().get(0);
+        assert!(got == b, "bytea of {} bytes did not round-trip", b.len());
+    }
+    let mut c = conn
+        .execute("SELECT %s::int", (None::<i32>,))
+        .await
+        .unwrap();
+    assert_eq!(c.fetchone().unwrap().get::<_, Option<i32>>(0), None);
+    for v in [i64::MIN, -1, 0, i64::MAX] {
+        let mut c = conn.execute("SELECT %s", (v,)).await.unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, i64>(0), v);
+    }
+    for v in [0.1f64, -2.5e300, f64::INFINITY, f64::NEG_INFINITY] {
+        let mut c = conn.execute("SELECT %s", (v,)).await.unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, f64>(0), v);
+    }
+    let mut c = conn.execute("SELECT %s", (f64::NAN,)).await.unwrap();
+    assert!(c.fetchone().unwrap().get::<_, f64>(0).is_nan());
+    let arr = vec![Some(1i32), None, Some(3)];
+    let mut c = conn
+        .execute("SELECT %s::int[]", (arr.clone(),))
+        .await
+        .unwrap();
+    assert_eq!(c.fetchone().unwrap().get::<_, Vec<Option<i32>>>(0), arr);
+    let nested = Value::Array(vec![
+        Value::Array(vec![Value::from(1i32), Value::from(2i32)]),
+        Value::Array(vec![Value::Null, Value::from(4i32)]),
+    ]);
+    let mut c = conn
+        .execute("SELECT %s::int[]", (nested.clone(),))
+        .await
+        .unwrap();
+    assert_eq!(c.fetchone().unwrap().get::<_, Value>(0), nested);
+    let texts = vec![
+        Some("a,b".to_owned()),
+        None,
+        Some("q\"uote\\".to_owned()),
+        Some(String::new()),
+    ];
+    let mut c = conn
+        .execute("SELECT %s::text[]", (texts.clone(),))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.fetchone().unwrap().get::<_, Vec<Option<String>>>(0),
+        texts
+    );
+    let h: HashMap<String, Option<String>> = [
+        ("k".to_owned(), Some("v".to_owned())),
+        ("null".to_owned(), None),
+        ("q\"'\\".to_owned(), Some("=>,".to_owned())),
+    ]
+    .into();
+    let mut c = conn.execute("SELECT %s", (h.clone(),)).await.unwrap();
+    assert_eq!(
+        c.fetchone()
+            .unwrap()
+            .get::<_, HashMap<String, Option<String>>>(0),
+        h
+    );
+}
+
+#[test]
+fn values_round_trip_with_standard_conforming_strings_on_and_off() {
+    run(async {
+        let conn = connect().await;
+        conn.register_hstore().await.unwrap();
+        round_trip_table(&conn).await;
+        conn.execute("SET standard_conforming_strings = off", ())
+            .await
+            .unwrap();
+        assert_eq!(
+            conn.parameter("standard_conforming_strings").as_deref(),
+            Some("off")
+        );
+        round_trip_table(&conn).await;
+        let off = Connection::builder(&dsn())
+            .setsession(["SET standard_conforming_strings = off"])
+            .connect()
+            .await
+            .unwrap();
+        off.register_hstore().await.unwrap();
+        round_trip_table(&off).await;
+    });
+}

@@ -55,6 +55,9 @@ pub(crate) enum Request {
         /// One format per result column (0 text, 1 binary), as Bind sends them.
         result_formats: Vec<i16>,
     },
+    /// Several statements, each Parse + Bind + Describe + Execute on the unnamed statement,
+    /// and one Sync: one round trip, one implicit transaction (all or nothing).
+    Batch { queries: Vec<String> },
     /// Close(statement) + Sync: drops a prepared statement on the server.
     CloseStatement { name: String },
     /// A COPY FROM STDIN; its data is pulled from `source` as the socket takes it.
@@ -88,6 +91,8 @@ pub(crate) enum Response {
     },
     /// A statement was closed.
     Closed,
+    /// Every result of a batch, in order.
+    Batch(Vec<QueryResult>),
 }
 
 /// The result of one statement: its columns, rows and command tag.
@@ -149,6 +154,8 @@ struct InFlight {
     error: Option<Error>,
     /// For Prepare: the parameter types.
     param_types: Vec<u32>,
+    /// For Batch: the results of the statements already complete.
+    batch: Vec<QueryResult>,
     /// For COPY IN: the data still to send, once the server asks for it.
     copy_source: Option<CopySource>,
     /// For COPY IN: the server is in copy-in mode and we are still sending.
@@ -166,6 +173,7 @@ struct InFlight {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Simple,
+    Batch,
     Prepare,
     Execute,
     Close,
@@ -428,6 +436,7 @@ impl Protocol {
             result: QueryResult::default(),
             error: None,
             param_types: Vec::new(),
+            batch: Vec::new(),
             copy_source: None,
             copying: false,
             len: 0,
@@ -478,6 +487,25 @@ impl Protocol {
                     frontend::BindError::Serialization(e) => enc(e),
                 })?;
                 frontend::execute("", 0, out).map_err(enc)?;
+                frontend::sync(out);
+            }
+            Request::Batch { queries } => {
+                flight.kind = Kind::Batch;
+                for q in &queries {
+                    frontend::parse("", q, std::iter::empty(), out).map_err(enc)?;
+                    frontend::bind(
+                        "",
+                        "",
+                        std::iter::empty(),
+                        std::iter::empty::<&[u8]>(),
+                        |_, _| Ok(postgres_protocol::IsNull::No),
+                        std::iter::empty(),
+                        out,
+                    )
+                    .map_err(|_| Error::usage("cannot encode a batch statement"))?;
+                    frontend::describe(b'P', "", out).map_err(enc)?;
+                    frontend::execute("", 0, out).map_err(enc)?;
+                }
                 frontend::sync(out);
             }
             Request::CloseStatement { name } => {
@@ -714,7 +742,10 @@ impl Protocol {
         flight.answered = true;
         match msg {
             Message::RowDescription(body) => {
-                if !matches!(flight.kind, Kind::Simple | Kind::Prepare | Kind::CopyOut) {
+                if !matches!(
+                    flight.kind,
+                    Kind::Simple | Kind::Prepare | Kind::CopyOut | Kind::Batch
+                ) {
                     return Err(unexpected_named("RowDescription", flight.kind));
                 }
                 let columns = parse_columns(&body, &self.types)?;
@@ -724,7 +755,7 @@ impl Protocol {
                 flight.result.columns = Some(columns);
             }
             Message::NoData => {
-                if flight.kind != Kind::Prepare {
+                if !matches!(flight.kind, Kind::Prepare | Kind::Batch) {
                     return Err(unexpected_named("NoData", flight.kind));
                 }
                 flight.result.columns = None;
@@ -739,12 +770,12 @@ impl Protocol {
                     .map_err(bad("ParameterDescription"))?;
             }
             Message::ParseComplete => {
-                if flight.kind != Kind::Prepare {
+                if !matches!(flight.kind, Kind::Prepare | Kind::Batch) {
                     return Err(unexpected_named("ParseComplete", flight.kind));
                 }
             }
             Message::BindComplete => {
-                if flight.kind != Kind::Execute {
+                if !matches!(flight.kind, Kind::Execute | Kind::Batch) {
                     return Err(unexpected_named("BindComplete", flight.kind));
                 }
             }
@@ -761,11 +792,18 @@ impl Protocol {
                     flight.result.rows.clear();
                 }
                 flight.result.tag = Some(tag);
+                if flight.kind == Kind::Batch {
+                    let done = std::mem::take(&mut flight.result);
+                    flight.batch.push(done);
+                }
             }
             Message::EmptyQueryResponse => {
                 flight.result.columns = None;
                 flight.result.rows.clear();
                 flight.result.tag = None;
+                if flight.kind == Kind::Batch {
+                    flight.batch.push(QueryResult::default());
+                }
             }
             Message::PortalSuspended => {
                 return Err(unexpected_named("PortalSuspended", flight.kind));
@@ -839,6 +877,7 @@ impl Protocol {
                     columns: flight.result.columns,
                 },
                 Kind::Close => Response::Closed,
+                Kind::Batch => Response::Batch(flight.batch),
                 _ => Response::Query(flight.result),
             }),
         };
