@@ -198,6 +198,8 @@ struct Shared {
     listeners: RefCell<HashMap<String, Listener>>,
     /// Counts successful connects: prepared statements belong to one session.
     session: Cell<u64>,
+    /// Statements `query` prepared, by text and parameter types.
+    cache: RefCell<StatementCache>,
     /// Names of prepared statements are unique per connection.
     next_statement: Cell<u64>,
     /// Hooks run when an established connection is lost or closed (the pool's dead-detection).
@@ -269,6 +271,7 @@ impl Connection {
             types: RefCell::new(TypeRegistry::default()),
             listeners: RefCell::new(HashMap::new()),
             session: Cell::new(0),
+            cache: RefCell::new(StatementCache::default()),
             next_statement: Cell::new(0),
             on_close: RefCell::new(Vec::new()),
         });
@@ -767,6 +770,7 @@ impl Connection {
                 param_formats: formats,
                 columns: st.columns.clone(),
                 result_formats,
+                describe: false,
             },
             Box::new(move |r| {
                 if let Some(e) = reprepare_error.borrow_mut().take() {
@@ -775,6 +779,143 @@ impl Connection {
                 done(r.and_then(|resp| to_cursor(query, resp)))
             }),
         );
+    }
+
+    /// Runs `sql` with server-side parameters (`$1`, `$2`…), preparing it on first use and
+    /// keeping it in a bounded per-connection cache: later calls with the same text and
+    /// parameter types skip parsing and planning and get binary results. The first call
+    /// costs no extra round trip (Parse and Bind are pipelined). A cached statement that the
+    /// server no longer accepts (SQLSTATE 0A000 "cached plan must not change result type",
+    /// or 26000) is prepared again once, transparently.
+    pub fn query<P: Params>(&self, sql: &str, params: P) -> Future<Result<Cursor, Error>> {
+        let (fut, done) = self.future();
+        self.query_cb(sql, &params, done);
+        fut
+    }
+
+    pub(crate) fn query_cb<P: Params + ?Sized>(&self, sql: &str, params: &P, done: Done<Cursor>) {
+        let values = match params.positional() {
+            Ok(v) => v,
+            Err(e) => return done(Err(e)),
+        };
+        let types: Vec<u32> = values.iter().map(Value::type_oid).collect();
+        self.query_values(sql.to_owned(), values, types, true, done);
+    }
+
+    fn query_values(
+        &self,
+        sql: String,
+        values: Vec<Value>,
+        types: Vec<u32>,
+        may_retry: bool,
+        done: Done<Cursor>,
+    ) {
+        let session = self.shared.session.get();
+        let cached = self.shared.cache.borrow_mut().get(&sql, &types, session);
+        match cached {
+            Some(st) => {
+                let (encoded, formats) = match encode_params(&values, &st.param_types) {
+                    Ok(x) => x,
+                    Err(e) => return done(Err(e)),
+                };
+                let conn = self.clone();
+                let result_formats = st
+                    .columns
+                    .as_ref()
+                    .map(|c| c.iter().map(Column::format).collect())
+                    .unwrap_or_default();
+                self.request(
+                    Request::ExecutePrepared {
+                        statement: st.name.clone(),
+                        params: encoded,
+                        param_formats: formats,
+                        columns: st.columns.clone(),
+                        result_formats,
+                        describe: false,
+                    },
+                    Box::new(move |r| match r {
+                        Err(e) if may_retry && matches!(e.code(), Some("0A000" | "26000")) => {
+                            conn.shared.cache.borrow_mut().remove(&sql, &types);
+                            conn.query_values(sql, values, types, false, done);
+                        }
+                        r => done(r.and_then(|resp| to_cursor(sql, resp))),
+                    }),
+                );
+            }
+            None => {
+                // Parse with the parameter types the values carry; unknown ones (NULL) are
+                // left for the server to infer and sent as text.
+                let (encoded, formats) = match encode_params(&values, &types) {
+                    Ok(x) => x,
+                    Err(e) => return done(Err(e)),
+                };
+                let n = self.shared.next_statement.get() + 1;
+                self.shared.next_statement.set(n);
+                let name = format!("momoko_q{n}");
+                let weak = Rc::downgrade(&self.shared);
+                let registry = self.shared.types.borrow().clone();
+                let (key_sql, key_types, stmt_name) = (sql.clone(), types.clone(), name.clone());
+                let prepare_error: Rc<RefCell<Option<Error>>> = Rc::default();
+                let slot = prepare_error.clone();
+                self.request(
+                    Request::Prepare {
+                        name: name.clone(),
+                        query: sql.clone(),
+                        param_types: types.clone(),
+                    },
+                    Box::new(move |r| {
+                        let r = match r {
+                            Err(e) => {
+                                *slot.borrow_mut() = Some(e);
+                                return;
+                            }
+                            Ok(r) => r,
+                        };
+                        let Some(shared) = weak.upgrade() else { return };
+                        if let Response::Prepared {
+                            param_types,
+                            columns,
+                        } = r
+                        {
+                            let evicted = shared.cache.borrow_mut().insert(
+                                key_sql,
+                                key_types,
+                                CachedStatement {
+                                    name: stmt_name,
+                                    param_types,
+                                    columns: columns.map(|c| binary_columns(&c, &registry)),
+                                    session,
+                                },
+                            );
+                            if let Some(old) = evicted {
+                                let conn = Shared::handle(&shared);
+                                conn.request(
+                                    Request::CloseStatement { name: old },
+                                    Box::new(|_| {}),
+                                );
+                            }
+                        }
+                    }),
+                );
+                self.request(
+                    Request::ExecutePrepared {
+                        statement: name,
+                        params: encoded,
+                        param_formats: formats,
+                        columns: None,
+                        result_formats: Vec::new(),
+                        describe: true,
+                    },
+                    Box::new(move |r| {
+                        // The statement's own error says more than "does not exist".
+                        if let Some(e) = prepare_error.borrow_mut().take() {
+                            return done(Err(e));
+                        }
+                        done(r.and_then(|resp| to_cursor(sql, resp)))
+                    }),
+                );
+            }
+        }
     }
 
     /// Drops a prepared statement on the server (a no-op when it was prepared in another
@@ -1146,6 +1287,61 @@ impl Prepared {
     /// The result columns, or `None` for a statement without a result set.
     pub fn columns(&self) -> Option<&[Column]> {
         self.0.columns.as_deref()
+    }
+}
+
+/// A statement prepared by [`Connection::query`].
+#[derive(Clone)]
+struct CachedStatement {
+    name: String,
+    param_types: Vec<u32>,
+    columns: Option<Arc<[Column]>>,
+    session: u64,
+}
+
+/// The per-connection cache of [`Connection::query`]: bounded, oldest entry evicted first.
+#[derive(Default)]
+struct StatementCache {
+    map: HashMap<(String, Vec<u32>), CachedStatement>,
+    order: std::collections::VecDeque<(String, Vec<u32>)>,
+}
+
+/// Statements kept per connection by `query`.
+const STATEMENT_CACHE_SIZE: usize = 256;
+
+impl StatementCache {
+    fn get(&mut self, sql: &str, types: &[u32], session: u64) -> Option<CachedStatement> {
+        let key = (sql.to_owned(), types.to_vec());
+        match self.map.get(&key) {
+            Some(st) if st.session == session => Some(st.clone()),
+            Some(_) => {
+                // Prepared in an earlier session: gone from the server.
+                self.remove(sql, types);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Inserts; returns the name of an evicted statement to close on the server.
+    fn insert(&mut self, sql: String, types: Vec<u32>, st: CachedStatement) -> Option<String> {
+        let key = (sql, types);
+        if let Some(previous) = self.map.insert(key.clone(), st) {
+            // Two first uses raced: keep the newer, close the older.
+            return Some(previous.name);
+        }
+        self.order.push_back(key);
+        if self.order.len() > STATEMENT_CACHE_SIZE {
+            let old = self.order.pop_front()?;
+            return self.map.remove(&old).map(|s| s.name);
+        }
+        None
+    }
+
+    fn remove(&mut self, sql: &str, types: &[u32]) {
+        let key = (sql.to_owned(), types.to_vec());
+        self.map.remove(&key);
+        self.order.retain(|k| *k != key);
     }
 }
 

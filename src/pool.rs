@@ -496,6 +496,16 @@ impl Pool {
         }))
     }
 
+    /// [`Connection::query`] (server-side `$n` parameters, cached prepared statements) on a
+    /// pooled connection, with the same retry as `execute`.
+    pub fn query<P: Params>(&self, sql: &str, params: P) -> Future<Result<Cursor, Error>> {
+        let sql = sql.to_owned();
+        let values = params.to_values();
+        self.operate(Rc::new(move |conn: &Connection, done| {
+            conn.query_cb(&sql, &values, done)
+        }))
+    }
+
     /// `callproc` on a pooled connection, with the same retry as `execute`.
     pub fn callproc<P: Params>(&self, procname: &str, params: P) -> Future<Result<Cursor, Error>> {
         let procname = procname.to_owned();

@@ -465,3 +465,54 @@ fn a_batch_runs_every_statement_in_one_round_trip_all_or_nothing() {
         assert_eq!(conn.transaction_status(), b'I');
     });
 }
+
+#[test]
+fn query_caches_prepared_statements_and_reprepares_when_the_result_type_changes() {
+    run(async {
+        let conn = connect().await;
+        let table = unique("cached");
+        conn.execute(&format!("CREATE TEMP TABLE {table} (a int)"), ())
+            .await
+            .unwrap();
+        conn.execute(&format!("INSERT INTO {table} VALUES (1)"), ())
+            .await
+            .unwrap();
+        let sql = format!("SELECT * FROM {table} WHERE a = $1");
+        // First use: Parse and Bind pipelined, text results; then binary from the cache.
+        for _ in 0..3 {
+            let mut c = conn.query(&sql, (1i32,)).await.unwrap();
+            let r = c.fetchone().unwrap();
+            assert_eq!(r.len(), 1);
+            assert_eq!(r.get::<_, i32>(0), 1);
+        }
+        conn.execute(
+            &format!("ALTER TABLE {table} ADD COLUMN b text DEFAULT 'x'"),
+            (),
+        )
+        .await
+        .unwrap();
+        // The cached plan's result type changed (0A000): prepared again, transparently.
+        let mut c = conn.query(&sql, (1i32,)).await.unwrap();
+        let r = c.fetchone().unwrap();
+        assert_eq!(
+            (r.get::<_, i32>(0), r.get::<_, String>(1)),
+            (1, "x".to_owned())
+        );
+        // NULL parameters have no type of their own: the server infers it.
+        let mut c = conn
+            .query("SELECT $1::text IS NULL", (None::<String>,))
+            .await
+            .unwrap();
+        assert!(c.fetchone().unwrap().get::<_, bool>(0));
+        // A reconnect empties the server's statements; the cache notices.
+        let mut c = conn.query("SELECT $1::int + 1", (1i32,)).await.unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, i32>(0), 2);
+        conn.close();
+        conn.connect().await.unwrap();
+        let mut c = conn.query("SELECT $1::int + 1", (2i32,)).await.unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, i32>(0), 3);
+        // The temporary table went with the old session: the statement's own error.
+        let err = conn.query(&sql, (1i32,)).await.unwrap_err();
+        assert_eq!(err.code(), Some("42P01"));
+    });
+}

@@ -54,6 +54,8 @@ pub(crate) enum Request {
         columns: Option<Arc<[Column]>>,
         /// One format per result column (0 text, 1 binary), as Bind sends them.
         result_formats: Vec<i16>,
+        /// Ask for the portal's columns (Describe), when `columns` is not known yet.
+        describe: bool,
     },
     /// Several statements, each Parse + Bind + Describe + Execute on the unnamed statement,
     /// and one Sync: one round trip, one implicit transaction (all or nothing).
@@ -464,6 +466,7 @@ impl Protocol {
                 param_formats,
                 columns,
                 result_formats,
+                describe,
             } => {
                 flight.kind = Kind::Execute;
                 flight.result.columns = columns;
@@ -486,6 +489,9 @@ impl Protocol {
                     frontend::BindError::Conversion(e) => Error::conversion(e.to_string()),
                     frontend::BindError::Serialization(e) => enc(e),
                 })?;
+                if describe {
+                    frontend::describe(b'P', "", out).map_err(enc)?;
+                }
                 frontend::execute("", 0, out).map_err(enc)?;
                 frontend::sync(out);
             }
@@ -744,7 +750,7 @@ impl Protocol {
             Message::RowDescription(body) => {
                 if !matches!(
                     flight.kind,
-                    Kind::Simple | Kind::Prepare | Kind::CopyOut | Kind::Batch
+                    Kind::Simple | Kind::Prepare | Kind::CopyOut | Kind::Batch | Kind::Execute
                 ) {
                     return Err(unexpected_named("RowDescription", flight.kind));
                 }
@@ -755,7 +761,7 @@ impl Protocol {
                 flight.result.columns = Some(columns);
             }
             Message::NoData => {
-                if !matches!(flight.kind, Kind::Prepare | Kind::Batch) {
+                if !matches!(flight.kind, Kind::Prepare | Kind::Batch | Kind::Execute) {
                     return Err(unexpected_named("NoData", flight.kind));
                 }
                 flight.result.columns = None;
