@@ -78,6 +78,7 @@ pub struct PoolBuilder {
     max_waiting: Option<usize>,
     connect_timeout: Option<Duration>,
     query_timeout: Option<Duration>,
+    pipeline_depth: usize,
 }
 
 impl PoolBuilder {
@@ -152,6 +153,17 @@ impl PoolBuilder {
         self.connect_timeout = Some(timeout);
         self
     }
+    /// When no connection is free, up to this many pool operations may share one busy
+    /// connection, pipelined on it (default 1: off, as in Momoko). Only operations that
+    /// are whole on their own share: `execute`, `query`, `callproc`, `batch`, `mogrify`,
+    /// `ping` and `transaction` with auto-rollback (its BEGIN…COMMIT goes out in one
+    /// piece). What it changes: an operation may wait behind a slow one on the same
+    /// connection instead of in the pool's queue, and a lost connection fails every
+    /// operation sharing it.
+    pub fn pipeline_depth(mut self, depth: usize) -> Self {
+        self.pipeline_depth = depth.max(1);
+        self
+    }
     /// A query not answered within this long fails with `ErrorKind::Timeout` and is
     /// cancelled on the server (see [`crate::ConnectionBuilder::query_timeout`]).
     pub fn query_timeout(mut self, timeout: Duration) -> Self {
@@ -213,6 +225,7 @@ impl PoolBuilder {
             max_waiting: self.max_waiting,
             connect_timeout: self.connect_timeout,
             query_timeout: self.query_timeout,
+            pipeline_depth: self.pipeline_depth,
         }
     }
 }
@@ -233,6 +246,7 @@ struct Config {
     max_waiting: Option<usize>,
     connect_timeout: Option<Duration>,
     query_timeout: Option<Duration>,
+    pipeline_depth: usize,
 }
 
 /// A pooled connection's identity: the address of its shared state, stable while it lives.
@@ -244,6 +258,8 @@ fn id_of(conn: &Connection) -> Id {
 
 struct Waiter {
     seq: u64,
+    /// The operation may share its connection (see `pipeline_depth`).
+    shareable: bool,
     cb: Done<Connection>,
     timer: Option<TimeoutId>,
 }
@@ -268,6 +284,8 @@ struct State {
     /// Right end = most recently used: taken from the right (LIFO), shrunk from the left.
     free: VecDeque<(Connection, Instant)>,
     busy: HashMap<Id, Connection>,
+    /// For busy connections taken by shareable operations: how many run on each.
+    sharers: HashMap<Id, usize>,
     dead: Vec<Connection>,
     pending: HashMap<Id, Connection>,
     waiting: VecDeque<Waiter>,
@@ -374,6 +392,7 @@ impl Pool {
             max_waiting: None,
             connect_timeout: None,
             query_timeout: None,
+            pipeline_depth: 1,
         }
     }
 
@@ -490,10 +509,13 @@ impl Pool {
         } else {
             Some(params.to_values())
         };
-        self.operate(Rc::new(move |conn: &Connection, done| match &values {
-            Some(v) => conn.execute_cb(&query, v, done),
-            None => conn.execute_cb(&query, &(), done),
-        }))
+        self.operate(
+            Rc::new(move |conn: &Connection, done| match &values {
+                Some(v) => conn.execute_cb(&query, v, done),
+                None => conn.execute_cb(&query, &(), done),
+            }),
+            true,
+        )
     }
 
     /// [`Connection::query`] (server-side `$n` parameters, cached prepared statements) on a
@@ -501,18 +523,20 @@ impl Pool {
     pub fn query<P: Params>(&self, sql: &str, params: P) -> Future<Result<Cursor, Error>> {
         let sql = sql.to_owned();
         let values = params.to_values();
-        self.operate(Rc::new(move |conn: &Connection, done| {
-            conn.query_cb(&sql, &values, done)
-        }))
+        self.operate(
+            Rc::new(move |conn: &Connection, done| conn.query_cb(&sql, &values, done)),
+            true,
+        )
     }
 
     /// `callproc` on a pooled connection, with the same retry as `execute`.
     pub fn callproc<P: Params>(&self, procname: &str, params: P) -> Future<Result<Cursor, Error>> {
         let procname = procname.to_owned();
         let values = params.to_values();
-        self.operate(Rc::new(move |conn: &Connection, done| {
-            conn.callproc_cb(&procname, &values, done)
-        }))
+        self.operate(
+            Rc::new(move |conn: &Connection, done| conn.callproc_cb(&procname, &values, done)),
+            true,
+        )
     }
 
     /// A whole transaction on one pooled connection: one unit of work and of retry. A
@@ -531,9 +555,10 @@ impl Pool {
         statements: Vec<S>,
     ) -> Future<Result<Vec<Cursor>, Error>> {
         let statements: Vec<Statement> = statements.into_iter().map(Into::into).collect();
-        self.operate(Rc::new(move |conn: &Connection, done| {
-            conn.batch_cb(&statements, done)
-        }))
+        self.operate(
+            Rc::new(move |conn: &Connection, done| conn.batch_cb(&statements, done)),
+            true,
+        )
     }
 
     /// [`Pool::transaction`] with Momoko's `auto_rollback` flag.
@@ -543,45 +568,53 @@ impl Pool {
         auto_rollback: bool,
     ) -> Future<Result<Vec<Cursor>, Error>> {
         let statements: Vec<Statement> = statements.into_iter().map(Into::into).collect();
-        self.operate(Rc::new(move |conn: &Connection, done| {
-            conn.transaction_cb(&statements, auto_rollback, done)
-        }))
+        self.operate(
+            Rc::new(move |conn: &Connection, done| {
+                conn.transaction_cb(&statements, auto_rollback, done)
+            }),
+            auto_rollback,
+        )
     }
 
     /// Renders the query on a pooled connection (asynchronous at pool level, as in Momoko).
     pub fn mogrify<P: Params>(&self, query: &str, params: P) -> Future<Result<String, Error>> {
         let query = query.to_owned();
         let values = params.to_values();
-        self.operate(Rc::new(move |conn: &Connection, done| {
-            done(conn.mogrify(&query, &values))
-        }))
+        self.operate(
+            Rc::new(move |conn: &Connection, done| done(conn.mogrify(&query, &values))),
+            true,
+        )
     }
 
     /// `SELECT 1 AS ping` on a pooled connection, with the retry.
     pub fn ping(&self) -> Future<Result<(), Error>> {
-        self.operate(Rc::new(|conn: &Connection, done| conn.ping_cb(done)))
+        self.operate(Rc::new(|conn: &Connection, done| conn.ping_cb(done)), true)
     }
 
     /// Registers hstore for every connection of the pool, present and future.
     pub fn register_hstore(&self) -> Future<Result<(), Error>> {
         let weak = Rc::downgrade(&self.0);
-        self.operate(Rc::new(move |conn: &Connection, done| {
-            let weak = weak.clone();
-            conn.hstore_oids_cb(Box::new(move |r| {
-                done(r.map(|(oid, arr)| {
-                    if let Some(inner) = weak.upgrade() {
-                        Inner::set_hstore(&inner, oid, arr);
-                    }
+        self.operate(
+            Rc::new(move |conn: &Connection, done| {
+                let weak = weak.clone();
+                conn.hstore_oids_cb(Box::new(move |r| {
+                    done(r.map(|(oid, arr)| {
+                        if let Some(inner) = weak.upgrade() {
+                            Inner::set_hstore(&inner, oid, arr);
+                        }
+                    }))
                 }))
-            }))
-        }))
+            }),
+            false,
+        )
     }
 
     /// Checks json on one connection; JSON always decodes (kept for Momoko compatibility).
     pub fn register_json(&self) -> Future<Result<(), Error>> {
-        self.operate(Rc::new(|conn: &Connection, done| {
-            conn.register_json_cb(done)
-        }))
+        self.operate(
+            Rc::new(|conn: &Connection, done| conn.register_json_cb(done)),
+            false,
+        )
     }
 
     /// Takes a connection for exclusive use; give it back with [`Pool::putconn`] or
@@ -595,12 +628,13 @@ impl Pool {
             let _ = f.set_result(r);
         });
         if !ping {
-            Inner::acquire(&inner, done);
+            Inner::acquire(&inner, false, done);
             return fut;
         }
         let pool = self.clone();
         Inner::acquire(
             &self.0,
+            false,
             Box::new(move |r| match r {
                 Err(e) => done(Err(e)),
                 Ok(conn) => {
@@ -726,6 +760,7 @@ impl Pool {
             }
             let mut conns: Vec<Connection> = st.free.drain(..).map(|(c, _)| c).collect();
             conns.extend(st.busy.drain().map(|(_, c)| c));
+            st.sharers.clear();
             conns.extend(st.pending.drain().map(|(_, c)| c));
             conns.append(&mut st.dead);
             conns.extend(st.listener.take());
@@ -754,7 +789,7 @@ impl Pool {
         Ok(())
     }
 
-    fn operate<T: 'static>(&self, op: Op<T>) -> Future<Result<T, Error>> {
+    fn operate<T: 'static>(&self, op: Op<T>, shareable: bool) -> Future<Result<T, Error>> {
         let fut = Future::with_loop(&self.0.ioloop);
         let f = fut.clone();
         let done: Done<T> = Box::new(move |r| {
@@ -763,6 +798,7 @@ impl Pool {
         let inner = self.0.clone();
         Inner::acquire(
             &self.0,
+            shareable,
             Box::new(move |r| match r {
                 Err(e) => done(Err(e)),
                 Ok(conn) => Inner::attempt(&inner, conn, op, 0, false, done),
@@ -895,6 +931,9 @@ impl Inner {
             match st.waiting.pop_front() {
                 Some(w) => {
                     st.busy.insert(id_of(&conn), conn.clone());
+                    if w.shareable && this.config.pipeline_depth > 1 {
+                        st.sharers.insert(id_of(&conn), 1);
+                    }
                     Some(w)
                 }
                 None => {
@@ -1043,7 +1082,7 @@ impl Inner {
     }
 
     /// Hands a connection to `cb`: a free one at once (LIFO), or after waiting (FIFO).
-    fn acquire(this: &Rc<Inner>, cb: Done<Connection>) {
+    fn acquire(this: &Rc<Inner>, shareable: bool, cb: Done<Connection>) {
         let phase = this.state.borrow().phase;
         match phase {
             Phase::New => return cb(Err(not_connected())),
@@ -1052,9 +1091,30 @@ impl Inner {
         }
         let got = {
             let mut st = this.state.borrow_mut();
+            let depth = this.config.pipeline_depth;
+            let shared = if shareable && depth > 1 && st.free.is_empty() {
+                // The least loaded connection that other shareable operations run on.
+                st.sharers
+                    .iter()
+                    .filter(|(_, n)| **n < depth)
+                    .min_by_key(|(_, n)| **n)
+                    .map(|(id, _)| *id)
+            } else {
+                None
+            };
+            if let Some(id) = shared {
+                *st.sharers.get_mut(&id).expect("present") += 1;
+                let conn = st.busy.get(&id).expect("sharers are busy").clone();
+                drop(st);
+                Inner::stretch_if_needed(this);
+                return cb(Ok(conn));
+            }
             match st.free.pop_back() {
                 Some((conn, _)) => {
                     st.busy.insert(id_of(&conn), conn.clone());
+                    if shareable && depth > 1 {
+                        st.sharers.insert(id_of(&conn), 1);
+                    }
                     Some(Ok(conn))
                 }
                 None if !st.busy.is_empty() || !st.pending.is_empty() => {
@@ -1107,10 +1167,12 @@ impl Inner {
                         }
                     })
                 });
-                this.state
-                    .borrow_mut()
-                    .waiting
-                    .push_back(Waiter { seq, cb, timer });
+                this.state.borrow_mut().waiting.push_back(Waiter {
+                    seq,
+                    shareable,
+                    cb,
+                    timer,
+                });
                 Inner::stretch_if_needed(this);
             }
         }
@@ -1134,6 +1196,16 @@ impl Inner {
     /// if it closed, otherwise free for the next waiter.
     fn release(this: &Rc<Inner>, conn: Connection) {
         let id = id_of(&conn);
+        {
+            let mut st = this.state.borrow_mut();
+            if let Some(n) = st.sharers.get_mut(&id) {
+                *n -= 1;
+                if *n > 0 {
+                    return; // others still run on it
+                }
+                st.sharers.remove(&id);
+            }
+        }
         if this.state.borrow_mut().busy.remove(&id).is_none() {
             return;
         }

@@ -854,3 +854,43 @@ fn sub_second_shrink_delay_is_honoured() {
         assert_eq!(pool.stats().total(), 1);
     });
 }
+
+#[test]
+fn pipeline_depth_lets_operations_share_busy_connections_in_order() {
+    run(async {
+        let pool = builder(2)
+            .pipeline_depth(64)
+            .build()
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let fs: Vec<_> = (0..1000i32)
+            .map(|i| pool.execute("SELECT %s", (i,)))
+            .collect();
+        // Nobody waits in the pool's queue: every request went onto a connection.
+        assert_eq!(pool.stats().waiting, 1000 - 2 * 64);
+        for (i, f) in fs.into_iter().enumerate() {
+            assert_eq!(
+                f.await.unwrap().fetchone().unwrap().get::<_, i32>(0),
+                i as i32
+            );
+        }
+        assert_eq!(
+            pool.stats(),
+            PoolStats {
+                free: 2,
+                ..PoolStats::default()
+            }
+        );
+        // Exclusive users never share: getconn waits for a connection of its own.
+        let a = pool.getconn(false).await.unwrap();
+        let b = pool.getconn(false).await.unwrap();
+        let shared = pool.execute("SELECT 1", ());
+        assert_eq!(pool.stats().waiting, 1);
+        pool.putconn(a).unwrap();
+        shared.await.unwrap();
+        pool.putconn(b).unwrap();
+        assert_none_busy(&pool);
+    });
+}
