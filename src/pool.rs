@@ -309,6 +309,19 @@ struct State {
 }
 
 /// The first `connect()`: which connections it opened, how many failed.
+impl State {
+    /// Every connection of the container, whatever its state.
+    fn all_connections(&self) -> Vec<Connection> {
+        self.free
+            .iter()
+            .map(|(c, _)| c.clone())
+            .chain(self.busy.values().cloned())
+            .chain(self.pending.values().cloned())
+            .chain(self.dead.iter().cloned())
+            .collect()
+    }
+}
+
 struct Initial {
     ids: std::collections::HashSet<Id>,
     failed: usize,
@@ -456,14 +469,7 @@ impl Pool {
 
     /// Every connection of the pool, whatever its state.
     fn connections(&self) -> Vec<Connection> {
-        let st = self.0.state.borrow();
-        st.free
-            .iter()
-            .map(|(c, _)| c.clone())
-            .chain(st.busy.values().cloned())
-            .chain(st.pending.values().cloned())
-            .chain(st.dead.iter().cloned())
-            .collect()
+        self.0.state.borrow().all_connections()
     }
 
     /// The free and busy connections, for tests that close them under the pool (Momoko's
@@ -1369,13 +1375,7 @@ impl Inner {
         let conns: Vec<Connection> = {
             let mut st = this.state.borrow_mut();
             st.hstore = Some((oid, arr));
-            st.free
-                .iter()
-                .map(|(c, _)| c.clone())
-                .chain(st.busy.values().cloned())
-                .chain(st.pending.values().cloned())
-                .chain(st.dead.iter().cloned())
-                .collect()
+            st.all_connections()
         };
         for c in conns {
             c.set_hstore_oids(oid, arr);
