@@ -293,8 +293,14 @@ struct State {
     /// Futures of `connect()` calls made while the first connect is running.
     connect_waiters: Vec<Future<Result<Pool, Error>>>,
     initial: Option<Initial>,
-    /// When the last reconnect batch failed entirely: the next waits `reconnect_interval`.
+    /// When a connect attempt last failed: background reconnects wait `reconnect_interval`.
     last_failed_connect: Option<Instant>,
+    /// When an attempt made on demand (by `connect()` or a request that found every
+    /// connection dead) last failed: within `reconnect_interval` of it, such a request fails
+    /// at once with DatabaseNotAvailable, as in Momoko.
+    last_failed_requested: Option<Instant>,
+    /// Pending connects made on demand.
+    requested: std::collections::HashSet<Id>,
     reconnect_timer: Option<TimeoutId>,
     shrinker: Option<PeriodicCallback>,
     hstore: Option<(u32, u32)>,
@@ -630,7 +636,16 @@ impl Pool {
         let fut = Future::with_loop(&self.0.ioloop);
         let f = fut.clone();
         let inner = self.0.clone();
+        let pool = self.clone();
         let done: Done<Connection> = Box::new(move |r| {
+            if f.is_sole_handle() {
+                // The caller dropped its future: nobody will give this connection back.
+                if let Ok(conn) = r {
+                    log::debug!("pool: getconn was abandoned; the connection goes back");
+                    let _ = pool.putconn(conn);
+                }
+                return;
+            }
             let _ = f.set_result(r);
         });
         if !ping {
@@ -769,6 +784,7 @@ impl Pool {
             st.sharers.clear();
             conns.extend(st.pending.drain().map(|(_, c)| c));
             conns.append(&mut st.dead);
+            st.requested.clear();
             conns.extend(st.listener.take());
             if let Some(t) = st.listener_timer.take() {
                 self.0.ioloop.remove_timeout(t);
@@ -856,16 +872,19 @@ impl Inner {
             }
         }));
         let id = id_of(&conn);
-        Inner::connect_one(this, conn);
+        Inner::connect_one(this, conn, true);
         id
     }
 
     /// Starts connecting `conn` (new or dead); it joins `pending`.
-    fn connect_one(this: &Rc<Inner>, conn: Connection) {
-        this.state
-            .borrow_mut()
-            .pending
-            .insert(id_of(&conn), conn.clone());
+    fn connect_one(this: &Rc<Inner>, conn: Connection, requested: bool) {
+        {
+            let mut st = this.state.borrow_mut();
+            st.pending.insert(id_of(&conn), conn.clone());
+            if requested {
+                st.requested.insert(id_of(&conn));
+            }
+        }
         let weak = Rc::downgrade(this);
         let fut = conn.connect();
         this.ioloop.add_future(&fut, move |f| {
@@ -887,10 +906,15 @@ impl Inner {
             return;
         }
         let ok = result.is_ok();
+        let requested = st.requested.remove(&id);
         if let Err(e) = &result {
             log::debug!("pool: a connection failed to connect: {e}");
             // Reconnect batches after a failure are spaced by reconnect_interval.
-            st.last_failed_connect = Some(this.ioloop.time());
+            let now = this.ioloop.time();
+            st.last_failed_connect = Some(now);
+            if requested {
+                st.last_failed_requested = Some(now);
+            }
         } else {
             st.server_version = conn.server_version().or(st.server_version);
         }
@@ -1020,32 +1044,38 @@ impl Inner {
             }
         };
         if at <= now {
-            Inner::reanimate(this);
+            Inner::reanimate(this, false);
             return;
         }
         let weak = Rc::downgrade(this);
         let timer = this.ioloop.call_at(at, move || {
             if let Some(inner) = weak.upgrade() {
                 inner.state.borrow_mut().reconnect_timer = None;
-                Inner::reanimate(&inner);
+                Inner::reanimate(&inner, false);
             }
         });
         this.state.borrow_mut().reconnect_timer = Some(timer);
     }
 
-    /// Whether a reconnect batch may start now.
-    fn may_reconnect(this: &Rc<Inner>) -> bool {
+    /// Whether a reconnect batch may start now: on demand, unless an on-demand attempt
+    /// failed within `reconnect_interval`; in the background, unless any attempt did.
+    fn may_reconnect(this: &Rc<Inner>, requested: bool) -> bool {
         let st = this.state.borrow();
-        match st.last_failed_connect {
+        let last = if requested {
+            st.last_failed_requested
+        } else {
+            st.last_failed_connect
+        };
+        match last {
             Some(t) => this.ioloop.time() >= t + this.config.reconnect_interval,
             None => true,
         }
     }
 
-    /// Starts a reconnect batch of every dead connection, unless the last one failed less
-    /// than `reconnect_interval` ago.
-    fn reanimate(this: &Rc<Inner>) {
-        if !Inner::may_reconnect(this) {
+    /// Starts a reconnect batch of every dead connection, unless that is too soon after a
+    /// failed one (see `may_reconnect`).
+    fn reanimate(this: &Rc<Inner>, requested: bool) {
+        if !Inner::may_reconnect(this, requested) {
             log::debug!("pool: not reconnecting, too soon after the last failed batch");
             Inner::schedule_reconnect(this);
             return;
@@ -1061,7 +1091,7 @@ impl Inner {
             log::debug!("pool: reconnecting {} connection(s)", dead.len());
         }
         for conn in dead {
-            Inner::connect_one(this, conn);
+            Inner::connect_one(this, conn, requested);
         }
     }
 
@@ -1143,7 +1173,7 @@ impl Inner {
                 None => {
                     // Everything is dead: reconnect if allowed, then wait for it.
                     drop(st);
-                    Inner::reanimate(this);
+                    Inner::reanimate(this, true);
                     let st = this.state.borrow();
                     if st.pending.is_empty() {
                         drop(st);

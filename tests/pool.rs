@@ -894,3 +894,47 @@ fn pipeline_depth_lets_operations_share_busy_connections_in_order() {
         assert_none_busy(&pool);
     });
 }
+
+#[test]
+fn an_abandoned_getconn_does_not_leak_its_connection() {
+    run(async {
+        let pool = build(1).await;
+        let held = pool.getconn(false).await.unwrap();
+        // Queued behind `held`, then dropped by its caller.
+        drop(pool.getconn(true));
+        drop(pool.getconn(false));
+        assert_eq!(pool.stats().waiting, 2);
+        pool.putconn(held).unwrap();
+        let conn = pool.getconn(true).await.unwrap();
+        pool.putconn(conn).unwrap();
+        assert_eq!(
+            pool.stats(),
+            PoolStats {
+                free: 1,
+                ..PoolStats::default()
+            }
+        );
+    });
+}
+
+#[test]
+fn a_busy_connection_terminated_by_the_server_is_retried_on_a_new_session() {
+    run(async {
+        let pool = build(1).await;
+        let admin = momoko::connect(&dsn()).await.unwrap();
+        let conn = pool.getconn(false).await.unwrap();
+        let pid = conn.backend_pid().unwrap();
+        pool.putconn(conn).unwrap();
+        let slow = pool.execute("SELECT pg_backend_pid(), pg_sleep(0.5)", ());
+        sleep(Duration::from_millis(100)).await;
+        admin
+            .execute("SELECT pg_terminate_backend(%s)", (pid,))
+            .await
+            .unwrap();
+        // The server answered FATAL before completing the query: provably not applied, so
+        // the pool ran it again on a fresh session.
+        let mut c = slow.await.unwrap();
+        assert_ne!(c.fetchone().unwrap().get::<_, i32>(0), pid);
+        assert_none_busy(&pool);
+    });
+}
