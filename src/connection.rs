@@ -997,22 +997,31 @@ impl Connection {
                     // Whatever is queued must reach the server before the cancel does.
                     r.flush();
                     let key = r.proto().and_then(|p| p.backend_key());
-                    r.peer().cloned().zip(key)
+                    r.peer().cloned().zip(key).map(|t| (t, r.head_sequence()))
                 }
                 None => None,
             }
         };
         match target {
-            Some((peer, (pid, secret))) => crate::cancel::cancel(
-                &self.shared.ioloop,
-                &peer,
-                pid,
-                secret,
-                self.shared
+            Some(((peer, (pid, secret)), head)) => {
+                let timeout = self
+                    .shared
                     .options
                     .connect_timeout
-                    .unwrap_or(Duration::from_secs(10)),
-            ),
+                    .unwrap_or(Duration::from_secs(10));
+                let fut = crate::cancel::cancel(&self.shared.ioloop, &peer, pid, secret, timeout);
+                if let Some(head) = head {
+                    // A backend still reading its next command ignores a cancel, and the
+                    // query may reach it just after our request did: while that same
+                    // request is still running, ask again a few times.
+                    let weak = Rc::downgrade(&self.shared);
+                    let retry = move |_: &Future<Result<(), Error>>| {
+                        Shared::cancel_again(weak, peer, (pid, secret), head, timeout, 20);
+                    };
+                    fut.add_done_callback(retry);
+                }
+                fut
+            }
             None => {
                 let (fut, done) = self.future();
                 done(Err(Error::connection(
@@ -1457,6 +1466,38 @@ impl Shared {
             shared: this.clone(),
             _user: user,
         }
+    }
+
+    /// Sends the cancel again after a short wait if request `head` is still the one running.
+    fn cancel_again(
+        weak: Weak<Shared>,
+        peer: crate::raw::Peer,
+        key: (i32, i32),
+        head: u64,
+        timeout: Duration,
+        tries: u32,
+    ) {
+        let Some(shared) = weak.upgrade() else { return };
+        if tries == 0 {
+            return;
+        }
+        let lp = shared.ioloop.clone();
+        drop(shared);
+        lp.clone().call_later(Duration::from_millis(50), move || {
+            let Some(shared) = weak.upgrade() else { return };
+            let still = shared
+                .raw
+                .borrow()
+                .as_ref()
+                .is_some_and(|r| r.head_sequence() == Some(head));
+            if !still {
+                return;
+            }
+            let f = crate::cancel::cancel(&lp, &peer, key.0, key.1, timeout);
+            f.add_done_callback(move |_| {
+                Shared::cancel_again(weak, peer, key, head, timeout, tries - 1);
+            });
+        });
     }
 
     fn on_ready(this: &Rc<Shared>, ready: Ready) {
