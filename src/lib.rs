@@ -3,6 +3,7 @@
 //!
 //! This crate root only wires the modules together and re-exports the public surface; it
 //! holds no logic of its own.
+#![warn(missing_docs)]
 
 pub use momoko_loop as ioloop;
 
