@@ -516,3 +516,63 @@ fn query_caches_prepared_statements_and_reprepares_when_the_result_type_changes(
         assert_eq!(err.code(), Some("42P01"));
     });
 }
+
+#[test]
+fn notices_reach_the_notice_handler_with_their_fields() {
+    run(async {
+        let got: Rc<RefCell<Vec<momoko::DbError>>> = Rc::default();
+        let g = got.clone();
+        let conn = Connection::builder(&dsn())
+            .notice_handler(move |n| g.borrow_mut().push(n.clone()))
+            .connect()
+            .await
+            .unwrap();
+        conn.execute(
+            "DO $$ BEGIN RAISE WARNING 'careful %', 42 USING HINT = 'look twice'; END $$",
+            (),
+        )
+        .await
+        .unwrap();
+        let got = got.borrow();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].severity, "WARNING");
+        assert_eq!(got[0].code, "01000");
+        assert_eq!(got[0].message, "careful 42");
+        assert_eq!(got[0].hint.as_deref(), Some("look twice"));
+    });
+}
+
+#[test]
+fn connect_timeout_fires_on_a_server_that_accepts_and_says_nothing() {
+    // The kernel completes the handshake (backlog); nobody ever reads or writes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    run(async move {
+        let start = Instant::now();
+        let err = Connection::builder(&format!("host=127.0.0.1 port={port} user=u dbname=d"))
+            .connect_timeout(Duration::from_millis(300))
+            .connect()
+            .await
+            .unwrap_err();
+        let took = start.elapsed();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        // libpq's keyword works the same way (whole seconds, at least 2).
+        let start = Instant::now();
+        let err = momoko::connect(&format!(
+            "host=127.0.0.1 port={port} user=u dbname=d connect_timeout=2"
+        ))
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+            "{took:?}"
+        );
+        drop(listener);
+    });
+}
