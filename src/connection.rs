@@ -1589,6 +1589,9 @@ impl Shared {
                     reg.timer = Some((id, at));
                 }
             }
+            // Writes wait for the next turn of the loop: every request of this turn goes
+            // out in one write, and the poll in between notices a connection that died
+            // while idle before a request is written into it (so a pool may retry safely).
             if raw.wants_write() && !reg.flush_scheduled {
                 reg.flush_scheduled = true;
                 let me = this.clone();
