@@ -22,7 +22,7 @@ help:
 	@echo "make pg        start a PostgreSQL that stays up (in $(PG_DIR)) and print its DSNs"
 	@echo "make pg-stop   stop and remove it"
 	@echo "make examples  run every example in examples/ against a throwaway PostgreSQL"
-	@echo "make tcproxy   build the tcproxy binaries (release)"
+	@echo "make tcproxy   build the tcproxy relay binary (release)"
 	@echo "make bench     benchmarks (not yet)"
 	@echo "make clean     stop the make-pg server and remove build output"
 
@@ -108,11 +108,8 @@ pg-stop:
 	fi
 
 tcproxy:
-	@if [ -f tcproxy/src/main.rs ] || [ -d tcproxy/src/bin ]; then \
-	  $(CARGO) build --release -p tcproxy --bins; \
-	else \
-	  echo "tcproxy has no binary yet: nothing to build"; \
-	fi
+	$(CARGO) build --release -p tcproxy --bins
+	@echo "==> $(TARGET_DIR)/release/tcproxy (usage: tcproxy [-v] \"[addr:]port -> [addr:]port\")"
 
 bench:
 	@echo "Benchmarks come with the speed issue; nothing to run yet."
