@@ -260,6 +260,7 @@ struct Waiter {
     seq: u64,
     /// The operation may share its connection (see `pipeline_depth`).
     shareable: bool,
+    abandoned: Abandoned,
     cb: Done<Connection>,
     timer: Option<TimeoutId>,
 }
@@ -388,6 +389,9 @@ impl Drop for Managed {
         }
     }
 }
+
+/// Whether the caller of a waiting request has given up on it.
+type Abandoned = Rc<dyn Fn() -> bool>;
 
 /// An operation the pool runs on a connection, again on another one for a retry.
 type Op<T> = Rc<dyn Fn(&Connection, Done<T>)>;
@@ -634,11 +638,12 @@ impl Pool {
     /// and `DatabaseNotAvailable` is returned when no live connection can be had.
     pub fn getconn(&self, ping: bool) -> Future<Result<Connection, Error>> {
         let fut = Future::with_loop(&self.0.ioloop);
-        let f = fut.clone();
+        let (resolve, abandoned) = resolver(&fut);
         let inner = self.0.clone();
         let pool = self.clone();
+        let gone = abandoned.clone();
         let done: Done<Connection> = Box::new(move |r| {
-            if f.is_sole_handle() {
+            if gone() {
                 // The caller dropped its future: nobody will give this connection back.
                 if let Ok(conn) = r {
                     log::debug!("pool: getconn was abandoned; the connection goes back");
@@ -646,16 +651,17 @@ impl Pool {
                 }
                 return;
             }
-            let _ = f.set_result(r);
+            resolve(r)
         });
         if !ping {
-            Inner::acquire(&inner, false, done);
+            Inner::acquire(&inner, false, abandoned, done);
             return fut;
         }
         let pool = self.clone();
         Inner::acquire(
             &self.0,
             false,
+            abandoned,
             Box::new(move |r| match r {
                 Err(e) => done(Err(e)),
                 Ok(conn) => {
@@ -813,14 +819,12 @@ impl Pool {
 
     fn operate<T: 'static>(&self, op: Op<T>, shareable: bool) -> Future<Result<T, Error>> {
         let fut = Future::with_loop(&self.0.ioloop);
-        let f = fut.clone();
-        let done: Done<T> = Box::new(move |r| {
-            let _ = f.set_result(r);
-        });
+        let (done, abandoned) = resolver(&fut);
         let inner = self.0.clone();
         Inner::acquire(
             &self.0,
             shareable,
+            abandoned,
             Box::new(move |r| match r {
                 Err(e) => done(Err(e)),
                 Ok(conn) => Inner::attempt(&inner, conn, op, 0, false, done),
@@ -828,6 +832,17 @@ impl Pool {
         );
         fut
     }
+}
+
+/// The callback that resolves `fut`, and a probe telling whether its caller dropped it (the
+/// pool's own handle is then the last one: a waiter nobody waits for leaves the queue).
+fn resolver<T: 'static>(fut: &Future<Result<T, Error>>) -> (Done<T>, Abandoned) {
+    let holder = Rc::new(fut.clone());
+    let h = holder.clone();
+    let done: Done<T> = Box::new(move |r| {
+        let _ = h.set_result(r);
+    });
+    (done, Rc::new(move || holder.is_sole_handle()))
 }
 
 fn pool_closed() -> Error {
@@ -958,6 +973,12 @@ impl Inner {
     fn add_free(this: &Rc<Inner>, conn: Connection) {
         let waiter = {
             let mut st = this.state.borrow_mut();
+            while st.waiting.front().is_some_and(|w| (w.abandoned)()) {
+                let w = st.waiting.pop_front().expect("checked");
+                if let Some(t) = w.timer {
+                    this.ioloop.remove_timeout(t);
+                }
+            }
             match st.waiting.pop_front() {
                 Some(w) => {
                     st.busy.insert(id_of(&conn), conn.clone());
@@ -1118,7 +1139,7 @@ impl Inner {
     }
 
     /// Hands a connection to `cb`: a free one at once (LIFO), or after waiting (FIFO).
-    fn acquire(this: &Rc<Inner>, shareable: bool, cb: Done<Connection>) {
+    fn acquire(this: &Rc<Inner>, shareable: bool, abandoned: Abandoned, cb: Done<Connection>) {
         let phase = this.state.borrow().phase;
         match phase {
             Phase::New => return cb(Err(not_connected())),
@@ -1154,6 +1175,8 @@ impl Inner {
                     Some(Ok(conn))
                 }
                 None if !st.busy.is_empty() || !st.pending.is_empty() => {
+                    // Requests whose callers gave up hold no place in the queue.
+                    st.waiting.retain(|w| !(w.abandoned)());
                     if this
                         .config
                         .max_waiting
@@ -1206,6 +1229,7 @@ impl Inner {
                 this.state.borrow_mut().waiting.push_back(Waiter {
                     seq,
                     shareable,
+                    abandoned,
                     cb,
                     timer,
                 });

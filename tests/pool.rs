@@ -903,7 +903,8 @@ fn an_abandoned_getconn_does_not_leak_its_connection() {
         // Queued behind `held`, then dropped by its caller.
         drop(pool.getconn(true));
         drop(pool.getconn(false));
-        assert_eq!(pool.stats().waiting, 2);
+        // Each new waiter clears the abandoned ones before it: one is left.
+        assert_eq!(pool.stats().waiting, 1);
         pool.putconn(held).unwrap();
         let conn = pool.getconn(true).await.unwrap();
         pool.putconn(conn).unwrap();
@@ -935,6 +936,34 @@ fn a_busy_connection_terminated_by_the_server_is_retried_on_a_new_session() {
         // the pool ran it again on a fresh session.
         let mut c = slow.await.unwrap();
         assert_ne!(c.fetchone().unwrap().get::<_, i32>(0), pid);
+        assert_none_busy(&pool);
+    });
+}
+
+#[test]
+fn waiters_whose_futures_were_dropped_leave_the_queue() {
+    run(async {
+        let pool = builder(1)
+            .max_waiting(2)
+            .build()
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let held = pool.getconn(false).await.unwrap();
+        drop(pool.execute("SELECT 1", ()));
+        drop(pool.execute("SELECT 2", ()));
+        // The dropped ones hold no place: two live waiters still fit.
+        let a = pool.execute("SELECT 3", ());
+        let b = pool.execute("SELECT 4", ());
+        assert_eq!(pool.stats().waiting, 2);
+        assert_eq!(
+            pool.execute("SELECT 5", ()).await.unwrap_err().kind(),
+            ErrorKind::Pool
+        );
+        pool.putconn(held).unwrap();
+        assert_eq!(a.await.unwrap().fetchone().unwrap().get::<_, i32>(0), 3);
+        assert_eq!(b.await.unwrap().fetchone().unwrap().get::<_, i32>(0), 4);
         assert_none_busy(&pool);
     });
 }
