@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 const USAGE: &str = "usage: tcproxy [-v|-vv] \"[addr:]port -> [addr:]port\"
   addr is localhost, any or a dotted IPv4 address (listen default: any; target
   default: 127.0.0.1). Relays every connection both ways until SIGINT or SIGTERM.
-  -v   log connections starting and stopping listening; -vv  log every connection
+  -v   log listening, stopping and the counters; -vv  also every connection
   -h   this help; --version  the version";
 
 const SIGINT: i32 = 2;
