@@ -17,41 +17,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use common::{refused_port, run_for, unique};
+use common::{refused_port, relay, run_for, unique};
 use momoko::ioloop::IoLoop;
 use momoko::{ErrorKind, Pool, RetryPolicy, Statement};
-use tcproxy::{Proxy, ProxyHandle};
-
-/// A relay of this test's own in front of the shared server, and the DSN through it.
-fn relay() -> (ProxyHandle, String) {
-    let info = common::server();
-    let upstream: SocketAddr = (info.host.as_str(), info.port)
-        .to_socket_addrs()
-        .unwrap()
-        .next()
-        .unwrap();
-    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), upstream).unwrap();
-    let dsn = via(&info.dsn, proxy.local_addr());
-    (proxy, dsn)
-}
-
-/// `dsn` with host and port replaced by `addr` (Momoko's `good_proxy_dsn`).
-fn via(dsn: &str, addr: SocketAddr) -> String {
-    let mut words: Vec<String> = dsn
-        .split_whitespace()
-        .filter(|w| {
-            !["host=", "hostaddr=", "port="]
-                .iter()
-                .any(|k| w.starts_with(k))
-        })
-        .map(str::to_owned)
-        .collect();
-    words.push(format!("hostaddr={} port={}", addr.ip(), addr.port()));
-    words.join(" ")
-}
+use tcproxy::ProxyHandle;
 
 fn bad_dsn() -> String {
     format!(

@@ -4,40 +4,11 @@
 
 mod common;
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use common::{run, server};
+use common::{relay as proxy, run};
 use momoko::ioloop::{Future, IoLoop};
 use momoko::{Connection, ErrorKind, Pool};
-use tcproxy::{Proxy, ProxyHandle};
-
-/// A relay in front of the suite's server; the DSN goes through it.
-fn proxy() -> (ProxyHandle, String) {
-    let s = server();
-    let upstream: SocketAddr = (s.host.as_str(), s.port)
-        .to_socket_addrs()
-        .unwrap()
-        .next()
-        .unwrap();
-    let p = Proxy::start("127.0.0.1:0".parse().unwrap(), upstream).unwrap();
-    let port = p.local_addr().port();
-    let dsn = s
-        .dsn
-        .split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("port=") {
-                format!("port={port}")
-            } else if kv.starts_with("host=") {
-                "host=127.0.0.1".to_owned()
-            } else {
-                kv.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
-    (p, dsn)
-}
 
 async fn sleep(d: Duration) {
     let f = Future::<()>::new();

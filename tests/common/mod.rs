@@ -43,3 +43,29 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A tcproxy relay of the caller's own in front of the suite's server, and the DSN that
+/// goes through it (Momoko's `good_proxy_dsn`).
+pub fn relay() -> (tcproxy::ProxyHandle, String) {
+    use std::net::{SocketAddr, ToSocketAddrs};
+    let info = server();
+    let upstream: SocketAddr = (info.host.as_str(), info.port)
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = tcproxy::Proxy::start("127.0.0.1:0".parse().unwrap(), upstream).unwrap();
+    let addr = proxy.local_addr();
+    let mut words: Vec<String> = info
+        .dsn
+        .split_whitespace()
+        .filter(|w| {
+            !["host=", "hostaddr=", "port="]
+                .iter()
+                .any(|k| w.starts_with(k))
+        })
+        .map(str::to_owned)
+        .collect();
+    words.push(format!("hostaddr={} port={}", addr.ip(), addr.port()));
+    (proxy, words.join(" "))
+}
