@@ -1010,6 +1010,10 @@ impl Inner {
             st.pending.is_empty() && st.free.is_empty() && st.busy.is_empty()
         };
         if all_dead {
+            log::warn!(
+                "pool: every connection is dead; requests fail with DatabaseNotAvailable \
+                 until a reconnect succeeds"
+            );
             Inner::abort_waiters(this, not_available());
         }
         Inner::schedule_reconnect(this);
