@@ -7,30 +7,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::{dsn, run, run_for, unique};
-use momoko::ioloop::{Future, IoLoop};
+use common::{dsn, run, run_for, sleep, unique, wait_until};
 use momoko::{Connection, ErrorKind, Notification, Pool, Value};
 
 async fn connect() -> Connection {
     momoko::connect(&dsn()).await.expect("connect")
-}
-
-async fn sleep(d: Duration) {
-    let f = Future::<()>::new();
-    let f2 = f.clone();
-    IoLoop::current().call_later(d, move || {
-        let _ = f2.set_result(());
-    });
-    f.await
-}
-
-/// Waits until `cond` holds, failing the test after `secs` seconds.
-async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[test]

@@ -5,8 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{dsn, refused_port, run, run_for, unique};
-use momoko::ioloop::IoLoop;
+use common::{
+    assert_none_busy, dsn, refused_port, run, run_and_check_query, run_for, run_parallel_queries,
+    sleep, unique,
+};
 use momoko::{ErrorKind, Pool, PoolStats, Statement};
 
 fn bad_dsn() -> String {
@@ -27,55 +29,11 @@ async fn build(size: usize) -> Pool {
     builder(size).build().unwrap().connect().await.unwrap()
 }
 
-fn assert_none_busy(pool: &Pool) {
-    assert_eq!(
-        pool.stats().busy,
-        0,
-        "connections were not recycled: {pool:?}"
-    );
-}
-
-async fn sleep(d: Duration) {
-    let f = momoko::ioloop::Future::<()>::new();
-    let f2 = f.clone();
-    IoLoop::current().call_later(d, move || {
-        let _ = f2.set_result(());
-    });
-    f.await
-}
-
 /// Momoko's shutter: closes every live connection on the client side.
 fn shutter(pool: &Pool) {
     for c in pool.connections_for_tests() {
         c.close();
     }
-}
-
-async fn run_and_check_query(pool: &Pool) {
-    let mut c = pool.execute("SELECT 6, 19, 24;", ()).await.unwrap();
-    let r = c.fetchone().unwrap();
-    assert_eq!(
-        (r.get::<_, i32>(0), r.get::<_, i32>(1), r.get::<_, i32>(2)),
-        (6, 19, 24)
-    );
-}
-
-/// Fires `jobs` concurrent `pg_sleep(2)` and checks they finish within 1.1 × the ideal.
-async fn run_parallel_queries(pool: &Pool, jobs: usize, size: usize) {
-    let start = Instant::now();
-    let fs: Vec<_> = (0..jobs)
-        .map(|_| pool.execute("SELECT pg_sleep(2);", ()))
-        .collect();
-    for f in fs {
-        f.await.unwrap();
-    }
-    let bound = 2.0 * (jobs as f64 / size as f64) * 1.1;
-    let took = start.elapsed().as_secs_f64();
-    assert!(
-        took < bound,
-        "{jobs} jobs took {took:.2}s, bound {bound:.2}s"
-    );
-    assert_none_busy(pool);
 }
 
 #[test]

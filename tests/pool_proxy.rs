@@ -19,8 +19,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{refused_port, relay, run_for, unique};
-use momoko::ioloop::IoLoop;
+use common::{
+    assert_none_busy, refused_port, relay, run_and_check_query, run_for, run_parallel_queries,
+    sleep, unique,
+};
 use momoko::{ErrorKind, Pool, RetryPolicy, Statement};
 use tcproxy::ProxyHandle;
 
@@ -63,50 +65,6 @@ async fn build_stretch(dsn: &str) -> Pool {
         .connect()
         .await
         .unwrap()
-}
-
-fn assert_none_busy(pool: &Pool) {
-    assert_eq!(
-        pool.stats().busy,
-        0,
-        "connections were not recycled: {pool:?}"
-    );
-}
-
-async fn sleep(d: Duration) {
-    let f = momoko::ioloop::Future::<()>::new();
-    let f2 = f.clone();
-    IoLoop::current().call_later(d, move || {
-        let _ = f2.set_result(());
-    });
-    f.await
-}
-
-async fn run_and_check_query(pool: &Pool) {
-    let mut c = pool.execute("SELECT 6, 19, 24;", ()).await.unwrap();
-    let r = c.fetchone().unwrap();
-    assert_eq!(
-        (r.get::<_, i32>(0), r.get::<_, i32>(1), r.get::<_, i32>(2)),
-        (6, 19, 24)
-    );
-}
-
-/// Fires `jobs` concurrent `pg_sleep(2)` and checks they finish within 1.1 × the ideal.
-async fn run_parallel_queries(pool: &Pool, jobs: usize, size: usize) {
-    let start = Instant::now();
-    let fs: Vec<_> = (0..jobs)
-        .map(|_| pool.execute("SELECT pg_sleep(2);", ()))
-        .collect();
-    for f in fs {
-        f.await.unwrap();
-    }
-    let bound = 2.0 * (jobs as f64 / size as f64) * 1.1;
-    let took = start.elapsed().as_secs_f64();
-    assert!(
-        took < bound,
-        "{jobs} jobs took {took:.2}s, bound {bound:.2}s"
-    );
-    assert_none_busy(pool);
 }
 
 // ---- MomokoPoolDataTestProxy: the tests specific to the pool data class -----------------

@@ -6,19 +6,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::run_for;
-use momoko::ioloop::{Future, IoLoop};
+use common::{run_for, sleep};
 use momoko::{ErrorKind, Pool};
 use momoko_testpg::{StopMode, TestServer};
-
-async fn sleep(d: Duration) {
-    let f = Future::<()>::new();
-    let f2 = f.clone();
-    IoLoop::current().call_later(d, move || {
-        let _ = f2.set_result(());
-    });
-    f.await
-}
 
 async fn wait_for_size(pool: &Pool, size: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);

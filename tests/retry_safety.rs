@@ -6,18 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{relay, run, unique};
-use momoko::ioloop::{Future, IoLoop};
+use common::{relay, run, sleep, unique};
 use momoko::{Connection, ErrorKind, Pool, RetryPolicy};
-
-async fn sleep(d: Duration) {
-    let f = Future::<()>::new();
-    let f2 = f.clone();
-    IoLoop::current().call_later(d, move || {
-        let _ = f2.set_result(());
-    });
-    f.await
-}
 
 /// The row count of `table`, once it has stopped changing (the cut session's backend may
 /// still be running its INSERT when the client already saw the connection die).

@@ -6,18 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{relay as proxy, run};
-use momoko::ioloop::{Future, IoLoop};
+use common::{relay as proxy, run, sleep};
 use momoko::{Connection, ErrorKind, Pool};
-
-async fn sleep(d: Duration) {
-    let f = Future::<()>::new();
-    let f2 = f.clone();
-    IoLoop::current().call_later(d, move || {
-        let _ = f2.set_result(());
-    });
-    f.await
-}
 
 fn assert_within(took: Duration, bound: Duration) {
     let margin = Duration::from_millis(500);
