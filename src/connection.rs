@@ -1239,8 +1239,14 @@ fn callproc_query<P: Params + ?Sized>(procname: &str, params: &P) -> (String, Pa
     (format!("SELECT * FROM {procname}({args})"), values)
 }
 
-/// Builds the cursor for one statement's result.
-fn result_cursor(query: String, r: crate::proto::QueryResult) -> Cursor {
+/// Builds the cursor for one statement's result; `query` names it when the result does not
+/// carry its own text (only simple queries do).
+fn result_cursor(query: String, mut r: crate::proto::QueryResult) -> Cursor {
+    let query = if r.query.is_empty() {
+        query
+    } else {
+        std::mem::take(&mut r.query)
+    };
     let rowcount = match &r.tag {
         Some(tag) => crate::row::rowcount_from_tag(tag),
         None => -1,

@@ -72,12 +72,7 @@ pub fn relay() -> (tcproxy::ProxyHandle, String) {
 
 /// Sleeps on the current loop (the test's own, inside `run`).
 pub async fn sleep(d: Duration) {
-    let f = momoko::ioloop::Future::<()>::new();
-    let f2 = f.clone();
-    IoLoop::current().call_later(d, move || {
-        let _ = f2.set_result(());
-    });
-    f.await
+    momoko::ioloop::sleep(&IoLoop::current(), d).await
 }
 
 /// Waits until `cond` holds, failing the test after `secs` seconds.
