@@ -218,7 +218,6 @@
 //!
 //! This crate root only wires the modules together and re-exports the public surface; it
 //! holds no logic of its own.
-#![warn(missing_docs)]
 // Every public item is documented and printable; `make test` (clippy -D warnings) holds it.
 #![warn(missing_docs, missing_debug_implementations)]
 
