@@ -399,7 +399,9 @@ fn abort_waiting_queue(retry: RetryPolicy) -> momoko::Error {
         let pool = builder(&dsn, 1).retry(retry).build().unwrap();
         let pool = pool.connect().await.unwrap();
         let f1 = pool.execute("SELECT 1", ());
-        let f2 = pool.execute("SELECT 1", ());
+        // Slow enough to be still running when f1's done-callback takes the server away
+        // (that callback runs a turn of the loop later, as in Tornado 5).
+        let f2 = pool.execute("SELECT pg_sleep(0.5)", ());
         assert_eq!(pool.stats().waiting, 1);
         let (p, pr) = (pool.clone(), proxy.clone());
         f1.add_done_callback(move |_| total_close(&p, &pr));
