@@ -592,7 +592,47 @@ impl Connection {
         }
     }
 
+    /// BEGIN and the statements as one batch (one Sync), then COMMIT as a query of its own:
+    /// two answers for the whole transaction. A failing statement makes the server skip
+    /// the rest of the batch; the COMMIT of the failed transaction then rolls it back, so
+    /// whatever is pipelined behind it runs outside it. A statement holding several
+    /// commands, which a batch cannot take, sends the transaction again the simple way.
     fn transaction_pipelined(&self, rendered: Vec<String>, done: Done<Vec<Cursor>>) {
+        let mut queries = Vec::with_capacity(rendered.len() + 1);
+        queries.push("BEGIN".to_owned());
+        queries.extend(rendered.iter().cloned());
+        let batch: Rc<RefCell<Option<Result<Response, Error>>>> = Rc::default();
+        let slot = batch.clone();
+        self.request(
+            Request::Batch { queries },
+            Box::new(move |r| *slot.borrow_mut() = Some(r)),
+        );
+        let conn = self.clone();
+        self.simple(
+            "COMMIT".to_owned(),
+            Box::new(move |commit| {
+                let batch = batch.borrow_mut().take().expect("answered before COMMIT");
+                match (batch, commit) {
+                    (Err(e), _) if is_multiple_commands(&e) => {
+                        conn.transaction_simple(rendered, done)
+                    }
+                    (Err(e), _) | (Ok(_), Err(e)) => done(Err(e)),
+                    (Ok(Response::Batch(results)), Ok(_)) => done(Ok(results
+                        .into_iter()
+                        .skip(1)
+                        .zip(rendered)
+                        .map(|(r, q)| result_cursor(q, r))
+                        .collect())),
+                    (Ok(other), Ok(_)) => done(Err(Error::protocol(format!(
+                        "expected a batch result, got {other:?}"
+                    )))),
+                }
+            }),
+        );
+    }
+
+    /// The transaction as separate simple queries, pipelined: BEGIN, each statement, COMMIT.
+    fn transaction_simple(&self, rendered: Vec<String>, done: Done<Vec<Cursor>>) {
         struct Tx {
             cursors: Vec<Option<Cursor>>,
             error: Option<Error>,
@@ -1237,6 +1277,13 @@ fn callproc_query<P: Params + ?Sized>(procname: &str, params: &P) -> (String, Pa
             .join(","),
     };
     (format!("SELECT * FROM {procname}({args})"), values)
+}
+
+/// Whether the server refused a statement because it holds several commands (the
+/// extended protocol takes one per Parse).
+fn is_multiple_commands(e: &Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| d.code == "42601" && d.message.contains("cannot insert multiple commands"))
 }
 
 /// Builds the cursor for one statement's result; `query` names it when the result does not
