@@ -623,3 +623,96 @@ fn a_fatal_answer_means_the_request_did_not_take_effect() {
     assert!(e.is_connection_lost());
     assert_eq!(e.code(), Some("57P01"));
 }
+
+/// Feeds `msg` to a connection with one query in flight and returns the error that closed it.
+fn closing_error(msg: Script) -> Error {
+    let mut p = connected();
+    p.send(Request::Simple {
+        query: "SELECT 1".into(),
+    })
+    .unwrap();
+    p.handle_input(&msg.0);
+    let ev = drain(&mut p);
+    match ev.last() {
+        Some(Event::Closed(e)) => e.clone(),
+        other => panic!("the connection stayed open: {other:?}"),
+    }
+}
+
+#[test]
+fn invalid_utf8_in_server_names_and_tags_is_a_protocol_error() {
+    let bad = b"\xc0\x27\xff";
+    let mut status = bad.to_vec();
+    status.push(0);
+    status.extend(cstr("on"));
+    let mut notif = 1i32.to_be_bytes().to_vec();
+    notif.extend(cstr("chan"));
+    notif.extend_from_slice(bad);
+    notif.push(0);
+    let mut tag = bad.to_vec();
+    tag.push(0);
+    let mut rd = 1i16.to_be_bytes().to_vec();
+    rd.extend_from_slice(bad);
+    rd.push(0);
+    rd.extend_from_slice(&[0; 4 + 2]);
+    rd.extend_from_slice(&23u32.to_be_bytes());
+    rd.extend_from_slice(&[0; 2 + 4 + 2]);
+    for (what, script) in [
+        ("ParameterStatus", Script::new().msg(b'S', &status)),
+        ("NotificationResponse", Script::new().msg(b'A', &notif)),
+        ("CommandComplete", Script::new().msg(b'C', &tag)),
+        ("RowDescription", Script::new().msg(b'T', &rd)),
+    ] {
+        let e = closing_error(script);
+        assert_eq!(e.kind(), crate::ErrorKind::Protocol, "{what}: {e}");
+        assert!(e.to_string().contains(what), "{what}: {e}");
+    }
+}
+
+#[test]
+fn invalid_utf8_in_error_fields_is_kept_lossily_not_fatal() {
+    // An SQL_ASCII database passes bytes through unchecked: the message must still arrive.
+    let mut b = Vec::new();
+    for (t, v) in [
+        (b'S', &b"ERROR"[..]),
+        (b'C', b"22021"),
+        (b'M', b"invalid byte sequence \xc0\x27"),
+    ] {
+        b.push(t);
+        b.extend_from_slice(v);
+        b.push(0);
+    }
+    b.push(0);
+    let mut p = connected();
+    p.send(Request::Simple {
+        query: "SELECT 1".into(),
+    })
+    .unwrap();
+    p.handle_input(&Script::new().msg(b'E', &b).ready(b'I').0);
+    let ev = drain(&mut p);
+    let [Event::Completed(Err(e))] = &ev[..] else {
+        panic!("{ev:?}")
+    };
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code, "22021");
+    assert_eq!(db.message, "invalid byte sequence \u{fffd}'");
+    assert!(!p.is_closed());
+}
+
+#[test]
+fn truncated_server_strings_are_protocol_errors() {
+    // Strings without their terminating NUL, and an ErrorResponse without its final NUL.
+    for (what, script) in [
+        ("ParameterStatus", Script::new().msg(b'S', b"TimeZone\0UTC")),
+        ("CommandComplete", Script::new().msg(b'C', b"SELECT 1")),
+        (
+            "NotificationResponse",
+            Script::new().msg(b'A', b"\0\0\0\x01chan"),
+        ),
+        ("ErrorResponse", Script::new().msg(b'E', b"SERROR\0C42601")),
+        ("RowDescription", Script::new().msg(b'T', b"\0\x01a\0\0")),
+    ] {
+        let e = closing_error(script);
+        assert_eq!(e.kind(), crate::ErrorKind::Protocol, "{what}: {e}");
+    }
+}
