@@ -289,6 +289,30 @@ fn without_standard_conforming_strings_literals_use_e_and_double_backslashes() {
     );
 }
 
+#[test]
+fn typed_text_without_backslashes_has_no_e_prefix_as_in_psycopg2() {
+    // psycopg2 2.9.13 on a connection opened with standard_conforming_strings off:
+    // mogrify("%s", [date(2024, 2, 29)]) == "'2024-02-29'::date" (no E).
+    let date = Value::Unknown {
+        type_oid: oid::DATE,
+        text: "2024-02-29".into(),
+    };
+    assert_eq!(date.to_literal(&OFF).unwrap(), "'2024-02-29'::date");
+    assert_eq!(date.to_literal(&ON).unwrap(), "'2024-02-29'::date");
+    let quoted = Value::Unknown {
+        type_oid: oid::INTERVAL,
+        text: "it's".into(),
+    };
+    assert_eq!(quoted.to_literal(&OFF).unwrap(), "'it''s'::interval");
+    // A backslash still needs the E form to mean itself under the setting off.
+    let slash = Value::Unknown {
+        type_oid: oid::DATE,
+        text: "a\\b".into(),
+    };
+    assert_eq!(slash.to_literal(&OFF).unwrap(), "E'a\\\\b'::date");
+    assert_eq!(slash.to_literal(&ON).unwrap(), "'a\\b'::date");
+}
+
 // ---- text decoding ----
 
 #[test]
