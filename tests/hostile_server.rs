@@ -574,3 +574,44 @@ fn garbage_instead_of_a_startup_answer_fails_the_connect() {
     assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
     b.check_survived(peer);
 }
+
+#[test]
+fn a_scram_iteration_count_of_2_pow_32_minus_1_is_refused_at_once() {
+    // Without a bound the key derivation would block the loop for about half an hour.
+    let b = Bench::new();
+    let (port, peer) = hostile(|p| {
+        if p.read_startup().is_none() {
+            return;
+        }
+        let mut offer = 10i32.to_be_bytes().to_vec();
+        offer.extend(cstr("SCRAM-SHA-256"));
+        offer.push(0);
+        p.send(&msg(b'R', &offer));
+        let Some((b'p', body)) = p.read_message() else {
+            return;
+        };
+        let first = String::from_utf8_lossy(&body).into_owned();
+        let Some(nonce) = first.split("r=").nth(1) else {
+            return;
+        };
+        let mut cont = 11i32.to_be_bytes().to_vec();
+        cont.extend_from_slice(format!("r={nonce}x,s=c2FsdA==,i=4294967295").as_bytes());
+        p.send(&msg(b'R', &cont));
+        p.silence();
+    });
+    let started = Instant::now();
+    let e = b
+        .connect(port, "password=secret", Duration::from_secs(10))
+        .expect_err("the iteration count is refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_kind(
+        &e,
+        ErrorKind::Connection,
+        "asks for 4294967295 iterations, more than momoko's bound of 1000000",
+    );
+    b.check_survived(peer);
+}

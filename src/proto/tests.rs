@@ -716,3 +716,64 @@ fn truncated_server_strings_are_protocol_errors() {
         assert_eq!(e.kind(), crate::ErrorKind::Protocol, "{what}: {e}");
     }
 }
+
+/// Runs a SCRAM exchange up to the server-first-message, with `iterations` in it, and returns
+/// the protocol with that message handled.
+fn scram_with_iterations(iterations: &str) -> Protocol {
+    let mut p = new_protocol(Some("secret"));
+    take_out(&mut p);
+    let mut body = 10i32.to_be_bytes().to_vec();
+    body.extend(cstr("SCRAM-SHA-256"));
+    body.push(0);
+    p.handle_input(&Script::new().msg(b'R', &body).0);
+    // SASLInitialResponse: 'p', length, mechanism, data length, "n,,n=,r=<client nonce>".
+    let out = take_out(&mut p);
+    let data = String::from_utf8_lossy(&out[5 + "SCRAM-SHA-256\0".len() + 4..]).into_owned();
+    let nonce = data.split("r=").nth(1).expect("client nonce").to_owned();
+    let mut cont = 11i32.to_be_bytes().to_vec();
+    cont.extend_from_slice(format!("r={nonce}srv,s=c2FsdHNhbHQ=,i={iterations}").as_bytes());
+    p.handle_input(&Script::new().msg(b'R', &cont).0);
+    p
+}
+
+#[test]
+fn a_scram_iteration_count_over_the_bound_is_refused_before_deriving_the_key() {
+    // 2^32-1 iterations would block the loop for about half an hour (release build).
+    for (count, says) in [
+        (
+            "4294967295",
+            "asks for 4294967295 iterations, more than momoko's bound of 1000000",
+        ),
+        (
+            "1000001",
+            "asks for 1000001 iterations, more than momoko's bound of 1000000",
+        ),
+        // Beyond u64 (and u32): postgres-protocol's own parser refuses it.
+        ("99999999999999999999", "SCRAM authentication failed"),
+    ] {
+        let started = std::time::Instant::now();
+        let mut p = scram_with_iterations(count);
+        let ev = drain(&mut p);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{count} iterations took {:?}",
+            started.elapsed()
+        );
+        let [Event::Closed(e)] = &ev[..] else {
+            panic!("{count}: {ev:?}")
+        };
+        assert_eq!(e.kind(), crate::ErrorKind::Connection, "{e}");
+        assert!(e.to_string().contains(says), "{count}: {e}");
+    }
+}
+
+#[test]
+fn a_scram_iteration_count_within_the_bound_is_accepted() {
+    let mut p = scram_with_iterations("4096");
+    assert!(drain(&mut p).is_empty());
+    assert!(!p.is_closed());
+    // The client-final-message (with its proof) was queued.
+    let out = take_out(&mut p);
+    assert_eq!(out[0], b'p');
+    assert!(String::from_utf8_lossy(&out).contains(",p="));
+}
