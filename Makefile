@@ -11,10 +11,14 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 TESTPG := $(TARGET_DIR)/debug/momoko-testpg
 # The examples `make demo` runs, in order.
 DEMO_EXAMPLES := trivial parallel server_side_cursor
+# `make fuzz`: seconds per target, and the targets (fuzz/fuzz_targets/*.rs). cargo-fuzz needs
+# nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := protocol_startup protocol_ready decode conninfo params
 # Where `make pg` keeps its server (git-ignored).
 PG_DIR := .pg/server
 
-.PHONY: help test demo pg pg-stop examples tcproxy bench clean postgres testpg-bin
+.PHONY: help test demo pg pg-stop examples tcproxy bench clean postgres testpg-bin fuzz
 
 help:
 	@echo "make demo      run the demo examples against a throwaway PostgreSQL"
@@ -23,6 +27,7 @@ help:
 	@echo "make pg-stop   stop and remove it"
 	@echo "make examples  run every example in examples/ against a throwaway PostgreSQL"
 	@echo "make tcproxy   build the tcproxy relay binary (release)"
+	@echo "make fuzz      run every fuzz target for FUZZ_SECONDS each (default $(FUZZ_SECONDS)), one at a time"
 	@echo "make bench     benchmarks (not yet)"
 	@echo "make clean     stop the make-pg server and remove build output"
 
@@ -102,6 +107,19 @@ pg-stop:
 tcproxy:
 	$(CARGO) build --release -p tcproxy --bins
 	@echo "==> $(TARGET_DIR)/release/tcproxy (usage: tcproxy [-v] \"[addr:]port -> [addr:]port\")"
+
+# One target at a time (the machine's cores are shared): each runs FUZZ_SECONDS from the
+# committed seeds (fuzz/seeds/<target>) plus what earlier runs found (fuzz/corpus/<target>,
+# git-ignored), with debug assertions on (integer overflow is a crash), a 512 MB RSS limit and
+# a 10 s bound per input (a hang is a crash). A crash leaves its input in fuzz/artifacts/.
+fuzz:
+	@command -v cargo-fuzz >/dev/null || { echo "==> installing cargo-fuzz"; $(CARGO) install cargo-fuzz; }
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  echo "==> fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir fuzz -O -a $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -timeout=10 -print_final_stats=1; \
+	done
 
 bench:
 	@echo "Benchmarks come with the speed issue; nothing to run yet."

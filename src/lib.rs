@@ -236,6 +236,11 @@ mod raw;
 mod row;
 mod types;
 
+// Entry points for the fuzz targets in fuzz/; not API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use connection::{connect, Connection, ConnectionBuilder, Prepared, Statement};
 pub use conninfo::Config;
 pub use embed::MioConnection;

@@ -339,6 +339,25 @@ tuple_params!(16; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, 
 /// let sql = momoko::mogrify("SELECT %s, %s", &("it's", 1i32), &QuoteContext::default()).unwrap();
 /// assert_eq!(sql, "SELECT 'it''s', 1");
 /// ```
+///
+/// The result cannot be dropped unseen (PHP's GHSA-hrwm-9436-5mv3 ignored its escaping
+/// routine's error): an ignored `mogrify` is a warning, an error under
+/// `deny(unused_must_use)`.
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// momoko::mogrify("SELECT %s", &(1i32,), &momoko::QuoteContext::default());
+/// ```
+///
+/// The same holds for [`Connection::mogrify`](crate::Connection::mogrify), which returns a
+/// `Result` (itself `#[must_use]`):
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn render(conn: &momoko::Connection) {
+///     conn.mogrify("SELECT %s", (1i32,));
+/// }
+/// ```
 #[must_use = "mogrify only returns the rendered query"]
 pub fn mogrify<P: Params + ?Sized>(
     query: &str,

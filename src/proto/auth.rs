@@ -32,6 +32,22 @@ impl std::fmt::Debug for Credentials {
 /// More rounds than any real method needs (SCRAM takes three).
 const MAX_ROUNDS: u32 = 8;
 
+/// The most PBKDF2 iterations a server may ask of SCRAM: the key is derived synchronously
+/// on the loop's thread (about 0.4 s for this many in a release build), and the count comes
+/// from the server, unauthenticated. PostgreSQL's default is 4096; without a bound a hostile
+/// server (or anyone on the unencrypted path) could send 2^32-1 and block the loop, with
+/// every other connection and timer on it, for half an hour.
+pub(crate) const MAX_SCRAM_ITERATIONS: u64 = 1_000_000;
+
+/// The iteration count of a SCRAM server-first-message (`r=…,s=…,i=4096`), when it has one.
+fn scram_iterations(server_first: &[u8]) -> Option<u64> {
+    server_first
+        .split(|&b| b == b',')
+        .find_map(|attr| attr.strip_prefix(b"i="))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Where the exchange stands.
 ///
 /// ```text
@@ -135,6 +151,15 @@ impl Auth {
                 let Step::Scram(scram) = &mut self.step else {
                     return Err(Error::protocol("SASLContinue outside a SASL exchange"));
                 };
+                // Checked before the key derivation, which would block for that long.
+                if let Some(n) = scram_iterations(body.data()) {
+                    if n > MAX_SCRAM_ITERATIONS {
+                        return Err(Error::connection(format!(
+                            "SCRAM authentication refused: the server asks for {n} iterations, \
+                             more than momoko's bound of {MAX_SCRAM_ITERATIONS}"
+                        )));
+                    }
+                }
                 scram
                     .update(body.data())
                     .map_err(|e| Error::connection(format!("SCRAM authentication failed: {e}")))?;

@@ -90,3 +90,89 @@ pub(crate) fn next_frame(
         whole: input.split_to(len + 1),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first five bytes of a message: its tag and declared length.
+    fn header(tag: u8, len: i32) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.extend_from_slice(&[tag]);
+        b.extend_from_slice(&len.to_be_bytes());
+        b
+    }
+
+    fn verdict(tag: u8, len: i32, max: usize) -> Result<Option<Frame>, Error> {
+        next_frame(&mut header(tag, len), max)
+    }
+
+    #[test]
+    fn lengths_under_four_are_lost_sync_for_every_type() {
+        for tag in 0..=255u8 {
+            for len in [i32::MIN, -1, 0, 3] {
+                let e = verdict(tag, len, DEFAULT_MAX_MESSAGE_SIZE).unwrap_err();
+                assert_eq!(e.kind(), crate::ErrorKind::Protocol);
+                assert!(e.to_string().contains("lost synchronization"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_length_of_exactly_four_is_an_empty_body() {
+        let mut input = header(b'1', 4);
+        let frame = next_frame(&mut input, DEFAULT_MAX_MESSAGE_SIZE)
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.tag, b'1');
+        assert_eq!(frame.body(), b"");
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn only_t_d_d_v_e_n_a_may_exceed_30000_bytes() {
+        for tag in 0..=255u8 {
+            // Exactly at libpq's bound every type is still waiting for its body.
+            assert!(verdict(tag, 30_000, DEFAULT_MAX_MESSAGE_SIZE)
+                .unwrap()
+                .is_none());
+            let over = verdict(tag, 30_001, DEFAULT_MAX_MESSAGE_SIZE);
+            if b"TDdVENA".contains(&tag) {
+                assert!(over.unwrap().is_none(), "{:?} may be long", char::from(tag));
+            } else {
+                let e = over.unwrap_err();
+                assert_eq!(e.kind(), crate::ErrorKind::Protocol);
+                assert!(e.to_string().contains("over the bound of 30000"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_overall_bound_is_configurable_and_caps_long_types_too() {
+        assert!(verdict(b'D', 1_000_000, 1_000_000).unwrap().is_none());
+        let e = verdict(b'D', 1_000_001, 1_000_000).unwrap_err();
+        assert!(e.to_string().contains("over the bound of 1000000"), "{e}");
+        // A bound below libpq's 30000 applies to every type.
+        let e = verdict(b'C', 1_001, 1_000).unwrap_err();
+        assert!(e.to_string().contains("over the bound of 1000"), "{e}");
+        // 2^31-1 is refused on sight under the default bound: nothing is allocated for it.
+        let e = verdict(b'D', i32::MAX, DEFAULT_MAX_MESSAGE_SIZE).unwrap_err();
+        assert!(e.to_string().contains("2147483647"), "{e}");
+    }
+
+    #[test]
+    fn a_message_is_cut_only_once_whole() {
+        let mut input = header(b'C', 9);
+        input.extend_from_slice(b"SEL");
+        assert!(next_frame(&mut input, DEFAULT_MAX_MESSAGE_SIZE)
+            .unwrap()
+            .is_none());
+        assert_eq!(input.len(), 8, "an incomplete message is left in place");
+        input.extend_from_slice(b"EC\0Z");
+        let frame = next_frame(&mut input, DEFAULT_MAX_MESSAGE_SIZE)
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.body(), b"SELEC");
+        assert_eq!(&input[..], b"\0Z", "the next message's bytes stay");
+    }
+}

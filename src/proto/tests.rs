@@ -623,3 +623,157 @@ fn a_fatal_answer_means_the_request_did_not_take_effect() {
     assert!(e.is_connection_lost());
     assert_eq!(e.code(), Some("57P01"));
 }
+
+/// Feeds `msg` to a connection with one query in flight and returns the error that closed it.
+fn closing_error(msg: Script) -> Error {
+    let mut p = connected();
+    p.send(Request::Simple {
+        query: "SELECT 1".into(),
+    })
+    .unwrap();
+    p.handle_input(&msg.0);
+    let ev = drain(&mut p);
+    match ev.last() {
+        Some(Event::Closed(e)) => e.clone(),
+        other => panic!("the connection stayed open: {other:?}"),
+    }
+}
+
+#[test]
+fn invalid_utf8_in_server_names_and_tags_is_a_protocol_error() {
+    let bad = b"\xc0\x27\xff";
+    let mut status = bad.to_vec();
+    status.push(0);
+    status.extend(cstr("on"));
+    let mut notif = 1i32.to_be_bytes().to_vec();
+    notif.extend(cstr("chan"));
+    notif.extend_from_slice(bad);
+    notif.push(0);
+    let mut tag = bad.to_vec();
+    tag.push(0);
+    let mut rd = 1i16.to_be_bytes().to_vec();
+    rd.extend_from_slice(bad);
+    rd.push(0);
+    rd.extend_from_slice(&[0; 4 + 2]);
+    rd.extend_from_slice(&23u32.to_be_bytes());
+    rd.extend_from_slice(&[0; 2 + 4 + 2]);
+    for (what, script) in [
+        ("ParameterStatus", Script::new().msg(b'S', &status)),
+        ("NotificationResponse", Script::new().msg(b'A', &notif)),
+        ("CommandComplete", Script::new().msg(b'C', &tag)),
+        ("RowDescription", Script::new().msg(b'T', &rd)),
+    ] {
+        let e = closing_error(script);
+        assert_eq!(e.kind(), crate::ErrorKind::Protocol, "{what}: {e}");
+        assert!(e.to_string().contains(what), "{what}: {e}");
+    }
+}
+
+#[test]
+fn invalid_utf8_in_error_fields_is_kept_lossily_not_fatal() {
+    // An SQL_ASCII database passes bytes through unchecked: the message must still arrive.
+    let mut b = Vec::new();
+    for (t, v) in [
+        (b'S', &b"ERROR"[..]),
+        (b'C', b"22021"),
+        (b'M', b"invalid byte sequence \xc0\x27"),
+    ] {
+        b.push(t);
+        b.extend_from_slice(v);
+        b.push(0);
+    }
+    b.push(0);
+    let mut p = connected();
+    p.send(Request::Simple {
+        query: "SELECT 1".into(),
+    })
+    .unwrap();
+    p.handle_input(&Script::new().msg(b'E', &b).ready(b'I').0);
+    let ev = drain(&mut p);
+    let [Event::Completed(Err(e))] = &ev[..] else {
+        panic!("{ev:?}")
+    };
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code, "22021");
+    assert_eq!(db.message, "invalid byte sequence \u{fffd}'");
+    assert!(!p.is_closed());
+}
+
+#[test]
+fn truncated_server_strings_are_protocol_errors() {
+    // Strings without their terminating NUL, and an ErrorResponse without its final NUL.
+    for (what, script) in [
+        ("ParameterStatus", Script::new().msg(b'S', b"TimeZone\0UTC")),
+        ("CommandComplete", Script::new().msg(b'C', b"SELECT 1")),
+        (
+            "NotificationResponse",
+            Script::new().msg(b'A', b"\0\0\0\x01chan"),
+        ),
+        ("ErrorResponse", Script::new().msg(b'E', b"SERROR\0C42601")),
+        ("RowDescription", Script::new().msg(b'T', b"\0\x01a\0\0")),
+    ] {
+        let e = closing_error(script);
+        assert_eq!(e.kind(), crate::ErrorKind::Protocol, "{what}: {e}");
+    }
+}
+
+/// Runs a SCRAM exchange up to the server-first-message, with `iterations` in it, and returns
+/// the protocol with that message handled.
+fn scram_with_iterations(iterations: &str) -> Protocol {
+    let mut p = new_protocol(Some("secret"));
+    take_out(&mut p);
+    let mut body = 10i32.to_be_bytes().to_vec();
+    body.extend(cstr("SCRAM-SHA-256"));
+    body.push(0);
+    p.handle_input(&Script::new().msg(b'R', &body).0);
+    // SASLInitialResponse: 'p', length, mechanism, data length, "n,,n=,r=<client nonce>".
+    let out = take_out(&mut p);
+    let data = String::from_utf8_lossy(&out[5 + "SCRAM-SHA-256\0".len() + 4..]).into_owned();
+    let nonce = data.split("r=").nth(1).expect("client nonce").to_owned();
+    let mut cont = 11i32.to_be_bytes().to_vec();
+    cont.extend_from_slice(format!("r={nonce}srv,s=c2FsdHNhbHQ=,i={iterations}").as_bytes());
+    p.handle_input(&Script::new().msg(b'R', &cont).0);
+    p
+}
+
+#[test]
+fn a_scram_iteration_count_over_the_bound_is_refused_before_deriving_the_key() {
+    // 2^32-1 iterations would block the loop for about half an hour (release build).
+    for (count, says) in [
+        (
+            "4294967295",
+            "asks for 4294967295 iterations, more than momoko's bound of 1000000",
+        ),
+        (
+            "1000001",
+            "asks for 1000001 iterations, more than momoko's bound of 1000000",
+        ),
+        // Beyond u64 (and u32): postgres-protocol's own parser refuses it.
+        ("99999999999999999999", "SCRAM authentication failed"),
+    ] {
+        let started = std::time::Instant::now();
+        let mut p = scram_with_iterations(count);
+        let ev = drain(&mut p);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{count} iterations took {:?}",
+            started.elapsed()
+        );
+        let [Event::Closed(e)] = &ev[..] else {
+            panic!("{count}: {ev:?}")
+        };
+        assert_eq!(e.kind(), crate::ErrorKind::Connection, "{e}");
+        assert!(e.to_string().contains(says), "{count}: {e}");
+    }
+}
+
+#[test]
+fn a_scram_iteration_count_within_the_bound_is_accepted() {
+    let mut p = scram_with_iterations("4096");
+    assert!(drain(&mut p).is_empty());
+    assert!(!p.is_closed());
+    // The client-final-message (with its proof) was queued.
+    let out = take_out(&mut p);
+    assert_eq!(out[0], b'p');
+    assert!(String::from_utf8_lossy(&out).contains(",p="));
+}

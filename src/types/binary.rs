@@ -24,6 +24,10 @@ pub(crate) struct BinArray<'a> {
 pub(crate) fn parse_array(raw: &[u8]) -> Result<BinArray<'_>, Error> {
     use fallible_iterator::FallibleIterator;
     let arr = pt::array_from_sql(raw).map_err(conv("array"))?;
+    // Each dimension beyond the first is decoded by one more level of recursion.
+    if arr.dimensions().count().map_err(conv("array"))? > super::MAX_ARRAY_DIMS {
+        return Err(super::too_many_dims());
+    }
     let dims: Vec<pt::ArrayDimension> = arr.dimensions().collect().map_err(conv("array"))?;
     // Each element takes at least four bytes, so the buffer bounds the count, not the header.
     let mut elements = Vec::with_capacity(raw.len() / 4);

@@ -26,6 +26,17 @@ mod tests;
 pub use decode::FromSql;
 pub use to_sql::ToSql;
 
+/// PostgreSQL's MAXDIM: no array it sends has more dimensions. The decoders refuse deeper
+/// nesting, because they recurse once per dimension and a hostile server could otherwise
+/// overflow the stack (an abort, not a panic) with a few hundred kilobytes.
+pub(crate) const MAX_ARRAY_DIMS: usize = 6;
+
+fn too_many_dims() -> Error {
+    Error::conversion(format!(
+        "malformed array: more than {MAX_ARRAY_DIMS} dimensions"
+    ))
+}
+
 /// How literals are written into client-side rendered queries.
 ///
 /// The connection keeps it in step with the server's `standard_conforming_strings`

@@ -310,13 +310,25 @@ where
 
 /// The literal of a value of a type without a variant of its own: the server's text, with a
 /// cast for the well-known types so that the literal has the type the value came with.
+///
+/// psycopg2's adapters for these types (dates, times, intervals, uuids…) write `'…'` without
+/// the `E` even when standard_conforming_strings is off. Without a backslash the two forms
+/// mean the same under either setting, so the plain one is written then; text with a
+/// backslash keeps the `E'…'` form with doubled backslashes, the only one safe under both.
 pub(crate) fn typed_text(
     type_oid: u32,
     text: &str,
     ctx: &QuoteContext,
     out: &mut String,
 ) -> Result<(), Error> {
-    string(text, ctx, out)?;
+    let ctx = if text.contains('\\') {
+        *ctx
+    } else {
+        QuoteContext {
+            standard_conforming_strings: true,
+        }
+    };
+    string(text, &ctx, out)?;
     if let Some(name) = oid::cast_name(type_oid) {
         out.push_str("::");
         out.push_str(name);

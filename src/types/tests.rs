@@ -289,6 +289,30 @@ fn without_standard_conforming_strings_literals_use_e_and_double_backslashes() {
     );
 }
 
+#[test]
+fn typed_text_without_backslashes_has_no_e_prefix_as_in_psycopg2() {
+    // psycopg2 2.9.13 on a connection opened with standard_conforming_strings off:
+    // mogrify("%s", [date(2024, 2, 29)]) == "'2024-02-29'::date" (no E).
+    let date = Value::Unknown {
+        type_oid: oid::DATE,
+        text: "2024-02-29".into(),
+    };
+    assert_eq!(date.to_literal(&OFF).unwrap(), "'2024-02-29'::date");
+    assert_eq!(date.to_literal(&ON).unwrap(), "'2024-02-29'::date");
+    let quoted = Value::Unknown {
+        type_oid: oid::INTERVAL,
+        text: "it's".into(),
+    };
+    assert_eq!(quoted.to_literal(&OFF).unwrap(), "'it''s'::interval");
+    // A backslash still needs the E form to mean itself under the setting off.
+    let slash = Value::Unknown {
+        type_oid: oid::DATE,
+        text: "a\\b".into(),
+    };
+    assert_eq!(slash.to_literal(&OFF).unwrap(), "E'a\\\\b'::date");
+    assert_eq!(slash.to_literal(&ON).unwrap(), "'a\\b'::date");
+}
+
 // ---- text decoding ----
 
 #[test]
@@ -746,4 +770,54 @@ fn value_accessors_and_conversions() {
     assert_eq!(Value::from(true).as_bool(), Some(true));
     assert_eq!(Value::from(vec![1i32]).type_oid(), oid::INT4_ARRAY);
     assert_eq!(Value::from("x").as_i64(), None);
+}
+
+/// A binary array of `dims` dimensions of length 1 holding one int4.
+fn binary_array_of_dims(dims: i32) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&dims.to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.extend_from_slice(&oid::INT4.to_be_bytes());
+    for _ in 0..dims {
+        b.extend_from_slice(&1i32.to_be_bytes());
+        b.extend_from_slice(&1i32.to_be_bytes());
+    }
+    b.extend_from_slice(&4i32.to_be_bytes());
+    b.extend_from_slice(&7i32.to_be_bytes());
+    b
+}
+
+#[test]
+fn deeply_nested_arrays_are_refused_instead_of_overflowing_the_stack() {
+    // Both crashed the whole process (stack overflow, an abort no caller can catch): a
+    // hostile server needed 200 kB of text or 160 kB of binary array in one DataRow field.
+    let depth = 100_000;
+    let text = format!("{}1{}", "{".repeat(depth), "}".repeat(depth));
+    let e = Value::from_sql(&col(oid::INT4_ARRAY, 0), Some(text.as_bytes())).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conversion);
+    assert!(e.to_string().contains("more than 6 dimensions"), "{e}");
+    let e = Vec::<Value>::from_sql(&col(oid::INT4_ARRAY, 0), Some(text.as_bytes())).unwrap_err();
+    assert!(e.to_string().contains("more than 6 dimensions"), "{e}");
+
+    let binary = binary_array_of_dims(20_000);
+    let e = Value::from_sql(&col(oid::INT4_ARRAY, 1), Some(&binary)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conversion);
+    assert!(e.to_string().contains("more than 6 dimensions"), "{e}");
+}
+
+#[test]
+fn six_dimensions_are_still_decoded() {
+    // PostgreSQL's MAXDIM is 6: the deepest array a real server sends.
+    let text = "{{{{{{7}}}}}}";
+    let v = Value::from_sql(&col(oid::INT4_ARRAY, 0), Some(text.as_bytes())).unwrap();
+    let mut expect = Value::Array(vec![Value::Int4(7)]);
+    for _ in 0..5 {
+        expect = Value::Array(vec![expect]);
+    }
+    assert_eq!(v, expect);
+    let v = Value::from_sql(&col(oid::INT4_ARRAY, 1), Some(&binary_array_of_dims(6))).unwrap();
+    assert_eq!(v, expect);
+    let seven = "{{{{{{{1}}}}}}}";
+    assert!(Value::from_sql(&col(oid::INT4_ARRAY, 0), Some(seven.as_bytes())).is_err());
+    assert!(Value::from_sql(&col(oid::INT4_ARRAY, 1), Some(&binary_array_of_dims(7))).is_err());
 }

@@ -66,7 +66,14 @@ pub(crate) fn parse_array(input: &str) -> Result<Vec<ArrayItem<'_>>, Error> {
                         None => return Err(bad("array", input)),
                         Some(b'\\') if in_quotes => i += 1,
                         Some(b'"') => in_quotes = !in_quotes,
-                        Some(b'{') if !in_quotes => depth += 1,
+                        Some(b'{') if !in_quotes => {
+                            depth += 1;
+                            // This brace opens dimension depth + 1: each is decoded by one
+                            // more level of recursion, so the nesting is bounded here.
+                            if depth + 1 > super::MAX_ARRAY_DIMS {
+                                return Err(super::too_many_dims());
+                            }
+                        }
                         Some(b'}') if !in_quotes => {
                             depth -= 1;
                             if depth == 0 {

@@ -1,0 +1,438 @@
+//! Entry points for the fuzz targets in `fuzz/`: thin wrappers that feed arbitrary bytes to
+//! the crate-private parts a hostile server or a hostile caller can reach (the protocol core,
+//! the value decoders, the connection-string parser, the placeholder parser with mogrify).
+//!
+//! Compiled only with the `fuzzing` feature and hidden from the documentation: it is not API.
+//! Each function must never panic on any input *except* through the invariant assertions it
+//! makes itself (those are the bugs the fuzzer looks for), must never do I/O, and must keep
+//! its own allocations proportional to its input, so that the fuzzer's RSS limit measures the
+//! code under test.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::params::mogrify;
+use crate::proto::{Credentials, Event, Protocol, Request, Response};
+use crate::row::{Column, Row};
+use crate::types::{oid, FromSql, QuoteContext, TypeRegistry, Value};
+use crate::Config;
+
+/// The message bound used by the protocol targets: small, so that the length checks are
+/// exercised with inputs the fuzzer can actually produce.
+const FUZZ_MAX_MESSAGE: usize = 64 * 1024;
+
+/// Feeds `data` to the protocol in pieces whose sizes come from `data` itself, so that every
+/// split point of a message is tried (a server may deliver a message one byte at a time).
+fn feed(p: &mut Protocol, data: &[u8], events: &mut Vec<Event>) {
+    let (step, mut rest) = data.split_first().map_or((0, data), |(&s, r)| (s, r));
+    // 0 means "all at once"; otherwise chunks of 1..=255 bytes.
+    let step = if step == 0 {
+        usize::MAX
+    } else {
+        usize::from(step)
+    };
+    while !rest.is_empty() {
+        let n = step.min(rest.len());
+        p.handle_input(&rest[..n]);
+        rest = &rest[n..];
+        drain(p, events);
+        // Whatever the server said, the client keeps asking for the bytes it owes.
+        let n = p.transmit_buf().len();
+        p.advance_transmit(n);
+    }
+    p.handle_eof(None);
+    drain(p, events);
+}
+
+fn drain(p: &mut Protocol, events: &mut Vec<Event>) {
+    while let Some(e) = p.poll_event() {
+        events.push(e);
+    }
+}
+
+/// Checks what every run must satisfy: at most one `Closed`, and it is the last event;
+/// no more completions than requests; a closed protocol keeps no input.
+fn check_events(p: &Protocol, events: &[Event], requests: usize) {
+    let closed: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, Event::Closed(_)))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(closed.len() <= 1, "Closed reported {} times", closed.len());
+    if let Some(&i) = closed.first() {
+        assert_eq!(i, events.len() - 1, "an event followed Closed");
+    }
+    let completed = events
+        .iter()
+        .filter(|e| matches!(e, Event::Completed(_)))
+        .count();
+    assert!(
+        completed <= requests,
+        "{completed} completions for {requests} requests"
+    );
+    assert!(p.is_closed(), "end of stream must close the protocol");
+    // Rows that came through are decodable or fail cleanly, never panic.
+    for e in events {
+        if let Event::Completed(Ok(Response::Query(r))) = e {
+            for row in &r.rows {
+                let _ = row.try_to_values();
+            }
+        }
+    }
+}
+
+fn credentials() -> Credentials {
+    Credentials {
+        user: "fuzz".to_owned(),
+        password: Some(b"secret".to_vec()),
+    }
+}
+
+fn startup_params() -> Vec<(String, String)> {
+    vec![
+        ("user".to_owned(), "fuzz".to_owned()),
+        ("client_encoding".to_owned(), "UTF8".to_owned()),
+    ]
+}
+
+/// Arbitrary server bytes from the very first byte: authentication, parameters, keys.
+pub fn protocol_startup(data: &[u8]) {
+    let mut p = Protocol::new(&startup_params(), credentials(), FUZZ_MAX_MESSAGE);
+    let mut events = Vec::new();
+    feed(&mut p, data, &mut events);
+    check_events(&p, &events, 0);
+}
+
+fn msg(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+    out.push(tag);
+    out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// A valid startup as PostgreSQL sends it for a trust login.
+fn valid_startup() -> Vec<u8> {
+    let mut s = Vec::new();
+    msg(&mut s, b'R', &0i32.to_be_bytes());
+    for (k, v) in [
+        ("server_version", "15.18"),
+        ("client_encoding", "UTF8"),
+        ("standard_conforming_strings", "on"),
+    ] {
+        let mut b = k.as_bytes().to_vec();
+        b.push(0);
+        b.extend_from_slice(v.as_bytes());
+        b.push(0);
+        msg(&mut s, b'S', &b);
+    }
+    msg(&mut s, b'K', &[0, 0, 0, 42, 0, 0, 0, 7]);
+    msg(&mut s, b'Z', b"I");
+    s
+}
+
+/// Arbitrary server bytes after a valid startup, with one request of every kind in flight,
+/// so that every answer path (rows, COPY, prepare, close, errors) is reachable.
+pub fn protocol_ready(data: &[u8]) {
+    let mut p = Protocol::new(&startup_params(), credentials(), FUZZ_MAX_MESSAGE);
+    p.handle_input(&valid_startup());
+    let mut events = Vec::new();
+    drain(&mut p, &mut events);
+    assert!(
+        matches!(events.as_slice(), [Event::Connected]),
+        "the scripted startup must connect: {events:?}"
+    );
+    let cols: Arc<[Column]> = vec![Column::new("a".into(), 0, 0, oid::INT4, 4, -1, 1)].into();
+    let requests = vec![
+        Request::Simple {
+            query: "SELECT 1".into(),
+        },
+        Request::Prepare {
+            name: "s1".into(),
+            query: "SELECT $1".into(),
+            param_types: vec![oid::INT4],
+        },
+        Request::ExecutePrepared {
+            statement: "s1".into(),
+            params: vec![Some(Bytes::from_static(&[0, 0, 0, 1])), None],
+            param_formats: vec![1],
+            columns: Some(cols),
+            result_format: 1,
+        },
+        Request::CopyOut {
+            query: "COPY t TO STDOUT".into(),
+        },
+        Request::CopyIn {
+            query: "COPY t FROM STDIN".into(),
+            data: Bytes::from_static(b"1\n"),
+        },
+        Request::CloseStatement { name: "s1".into() },
+    ];
+    let n = requests.len();
+    for r in requests {
+        p.send(r).expect("a ready protocol takes requests");
+    }
+    let n_out = p.transmit_buf().len();
+    p.advance_transmit(n_out);
+    events.clear();
+    feed(&mut p, data, &mut events);
+    check_events(&p, &events, n);
+}
+
+/// The types the decoder target picks from (by index from the input's first byte).
+const TYPES: &[u32] = &[
+    oid::BOOL,
+    oid::BYTEA,
+    oid::CHAR,
+    oid::NAME,
+    oid::INT8,
+    oid::INT2,
+    oid::INT4,
+    oid::TEXT,
+    oid::OID,
+    oid::JSON,
+    oid::FLOAT4,
+    oid::FLOAT8,
+    oid::UNKNOWN,
+    oid::BPCHAR,
+    oid::VARCHAR,
+    oid::NUMERIC,
+    oid::DATE,
+    oid::TIMESTAMPTZ,
+    oid::UUID,
+    oid::JSONB,
+    oid::BOOL_ARRAY,
+    oid::BYTEA_ARRAY,
+    oid::INT2_ARRAY,
+    oid::INT4_ARRAY,
+    oid::INT8_ARRAY,
+    oid::TEXT_ARRAY,
+    oid::FLOAT4_ARRAY,
+    oid::FLOAT8_ARRAY,
+    oid::NUMERIC_ARRAY,
+    oid::JSONB_ARRAY,
+    oid::DATE_ARRAY,
+    HSTORE,
+    HSTORE_ARRAY,
+];
+
+/// Made-up OIDs for hstore, as `register_hstore` would find them in a database.
+const HSTORE: u32 = 90_001;
+const HSTORE_ARRAY: u32 = 90_002;
+
+fn try_all(col: &Column, raw: Option<&[u8]>) {
+    macro_rules! each {
+        ($($t:ty),*) => {$( let _ = <$t as FromSql>::from_sql(col, raw); )*};
+    }
+    each!(
+        i16,
+        i32,
+        i64,
+        u32,
+        bool,
+        f32,
+        f64,
+        String,
+        Vec<u8>,
+        Value,
+        Option<i32>,
+        Option<String>,
+        Vec<i16>,
+        Vec<i32>,
+        Vec<i64>,
+        Vec<f64>,
+        Vec<bool>,
+        Vec<String>,
+        Vec<Vec<u8>>,
+        Vec<Option<i32>>,
+        Vec<Option<String>>,
+        Vec<Vec<i32>>,
+        Vec<Vec<Option<String>>>,
+        Vec<Value>,
+        HashMap<String, Option<String>>,
+        Vec<HashMap<String, Option<String>>>
+    );
+    #[cfg(feature = "json")]
+    each!(serde_json::Value, Vec<serde_json::Value>);
+}
+
+/// Every decoder on arbitrary bytes: byte 0 picks the type, byte 1 the format (text or
+/// binary) and whether the field is NULL; the rest is the field. Then the same rest is read
+/// as a whole DataRow body for a row of 1 to 4 such columns.
+pub fn decode(data: &[u8]) {
+    if data.len() < 2 {
+        return;
+    }
+    let type_oid = TYPES[usize::from(data[0]) % TYPES.len()];
+    let format = i16::from(data[1] & 1);
+    let null = data[1] & 2 != 0;
+    let ncols = usize::from((data[1] >> 2) & 3) + 1;
+    let rest = &data[2..];
+    let mut reg = TypeRegistry::new();
+    reg.register_hstore(HSTORE, HSTORE_ARRAY);
+    let mut col = Column::new("c".into(), 0, 0, type_oid, -1, -1, format);
+    col.resolve(&reg);
+    try_all(&col, if null { None } else { Some(rest) });
+
+    let cols: Arc<[Column]> = vec![col; ncols].into();
+    if let Ok(row) = Row::new(cols, Bytes::copy_from_slice(rest)) {
+        for i in 0..row.len() {
+            let _ = row.try_get::<_, Value>(i);
+            let _ = row.try_get::<_, String>(i);
+            let _ = row.try_get::<_, Vec<Option<String>>>(i);
+        }
+        let _ = format!("{row:?}");
+    }
+}
+
+/// The connection-string parser (key=value and URI forms) with an environment that holds
+/// only `USER` and `HOME`: with them set the parser never reads `/etc/passwd`, so the target
+/// does no I/O.
+pub fn conninfo(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    let env = |k: &str| match k {
+        "USER" => Some("fuzz".to_owned()),
+        "HOME" => Some("/nonexistent".to_owned()),
+        _ => None,
+    };
+    if let Ok(c) = Config::parse_with_env(s, &env) {
+        let _ = c.targets();
+        let _ = c.startup_params();
+        let _ = c.tls_required();
+        let _ = format!("{c:?}");
+    }
+}
+
+/// Splits `data` into values of every kind the caller can pass.
+fn values(mut data: &[u8]) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Some((&kind, rest)) = data.split_first() {
+        let len = usize::from(rest.first().copied().unwrap_or(0) % 64);
+        let body = rest.get(1..).unwrap_or(&[]);
+        let take = len.min(body.len());
+        let (chunk, tail) = body.split_at(take);
+        data = tail;
+        let int = |c: &[u8]| {
+            let mut b = [0u8; 8];
+            b[..c.len().min(8)].copy_from_slice(&c[..c.len().min(8)]);
+            i64::from_le_bytes(b)
+        };
+        let text = String::from_utf8_lossy(chunk).into_owned();
+        let v = match kind % 12 {
+            0 => Value::Null,
+            1 => Value::Bool(kind & 16 != 0),
+            2 => Value::Int8(int(chunk)),
+            3 => Value::Float8(f64::from_bits(int(chunk) as u64)),
+            4 => Value::Float4(f32::from_bits(int(chunk) as u32)),
+            5 => Value::Numeric(text),
+            6 => Value::Bytes(chunk.to_vec()),
+            7 => Value::Array(text.chars().map(|c| Value::Text(c.to_string())).collect()),
+            8 => Value::Array(vec![
+                Value::Array(vec![Value::Int4(int(chunk) as i32), Value::Null]),
+                Value::Array(vec![Value::Text(text), Value::Null]),
+            ]),
+            9 => Value::Hstore(
+                [(text.clone(), Some(text)), (String::new(), None)]
+                    .into_iter()
+                    .collect(),
+            ),
+            10 => Value::Unknown {
+                type_oid: oid::DATE,
+                text,
+            },
+            _ => Value::Text(text),
+        };
+        out.push(v);
+    }
+    out
+}
+
+/// Reads back one SQL string literal as the server's lexer would: `'…'` with `''`, plus
+/// backslash escapes for `E'…'` or when standard_conforming_strings is off. Returns the
+/// string and what follows the literal.
+fn read_literal(lit: &str, scs: bool) -> Option<(String, &str)> {
+    let (escapes, rest) = match lit.strip_prefix('E') {
+        Some(r) => (true, r),
+        None => (!scs, lit),
+    };
+    let mut chars = rest.strip_prefix('\'')?.char_indices().peekable();
+    let body = rest.strip_prefix('\'')?;
+    let mut s = String::new();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\'' => {
+                if let Some(&(_, '\'')) = chars.peek() {
+                    chars.next();
+                    s.push('\'');
+                } else {
+                    return Some((s, &body[i + 1..]));
+                }
+            }
+            '\\' if escapes => {
+                // Only the escapes momoko writes are needed: `\\` and `\'`.
+                let (_, e) = chars.next()?;
+                s.push(e);
+            }
+            c => s.push(c),
+        }
+    }
+    None
+}
+
+/// The placeholder parser and mogrify on arbitrary queries and values; for strings and bytes
+/// the rendered literal must read back, under the same setting, as exactly the value.
+pub fn params(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let ctx = QuoteContext {
+        standard_conforming_strings: flags & 1 == 0,
+    };
+    // The query is everything up to the first 0xff; the values come after it.
+    let split = rest.iter().position(|&b| b == 0xff).unwrap_or(rest.len());
+    let query = String::from_utf8_lossy(&rest[..split]);
+    let vals = values(rest.get(split + 1..).unwrap_or(&[]));
+    let _ = mogrify(&query, &vals, &ctx);
+    let named: crate::Named = vals
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("p{i}"), v.clone()))
+        .collect();
+    let _ = mogrify(&query, &named, &ctx);
+
+    for v in &vals {
+        let Ok(lit) = v.to_literal(&ctx) else {
+            if let Value::Text(s) = v {
+                assert!(s.contains('\0'), "only NUL may refuse a string: {s:?}");
+            }
+            continue;
+        };
+        match v {
+            Value::Text(s) => {
+                let (back, after) = read_literal(&lit, ctx.standard_conforming_strings)
+                    .unwrap_or_else(|| panic!("unreadable literal {lit:?}"));
+                assert_eq!(&back, s, "literal {lit:?} reads back differently");
+                assert_eq!(after, "", "text after the literal {lit:?}");
+            }
+            Value::Bytes(b) => {
+                let (back, after) = read_literal(&lit, ctx.standard_conforming_strings)
+                    .unwrap_or_else(|| panic!("unreadable literal {lit:?}"));
+                assert_eq!(after, "::bytea", "bytea literal {lit:?}");
+                let hex = back.strip_prefix("\\x").expect("hex bytea");
+                let decoded: Vec<u8> = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits"))
+                    .collect();
+                assert_eq!(&decoded, b, "bytea literal {lit:?}");
+            }
+            Value::Int8(_) | Value::Float8(_) | Value::Float4(_) => {
+                // `1-%s` must never become `1--…`, a comment.
+                assert!(!lit.starts_with('-'), "a bare negative number {lit:?}");
+            }
+            _ => {}
+        }
+    }
+}
