@@ -28,6 +28,14 @@ use crate::types::QuoteContext;
 use crate::types::TypeRegistry;
 use crate::types::Value;
 
+/// The quoting of what is sent: string literals as `E'…'`, which the server reads the same
+/// whatever `standard_conforming_strings` is when the query runs. The setting the client
+/// last heard of is not enough: a SET pipelined before the query (or run by a function)
+/// changes it in between, and a backslash would then end a `'…'` literal early.
+const SEND_CONTEXT: QuoteContext = QuoteContext {
+    standard_conforming_strings: false,
+};
+
 /// Opens a connection: `momoko.connect(dsn)`. The future resolves to the connection.
 pub fn connect(dsn: &str) -> Future<Result<Connection, Error>> {
     Connection::new(dsn).connect()
@@ -374,6 +382,8 @@ impl Connection {
         self.shared.raw.borrow().as_ref().map_or(0, |r| r.pending())
     }
 
+    /// The quoting of what this connection shows (`mogrify`): psycopg2's, for the setting
+    /// the server last reported.
     fn quote_context(&self) -> QuoteContext {
         let raw = self.shared.raw.borrow();
         let scs = raw
@@ -397,7 +407,7 @@ impl Connection {
             // With no parameters at all `%` is literal (Momoko issue 136).
             return Ok(query.to_owned());
         }
-        params.render(query, &self.quote_context())
+        params.render(query, &SEND_CONTEXT)
     }
 
     /// Runs `query` with psycopg2-style parameters (`%s`, `%(name)s`, `%%`) and resolves to a
@@ -487,7 +497,7 @@ impl Connection {
         done: Done<Cursor>,
     ) {
         let (query, values) = callproc_query(procname, params);
-        match values.render(&query, &self.quote_context()) {
+        match values.render(&query, &SEND_CONTEXT) {
             Ok(sql) => self.simple(
                 sql,
                 Box::new(move |r| done(r.and_then(|resp| to_cursor(String::new(), resp)))),
@@ -522,7 +532,7 @@ impl Connection {
     }
 
     pub(crate) fn batch_cb(&self, statements: &[Statement], done: Done<Vec<Cursor>>) {
-        let ctx = self.quote_context();
+        let ctx = SEND_CONTEXT;
         let queries: Result<Vec<String>, Error> =
             statements.iter().map(|s| s.render(&ctx)).collect();
         let queries = match queries {
@@ -570,7 +580,7 @@ impl Connection {
         auto_rollback: bool,
         done: Done<Vec<Cursor>>,
     ) {
-        let ctx = self.quote_context();
+        let ctx = SEND_CONTEXT;
         let rendered: Result<Vec<String>, Error> =
             statements.iter().map(|s| s.render(&ctx)).collect();
         let rendered = match rendered {

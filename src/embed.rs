@@ -113,17 +113,16 @@ impl MioConnection {
         params: P,
         callback: impl FnOnce(Result<Cursor, Error>) + 'static,
     ) {
-        let ctx = QuoteContext {
-            standard_conforming_strings: self
-                .raw
-                .proto()
-                .and_then(|p| p.parameter("standard_conforming_strings"))
-                .is_none_or(|v| v == "on"),
-        };
+        // As the IoLoop binding: literals the server reads the same under either setting.
         let sql = if params.is_empty() {
             Ok(query.to_owned())
         } else {
-            params.render(query, &ctx)
+            params.render(
+                query,
+                &QuoteContext {
+                    standard_conforming_strings: false,
+                },
+            )
         };
         match sql {
             Ok(sql) => self.raw.request(
