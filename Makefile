@@ -18,7 +18,7 @@ FUZZ_TARGETS := protocol_startup protocol_ready decode conninfo params
 # Where `make pg` keeps its server (git-ignored).
 PG_DIR := .pg/server
 
-.PHONY: help test demo pg pg-stop examples tcproxy bench clean postgres testpg-bin fuzz
+.PHONY: help test demo pg pg-stop examples tcproxy bench clean postgres testpg-bin soak fuzz
 
 help:
 	@echo "make demo      run the demo examples against a throwaway PostgreSQL"
@@ -27,6 +27,7 @@ help:
 	@echo "make pg-stop   stop and remove it"
 	@echo "make examples  run every example in examples/ against a throwaway PostgreSQL"
 	@echo "make tcproxy   build the tcproxy relay binary (release)"
+	@echo "make soak      the restart soak: five restarts and resets under load (about a minute)"
 	@echo "make fuzz      run every fuzz target for FUZZ_SECONDS each (default $(FUZZ_SECONDS)), one at a time"
 	@echo "make bench     benchmarks (not yet)"
 	@echo "make clean     stop the make-pg server and remove build output"
@@ -120,6 +121,11 @@ fuzz:
 	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir fuzz -O -a $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -timeout=10 -print_final_stats=1; \
 	done
+
+# The restart soak of issue 9 (about a minute, at most two): five server restarts and
+# tcproxy resets under load; every acknowledged INSERT must be there exactly once.
+soak: postgres testpg-bin
+	$(TESTPG) run -- $(CARGO) test --release --test soak -- --ignored --nocapture
 
 bench:
 	@echo "Benchmarks come with the speed issue; nothing to run yet."
