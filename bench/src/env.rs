@@ -47,7 +47,7 @@ impl Sizes {
     /// The sizes.
     pub fn full() -> Sizes {
         Sizes {
-            w1: 10_000,
+            w1: 20_000,
             w2: 200_000,
             w2b: 2_000,
             w3: 100_000,

@@ -247,12 +247,13 @@ fn run_workload(w: workloads::Workload, rounds: usize) -> Outcome {
             match (c.run)() {
                 Ok(s) => {
                     eprintln!(
-                        "   round {} {:<22} {:>12.0} {}/s  {:>8.2} µs CPU/op",
+                        "   round {} {:<22} {:>12.0} {}/s  {:>8.2} µs CPU/op ({:.0} % kernel)",
                         r + 1,
                         c.name,
                         s.rate(),
                         w.unit,
-                        s.cpu_us_per_op()
+                        s.cpu_us_per_op(),
+                        s.sys_share() * 100.0
                     );
                     samples[i].push(Some(s));
                 }

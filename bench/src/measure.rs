@@ -17,12 +17,19 @@ pub struct Sample {
     pub wall: Duration,
     /// Client CPU time (user + system) of the timed part.
     pub cpu: Duration,
+    /// The system (kernel) part of `cpu`: socket calls, wake-ups, loopback TCP.
+    pub sys: Duration,
 }
 
 impl Sample {
     /// Units per second.
     pub fn rate(&self) -> f64 {
         self.ops as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// The kernel's share of the client CPU, 0 to 1.
+    pub fn sys_share(&self) -> f64 {
+        self.sys.as_secs_f64() / self.cpu.as_secs_f64().max(1e-12)
     }
 
     /// Client CPU microseconds per unit.
@@ -34,7 +41,7 @@ impl Sample {
 /// A running measurement: started before the timed part, finished after it.
 pub struct Meter {
     start: Instant,
-    cpu: Duration,
+    cpu: (Duration, Duration),
 }
 
 impl Meter {
@@ -49,23 +56,26 @@ impl Meter {
     /// Stops timing; `ops` units were done in between.
     pub fn finish(self, ops: u64) -> Sample {
         let wall = self.start.elapsed();
+        let (user, sys) = cpu_time(libc::RUSAGE_SELF);
+        let sys = sys.saturating_sub(self.cpu.1);
         Sample {
             ops,
             wall,
-            cpu: cpu_time(libc::RUSAGE_SELF).saturating_sub(self.cpu),
+            cpu: user.saturating_sub(self.cpu.0) + sys,
+            sys,
         }
     }
 }
 
-/// User + system CPU time of `who` (`RUSAGE_SELF` or `RUSAGE_CHILDREN`).
-pub fn cpu_time(who: libc::c_int) -> Duration {
+/// User and system CPU time of `who` (`RUSAGE_SELF` or `RUSAGE_CHILDREN`).
+pub fn cpu_time(who: libc::c_int) -> (Duration, Duration) {
     // SAFETY: getrusage only writes the struct we hand it; all-zero is a valid rusage.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid, writable rusage for the duration of the call.
     let rc = unsafe { libc::getrusage(who, &mut ru) };
     assert_eq!(rc, 0, "getrusage failed");
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    (tv(ru.ru_utime), tv(ru.ru_stime))
 }
 
 /// The process's resident set in bytes, from `/proc/self/statm` (its second field, in pages).

@@ -75,7 +75,9 @@ pub fn run(env: &Env, r: &Run) -> Result<Sample, String> {
         .arg(&env.dbname)
         .output()
         .map_err(|e| format!("pgbench: {e}"))?;
-    let cpu = cpu_time(libc::RUSAGE_CHILDREN).saturating_sub(before);
+    let after = cpu_time(libc::RUSAGE_CHILDREN);
+    let sys = after.1.saturating_sub(before.1);
+    let cpu = after.0.saturating_sub(before.0) + sys;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(format!(
@@ -100,5 +102,6 @@ pub fn run(env: &Env, r: &Run) -> Result<Sample, String> {
         // pgbench's own clock: the time its transactions took, connection time excluded.
         wall: Duration::from_secs_f64(tx / tps.max(1e-9)),
         cpu,
+        sys,
     })
 }

@@ -57,6 +57,10 @@ impl Outcome {
         Spread::of(self.samples[i].iter().flatten().map(Sample::cpu_us_per_op))
     }
 
+    fn sys_share(&self, i: usize) -> Spread {
+        Spread::of(self.samples[i].iter().flatten().map(Sample::sys_share))
+    }
+
     /// `num ÷ den` of `metric`, round by round (rounds where both ran).
     fn ratio(&self, num: usize, den: usize, metric: Metric) -> Spread {
         Spread::of(
@@ -280,7 +284,7 @@ fn markdown(
         let _ = writeln!(w, "{}\n", o.note);
         let _ = writeln!(
             w,
-            "| contender | {}/s median | min | max | client CPU µs per {} | {} ÷ this, {}/s | {} ÷ this, CPU per {} |",
+            "| contender | {}/s median | min | max | client CPU µs per {} | of it kernel | {} ÷ this, {}/s | {} ÷ this, CPU per {} |",
             o.unit,
             singular(o.unit),
             o.names[0],
@@ -288,12 +292,12 @@ fn markdown(
             o.names[0],
             singular(o.unit)
         );
-        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|");
         for (i, name) in o.names.iter().enumerate() {
             if let Some(e) = &o.errors[i] {
                 if o.samples[i].iter().all(Option::is_none) {
                     let first = e.lines().next().unwrap_or("");
-                    let _ = writeln!(w, "| {name} | failed: {first} | | | | | |");
+                    let _ = writeln!(w, "| {name} | failed: {first} | | | | | | |");
                     continue;
                 }
             }
@@ -308,11 +312,12 @@ fn markdown(
             };
             let _ = writeln!(
                 w,
-                "| {name} | {} | {} | {} | {} | {rr} | {rc} |",
+                "| {name} | {} | {} | {} | {} | {:.0} % | {rr} | {rc} |",
                 si(r.median),
                 si(r.min),
                 si(r.max),
-                us(o.cpu(i).median)
+                us(o.cpu(i).median),
+                o.sys_share(i).median * 100.0
             );
         }
         let _ = writeln!(w);

@@ -1,6 +1,8 @@
 //! The issue's workloads (W1–W6), who runs each, and the targets they are judged by. The
 //! first contender of every workload is the momoko variant its ratios are taken for.
 
+use std::cell::OnceCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -108,9 +110,12 @@ fn pg(
     }
 }
 
+/// W5's data: the INSERT statements and the COPY chunks.
+type InsertData = (Arc<Vec<String>>, Arc<Vec<Bytes>>);
+
 /// W5's data: `rows` rows as multi-row INSERTs of 1,000 rows, and as COPY text in 64 KiB
 /// chunks. Built once, outside every timed part, and shared by every contender.
-pub fn insert_data(rows: u64) -> (Arc<Vec<String>>, Arc<Vec<Bytes>>) {
+pub fn insert_data(rows: u64) -> InsertData {
     let mut stmts = Vec::new();
     let mut i = 0u64;
     while i < rows {
@@ -332,44 +337,48 @@ pub fn all(env: &Env) -> Vec<Workload> {
             contender!("floor", env, floor::w4_mixed(&env)),
         ],
     });
-    let (stmts, chunks) = insert_data(s.w5);
+    // Built on first use (not at all when W5 is not selected), outside every timed part.
+    let data: Rc<OnceCell<InsertData>> = Rc::default();
     let rows = s.w5;
-    {
-        let st = stmts.clone();
-        let (a, b, c) = (st.clone(), st.clone(), st);
-        w.push(Workload {
-            id: "W5i",
-            title: "W5 bulk insert, multi-row INSERT",
-            unit: "rows",
-            note: format!(
-                "{rows} rows (int4, text, float8) into an unlogged table as {} INSERTs of 1,000 \
-                 rows, one after the other, simple protocol.",
-                stmts.len()
-            ),
-            contenders: vec![
-                contender!("momoko", env, mk::w5_insert(&env, a.clone(), rows)),
-                contender!("tokio-postgres", env, tp::w5_insert(&env, b.clone(), rows)),
-                contender!("floor", env, floor::w5_insert(&env, c.clone(), rows)),
-            ],
-        });
-    }
-    {
-        let (a, b, c) = (chunks.clone(), chunks.clone(), chunks);
-        w.push(Workload {
-            id: "W5c",
-            title: "W5 bulk insert, COPY FROM STDIN",
-            unit: "rows",
-            note: format!(
-                "The same {rows} rows as COPY text, in 64 KiB chunks: momoko `copy_in_chunks`, \
-                 tokio-postgres `copy_in` sink, the floor's CopyData messages."
-            ),
-            contenders: vec![
-                contender!("momoko", env, mk::w5_copy(&env, a.clone(), rows)),
-                contender!("tokio-postgres", env, tp::w5_copy(&env, b.clone(), rows)),
-                contender!("floor", env, floor::w5_copy(&env, c.clone(), rows)),
-            ],
-        });
-    }
+    let stmts = {
+        let d = data.clone();
+        move || d.get_or_init(|| insert_data(rows)).0.clone()
+    };
+    let chunks = {
+        let d = data.clone();
+        move || d.get_or_init(|| insert_data(rows)).1.clone()
+    };
+    let (a, b, c) = (stmts.clone(), stmts.clone(), stmts);
+    w.push(Workload {
+        id: "W5i",
+        title: "W5 bulk insert, multi-row INSERT",
+        unit: "rows",
+        note: format!(
+            "{rows} rows (int4, text, float8) into an unlogged table as {} INSERTs of 1,000 \
+             rows, one after the other, simple protocol.",
+            rows.div_ceil(1000)
+        ),
+        contenders: vec![
+            contender!("momoko", env, mk::w5_insert(&env, a(), rows)),
+            contender!("tokio-postgres", env, tp::w5_insert(&env, b(), rows)),
+            contender!("floor", env, floor::w5_insert(&env, c(), rows)),
+        ],
+    });
+    let (a, b, c) = (chunks.clone(), chunks.clone(), chunks);
+    w.push(Workload {
+        id: "W5c",
+        title: "W5 bulk insert, COPY FROM STDIN",
+        unit: "rows",
+        note: format!(
+            "The same {rows} rows as COPY text, in 64 KiB chunks: momoko `copy_in_chunks`, \
+             tokio-postgres `copy_in` sink, the floor's CopyData messages."
+        ),
+        contenders: vec![
+            contender!("momoko", env, mk::w5_copy(&env, a(), rows)),
+            contender!("tokio-postgres", env, tp::w5_copy(&env, b(), rows)),
+            contender!("floor", env, floor::w5_copy(&env, c(), rows)),
+        ],
+    });
     let n = s.w6;
     let mut w6 = |id, title, dsn: Option<String>, n: u64, with_floor: bool| {
         let Some(dsn) = dsn else { return };
