@@ -400,8 +400,8 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// A horizontal bar chart: per workload, each contender's median throughput as a share of
-/// the fastest one's, with its min–max as a whisker.
+/// A horizontal bar chart: per workload, each contender's median throughput, with its
+/// min–max as a whisker, scaled to the workload's best round; the median is written out.
 pub fn write_svg(path: &Path, outcomes: &[Outcome]) -> std::io::Result<()> {
     const W: f64 = 900.0;
     const LABEL: f64 = 190.0;
@@ -411,9 +411,10 @@ pub fn write_svg(path: &Path, outcomes: &[Outcome]) -> std::io::Result<()> {
     let mut y = 40.0;
     for o in outcomes {
         let spreads: Vec<Spread> = (0..o.names.len()).map(|i| o.rates(i)).collect();
+        // Scaled to the largest max of the group, so that every whisker fits.
         let best = spreads
             .iter()
-            .map(|s| s.median)
+            .map(|s| s.max)
             .filter(|m| m.is_finite())
             .fold(0.0, f64::max);
         if best <= 0.0 {
@@ -463,7 +464,7 @@ pub fn write_svg(path: &Path, outcomes: &[Outcome]) -> std::io::Result<()> {
                 let _ = writeln!(
                     body,
                     r#"<text x="{:.1}" y="{:.0}" class="v">{}</text>"#,
-                    LABEL + BAR.max(x1 - LABEL) + 6.0,
+                    LABEL + BAR + 8.0,
                     y + 12.0,
                     si(s.median)
                 );
@@ -482,7 +483,7 @@ pub fn write_svg(path: &Path, outcomes: &[Outcome]) -> std::io::Result<()> {
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h:.0}" viewBox="0 0 {W} {h:.0}" font-family="sans-serif" font-size="12">
 <style>.h{{font-weight:bold}} .l{{text-anchor:end}} .v{{fill:#333}}</style>
 <rect width="100%" height="100%" fill="#fff"/>
-<text x="10" y="20" font-size="14" font-weight="bold">momoko-bench: median throughput per workload, as a share of the fastest contender (whisker: min–max of the rounds)</text>
+<text x="10" y="20" font-size="14" font-weight="bold">momoko-bench: median throughput per workload (bar) and min–max of the rounds (whisker), scaled to each workload's best round</text>
 {body}</svg>
 "##,
         h = y + 10.0
