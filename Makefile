@@ -9,7 +9,7 @@ MAKEFLAGS += --no-builtin-rules --no-print-directory
 CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 TESTPG := $(TARGET_DIR)/debug/momoko-testpg
-# The examples `make demo` runs, in order; those not written yet are skipped.
+# The examples `make demo` runs, in order.
 DEMO_EXAMPLES := trivial parallel server_side_cursor
 # Where `make pg` keeps its server (git-ignored).
 PG_DIR := .pg/server
@@ -22,8 +22,8 @@ help:
 	@echo "make pg        start a PostgreSQL that stays up (in $(PG_DIR)) and print its DSNs"
 	@echo "make pg-stop   stop and remove it"
 	@echo "make examples  run every example in examples/ against a throwaway PostgreSQL"
-	@echo "make tcproxy   build the tcproxy binaries (release)"
-	@echo "make bench     momoko against tokio-postgres, the protocol floor and pgbench (~10 min;"
+	@echo "make tcproxy   build the tcproxy relay binary (release)"
+	@echo "make bench     momoko against tokio-postgres, the protocol floor and pgbench (~7 min;"
 	@echo "               BENCH_ARGS=--quick for a smoke run); writes BENCHMARKS.md and docs/bench.svg"
 	@echo "make clean     stop the make-pg server and remove build output"
 
@@ -64,37 +64,29 @@ test: postgres
 	$(CARGO) build -p momoko-testpg
 	$(TESTPG) run -- $(CARGO) test --workspace
 
-# Runs the demo examples that exist under one server; until there are any, shows that the
-# server starts and takes every kind of login.
+# The tutorial's examples, in order, under one throwaway server (or the one in
+# MOMOKO_TEST_DSN). MOMOKO_DSN is cleared so that a value left in the shell cannot point
+# them elsewhere. They are built first so that compiler output does not interleave.
 demo: postgres testpg-bin
-	@present=(); \
-	for ex in $(DEMO_EXAMPLES); do [ -f "examples/$$ex.rs" ] && present+=("$$ex"); done; \
-	if [ $${#present[@]} -gt 0 ]; then \
-	  echo "==> running examples: $${present[*]} (against a throwaway PostgreSQL)"; \
-	  $(TESTPG) run -- bash -euo pipefail -c \
-	    'for ex in "$$@"; do echo "==> cargo run --example $$ex"; $(CARGO) run -q --example "$$ex"; done' \
-	    demo "$${present[@]}"; \
-	else \
-	  echo "==> no demo examples yet ($(DEMO_EXAMPLES:%=examples/%.rs)); showing the throwaway server instead"; \
-	  $(TESTPG) run -- bash -euo pipefail -c ' \
-	    step() { local out; out=$$("$${MOMOKO_PG_BIN:+$$MOMOKO_PG_BIN/}psql" -X -q -A -t -d "$$2" -c "$$3"); \
-	             printf "%-22s %s\n" "$$1" "$$out"; }; \
-	    step "server:" "$$MOMOKO_TEST_DSN" "select version()"; \
-	    echo "DSN (trust, TCP):      $$MOMOKO_TEST_DSN"; \
-	    step "trust login, TCP:" "$$MOMOKO_TEST_DSN" "select current_user"; \
-	    step "trust login, socket:" "$$MOMOKO_TEST_DSN_UNIX" "select current_user"; \
-	    step "MD5 login:" "$$MOMOKO_TEST_DSN_MD5" "select current_user"; \
-	    step "SCRAM-SHA-256 login:" "$$MOMOKO_TEST_DSN_SCRAM" "select current_user"; \
-	    step "hstore:" "$$MOMOKO_TEST_DSN" "select hstore(array[[1,2]]::text[])"'; \
-	  echo "==> server stopped and removed"; \
-	fi
+	@$(CARGO) build -q --examples
+	@echo "==> running examples: $(DEMO_EXAMPLES) (against a throwaway PostgreSQL)"
+	@env -u MOMOKO_DSN $(TESTPG) run -- bash -euo pipefail -c \
+	  'for ex in "$$@"; do echo; echo "==> cargo run --example $$ex"; $(CARGO) run -q --example "$$ex"; done' \
+	  demo $(DEMO_EXAMPLES)
+	@echo "==> done; the server is stopped and removed"
 
+# Every example in examples/; web runs bounded, serving its own client (--self-test).
 examples: postgres testpg-bin
+	@$(CARGO) build -q --examples
 	@shopt -s nullglob; names=(); \
 	for f in examples/*.rs; do names+=("$$(basename "$$f" .rs)"); done; \
 	if [ $${#names[@]} -eq 0 ]; then echo "==> no examples in examples/ yet"; exit 0; fi; \
-	$(TESTPG) run -- bash -euo pipefail -c \
-	  'for ex in "$$@"; do echo "==> cargo run --example $$ex"; $(CARGO) run -q --example "$$ex"; done' \
+	env -u MOMOKO_DSN $(TESTPG) run -- bash -euo pipefail -c \
+	  'for ex in "$$@"; do \
+	     case "$$ex" in web) args=(--port 0 --self-test 200);; *) args=();; esac; \
+	     echo; echo "==> cargo run --example $$ex $${args[*]}"; \
+	     $(CARGO) run -q --example "$$ex" -- "$${args[@]}"; \
+	   done' \
 	  examples "$${names[@]}"
 
 pg: postgres testpg-bin
@@ -109,11 +101,8 @@ pg-stop:
 	fi
 
 tcproxy:
-	@if [ -f tcproxy/src/main.rs ] || [ -d tcproxy/src/bin ]; then \
-	  $(CARGO) build --release -p tcproxy --bins; \
-	else \
-	  echo "tcproxy has no binary yet: nothing to build"; \
-	fi
+	$(CARGO) build --release -p tcproxy --bins
+	@echo "==> $(TARGET_DIR)/release/tcproxy (usage: tcproxy [-v] \"[addr:]port -> [addr:]port\")"
 
 # The issue-6 benchmark (bench/, crate momoko-bench), release build, under a throwaway
 # PostgreSQL from momoko-testpg; an existing server is used instead when MOMOKO_TEST_DSN is

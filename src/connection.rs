@@ -592,7 +592,47 @@ impl Connection {
         }
     }
 
+    /// BEGIN and the statements as one batch (one Sync), then COMMIT as a query of its own:
+    /// two answers for the whole transaction. A failing statement makes the server skip
+    /// the rest of the batch; the COMMIT of the failed transaction then rolls it back, so
+    /// whatever is pipelined behind it runs outside it. A statement holding several
+    /// commands, which a batch cannot take, sends the transaction again the simple way.
     fn transaction_pipelined(&self, rendered: Vec<String>, done: Done<Vec<Cursor>>) {
+        let mut queries = Vec::with_capacity(rendered.len() + 1);
+        queries.push("BEGIN".to_owned());
+        queries.extend(rendered.iter().cloned());
+        let batch: Rc<RefCell<Option<Result<Response, Error>>>> = Rc::default();
+        let slot = batch.clone();
+        self.request(
+            Request::Batch { queries },
+            Box::new(move |r| *slot.borrow_mut() = Some(r)),
+        );
+        let conn = self.clone();
+        self.simple(
+            "COMMIT".to_owned(),
+            Box::new(move |commit| {
+                let batch = batch.borrow_mut().take().expect("answered before COMMIT");
+                match (batch, commit) {
+                    (Err(e), _) if is_multiple_commands(&e) => {
+                        conn.transaction_simple(rendered, done)
+                    }
+                    (Err(e), _) | (Ok(_), Err(e)) => done(Err(e)),
+                    (Ok(Response::Batch(results)), Ok(_)) => done(Ok(results
+                        .into_iter()
+                        .skip(1)
+                        .zip(rendered)
+                        .map(|(r, q)| result_cursor(q, r))
+                        .collect())),
+                    (Ok(other), Ok(_)) => done(Err(Error::protocol(format!(
+                        "expected a batch result, got {other:?}"
+                    )))),
+                }
+            }),
+        );
+    }
+
+    /// The transaction as separate simple queries, pipelined: BEGIN, each statement, COMMIT.
+    fn transaction_simple(&self, rendered: Vec<String>, done: Done<Vec<Cursor>>) {
         struct Tx {
             cursors: Vec<Option<Cursor>>,
             error: Option<Error>,
@@ -997,22 +1037,31 @@ impl Connection {
                     // Whatever is queued must reach the server before the cancel does.
                     r.flush();
                     let key = r.proto().and_then(|p| p.backend_key());
-                    r.peer().cloned().zip(key)
+                    r.peer().cloned().zip(key).map(|t| (t, r.head_sequence()))
                 }
                 None => None,
             }
         };
         match target {
-            Some((peer, (pid, secret))) => crate::cancel::cancel(
-                &self.shared.ioloop,
-                &peer,
-                pid,
-                secret,
-                self.shared
+            Some(((peer, (pid, secret)), head)) => {
+                let timeout = self
+                    .shared
                     .options
                     .connect_timeout
-                    .unwrap_or(Duration::from_secs(10)),
-            ),
+                    .unwrap_or(Duration::from_secs(10));
+                let fut = crate::cancel::cancel(&self.shared.ioloop, &peer, pid, secret, timeout);
+                if let Some(head) = head {
+                    // A backend still reading its next command ignores a cancel, and the
+                    // query may reach it just after our request did: while that same
+                    // request is still running, ask again a few times.
+                    let weak = Rc::downgrade(&self.shared);
+                    let retry = move |_: &Future<Result<(), Error>>| {
+                        Shared::cancel_again(weak, peer, (pid, secret), head, timeout, 20);
+                    };
+                    fut.add_done_callback(retry);
+                }
+                fut
+            }
             None => {
                 let (fut, done) = self.future();
                 done(Err(Error::connection(
@@ -1230,8 +1279,21 @@ fn callproc_query<P: Params + ?Sized>(procname: &str, params: &P) -> (String, Pa
     (format!("SELECT * FROM {procname}({args})"), values)
 }
 
-/// Builds the cursor for one statement's result.
-fn result_cursor(query: String, r: crate::proto::QueryResult) -> Cursor {
+/// Whether the server refused a statement because it holds several commands (the
+/// extended protocol takes one per Parse).
+fn is_multiple_commands(e: &Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| d.code == "42601" && d.message.contains("cannot insert multiple commands"))
+}
+
+/// Builds the cursor for one statement's result; `query` names it when the result does not
+/// carry its own text (only simple queries do).
+fn result_cursor(query: String, mut r: crate::proto::QueryResult) -> Cursor {
+    let query = if r.query.is_empty() {
+        query
+    } else {
+        std::mem::take(&mut r.query)
+    };
     let rowcount = match &r.tag {
         Some(tag) => crate::row::rowcount_from_tag(tag),
         None => -1,
@@ -1459,6 +1521,38 @@ impl Shared {
         }
     }
 
+    /// Sends the cancel again after a short wait if request `head` is still the one running.
+    fn cancel_again(
+        weak: Weak<Shared>,
+        peer: crate::raw::Peer,
+        key: (i32, i32),
+        head: u64,
+        timeout: Duration,
+        tries: u32,
+    ) {
+        let Some(shared) = weak.upgrade() else { return };
+        if tries == 0 {
+            return;
+        }
+        let lp = shared.ioloop.clone();
+        drop(shared);
+        lp.clone().call_later(Duration::from_millis(50), move || {
+            let Some(shared) = weak.upgrade() else { return };
+            let still = shared
+                .raw
+                .borrow()
+                .as_ref()
+                .is_some_and(|r| r.head_sequence() == Some(head));
+            if !still {
+                return;
+            }
+            let f = crate::cancel::cancel(&lp, &peer, key.0, key.1, timeout);
+            f.add_done_callback(move |_| {
+                Shared::cancel_again(weak, peer, key, head, timeout, tries - 1);
+            });
+        });
+    }
+
     fn on_ready(this: &Rc<Shared>, ready: Ready) {
         if let Some(raw) = this.raw.borrow_mut().as_mut() {
             raw.handle_ready(
@@ -1548,6 +1642,9 @@ impl Shared {
                     reg.timer = Some((id, at));
                 }
             }
+            // Writes wait for the next turn of the loop: every request of this turn goes
+            // out in one write, and the poll in between notices a connection that died
+            // while idle before a request is written into it (so a pool may retry safely).
             if raw.wants_write() && !reg.flush_scheduled {
                 reg.flush_scheduled = true;
                 let me = this.clone();

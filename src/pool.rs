@@ -260,6 +260,7 @@ struct Waiter {
     seq: u64,
     /// The operation may share its connection (see `pipeline_depth`).
     shareable: bool,
+    abandoned: Abandoned,
     cb: Done<Connection>,
     timer: Option<TimeoutId>,
 }
@@ -293,8 +294,14 @@ struct State {
     /// Futures of `connect()` calls made while the first connect is running.
     connect_waiters: Vec<Future<Result<Pool, Error>>>,
     initial: Option<Initial>,
-    /// When the last reconnect batch failed entirely: the next waits `reconnect_interval`.
+    /// When a connect attempt last failed: background reconnects wait `reconnect_interval`.
     last_failed_connect: Option<Instant>,
+    /// When an attempt made on demand (by `connect()` or a request that found every
+    /// connection dead) last failed: within `reconnect_interval` of it, such a request fails
+    /// at once with DatabaseNotAvailable, as in Momoko.
+    last_failed_requested: Option<Instant>,
+    /// Pending connects made on demand.
+    requested: std::collections::HashSet<Id>,
     reconnect_timer: Option<TimeoutId>,
     shrinker: Option<PeriodicCallback>,
     hstore: Option<(u32, u32)>,
@@ -382,6 +389,9 @@ impl Drop for Managed {
         }
     }
 }
+
+/// Whether the caller of a waiting request has given up on it.
+type Abandoned = Rc<dyn Fn() -> bool>;
 
 /// An operation the pool runs on a connection, again on another one for a retry.
 type Op<T> = Rc<dyn Fn(&Connection, Done<T>)>;
@@ -628,19 +638,30 @@ impl Pool {
     /// and `DatabaseNotAvailable` is returned when no live connection can be had.
     pub fn getconn(&self, ping: bool) -> Future<Result<Connection, Error>> {
         let fut = Future::with_loop(&self.0.ioloop);
-        let f = fut.clone();
+        let (resolve, abandoned) = resolver(&fut);
         let inner = self.0.clone();
+        let pool = self.clone();
+        let gone = abandoned.clone();
         let done: Done<Connection> = Box::new(move |r| {
-            let _ = f.set_result(r);
+            if gone() {
+                // The caller dropped its future: nobody will give this connection back.
+                if let Ok(conn) = r {
+                    log::debug!("pool: getconn was abandoned; the connection goes back");
+                    let _ = pool.putconn(conn);
+                }
+                return;
+            }
+            resolve(r)
         });
         if !ping {
-            Inner::acquire(&inner, false, done);
+            Inner::acquire(&inner, false, abandoned, done);
             return fut;
         }
         let pool = self.clone();
         Inner::acquire(
             &self.0,
             false,
+            abandoned,
             Box::new(move |r| match r {
                 Err(e) => done(Err(e)),
                 Ok(conn) => {
@@ -769,6 +790,7 @@ impl Pool {
             st.sharers.clear();
             conns.extend(st.pending.drain().map(|(_, c)| c));
             conns.append(&mut st.dead);
+            st.requested.clear();
             conns.extend(st.listener.take());
             if let Some(t) = st.listener_timer.take() {
                 self.0.ioloop.remove_timeout(t);
@@ -797,14 +819,12 @@ impl Pool {
 
     fn operate<T: 'static>(&self, op: Op<T>, shareable: bool) -> Future<Result<T, Error>> {
         let fut = Future::with_loop(&self.0.ioloop);
-        let f = fut.clone();
-        let done: Done<T> = Box::new(move |r| {
-            let _ = f.set_result(r);
-        });
+        let (done, abandoned) = resolver(&fut);
         let inner = self.0.clone();
         Inner::acquire(
             &self.0,
             shareable,
+            abandoned,
             Box::new(move |r| match r {
                 Err(e) => done(Err(e)),
                 Ok(conn) => Inner::attempt(&inner, conn, op, 0, false, done),
@@ -812,6 +832,17 @@ impl Pool {
         );
         fut
     }
+}
+
+/// The callback that resolves `fut`, and a probe telling whether its caller dropped it (the
+/// pool's own handle is then the last one: a waiter nobody waits for leaves the queue).
+fn resolver<T: 'static>(fut: &Future<Result<T, Error>>) -> (Done<T>, Abandoned) {
+    let holder = Rc::new(fut.clone());
+    let h = holder.clone();
+    let done: Done<T> = Box::new(move |r| {
+        let _ = h.set_result(r);
+    });
+    (done, Rc::new(move || holder.is_sole_handle()))
 }
 
 fn pool_closed() -> Error {
@@ -856,16 +887,19 @@ impl Inner {
             }
         }));
         let id = id_of(&conn);
-        Inner::connect_one(this, conn);
+        Inner::connect_one(this, conn, true);
         id
     }
 
     /// Starts connecting `conn` (new or dead); it joins `pending`.
-    fn connect_one(this: &Rc<Inner>, conn: Connection) {
-        this.state
-            .borrow_mut()
-            .pending
-            .insert(id_of(&conn), conn.clone());
+    fn connect_one(this: &Rc<Inner>, conn: Connection, requested: bool) {
+        {
+            let mut st = this.state.borrow_mut();
+            st.pending.insert(id_of(&conn), conn.clone());
+            if requested {
+                st.requested.insert(id_of(&conn));
+            }
+        }
         let weak = Rc::downgrade(this);
         let fut = conn.connect();
         this.ioloop.add_future(&fut, move |f| {
@@ -887,10 +921,15 @@ impl Inner {
             return;
         }
         let ok = result.is_ok();
+        let requested = st.requested.remove(&id);
         if let Err(e) = &result {
             log::debug!("pool: a connection failed to connect: {e}");
             // Reconnect batches after a failure are spaced by reconnect_interval.
-            st.last_failed_connect = Some(this.ioloop.time());
+            let now = this.ioloop.time();
+            st.last_failed_connect = Some(now);
+            if requested {
+                st.last_failed_requested = Some(now);
+            }
         } else {
             st.server_version = conn.server_version().or(st.server_version);
         }
@@ -934,6 +973,12 @@ impl Inner {
     fn add_free(this: &Rc<Inner>, conn: Connection) {
         let waiter = {
             let mut st = this.state.borrow_mut();
+            while st.waiting.front().is_some_and(|w| (w.abandoned)()) {
+                let w = st.waiting.pop_front().expect("checked");
+                if let Some(t) = w.timer {
+                    this.ioloop.remove_timeout(t);
+                }
+            }
             match st.waiting.pop_front() {
                 Some(w) => {
                     st.busy.insert(id_of(&conn), conn.clone());
@@ -965,6 +1010,10 @@ impl Inner {
             st.pending.is_empty() && st.free.is_empty() && st.busy.is_empty()
         };
         if all_dead {
+            log::warn!(
+                "pool: every connection is dead; requests fail with DatabaseNotAvailable \
+                 until a reconnect succeeds"
+            );
             Inner::abort_waiters(this, not_available());
         }
         Inner::schedule_reconnect(this);
@@ -1020,32 +1069,38 @@ impl Inner {
             }
         };
         if at <= now {
-            Inner::reanimate(this);
+            Inner::reanimate(this, false);
             return;
         }
         let weak = Rc::downgrade(this);
         let timer = this.ioloop.call_at(at, move || {
             if let Some(inner) = weak.upgrade() {
                 inner.state.borrow_mut().reconnect_timer = None;
-                Inner::reanimate(&inner);
+                Inner::reanimate(&inner, false);
             }
         });
         this.state.borrow_mut().reconnect_timer = Some(timer);
     }
 
-    /// Whether a reconnect batch may start now.
-    fn may_reconnect(this: &Rc<Inner>) -> bool {
+    /// Whether a reconnect batch may start now: on demand, unless an on-demand attempt
+    /// failed within `reconnect_interval`; in the background, unless any attempt did.
+    fn may_reconnect(this: &Rc<Inner>, requested: bool) -> bool {
         let st = this.state.borrow();
-        match st.last_failed_connect {
+        let last = if requested {
+            st.last_failed_requested
+        } else {
+            st.last_failed_connect
+        };
+        match last {
             Some(t) => this.ioloop.time() >= t + this.config.reconnect_interval,
             None => true,
         }
     }
 
-    /// Starts a reconnect batch of every dead connection, unless the last one failed less
-    /// than `reconnect_interval` ago.
-    fn reanimate(this: &Rc<Inner>) {
-        if !Inner::may_reconnect(this) {
+    /// Starts a reconnect batch of every dead connection, unless that is too soon after a
+    /// failed one (see `may_reconnect`).
+    fn reanimate(this: &Rc<Inner>, requested: bool) {
+        if !Inner::may_reconnect(this, requested) {
             log::debug!("pool: not reconnecting, too soon after the last failed batch");
             Inner::schedule_reconnect(this);
             return;
@@ -1061,7 +1116,7 @@ impl Inner {
             log::debug!("pool: reconnecting {} connection(s)", dead.len());
         }
         for conn in dead {
-            Inner::connect_one(this, conn);
+            Inner::connect_one(this, conn, requested);
         }
     }
 
@@ -1088,7 +1143,7 @@ impl Inner {
     }
 
     /// Hands a connection to `cb`: a free one at once (LIFO), or after waiting (FIFO).
-    fn acquire(this: &Rc<Inner>, shareable: bool, cb: Done<Connection>) {
+    fn acquire(this: &Rc<Inner>, shareable: bool, abandoned: Abandoned, cb: Done<Connection>) {
         let phase = this.state.borrow().phase;
         match phase {
             Phase::New => return cb(Err(not_connected())),
@@ -1124,6 +1179,8 @@ impl Inner {
                     Some(Ok(conn))
                 }
                 None if !st.busy.is_empty() || !st.pending.is_empty() => {
+                    // Requests whose callers gave up hold no place in the queue.
+                    st.waiting.retain(|w| !(w.abandoned)());
                     if this
                         .config
                         .max_waiting
@@ -1143,7 +1200,7 @@ impl Inner {
                 None => {
                     // Everything is dead: reconnect if allowed, then wait for it.
                     drop(st);
-                    Inner::reanimate(this);
+                    Inner::reanimate(this, true);
                     let st = this.state.borrow();
                     if st.pending.is_empty() {
                         drop(st);
@@ -1176,6 +1233,7 @@ impl Inner {
                 this.state.borrow_mut().waiting.push_back(Waiter {
                     seq,
                     shareable,
+                    abandoned,
                     cb,
                     timer,
                 });

@@ -255,6 +255,8 @@ pub(crate) struct RawConnection {
     discard_deadline: Option<Instant>,
     /// Where the socket is connected: the CancelRequest goes to the same place.
     peer: Option<Peer>,
+    /// Requests answered so far: the oldest in flight is number `answered`.
+    answered: u64,
     actions: Vec<Action>,
     last_error: Option<Error>,
     setsession_error: Option<Error>,
@@ -299,6 +301,7 @@ impl RawConnection {
             query_timeout: options.query_timeout,
             discard_deadline: None,
             peer: None,
+            answered: 0,
             actions: Vec::new(),
             last_error: None,
             setsession_error: None,
@@ -446,6 +449,11 @@ impl RawConnection {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// A number naming the oldest request in flight (the one a cancel would hit), if any.
+    pub(crate) fn head_sequence(&self) -> Option<u64> {
+        (!self.waiters.is_empty()).then_some(self.answered)
     }
 
     /// Where the socket is connected, for a CancelRequest.
@@ -709,6 +717,7 @@ impl RawConnection {
                         log::error!("a response arrived with no request waiting for it");
                         continue;
                     };
+                    self.answered += 1;
                     if !self
                         .waiters
                         .iter()

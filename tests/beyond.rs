@@ -7,30 +7,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::{dsn, run, run_for, unique};
-use momoko::ioloop::{Future, IoLoop};
+use common::{dsn, run, run_for, sleep, unique, wait_until};
 use momoko::{Connection, ErrorKind, Notification, Pool, Value};
 
 async fn connect() -> Connection {
     momoko::connect(&dsn()).await.expect("connect")
-}
-
-async fn sleep(d: Duration) {
-    let f = Future::<()>::new();
-    let f2 = f.clone();
-    IoLoop::current().call_later(d, move || {
-        let _ = f2.set_result(());
-    });
-    f.await
-}
-
-/// Waits until `cond` holds, failing the test after `secs` seconds.
-async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[test]
@@ -514,5 +495,65 @@ fn query_caches_prepared_statements_and_reprepares_when_the_result_type_changes(
         // The temporary table went with the old session: the statement's own error.
         let err = conn.query(&sql, (1i32,)).await.unwrap_err();
         assert_eq!(err.code(), Some("42P01"));
+    });
+}
+
+#[test]
+fn notices_reach_the_notice_handler_with_their_fields() {
+    run(async {
+        let got: Rc<RefCell<Vec<momoko::DbError>>> = Rc::default();
+        let g = got.clone();
+        let conn = Connection::builder(&dsn())
+            .notice_handler(move |n| g.borrow_mut().push(n.clone()))
+            .connect()
+            .await
+            .unwrap();
+        conn.execute(
+            "DO $$ BEGIN RAISE WARNING 'careful %', 42 USING HINT = 'look twice'; END $$",
+            (),
+        )
+        .await
+        .unwrap();
+        let got = got.borrow();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].severity, "WARNING");
+        assert_eq!(got[0].code, "01000");
+        assert_eq!(got[0].message, "careful 42");
+        assert_eq!(got[0].hint.as_deref(), Some("look twice"));
+    });
+}
+
+#[test]
+fn connect_timeout_fires_on_a_server_that_accepts_and_says_nothing() {
+    // The kernel completes the handshake (backlog); nobody ever reads or writes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    run(async move {
+        let start = Instant::now();
+        let err = Connection::builder(&format!("host=127.0.0.1 port={port} user=u dbname=d"))
+            .connect_timeout(Duration::from_millis(300))
+            .connect()
+            .await
+            .unwrap_err();
+        let took = start.elapsed();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        // libpq's keyword works the same way (whole seconds, at least 2).
+        let start = Instant::now();
+        let err = momoko::connect(&format!(
+            "host=127.0.0.1 port={port} user=u dbname=d connect_timeout=2"
+        ))
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+            "{took:?}"
+        );
+        drop(listener);
     });
 }

@@ -814,3 +814,32 @@ fn values_round_trip_with_standard_conforming_strings_on_and_off() {
         round_trip_table(&off).await;
     });
 }
+
+#[test]
+fn a_transaction_statement_with_several_commands_still_works() {
+    run(async {
+        let conn = connect().await;
+        let cursors = conn
+            .transaction(vec!["SELECT 1; SELECT 2", "SELECT 3"])
+            .await
+            .unwrap();
+        let got: Vec<i32> = cursors
+            .into_iter()
+            .map(|mut c| c.fetchone().unwrap().get(0))
+            .collect();
+        assert_eq!(got, vec![2, 3]);
+        assert_eq!(conn.transaction_status(), b'I');
+    });
+}
+
+#[test]
+fn requests_pipelined_behind_a_failed_transaction_run_outside_it() {
+    run(async {
+        let conn = connect().await;
+        let tx = conn.transaction(vec!["SELECT 1", "SELECT 1/0", "SELECT 3"]);
+        let after = conn.execute("SELECT 4", ());
+        assert_eq!(tx.await.unwrap_err().code(), Some("22012"));
+        assert_eq!(after.await.unwrap().fetchone().unwrap().get::<_, i32>(0), 4);
+        assert_eq!(conn.transaction_status(), b'I');
+    });
+}

@@ -5,8 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{dsn, refused_port, run, run_for, unique};
-use momoko::ioloop::IoLoop;
+use common::{
+    assert_none_busy, dsn, refused_port, run, run_and_check_query, run_for, run_parallel_queries,
+    sleep, unique,
+};
 use momoko::{ErrorKind, Pool, PoolStats, Statement};
 
 fn bad_dsn() -> String {
@@ -27,55 +29,11 @@ async fn build(size: usize) -> Pool {
     builder(size).build().unwrap().connect().await.unwrap()
 }
 
-fn assert_none_busy(pool: &Pool) {
-    assert_eq!(
-        pool.stats().busy,
-        0,
-        "connections were not recycled: {pool:?}"
-    );
-}
-
-async fn sleep(d: Duration) {
-    let f = momoko::ioloop::Future::<()>::new();
-    let f2 = f.clone();
-    IoLoop::current().call_later(d, move || {
-        let _ = f2.set_result(());
-    });
-    f.await
-}
-
 /// Momoko's shutter: closes every live connection on the client side.
 fn shutter(pool: &Pool) {
     for c in pool.connections_for_tests() {
         c.close();
     }
-}
-
-async fn run_and_check_query(pool: &Pool) {
-    let mut c = pool.execute("SELECT 6, 19, 24;", ()).await.unwrap();
-    let r = c.fetchone().unwrap();
-    assert_eq!(
-        (r.get::<_, i32>(0), r.get::<_, i32>(1), r.get::<_, i32>(2)),
-        (6, 19, 24)
-    );
-}
-
-/// Fires `jobs` concurrent `pg_sleep(2)` and checks they finish within 1.1 × the ideal.
-async fn run_parallel_queries(pool: &Pool, jobs: usize, size: usize) {
-    let start = Instant::now();
-    let fs: Vec<_> = (0..jobs)
-        .map(|_| pool.execute("SELECT pg_sleep(2);", ()))
-        .collect();
-    for f in fs {
-        f.await.unwrap();
-    }
-    let bound = 2.0 * (jobs as f64 / size as f64) * 1.1;
-    let took = start.elapsed().as_secs_f64();
-    assert!(
-        took < bound,
-        "{jobs} jobs took {took:.2}s, bound {bound:.2}s"
-    );
-    assert_none_busy(pool);
 }
 
 #[test]
@@ -891,6 +849,79 @@ fn pipeline_depth_lets_operations_share_busy_connections_in_order() {
         pool.putconn(a).unwrap();
         shared.await.unwrap();
         pool.putconn(b).unwrap();
+        assert_none_busy(&pool);
+    });
+}
+
+#[test]
+fn an_abandoned_getconn_does_not_leak_its_connection() {
+    run(async {
+        let pool = build(1).await;
+        let held = pool.getconn(false).await.unwrap();
+        // Queued behind `held`, then dropped by its caller.
+        drop(pool.getconn(true));
+        drop(pool.getconn(false));
+        // Each new waiter clears the abandoned ones before it: one is left.
+        assert_eq!(pool.stats().waiting, 1);
+        pool.putconn(held).unwrap();
+        let conn = pool.getconn(true).await.unwrap();
+        pool.putconn(conn).unwrap();
+        assert_eq!(
+            pool.stats(),
+            PoolStats {
+                free: 1,
+                ..PoolStats::default()
+            }
+        );
+    });
+}
+
+#[test]
+fn a_busy_connection_terminated_by_the_server_is_retried_on_a_new_session() {
+    run(async {
+        let pool = build(1).await;
+        let admin = momoko::connect(&dsn()).await.unwrap();
+        let conn = pool.getconn(false).await.unwrap();
+        let pid = conn.backend_pid().unwrap();
+        pool.putconn(conn).unwrap();
+        let slow = pool.execute("SELECT pg_backend_pid(), pg_sleep(0.5)", ());
+        sleep(Duration::from_millis(100)).await;
+        admin
+            .execute("SELECT pg_terminate_backend(%s)", (pid,))
+            .await
+            .unwrap();
+        // The server answered FATAL before completing the query: provably not applied, so
+        // the pool ran it again on a fresh session.
+        let mut c = slow.await.unwrap();
+        assert_ne!(c.fetchone().unwrap().get::<_, i32>(0), pid);
+        assert_none_busy(&pool);
+    });
+}
+
+#[test]
+fn waiters_whose_futures_were_dropped_leave_the_queue() {
+    run(async {
+        let pool = builder(1)
+            .max_waiting(2)
+            .build()
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let held = pool.getconn(false).await.unwrap();
+        drop(pool.execute("SELECT 1", ()));
+        drop(pool.execute("SELECT 2", ()));
+        // The dropped ones hold no place: two live waiters still fit.
+        let a = pool.execute("SELECT 3", ());
+        let b = pool.execute("SELECT 4", ());
+        assert_eq!(pool.stats().waiting, 2);
+        assert_eq!(
+            pool.execute("SELECT 5", ()).await.unwrap_err().kind(),
+            ErrorKind::Pool
+        );
+        pool.putconn(held).unwrap();
+        assert_eq!(a.await.unwrap().fetchone().unwrap().get::<_, i32>(0), 3);
+        assert_eq!(b.await.unwrap().fetchone().unwrap().get::<_, i32>(0), 4);
         assert_none_busy(&pool);
     });
 }

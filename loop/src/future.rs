@@ -171,6 +171,13 @@ impl<T: 'static> Future<T> {
         }
     }
 
+    /// Whether this is the only handle left to the future: nobody else can ever read its
+    /// value. A producer can use it to notice an abandoned request (a dropped waiter) and
+    /// give back what it would have handed over.
+    pub fn is_sole_handle(&self) -> bool {
+        Rc::strong_count(&self.0) == 1
+    }
+
     /// True once [`set_result`](Future::set_result) has run, and still after the value was
     /// taken.
     pub fn done(&self) -> bool {

@@ -38,6 +38,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod arena;
+mod combinators;
 mod future;
 mod handlers;
 mod ioloop;
@@ -46,6 +47,7 @@ mod remote;
 mod tasks;
 mod timers;
 
+pub use combinators::{gather, sleep};
 pub use future::Future;
 pub use handlers::{HandlerId, Ready};
 pub use ioloop::{IoLoop, TimedOut, TimeoutId, WeakIoLoop};

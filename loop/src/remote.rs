@@ -137,8 +137,13 @@ impl Remote {
 /// let handle = ioloop.handle();
 /// let (tx, rx) = mpsc::channel();
 /// std::thread::spawn(move || {
-///     handle.add_callback(move || tx.send("ran on the loop thread").unwrap());
-///     handle.stop();
+///     let stopper = handle.clone();
+///     // Stop from the callback: a stop() that reached the loop before start() would make
+///     // start() return at once, without running the callback.
+///     handle.add_callback(move || {
+///         tx.send("ran on the loop thread").unwrap();
+///         stopper.stop();
+///     });
 /// });
 /// ioloop.start();
 /// assert_eq!(rx.recv().unwrap(), "ran on the loop thread");

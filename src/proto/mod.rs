@@ -103,6 +103,8 @@ pub(crate) struct QueryResult {
     pub(crate) columns: Option<Arc<[Column]>>,
     pub(crate) rows: Vec<Row>,
     pub(crate) tag: Option<String>,
+    /// The text of a simple query, handed back (not copied) for the cursor.
+    pub(crate) query: String,
 }
 
 /// What the protocol reports to its driver.
@@ -449,6 +451,7 @@ impl Protocol {
         match request {
             Request::Simple { query } => {
                 frontend::query(&query, out).map_err(enc)?;
+                flight.result.query = query;
             }
             Request::Prepare {
                 name,

@@ -43,3 +43,84 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A tcproxy relay of the caller's own in front of the suite's server, and the DSN that
+/// goes through it (Momoko's `good_proxy_dsn`).
+pub fn relay() -> (tcproxy::ProxyHandle, String) {
+    use std::net::{SocketAddr, ToSocketAddrs};
+    let info = server();
+    let upstream: SocketAddr = (info.host.as_str(), info.port)
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = tcproxy::Proxy::start("127.0.0.1:0".parse().unwrap(), upstream).unwrap();
+    let addr = proxy.local_addr();
+    let mut words: Vec<String> = info
+        .dsn
+        .split_whitespace()
+        .filter(|w| {
+            !["host=", "hostaddr=", "port="]
+                .iter()
+                .any(|k| w.starts_with(k))
+        })
+        .map(str::to_owned)
+        .collect();
+    words.push(format!("hostaddr={} port={}", addr.ip(), addr.port()));
+    (proxy, words.join(" "))
+}
+
+/// Sleeps on the current loop (the test's own, inside `run`).
+pub async fn sleep(d: Duration) {
+    momoko::ioloop::sleep(&IoLoop::current(), d).await
+}
+
+/// Waits until `cond` holds, failing the test after `secs` seconds.
+pub async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Momoko's "Some connections were not recycled" check.
+pub fn assert_none_busy(pool: &momoko::Pool) {
+    assert_eq!(
+        pool.stats().busy,
+        0,
+        "connections were not recycled: {pool:?}"
+    );
+}
+
+/// Momoko's run_and_check_query.
+pub async fn run_and_check_query(pool: &momoko::Pool) {
+    let mut c = pool.execute("SELECT 6, 19, 24;", ()).await.unwrap();
+    let r = c.fetchone().unwrap();
+    assert_eq!(
+        (r.get::<_, i32>(0), r.get::<_, i32>(1), r.get::<_, i32>(2)),
+        (6, 19, 24)
+    );
+}
+
+/// Momoko's run_parallel_queries: `jobs` concurrent `pg_sleep(2)` must finish within 1.1 ×
+/// the ideal time for a pool of `size`.
+pub async fn run_parallel_queries(pool: &momoko::Pool, jobs: usize, size: usize) {
+    let start = std::time::Instant::now();
+    let fs: Vec<_> = (0..jobs)
+        .map(|_| pool.execute("SELECT pg_sleep(2);", ()))
+        .collect();
+    for f in fs {
+        f.await.unwrap();
+    }
+    let bound = 2.0 * (jobs as f64 / size as f64) * 1.1;
+    let took = start.elapsed().as_secs_f64();
+    assert!(
+        took < bound,
+        "{jobs} jobs took {took:.2}s, bound {bound:.2}s"
+    );
+    assert_none_busy(pool);
+}

@@ -1,0 +1,108 @@
+//! The `tcproxy` command as Momoko's tests ran it: policy on the command line, relaying
+//! until SIGTERM or SIGINT, then every socket closed and exit status 0.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tcproxy did not exit within 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn relays_then_exits_cleanly_on(sig: i32) {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = server.local_addr().unwrap().port();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tcproxy"))
+        .arg("-v")
+        .arg(format!("localhost:{port} -> 127.0.0.1:{up}"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut client = None;
+    wait_until(Duration::from_secs(5), "tcproxy listens", || {
+        client = TcpStream::connect(("127.0.0.1", port)).ok();
+        client.is_some()
+    });
+    let mut client = client.unwrap();
+    client.set_read_timeout(Some(IO_LIMIT)).unwrap();
+    let (mut upstream, _) = server.accept().unwrap();
+    upstream.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 5];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { kill(child.id() as i32, sig) }, 0);
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        client.read(&mut buf).unwrap(),
+        0,
+        "the relayed connection is closed"
+    );
+    let err = TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        log.contains(&format!("relaying 127.0.0.1:{port} -> 127.0.0.1:{up}")),
+        "{log}"
+    );
+    assert!(log.contains("1 connection(s) accepted"), "{log}");
+}
+
+#[test]
+fn sigterm_closes_every_socket_and_exits_zero() {
+    relays_then_exits_cleanly_on(15);
+}
+
+#[test]
+fn sigint_closes_every_socket_and_exits_zero() {
+    relays_then_exits_cleanly_on(2);
+}
+
+#[test]
+fn a_bad_policy_is_refused_with_status_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tcproxy"))
+        .arg("15432")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "tcproxy: bad proxy policy: \"15432\" has no \"->\""
+    );
+}

@@ -1,0 +1,316 @@
+//! Runs every program in `examples/` against the suite's server, so that none can rot: each
+//! must exit successfully within its time bound and print the lines that show it did its
+//! work.
+//!
+//! `cargo test` builds the examples next to the test binaries (`target/<profile>/examples`);
+//! they are run from there directly, with `MOMOKO_DSN` set to the suite's server. A binary
+//! that is missing or older than its sources (`cargo test --test examples` builds no
+//! example) is built first with `cargo build --example`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The suite's server: a throwaway cluster, or the one in `MOMOKO_TEST_DSN`.
+fn dsn() -> String {
+    momoko_testpg::TestServer::shared().dsn.clone()
+}
+
+/// The example's binary, built if it is missing or older than its sources (as after
+/// `cargo test --test examples`, which builds no example).
+fn example_binary(name: &str) -> PathBuf {
+    // The test binary is target/<profile>/deps/examples-<hash>; examples sit beside deps/.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = [
+        root.join("examples").join(format!("{name}.rs")),
+        root.join("src"),
+        root.join("loop/src"),
+        root.join("Cargo.toml"),
+    ];
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let newest = sources.iter().filter_map(|p| newest_mtime(p)).max();
+    if built.is_none() || newest > built {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--example", name]).current_dir(root);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build --example");
+        assert!(status.success(), "cargo build --example {name} failed");
+    }
+    assert!(path.exists(), "no example binary at {}", path.display());
+    path
+}
+
+/// The latest modification time of a file, or of any file under a directory.
+fn newest_mtime(path: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|entry| newest_mtime(&entry.ok()?.path()))
+        .max()
+}
+
+/// Runs an example with `args`, killing it after `limit`; returns its stdout after
+/// asserting that it exited successfully.
+fn run_example(name: &str, args: &[&str], limit: Duration) -> String {
+    let mut child = Command::new(example_binary(name))
+        .args(args)
+        .env("MOMOKO_DSN", dsn())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start example {name}: {e}"));
+    // Read both pipes on threads so that a chatty example never blocks on a full pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the example") {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+    match status {
+        None => panic!(
+            "example {name} did not finish within {limit:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        ),
+        Some(s) if !s.success() => {
+            panic!("example {name} failed ({s})\nstdout:\n{stdout}\nstderr:\n{stderr}")
+        }
+        Some(_) => stdout,
+    }
+}
+
+/// Asserts that `output` has a line containing each of `expected`, in that order.
+fn assert_lines_in_order(name: &str, output: &str, expected: &[&str]) {
+    let mut lines = output.lines();
+    for want in expected {
+        assert!(
+            lines.any(|line| line.contains(want)),
+            "example {name}: no line with {want:?} (in this order) in:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn trivial() {
+    let out = run_example("trivial", &[], Duration::from_secs(30));
+    assert_lines_in_order(
+        "trivial",
+        &out,
+        &[
+            "connection: connected, server version",
+            "connection: \"SELECT 1\" -> 1 row(s), first value 1 (SELECT 1)",
+            "connection: closed: true",
+            "pool: connected: <Pool at",
+            "-> two = 2",
+            "pool: closed: <Pool at",
+        ],
+    );
+}
+
+#[test]
+fn parallel() {
+    let out = run_example("parallel", &[], Duration::from_secs(30));
+    assert_lines_in_order(
+        "parallel",
+        &out,
+        &[
+            "connected: <Pool at",
+            "three queries queued",
+            "all three done in",
+            "Q1: [1] (SELECT 1)",
+            "Q2: [2] (SELECT 1)",
+            "Q3: [3] (SELECT 1)",
+            "pool closed",
+        ],
+    );
+    // The pool stretched to three connections to run them at once.
+    assert!(
+        out.contains("3 free, 0 busy"),
+        "parallel: the pool did not stretch to 3:\n{out}"
+    );
+}
+
+#[test]
+fn server_side_cursor() {
+    let out = run_example("server_side_cursor", &[], Duration::from_secs(30));
+    assert_lines_in_order(
+        "server_side_cursor",
+        &out,
+        &[
+            "getconn: took a connection: <Pool at",
+            "setup: BEGIN",
+            "setup: DECLARE CURSOR",
+            "FETCH 100 -> rows 1..=100",
+            "FETCH 100 -> rows 901..=1000",
+            "fetched 1000 rows in chunks of 100",
+            "transaction status now 'I'",
+            "connection given back: <Pool at",
+            "pool closed",
+        ],
+    );
+    assert_eq!(out.matches("FETCH 100 -> ").count(), 10, "{out}");
+    assert!(out.contains("took a connection: <Pool at"), "{out}");
+    assert!(
+        out.contains("0 free, 1 busy"),
+        "getconn left the connection free:\n{out}"
+    );
+}
+
+#[test]
+fn coroutines() {
+    let out = run_example("coroutines", &[], Duration::from_secs(30));
+    // The three tasks interleave, so each one's lines are checked on their own.
+    assert_lines_in_order(
+        "coroutines",
+        &out,
+        &["[trivial] connected", "[trivial] SELECT 1 -> 1"],
+    );
+    assert_lines_in_order(
+        "coroutines",
+        &out,
+        &[
+            "[parallel] Q1: [1]",
+            "[parallel] Q2: [2]",
+            "[parallel] Q3: [3]",
+        ],
+    );
+    assert_lines_in_order(
+        "coroutines",
+        &out,
+        &[
+            "[cursor] FETCH 250: 250 rows, sum 31375",
+            "[cursor] 1000 rows read; committed",
+        ],
+    );
+    assert_lines_in_order(
+        "coroutines",
+        &out,
+        &["[main] all three coroutines done", "[main] pool closed"],
+    );
+}
+
+#[test]
+fn web_serves_its_own_client() {
+    let out = run_example(
+        "web",
+        &["--port", "0", "--self-test", "300"],
+        Duration::from_secs(60),
+    );
+    assert_lines_in_order(
+        "web",
+        &out,
+        &[
+            "listening on http://127.0.0.1:",
+            "served 300 responses (0 answered 500)",
+            "self-test: 300 requests over 8 keep-alive connections, all 200",
+        ],
+    );
+}
+
+/// The web example against a client written here: HTTP/1.0, a 404, garbage, and two
+/// pipelined requests on a connection half-closed after sending them.
+#[test]
+fn web_answers_other_clients() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{Shutdown, TcpStream};
+
+    let mut child = Command::new(example_binary("web"))
+        .args(["--port", "0", "--requests", "5"])
+        .env("MOMOKO_DSN", dsn())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start web");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("web's first line");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+
+    let exchange = |request: &[u8]| -> String {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(request).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap(); // until the server closes
+        answer
+    };
+    let a = exchange(b"GET / HTTP/1.0\r\n\r\n");
+    assert!(a.starts_with("HTTP/1.1 200 OK\r\n"), "{a}");
+    assert!(a.contains("Connection: close\r\n"), "{a}");
+    assert!(
+        a.ends_with("Q1: [(1,)]<br>Q2: [(2,)]<br>Q3: [(3,)]<br>"),
+        "{a}"
+    );
+    let b = exchange(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(b.starts_with("HTTP/1.1 404 Not Found\r\n"), "{b}");
+    let c = exchange(b"NOT HTTP AT ALL\0\r\n\r\n");
+    assert!(c.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{c}");
+    let d = exchange(b"GET / HTTP/1.1\r\n\r\nGET /stats HTTP/1.1\r\n\r\n");
+    assert_eq!(d.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{d}");
+    let (first, second) = d.split_at(d.rfind("HTTP/1.1").unwrap());
+    assert!(
+        first.ends_with("Q3: [(3,)]<br>"),
+        "answers out of order: {d}"
+    );
+    assert!(second.contains("<Pool at"), "{d}");
+
+    // Five responses: it stops by itself.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("web did not stop after 5 responses");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "web failed: {rest}");
+    assert!(
+        rest.contains("served 5 responses (0 answered 500)"),
+        "{rest}"
+    );
+}
