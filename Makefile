@@ -29,7 +29,8 @@ help:
 	@echo "make tcproxy   build the tcproxy relay binary (release)"
 	@echo "make soak      the restart soak: five restarts and resets under load (about a minute)"
 	@echo "make fuzz      run every fuzz target for FUZZ_SECONDS each (default $(FUZZ_SECONDS)), one at a time"
-	@echo "make bench     benchmarks (not yet)"
+	@echo "make bench     momoko against tokio-postgres, the protocol floor and pgbench (~7 min;"
+	@echo "               BENCH_ARGS=--quick for a smoke run); writes BENCHMARKS.md and docs/bench.svg"
 	@echo "make clean     stop the make-pg server and remove build output"
 
 # PostgreSQL's server binaries must be installed; as root we install them (Debian/Ubuntu).
@@ -127,8 +128,15 @@ fuzz:
 soak: postgres testpg-bin
 	$(TESTPG) run -- $(CARGO) test --release --test soak -- --ignored --nocapture
 
-bench:
-	@echo "Benchmarks come with the speed issue; nothing to run yet."
+# The issue-6 benchmark (bench/, crate momoko-bench), release build, under a throwaway
+# PostgreSQL from momoko-testpg; an existing server is used instead when MOMOKO_TEST_DSN is
+# set (trust login). BENCH_ARGS go to the program (--quick, --rounds N, --only W1,W2b).
+BENCH_ARGS ?= --rounds 5
+bench: postgres testpg-bin
+	$(CARGO) build --release -q -p momoko-bench
+	@echo "==> momoko-bench $(BENCH_ARGS) against a throwaway PostgreSQL (momoko-testpg; MOMOKO_TEST_DSN to use another)"
+	@echo "==> load average now: $$(cut -d' ' -f1-3 /proc/loadavg) (a busy machine makes every figure noisier)"
+	$(TESTPG) run -- $(TARGET_DIR)/release/momoko-bench $(BENCH_ARGS) --out BENCHMARKS.md --svg docs/bench.svg
 
 clean: pg-stop
 	$(CARGO) clean
