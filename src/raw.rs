@@ -257,6 +257,10 @@ pub(crate) struct RawConnection {
     peer: Option<Peer>,
     /// Requests answered so far: the oldest in flight is number `answered`.
     answered: u64,
+    /// The socket refused a write (its buffer is full) and no writable event came since.
+    write_blocked: bool,
+    /// How many waiters are `Discard` (timed out, answer still to come).
+    discards: usize,
     actions: Vec<Action>,
     last_error: Option<Error>,
     setsession_error: Option<Error>,
@@ -302,6 +306,8 @@ impl RawConnection {
             discard_deadline: None,
             peer: None,
             answered: 0,
+            write_blocked: false,
+            discards: 0,
             actions: Vec::new(),
             last_error: None,
             setsession_error: None,
@@ -369,6 +375,7 @@ impl RawConnection {
                         Opened::Socket(s, peer) => {
                             self.peer = Some(peer);
                             self.socket = Some(s);
+                            self.write_blocked = false;
                             self.phase = Phase::Connecting;
                             self.connect_deadline = self.connect_timeout.map(|t| now + t);
                             return;
@@ -480,9 +487,10 @@ impl RawConnection {
         std::mem::take(&mut self.actions)
     }
 
-    /// Whether there are bytes to write.
+    /// Whether there are bytes to write now: some are queued and the socket did not say it
+    /// is full (then the next writable event flushes them).
     pub(crate) fn wants_write(&self) -> bool {
-        self.proto.as_ref().is_some_and(Protocol::wants_write)
+        !self.write_blocked && self.proto.as_ref().is_some_and(Protocol::wants_write)
     }
 
     /// Queues a request with its completion callback.
@@ -553,6 +561,9 @@ impl RawConnection {
         error: bool,
         now: Instant,
     ) {
+        if writable {
+            self.write_blocked = false;
+        }
         if self.phase == Phase::Connecting {
             if !(writable || error || readable) {
                 return;
@@ -642,6 +653,7 @@ impl RawConnection {
         }
         head.deadline = None;
         let waiter = std::mem::replace(&mut head.waiter, Waiter::Discard);
+        self.discards += 1;
         let t = self.query_timeout.unwrap_or_default();
         let e = Error::new(
             ErrorKind::Timeout,
@@ -694,7 +706,11 @@ impl RawConnection {
                     break;
                 }
                 Ok(n) => proto.advance_transmit(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Only a writable event can help now: trying again sooner would spin.
+                    self.write_blocked = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     proto.handle_eof(Some(e));
@@ -718,11 +734,10 @@ impl RawConnection {
                         continue;
                     };
                     self.answered += 1;
-                    if !self
-                        .waiters
-                        .iter()
-                        .any(|p| matches!(p.waiter, Waiter::Discard))
-                    {
+                    if matches!(waiter, Waiter::Discard) {
+                        self.discards -= 1;
+                    }
+                    if self.discards == 0 {
                         self.discard_deadline = None;
                     }
                     match waiter {

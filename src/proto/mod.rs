@@ -207,6 +207,8 @@ pub(crate) struct Protocol {
     /// Requests made while a COPY FROM STDIN is being sent: the server accepts nothing but
     /// copy data until it ends, so they wait here, encoded, in order.
     held: BytesMut,
+    /// COPY FROM STDIN requests in flight.
+    copy_flights: usize,
 }
 
 impl Protocol {
@@ -237,6 +239,7 @@ impl Protocol {
             queued_total: 0,
             sent_total: 0,
             held: BytesMut::new(),
+            copy_flights: 0,
         };
         // The startup message counts as written bytes like any other.
         p.queued_total = p.out.len() as u64;
@@ -359,15 +362,21 @@ impl Protocol {
             flight.start = self.queued_total;
             self.queued_total += len;
         }
+        if flight.kind == Kind::CopyIn {
+            self.copy_flights += 1;
+        }
         self.in_flight.push_back(flight);
         Ok(())
     }
 
     /// Whether a COPY FROM STDIN is in flight and not yet fully sent.
     fn copy_in_progress(&self) -> bool {
-        self.in_flight
-            .iter()
-            .any(|f| f.kind == Kind::CopyIn && (f.copying || f.copy_source.is_some()))
+        // Most connections never COPY: no scan of the requests in flight for them.
+        self.copy_flights > 0
+            && self
+                .in_flight
+                .iter()
+                .any(|f| f.kind == Kind::CopyIn && (f.copying || f.copy_source.is_some()))
     }
 
     /// Pulls COPY data while the transmit buffer has room; ends the COPY when the source is
@@ -575,6 +584,7 @@ impl Protocol {
         }
         self.state = State::Closed(err.clone());
         let server_gave_up = err.as_db_error().is_some_and(DbError::is_fatal);
+        self.copy_flights = 0;
         for flight in std::mem::take(&mut self.in_flight) {
             let sent = !flight.held && flight.start < self.sent_total;
             let e = if sent && !server_gave_up && err.is_connection_lost() {
@@ -866,6 +876,9 @@ impl Protocol {
             Message::ReadyForQuery(body) => {
                 self.transaction_status = body.status();
                 let flight = self.in_flight.pop_front().expect("checked above");
+                if flight.kind == Kind::CopyIn {
+                    self.copy_flights -= 1;
+                }
                 let was_copy = flight.kind == Kind::CopyIn;
                 self.complete(flight);
                 if was_copy {
