@@ -209,6 +209,9 @@ pub(crate) struct Protocol {
     held: BytesMut,
     /// COPY FROM STDIN requests in flight.
     copy_flights: usize,
+    /// The bytes of the RowDescription being handled, and the last one with its columns.
+    row_desc_bytes: Option<Bytes>,
+    last_row_desc: Option<(Bytes, Arc<[Column]>)>,
 }
 
 impl Protocol {
@@ -240,6 +243,8 @@ impl Protocol {
             sent_total: 0,
             held: BytesMut::new(),
             copy_flights: 0,
+            row_desc_bytes: None,
+            last_row_desc: None,
         };
         // The startup message counts as written bytes like any other.
         p.queued_total = p.out.len() as u64;
@@ -323,6 +328,8 @@ impl Protocol {
 
     /// The types known to this connection (hstore's OID once registered).
     pub(crate) fn types_mut(&mut self) -> &mut TypeRegistry {
+        // Columns resolved with the old registry must not be reused.
+        self.last_row_desc = None;
         &mut self.types
     }
 
@@ -634,6 +641,9 @@ impl Protocol {
         if frame.tag == b'v' {
             return self.on_negotiate_protocol_version(frame.body());
         }
+        if frame.tag == backend::ROW_DESCRIPTION_TAG {
+            self.row_desc_bytes = Some(Bytes::copy_from_slice(frame.body()));
+        }
         let msg = frame.parse()?;
         match msg {
             Message::NoticeResponse(body) => {
@@ -767,7 +777,18 @@ impl Protocol {
                 ) {
                     return Err(unexpected_named("RowDescription", flight.kind));
                 }
-                let columns = parse_columns(&body, &self.types)?;
+                // The same statement run again describes its rows with the same bytes: reuse
+                // the columns instead of building them anew for every query.
+                let raw = self.row_desc_bytes.take().unwrap_or_default();
+                let columns = match &self.last_row_desc {
+                    Some((bytes, cols)) if *bytes == raw => cols.clone(),
+                    _ => {
+                        let cols = parse_columns(&body, &self.types)?;
+                        self.last_row_desc = Some((raw, cols.clone()));
+                        cols
+                    }
+                };
+                let flight = self.in_flight.front_mut().expect("checked above");
                 // A new statement of a multi-statement query: psycopg2 keeps only the last.
                 flight.result.rows.clear();
                 flight.result.tag = None;

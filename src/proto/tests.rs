@@ -777,3 +777,38 @@ fn a_scram_iteration_count_within_the_bound_is_accepted() {
     assert_eq!(out[0], b'p');
     assert!(String::from_utf8_lossy(&out).contains(",p="));
 }
+
+#[test]
+fn a_repeated_row_description_reuses_its_columns() {
+    let mut p = connected();
+    let answer = Script::new()
+        .row_description(&[("a", 23)])
+        .data_row(&[Some("1")])
+        .complete("SELECT 1")
+        .ready(b'I')
+        .0;
+    let mut columns = Vec::new();
+    for _ in 0..2 {
+        p.send(Request::Simple {
+            query: "SELECT 1".into(),
+        })
+        .unwrap();
+        p.handle_input(&answer);
+        let Some(Event::Completed(Ok(Response::Query(r)))) = p.poll_event() else {
+            panic!()
+        };
+        columns.push(r.columns.unwrap());
+    }
+    assert!(Arc::ptr_eq(&columns[0], &columns[1]));
+    // A type registered since (hstore) invalidates them.
+    p.types_mut();
+    p.send(Request::Simple {
+        query: "SELECT 1".into(),
+    })
+    .unwrap();
+    p.handle_input(&answer);
+    let Some(Event::Completed(Ok(Response::Query(r)))) = p.poll_event() else {
+        panic!()
+    };
+    assert!(!Arc::ptr_eq(&columns[0], &r.columns.unwrap()));
+}
