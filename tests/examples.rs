@@ -314,3 +314,31 @@ fn web_answers_other_clients() {
         "{rest}"
     );
 }
+
+#[test]
+fn listen() {
+    let out = run_example("listen", &[], Duration::from_secs(30));
+    assert_lines_in_order(
+        "listen",
+        &out,
+        &[
+            "listener: LISTEN jobs",
+            "\"resize image 1\"",
+            "\"send mail 2\"",
+            "\"rebuild index 3\"",
+            "listener: 3 notifications, in order",
+            "pool listener: \"hello from the pool\"",
+            "pool: closed: <Pool at",
+        ],
+    );
+}
+
+#[test]
+fn custom_mio_loop() {
+    let out = run_example("custom_mio_loop", &[], Duration::from_secs(30));
+    assert_lines_in_order(
+        "custom_mio_loop",
+        &out,
+        &["connected", "1 * 2 = 2", "2 * 2 = 4", "3 * 2 = 6"],
+    );
+}
