@@ -200,10 +200,11 @@ const NULL_SPAN: Span = Span {
 pub struct Row {
     columns: Arc<[Column]>,
     body: Bytes,
-    /// The last field located: its index in the high 32 bits, the offset of its length
-    /// prefix in the low 32 (0: none yet). Reading fields in order (the common case) walks
-    /// each length prefix once, with no per-row allocation. Relaxed: it is only a hint,
-    /// any value it holds names a real field boundary of this (immutable) body.
+    /// Where the next in-order read starts: the index of the field after the last one
+    /// located in the high 32 bits, the offset of its length prefix in the low 32 (0: no
+    /// field read yet). Reading fields in order (the common case) reads each length prefix
+    /// once, with no per-row allocation. Relaxed: it is only a hint, and any value it
+    /// holds names a real field boundary of this (immutable) body.
     cursor: AtomicU64,
     /// Every field's span, built on the first backward access of a row too wide to walk
     /// from its start cheaply, so that random access stays O(1) amortized.
@@ -250,10 +251,8 @@ impl Row {
         // One validating pass, without allocation: every field must fit in the body.
         let mut pos = FIRST_FIELD;
         for i in 0..columns.len() {
-            let len_bytes = b
-                .get(pos..pos + 4)
+            let len = try_len(b, pos)
                 .ok_or_else(|| Error::protocol(format!("DataRow ends before field {i}")))?;
-            let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
             pos += 4;
             if len == -1 {
                 continue;
@@ -388,11 +387,14 @@ impl Row {
             pos += 4 + usize::try_from(read_len(b, pos)).unwrap_or(0);
             at += 1;
         }
-        self.cursor
-            .store(((i as u64) << 32) | pos as u64, Ordering::Relaxed);
         let len = read_len(b, pos);
         let start = pos + 4;
-        usize::try_from(len).ok().map(|len| &b[start..start + len])
+        let size = usize::try_from(len).unwrap_or(0);
+        self.cursor.store(
+            (((i + 1) as u64) << 32) | (start + size) as u64,
+            Ordering::Relaxed,
+        );
+        (len >= 0).then(|| &b[start..start + size])
     }
 
     /// Every field's span, from the lengths `Row::new` validated.
@@ -422,7 +424,14 @@ impl Row {
 /// The i32 length prefix at `pos` of a validated DataRow body (-1 for NULL).
 #[inline]
 fn read_len(b: &[u8], pos: usize) -> i32 {
-    i32::from_be_bytes([b[pos], b[pos + 1], b[pos + 2], b[pos + 3]])
+    try_len(b, pos).expect("Row::new validated every length prefix")
+}
+
+/// The i32 length prefix at `pos`, `None` when the body ends first.
+#[inline]
+fn try_len(b: &[u8], pos: usize) -> Option<i32> {
+    let chunk = b.get(pos..)?.first_chunk::<4>()?;
+    Some(i32::from_be_bytes(*chunk))
 }
 
 impl fmt::Debug for Row {
