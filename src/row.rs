@@ -201,8 +201,8 @@ pub struct Row {
     columns: Arc<[Column]>,
     body: Bytes,
     /// Where the next in-order read starts: the index of the field after the last one
-    /// located in the high 32 bits, the offset of its length prefix in the low 32 (0: no
-    /// field read yet). Reading fields in order (the common case) reads each length prefix
+    /// located in the high 32 bits, the offset of its length prefix in the low 32 (field 0
+    /// at FIRST_FIELD before any read). Reading fields in order (the common case) reads each length prefix
     /// once, with no per-row allocation. Relaxed: it is only a hint, and any value it
     /// holds names a real field boundary of this (immutable) body.
     cursor: AtomicU64,
@@ -273,7 +273,7 @@ impl Row {
         Ok(Row {
             columns,
             body,
-            cursor: AtomicU64::new(0),
+            cursor: AtomicU64::new(FIRST_FIELD as u64),
             spans: OnceLock::new(),
         })
     }
@@ -365,17 +365,23 @@ impl Row {
     }
 
     /// The bytes of field `i` (`i < self.len()`), `None` for NULL.
+    #[inline]
     fn field(&self, i: usize) -> Option<&[u8]> {
-        let b = &self.body[..];
-        if let Some(spans) = self.spans.get() {
-            let s = spans[i];
-            return (s.start != u32::MAX)
-                .then(|| &b[s.start as usize..s.start as usize + s.len as usize]);
+        let c = self.cursor.load(Ordering::Relaxed);
+        if i == (c >> 32) as usize {
+            // The next field in order: its length prefix is at the cursor.
+            return self.field_at(i, (c as u32) as usize);
         }
+        self.field_out_of_order(i)
+    }
+
+    #[inline(never)]
+    fn field_out_of_order(&self, i: usize) -> Option<&[u8]> {
+        let b = &self.body[..];
         let c = self.cursor.load(Ordering::Relaxed);
         let (mut at, mut pos) = ((c >> 32) as usize, (c as u32) as usize);
-        if pos == 0 || i < at {
-            if i < at && self.columns.len() > WALK_MAX {
+        if i < at {
+            if self.columns.len() > WALK_MAX {
                 let s = self.spans.get_or_init(|| self.span_table())[i];
                 return (s.start != u32::MAX)
                     .then(|| &b[s.start as usize..s.start as usize + s.len as usize]);
@@ -387,6 +393,13 @@ impl Row {
             pos += 4 + usize::try_from(read_len(b, pos)).unwrap_or(0);
             at += 1;
         }
+        self.field_at(i, pos)
+    }
+
+    /// Field `i`, whose length prefix is at `pos`; moves the cursor past it.
+    #[inline]
+    fn field_at(&self, i: usize, pos: usize) -> Option<&[u8]> {
+        let b = &self.body[..];
         let len = read_len(b, pos);
         let start = pos + 4;
         let size = usize::try_from(len).unwrap_or(0);
