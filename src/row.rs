@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -196,12 +197,37 @@ const NULL_SPAN: Span = Span {
 /// let a: i32 = row.get("a");
 /// assert_eq!(a, 42);
 /// ```
-#[derive(Clone)]
 pub struct Row {
     columns: Arc<[Column]>,
     body: Bytes,
-    spans: Box<[Span]>,
+    /// Where the next in-order read starts: the index of the field after the last one
+    /// located in the high 32 bits, the offset of its length prefix in the low 32 (field 0
+    /// at FIRST_FIELD before any read). Reading fields in order (the common case) reads each length prefix
+    /// once, with no per-row allocation. Relaxed: it is only a hint, and any value it
+    /// holds names a real field boundary of this (immutable) body.
+    cursor: AtomicU64,
+    /// Every field's span, built on the first backward access of a row too wide to walk
+    /// from its start cheaply, so that random access stays O(1) amortized.
+    spans: OnceLock<Box<[Span]>>,
 }
+
+impl Clone for Row {
+    fn clone(&self) -> Row {
+        Row {
+            columns: self.columns.clone(),
+            body: self.body.clone(),
+            cursor: AtomicU64::new(self.cursor.load(Ordering::Relaxed)),
+            spans: self.spans.clone(),
+        }
+    }
+}
+
+/// Rows up to this wide are walked from their first field on a backward access rather
+/// than given a span table.
+const WALK_MAX: usize = 8;
+
+/// The offset of the first field's length prefix (after the i16 field count).
+const FIRST_FIELD: usize = 2;
 
 impl Row {
     /// A row from a DataRow message body (from the i16 field count on, without the tag
@@ -222,16 +248,13 @@ impl Row {
         if b.len() > u32::MAX as usize {
             return Err(Error::protocol("DataRow too long"));
         }
-        let mut spans = Vec::with_capacity(columns.len());
-        let mut pos = 2usize;
+        // One validating pass, without allocation: every field must fit in the body.
+        let mut pos = FIRST_FIELD;
         for i in 0..columns.len() {
-            let len_bytes = b
-                .get(pos..pos + 4)
+            let len = try_len(b, pos)
                 .ok_or_else(|| Error::protocol(format!("DataRow ends before field {i}")))?;
-            let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
             pos += 4;
             if len == -1 {
-                spans.push(NULL_SPAN);
                 continue;
             }
             let len = usize::try_from(len).map_err(|_| {
@@ -242,10 +265,6 @@ impl Row {
                     "DataRow field {i} of {len} bytes runs past the end of the message"
                 )));
             }
-            spans.push(Span {
-                start: pos as u32,
-                len: len as u32,
-            });
             pos += len;
         }
         if pos != b.len() {
@@ -254,18 +273,19 @@ impl Row {
         Ok(Row {
             columns,
             body,
-            spans: spans.into_boxed_slice(),
+            cursor: AtomicU64::new(FIRST_FIELD as u64),
+            spans: OnceLock::new(),
         })
     }
 
     /// The number of columns.
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.columns.len()
     }
 
     /// True when the row has no columns (`SELECT` with an empty target list).
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.columns.is_empty()
     }
 
     /// The row's columns.
@@ -344,14 +364,87 @@ impl Row {
         })
     }
 
+    /// The bytes of field `i` (`i < self.len()`), `None` for NULL.
+    #[inline]
     fn field(&self, i: usize) -> Option<&[u8]> {
-        let s = self.spans[i];
-        if s.start == u32::MAX {
-            None
-        } else {
-            Some(&self.body[s.start as usize..(s.start + s.len) as usize])
+        let c = self.cursor.load(Ordering::Relaxed);
+        if i == (c >> 32) as usize {
+            // The next field in order: its length prefix is at the cursor.
+            return self.field_at(i, (c as u32) as usize);
         }
+        self.field_out_of_order(i)
     }
+
+    #[inline(never)]
+    fn field_out_of_order(&self, i: usize) -> Option<&[u8]> {
+        let b = &self.body[..];
+        let c = self.cursor.load(Ordering::Relaxed);
+        let (mut at, mut pos) = ((c >> 32) as usize, (c as u32) as usize);
+        if i < at {
+            if self.columns.len() > WALK_MAX {
+                let s = self.spans.get_or_init(|| self.span_table())[i];
+                return (s.start != u32::MAX)
+                    .then(|| &b[s.start as usize..s.start as usize + s.len as usize]);
+            }
+            (at, pos) = (0, FIRST_FIELD);
+        }
+        // Row::new checked every length, so the walk stays inside the body.
+        while at < i {
+            pos += 4 + usize::try_from(read_len(b, pos)).unwrap_or(0);
+            at += 1;
+        }
+        self.field_at(i, pos)
+    }
+
+    /// Field `i`, whose length prefix is at `pos`; moves the cursor past it.
+    #[inline]
+    fn field_at(&self, i: usize, pos: usize) -> Option<&[u8]> {
+        let b = &self.body[..];
+        let len = read_len(b, pos);
+        let start = pos + 4;
+        let size = usize::try_from(len).unwrap_or(0);
+        self.cursor.store(
+            (((i + 1) as u64) << 32) | (start + size) as u64,
+            Ordering::Relaxed,
+        );
+        (len >= 0).then(|| &b[start..start + size])
+    }
+
+    /// Every field's span, from the lengths `Row::new` validated.
+    fn span_table(&self) -> Box<[Span]> {
+        let b = &self.body[..];
+        let mut pos = FIRST_FIELD;
+        (0..self.columns.len())
+            .map(|_| {
+                let len = read_len(b, pos);
+                pos += 4;
+                match usize::try_from(len) {
+                    Err(_) => NULL_SPAN,
+                    Ok(len) => {
+                        let s = Span {
+                            start: pos as u32,
+                            len: len as u32,
+                        };
+                        pos += len;
+                        s
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// The i32 length prefix at `pos` of a validated DataRow body (-1 for NULL).
+#[inline]
+fn read_len(b: &[u8], pos: usize) -> i32 {
+    try_len(b, pos).expect("Row::new validated every length prefix")
+}
+
+/// The i32 length prefix at `pos`, `None` when the body ends first.
+#[inline]
+fn try_len(b: &[u8], pos: usize) -> Option<i32> {
+    let chunk = b.get(pos..)?.first_chunk::<4>()?;
+    Some(i32::from_be_bytes(*chunk))
 }
 
 impl fmt::Debug for Row {
@@ -657,6 +750,32 @@ mod tests {
         let r = Row::new(Arc::from(vec![ac]), body(&[Some(f)])).unwrap();
         let v: Vec<Option<std::collections::HashMap<String, Option<String>>>> = r.get(0);
         assert_eq!(v, vec![Some(want), None]);
+    }
+
+    #[test]
+    fn fields_read_in_any_order_narrow_and_wide() {
+        for n in [1usize, 3, WALK_MAX, WALK_MAX + 1, 20] {
+            let c: Arc<[Column]> = (0..n)
+                .map(|i| Column::new(format!("c{i}"), 0, 0, 25, -1, -1, 0))
+                .collect::<Vec<_>>()
+                .into();
+            let vals: Vec<Option<String>> = (0..n)
+                .map(|i| (i % 3 != 1).then(|| "x".repeat(i)))
+                .collect();
+            let fields: Vec<Option<&[u8]>> = vals
+                .iter()
+                .map(|v| v.as_deref().map(str::as_bytes))
+                .collect();
+            let r = Row::new(c, body(&fields)).unwrap();
+            let mut order: Vec<usize> = (0..n).collect();
+            order.extend((0..n).rev());
+            order.extend((0..n).map(|i| (i * 7) % n));
+            order.extend([n - 1, n - 1, 0, 0]);
+            for i in order {
+                assert_eq!(r.get::<_, Option<String>>(i), vals[i], "n {n} field {i}");
+                assert_eq!(r.clone().get_raw(i), fields[i], "n {n} field {i}");
+            }
+        }
     }
 
     #[test]

@@ -117,10 +117,63 @@ fn int(column: &Column, raw: Option<&[u8]>, rust: &str, accept: &[u32]) -> Resul
     })
 }
 
+/// Decimal text (an optional sign, then digits) straight into `T`, `None` for anything else
+/// or an overflow, which the general path then reports.
+macro_rules! parse_dec {
+    ($t:ty, $raw:expr) => {{
+        let raw: &[u8] = $raw;
+        let (neg, digits) = match raw.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            Some((b'+', rest)) => (false, rest),
+            _ => (false, raw),
+        };
+        let mut acc: Option<$t> = (!digits.is_empty()).then_some(0);
+        for &d in digits {
+            let d = d.wrapping_sub(b'0');
+            acc = if d > 9 {
+                None
+            } else if neg {
+                acc.and_then(|a| a.checked_mul(10)?.checked_sub(d as $t))
+            } else {
+                acc.and_then(|a| a.checked_mul(10)?.checked_add(d as $t))
+            };
+            if acc.is_none() {
+                break;
+            }
+        }
+        acc
+    }};
+}
+
+/// The fast path of an integer decoder: the column's own integer type (`$o`) into a Rust
+/// type that holds all its values, or any accepted integer column in text. `None` sends
+/// the value down the general path, which gives the same value or the error.
+macro_rules! int_fast {
+    ($t:ty, $column:expr, $raw:expr, $own:ident, $w:literal, [$($o:ident),*]) => {{
+        let column: &Column = $column;
+        match $raw {
+            Some(raw) if matches!(column.type_oid(), $(oid::$o)|*) => {
+                if !is_binary(column) {
+                    parse_dec!($t, raw)
+                } else if column.type_oid() == oid::$own {
+                    <[u8; $w]>::try_from(raw).ok().map(<$t>::from_be_bytes)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }};
+}
+
 macro_rules! int_from_sql {
-    ($($t:ty: [$($o:ident),*]),*) => {$(
+    ($($t:ty: $own:ident $w:literal [$($o:ident),*]),*) => {$(
         impl FromSql for $t {
+            #[inline]
             fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<$t, Error> {
+                if let Some(v) = int_fast!($t, column, raw, $own, $w, [$($o),*]) {
+                    return Ok(v);
+                }
                 let v = int(column, raw, stringify!($t), &[$(oid::$o),*])?;
                 <$t>::try_from(v).map_err(|_| {
                     Error::conversion(format!(
@@ -135,10 +188,10 @@ macro_rules! int_from_sql {
 }
 
 int_from_sql! {
-    i16: [INT2],
-    i32: [INT2, INT4],
-    i64: [INT2, INT4, INT8, OID],
-    u32: [OID]
+    i16: INT2 2 [INT2],
+    i32: INT4 4 [INT2, INT4],
+    i64: INT8 8 [INT2, INT4, INT8, OID],
+    u32: OID 4 [OID]
 }
 
 impl FromSql for bool {
@@ -190,6 +243,11 @@ fn float(column: &Column, raw: Option<&[u8]>, rust: &str, accept: &[u32]) -> Res
 
 impl FromSql for f64 {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<f64, Error> {
+        if let (Some(raw), oid::FLOAT8, true) = (raw, column.type_oid(), is_binary(column)) {
+            if let Ok(b) = <[u8; 8]>::try_from(raw) {
+                return Ok(f64::from_be_bytes(b));
+            }
+        }
         float(
             column,
             raw,
@@ -240,6 +298,10 @@ fn has_own_type(column: &Column) -> bool {
 
 impl FromSql for String {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<String, Error> {
+        // Text-like types are never hstore nor arrays, and read the same in both formats.
+        if let (Some(raw), true) = (raw, oid::is_text_like(column.type_oid())) {
+            return utf8(column, raw).map(str::to_owned);
+        }
         if has_own_type(column) {
             return Err(wrong_type(column, "String"));
         }

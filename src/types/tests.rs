@@ -821,3 +821,85 @@ fn six_dimensions_are_still_decoded() {
     assert!(Value::from_sql(&col(oid::INT4_ARRAY, 0), Some(seven.as_bytes())).is_err());
     assert!(Value::from_sql(&col(oid::INT4_ARRAY, 1), Some(&binary_array_of_dims(7))).is_err());
 }
+
+#[test]
+fn text_integers_decode_like_str_parse_at_the_edges() {
+    let inputs = [
+        "0",
+        "-0",
+        "+0",
+        "+7",
+        "-1",
+        "12",
+        "",
+        "-",
+        "+",
+        " 1",
+        "1 ",
+        "1a",
+        "٣",
+        "--1",
+        "32767",
+        "32768",
+        "-32768",
+        "-32769",
+        "2147483647",
+        "2147483648",
+        "-2147483648",
+        "-2147483649",
+        "4294967295",
+        "4294967296",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "00000000000000000000000042",
+    ];
+    fn check<T>(o: u32, s: &str)
+    where
+        T: FromSql + TryFrom<i64> + PartialEq + std::fmt::Debug,
+    {
+        let got = text::<T>(o, s);
+        match s.parse::<i64>().ok().map(T::try_from) {
+            Some(Ok(want)) => assert_eq!(got.unwrap(), want, "{s:?}"),
+            _ => assert_eq!(got.unwrap_err().kind(), ErrorKind::Conversion, "{s:?}"),
+        }
+    }
+    for s in inputs {
+        check::<i16>(oid::INT2, s);
+        check::<i32>(oid::INT2, s);
+        check::<i32>(oid::INT4, s);
+        check::<i64>(oid::INT8, s);
+        check::<i64>(oid::INT4, s);
+        check::<u32>(oid::OID, s);
+    }
+    // Binary of the column's own width, and a wrong width.
+    let col = |t| Column::new("c".into(), 0, 0, t, -1, -1, 1);
+    assert_eq!(
+        i32::from_sql(&col(oid::INT4), Some(&(-5i32).to_be_bytes())).unwrap(),
+        -5
+    );
+    assert_eq!(
+        i16::from_sql(&col(oid::INT2), Some(&(-5i16).to_be_bytes())).unwrap(),
+        -5
+    );
+    assert_eq!(
+        i64::from_sql(&col(oid::INT8), Some(&(-5i64).to_be_bytes())).unwrap(),
+        -5
+    );
+    assert_eq!(
+        i64::from_sql(&col(oid::INT2), Some(&(-5i16).to_be_bytes())).unwrap(),
+        -5
+    );
+    assert_eq!(
+        u32::from_sql(&col(oid::OID), Some(&7u32.to_be_bytes())).unwrap(),
+        7
+    );
+    assert_eq!(
+        f64::from_sql(&col(oid::FLOAT8), Some(&1.5f64.to_be_bytes())).unwrap(),
+        1.5
+    );
+    assert!(i32::from_sql(&col(oid::INT4), Some(&[0, 0, 1])).is_err());
+    assert!(f64::from_sql(&col(oid::FLOAT8), Some(&[0; 4])).is_err());
+    assert!(String::from_sql(&col(oid::TEXT), Some(&[0xff])).is_err());
+}
