@@ -67,6 +67,8 @@ testpg-bin:
 test: postgres
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	# The fuzz entry points are behind a feature: check them too, so they cannot rot.
+	$(CARGO) clippy -p momoko --lib --features fuzzing -- -D warnings
 	$(CARGO) build -p momoko-testpg
 	$(TESTPG) run -- $(CARGO) test --workspace
 

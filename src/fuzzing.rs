@@ -158,14 +158,20 @@ pub fn protocol_ready(data: &[u8]) {
             params: vec![Some(Bytes::from_static(&[0, 0, 0, 1])), None],
             param_formats: vec![1],
             columns: Some(cols),
-            result_format: 1,
+            result_formats: vec![1],
+            describe: false,
+        },
+        Request::Batch {
+            queries: vec!["SELECT 1".into(), "SELECT 2".into()],
         },
         Request::CopyOut {
             query: "COPY t TO STDOUT".into(),
         },
         Request::CopyIn {
             query: "COPY t FROM STDIN".into(),
-            data: Bytes::from_static(b"1\n"),
+            source: crate::proto::CopySource(Box::new(std::iter::once(Ok(Bytes::from_static(
+                b"1\n",
+            ))))),
         },
         Request::CloseStatement { name: "s1".into() },
     ];
