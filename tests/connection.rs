@@ -486,25 +486,7 @@ fn server_side_cursor_fetches_in_chunks_of_ten() {
         )])
         .await
         .unwrap();
-        conn.execute("BEGIN", ()).await.unwrap();
-        conn.execute(
-            &format!("DECLARE all_ints CURSOR FOR SELECT * FROM {table}"),
-            (),
-        )
-        .await
-        .unwrap();
-        let mut offset = 0;
-        while offset < 1000 {
-            let mut c = conn
-                .execute("FETCH %s FROM all_ints", (10i32,))
-                .await
-                .unwrap();
-            let got: Vec<i32> = c.fetchall().iter().map(|r| r.get(0)).collect();
-            assert_eq!(got, (offset..offset + 10).collect::<Vec<i32>>());
-            offset += 10;
-        }
-        conn.execute("CLOSE all_ints", ()).await.unwrap();
-        conn.execute("COMMIT", ()).await.unwrap();
+        common::fetch_all_ints_in_chunks(&conn, &table).await;
     });
 }
 

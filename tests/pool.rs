@@ -294,25 +294,7 @@ fn server_side_cursor_on_a_managed_connection() {
         .unwrap();
         {
             let conn = pool.manage(pool.getconn(true).await.unwrap());
-            conn.execute("BEGIN", ()).await.unwrap();
-            conn.execute(
-                &format!("DECLARE all_ints CURSOR FOR SELECT * FROM {table}"),
-                (),
-            )
-            .await
-            .unwrap();
-            let mut offset = 0;
-            while offset < 1000 {
-                let mut c = conn
-                    .execute("FETCH %s FROM all_ints", (10i32,))
-                    .await
-                    .unwrap();
-                let got: Vec<i32> = c.fetchall().iter().map(|r| r.get(0)).collect();
-                assert_eq!(got, (offset..offset + 10).collect::<Vec<i32>>());
-                offset += 10;
-            }
-            conn.execute("CLOSE all_ints", ()).await.unwrap();
-            conn.execute("COMMIT", ()).await.unwrap();
+            common::fetch_all_ints_in_chunks(&conn, &table).await;
         }
         pool.execute(&format!("DROP TABLE {table}"), ())
             .await
@@ -431,26 +413,7 @@ fn three_concurrent_getconns_stretch_to_three() {
             .connect()
             .await
             .unwrap();
-        let fs: Vec<_> = (0..3).map(|_| pool.getconn(true)).collect();
-        let mut conns = Vec::new();
-        for f in fs {
-            conns.push(f.await.unwrap());
-        }
-        let qs: Vec<_> = conns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| c.execute(&format!("SELECT {};", i + 1), ()))
-            .collect();
-        for (i, q) in qs.into_iter().enumerate() {
-            assert_eq!(
-                q.await.unwrap().fetchone().unwrap().get::<_, i32>(0),
-                i as i32 + 1
-            );
-        }
-        for c in conns {
-            pool.putconn(c).unwrap();
-        }
-        assert_eq!(pool.stats().total(), 3);
+        common::three_concurrent_getconns(&pool).await;
     });
 }
 

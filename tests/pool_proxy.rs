@@ -299,26 +299,7 @@ fn three_concurrent_getconns_through_the_relay_stretch_to_three() {
     let (_proxy, dsn) = relay();
     run_for(30, async move {
         let pool = build_stretch(&dsn).await;
-        let fs: Vec<_> = (0..3).map(|_| pool.getconn(true)).collect();
-        let mut conns = Vec::new();
-        for f in fs {
-            conns.push(f.await.unwrap());
-        }
-        let qs: Vec<_> = conns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| c.execute(&format!("SELECT {};", i + 1), ()))
-            .collect();
-        for (i, q) in qs.into_iter().enumerate() {
-            assert_eq!(
-                q.await.unwrap().fetchone().unwrap().get::<_, i32>(0),
-                i as i32 + 1
-            );
-        }
-        for c in conns {
-            pool.putconn(c).unwrap();
-        }
-        assert_eq!(pool.stats().total(), 3);
+        common::three_concurrent_getconns(&pool).await;
         assert_none_busy(&pool);
     });
 }

@@ -124,3 +124,53 @@ pub async fn run_parallel_queries(pool: &momoko::Pool, jobs: usize, size: usize)
     );
     assert_none_busy(pool);
 }
+
+/// Momoko's server-side cursor test body: DECLARE over `table` (the integers 0..1000 in
+/// insertion order), FETCH 10 at a time with a `%s` parameter, each chunk exact, then
+/// CLOSE and COMMIT.
+pub async fn fetch_all_ints_in_chunks(conn: &momoko::Connection, table: &str) {
+    conn.execute("BEGIN", ()).await.unwrap();
+    conn.execute(
+        &format!("DECLARE all_ints CURSOR FOR SELECT * FROM {table}"),
+        (),
+    )
+    .await
+    .unwrap();
+    let mut offset = 0;
+    while offset < 1000 {
+        let mut c = conn
+            .execute("FETCH %s FROM all_ints", (10i32,))
+            .await
+            .unwrap();
+        let got: Vec<i32> = c.fetchall().iter().map(|r| r.get(0)).collect();
+        assert_eq!(got, (offset..offset + 10).collect::<Vec<i32>>());
+        offset += 10;
+    }
+    conn.execute("CLOSE all_ints", ()).await.unwrap();
+    conn.execute("COMMIT", ()).await.unwrap();
+}
+
+/// Momoko's test_stretch_genconn body: three concurrent `getconn`s each run a query, are
+/// given back, and the pool has stretched to exactly three connections.
+pub async fn three_concurrent_getconns(pool: &momoko::Pool) {
+    let fs: Vec<_> = (0..3).map(|_| pool.getconn(true)).collect();
+    let mut conns = Vec::new();
+    for f in fs {
+        conns.push(f.await.unwrap());
+    }
+    let qs: Vec<_> = conns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.execute(&format!("SELECT {};", i + 1), ()))
+        .collect();
+    for (i, q) in qs.into_iter().enumerate() {
+        assert_eq!(
+            q.await.unwrap().fetchone().unwrap().get::<_, i32>(0),
+            i as i32 + 1
+        );
+    }
+    for c in conns {
+        pool.putconn(c).unwrap();
+    }
+    assert_eq!(pool.stats().total(), 3);
+}
