@@ -735,13 +735,17 @@ impl Connection {
                     Response::Prepared {
                         param_types,
                         columns,
-                    } => Ok(Prepared(Rc::new(PreparedInner {
-                        query: q,
-                        name: RefCell::new(nm),
-                        param_types,
-                        columns: columns.map(|c| binary_columns(&c, &types)),
-                        owner: Cell::new((conn_id, session)),
-                    }))),
+                    } => {
+                        let columns = columns.map(|c| binary_columns(&c, &types));
+                        Ok(Prepared(Rc::new(PreparedInner {
+                            query: q,
+                            name: RefCell::new(Rc::from(nm)),
+                            param_types,
+                            result_formats: result_formats(&columns),
+                            columns,
+                            owner: Cell::new((conn_id, session)),
+                        })))
+                    }
                     other => Err(Error::protocol(format!(
                         "expected a prepared statement, got {other:?}"
                     ))),
@@ -785,15 +789,16 @@ impl Connection {
             Err(e) => return done(Err(e)),
         };
         let here = (self.shared_id(), self.shared.session.get());
-        let reprepare_error: Rc<RefCell<Option<Error>>> = Rc::default();
+        let mut reprepare_error: Option<Rc<RefCell<Option<Error>>>> = None;
         if st.owner.get() != here {
             // Another session: prepare it again, pipelined just before the execution.
             let n = self.shared.next_statement.get() + 1;
             self.shared.next_statement.set(n);
             let name = format!("momoko_{n}");
-            *st.name.borrow_mut() = name.clone();
+            *st.name.borrow_mut() = Rc::from(name.as_str());
             st.owner.set(here);
-            let slot = reprepare_error.clone();
+            let slot: Rc<RefCell<Option<Error>>> = Rc::default();
+            reprepare_error = Some(slot.clone());
             self.request(
                 Request::Prepare {
                     name,
@@ -807,11 +812,6 @@ impl Connection {
                 }),
             );
         }
-        let result_formats = st
-            .columns
-            .as_ref()
-            .map(|c| c.iter().map(Column::format).collect())
-            .unwrap_or_default();
         let query = st.query.clone();
         self.request(
             Request::ExecutePrepared {
@@ -819,11 +819,11 @@ impl Connection {
                 params: encoded,
                 param_formats: formats,
                 columns: st.columns.clone(),
-                result_formats,
+                result_formats: st.result_formats.clone(),
                 describe: false,
             },
             Box::new(move |r| {
-                if let Some(e) = reprepare_error.borrow_mut().take() {
+                if let Some(e) = reprepare_error.and_then(|slot| slot.borrow_mut().take()) {
                     return done(Err(e));
                 }
                 done(r.and_then(|resp| to_cursor(query, resp)))
@@ -869,18 +869,13 @@ impl Connection {
                     Err(e) => return done(Err(e)),
                 };
                 let conn = self.clone();
-                let result_formats = st
-                    .columns
-                    .as_ref()
-                    .map(|c| c.iter().map(Column::format).collect())
-                    .unwrap_or_default();
                 self.request(
                     Request::ExecutePrepared {
                         statement: st.name.clone(),
                         params: encoded,
                         param_formats: formats,
                         columns: st.columns.clone(),
-                        result_formats,
+                        result_formats: st.result_formats.clone(),
                         describe: false,
                     },
                     Box::new(move |r| match r {
@@ -927,16 +922,16 @@ impl Connection {
                             columns,
                         } = r
                         {
-                            let evicted = shared.cache.borrow_mut().insert(
-                                key_sql,
-                                key_types,
+                            let evicted = shared.cache.borrow_mut().insert(key_sql, key_types, {
+                                let columns = columns.map(|c| binary_columns(&c, &registry));
                                 CachedStatement {
-                                    name: stmt_name,
+                                    name: Rc::from(stmt_name),
                                     param_types,
-                                    columns: columns.map(|c| binary_columns(&c, &registry)),
+                                    result_formats: result_formats(&columns),
+                                    columns,
                                     session,
-                                },
-                            );
+                                }
+                            });
                             if let Some(old) = evicted {
                                 let conn = Shared::handle(&shared);
                                 conn.request(
@@ -949,11 +944,11 @@ impl Connection {
                 );
                 self.request(
                     Request::ExecutePrepared {
-                        statement: name,
+                        statement: Rc::from(name),
                         params: encoded,
                         param_formats: formats,
                         columns: None,
-                        result_formats: Vec::new(),
+                        result_formats: Rc::from([]),
                         describe: true,
                     },
                     Box::new(move |r| {
@@ -981,7 +976,7 @@ impl Connection {
         statement.0.owner.set((0, 0));
         self.request(
             Request::CloseStatement {
-                name: statement.0.name.borrow().clone(),
+                name: statement.0.name.borrow().to_string(),
             },
             Box::new(move |r| done(r.map(drop))),
         );
@@ -1330,9 +1325,10 @@ pub struct Prepared(Rc<PreparedInner>);
 
 struct PreparedInner {
     query: String,
-    name: RefCell<String>,
+    name: RefCell<Rc<str>>,
     param_types: Vec<u32>,
     columns: Option<Arc<[Column]>>,
+    result_formats: Rc<[i16]>,
     /// The connection and session it is prepared in.
     owner: Cell<(usize, u64)>,
 }
@@ -1365,9 +1361,10 @@ impl Prepared {
 /// A statement prepared by [`Connection::query`].
 #[derive(Clone)]
 struct CachedStatement {
-    name: String,
+    name: Rc<str>,
     param_types: Vec<u32>,
     columns: Option<Arc<[Column]>>,
+    result_formats: Rc<[i16]>,
     session: u64,
 }
 
@@ -1400,12 +1397,12 @@ impl StatementCache {
         let key = (sql, types);
         if let Some(previous) = self.map.insert(key.clone(), st) {
             // Two first uses raced: keep the newer, close the older.
-            return Some(previous.name);
+            return Some(previous.name.to_string());
         }
         self.order.push_back(key);
         if self.order.len() > STATEMENT_CACHE_SIZE {
             let old = self.order.pop_front()?;
-            return self.map.remove(&old).map(|s| s.name);
+            return self.map.remove(&old).map(|s| s.name.to_string());
         }
         None
     }
@@ -1415,6 +1412,14 @@ impl StatementCache {
         self.map.remove(&key);
         self.order.retain(|k| *k != key);
     }
+}
+
+/// The result formats Bind asks for: one per column, computed once per statement.
+fn result_formats(columns: &Option<Arc<[Column]>>) -> Rc<[i16]> {
+    columns
+        .as_ref()
+        .map(|c| c.iter().map(Column::format).collect())
+        .unwrap_or_else(|| Rc::from([]))
 }
 
 /// Types whose binary form momoko decodes: results of prepared statements come back binary

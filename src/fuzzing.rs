@@ -158,7 +158,7 @@ pub fn protocol_ready(data: &[u8]) {
             params: vec![Some(Bytes::from_static(&[0, 0, 0, 1])), None],
             param_formats: vec![1],
             columns: Some(cols),
-            result_formats: vec![1],
+            result_formats: std::rc::Rc::from([1i16]),
             describe: false,
         },
         Request::Batch {

@@ -46,14 +46,15 @@ pub(crate) enum Request {
     },
     /// Bind + Execute + Sync on a prepared statement whose result columns are known.
     ExecutePrepared {
-        statement: String,
+        statement: std::rc::Rc<str>,
         /// Already-encoded parameter values (None = NULL) and their formats.
         params: Vec<Option<Bytes>>,
         param_formats: Vec<i16>,
         /// Columns of the result, with the formats asked for in Bind.
         columns: Option<Arc<[Column]>>,
-        /// One format per result column (0 text, 1 binary), as Bind sends them.
-        result_formats: Vec<i16>,
+        /// One format per result column (0 text, 1 binary), as Bind sends them; shared by
+        /// every execution of the statement.
+        result_formats: std::rc::Rc<[i16]>,
         /// Ask for the portal's columns (Describe), when `columns` is not known yet.
         describe: bool,
     },
@@ -501,7 +502,7 @@ impl Protocol {
                         }
                         None => Ok(postgres_protocol::IsNull::Yes),
                     },
-                    result_formats,
+                    result_formats.iter().copied(),
                     out,
                 )
                 .map_err(|e| match e {
