@@ -80,6 +80,7 @@ fn half_close_passes_through_and_the_stream_ends_exactly() {
 #[test]
 fn a_thousand_concurrent_connections_are_relayed() {
     const N: usize = 1000;
+    raise_fd_limit();
     let (proxy, server) = proxy();
     // The server answers each connection with its 8 bytes doubled, in accept order.
     let echo = thread::spawn(move || {

@@ -109,3 +109,29 @@ pub fn receive_stream(mut r: impl Read, blocks: usize) -> Hash {
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
+
+/// Raises this process's soft limit on open files to its hard limit. An ordinary user's
+/// soft limit is often 1024, below what a thousand relayed connections need (a client, two
+/// relay sockets and a server socket each); root's is usually higher.
+pub fn raise_fd_limit() {
+    #[repr(C)]
+    struct Rlimit {
+        cur: u64,
+        max: u64,
+    }
+    extern "C" {
+        fn getrlimit(resource: i32, rlim: *mut Rlimit) -> i32;
+        fn setrlimit(resource: i32, rlim: *const Rlimit) -> i32;
+    }
+    // RLIMIT_NOFILE on Linux.
+    const RLIMIT_NOFILE: i32 = 7;
+    let mut r = Rlimit { cur: 0, max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed in, which
+    // matches the kernel's `struct rlimit` on 64-bit Linux.
+    unsafe {
+        if getrlimit(RLIMIT_NOFILE, &mut r) == 0 && r.cur < r.max {
+            r.cur = r.max;
+            setrlimit(RLIMIT_NOFILE, &r);
+        }
+    }
+}
