@@ -20,7 +20,10 @@ const CHUNK: usize = 100;
 
 fn main() -> Result<(), Error> {
     let dsn = dsn();
-    println!("server: {}", describe(&dsn));
+    match momoko::Config::parse(&dsn) {
+        Ok(c) => println!("server: {}", c.summary()),
+        Err(e) => println!("server: unusable DSN: {e}"),
+    }
     let ioloop = IoLoop::current();
 
     let pool = Pool::new(&dsn, 1)?;
@@ -132,26 +135,4 @@ fn dsn() -> String {
     std::env::var("MOMOKO_DSN")
         .or_else(|_| std::env::var("MOMOKO_TEST_DSN"))
         .unwrap_or_default()
-}
-
-/// What the DSN resolves to (database, user, where), without its password.
-fn describe(dsn: &str) -> String {
-    match momoko::Config::parse(dsn) {
-        Ok(c) => {
-            let user = c.get_user().unwrap_or("?");
-            let targets = match c.targets() {
-                Ok(t) => t
-                    .iter()
-                    .map(|t| t.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                Err(e) => e.to_string(),
-            };
-            format!(
-                "database {} as {user} on {targets}",
-                c.get_dbname().unwrap_or(user)
-            )
-        }
-        Err(e) => format!("unusable DSN: {e}"),
-    }
 }

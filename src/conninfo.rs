@@ -696,6 +696,24 @@ impl Config {
         self.target_session_attrs
     }
 
+    /// What this configuration connects to, for people to read and without the password:
+    /// `database D as U on HOST:PORT, ...` (or the reason the targets are unusable).
+    pub fn summary(&self) -> String {
+        let user = self.get_user().unwrap_or("?");
+        let targets = match self.targets() {
+            Ok(t) => t
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(e) => e.to_string(),
+        };
+        format!(
+            "database {} as {user} on {targets}",
+            self.get_dbname().unwrap_or(user)
+        )
+    }
+
     /// Fails with a `Usage` error when `sslmode` demands TLS (`require`, `verify-ca`,
     /// `verify-full`), which momoko cannot do yet; `disable`, `allow` and `prefer` connect in
     /// plain text. The Connection calls this before opening a socket.

@@ -1124,3 +1124,12 @@ fn parser_never_panics_on_odd_input() {
         }
     }
 }
+
+#[test]
+fn summary_names_database_user_and_every_target_without_the_password() {
+    let c = parse("host=a,/tmp port=6000,6001 dbname=db user=u password=secret");
+    assert_eq!(
+        c.summary(),
+        "database db as u on a:6000, /tmp/.s.PGSQL.6001"
+    );
+}
