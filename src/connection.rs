@@ -497,13 +497,7 @@ impl Connection {
         done: Done<Cursor>,
     ) {
         let (query, values) = callproc_query(procname, params);
-        match values.render(&query, &SEND_CONTEXT) {
-            Ok(sql) => self.simple(
-                sql,
-                Box::new(move |r| done(r.and_then(|resp| to_cursor(String::new(), resp)))),
-            ),
-            Err(e) => done(Err(e)),
-        }
+        self.execute_cb(&query, &values, done);
     }
 
     /// Runs the statements in one transaction and resolves to one cursor per statement. On
@@ -1670,9 +1664,11 @@ impl Shared {
         if actions.is_empty() {
             return;
         }
-        for action in actions {
+        for action in actions.into_iter().filter_map(Action::deliver) {
             match action {
                 Action::Complete(cb, result) => cb(result),
+                // Already run by `Action::deliver`.
+                Action::Notify(..) | Action::Notice(..) | Action::CopyData(..) => {}
                 Action::Cancel => {
                     let conn = Shared::handle(this);
                     let f = conn.cancel();
@@ -1700,20 +1696,6 @@ impl Shared {
                             Err(e) => Err(e.clone()),
                         };
                         let _ = f.set_result(r);
-                    }
-                }
-                Action::Notify(listener, n) => match listener.try_borrow_mut() {
-                    Ok(mut l) => l(&n),
-                    Err(_) => log::warn!("a notification listener was re-entered; dropped {n:?}"),
-                },
-                Action::Notice(handler, db) => {
-                    if let Ok(mut h) = handler.try_borrow_mut() {
-                        h(&db);
-                    }
-                }
-                Action::CopyData(sink, data) => {
-                    if let Ok(mut s) = sink.try_borrow_mut() {
-                        s(&data);
                     }
                 }
                 Action::Closed(e) => {

@@ -147,26 +147,16 @@ impl MioConnection {
             }
             for action in actions {
                 ran += 1;
+                let Some(action) = action.deliver() else {
+                    continue;
+                };
                 match action {
                     Action::Complete(cb, r) => cb(r),
+                    // Already run by `Action::deliver`.
+                    Action::Notify(..) | Action::Notice(..) | Action::CopyData(..) => {}
                     Action::Connected(r) => {
                         if let Some(cb) = self.on_connect.take() {
                             cb(r);
-                        }
-                    }
-                    Action::Notify(l, n) => {
-                        if let Ok(mut l) = l.try_borrow_mut() {
-                            l(&n);
-                        }
-                    }
-                    Action::Notice(h, db) => {
-                        if let Ok(mut h) = h.try_borrow_mut() {
-                            h(&db);
-                        }
-                    }
-                    Action::CopyData(sink, data) => {
-                        if let Ok(mut s) = sink.try_borrow_mut() {
-                            s(&data);
                         }
                     }
                     Action::Closed(e) => log::debug!("connection closed: {e}"),

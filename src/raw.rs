@@ -70,6 +70,32 @@ pub(crate) enum Action {
     Cancel,
 }
 
+impl Action {
+    /// Runs the callbacks every driver runs the same way (a listener, the notice handler, a
+    /// COPY sink) and hands back the actions the driver must handle itself. A callback that
+    /// is already running (re-entered from inside itself) is skipped, not borrowed twice.
+    pub(crate) fn deliver(self) -> Option<Action> {
+        match self {
+            Action::Notify(listener, n) => match listener.try_borrow_mut() {
+                Ok(mut l) => l(&n),
+                Err(_) => log::warn!("a notification listener was re-entered; dropped {n:?}"),
+            },
+            Action::Notice(handler, db) => {
+                if let Ok(mut h) = handler.try_borrow_mut() {
+                    h(&db);
+                }
+            }
+            Action::CopyData(sink, data) => {
+                if let Ok(mut s) = sink.try_borrow_mut() {
+                    s(&data);
+                }
+            }
+            other => return Some(other),
+        }
+        None
+    }
+}
+
 /// What waits for each request in flight, in order.
 enum Waiter {
     User(Callback),
