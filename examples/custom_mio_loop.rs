@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(64);
 
-    let mut conn = MioConnection::connect(&dsn, |r| match r {
+    let conn = MioConnection::connect(&dsn, |r| match r {
         Ok(()) => println!("connected"),
         Err(e) => println!("connect failed: {e}"),
     });

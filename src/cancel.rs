@@ -15,7 +15,7 @@ use momoko_loop::{Future, HandlerId, IoLoop, Ready, TimeoutId};
 use postgres_protocol::message::frontend;
 
 use crate::error::{Error, ErrorKind};
-use crate::raw::{Peer, Socket};
+use crate::session::transport::{Peer, Socket};
 
 /// Where one cancel stands.
 ///
@@ -172,3 +172,47 @@ fn finish(ioloop: &IoLoop, task: &Rc<RefCell<Task>>, result: Result<(), Error>) 
         let _ = f.set_result(result);
     }
 }
+
+/// The same CancelRequest, sent from a helper thread with blocking sockets bounded by
+/// `timeout` (the embedding driver has no loop to watch a second socket with). Never call it
+/// on a loop thread.
+pub(crate) fn cancel_blocking(
+    peer: &Peer,
+    process_id: i32,
+    secret_key: i32,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let mut request = BytesMut::with_capacity(16);
+    frontend::cancel_request(process_id, secret_key, &mut request);
+    let failed = |e| Error::io("the cancel request failed", e);
+    let exchange = |s: &mut dyn ReadWrite| -> io::Result<()> {
+        s.write_all(&request)?;
+        let mut buf = [0u8; 64];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    match peer {
+        Peer::Tcp(addr) => {
+            let mut s = std::net::TcpStream::connect_timeout(addr, timeout).map_err(failed)?;
+            s.set_read_timeout(Some(timeout)).map_err(failed)?;
+            s.set_write_timeout(Some(timeout)).map_err(failed)?;
+            exchange(&mut s).map_err(failed)
+        }
+        Peer::Unix(path) => {
+            let mut s = std::os::unix::net::UnixStream::connect(path).map_err(failed)?;
+            s.set_read_timeout(Some(timeout)).map_err(failed)?;
+            s.set_write_timeout(Some(timeout)).map_err(failed)?;
+            exchange(&mut s).map_err(failed)
+        }
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}

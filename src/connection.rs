@@ -1,101 +1,33 @@
-//! `Connection`: one PostgreSQL connection driven by an `IoLoop`, with Momoko's methods.
+//! `Connection`: the IoLoop driver of a session, with Momoko's methods.
 //!
-//! This module binds a [`RawConnection`] to an [`IoLoop`]: it registers the socket, keeps a
-//! timer for the next deadline, batches every request made in one loop iteration into one
-//! write, and resolves one-shot futures with cursors. It renders psycopg2 parameters before
-//! anything is sent, so a bad parameter never reaches the server. It must never run user code
-//! while it holds a borrow of the connection's state, and never leave a future unresolved: a
-//! closed or lost connection fails everything in flight.
+//! This module binds a session [`Core`] to an [`IoLoop`]: it registers the socket, keeps one
+//! timer for the session's next deadline, batches every request made in one loop iteration
+//! into one write, delivers the session's actions and resolves one-shot futures. Every
+//! operation lives in `session/ops`; the methods here only make a future and call it. It must
+//! never run user code while it holds a borrow of the session, never deliver out of request
+//! order, and never leave a future unresolved: a closed or lost connection fails everything in
+//! flight.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use momoko_loop::{Future, HandlerId, IoLoop, Ready, TimeoutId};
-use std::collections::HashMap;
-use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-
-use crate::conninfo::Config;
 use crate::error::{DbError, Error};
-use crate::params::{ParamValues, Params};
+use crate::params::Params;
 use crate::proto::CopySource;
-use crate::proto::{Request, Response};
-use crate::raw::{Action, Callback, Listener, Notification, Options, Phase, RawConnection};
-use crate::row::{Column, Cursor};
-use crate::types::QuoteContext;
-use crate::types::TypeRegistry;
-use crate::types::Value;
+use crate::row::Cursor;
+use crate::session::ops::{self, Done};
+use crate::session::{Action, Core, Drive, Notification, Options, Phase};
 
-/// The quoting of what is sent: string literals as `E'…'`, which the server reads the same
-/// whatever `standard_conforming_strings` is when the query runs. The setting the client
-/// last heard of is not enough: a SET pipelined before the query (or run by a function)
-/// changes it in between, and a backslash would then end a `'…'` literal early.
-const SEND_CONTEXT: QuoteContext = QuoteContext {
-    standard_conforming_strings: false,
-};
+pub use crate::session::ops::prepared::Prepared;
+pub use crate::session::ops::Statement;
 
 /// Opens a connection: `momoko.connect(dsn)`. The future resolves to the connection.
 pub fn connect(dsn: &str) -> Future<Result<Connection, Error>> {
     Connection::new(dsn).connect()
-}
-
-/// One statement of a [`Connection::transaction`]: a query and its parameters.
-#[derive(Debug, Clone)]
-pub struct Statement {
-    query: String,
-    params: Option<ParamValues>,
-}
-
-impl Statement {
-    /// A statement with parameters.
-    pub fn new<P: Params>(query: impl Into<String>, params: P) -> Statement {
-        Statement {
-            query: query.into(),
-            params: if params.is_empty() {
-                None
-            } else {
-                Some(params.to_values())
-            },
-        }
-    }
-
-    /// The query text, before parameters are rendered.
-    pub fn query(&self) -> &str {
-        &self.query
-    }
-
-    fn render(&self, ctx: &QuoteContext) -> Result<String, Error> {
-        match &self.params {
-            None => Ok(self.query.clone()),
-            Some(p) => p.render(&self.query, ctx),
-        }
-    }
-}
-
-impl From<&str> for Statement {
-    fn from(query: &str) -> Statement {
-        Statement {
-            query: query.to_owned(),
-            params: None,
-        }
-    }
-}
-
-impl From<String> for Statement {
-    fn from(query: String) -> Statement {
-        Statement {
-            query,
-            params: None,
-        }
-    }
-}
-
-impl<Q: Into<String>, P: Params> From<(Q, P)> for Statement {
-    fn from((query, params): (Q, P)) -> Statement {
-        Statement::new(query, params)
-    }
 }
 
 /// Builds a [`Connection`] with options beyond the connection string.
@@ -172,44 +104,34 @@ impl ConnectionBuilder {
 /// soon as nothing is in flight.
 #[derive(Clone)]
 pub struct Connection {
-    shared: Rc<Shared>,
+    core: Rc<Core<LoopDriver>>,
     _user: Rc<UserToken>,
 }
 
 /// Dropped with the last user handle: closes the connection once it is idle.
-struct UserToken(Rc<Shared>);
+struct UserToken(Rc<Core<LoopDriver>>);
 
 impl Drop for UserToken {
     fn drop(&mut self) {
-        let shared = &self.0;
-        shared.abandoned.set(true);
-        Shared::close_if_abandoned(shared);
+        self.0.driver.abandoned.set(true);
+        close_if_abandoned(&self.0);
     }
 }
 
 /// Run when an established connection is lost or closed.
 pub(crate) type CloseHook = Rc<dyn Fn(&Error)>;
 
-struct Shared {
+/// The IoLoop side of one connection: registration, timer, write scheduling, delivery.
+pub(crate) struct LoopDriver {
     ioloop: IoLoop,
-    dsn: RefCell<String>,
-    options: Options,
-    raw: RefCell<Option<RawConnection>>,
     reg: RefCell<Registration>,
     connect_waiters: RefCell<Vec<Future<Result<Connection, Error>>>>,
     user: RefCell<Weak<UserToken>>,
     abandoned: Cell<bool>,
-    server_version: Cell<Option<i32>>,
-    /// Types registered on this connection; they survive reconnects.
-    types: RefCell<TypeRegistry>,
-    /// NOTIFY listeners by channel; LISTEN is issued again after every reconnect.
-    listeners: RefCell<HashMap<String, Listener>>,
-    /// Counts successful connects: prepared statements belong to one session.
-    session: Cell<u64>,
-    /// Statements `query` prepared, by text and parameter types.
-    cache: RefCell<StatementCache>,
-    /// Names of prepared statements are unique per connection.
-    next_statement: Cell<u64>,
+    /// True while actions are being delivered: a wake from inside a callback only brings the
+    /// registration in line, and the delivery already under way runs what it queued, after
+    /// the actions before it. That keeps completions in request order whatever callbacks do.
+    delivering: Cell<bool>,
     /// Hooks run when an established connection is lost or closed (the pool's dead-detection).
     on_close: RefCell<Vec<CloseHook>>,
 }
@@ -222,7 +144,7 @@ struct Registration {
     flush_scheduled: bool,
 }
 
-impl Drop for Shared {
+impl Drop for LoopDriver {
     fn drop(&mut self) {
         let reg = self.reg.get_mut();
         if let Some(id) = reg.handler.take() {
@@ -234,17 +156,27 @@ impl Drop for Shared {
     }
 }
 
+impl Drive for LoopDriver {
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    fn wake(core: &Rc<Core<Self>>) {
+        sync(core);
+    }
+}
+
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let raw = self.shared.raw.borrow();
-        let (phase, pending) = match raw.as_ref() {
-            Some(r) => (format!("{:?}", r.phase()), r.pending()),
-            None => ("New".to_owned(), 0),
+        let (phase, pending) = self.core.with(|s| (s.phase(), s.pending()));
+        let phase = match phase {
+            Phase::New => "New".to_owned(),
+            p => format!("{p:?}"),
         };
         write!(
             f,
-            "<Connection at {:p}: {phase}, {pending} in flight>",
-            Rc::as_ptr(&self.shared)
+            "<Connection {}: {phase}, {pending} in flight>",
+            self.core.id
         )
     }
 }
@@ -266,148 +198,110 @@ impl Connection {
     }
 
     fn from_parts(dsn: String, ioloop: IoLoop, options: Options) -> Connection {
-        let shared = Rc::new(Shared {
+        let driver = LoopDriver {
             ioloop,
-            dsn: RefCell::new(dsn),
-            options,
-            raw: RefCell::new(None),
             reg: RefCell::new(Registration::default()),
             connect_waiters: RefCell::new(Vec::new()),
             user: RefCell::new(Weak::new()),
             abandoned: Cell::new(false),
-            server_version: Cell::new(None),
-            types: RefCell::new(TypeRegistry::default()),
-            listeners: RefCell::new(HashMap::new()),
-            session: Cell::new(0),
-            cache: RefCell::new(StatementCache::default()),
-            next_statement: Cell::new(0),
+            delivering: Cell::new(false),
             on_close: RefCell::new(Vec::new()),
-        });
-        Shared::handle(&shared)
+        };
+        handle(&Core::new(dsn, options, driver))
     }
 
     /// The loop driving this connection.
     pub fn ioloop(&self) -> &IoLoop {
-        &self.shared.ioloop
+        &self.core.driver.ioloop
     }
 
     /// The connection string.
     pub fn dsn(&self) -> String {
-        self.shared.dsn.borrow().clone()
+        self.core.with(|s| s.dsn().to_owned())
     }
 
     /// Changes the connection string used by the next `connect()` (Momoko's tests change
     /// `conn.dsn` to simulate an outage).
     pub fn set_dsn(&self, dsn: &str) {
-        *self.shared.dsn.borrow_mut() = dsn.to_owned();
+        self.core.with_mut(|s| s.set_dsn(dsn));
     }
 
     /// Connects (or reconnects, when the connection was closed or lost), runs `setsession`,
     /// and resolves to the connection. A failure fails the future; it never hangs: a refused
     /// port, a missing socket, a wrong password and a failing setsession statement all fail it.
     pub fn connect(&self) -> Future<Result<Connection, Error>> {
-        let fut = Future::with_loop(&self.shared.ioloop);
-        let in_progress = self
-            .shared
-            .raw
-            .borrow()
-            .as_ref()
-            .is_some_and(|r| !matches!(r.phase(), Phase::Ready | Phase::Closed));
-        if in_progress {
-            self.shared.connect_waiters.borrow_mut().push(fut.clone());
-            return fut;
+        let fut = Future::with_loop(&self.core.driver.ioloop);
+        let phase = self.core.with(|s| s.phase());
+        match phase {
+            Phase::Ready => {
+                let _ = fut.set_result(Ok(self.clone()));
+            }
+            Phase::Connecting | Phase::Starting | Phase::Setsession => {
+                self.core
+                    .driver
+                    .connect_waiters
+                    .borrow_mut()
+                    .push(fut.clone());
+            }
+            Phase::New | Phase::Closed => {
+                self.core
+                    .driver
+                    .connect_waiters
+                    .borrow_mut()
+                    .push(fut.clone());
+                self.core.with_mut(|s| s.connect(Instant::now()));
+                sync(&self.core);
+            }
         }
-        let already = self
-            .shared
-            .raw
-            .borrow()
-            .as_ref()
-            .is_some_and(|r| r.phase() == Phase::Ready);
-        if already {
-            let _ = fut.set_result(Ok(self.clone()));
-            return fut;
-        }
-        self.shared.connect_waiters.borrow_mut().push(fut.clone());
-        let config = Config::parse(&self.shared.dsn.borrow());
-        let mut options = self.shared.options.clone();
-        options.types = self.shared.types.borrow().clone();
-        options.listeners = self.shared.listeners.borrow().clone();
-        for channel in self.shared.listeners.borrow().keys() {
-            options
-                .setsession
-                .push(format!("LISTEN {}", quote_ident(channel)));
-        }
-        let raw = RawConnection::connect(config, options, Instant::now());
-        *self.shared.raw.borrow_mut() = Some(raw);
-        Shared::sync(&self.shared);
         fut
     }
 
     /// Whether the connection is closed: never connected, closed by `close()`, or lost.
     pub fn closed(&self) -> bool {
-        self.shared
-            .raw
-            .borrow()
-            .as_ref()
-            .is_none_or(|r| r.is_closed())
+        self.core.with(|s| s.is_closed())
     }
 
     /// The server version as libpq reports it (150018 for 15.18), once connected.
     pub fn server_version(&self) -> Option<i32> {
-        self.shared.server_version.get()
+        self.core.with(|s| s.server_version())
     }
 
     /// A server parameter (`TimeZone`, `standard_conforming_strings`, `application_name`…).
     pub fn parameter(&self, name: &str) -> Option<String> {
-        let raw = self.shared.raw.borrow();
-        raw.as_ref()?.proto()?.parameter(name).map(str::to_owned)
+        self.core.with(|s| s.parameter(name).map(str::to_owned))
     }
 
     /// The backend process id of this session (for `pg_terminate_backend`, logs).
     pub fn backend_pid(&self) -> Option<i32> {
-        let raw = self.shared.raw.borrow();
-        raw.as_ref()?.proto()?.backend_key().map(|(pid, _)| pid)
+        self.core.with(|s| s.backend_key().map(|(pid, _)| pid))
     }
 
     /// The transaction status: `b'I'` idle, `b'T'` in a transaction, `b'E'` in a failed one.
     pub fn transaction_status(&self) -> u8 {
-        let raw = self.shared.raw.borrow();
-        raw.as_ref()
-            .and_then(|r| r.proto())
-            .map_or(b'I', |p| p.transaction_status())
+        self.core.with(|s| s.transaction_status())
     }
 
     /// Requests sent and not yet answered.
     pub fn in_flight(&self) -> usize {
-        self.shared.raw.borrow().as_ref().map_or(0, |r| r.pending())
-    }
-
-    /// The quoting of what this connection shows (`mogrify`): psycopg2's, for the setting
-    /// the server last reported.
-    fn quote_context(&self) -> QuoteContext {
-        let raw = self.shared.raw.borrow();
-        let scs = raw
-            .as_ref()
-            .and_then(|r| r.proto())
-            .and_then(|p| p.parameter("standard_conforming_strings"))
-            .is_none_or(|v| v == "on");
-        QuoteContext {
-            standard_conforming_strings: scs,
-        }
+        self.core.with(|s| s.pending())
     }
 
     /// The query with its parameters rendered as psycopg2 renders them. Synchronous, like
     /// Momoko's; mistakes in placeholders are `ErrorKind::Usage` errors.
     pub fn mogrify<P: Params>(&self, query: &str, params: P) -> Result<String, Error> {
-        crate::params::mogrify(query, &params, &self.quote_context())
+        crate::params::mogrify(query, &params, &self.core.with(|s| s.quote_context()))
     }
 
-    fn render<P: Params + ?Sized>(&self, query: &str, params: &P) -> Result<String, Error> {
-        if params.is_empty() {
-            // With no parameters at all `%` is literal (Momoko issue 136).
-            return Ok(query.to_owned());
-        }
-        params.render(query, &SEND_CONTEXT)
+    /// A future of this connection's loop and the callback that resolves it.
+    fn future<T: 'static>(&self) -> (Future<T>, Box<dyn FnOnce(T)>) {
+        let fut = Future::with_loop(&self.core.driver.ioloop);
+        let f = fut.clone();
+        (
+            fut,
+            Box::new(move |v| {
+                let _ = f.set_result(v);
+            }),
+        )
     }
 
     /// Runs `query` with psycopg2-style parameters (`%s`, `%(name)s`, `%%`) and resolves to a
@@ -418,54 +312,18 @@ impl Connection {
         fut
     }
 
-    /// A future of this connection's loop and the callback that resolves it.
-    fn future<T: 'static>(&self) -> (Future<T>, Box<dyn FnOnce(T)>) {
-        let fut = Future::with_loop(&self.shared.ioloop);
-        let f = fut.clone();
-        (
-            fut,
-            Box::new(move |v| {
-                let _ = f.set_result(v);
-            }),
-        )
-    }
-
-    /// `execute` with a completion callback instead of a future.
     pub(crate) fn execute_cb<P: Params + ?Sized>(
         &self,
         query: &str,
         params: &P,
         done: Done<Cursor>,
     ) {
-        match self.render(query, params) {
-            Ok(sql) => self.simple(
-                sql,
-                Box::new(move |r| done(r.and_then(|resp| to_cursor(String::new(), resp)))),
-            ),
-            Err(e) => done(Err(e)),
-        }
+        ops::execute::execute(&self.core, query, params, done);
     }
 
-    /// Sends one simple-protocol query whose result goes to `cb`.
-    pub(crate) fn simple(&self, sql: String, cb: Callback) {
-        self.request(Request::Simple { query: sql }, cb);
-    }
-
-    pub(crate) fn request(&self, req: Request, cb: Callback) {
-        {
-            let mut raw = self.shared.raw.borrow_mut();
-            match raw.as_mut() {
-                Some(r) => r.request(req, cb),
-                None => {
-                    drop(raw);
-                    cb(Err(Error::usage(
-                        "the connection is not connected: call connect() first",
-                    )));
-                    return;
-                }
-            }
-        }
-        Shared::sync(&self.shared);
+    /// Sends one simple-protocol query whose cursor goes to `done`.
+    pub(crate) fn simple(&self, sql: String, done: Done<Cursor>) {
+        ops::execute::simple(&self.core, sql, done);
     }
 
     /// `SELECT 1 AS ping`: resolves once the server answered.
@@ -476,10 +334,7 @@ impl Connection {
     }
 
     pub(crate) fn ping_cb(&self, done: Done<()>) {
-        self.simple(
-            "SELECT 1 AS ping".to_owned(),
-            Box::new(move |r| done(r.map(drop))),
-        );
+        ops::execute::ping(&self.core, done);
     }
 
     /// Calls a function as psycopg2's `callproc` does: `SELECT * FROM name(%s, …)`, or with
@@ -496,8 +351,7 @@ impl Connection {
         params: &P,
         done: Done<Cursor>,
     ) {
-        let (query, values) = callproc_query(procname, params);
-        self.execute_cb(&query, &values, done);
+        ops::execute::callproc(&self.core, procname, params, done);
     }
 
     /// Runs the statements in one transaction and resolves to one cursor per statement. On
@@ -526,32 +380,7 @@ impl Connection {
     }
 
     pub(crate) fn batch_cb(&self, statements: &[Statement], done: Done<Vec<Cursor>>) {
-        let ctx = SEND_CONTEXT;
-        let queries: Result<Vec<String>, Error> =
-            statements.iter().map(|s| s.render(&ctx)).collect();
-        let queries = match queries {
-            Ok(q) if q.is_empty() => return done(Ok(Vec::new())),
-            Ok(q) => q,
-            Err(e) => return done(Err(e)),
-        };
-        let texts = queries.clone();
-        self.request(
-            Request::Batch { queries },
-            Box::new(move |r| {
-                done(r.and_then(|resp| {
-                    match resp {
-                        Response::Batch(results) => Ok(results
-                            .into_iter()
-                            .zip(texts)
-                            .map(|(r, q)| result_cursor(q, r))
-                            .collect()),
-                        other => Err(Error::protocol(format!(
-                            "expected a batch result, got {other:?}"
-                        ))),
-                    }
-                }))
-            }),
-        );
+        ops::transaction::batch(&self.core, statements, done);
     }
 
     /// [`Connection::transaction`] with Momoko's `auto_rollback` flag. With `false`, the
@@ -574,178 +403,16 @@ impl Connection {
         auto_rollback: bool,
         done: Done<Vec<Cursor>>,
     ) {
-        let ctx = SEND_CONTEXT;
-        let rendered: Result<Vec<String>, Error> =
-            statements.iter().map(|s| s.render(&ctx)).collect();
-        let rendered = match rendered {
-            Ok(r) => r,
-            Err(e) => return done(Err(e)),
-        };
-        if auto_rollback {
-            self.transaction_pipelined(rendered, done);
-        } else {
-            let tx = Rc::new(RefCell::new((rendered.into_iter(), Vec::new())));
-            let conn = self.clone();
-            self.simple(
-                "BEGIN".to_owned(),
-                Box::new(move |r| match r {
-                    Ok(_) => transaction_step(conn, tx, done),
-                    Err(e) => done(Err(e)),
-                }),
-            );
-        }
-    }
-
-    /// BEGIN and the statements as one batch (one Sync), then COMMIT as a query of its own:
-    /// two answers for the whole transaction. A failing statement makes the server skip
-    /// the rest of the batch; the COMMIT of the failed transaction then rolls it back, so
-    /// whatever is pipelined behind it runs outside it. A statement holding several
-    /// commands, which a batch cannot take, sends the transaction again the simple way.
-    fn transaction_pipelined(&self, rendered: Vec<String>, done: Done<Vec<Cursor>>) {
-        let mut queries = Vec::with_capacity(rendered.len() + 1);
-        queries.push("BEGIN".to_owned());
-        queries.extend(rendered.iter().cloned());
-        let batch: Rc<RefCell<Option<Result<Response, Error>>>> = Rc::default();
-        let slot = batch.clone();
-        self.request(
-            Request::Batch { queries },
-            Box::new(move |r| *slot.borrow_mut() = Some(r)),
-        );
-        let conn = self.clone();
-        self.simple(
-            "COMMIT".to_owned(),
-            Box::new(move |commit| {
-                let batch = batch.borrow_mut().take().expect("answered before COMMIT");
-                match (batch, commit) {
-                    (Err(e), _) if is_multiple_commands(&e) => {
-                        conn.transaction_simple(rendered, done)
-                    }
-                    (Err(e), _) | (Ok(_), Err(e)) => done(Err(e)),
-                    (Ok(Response::Batch(results)), Ok(_)) => done(Ok(results
-                        .into_iter()
-                        .skip(1)
-                        .zip(rendered)
-                        .map(|(r, q)| result_cursor(q, r))
-                        .collect())),
-                    (Ok(other), Ok(_)) => done(Err(Error::protocol(format!(
-                        "expected a batch result, got {other:?}"
-                    )))),
-                }
-            }),
-        );
-    }
-
-    /// The transaction as separate simple queries, pipelined: BEGIN, each statement, COMMIT.
-    fn transaction_simple(&self, rendered: Vec<String>, done: Done<Vec<Cursor>>) {
-        struct Tx {
-            cursors: Vec<Option<Cursor>>,
-            error: Option<Error>,
-        }
-        let n = rendered.len();
-        let tx = Rc::new(RefCell::new(Tx {
-            cursors: (0..n).map(|_| None).collect(),
-            error: None,
-        }));
-        let record_error = |tx: &Rc<RefCell<Tx>>, e: Error| {
-            let mut t = tx.borrow_mut();
-            t.error.get_or_insert(e);
-        };
-        let t = tx.clone();
-        self.simple(
-            "BEGIN".to_owned(),
-            Box::new(move |r| {
-                if let Err(e) = r {
-                    record_error(&t, e);
-                }
-            }),
-        );
-        for (i, sql) in rendered.into_iter().enumerate() {
-            let t = tx.clone();
-            let query = sql.clone();
-            self.simple(
-                sql,
-                Box::new(move |r| match r.and_then(|resp| to_cursor(query, resp)) {
-                    Ok(c) => t.borrow_mut().cursors[i] = Some(c),
-                    Err(e) => record_error(&t, e),
-                }),
-            );
-        }
-        let t = tx;
-        let conn = self.clone();
-        self.simple(
-            "COMMIT".to_owned(),
-            Box::new(move |r| {
-                let mut t = t.borrow_mut();
-                if let Err(e) = r {
-                    t.error.get_or_insert(e);
-                }
-                let result = match t.error.take() {
-                    Some(e) => {
-                        // COMMIT of a failed transaction rolls it back; if the connection is
-                        // somehow still inside one (the server never saw COMMIT), roll back.
-                        if !conn.closed() && conn.transaction_status() != b'I' {
-                            conn.simple("ROLLBACK".to_owned(), Box::new(|_| {}));
-                        }
-                        Err(e)
-                    }
-                    None => Ok(t
-                        .cursors
-                        .drain(..)
-                        .map(|c| c.expect("every statement answered"))
-                        .collect()),
-                };
-                drop(t);
-                done(result);
-            }),
-        );
+        ops::transaction::transaction(&self.core, statements, auto_rollback, done);
     }
 
     /// Prepares `query` (with `$1`, `$2`… parameters) on the server. The statement belongs
-    /// to this connection; used after a reconnect or on another connection it is prepared
-    /// again transparently.
+    /// to this connection's session; used after a reconnect or on another connection it is
+    /// prepared again there, transparently.
     pub fn prepare(&self, query: &str) -> Future<Result<Prepared, Error>> {
         let (fut, done) = self.future();
-        self.prepare_cb(query, done);
+        ops::prepared::prepare(&self.core, query, done);
         fut
-    }
-
-    pub(crate) fn prepare_cb(&self, query: &str, done: Done<Prepared>) {
-        let n = self.shared.next_statement.get() + 1;
-        self.shared.next_statement.set(n);
-        let name = format!("momoko_{n}");
-        let (conn_id, session) = (self.shared_id(), self.shared.session.get());
-        let types = self.shared.types.borrow().clone();
-        let query = query.to_owned();
-        let q = query.clone();
-        let nm = name.clone();
-        self.request(
-            Request::Prepare {
-                name,
-                query,
-                param_types: Vec::new(),
-            },
-            Box::new(move |r| {
-                done(r.and_then(|resp| match resp {
-                    Response::Prepared {
-                        param_types,
-                        columns,
-                    } => {
-                        let columns = columns.map(|c| binary_columns(&c, &types));
-                        Ok(Prepared(Rc::new(PreparedInner {
-                            query: q,
-                            name: RefCell::new(Rc::from(nm)),
-                            param_types,
-                            result_formats: result_formats(&columns),
-                            columns,
-                            owner: Cell::new((conn_id, session)),
-                        })))
-                    }
-                    other => Err(Error::protocol(format!(
-                        "expected a prepared statement, got {other:?}"
-                    ))),
-                }))
-            }),
-        );
     }
 
     /// Runs a prepared statement with server-side parameters; results come back in binary
@@ -756,73 +423,8 @@ impl Connection {
         params: P,
     ) -> Future<Result<Cursor, Error>> {
         let (fut, done) = self.future();
-        self.execute_prepared_cb(statement, &params, done);
+        ops::prepared::execute_prepared(&self.core, statement, &params, done);
         fut
-    }
-
-    pub(crate) fn execute_prepared_cb<P: Params + ?Sized>(
-        &self,
-        statement: &Prepared,
-        params: &P,
-        done: Done<Cursor>,
-    ) {
-        let st = &statement.0;
-        let values = match params.positional() {
-            Ok(v) => v,
-            Err(e) => return done(Err(e)),
-        };
-        if values.len() != st.param_types.len() {
-            return done(Err(Error::usage(format!(
-                "the statement takes {} parameter(s), {} given",
-                st.param_types.len(),
-                values.len()
-            ))));
-        }
-        let (encoded, formats) = match encode_params(&values, &st.param_types) {
-            Ok(x) => x,
-            Err(e) => return done(Err(e)),
-        };
-        let here = (self.shared_id(), self.shared.session.get());
-        let mut reprepare_error: Option<Rc<RefCell<Option<Error>>>> = None;
-        if st.owner.get() != here {
-            // Another session: prepare it again, pipelined just before the execution.
-            let n = self.shared.next_statement.get() + 1;
-            self.shared.next_statement.set(n);
-            let name = format!("momoko_{n}");
-            *st.name.borrow_mut() = Rc::from(name.as_str());
-            st.owner.set(here);
-            let slot: Rc<RefCell<Option<Error>>> = Rc::default();
-            reprepare_error = Some(slot.clone());
-            self.request(
-                Request::Prepare {
-                    name,
-                    query: st.query.clone(),
-                    param_types: st.param_types.clone(),
-                },
-                Box::new(move |r| {
-                    if let Err(e) = r {
-                        *slot.borrow_mut() = Some(e);
-                    }
-                }),
-            );
-        }
-        let query = st.query.clone();
-        self.request(
-            Request::ExecutePrepared {
-                statement: st.name.borrow().clone(),
-                params: encoded,
-                param_formats: formats,
-                columns: st.columns.clone(),
-                result_formats: st.result_formats.clone(),
-                describe: false,
-            },
-            Box::new(move |r| {
-                if let Some(e) = reprepare_error.and_then(|slot| slot.borrow_mut().take()) {
-                    return done(Err(e));
-                }
-                done(r.and_then(|resp| to_cursor(query, resp)))
-            }),
-        );
     }
 
     /// Runs `sql` with server-side parameters (`$1`, `$2`…), preparing it on first use and
@@ -838,142 +440,13 @@ impl Connection {
     }
 
     pub(crate) fn query_cb<P: Params + ?Sized>(&self, sql: &str, params: &P, done: Done<Cursor>) {
-        let values = match params.positional() {
-            Ok(v) => v,
-            Err(e) => return done(Err(e)),
-        };
-        let types: Vec<u32> = values.iter().map(Value::type_oid).collect();
-        self.query_values(sql.to_owned(), values, types, true, done);
+        ops::prepared::query(&self.core, sql, params, done);
     }
 
-    fn query_values(
-        &self,
-        sql: String,
-        values: Vec<Value>,
-        types: Vec<u32>,
-        may_retry: bool,
-        done: Done<Cursor>,
-    ) {
-        let session = self.shared.session.get();
-        let cached = self.shared.cache.borrow_mut().get(&sql, &types, session);
-        match cached {
-            Some(st) => {
-                let (encoded, formats) = match encode_params(&values, &st.param_types) {
-                    Ok(x) => x,
-                    Err(e) => return done(Err(e)),
-                };
-                let conn = self.clone();
-                self.request(
-                    Request::ExecutePrepared {
-                        statement: st.name.clone(),
-                        params: encoded,
-                        param_formats: formats,
-                        columns: st.columns.clone(),
-                        result_formats: st.result_formats.clone(),
-                        describe: false,
-                    },
-                    Box::new(move |r| match r {
-                        Err(e) if may_retry && matches!(e.code(), Some("0A000" | "26000")) => {
-                            conn.shared.cache.borrow_mut().remove(&sql, &types);
-                            conn.query_values(sql, values, types, false, done);
-                        }
-                        r => done(r.and_then(|resp| to_cursor(sql, resp))),
-                    }),
-                );
-            }
-            None => {
-                // Parse with the parameter types the values carry; unknown ones (NULL) are
-                // left for the server to infer and sent as text.
-                let (encoded, formats) = match encode_params(&values, &types) {
-                    Ok(x) => x,
-                    Err(e) => return done(Err(e)),
-                };
-                let n = self.shared.next_statement.get() + 1;
-                self.shared.next_statement.set(n);
-                let name = format!("momoko_q{n}");
-                let weak = Rc::downgrade(&self.shared);
-                let registry = self.shared.types.borrow().clone();
-                let (key_sql, key_types, stmt_name) = (sql.clone(), types.clone(), name.clone());
-                let prepare_error: Rc<RefCell<Option<Error>>> = Rc::default();
-                let slot = prepare_error.clone();
-                self.request(
-                    Request::Prepare {
-                        name: name.clone(),
-                        query: sql.clone(),
-                        param_types: types.clone(),
-                    },
-                    Box::new(move |r| {
-                        let r = match r {
-                            Err(e) => {
-                                *slot.borrow_mut() = Some(e);
-                                return;
-                            }
-                            Ok(r) => r,
-                        };
-                        let Some(shared) = weak.upgrade() else { return };
-                        if let Response::Prepared {
-                            param_types,
-                            columns,
-                        } = r
-                        {
-                            let evicted = shared.cache.borrow_mut().insert(key_sql, key_types, {
-                                let columns = columns.map(|c| binary_columns(&c, &registry));
-                                CachedStatement {
-                                    name: Rc::from(stmt_name),
-                                    param_types,
-                                    result_formats: result_formats(&columns),
-                                    columns,
-                                    session,
-                                }
-                            });
-                            if let Some(old) = evicted {
-                                let conn = Shared::handle(&shared);
-                                conn.request(
-                                    Request::CloseStatement { name: old },
-                                    Box::new(|_| {}),
-                                );
-                            }
-                        }
-                    }),
-                );
-                self.request(
-                    Request::ExecutePrepared {
-                        statement: Rc::from(name),
-                        params: encoded,
-                        param_formats: formats,
-                        columns: None,
-                        result_formats: Rc::from([]),
-                        describe: true,
-                    },
-                    Box::new(move |r| {
-                        // The statement's own error says more than "does not exist".
-                        if let Some(e) = prepare_error.borrow_mut().take() {
-                            return done(Err(e));
-                        }
-                        done(r.and_then(|resp| to_cursor(sql, resp)))
-                    }),
-                );
-            }
-        }
-    }
-
-    /// Drops a prepared statement on the server (a no-op when it was prepared in another
-    /// session).
+    /// Drops a prepared statement on the server (a no-op where it is not prepared).
     pub fn close_prepared(&self, statement: &Prepared) -> Future<Result<(), Error>> {
         let (fut, done) = self.future();
-        let here = (self.shared_id(), self.shared.session.get());
-        if statement.0.owner.get() != here {
-            done(Ok(()));
-            return fut;
-        }
-        // Executing it again prepares it anew.
-        statement.0.owner.set((0, 0));
-        self.request(
-            Request::CloseStatement {
-                name: statement.0.name.borrow().to_string(),
-            },
-            Box::new(move |r| done(r.map(drop))),
-        );
+        ops::prepared::close_prepared(&self.core, statement, done);
         fut
     }
 
@@ -985,77 +458,42 @@ impl Connection {
         callback: impl FnMut(&Notification) + 'static,
     ) -> Future<Result<(), Error>> {
         let (fut, done) = self.future();
-        let listener: Listener = Rc::new(RefCell::new(callback));
-        self.shared
-            .listeners
-            .borrow_mut()
-            .insert(channel.to_owned(), listener.clone());
-        if let Some(raw) = self.shared.raw.borrow_mut().as_mut() {
-            raw.set_listener(channel, Some(listener));
-        }
-        let me = self.clone();
-        let ch = channel.to_owned();
-        self.simple(
-            format!("LISTEN {}", quote_ident(channel)),
-            Box::new(move |r| {
-                if r.is_err() {
-                    me.forget_listener(&ch);
-                }
-                done(r.map(drop))
-            }),
-        );
+        ops::listen::listen(&self.core, channel, callback, done);
         fut
     }
 
     /// Stops listening on `channel`.
     pub fn unlisten(&self, channel: &str) -> Future<Result<(), Error>> {
         let (fut, done) = self.future();
-        self.forget_listener(channel);
-        self.simple(
-            format!("UNLISTEN {}", quote_ident(channel)),
-            Box::new(move |r| done(r.map(drop))),
-        );
+        ops::listen::unlisten(&self.core, channel, done);
         fut
-    }
-
-    fn forget_listener(&self, channel: &str) {
-        self.shared.listeners.borrow_mut().remove(channel);
-        if let Some(raw) = self.shared.raw.borrow_mut().as_mut() {
-            raw.set_listener(channel, None);
-        }
     }
 
     /// Asks the server to cancel the query this connection is running (a CancelRequest on a
     /// new socket). The query then fails with SQLSTATE 57014 and the connection stays
     /// usable. Resolves once the server took the request.
     pub fn cancel(&self) -> Future<Result<(), Error>> {
-        let target = {
-            let mut raw = self.shared.raw.borrow_mut();
-            match raw.as_mut() {
-                Some(r) => {
-                    // Whatever is queued must reach the server before the cancel does.
-                    r.flush();
-                    let key = r.proto().and_then(|p| p.backend_key());
-                    r.peer().cloned().zip(key).map(|t| (t, r.head_sequence()))
-                }
-                None => None,
-            }
-        };
+        let target = self.core.with_mut(|s| {
+            // Whatever is queued must reach the server before the cancel does.
+            s.flush();
+            let key = s.backend_key();
+            s.peer().cloned().zip(key).map(|t| (t, s.head_sequence()))
+        });
         match target {
             Some(((peer, (pid, secret)), head)) => {
                 let timeout = self
-                    .shared
-                    .options
-                    .connect_timeout
+                    .core
+                    .with(|s| s.options().connect_timeout)
                     .unwrap_or(Duration::from_secs(10));
-                let fut = crate::cancel::cancel(&self.shared.ioloop, &peer, pid, secret, timeout);
+                let lp = &self.core.driver.ioloop;
+                let fut = crate::cancel::cancel(lp, &peer, pid, secret, timeout);
                 if let Some(head) = head {
                     // A backend still reading its next command ignores a cancel, and the
                     // query may reach it just after our request did: while that same
                     // request is still running, ask again a few times.
-                    let weak = Rc::downgrade(&self.shared);
+                    let weak = Rc::downgrade(&self.core);
                     let retry = move |_: &Future<Result<(), Error>>| {
-                        Shared::cancel_again(weak, peer, (pid, secret), head, timeout, 20);
+                        cancel_again(weak, peer, (pid, secret), head, timeout, 20);
                     };
                     fut.add_done_callback(retry);
                 }
@@ -1079,14 +517,14 @@ impl Connection {
     }
 
     /// `COPY … FROM STDIN` with the data pulled chunk by chunk as the socket takes it, so a
-    /// large COPY never sits in memory whole.
+    /// large COPY never sits in memory whole. The iterator runs with no borrow of the
+    /// connection held: it may call into this connection.
     pub fn copy_in_chunks<I>(&self, query: &str, chunks: I) -> Future<Result<u64, Error>>
     where
         I: IntoIterator + 'static,
         I::Item: Into<Bytes>,
     {
-        let source = CopySource(Box::new(chunks.into_iter().map(|c| Ok(c.into()))));
-        self.copy_in_source(query, source)
+        self.copy_in_source(query, ops::copy::chunks(chunks))
     }
 
     /// `COPY … FROM STDIN` from fallible chunks: an `Err` aborts the COPY (CopyFail) and
@@ -1100,13 +538,7 @@ impl Connection {
 
     fn copy_in_source(&self, query: &str, source: CopySource) -> Future<Result<u64, Error>> {
         let (fut, done) = self.future();
-        self.request(
-            Request::CopyIn {
-                query: query.to_owned(),
-                source,
-            },
-            Box::new(move |r| done(r.and_then(copy_count))),
-        );
+        ops::copy::copy_in(&self.core, query, source, done);
         fut
     }
 
@@ -1117,27 +549,7 @@ impl Connection {
         sink: impl FnMut(&[u8]) + 'static,
     ) -> Future<Result<u64, Error>> {
         let (fut, done) = self.future();
-        let sink: crate::raw::CopySink = Rc::new(RefCell::new(sink));
-        {
-            let mut raw = self.shared.raw.borrow_mut();
-            match raw.as_mut() {
-                Some(r) => r.request_copy_out(
-                    Request::CopyOut {
-                        query: query.to_owned(),
-                    },
-                    sink,
-                    Box::new(move |r| done(r.and_then(copy_count))),
-                ),
-                None => {
-                    drop(raw);
-                    done(Err(Error::usage(
-                        "the connection is not connected: call connect() first",
-                    )));
-                    return fut;
-                }
-            }
-        }
-        Shared::sync(&self.shared);
+        ops::copy::copy_out(&self.core, query, sink, done);
         fut
     }
 
@@ -1145,47 +557,19 @@ impl Connection {
     /// `HashMap<String, Option<String>>` and `Value::Hstore`.
     pub fn register_hstore(&self) -> Future<Result<(), Error>> {
         let (fut, done) = self.future();
-        let conn = self.clone();
-        self.hstore_oids_cb(Box::new(move |r| {
-            done(r.map(|(oid, arr)| conn.set_hstore_oids(oid, arr)))
-        }));
+        ops::register::register_hstore(&self.core, done);
         fut
     }
 
     /// Looks up hstore's OIDs (they differ from database to database).
     pub(crate) fn hstore_oids_cb(&self, done: Done<(u32, u32)>) {
-        self.simple(
-            "SELECT 'hstore'::regtype::oid AS hstore_oid, 'hstore[]'::regtype::oid AS hstore_arr_oid"
-                .to_owned(),
-            Box::new(move |r| {
-                done(r.and_then(|resp| {
-                    let mut c = to_cursor(String::new(), resp)?;
-                    let row = c
-                        .fetchone()
-                        .ok_or_else(|| Error::protocol("no row for the hstore OIDs"))?;
-                    let oid: i64 = row.try_get(0)?;
-                    let arr: i64 = row.try_get(1)?;
-                    Ok((oid as u32, arr as u32))
-                }))
-            }),
-        );
+        ops::register::hstore_oids(&self.core, done);
     }
 
     /// Decodes hstore from now on, on this session and every later reconnect.
     pub(crate) fn set_hstore_oids(&self, oid: u32, array_oid: u32) {
-        self.shared
-            .types
-            .borrow_mut()
-            .register_hstore(oid, array_oid);
-        if let Some(p) = self
-            .shared
-            .raw
-            .borrow_mut()
-            .as_mut()
-            .and_then(|r| r.proto_mut())
-        {
-            p.types_mut().register_hstore(oid, array_oid);
-        }
+        self.core
+            .with(|s| s.types().register_hstore(oid, array_oid));
     }
 
     /// Checks that json exists on the server. JSON and JSONB always decode to
@@ -1197,11 +581,7 @@ impl Connection {
     }
 
     pub(crate) fn register_json_cb(&self, done: Done<()>) {
-        self.simple(
-            "SELECT 'json'::regtype::oid AS json_oid, 'json[]'::regtype::oid AS json_arr_oid"
-                .to_owned(),
-            Box::new(move |r| done(r.map(drop))),
-        );
+        ops::register::register_json(&self.core, done);
     }
 
     /// Closes the connection: everything in flight fails with a Connection error, the socket
@@ -1212,503 +592,217 @@ impl Connection {
 
     /// Closes the connection, failing what is in flight with `reason`.
     pub(crate) fn close_with(&self, reason: Error) {
-        Shared::close(&self.shared, reason);
+        close(&self.core, reason);
     }
 
-    /// An identity stable while the connection lives (the pool's key).
+    /// A process-wide identity of this connection, never reused (the pool's key).
     pub(crate) fn shared_id(&self) -> usize {
-        Rc::as_ptr(&self.shared) as usize
+        self.core.id as usize
     }
 
     /// Runs `hook` when this connection, once established, is lost or closed.
     pub(crate) fn on_close(&self, hook: Rc<dyn Fn(&Error)>) {
-        self.shared.on_close.borrow_mut().push(hook);
+        self.core.driver.on_close.borrow_mut().push(hook);
     }
 
     /// Whether two handles are the same connection.
     pub fn same(&self, other: &Connection) -> bool {
-        Rc::ptr_eq(&self.shared, &other.shared)
+        Rc::ptr_eq(&self.core, &other.core)
     }
 }
 
-fn transaction_step(
-    conn: Connection,
-    tx: Rc<RefCell<(std::vec::IntoIter<String>, Vec<Cursor>)>>,
-    done: Done<Vec<Cursor>>,
-) {
-    let next = tx.borrow_mut().0.next();
-    match next {
-        Some(sql) => {
-            let query = sql.clone();
-            let c = conn.clone();
-            conn.simple(
-                sql,
-                Box::new(move |r| match r.and_then(|resp| to_cursor(query, resp)) {
-                    Ok(cursor) => {
-                        tx.borrow_mut().1.push(cursor);
-                        transaction_step(c, tx, done);
-                    }
-                    Err(e) => done(Err(e)),
-                }),
-            );
-        }
+/// A user handle, sharing the one token while any handle lives.
+fn handle(core: &Rc<Core<LoopDriver>>) -> Connection {
+    let existing = core.driver.user.borrow().upgrade();
+    let user = match existing {
+        Some(u) => u,
         None => {
-            conn.simple(
-                "COMMIT".to_owned(),
-                Box::new(move |r| {
-                    let cursors = std::mem::take(&mut tx.borrow_mut().1);
-                    done(r.map(|_| cursors));
-                }),
-            );
+            let u = Rc::new(UserToken(core.clone()));
+            *core.driver.user.borrow_mut() = Rc::downgrade(&u);
+            core.driver.abandoned.set(false);
+            u
         }
-    }
-}
-
-/// The query and the parameter values psycopg2's callproc would build.
-fn callproc_query<P: Params + ?Sized>(procname: &str, params: &P) -> (String, ParamValues) {
-    let values = params.to_values();
-    let args = match &values {
-        ParamValues::Positional(v) => vec!["%s"; v.len()].join(","),
-        ParamValues::Named(m) => m
-            .keys()
-            .map(|k| format!("{k}:=%({k})s"))
-            .collect::<Vec<_>>()
-            .join(","),
     };
-    (format!("SELECT * FROM {procname}({args})"), values)
-}
-
-/// Whether the server refused a statement because it holds several commands (the
-/// extended protocol takes one per Parse).
-fn is_multiple_commands(e: &Error) -> bool {
-    e.as_db_error()
-        .is_some_and(|d| d.code == "42601" && d.message.contains("cannot insert multiple commands"))
-}
-
-/// Builds the cursor for one statement's result; `query` names it when the result does not
-/// carry its own text (only simple queries do).
-fn result_cursor(query: String, mut r: crate::proto::QueryResult) -> Cursor {
-    let query = if r.query.is_empty() {
-        query
-    } else {
-        std::mem::take(&mut r.query)
-    };
-    let rowcount = match &r.tag {
-        Some(tag) => crate::row::rowcount_from_tag(tag),
-        None => -1,
-    };
-    Cursor::new(query, r.columns, r.rows, rowcount, r.tag)
-}
-
-/// Builds the cursor for a query's response.
-pub(crate) fn to_cursor(query: String, resp: Response) -> Result<Cursor, Error> {
-    match resp {
-        Response::Query(r) => Ok(result_cursor(query, r)),
-        other => Err(Error::protocol(format!(
-            "expected a query result, got {other:?}"
-        ))),
+    Connection {
+        core: core.clone(),
+        _user: user,
     }
 }
 
-/// A completion callback of a connection or pool operation.
-pub(crate) type Done<T> = Box<dyn FnOnce(Result<T, Error>)>;
-
-/// A statement prepared with [`Connection::prepare`].
-#[derive(Clone)]
-pub struct Prepared(Rc<PreparedInner>);
-
-struct PreparedInner {
-    query: String,
-    name: RefCell<Rc<str>>,
-    param_types: Vec<u32>,
-    columns: Option<Arc<[Column]>>,
-    result_formats: Rc<[i16]>,
-    /// The connection and session it is prepared in.
-    owner: Cell<(usize, u64)>,
-}
-
-impl std::fmt::Debug for Prepared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prepared")
-            .field("query", &self.0.query)
-            .field("name", &self.0.name.borrow())
-            .field("param_types", &self.0.param_types)
-            .finish_non_exhaustive()
+/// Sends the cancel again after a short wait if request `head` is still the one running.
+fn cancel_again(
+    weak: Weak<Core<LoopDriver>>,
+    peer: crate::session::transport::Peer,
+    key: (i32, i32),
+    head: u64,
+    timeout: Duration,
+    tries: u32,
+) {
+    let Some(core) = weak.upgrade() else { return };
+    if tries == 0 {
+        return;
     }
-}
-
-impl Prepared {
-    /// The query text.
-    pub fn query(&self) -> &str {
-        &self.0.query
-    }
-    /// The parameter types the server inferred (OIDs).
-    pub fn param_types(&self) -> &[u32] {
-        &self.0.param_types
-    }
-    /// The result columns, or `None` for a statement without a result set.
-    pub fn columns(&self) -> Option<&[Column]> {
-        self.0.columns.as_deref()
-    }
-}
-
-/// A statement prepared by [`Connection::query`].
-#[derive(Clone)]
-struct CachedStatement {
-    name: Rc<str>,
-    param_types: Vec<u32>,
-    columns: Option<Arc<[Column]>>,
-    result_formats: Rc<[i16]>,
-    session: u64,
-}
-
-/// The per-connection cache of [`Connection::query`]: bounded, oldest entry evicted first.
-#[derive(Default)]
-struct StatementCache {
-    map: HashMap<(String, Vec<u32>), CachedStatement>,
-    order: std::collections::VecDeque<(String, Vec<u32>)>,
-}
-
-/// Statements kept per connection by `query`.
-const STATEMENT_CACHE_SIZE: usize = 256;
-
-impl StatementCache {
-    fn get(&mut self, sql: &str, types: &[u32], session: u64) -> Option<CachedStatement> {
-        let key = (sql.to_owned(), types.to_vec());
-        match self.map.get(&key) {
-            Some(st) if st.session == session => Some(st.clone()),
-            Some(_) => {
-                // Prepared in an earlier session: gone from the server.
-                self.remove(sql, types);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Inserts; returns the name of an evicted statement to close on the server.
-    fn insert(&mut self, sql: String, types: Vec<u32>, st: CachedStatement) -> Option<String> {
-        let key = (sql, types);
-        if let Some(previous) = self.map.insert(key.clone(), st) {
-            // Two first uses raced: keep the newer, close the older.
-            return Some(previous.name.to_string());
-        }
-        self.order.push_back(key);
-        if self.order.len() > STATEMENT_CACHE_SIZE {
-            let old = self.order.pop_front()?;
-            return self.map.remove(&old).map(|s| s.name.to_string());
-        }
-        None
-    }
-
-    fn remove(&mut self, sql: &str, types: &[u32]) {
-        let key = (sql.to_owned(), types.to_vec());
-        self.map.remove(&key);
-        self.order.retain(|k| *k != key);
-    }
-}
-
-/// The result formats Bind asks for: one per column, computed once per statement.
-fn result_formats(columns: &Option<Arc<[Column]>>) -> Rc<[i16]> {
-    columns
-        .as_ref()
-        .map(|c| c.iter().map(Column::format).collect())
-        .unwrap_or_else(|| Rc::from([]))
-}
-
-/// Types whose binary form momoko decodes: results of prepared statements come back binary
-/// for these and as text for everything else.
-fn binary_decodable(oid: u32) -> bool {
-    matches!(
-        oid,
-        16 | 17
-            | 18
-            | 19
-            | 20
-            | 21
-            | 23
-            | 25
-            | 26
-            | 114
-            | 700
-            | 701
-            | 1042
-            | 1043
-            | 1082
-            | 1083
-            | 1114
-            | 1184
-            | 1700
-            | 2950
-            | 3802
-            | 1000
-            | 1001
-            | 1005
-            | 1007
-            | 1009
-            | 1015
-            | 1016
-            | 1021
-            | 1022
-    )
-}
-
-fn binary_columns(columns: &[Column], types: &TypeRegistry) -> Arc<[Column]> {
-    columns
-        .iter()
-        .map(|c| {
-            let format = i16::from(binary_decodable(c.type_oid()));
-            let mut col = Column::new(
-                c.name().to_owned(),
-                c.table_oid(),
-                c.column_id(),
-                c.type_oid(),
-                c.type_size(),
-                c.type_modifier(),
-                format,
-            );
-            col.resolve(types);
-            col
-        })
-        .collect()
-}
-
-/// Encodes parameters for Bind: binary where the type allows it, text otherwise.
-#[allow(clippy::type_complexity)]
-fn encode_params(values: &[Value], types: &[u32]) -> Result<(Vec<Option<Bytes>>, Vec<i16>), Error> {
-    let mut buf = BytesMut::new();
-    let mut out = Vec::with_capacity(values.len());
-    let mut formats = Vec::with_capacity(values.len());
-    for (v, &oid) in values.iter().zip(types) {
-        let (format, is_null) = v.encode(oid, &mut buf)?;
-        let bytes = buf.split().freeze();
-        formats.push(format as i16);
-        out.push(match is_null {
-            crate::types::IsNull::Yes => None,
-            crate::types::IsNull::No => Some(bytes),
-        });
-    }
-    Ok((out, formats))
-}
-
-/// Quotes a name as an SQL identifier ("" doubled).
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// The row count of a COPY from its command tag ("COPY 42").
-fn copy_count(resp: Response) -> Result<u64, Error> {
-    match resp {
-        Response::Query(r) => Ok(r
-            .tag
-            .as_deref()
-            .and_then(|t| t.strip_prefix("COPY "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0)),
-        other => Err(Error::protocol(format!(
-            "expected a COPY result, got {other:?}"
-        ))),
-    }
-}
-
-impl Shared {
-    /// A user handle, sharing the one token while any handle lives.
-    fn handle(this: &Rc<Shared>) -> Connection {
-        let existing = this.user.borrow().upgrade();
-        let user = match existing {
-            Some(u) => u,
-            None => {
-                let u = Rc::new(UserToken(this.clone()));
-                *this.user.borrow_mut() = Rc::downgrade(&u);
-                this.abandoned.set(false);
-                u
-            }
-        };
-        Connection {
-            shared: this.clone(),
-            _user: user,
-        }
-    }
-
-    /// Sends the cancel again after a short wait if request `head` is still the one running.
-    fn cancel_again(
-        weak: Weak<Shared>,
-        peer: crate::raw::Peer,
-        key: (i32, i32),
-        head: u64,
-        timeout: Duration,
-        tries: u32,
-    ) {
-        let Some(shared) = weak.upgrade() else { return };
-        if tries == 0 {
+    let lp = core.driver.ioloop.clone();
+    drop(core);
+    lp.clone().call_later(Duration::from_millis(50), move || {
+        let Some(core) = weak.upgrade() else { return };
+        if core.with(|s| s.head_sequence()) != Some(head) {
             return;
         }
-        let lp = shared.ioloop.clone();
-        drop(shared);
-        lp.clone().call_later(Duration::from_millis(50), move || {
-            let Some(shared) = weak.upgrade() else { return };
-            let still = shared
-                .raw
-                .borrow()
-                .as_ref()
-                .is_some_and(|r| r.head_sequence() == Some(head));
-            if !still {
-                return;
-            }
-            let f = crate::cancel::cancel(&lp, &peer, key.0, key.1, timeout);
-            f.add_done_callback(move |_| {
-                Shared::cancel_again(weak, peer, key, head, timeout, tries - 1);
-            });
+        let f = crate::cancel::cancel(&lp, &peer, key.0, key.1, timeout);
+        f.add_done_callback(move |_| {
+            cancel_again(weak, peer, key, head, timeout, tries - 1);
         });
-    }
+    });
+}
 
-    fn on_ready(this: &Rc<Shared>, ready: Ready) {
-        if let Some(raw) = this.raw.borrow_mut().as_mut() {
-            raw.handle_ready(
-                ready.readable || ready.read_closed,
-                ready.writable,
-                ready.error,
-                Instant::now(),
+fn on_ready(core: &Rc<Core<LoopDriver>>, ready: Ready) {
+    core.with_mut(|s| {
+        s.handle_ready(
+            ready.readable || ready.read_closed,
+            ready.writable,
+            ready.error,
+            Instant::now(),
+        )
+    });
+    core.pump();
+    sync(core);
+}
+
+fn on_timer(core: &Rc<Core<LoopDriver>>) {
+    core.driver.reg.borrow_mut().timer = None;
+    core.with_mut(|s| s.handle_timeout(Instant::now()));
+    sync(core);
+}
+
+fn flush_now(core: &Rc<Core<LoopDriver>>) {
+    core.driver.reg.borrow_mut().flush_scheduled = false;
+    core.pump();
+    sync(core);
+}
+
+fn close(core: &Rc<Core<LoopDriver>>, reason: Error) {
+    core.with_mut(|s| s.close(reason, Instant::now()));
+    sync(core);
+}
+
+fn close_if_abandoned(core: &Rc<Core<LoopDriver>>) {
+    if !core.driver.abandoned.get() {
+        return;
+    }
+    let idle = core.with(|s| s.phase() == Phase::Ready && s.pending() == 0);
+    if idle {
+        close(core, Error::connection("the connection was dropped"));
+    }
+}
+
+/// Brings the loop registration, the timer and the write scheduling in line with the
+/// session.
+fn register(core: &Rc<Core<LoopDriver>>) {
+    let d = &core.driver;
+    let mut s = core.session.borrow_mut();
+    let mut reg = d.reg.borrow_mut();
+    if reg.generation != s.socket_generation() {
+        if let Some(id) = reg.handler.take() {
+            d.ioloop.forget_handler(id);
+        }
+        reg.generation = s.socket_generation();
+        if let Some(socket) = s.source() {
+            let me = core.clone();
+            let added = d.ioloop.add_handler(
+                socket,
+                mio::Interest::READABLE | mio::Interest::WRITABLE,
+                move |ready| on_ready(&me, ready),
             );
-        }
-        Shared::sync(this);
-    }
-
-    fn on_timer(this: &Rc<Shared>) {
-        this.reg.borrow_mut().timer = None;
-        if let Some(raw) = this.raw.borrow_mut().as_mut() {
-            raw.handle_timeout(Instant::now());
-        }
-        Shared::sync(this);
-    }
-
-    fn flush_now(this: &Rc<Shared>) {
-        this.reg.borrow_mut().flush_scheduled = false;
-        if let Some(raw) = this.raw.borrow_mut().as_mut() {
-            raw.flush();
-            raw.process_events(Instant::now());
-        }
-        Shared::sync(this);
-    }
-
-    fn close(this: &Rc<Shared>, reason: Error) {
-        if let Some(raw) = this.raw.borrow_mut().as_mut() {
-            raw.close(reason, Instant::now());
-        }
-        Shared::sync(this);
-    }
-
-    fn close_if_abandoned(this: &Rc<Shared>) {
-        if !this.abandoned.get() {
-            return;
-        }
-        let idle = this
-            .raw
-            .borrow()
-            .as_ref()
-            .is_some_and(|r| r.phase() == Phase::Ready && r.pending() == 0);
-        if idle {
-            Shared::close(this, Error::connection("the connection was dropped"));
-        }
-    }
-
-    /// Brings the loop registration, the timer and the write scheduling in line with the
-    /// raw connection, then runs its actions with no borrow held.
-    fn sync(this: &Rc<Shared>) {
-        let actions = {
-            let mut raw_slot = this.raw.borrow_mut();
-            let Some(raw) = raw_slot.as_mut() else { return };
-            let mut reg = this.reg.borrow_mut();
-            if reg.generation != raw.socket_generation() {
-                if let Some(id) = reg.handler.take() {
-                    this.ioloop.forget_handler(id);
-                }
-                reg.generation = raw.socket_generation();
-                if let Some(socket) = raw.source() {
-                    let me = this.clone();
-                    let added = this.ioloop.add_handler(
-                        socket,
-                        mio::Interest::READABLE | mio::Interest::WRITABLE,
-                        move |ready| Shared::on_ready(&me, ready),
-                    );
-                    match added {
-                        Ok(id) => reg.handler = Some(id),
-                        Err(e) => {
-                            raw.close(Error::io("cannot watch the socket", e), Instant::now())
-                        }
-                    }
-                }
+            match added {
+                Ok(id) => reg.handler = Some(id),
+                Err(e) => s.close(Error::io("cannot watch the socket", e), Instant::now()),
             }
-            let want = raw.next_deadline();
-            let have = reg.timer.map(|(_, at)| at);
-            if want != have {
-                if let Some((id, _)) = reg.timer.take() {
-                    this.ioloop.remove_timeout(id);
-                }
-                if let Some(at) = want {
-                    let me = this.clone();
-                    let id = this.ioloop.call_at(at, move || Shared::on_timer(&me));
-                    reg.timer = Some((id, at));
-                }
-            }
-            // Writes wait for the next turn of the loop: every request of this turn goes
-            // out in one write, and the poll in between notices a connection that died
-            // while idle before a request is written into it (so a pool may retry safely).
-            if raw.wants_write() && !reg.flush_scheduled {
-                reg.flush_scheduled = true;
-                let me = this.clone();
-                this.ioloop.add_callback(move || Shared::flush_now(&me));
-            }
-            raw.take_actions()
-        };
+        }
+    }
+    let want = s.next_deadline();
+    let have = reg.timer.map(|(_, at)| at);
+    if want != have {
+        if let Some((id, _)) = reg.timer.take() {
+            d.ioloop.remove_timeout(id);
+        }
+        if let Some(at) = want {
+            let me = core.clone();
+            let id = d.ioloop.call_at(at, move || on_timer(&me));
+            reg.timer = Some((id, at));
+        }
+    }
+    // Writes wait for the next turn of the loop: every request of this turn goes out in one
+    // write, and the poll in between notices a connection that died while idle before a
+    // request is written into it (so a pool may retry safely).
+    if s.wants_write() && !reg.flush_scheduled {
+        reg.flush_scheduled = true;
+        let me = core.clone();
+        d.ioloop.add_callback(move || flush_now(&me));
+    }
+}
+
+/// Registration in line, then the session's actions delivered with no borrow held, in the
+/// order the session produced them. A wake from inside a delivered callback only registers:
+/// the delivery under way picks up what that callback queued, after what came before it.
+fn sync(core: &Rc<Core<LoopDriver>>) {
+    register(core);
+    if core.driver.delivering.replace(true) {
+        return;
+    }
+    struct Delivering<'a>(&'a Cell<bool>);
+    impl Drop for Delivering<'_> {
+        fn drop(&mut self) {
+            self.0.set(false);
+        }
+    }
+    let guard = Delivering(&core.driver.delivering);
+    loop {
+        let actions = core.with_mut(|s| s.take_actions());
         if actions.is_empty() {
-            return;
+            break;
         }
         for action in actions.into_iter().filter_map(Action::deliver) {
-            match action {
-                Action::Complete(cb, result) => cb(result),
-                // Already run by `Action::deliver`.
-                Action::Notify(..) | Action::Notice(..) | Action::CopyData(..) => {}
-                Action::Cancel => {
-                    let conn = Shared::handle(this);
-                    let f = conn.cancel();
-                    this.ioloop.add_future(&f, |f| {
-                        if let Some(Err(e)) = f.take() {
-                            log::warn!("cancelling a timed-out query failed: {e}");
-                        }
-                    });
+            run(core, action);
+        }
+        register(core);
+    }
+    drop(guard);
+    // Callbacks may have given up the last handle.
+    close_if_abandoned(core);
+    register(core);
+}
+
+/// Runs one action the driver handles itself.
+fn run(core: &Rc<Core<LoopDriver>>, action: Action) {
+    match action {
+        Action::Complete(cb, result) => cb(result),
+        // Already run by `Action::deliver`.
+        Action::Notify(..) | Action::Notice(..) | Action::CopyData(..) | Action::Release(_) => {}
+        Action::Cancel => {
+            let f = handle(core).cancel();
+            core.driver.ioloop.add_future(&f, |f| {
+                if let Some(Err(e)) = f.take() {
+                    log::warn!("cancelling a timed-out query failed: {e}");
                 }
-                Action::Connected(result) => {
-                    if result.is_ok() {
-                        this.session.set(this.session.get() + 1);
-                        let v = this
-                            .raw
-                            .borrow()
-                            .as_ref()
-                            .and_then(|r| r.proto())
-                            .and_then(|p| p.server_version());
-                        this.server_version.set(v);
-                    }
-                    let waiters = std::mem::take(&mut *this.connect_waiters.borrow_mut());
-                    for f in waiters {
-                        let r = match &result {
-                            Ok(()) => Ok(Shared::handle(this)),
-                            Err(e) => Err(e.clone()),
-                        };
-                        let _ = f.set_result(r);
-                    }
-                }
-                Action::Closed(e) => {
-                    log::debug!("connection closed: {e}");
-                    let hooks: Vec<_> = this.on_close.borrow().clone();
-                    for h in hooks {
-                        h(&e);
-                    }
-                }
+            });
+        }
+        Action::Connected(result) => {
+            let waiters = std::mem::take(&mut *core.driver.connect_waiters.borrow_mut());
+            for f in waiters {
+                let r = match &result {
+                    Ok(()) => Ok(handle(core)),
+                    Err(e) => Err(e.clone()),
+                };
+                let _ = f.set_result(r);
             }
         }
-        // Callbacks may have queued more work or given up the last handle.
-        Shared::close_if_abandoned(this);
-        Shared::sync(this);
+        Action::Closed(e) => {
+            log::debug!("connection closed: {e}");
+            let hooks: Vec<_> = core.driver.on_close.borrow().clone();
+            for h in hooks {
+                h(&e);
+            }
+        }
     }
 }

@@ -1,40 +1,127 @@
-//! Embedding: a connection driven by a program that owns its own `mio::Poll`.
+//! Embedding: the session driver for a program that owns its own `mio::Poll`.
 //!
-//! [`MioConnection`] is the same connection as [`crate::Connection`] without the `IoLoop`:
-//! the program registers it under a `Token` of its choosing, forwards the events of that
-//! token and the connection's deadline, and calls [`MioConnection::dispatch`] once per turn
-//! of its loop, which writes what was queued and runs completion callbacks. It owns no
-//! thread, no timer and no poll of its own, and never blocks.
+//! [`MioConnection`] is the same session as [`crate::Connection`] without the `IoLoop`: the
+//! program registers it under a `Token` of its choosing, forwards the events of that token
+//! and the connection's deadline, and calls [`MioConnection::dispatch`] once per turn of its
+//! loop, which writes what was queued and runs callbacks. It offers the whole operation set
+//! (the same `session/ops` as `Connection`). Callbacks run from `dispatch` with no borrow of
+//! the connection held, so a callback may issue further requests on a clone of its handle;
+//! they are delivered in request order. It owns no timer and no poll of its own and never
+//! blocks the program's thread: a CancelRequest goes out from a short-lived helper thread.
 
+use std::cell::{Cell, RefCell};
 use std::io;
-use std::time::Instant;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use mio::{Interest, Registry, Token};
 
-use crate::connection::to_cursor;
-use crate::conninfo::Config;
 use crate::error::Error;
 use crate::params::Params;
-use crate::proto::Request;
-use crate::raw::{Action, Options, Phase, RawConnection};
+use crate::proto::CopySource;
 use crate::row::Cursor;
-use crate::types::QuoteContext;
+use crate::session::ops::{self, Done, Statement};
+use crate::session::transport::Peer;
+use crate::session::{Action, Core, Drive, Notification, Options, Phase};
+use crate::Prepared;
+
+/// How often `next_deadline` asks to be called back while a cancel is under way on its
+/// helper thread (its answer cannot wake the program's poll).
+const CANCEL_POLL: Duration = Duration::from_millis(10);
 
 /// A PostgreSQL connection for a program that runs its own mio loop. See the module docs
 /// and `examples/custom_mio_loop.rs`.
+///
+/// A cheap handle: clones share one connection, so a callback can hold one and issue more
+/// requests. When the last handle is dropped the connection is closed.
+#[derive(Clone)]
 pub struct MioConnection {
-    raw: RawConnection,
-    token: Option<Token>,
-    registered: u64,
-    on_connect: Option<crate::connection::Done<()>>,
+    core: Rc<Core<MioDriver>>,
+    _user: Rc<UserToken>,
+}
+
+/// Dropped with the last handle: closes the connection; callbacks that can no longer be
+/// delivered are dropped with no borrow held.
+struct UserToken(Rc<Core<MioDriver>>);
+
+impl Drop for UserToken {
+    fn drop(&mut self) {
+        let core = &self.0;
+        core.with_mut(|s| {
+            s.close(
+                Error::connection("the connection was dropped"),
+                MioDriver::now(),
+            )
+        });
+        if !core.driver.delivering.get() {
+            let actions = core.with_mut(|s| s.take_actions());
+            drop(actions);
+        }
+    }
+}
+
+/// The program's side of one connection: its token and registry, delivery, cancels.
+pub(crate) struct MioDriver {
+    token: Cell<Option<Token>>,
+    registry: RefCell<Option<Registry>>,
+    registered: Cell<u64>,
+    on_connect: RefCell<Option<Done<()>>>,
+    delivering: Cell<bool>,
+    cancels: RefCell<Vec<CancelTask>>,
+    /// The error of a failed re-registration, reported from `dispatch`.
+    register_error: RefCell<Option<io::Error>>,
+}
+
+/// A CancelRequest under way on a helper thread.
+struct CancelTask {
+    answer: mpsc::Receiver<Result<(), Error>>,
+    done: Done<()>,
+    /// Asked again while this request is still the one running (see `Connection::cancel`).
+    again: Option<(Peer, (i32, i32), u64, u32)>,
+}
+
+impl Drive for MioDriver {
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    fn wake(core: &Rc<Core<Self>>) {
+        // Delivery is the program's `dispatch`; only a replaced socket needs doing now.
+        sync_registration(core);
+    }
 }
 
 impl std::fmt::Debug for MioConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MioConnection")
-            .field("raw", &self.raw)
-            .field("token", &self.token)
+            .field("id", &self.core.id)
+            .field("session", &*self.core.session.borrow())
+            .field("token", &self.core.driver.token.get())
             .finish_non_exhaustive()
+    }
+}
+
+/// Registers a new socket (a connect, a move to the next host) with the program's registry.
+fn sync_registration(core: &Rc<Core<MioDriver>>) {
+    let d = &core.driver;
+    let Some(token) = d.token.get() else { return };
+    let mut s = core.session.borrow_mut();
+    let generation = s.socket_generation();
+    if d.registered.get() == generation {
+        return;
+    }
+    d.registered.set(generation);
+    let registry = d.registry.borrow();
+    let (Some(registry), Some(socket)) = (registry.as_ref(), s.source()) else {
+        // A replaced socket was closed, which removed it from the poll.
+        return;
+    };
+    if let Err(e) = registry.register(socket, token, Interest::READABLE | Interest::WRITABLE) {
+        let msg = format!("cannot register the socket: {e}");
+        s.close(Error::io("cannot register the socket", e), MioDriver::now());
+        *d.register_error.borrow_mut() = Some(io::Error::other(msg));
     }
 }
 
@@ -43,155 +130,465 @@ impl MioConnection {
     /// with [`MioConnection::register`] before polling. `on_connect` runs from `dispatch`
     /// once the connection is ready or has failed.
     pub fn connect(dsn: &str, on_connect: impl FnOnce(Result<(), Error>) + 'static) -> Self {
-        let raw = RawConnection::connect(Config::parse(dsn), Options::default(), Instant::now());
-        MioConnection {
-            raw,
-            token: None,
-            registered: 0,
-            on_connect: Some(Box::new(on_connect)),
+        MioConnection::connect_with(dsn, Options::default(), on_connect)
+    }
+
+    fn connect_with(
+        dsn: &str,
+        options: Options,
+        on_connect: impl FnOnce(Result<(), Error>) + 'static,
+    ) -> Self {
+        let driver = MioDriver {
+            token: Cell::new(None),
+            registry: RefCell::new(None),
+            registered: Cell::new(0),
+            on_connect: RefCell::new(None),
+            delivering: Cell::new(false),
+            cancels: RefCell::new(Vec::new()),
+            register_error: RefCell::new(None),
+        };
+        let core = Core::new(dsn.to_owned(), options, driver);
+        let conn = MioConnection {
+            _user: Rc::new(UserToken(core.clone())),
+            core,
+        };
+        conn.reconnect(on_connect);
+        conn
+    }
+
+    /// Connects again after the connection was closed or lost (listeners are kept and
+    /// LISTEN issued again); `on_connect` runs from `dispatch`. On a connection that is
+    /// connecting or connected, `on_connect` gets a Usage error.
+    pub fn reconnect(&self, on_connect: impl FnOnce(Result<(), Error>) + 'static) {
+        if !self.core.with(|s| s.is_closed()) {
+            let e = Error::usage("the connection is already connected or connecting");
+            // Delivered from dispatch like every other callback.
+            return self.spawn_failed(Box::new(on_connect), e);
         }
+        *self.core.driver.on_connect.borrow_mut() = Some(Box::new(on_connect));
+        self.core.with_mut(|s| s.connect(MioDriver::now()));
+        sync_registration(&self.core);
     }
 
     /// Registers the socket under `token` for readable and writable events. Call it once;
-    /// the connection registers a replacement socket itself when it moves to another host.
-    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        self.token = Some(token);
-        self.registered = u64::MAX;
-        self.sync_registration(registry)
-    }
-
-    fn sync_registration(&mut self, registry: &Registry) -> io::Result<()> {
-        let Some(token) = self.token else {
-            return Ok(());
-        };
-        let generation = self.raw.socket_generation();
-        if self.registered == generation {
-            return Ok(());
-        }
-        self.registered = generation;
-        // A replaced socket was closed, which removed it from the poll.
-        match self.raw.source() {
-            Some(s) => registry.register(s, token, Interest::READABLE | Interest::WRITABLE),
+    /// the connection registers a replacement socket itself (with a clone of `registry`)
+    /// when it moves to another host or reconnects.
+    pub fn register(&self, registry: &Registry, token: Token) -> io::Result<()> {
+        let d = &self.core.driver;
+        d.token.set(Some(token));
+        *d.registry.borrow_mut() = Some(registry.try_clone()?);
+        d.registered.set(u64::MAX);
+        sync_registration(&self.core);
+        match d.register_error.borrow_mut().take() {
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
     /// Handles an event of this connection's token.
-    pub fn handle_event(&mut self, registry: &Registry, event: &mio::event::Event) {
-        self.raw.handle_ready(
-            event.is_readable() || event.is_read_closed(),
-            event.is_writable(),
-            event.is_error(),
-            Instant::now(),
-        );
-        self.after(registry);
+    pub fn handle_event(&self, registry: &Registry, event: &mio::event::Event) {
+        let _ = registry;
+        self.core.with_mut(|s| {
+            s.handle_ready(
+                event.is_readable() || event.is_read_closed(),
+                event.is_writable(),
+                event.is_error(),
+                MioDriver::now(),
+            )
+        });
+        self.core.pump();
+        sync_registration(&self.core);
     }
 
-    /// The instant by which [`MioConnection::handle_timeout`] must be called (a connect
-    /// timeout or a query timeout), if any: use it to bound the poll's timeout.
+    /// The instant by which [`MioConnection::handle_timeout`] (and `dispatch`) must be
+    /// called (a connect timeout, a query timeout, a cancel under way), if any: use it to
+    /// bound the poll's timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.raw.next_deadline()
+        let own = self.core.with(|s| s.next_deadline());
+        if self.core.driver.cancels.borrow().is_empty() {
+            return own;
+        }
+        let soon = MioDriver::now() + CANCEL_POLL;
+        Some(own.map_or(soon, |d| d.min(soon)))
     }
 
     /// Handles deadlines that have passed.
-    pub fn handle_timeout(&mut self, registry: &Registry, now: Instant) {
-        self.raw.handle_timeout(now);
-        self.after(registry);
+    pub fn handle_timeout(&self, registry: &Registry, now: Instant) {
+        let _ = registry;
+        self.core.with_mut(|s| s.handle_timeout(now));
+        sync_registration(&self.core);
     }
 
-    fn after(&mut self, registry: &Registry) {
-        if let Err(e) = self.sync_registration(registry) {
-            self.raw
-                .close(Error::io("cannot register the socket", e), Instant::now());
+    /// Writes what is queued and runs every finished callback, in request order. Call it
+    /// once per turn of your loop (after handling events and timeouts). Requests that
+    /// callbacks make are sent and, if already answered, delivered in the same call. Returns
+    /// how many callbacks ran. Called from inside a callback it only writes.
+    pub fn dispatch(&self, registry: &Registry) -> usize {
+        let _ = registry;
+        let core = &self.core;
+        if core.driver.delivering.replace(true) {
+            core.pump();
+            return 0;
         }
-    }
-
-    /// Queues a query (psycopg2 parameters); `callback` gets its cursor from `dispatch`.
-    pub fn execute<P: Params>(
-        &mut self,
-        query: &str,
-        params: P,
-        callback: impl FnOnce(Result<Cursor, Error>) + 'static,
-    ) {
-        // As the IoLoop binding: literals the server reads the same under either setting.
-        let sql = if params.is_empty() {
-            Ok(query.to_owned())
-        } else {
-            params.render(
-                query,
-                &QuoteContext {
-                    standard_conforming_strings: false,
-                },
-            )
-        };
-        match sql {
-            Ok(sql) => self.raw.request(
-                Request::Simple { query: sql },
-                Box::new(move |r| callback(r.and_then(|resp| to_cursor(String::new(), resp)))),
-            ),
-            Err(e) => callback(Err(e)),
+        struct Delivering<'a>(&'a Cell<bool>);
+        impl Drop for Delivering<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
         }
-    }
-
-    /// Writes what is queued and runs every finished callback. Call it once per turn of
-    /// your loop (after handling events and timeouts). Returns how many callbacks ran.
-    pub fn dispatch(&mut self, registry: &Registry) -> usize {
-        self.raw.flush();
-        self.raw.process_events(Instant::now());
-        self.after(registry);
-        let mut ran = 0;
+        let _guard = Delivering(&core.driver.delivering);
+        let mut ran = self.poll_cancels();
         loop {
-            let actions = self.raw.take_actions();
+            core.pump();
+            sync_registration(core);
+            let actions = core.with_mut(|s| s.take_actions());
             if actions.is_empty() {
                 return ran;
             }
             for action in actions {
                 ran += 1;
-                let Some(action) = action.deliver() else {
-                    continue;
-                };
-                match action {
-                    Action::Complete(cb, r) => cb(r),
-                    // Already run by `Action::deliver`.
-                    Action::Notify(..) | Action::Notice(..) | Action::CopyData(..) => {}
-                    Action::Connected(r) => {
-                        if let Some(cb) = self.on_connect.take() {
-                            cb(r);
-                        }
-                    }
-                    Action::Closed(e) => log::debug!("connection closed: {e}"),
-                    // Cancelling needs a second socket, which only the IoLoop binding opens.
-                    Action::Cancel => log::debug!("query timed out"),
+                if let Some(action) = action.deliver() {
+                    self.run(action);
                 }
             }
-            // Callbacks may have queued more requests.
-            self.raw.flush();
-            self.raw.process_events(Instant::now());
-            self.after(registry);
         }
+    }
+
+    fn run(&self, action: Action) {
+        match action {
+            Action::Complete(cb, r) => cb(r),
+            // Already run by `Action::deliver`.
+            Action::Notify(..) | Action::Notice(..) | Action::CopyData(..) | Action::Release(_) => {
+            }
+            Action::Connected(r) => {
+                let cb = self.core.driver.on_connect.borrow_mut().take();
+                if let Some(cb) = cb {
+                    cb(r);
+                }
+            }
+            Action::Closed(e) => log::debug!("connection closed: {e}"),
+            Action::Cancel => self.cancel(|r| {
+                if let Err(e) = r {
+                    log::warn!("cancelling a timed-out query failed: {e}");
+                }
+            }),
+        }
+    }
+
+    /// Runs the callbacks of cancels whose helper thread answered; asks again while the
+    /// cancelled request is still the one running.
+    fn poll_cancels(&self) -> usize {
+        let finished: Vec<(CancelTask, Result<(), Error>)> = {
+            let mut cancels = self.core.driver.cancels.borrow_mut();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < cancels.len() {
+                match cancels[i].answer.try_recv() {
+                    Ok(r) => out.push((cancels.swap_remove(i), r)),
+                    Err(mpsc::TryRecvError::Empty) => i += 1,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        let e = Error::connection("the cancel request's thread ended");
+                        out.push((cancels.swap_remove(i), Err(e)));
+                    }
+                }
+            }
+            out
+        };
+        let n = finished.len();
+        for (task, r) in finished {
+            if let Some((peer, key, head, tries)) = task.again {
+                let still = self.core.with(|s| s.head_sequence()) == Some(head);
+                if still && tries > 0 {
+                    self.spawn_cancel(peer, key, Some((head, tries - 1)), Box::new(|_| {}), true);
+                }
+            }
+            (task.done)(r);
+        }
+        n
+    }
+
+    fn spawn_cancel(
+        &self,
+        peer: Peer,
+        key: (i32, i32),
+        head: Option<(u64, u32)>,
+        done: Done<()>,
+        wait_first: bool,
+    ) {
+        let timeout = self
+            .core
+            .with(|s| s.options().connect_timeout)
+            .unwrap_or(Duration::from_secs(10));
+        let (tx, rx) = mpsc::channel();
+        let p = peer.clone();
+        let spawned = std::thread::Builder::new()
+            .name("momoko-cancel".into())
+            .spawn(move || {
+                if wait_first {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = tx.send(crate::cancel::cancel_blocking(&p, key.0, key.1, timeout));
+            });
+        match spawned {
+            Ok(_) => self.core.driver.cancels.borrow_mut().push(CancelTask {
+                answer: rx,
+                done,
+                again: head.map(|(h, tries)| (peer, key, h, tries)),
+            }),
+            Err(e) => done(Err(Error::io("could not start the cancel request", e))),
+        }
+    }
+
+    // ---- the operations: each callback runs from `dispatch` ----
+
+    /// Queues a query (psycopg2 parameters); `callback` gets its cursor from `dispatch`.
+    pub fn execute<P: Params>(
+        &self,
+        query: &str,
+        params: P,
+        callback: impl FnOnce(Result<Cursor, Error>) + 'static,
+    ) {
+        ops::execute::execute(&self.core, query, &params, Box::new(callback));
+    }
+
+    /// `SELECT 1 AS ping`.
+    pub fn ping(&self, callback: impl FnOnce(Result<(), Error>) + 'static) {
+        ops::execute::ping(&self.core, Box::new(callback));
+    }
+
+    /// psycopg2's `callproc`.
+    pub fn callproc<P: Params>(
+        &self,
+        procname: &str,
+        params: P,
+        callback: impl FnOnce(Result<Cursor, Error>) + 'static,
+    ) {
+        ops::execute::callproc(&self.core, procname, &params, Box::new(callback));
+    }
+
+    /// A transaction: one cursor per statement, rolled back on any error.
+    pub fn transaction<S: Into<Statement>>(
+        &self,
+        statements: Vec<S>,
+        callback: impl FnOnce(Result<Vec<Cursor>, Error>) + 'static,
+    ) {
+        self.transaction_with(statements, true, callback);
+    }
+
+    /// A transaction with Momoko's `auto_rollback` flag (see `Connection::transaction_with`).
+    pub fn transaction_with<S: Into<Statement>>(
+        &self,
+        statements: Vec<S>,
+        auto_rollback: bool,
+        callback: impl FnOnce(Result<Vec<Cursor>, Error>) + 'static,
+    ) {
+        let statements: Vec<Statement> = statements.into_iter().map(Into::into).collect();
+        ops::transaction::transaction(&self.core, &statements, auto_rollback, Box::new(callback));
+    }
+
+    /// The statements as one batch (see `Connection::batch`).
+    pub fn batch<S: Into<Statement>>(
+        &self,
+        statements: Vec<S>,
+        callback: impl FnOnce(Result<Vec<Cursor>, Error>) + 'static,
+    ) {
+        let statements: Vec<Statement> = statements.into_iter().map(Into::into).collect();
+        ops::transaction::batch(&self.core, &statements, Box::new(callback));
+    }
+
+    /// Prepares a statement (see `Connection::prepare`).
+    pub fn prepare(&self, query: &str, callback: impl FnOnce(Result<Prepared, Error>) + 'static) {
+        ops::prepared::prepare(&self.core, query, Box::new(callback));
+    }
+
+    /// Runs a prepared statement (prepared again here if it belongs elsewhere).
+    pub fn execute_prepared<P: Params>(
+        &self,
+        statement: &Prepared,
+        params: P,
+        callback: impl FnOnce(Result<Cursor, Error>) + 'static,
+    ) {
+        ops::prepared::execute_prepared(&self.core, statement, &params, Box::new(callback));
+    }
+
+    /// Server-side parameters with the statement cache (see `Connection::query`).
+    pub fn query<P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+        callback: impl FnOnce(Result<Cursor, Error>) + 'static,
+    ) {
+        ops::prepared::query(&self.core, sql, &params, Box::new(callback));
+    }
+
+    /// Drops a prepared statement on the server.
+    pub fn close_prepared(
+        &self,
+        statement: &Prepared,
+        callback: impl FnOnce(Result<(), Error>) + 'static,
+    ) {
+        ops::prepared::close_prepared(&self.core, statement, Box::new(callback));
+    }
+
+    /// Listens on `channel`; `listener` runs from `dispatch` for every notification.
+    pub fn listen(
+        &self,
+        channel: &str,
+        listener: impl FnMut(&Notification) + 'static,
+        callback: impl FnOnce(Result<(), Error>) + 'static,
+    ) {
+        ops::listen::listen(&self.core, channel, listener, Box::new(callback));
+    }
+
+    /// Stops listening on `channel`.
+    pub fn unlisten(&self, channel: &str, callback: impl FnOnce(Result<(), Error>) + 'static) {
+        ops::listen::unlisten(&self.core, channel, Box::new(callback));
+    }
+
+    /// Asks the server to cancel the running query (a CancelRequest sent from a helper
+    /// thread, bounded by the connect timeout or 10 s); `callback` runs from `dispatch` once
+    /// the server took the request.
+    pub fn cancel(&self, callback: impl FnOnce(Result<(), Error>) + 'static) {
+        let target = self.core.with_mut(|s| {
+            s.flush();
+            let key = s.backend_key();
+            s.peer().cloned().zip(key).map(|t| (t, s.head_sequence()))
+        });
+        match target {
+            Some(((peer, key), head)) => {
+                self.spawn_cancel(peer, key, head.map(|h| (h, 20)), Box::new(callback), false)
+            }
+            None => {
+                let e = Error::connection("the connection is not established: nothing to cancel");
+                self.spawn_failed(Box::new(callback), e);
+            }
+        }
+    }
+
+    /// Delivers an immediate failure from `dispatch`, like every other callback.
+    fn spawn_failed(&self, done: Done<()>, e: Error) {
+        let (tx, rx) = mpsc::channel();
+        let _ = tx.send(Err(e));
+        self.core.driver.cancels.borrow_mut().push(CancelTask {
+            answer: rx,
+            done,
+            again: None,
+        });
+    }
+
+    /// `COPY … FROM STDIN` with the data given whole.
+    pub fn copy_in(
+        &self,
+        query: &str,
+        data: impl Into<Bytes>,
+        callback: impl FnOnce(Result<u64, Error>) + 'static,
+    ) {
+        let data: Bytes = data.into();
+        self.copy_in_chunks(query, std::iter::once(data), callback);
+    }
+
+    /// `COPY … FROM STDIN` pulled chunk by chunk as the socket takes it; the iterator runs
+    /// with no borrow held and may call into this connection.
+    pub fn copy_in_chunks<I>(
+        &self,
+        query: &str,
+        chunks: I,
+        callback: impl FnOnce(Result<u64, Error>) + 'static,
+    ) where
+        I: IntoIterator + 'static,
+        I::Item: Into<Bytes>,
+    {
+        ops::copy::copy_in(
+            &self.core,
+            query,
+            ops::copy::chunks(chunks),
+            Box::new(callback),
+        );
+    }
+
+    /// `COPY … FROM STDIN` from fallible chunks: an `Err` aborts the COPY.
+    pub fn copy_in_results<I>(
+        &self,
+        query: &str,
+        chunks: I,
+        callback: impl FnOnce(Result<u64, Error>) + 'static,
+    ) where
+        I: IntoIterator<Item = Result<Bytes, String>> + 'static,
+    {
+        let source = CopySource(Box::new(chunks.into_iter()));
+        ops::copy::copy_in(&self.core, query, source, Box::new(callback));
+    }
+
+    /// `COPY … TO STDOUT`: `sink` gets the data from `dispatch` as it arrives.
+    pub fn copy_out(
+        &self,
+        query: &str,
+        sink: impl FnMut(&[u8]) + 'static,
+        callback: impl FnOnce(Result<u64, Error>) + 'static,
+    ) {
+        ops::copy::copy_out(&self.core, query, sink, Box::new(callback));
+    }
+
+    /// Registers hstore for this connection and its reconnects.
+    pub fn register_hstore(&self, callback: impl FnOnce(Result<(), Error>) + 'static) {
+        ops::register::register_hstore(&self.core, Box::new(callback));
+    }
+
+    /// Checks that json exists (kept for Momoko compatibility).
+    pub fn register_json(&self, callback: impl FnOnce(Result<(), Error>) + 'static) {
+        ops::register::register_json(&self.core, Box::new(callback));
+    }
+
+    // ---- getters ----
+
+    /// The query with its parameters rendered as psycopg2 renders them.
+    pub fn mogrify<P: Params>(&self, query: &str, params: P) -> Result<String, Error> {
+        crate::params::mogrify(query, &params, &self.core.with(|s| s.quote_context()))
     }
 
     /// Requests queued or waiting for an answer.
     pub fn pending(&self) -> usize {
-        self.raw.pending()
+        self.core.with(|s| s.pending())
     }
 
     /// Whether the connection is ready for requests.
     pub fn is_ready(&self) -> bool {
-        self.raw.phase() == Phase::Ready
+        self.core.with(|s| s.phase() == Phase::Ready)
     }
 
     /// Whether the connection is closed (or failed to connect).
     pub fn is_closed(&self) -> bool {
-        self.raw.is_closed()
+        self.core.with(|s| s.is_closed())
+    }
+
+    /// The backend process id of this session.
+    pub fn backend_pid(&self) -> Option<i32> {
+        self.core.with(|s| s.backend_key().map(|(pid, _)| pid))
+    }
+
+    /// A server parameter as last reported.
+    pub fn parameter(&self, name: &str) -> Option<String> {
+        self.core.with(|s| s.parameter(name).map(str::to_owned))
+    }
+
+    /// `b'I'` idle, `b'T'` in a transaction, `b'E'` in a failed one.
+    pub fn transaction_status(&self) -> u8 {
+        self.core.with(|s| s.transaction_status())
+    }
+
+    /// The server version as libpq reports it, once connected.
+    pub fn server_version(&self) -> Option<i32> {
+        self.core.with(|s| s.server_version())
     }
 
     /// Closes the connection; queued requests fail from the next `dispatch`. Deregister the
     /// token afterwards if your loop keeps a table of them.
-    pub fn close(&mut self) {
-        self.raw.close(
-            Error::connection("the connection was closed by the client"),
-            Instant::now(),
-        );
+    pub fn close(&self) {
+        self.core.with_mut(|s| {
+            s.close(
+                Error::connection("the connection was closed by the client"),
+                MioDriver::now(),
+            )
+        });
     }
 }

@@ -232,8 +232,8 @@ mod embed;
 mod params;
 mod pool;
 mod proto;
-mod raw;
 mod row;
+mod session;
 mod types;
 
 // Entry points for the fuzz targets in fuzz/; not API.
@@ -247,6 +247,6 @@ pub use embed::MioConnection;
 pub use error::{DbError, Error, ErrorKind};
 pub use params::{mogrify, named, Named, ParamValues, Params};
 pub use pool::{Managed, Pool, PoolBuilder, PoolStats, RetryPolicy};
-pub use raw::Notification;
 pub use row::{Column, Cursor, Row, RowIndex};
+pub use session::Notification;
 pub use types::{oid, Format, FromSql, IsNull, QuoteContext, ToSql, Value};

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use momoko_loop::{Future, IoLoop, PeriodicCallback, TimeoutId};
 
-use crate::connection::{Connection, Done, Statement};
+use crate::connection::{Connection, Statement};
 use crate::error::{Error, ErrorKind};
 use crate::params::{ParamValues, Params};
 use crate::row::Cursor;
+use crate::session::ops::Done;
 
 /// When a pool-level operation that failed on a lost connection is run again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

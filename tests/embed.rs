@@ -11,7 +11,7 @@ use mio::{Events, Poll, Token};
 use momoko::{ErrorKind, MioConnection};
 
 /// Turns the test's loop until `done` holds or 10 s pass.
-fn drive(poll: &mut Poll, conn: &mut MioConnection, mut done: impl FnMut(&MioConnection) -> bool) {
+fn drive(poll: &mut Poll, conn: &MioConnection, mut done: impl FnMut(&MioConnection) -> bool) {
     let mut events = Events::with_capacity(16);
     let give_up = Instant::now() + Duration::from_secs(10);
     while !done(conn) {
@@ -39,7 +39,7 @@ fn a_connection_on_the_programs_own_poll_runs_pipelined_queries_in_order() {
     let mut poll = Poll::new().unwrap();
     let connected = Rc::new(RefCell::new(None));
     let c = connected.clone();
-    let mut conn = MioConnection::connect(&dsn(), move |r| *c.borrow_mut() = Some(r.is_ok()));
+    let conn = MioConnection::connect(&dsn(), move |r| *c.borrow_mut() = Some(r.is_ok()));
     conn.register(poll.registry(), Token(3)).unwrap();
     let got: Rc<RefCell<Vec<i64>>> = Rc::default();
     for i in 0..50i64 {
@@ -48,7 +48,7 @@ fn a_connection_on_the_programs_own_poll_runs_pipelined_queries_in_order() {
             g.borrow_mut().push(r.unwrap().fetchone().unwrap().get(0))
         });
     }
-    drive(&mut poll, &mut conn, |_| got.borrow().len() == 50);
+    drive(&mut poll, &conn, |_| got.borrow().len() == 50);
     assert_eq!(*connected.borrow(), Some(true));
     assert_eq!(*got.borrow(), (1..=50).collect::<Vec<i64>>());
     assert_eq!(conn.pending(), 0);
@@ -56,7 +56,7 @@ fn a_connection_on_the_programs_own_poll_runs_pipelined_queries_in_order() {
     let err: Rc<RefCell<Option<momoko::Error>>> = Rc::default();
     let e = err.clone();
     conn.execute("SELECT 1/0", (), move |r| *e.borrow_mut() = r.err());
-    drive(&mut poll, &mut conn, |_| err.borrow().is_some());
+    drive(&mut poll, &conn, |_| err.borrow().is_some());
     assert_eq!(err.borrow().as_ref().unwrap().code(), Some("22012"));
     conn.close();
     conn.dispatch(poll.registry());
@@ -69,14 +69,241 @@ fn a_refused_connect_is_reported_to_on_connect_and_fails_queued_queries() {
     let connected: Rc<RefCell<Option<momoko::Error>>> = Rc::default();
     let c = connected.clone();
     let dsn = format!("host=127.0.0.1 port={} user=u dbname=d", refused_port());
-    let mut conn = MioConnection::connect(&dsn, move |r| *c.borrow_mut() = r.err());
+    let conn = MioConnection::connect(&dsn, move |r| *c.borrow_mut() = r.err());
     conn.register(poll.registry(), Token(3)).unwrap();
     let failed = Rc::new(RefCell::new(false));
     let f = failed.clone();
     conn.execute("SELECT 1", (), move |r| *f.borrow_mut() = r.is_err());
-    drive(&mut poll, &mut conn, |c| c.is_closed() && *failed.borrow());
+    drive(&mut poll, &conn, |c| c.is_closed() && *failed.borrow());
     assert_eq!(
         connected.borrow().as_ref().unwrap().kind(),
         ErrorKind::Connection
     );
+}
+
+/// Connects a MioConnection on `poll` and waits until it is ready.
+fn ready_connection(poll: &mut Poll) -> MioConnection {
+    let conn = MioConnection::connect(&dsn(), |r| r.unwrap());
+    conn.register(poll.registry(), Token(3)).unwrap();
+    drive(poll, &conn, |c| c.is_ready());
+    conn
+}
+
+#[test]
+fn every_operation_runs_on_the_programs_own_poll_with_follow_ups_from_callbacks() {
+    let mut poll = Poll::new().unwrap();
+    let conn = ready_connection(&mut poll);
+    let log: Rc<RefCell<Vec<String>>> = Rc::default();
+    let push = {
+        let log = log.clone();
+        move |s: String| log.borrow_mut().push(s)
+    };
+    let table = format!("mio_ops_{}", std::process::id());
+    let (c, p, t) = (conn.clone(), push.clone(), table.clone());
+    // Each step is issued from the callback of the one before: the connection is not
+    // borrowed while callbacks run.
+    conn.execute(
+        &format!("CREATE TEMP TABLE {table} (n int, s text)"),
+        (),
+        move |r| {
+            r.unwrap();
+            p("create".into());
+            let (c2, p2, t2) = (c.clone(), p.clone(), t.clone());
+            c.transaction(
+                vec![
+                    momoko::Statement::from((format!("INSERT INTO {t} VALUES (%s, %s)"), (1, "a"))),
+                    momoko::Statement::from((format!("INSERT INTO {t} VALUES (%s, %s)"), (2, "b"))),
+                ],
+                move |r| {
+                    assert_eq!(r.unwrap().len(), 2);
+                    p2("transaction".into());
+                    let (c3, p3, t3) = (c2.clone(), p2.clone(), t2.clone());
+                    c2.batch(vec![format!("SELECT count(*) FROM {t2}"), "SELECT 2".to_owned()], move |r| {
+                        let mut cs = r.unwrap();
+                        assert_eq!(cs[0].fetchone().unwrap().get::<_, i64>(0), 2);
+                        p3("batch".into());
+                        let (c4, p4, t4) = (c3.clone(), p3.clone(), t3.clone());
+                        c3.prepare(&format!("SELECT s FROM {t3} WHERE n = $1"), move |r| {
+                            let st = r.unwrap();
+                            p4("prepare".into());
+                            let (c5, p5, t5) = (c4.clone(), p4.clone(), t4.clone());
+                            let st2 = st.clone();
+                            c4.execute_prepared(&st, (2,), move |r| {
+                                assert_eq!(r.unwrap().fetchone().unwrap().get::<_, String>(0), "b");
+                                p5("execute_prepared".into());
+                                let (c6, p6, t6) = (c5.clone(), p5.clone(), t5.clone());
+                                c5.close_prepared(&st2, move |r| {
+                                    r.unwrap();
+                                    p6("close_prepared".into());
+                                    let (c7, p7, t7) = (c6.clone(), p6.clone(), t6.clone());
+                                    c6.query("SELECT $1::int + 1", (41,), move |r| {
+                                        assert_eq!(r.unwrap().fetchone().unwrap().get::<_, i32>(0), 42);
+                                        p7("query".into());
+                                        let (c8, p8, t8) = (c7.clone(), p7.clone(), t7.clone());
+                                        c7.copy_in(
+                                            &format!("COPY {t7} (n, s) FROM STDIN"),
+                                            &b"3\tc\n4\td\n"[..],
+                                            move |r| {
+                                                assert_eq!(r.unwrap(), 2);
+                                                p8("copy_in".into());
+                                                let out: Rc<RefCell<Vec<u8>>> = Rc::default();
+                                                let o = out.clone();
+                                                let (c9, p9) = (c8.clone(), p8.clone());
+                                                c8.copy_out(
+                                                    &format!("COPY (SELECT n FROM {t8} ORDER BY n) TO STDOUT"),
+                                                    move |d| o.borrow_mut().extend_from_slice(d),
+                                                    move |r| {
+                                                        assert_eq!(r.unwrap(), 4);
+                                                        assert_eq!(&*out.borrow(), b"1\n2\n3\n4\n");
+                                                        p9("copy_out".into());
+                                                        let (c10, p10) = (c9.clone(), p9.clone());
+                                                        c9.callproc("abs", (-5,), move |r| {
+                                                            assert_eq!(r.unwrap().fetchone().unwrap().get::<_, i32>(0), 5);
+                                                            p10("callproc".into());
+                                                            c10.register_json({
+                                                                let p = p10.clone();
+                                                                move |r| {
+                                                                    r.unwrap();
+                                                                    p("register_json".into());
+                                                                }
+                                                            });
+                                                            c10.ping({
+                                                                let p = p10.clone();
+                                                                move |r| {
+                                                                    r.unwrap();
+                                                                    p("ping".into());
+                                                                }
+                                                            });
+                                                        });
+                                                    },
+                                                );
+                                            },
+                                        );
+                                    });
+                                });
+                            });
+                        });
+                    });
+                },
+            );
+        },
+    );
+    drive(&mut poll, &conn, |_| log.borrow().len() == 12);
+    assert_eq!(
+        *log.borrow(),
+        [
+            "create",
+            "transaction",
+            "batch",
+            "prepare",
+            "execute_prepared",
+            "close_prepared",
+            "query",
+            "copy_in",
+            "copy_out",
+            "callproc",
+            "register_json",
+            "ping"
+        ]
+    );
+    assert_eq!(conn.pending(), 0);
+}
+
+#[test]
+fn listen_and_cancel_work_on_the_programs_own_poll() {
+    let mut poll = Poll::new().unwrap();
+    let conn = ready_connection(&mut poll);
+    let channel = format!("mio_chan_{}", std::process::id());
+    let got: Rc<RefCell<Vec<String>>> = Rc::default();
+    let g = got.clone();
+    let listening = Rc::new(RefCell::new(false));
+    let l = listening.clone();
+    conn.listen(
+        &channel,
+        move |n| g.borrow_mut().push(n.payload().to_owned()),
+        move |r| {
+            r.unwrap();
+            *l.borrow_mut() = true;
+        },
+    );
+    drive(&mut poll, &conn, |_| *listening.borrow());
+    // NOTIFY from the same connection: delivered to its own listener.
+    conn.execute(&format!("NOTIFY {channel}, 'hello'"), (), |r| {
+        r.unwrap();
+    });
+    drive(&mut poll, &conn, |_| got.borrow().len() == 1);
+    assert_eq!(*got.borrow(), ["hello"]);
+
+    let slept: Rc<RefCell<Option<momoko::Error>>> = Rc::default();
+    let s = slept.clone();
+    let started = Instant::now();
+    conn.execute("SELECT pg_sleep(10)", (), move |r| {
+        *s.borrow_mut() = r.err()
+    });
+    conn.dispatch(poll.registry()); // the query goes out before the cancel
+    let cancelled = Rc::new(RefCell::new(None));
+    let cd = cancelled.clone();
+    conn.cancel(move |r| *cd.borrow_mut() = Some(r.is_ok()));
+    drive(&mut poll, &conn, |_| slept.borrow().is_some());
+    assert_eq!(slept.borrow().as_ref().unwrap().code(), Some("57014"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drive(&mut poll, &conn, |_| cancelled.borrow().is_some());
+    assert_eq!(*cancelled.borrow(), Some(true));
+    // Still usable.
+    let after = Rc::new(RefCell::new(None));
+    let a = after.clone();
+    conn.execute("SELECT 3", (), move |r| {
+        *a.borrow_mut() = Some(r.unwrap().fetchone().unwrap().get::<_, i32>(0))
+    });
+    drive(&mut poll, &conn, |_| after.borrow().is_some());
+    assert_eq!(*after.borrow(), Some(3));
+}
+
+#[test]
+fn three_hundred_mio_callbacks_that_send_more_are_delivered_in_request_order() {
+    let mut poll = Poll::new().unwrap();
+    let conn = ready_connection(&mut poll);
+    let log: Rc<RefCell<Vec<i64>>> = Rc::default();
+    for i in 0..300i64 {
+        let (c, l) = (conn.clone(), log.clone());
+        conn.execute("SELECT %s::int8", (i,), move |r| {
+            l.borrow_mut().push(r.unwrap().fetchone().unwrap().get(0));
+            let l2 = l.clone();
+            c.execute("SELECT %s::int8", (1000 + i,), move |r| {
+                l2.borrow_mut().push(r.unwrap().fetchone().unwrap().get(0))
+            });
+        });
+    }
+    drive(&mut poll, &conn, |_| log.borrow().len() == 600);
+    let expected: Vec<i64> = (0..300).chain(1000..1300).collect();
+    assert_eq!(*log.borrow(), expected);
+}
+
+#[test]
+fn a_mio_copy_source_may_call_into_its_own_connection() {
+    let mut poll = Poll::new().unwrap();
+    let conn = ready_connection(&mut poll);
+    let table = format!("mio_copy_{}", std::process::id());
+    let done = Rc::new(RefCell::new(None));
+    let d = done.clone();
+    let c = conn.clone();
+    conn.execute(
+        &format!("CREATE TEMP TABLE {table} (n int)"),
+        (),
+        move |r| {
+            r.unwrap();
+            let c2 = c.clone();
+            let mut i = 0;
+            let source = std::iter::from_fn(move || {
+                assert!(c2.pending() >= 1);
+                i += 1;
+                (i <= 3).then(|| bytes::Bytes::from(format!("{i}\n")))
+            });
+            c.copy_in_chunks(&format!("COPY {table} FROM STDIN"), source, move |r| {
+                *d.borrow_mut() = Some(r.unwrap())
+            });
+        },
+    );
+    drive(&mut poll, &conn, |_| done.borrow().is_some());
+    assert_eq!(*done.borrow(), Some(3));
 }

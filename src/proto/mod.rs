@@ -19,6 +19,7 @@ mod framing;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -198,7 +199,8 @@ pub(crate) struct Protocol {
     backend_key: Option<(i32, i32)>,
     transaction_status: u8,
     max_message_size: usize,
-    types: TypeRegistry,
+    /// The connection's type registry, shared with its session: one registry, not a copy.
+    types: Rc<Types>,
     /// The SQLSTATE of the last notice, attached to a "connection lost" error: an immediate
     /// shutdown sends only a WARNING 57P01 before closing.
     last_notice_code: Option<String>,
@@ -212,7 +214,31 @@ pub(crate) struct Protocol {
     copy_flights: usize,
     /// The bytes of the RowDescription being handled, and the last one with its columns.
     row_desc_bytes: Option<Bytes>,
-    last_row_desc: Option<(Bytes, Arc<[Column]>)>,
+    last_row_desc: Option<(Bytes, Arc<[Column]>, u64)>,
+    /// COPY sources the protocol is done with. Dropping one runs user code (its captures), so
+    /// the session drops them after every borrow is released.
+    spent_sources: Vec<CopySource>,
+}
+
+/// The type registry of one connection, shared by its session and its protocol core. The
+/// epoch changes with every registration, so that columns resolved before are not reused.
+#[derive(Debug, Default)]
+pub(crate) struct Types {
+    registry: std::cell::RefCell<TypeRegistry>,
+    epoch: std::cell::Cell<u64>,
+}
+
+impl Types {
+    /// Records hstore's OIDs in this database.
+    pub(crate) fn register_hstore(&self, oid: u32, array_oid: u32) {
+        self.registry.borrow_mut().register_hstore(oid, array_oid);
+        self.epoch.set(self.epoch.get() + 1);
+    }
+
+    /// A copy of the registry as it is now.
+    pub(crate) fn snapshot(&self) -> TypeRegistry {
+        self.registry.borrow().clone()
+    }
 }
 
 impl Protocol {
@@ -238,7 +264,7 @@ impl Protocol {
             backend_key: None,
             transaction_status: b'I',
             max_message_size,
-            types: TypeRegistry::default(),
+            types: Rc::default(),
             last_notice_code: None,
             queued_total: 0,
             sent_total: 0,
@@ -246,6 +272,7 @@ impl Protocol {
             copy_flights: 0,
             row_desc_bytes: None,
             last_row_desc: None,
+            spent_sources: Vec::new(),
         };
         // The startup message counts as written bytes like any other.
         p.queued_total = p.out.len() as u64;
@@ -266,9 +293,6 @@ impl Protocol {
         let n = n.min(self.out.len());
         self.sent_total += n as u64;
         let _ = self.out.split_to(n);
-        if self.out.len() < COPY_BUFFER / 2 {
-            self.copy_fill();
-        }
         if self.out.is_empty() && self.out.capacity() > 1 << 20 {
             // A large COPY or query went out: don't keep its buffer for the connection's life.
             self.out = BytesMut::with_capacity(8192);
@@ -327,11 +351,10 @@ impl Protocol {
         self.transaction_status
     }
 
-    /// The types known to this connection (hstore's OID once registered).
-    pub(crate) fn types_mut(&mut self) -> &mut TypeRegistry {
-        // Columns resolved with the old registry must not be reused.
+    /// Shares the session's type registry (hstore's OID once registered).
+    pub(crate) fn set_types(&mut self, types: Rc<Types>) {
         self.last_row_desc = None;
-        &mut self.types
+        self.types = types;
     }
 
     /// Queues a request. Fails (without queuing) when the connection is closed or not ready,
@@ -387,53 +410,84 @@ impl Protocol {
                 .any(|f| f.kind == Kind::CopyIn && (f.copying || f.copy_source.is_some()))
     }
 
-    /// Pulls COPY data while the transmit buffer has room; ends the COPY when the source is
-    /// exhausted (CopyDone) or fails (CopyFail), then releases the requests held behind it.
-    fn copy_fill(&mut self) {
-        let Some(flight) = self.in_flight.front_mut() else {
-            return;
-        };
-        if !flight.copying {
-            return;
+    /// The source of the COPY FROM STDIN being sent, taken out when the transmit buffer has
+    /// room for more of its data. The caller pulls chunks from it with no borrow held (the
+    /// source is user code) and gives it back with [`Protocol::feed_copy`].
+    pub(crate) fn take_copy_source(&mut self) -> Option<CopySource> {
+        if self.out.len() >= COPY_BUFFER / 2 {
+            return None;
         }
-        let Some(source) = flight.copy_source.as_mut() else {
-            return;
-        };
-        while self.out.len() < COPY_BUFFER {
-            match source.0.next() {
-                Some(Ok(chunk)) => {
-                    if chunk.is_empty() {
-                        continue;
-                    }
-                    match frontend::CopyData::new(chunk) {
-                        Ok(d) => d.write(&mut self.out),
-                        Err(e) => {
-                            let _ = frontend::copy_fail(
-                                &format!("COPY chunk refused: {e}"),
-                                &mut self.out,
-                            );
-                            flight.copying = false;
-                            break;
-                        }
-                    }
-                }
-                Some(Err(msg)) => {
-                    let msg = msg.replace('\0', " ");
-                    let _ = frontend::copy_fail(&msg, &mut self.out);
-                    flight.copying = false;
-                    break;
-                }
-                None => {
-                    frontend::copy_done(&mut self.out);
-                    flight.copying = false;
+        let flight = self.in_flight.front_mut()?;
+        if !flight.copying {
+            return None;
+        }
+        flight.copy_source.take()
+    }
+
+    /// How many bytes of COPY data [`Protocol::feed_copy`] takes at once.
+    pub(crate) const COPY_CHUNK_BUDGET: usize = COPY_BUFFER;
+
+    /// Queues chunks pulled from a source that [`Protocol::take_copy_source`] gave out, and
+    /// how the source ended (`Some(Ok)`: exhausted, `Some(Err)`: it failed). The source is
+    /// kept for more unless it ended or the COPY is over (the server refused it, or the
+    /// connection closed while the chunks were being pulled): then it is handed back, for
+    /// the caller to drop with no borrow held.
+    pub(crate) fn feed_copy(
+        &mut self,
+        source: CopySource,
+        chunks: Vec<Bytes>,
+        end: Option<Result<(), String>>,
+    ) -> Option<CopySource> {
+        let still = !self.is_closed()
+            && self
+                .in_flight
+                .front()
+                .is_some_and(|f| f.kind == Kind::CopyIn && f.copying && f.copy_source.is_none());
+        if !still {
+            return Some(source);
+        }
+        let mut ended = false;
+        for chunk in chunks {
+            if chunk.is_empty() {
+                continue;
+            }
+            match frontend::CopyData::new(chunk) {
+                Ok(d) => d.write(&mut self.out),
+                Err(e) => {
+                    let _ = frontend::copy_fail(&format!("COPY chunk refused: {e}"), &mut self.out);
+                    ended = true;
                     break;
                 }
             }
         }
-        if !flight.copying {
-            flight.copy_source = None;
-            self.release_held();
+        if !ended {
+            match end {
+                Some(Ok(())) => {
+                    frontend::copy_done(&mut self.out);
+                    ended = true;
+                }
+                Some(Err(msg)) => {
+                    let msg = msg.replace('\0', " ");
+                    let _ = frontend::copy_fail(&msg, &mut self.out);
+                    ended = true;
+                }
+                None => {}
+            }
         }
+        let flight = self.in_flight.front_mut().expect("checked above");
+        if ended {
+            flight.copying = false;
+            self.release_held();
+            Some(source)
+        } else {
+            flight.copy_source = Some(source);
+            None
+        }
+    }
+
+    /// COPY sources the protocol no longer needs, to be dropped with no borrow held.
+    pub(crate) fn take_spent_sources(&mut self) -> Vec<CopySource> {
+        std::mem::take(&mut self.spent_sources)
     }
 
     /// Moves the requests held behind a COPY into the transmit buffer, in order.
@@ -593,7 +647,10 @@ impl Protocol {
         self.state = State::Closed(err.clone());
         let server_gave_up = err.as_db_error().is_some_and(DbError::is_fatal);
         self.copy_flights = 0;
-        for flight in std::mem::take(&mut self.in_flight) {
+        for mut flight in std::mem::take(&mut self.in_flight) {
+            if let Some(src) = flight.copy_source.take() {
+                self.spent_sources.push(src);
+            }
             let sent = !flight.held && flight.start < self.sent_total;
             let e = if sent && !server_gave_up && err.is_connection_lost() {
                 err.with_outcome_unknown()
@@ -781,11 +838,12 @@ impl Protocol {
                 // The same statement run again describes its rows with the same bytes: reuse
                 // the columns instead of building them anew for every query.
                 let raw = self.row_desc_bytes.take().unwrap_or_default();
+                let epoch = self.types.epoch.get();
                 let columns = match &self.last_row_desc {
-                    Some((bytes, cols)) if *bytes == raw => cols.clone(),
+                    Some((bytes, cols, e)) if *bytes == raw && *e == epoch => cols.clone(),
                     _ => {
-                        let cols = parse_columns(&body, &self.types)?;
-                        self.last_row_desc = Some((raw, cols.clone()));
+                        let cols = parse_columns(&body, &self.types.registry.borrow())?;
+                        self.last_row_desc = Some((raw, cols.clone(), epoch));
                         cols
                     }
                 };
@@ -863,7 +921,9 @@ impl Protocol {
                 if flight.copying {
                     // The server drops whatever copy data still comes; stop producing it.
                     flight.copying = false;
-                    flight.copy_source = None;
+                    if let Some(src) = flight.copy_source.take() {
+                        self.spent_sources.push(src);
+                    }
                     self.release_held();
                 }
             }
@@ -878,8 +938,8 @@ impl Protocol {
                     .map_err(bad("CopyFail"))?;
                     return Ok(());
                 }
+                // The session pulls the data from the source, outside every borrow.
                 flight.copying = true;
-                self.copy_fill();
             }
             Message::CopyOutResponse(_) => {
                 if flight.kind != Kind::CopyOut {

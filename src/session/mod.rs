@@ -1,24 +1,43 @@
-//! The loop-independent connection driver: one socket, one protocol core, callbacks out.
+//! The session core: one PostgreSQL connection's state, held exactly once, under any driver.
 //!
-//! `RawConnection` owns the socket (TCP or Unix), tries the targets of the connection string
-//! in order, feeds the protocol core, runs `setsession`, and turns the core's events into
-//! [`Action`]s that its driver runs *after* releasing any borrow of it, so that a completion
-//! callback may call straight back into the connection. It never blocks (apart from the name
-//! lookup of a host name, as libpq does), never registers itself anywhere and never reads the
-//! clock: the driver (the IoLoop-based `Connection`, or a user's own mio loop) registers
-//! [`RawConnection::source`], forwards readiness and deadlines, and runs the actions.
+//! [`Session`] owns the transport (a socket of either family), the protocol core, the type
+//! registry, the NOTIFY listeners, the statement cache, the requests in flight and the
+//! options that shape every connect; it survives reconnects, so nothing is copied from one
+//! connect to the next by hand. It is loop-free: it never registers itself anywhere, never
+//! reads the clock (every call that needs the time takes `now`) and never runs user code.
+//! What must reach user code (a completion, a notification, a notice, COPY data, a value to
+//! drop) comes out as an [`Action`] that a driver runs once it holds no borrow of the session.
+//!
+//! [`Core`] is the one seam every operation goes through: a session in a `RefCell` beside the
+//! driver that drives it. Operations (`ops/`, one per file) call [`Core::request`] and never
+//! see a socket; drivers (the IoLoop's `Connection`, the embedding `MioConnection`) feed
+//! readiness and deadlines in, pump COPY data, and deliver actions.
+//!
+//! Identities are process-wide: each core has an id from one counter, statement names come
+//! from another, and each server session (one successful connect) has an identity a prepared
+//! statement holds weakly, so a statement can only ever run as itself.
+
+pub(crate) mod cache;
+pub(crate) mod ops;
+pub(crate) mod transport;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::ToSocketAddrs;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use crate::conninfo::{Config, Target};
 use crate::error::{DbError, Error, ErrorKind};
-use crate::proto::{Credentials, Event, Protocol, Request, Response, DEFAULT_MAX_MESSAGE_SIZE};
-use crate::types::TypeRegistry;
+use crate::proto::{
+    CopySource, Credentials, Event, Protocol, Request, Response, Types, DEFAULT_MAX_MESSAGE_SIZE,
+};
+use crate::types::QuoteContext;
+use cache::StatementCache;
+use transport::{open, Opened, Peer, Socket};
 
 /// A completion callback for one request.
 pub(crate) type Callback = Box<dyn FnOnce(Result<Response, Error>)>;
@@ -28,6 +47,20 @@ pub(crate) type Listener = Rc<RefCell<dyn FnMut(&Notification)>>;
 pub(crate) type NoticeHandler = Rc<RefCell<dyn FnMut(&DbError)>>;
 /// Where COPY TO STDOUT data goes.
 pub(crate) type CopySink = Rc<RefCell<dyn FnMut(&[u8])>>;
+
+/// Numbers connections and statements across the whole process: never a heap address, never
+/// reused.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A process-wide unique number.
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A statement name no other statement of this process has had.
+pub(crate) fn statement_name(prefix: &str) -> String {
+    format!("momoko_{prefix}{}", next_id())
+}
 
 /// A notification received with LISTEN.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +85,7 @@ impl Notification {
     }
 }
 
-/// Something the driver must run once it holds no borrow of the connection.
+/// Something the driver must run once it holds no borrow of the session.
 pub(crate) enum Action {
     /// A request finished.
     Complete(Callback, Result<Response, Error>),
@@ -63,17 +96,21 @@ pub(crate) enum Action {
     /// A notice for the notice handler.
     Notice(NoticeHandler, Box<DbError>),
     /// COPY TO STDOUT data for a sink.
-    CopyData(CopySink, bytes::Bytes),
+    CopyData(CopySink, Bytes),
     /// The established connection was lost or closed.
     Closed(Error),
     /// A request ran past its query_timeout: the driver sends a CancelRequest.
     Cancel,
+    /// A value holding user code (a COPY source, a request that will never be sent): dropped
+    /// by the driver, since its captures' destructors are user code too.
+    Release(Box<dyn std::any::Any>),
 }
 
 impl Action {
     /// Runs the callbacks every driver runs the same way (a listener, the notice handler, a
-    /// COPY sink) and hands back the actions the driver must handle itself. A callback that
-    /// is already running (re-entered from inside itself) is skipped, not borrowed twice.
+    /// COPY sink, a release) and hands back the actions the driver must handle itself. A
+    /// callback that is already running (re-entered from inside itself) is skipped, not
+    /// borrowed twice.
     pub(crate) fn deliver(self) -> Option<Action> {
         match self {
             Action::Notify(listener, n) => match listener.try_borrow_mut() {
@@ -90,6 +127,7 @@ impl Action {
                     s(&data);
                 }
             }
+            Action::Release(value) => drop(value),
             other => return Some(other),
         }
         None
@@ -115,94 +153,6 @@ struct Pending {
     deadline: Option<Instant>,
 }
 
-/// A connected socket of either family.
-#[derive(Debug)]
-pub(crate) enum Socket {
-    Tcp(mio::net::TcpStream),
-    Unix(mio::net::UnixStream),
-}
-
-impl Socket {
-    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
-        match self {
-            Socket::Tcp(s) => s.take_error(),
-            Socket::Unix(s) => s.take_error(),
-        }
-    }
-
-    fn is_connected(&self) -> io::Result<bool> {
-        let r = match self {
-            Socket::Tcp(s) => s.peer_addr().map(drop),
-            Socket::Unix(s) => s.peer_addr().map(drop),
-        };
-        match r {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-            Err(e) if e.raw_os_error() == Some(115) => Ok(false), // EINPROGRESS
-            Err(e) => Err(e),
-        }
-    }
-
-    fn shutdown(&self) {
-        let _ = match self {
-            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
-            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Both),
-        };
-    }
-}
-
-impl Read for Socket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.read(buf),
-            Socket::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Socket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.write(buf),
-            Socket::Unix(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl mio::event::Source for Socket {
-    fn register(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.register(registry, token, interests),
-            Socket::Unix(s) => s.register(registry, token, interests),
-        }
-    }
-    fn reregister(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.reregister(registry, token, interests),
-            Socket::Unix(s) => s.reregister(registry, token, interests),
-        }
-    }
-    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.deregister(registry),
-            Socket::Unix(s) => s.deregister(registry),
-        }
-    }
-}
-
 /// Options that shape a connection, beyond the connection string.
 #[derive(Clone, Default)]
 pub(crate) struct Options {
@@ -213,13 +163,9 @@ pub(crate) struct Options {
     /// The largest server message accepted.
     pub(crate) max_message_size: Option<usize>,
     pub(crate) notice_handler: Option<NoticeHandler>,
-    /// Types registered on the connection (hstore), given to every new session.
-    pub(crate) types: TypeRegistry,
     /// A request not answered within this long fails with `ErrorKind::Timeout` and is
     /// cancelled on the server.
     pub(crate) query_timeout: Option<Duration>,
-    /// NOTIFY listeners, by channel; they survive reconnects.
-    pub(crate) listeners: HashMap<String, Listener>,
 }
 
 impl std::fmt::Debug for Options {
@@ -233,16 +179,18 @@ impl std::fmt::Debug for Options {
     }
 }
 
-/// Where the connection stands.
+/// Where the session stands.
 ///
 /// ```text
-///   Connecting ──socket up──▶ Starting ──ReadyForQuery──▶ Setsession ──last ok──▶ Ready
-///       │  ▲                     │                            │                     │
-///       │  └──next target────────┤                            │                     │
-///       └────────────────────────┴────── failure ─────────────┴─────────────────────┴──▶ Closed
+///   New ──connect──▶ Connecting ──socket up──▶ Starting ──ReadyForQuery──▶ Setsession ──last ok──▶ Ready
+///                       │  ▲                     │                            │                     │
+///                       │  └──next target────────┤                            │                     │
+///                       └────────────────────────┴────── failure ─────────────┴─────────────────────┴──▶ Closed
+///   Closed ──connect──▶ Connecting (a reconnect keeps listeners, types and options)
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
+    New,
     Connecting,
     Starting,
     Setsession,
@@ -260,7 +208,19 @@ thread_local! {
 }
 
 /// See the module documentation.
-pub(crate) struct RawConnection {
+pub(crate) struct Session {
+    // What survives reconnects.
+    dsn: String,
+    options: Options,
+    types: Rc<Types>,
+    listeners: HashMap<String, Listener>,
+    /// Statements `query` prepared in the current server session.
+    pub(crate) cache: StatementCache,
+    /// The current server session; replaced at every successful connect.
+    identity: Rc<()>,
+    server_version: Option<i32>,
+
+    // One connect attempt and what it established.
     phase: Phase,
     targets: VecDeque<Target>,
     startup_params: Vec<(String, String)>,
@@ -275,7 +235,6 @@ pub(crate) struct RawConnection {
     waiters: VecDeque<Pending>,
     /// Requests made before the connection was ready; sent after setsession.
     held: VecDeque<(Request, Waiter)>,
-    query_timeout: Option<Duration>,
     /// A timed-out request still unanswered must be answered by then, or the connection
     /// is given up (the server or the network is gone).
     discard_deadline: Option<Instant>,
@@ -290,15 +249,15 @@ pub(crate) struct RawConnection {
     actions: Vec<Action>,
     last_error: Option<Error>,
     setsession_error: Option<Error>,
-    listeners: HashMap<String, Listener>,
-    notice_handler: Option<NoticeHandler>,
-    types: TypeRegistry,
     config: Option<Config>,
+    /// The `now` of the latest call that passed one: the clock of requests released by a
+    /// connect, whose query_timeout starts when the connection became ready.
+    now: Option<Instant>,
 }
 
-impl std::fmt::Debug for RawConnection {
+impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawConnection")
+        f.debug_struct("Session")
             .field("phase", &self.phase)
             .field("in_flight", &self.waiters.len())
             .field("held", &self.held.len())
@@ -306,29 +265,30 @@ impl std::fmt::Debug for RawConnection {
     }
 }
 
-impl RawConnection {
-    /// Starts connecting to the first target of `config`. Failures are reported as
-    /// `Action::Connected(Err(..))`, never returned, so that every caller sees them the same way.
-    pub(crate) fn connect(
-        config: Result<Config, Error>,
-        options: Options,
-        now: Instant,
-    ) -> RawConnection {
-        let mut raw = RawConnection {
-            phase: Phase::Connecting,
+impl Session {
+    /// A session for `dsn`, not yet connected.
+    pub(crate) fn new(dsn: String, options: Options) -> Session {
+        Session {
+            dsn,
+            max_message_size: options.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+            options,
+            types: Rc::default(),
+            listeners: HashMap::new(),
+            cache: StatementCache::default(),
+            identity: Rc::new(()),
+            server_version: None,
+            phase: Phase::New,
             targets: VecDeque::new(),
             startup_params: Vec::new(),
             credentials: Credentials::default(),
             connect_timeout: None,
             connect_deadline: None,
-            max_message_size: options.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
-            setsession: options.setsession,
+            setsession: Vec::new(),
             socket: None,
             socket_generation: 0,
             proto: None,
             waiters: VecDeque::new(),
             held: VecDeque::new(),
-            query_timeout: options.query_timeout,
             discard_deadline: None,
             peer: None,
             answered: 0,
@@ -337,41 +297,189 @@ impl RawConnection {
             actions: Vec::new(),
             last_error: None,
             setsession_error: None,
-            listeners: options.listeners,
-            notice_handler: options.notice_handler,
-            types: options.types,
             config: None,
-        };
-        let config = match config.and_then(|c| c.tls_required().map(|()| c)) {
-            Ok(c) => c,
-            Err(e) => {
-                raw.finish_connect(Err(e));
-                return raw;
+            now: None,
+        }
+    }
+
+    // ---- getters ----
+
+    /// The connection string the next connect uses.
+    pub(crate) fn dsn(&self) -> &str {
+        &self.dsn
+    }
+
+    /// The options given at creation.
+    pub(crate) fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The phase of the session.
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether the session is closed or was never opened.
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::New | Phase::Closed)
+    }
+
+    /// The type registry, shared with the protocol core.
+    pub(crate) fn types(&self) -> &Rc<Types> {
+        &self.types
+    }
+
+    /// The current server session, for a prepared statement to hold weakly.
+    pub(crate) fn identity(&self) -> Weak<()> {
+        Rc::downgrade(&self.identity)
+    }
+
+    /// Whether `owner` is the current server session of this connection.
+    pub(crate) fn is_current(&self, owner: &Weak<()>) -> bool {
+        self.phase == Phase::Ready && std::ptr::eq(owner.as_ptr(), Rc::as_ptr(&self.identity))
+    }
+
+    /// The server version as libpq reports it, once connected.
+    pub(crate) fn server_version(&self) -> Option<i32> {
+        self.server_version
+    }
+
+    /// A server parameter as last reported.
+    pub(crate) fn parameter(&self, name: &str) -> Option<&str> {
+        self.proto.as_ref()?.parameter(name)
+    }
+
+    /// The backend's process id and secret key.
+    pub(crate) fn backend_key(&self) -> Option<(i32, i32)> {
+        self.proto.as_ref()?.backend_key()
+    }
+
+    /// `I` idle, `T` in a transaction, `E` in a failed one.
+    pub(crate) fn transaction_status(&self) -> u8 {
+        self.proto
+            .as_ref()
+            .map_or(b'I', Protocol::transaction_status)
+    }
+
+    /// The quoting `mogrify` shows: psycopg2's, for the setting the server last reported.
+    pub(crate) fn quote_context(&self) -> QuoteContext {
+        QuoteContext {
+            standard_conforming_strings: self
+                .parameter("standard_conforming_strings")
+                .is_none_or(|v| v == "on"),
+        }
+    }
+
+    /// The socket to register for readable and writable events, while there is one.
+    pub(crate) fn source(&mut self) -> Option<&mut Socket> {
+        self.socket.as_mut()
+    }
+
+    /// Changes whenever the socket is replaced or dropped: the driver re-registers then.
+    pub(crate) fn socket_generation(&self) -> u64 {
+        self.socket_generation
+    }
+
+    /// The earliest instant at which [`Session::handle_timeout`] must be called.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let head = self.waiters.front().and_then(|p| p.deadline);
+        [self.connect_deadline, head, self.discard_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// A number naming the oldest request in flight (the one a cancel would hit), if any.
+    pub(crate) fn head_sequence(&self) -> Option<u64> {
+        (!self.waiters.is_empty()).then_some(self.answered)
+    }
+
+    /// Where the socket is connected, for a CancelRequest.
+    pub(crate) fn peer(&self) -> Option<&Peer> {
+        self.peer.as_ref()
+    }
+
+    /// Requests sent and not yet answered, plus requests held until the connection is ready.
+    pub(crate) fn pending(&self) -> usize {
+        self.waiters.len() + self.held.len()
+    }
+
+    /// Whether there are bytes to write now: some are queued and the socket did not say it
+    /// is full (then the next writable event flushes them).
+    pub(crate) fn wants_write(&self) -> bool {
+        !self.write_blocked && self.proto.as_ref().is_some_and(Protocol::wants_write)
+    }
+
+    // ---- mutators ----
+
+    /// Changes the connection string of the next connect.
+    pub(crate) fn set_dsn(&mut self, dsn: &str) {
+        dsn.clone_into(&mut self.dsn);
+    }
+
+    /// Takes the actions to run. The driver runs them holding no borrow of this session.
+    pub(crate) fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Registers or removes the listener of a channel (the LISTEN itself is a request).
+    pub(crate) fn set_listener(&mut self, channel: &str, listener: Option<Listener>) {
+        match listener {
+            Some(l) => {
+                self.listeners.insert(channel.to_owned(), l);
             }
+            None => {
+                self.listeners.remove(channel);
+            }
+        }
+    }
+
+    /// Starts connecting (or reconnecting) to the first target of the connection string.
+    /// Failures are reported as `Action::Connected(Err(..))`, never returned, so that every
+    /// caller sees them the same way. Listeners, types and options carry over; LISTEN is
+    /// issued again for every listener after setsession.
+    pub(crate) fn connect(&mut self, now: Instant) {
+        self.now = Some(now);
+        self.phase = Phase::Connecting;
+        self.targets.clear();
+        self.last_error = None;
+        self.setsession_error = None;
+        self.discard_deadline = None;
+        self.discards = 0;
+        self.setsession = self.options.setsession.clone();
+        let mut channels: Vec<&String> = self.listeners.keys().collect();
+        channels.sort();
+        for channel in channels {
+            self.setsession
+                .push(format!("LISTEN {}", ops::quote_ident(channel)));
+        }
+        let config = Config::parse(&self.dsn).and_then(|c| c.tls_required().map(|()| c));
+        let config = match config {
+            Ok(c) => c,
+            Err(e) => return self.finish_connect(Err(e)),
         };
-        raw.startup_params = config.startup_params();
-        raw.credentials = Credentials {
+        self.startup_params = config.startup_params();
+        self.credentials = Credentials {
             user: config.get_user().unwrap_or_default().to_owned(),
             password: None,
         };
-        raw.connect_timeout = options.connect_timeout.or(config.get_connect_timeout());
+        self.connect_timeout = self
+            .options
+            .connect_timeout
+            .or(config.get_connect_timeout());
         match config.targets() {
-            Ok(t) => raw.targets = t.into(),
-            Err(e) => {
-                raw.finish_connect(Err(e));
-                return raw;
-            }
+            Ok(t) => self.targets = t.into(),
+            Err(e) => return self.finish_connect(Err(e)),
         }
-        raw.config = Some(config);
-        raw.next_target(now);
-        raw
+        self.config = Some(config);
+        self.next_target(now);
     }
 
     /// Tries the next target; reports the last error when none is left.
     fn next_target(&mut self, now: Instant) {
         loop {
             self.socket = None;
-            self.proto = None;
+            self.drop_proto();
             self.socket_generation += 1;
             let Some(target) = self.targets.pop_front() else {
                 let err = self
@@ -417,14 +525,28 @@ impl RawConnection {
         }
     }
 
+    /// Drops the protocol core, handing whatever user code it still holds to the driver.
+    fn drop_proto(&mut self) {
+        if let Some(mut p) = self.proto.take() {
+            while p.poll_event().is_some() {}
+            for src in p.take_spent_sources() {
+                self.actions.push(Action::Release(Box::new(src)));
+            }
+        }
+    }
+
     fn finish_connect(&mut self, result: Result<(), Error>) {
         match &result {
             Ok(()) => {
                 self.phase = Phase::Ready;
                 self.connect_deadline = None;
+                // A new server session: statements of the last one are gone.
+                self.identity = Rc::new(());
+                self.cache.clear();
+                self.server_version = self.proto.as_ref().and_then(Protocol::server_version);
                 let held = std::mem::take(&mut self.held);
                 for (req, waiter) in held {
-                    self.send(req, waiter);
+                    self.send(req, waiter, None);
                 }
             }
             Err(e) => {
@@ -435,7 +557,8 @@ impl RawConnection {
                 }
                 self.socket_generation += 1;
                 let e = e.clone();
-                for (_, waiter) in std::mem::take(&mut self.held) {
+                for (req, waiter) in std::mem::take(&mut self.held) {
+                    self.actions.push(Action::Release(Box::new(req)));
                     self.fail_waiter(waiter, e.clone());
                 }
                 for p in std::mem::take(&mut self.waiters) {
@@ -455,84 +578,36 @@ impl RawConnection {
         }
     }
 
-    /// The phase of the connection.
-    pub(crate) fn phase(&self) -> Phase {
-        self.phase
-    }
-
-    /// Whether the connection is closed (or never opened).
-    pub(crate) fn is_closed(&self) -> bool {
-        self.phase == Phase::Closed
-    }
-
-    /// The socket to register for readable and writable events, while there is one.
-    pub(crate) fn source(&mut self) -> Option<&mut Socket> {
-        self.socket.as_mut()
-    }
-
-    /// Changes whenever the socket is replaced or dropped: the driver re-registers then.
-    pub(crate) fn socket_generation(&self) -> u64 {
-        self.socket_generation
-    }
-
-    /// The earliest instant at which [`RawConnection::handle_timeout`] must be called.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let head = self.waiters.front().and_then(|p| p.deadline);
-        [self.connect_deadline, head, self.discard_deadline]
-            .into_iter()
-            .flatten()
-            .min()
-    }
-
-    /// A number naming the oldest request in flight (the one a cancel would hit), if any.
-    pub(crate) fn head_sequence(&self) -> Option<u64> {
-        (!self.waiters.is_empty()).then_some(self.answered)
-    }
-
-    /// Where the socket is connected, for a CancelRequest.
-    pub(crate) fn peer(&self) -> Option<&Peer> {
-        self.peer.as_ref()
-    }
-
-    /// Requests sent and not yet answered, plus requests held until the connection is ready.
-    pub(crate) fn pending(&self) -> usize {
-        self.waiters.len() + self.held.len()
-    }
-
-    /// The protocol core, once the socket is up.
-    pub(crate) fn proto(&self) -> Option<&Protocol> {
-        self.proto.as_ref()
-    }
-
-    pub(crate) fn proto_mut(&mut self) -> Option<&mut Protocol> {
-        self.proto.as_mut()
-    }
-
-    /// Takes the actions to run. The driver runs them holding no borrow of this connection.
-    pub(crate) fn take_actions(&mut self) -> Vec<Action> {
-        std::mem::take(&mut self.actions)
-    }
-
-    /// Whether there are bytes to write now: some are queued and the socket did not say it
-    /// is full (then the next writable event flushes them).
-    pub(crate) fn wants_write(&self) -> bool {
-        !self.write_blocked && self.proto.as_ref().is_some_and(Protocol::wants_write)
-    }
-
     /// Queues a request with its completion callback.
-    pub(crate) fn request(&mut self, req: Request, cb: Callback) {
-        self.send(req, Waiter::User(cb));
+    pub(crate) fn request(&mut self, req: Request, cb: Callback, now: Instant) {
+        self.now = Some(now);
+        self.send(req, Waiter::User(cb), Some(now));
     }
 
     /// Queues a COPY TO STDOUT; its data goes to `sink` as it arrives.
-    pub(crate) fn request_copy_out(&mut self, req: Request, sink: CopySink, cb: Callback) {
-        self.send(req, Waiter::CopyOut(cb, sink));
+    pub(crate) fn request_copy_out(
+        &mut self,
+        req: Request,
+        sink: CopySink,
+        cb: Callback,
+        now: Instant,
+    ) {
+        self.send(req, Waiter::CopyOut(cb, sink), Some(now));
     }
 
-    fn send(&mut self, req: Request, waiter: Waiter) {
+    /// `now` starts the request's query_timeout; `None` for requests released after the
+    /// connect (their clock starts then, from the connect's own `now`).
+    fn send(&mut self, req: Request, waiter: Waiter, now: Option<Instant>) {
         match self.phase {
             Phase::Ready => {}
+            Phase::New => {
+                self.actions.push(Action::Release(Box::new(req)));
+                let e = Error::usage("the connection is not connected: call connect() first");
+                self.fail_waiter(waiter, e);
+                return;
+            }
             Phase::Closed => {
+                self.actions.push(Action::Release(Box::new(req)));
                 let e = self
                     .proto
                     .as_ref()
@@ -556,26 +631,16 @@ impl RawConnection {
         match proto.send(req) {
             Ok(()) => {
                 let deadline = match waiter {
-                    Waiter::User(_) | Waiter::CopyOut(..) => {
-                        self.query_timeout.map(|t| Instant::now() + t)
-                    }
+                    Waiter::User(_) | Waiter::CopyOut(..) => self
+                        .options
+                        .query_timeout
+                        .zip(now.or(self.now))
+                        .map(|(t, at)| at + t),
                     _ => None,
                 };
                 self.waiters.push_back(Pending { waiter, deadline })
             }
             Err(e) => self.fail_waiter(waiter, e),
-        }
-    }
-
-    /// Registers a listener for a channel (the LISTEN itself is a request of the caller's).
-    pub(crate) fn set_listener(&mut self, channel: &str, listener: Option<Listener>) {
-        match listener {
-            Some(l) => {
-                self.listeners.insert(channel.to_owned(), l);
-            }
-            None => {
-                self.listeners.remove(channel);
-            }
         }
     }
 
@@ -587,6 +652,7 @@ impl RawConnection {
         error: bool,
         now: Instant,
     ) {
+        self.now = Some(now);
         if writable {
             self.write_blocked = false;
         }
@@ -627,13 +693,14 @@ impl RawConnection {
             self.credentials.clone(),
             self.max_message_size,
         );
-        proto.types_mut().clone_from(&self.types);
+        proto.set_types(self.types.clone());
         self.proto = Some(proto);
     }
 
     /// Deadlines passed: a connect attempt past its connect_timeout fails (and the next
-    /// target is tried).
+    /// target is tried); a request past its query_timeout is answered with a Timeout.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
         self.check_query_timeout(now);
         if let Some(deadline) = self.connect_deadline {
             if now >= deadline && matches!(self.phase, Phase::Connecting | Phase::Starting) {
@@ -680,7 +747,7 @@ impl RawConnection {
         head.deadline = None;
         let waiter = std::mem::replace(&mut head.waiter, Waiter::Discard);
         self.discards += 1;
-        let t = self.query_timeout.unwrap_or_default();
+        let t = self.options.query_timeout.unwrap_or_default();
         let e = Error::new(
             ErrorKind::Timeout,
             format!("the query ran longer than its timeout of {t:?} and was cancelled"),
@@ -746,10 +813,38 @@ impl RawConnection {
         }
     }
 
+    /// The COPY source to pull from now, if the COPY being sent has room for more data and
+    /// the socket is not full. The driver pulls it with no borrow held.
+    pub(crate) fn take_copy_source(&mut self) -> Option<CopySource> {
+        if self.write_blocked {
+            return None;
+        }
+        self.proto.as_mut()?.take_copy_source()
+    }
+
+    /// Gives back a source from [`Session::take_copy_source`] with what was pulled.
+    pub(crate) fn feed_copy(
+        &mut self,
+        source: CopySource,
+        chunks: Vec<Bytes>,
+        end: Option<Result<(), String>>,
+    ) {
+        let spent = match self.proto.as_mut() {
+            Some(p) => p.feed_copy(source, chunks, end),
+            None => Some(source),
+        };
+        if let Some(src) = spent {
+            self.actions.push(Action::Release(Box::new(src)));
+        }
+    }
+
     /// Turns the protocol's events into actions and state changes.
     pub(crate) fn process_events(&mut self, now: Instant) {
-        loop {
-            let Some(event) = self.proto.as_mut().and_then(Protocol::poll_event) else {
+        while let Some(proto) = self.proto.as_mut() {
+            let Some(event) = proto.poll_event() else {
+                for src in proto.take_spent_sources() {
+                    self.actions.push(Action::Release(Box::new(src)));
+                }
                 break;
             };
             match event {
@@ -817,7 +912,7 @@ impl RawConnection {
                     }
                 }
                 Event::Notice(db) => {
-                    if let Some(h) = &self.notice_handler {
+                    if let Some(h) = &self.options.notice_handler {
                         self.actions.push(Action::Notice(h.clone(), db));
                     }
                 }
@@ -836,10 +931,11 @@ impl RawConnection {
         }
         self.phase = Phase::Setsession;
         let n = self.setsession.len();
-        for (i, stmt) in self.setsession.clone().into_iter().enumerate() {
+        for (i, stmt) in std::mem::take(&mut self.setsession).into_iter().enumerate() {
             self.send(
                 Request::Simple { query: stmt },
                 Waiter::Setsession { last: i + 1 == n },
+                None,
             );
         }
         self.flush();
@@ -861,19 +957,21 @@ impl RawConnection {
             Phase::Setsession => self.finish_connect(Err(e)),
             Phase::Ready => {
                 self.phase = Phase::Closed;
-                for (_, waiter) in std::mem::take(&mut self.held) {
+                for (req, waiter) in std::mem::take(&mut self.held) {
+                    self.actions.push(Action::Release(Box::new(req)));
                     self.fail_waiter(waiter, e.clone());
                 }
                 self.actions.push(Action::Closed(e));
             }
-            Phase::Closed => {}
+            Phase::New | Phase::Closed => {}
         }
     }
 
     /// Closes the connection from our side: a Terminate is sent if possible, everything in
     /// flight fails with `reason`.
     pub(crate) fn close(&mut self, reason: Error, now: Instant) {
-        if self.phase == Phase::Closed {
+        self.now = Some(now);
+        if matches!(self.phase, Phase::Closed | Phase::New) {
             return;
         }
         if let Some(p) = self.proto.as_mut() {
@@ -881,14 +979,10 @@ impl RawConnection {
         }
         // Best effort: the Terminate message is tiny, one write either takes it or not.
         self.flush();
-        let was_connecting = !matches!(self.phase, Phase::Ready);
-        if was_connecting {
+        if self.phase != Phase::Ready {
             self.targets.clear();
             self.last_error = Some(reason.clone());
-            if let Some(p) = self.proto.as_mut() {
-                while p.poll_event().is_some() {}
-            }
-            self.proto = None;
+            self.drop_proto();
             self.finish_connect(Err(reason));
         } else {
             self.process_events(now);
@@ -896,64 +990,90 @@ impl RawConnection {
     }
 }
 
-enum Opened {
-    Socket(Socket, Peer),
-    Target(Target),
+/// What a driver provides to the operations: the clock, and a way to be told that the
+/// session changed outside the driver's own event handling (a request was queued).
+pub(crate) trait Drive: Sized + 'static {
+    /// Reads the clock: drivers do, the session never does.
+    fn now() -> Instant;
+    /// The session changed: bring the registration in line and deliver what is due, now or
+    /// on the driver's next turn. Called with no borrow of the session held.
+    fn wake(core: &Rc<Core<Self>>);
 }
 
-/// The address a socket was connected to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Peer {
-    Tcp(std::net::SocketAddr),
-    Unix(std::path::PathBuf),
+/// A session beside the driver that drives it: the one seam of every operation.
+pub(crate) struct Core<D> {
+    /// Process-wide, never reused.
+    pub(crate) id: u64,
+    pub(crate) session: RefCell<Session>,
+    pub(crate) driver: D,
 }
 
-/// Opens a non-blocking socket to `target`. A host name with several addresses yields a
-/// socket to the first and further targets for the others.
-fn open(target: &Target) -> Result<Vec<Opened>, Error> {
-    match target {
-        Target::Unix { path, .. } => {
-            let s = mio::net::UnixStream::connect(path).map_err(|e| {
-                Error::io(
-                    &format!(
-                        "could not connect to the server on socket {}",
-                        path.display()
-                    ),
-                    e,
-                )
-            })?;
-            Ok(vec![Opened::Socket(
-                Socket::Unix(s),
-                Peer::Unix(path.clone()),
-            )])
-        }
-        Target::Tcp { host, addr, port } => {
-            let addrs: Vec<std::net::SocketAddr> = match addr {
-                Some(ip) => vec![std::net::SocketAddr::new(*ip, *port)],
-                None => (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .map_err(|e| Error::io(&format!("could not translate host name {host:?}"), e))?
-                    .collect(),
-            };
-            let Some(first) = addrs.first() else {
-                return Err(Error::connection(format!(
-                    "host name {host:?} has no address"
-                )));
-            };
-            let s = mio::net::TcpStream::connect(*first).map_err(|e| {
-                Error::io(&format!("could not connect to the server at {first}"), e)
-            })?;
-            // Small requests must not wait for Nagle's timer.
-            let _ = s.set_nodelay(true);
-            let mut out = vec![Opened::Socket(Socket::Tcp(s), Peer::Tcp(*first))];
-            for a in &addrs[1..] {
-                out.push(Opened::Target(Target::Tcp {
-                    host: host.clone(),
-                    addr: Some(a.ip()),
-                    port: *port,
-                }));
+impl<D: Drive> Core<D> {
+    /// A new, unconnected core.
+    pub(crate) fn new(dsn: String, options: Options, driver: D) -> Rc<Core<D>> {
+        Rc::new(Core {
+            id: next_id(),
+            session: RefCell::new(Session::new(dsn, options)),
+            driver,
+        })
+    }
+
+    /// Queues one request; `cb` runs from the driver's delivery with no borrow held.
+    pub(crate) fn request(self: &Rc<Self>, req: Request, cb: Callback) {
+        self.session.borrow_mut().request(req, cb, D::now());
+        D::wake(self);
+    }
+
+    /// Queues a COPY TO STDOUT whose data goes to `sink`.
+    pub(crate) fn request_copy_out(self: &Rc<Self>, req: Request, sink: CopySink, cb: Callback) {
+        self.session
+            .borrow_mut()
+            .request_copy_out(req, sink, cb, D::now());
+        D::wake(self);
+    }
+
+    /// Reads the session.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&Session) -> T) -> T {
+        f(&self.session.borrow())
+    }
+
+    /// Changes the session. `f` is library code only: it must not call back into the core.
+    pub(crate) fn with_mut<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
+        f(&mut self.session.borrow_mut())
+    }
+
+    /// Sends what is queued: COPY data is pulled from its source with no borrow held, and
+    /// the socket is written until it would block. Then the protocol's events become actions.
+    pub(crate) fn pump(&self) {
+        loop {
+            let source = self.session.borrow_mut().take_copy_source();
+            let Some(mut source) = source else { break };
+            // User code: the source may call into this very connection.
+            let mut chunks = Vec::new();
+            let mut size = 0;
+            let mut end = None;
+            while size < Protocol::COPY_CHUNK_BUDGET {
+                match source.0.next() {
+                    Some(Ok(chunk)) => {
+                        size += chunk.len().max(1);
+                        chunks.push(chunk);
+                    }
+                    Some(Err(msg)) => {
+                        end = Some(Err(msg));
+                        break;
+                    }
+                    None => {
+                        end = Some(Ok(()));
+                        break;
+                    }
+                }
             }
-            Ok(out)
+            let mut s = self.session.borrow_mut();
+            s.feed_copy(source, chunks, end);
+            s.flush();
         }
+        let mut s = self.session.borrow_mut();
+        s.flush();
+        s.process_events(D::now());
     }
 }

@@ -1,0 +1,162 @@
+//! The byte pipe under a session: a non-blocking socket (TCP or Unix) and where it goes.
+//!
+//! It owns opening a socket to one target of the connection string and reading and writing
+//! it; it knows nothing of PostgreSQL and never blocks, apart from the name lookup of a host
+//! name (as libpq does, until host lists move lookups to a helper thread). TLS will be a third
+//! kind of transport here.
+
+use std::io::{self, Read, Write};
+use std::net::ToSocketAddrs;
+
+use crate::conninfo::Target;
+use crate::error::Error;
+
+/// A connected socket of either family.
+#[derive(Debug)]
+pub(crate) enum Socket {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Socket {
+    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Socket::Tcp(s) => s.take_error(),
+            Socket::Unix(s) => s.take_error(),
+        }
+    }
+
+    pub(crate) fn is_connected(&self) -> io::Result<bool> {
+        let r = match self {
+            Socket::Tcp(s) => s.peer_addr().map(drop),
+            Socket::Unix(s) => s.peer_addr().map(drop),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) if e.raw_os_error() == Some(115) => Ok(false), // EINPROGRESS
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn shutdown(&self) {
+        let _ = match self {
+            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl mio::event::Source for Socket {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.register(registry, token, interests),
+            Socket::Unix(s) => s.register(registry, token, interests),
+        }
+    }
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.reregister(registry, token, interests),
+            Socket::Unix(s) => s.reregister(registry, token, interests),
+        }
+    }
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.deregister(registry),
+            Socket::Unix(s) => s.deregister(registry),
+        }
+    }
+}
+
+pub(crate) enum Opened {
+    Socket(Socket, Peer),
+    Target(Target),
+}
+
+/// The address a socket was connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Peer {
+    Tcp(std::net::SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+/// Opens a non-blocking socket to `target`. A host name with several addresses yields a
+/// socket to the first and further targets for the others.
+pub(crate) fn open(target: &Target) -> Result<Vec<Opened>, Error> {
+    match target {
+        Target::Unix { path, .. } => {
+            let s = mio::net::UnixStream::connect(path).map_err(|e| {
+                Error::io(
+                    &format!(
+                        "could not connect to the server on socket {}",
+                        path.display()
+                    ),
+                    e,
+                )
+            })?;
+            Ok(vec![Opened::Socket(
+                Socket::Unix(s),
+                Peer::Unix(path.clone()),
+            )])
+        }
+        Target::Tcp { host, addr, port } => {
+            let addrs: Vec<std::net::SocketAddr> = match addr {
+                Some(ip) => vec![std::net::SocketAddr::new(*ip, *port)],
+                None => (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map_err(|e| Error::io(&format!("could not translate host name {host:?}"), e))?
+                    .collect(),
+            };
+            let Some(first) = addrs.first() else {
+                return Err(Error::connection(format!(
+                    "host name {host:?} has no address"
+                )));
+            };
+            let s = mio::net::TcpStream::connect(*first).map_err(|e| {
+                Error::io(&format!("could not connect to the server at {first}"), e)
+            })?;
+            // Small requests must not wait for Nagle's timer.
+            let _ = s.set_nodelay(true);
+            let mut out = vec![Opened::Socket(Socket::Tcp(s), Peer::Tcp(*first))];
+            for a in &addrs[1..] {
+                out.push(Opened::Target(Target::Tcp {
+                    host: host.clone(),
+                    addr: Some(a.ip()),
+                    port: *port,
+                }));
+            }
+            Ok(out)
+        }
+    }
+}
