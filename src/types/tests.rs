@@ -425,6 +425,53 @@ fn text_arrays_decode_quoted_elements_and_nulls() {
     assert_eq!(e.kind(), ErrorKind::Conversion);
 }
 
+/// array_out quotes an element only for ASCII whitespace (scanner_isspace), so non-ASCII
+/// spaces arrive bare at either end of an element, and they are data.
+#[test]
+fn text_arrays_keep_non_ascii_spaces_around_bare_elements() {
+    let elems = [
+        "\u{a0}x\u{a0}",
+        "\u{2028}y",
+        "z\u{3000}",
+        "\u{85}w\u{85}",
+        "\u{feff}",
+    ];
+    let raw = format!("{{{}}}", elems.join(","));
+    let v: Vec<String> = text(oid::TEXT_ARRAY, &raw).unwrap();
+    assert_eq!(v, elems);
+    // ASCII whitespace around a bare element is layout, \v included; inside it is kept.
+    let v: Vec<String> = text(oid::TEXT_ARRAY, "{ a b ,\x0bc\x0b,\t\u{a0}\n}").unwrap();
+    assert_eq!(v, ["a b", "c", "\u{a0}"]);
+    // An escaped trailing space is not layout.
+    let v: Vec<String> = text(oid::TEXT_ARRAY, r"{a\ ,b\  ,\ ,x\\ }").unwrap();
+    assert_eq!(v, ["a ", "b ", " ", "x\\"]);
+    // The text input form quotes what array_in would trim, \v included, and nothing else.
+    let mut out = String::new();
+    text::push_array_element("\x0bv", &mut out);
+    assert_eq!(out, "\"\x0bv\"");
+    out.clear();
+    text::push_array_element("\u{a0}x\u{3000}", &mut out);
+    assert_eq!(out, "\u{a0}x\u{3000}");
+    // And what it writes reads back unchanged.
+    for s in ["\u{a0}x\u{a0}", " a ", "\x0b", "\x0c\r\n\t", "\u{2028}"] {
+        let mut lit = String::from("{");
+        text::push_array_element(s, &mut lit);
+        lit.push('}');
+        let v: Vec<String> = text(oid::TEXT_ARRAY, &lit).unwrap();
+        assert_eq!(v, [s], "{lit:?}");
+    }
+}
+
+#[test]
+fn hstore_text_keeps_non_ascii_spaces() {
+    let m: HashMap<String, Option<String>> = HashMap::from_sql(
+        &hstore_col(0),
+        Some("\"\u{a0}k\"=>\"v\u{3000}\", \x0b\"n\"=>NULL".as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(m, map(&[("\u{a0}k", Some("v\u{3000}")), ("n", None)]));
+}
+
 #[test]
 fn text_arrays_decode_nested_and_empty_and_lower_bounds() {
     let v: Vec<Vec<Option<i32>>> = text(oid::INT4_ARRAY, "{{1,2},{3,NULL}}").unwrap();
