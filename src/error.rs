@@ -183,6 +183,20 @@ impl Error {
         e
     }
 
+    /// A Conversion error that names `column`: the same error when its message does
+    /// already (every decoder that knows the column says so), else one whose message starts
+    /// with `column "name": `, so that `Row::try_get` never reports a failure that the reader
+    /// cannot place.
+    pub(crate) fn in_column(self, column: &str) -> Error {
+        if self.0.kind != ErrorKind::Conversion
+            || self.0.message.contains(&format!("column \"{column}\""))
+        {
+            return self;
+        }
+        let message = format!("column \"{column}\": {}", self.0.message);
+        self.map(|i| i.message = message)
+    }
+
     /// The same error with the given kind, keeping everything else.
     pub fn with_kind(&self, kind: ErrorKind) -> Error {
         self.map(|i| i.kind = kind)
@@ -325,5 +339,21 @@ mod tests {
         );
         assert!(e.with_outcome_unknown().outcome_unknown());
         assert!(!e.outcome_unknown());
+    }
+
+    #[test]
+    fn in_column_names_the_column_once() {
+        let e = Error::conversion("invalid binary bool").in_column("flag");
+        assert_eq!(
+            e.to_string(),
+            "conversion error: column \"flag\": invalid binary bool"
+        );
+        let e = e.in_column("flag");
+        assert_eq!(
+            e.to_string(),
+            "conversion error: column \"flag\": invalid binary bool"
+        );
+        let e = Error::usage("no column 3").in_column("x");
+        assert_eq!(e.to_string(), "usage error: no column 3");
     }
 }

@@ -342,13 +342,17 @@ fn text_floats_decode_nan_and_infinities() {
 }
 
 #[test]
-fn integers_widen_but_never_narrow_or_parse_text() {
+fn integers_convert_between_widths_when_they_fit_but_never_parse_text() {
     assert_eq!(text::<i64>(oid::INT2, "5").unwrap(), 5);
     assert_eq!(text::<i64>(oid::INT4, "5").unwrap(), 5);
     assert_eq!(text::<i32>(oid::INT2, "5").unwrap(), 5);
+    assert_eq!(text::<i32>(oid::INT8, "5").unwrap(), 5);
+    assert_eq!(text::<i16>(oid::INT4, "-5").unwrap(), -5);
+    let e = text::<i16>(oid::INT4, "40000").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conversion);
     assert_eq!(
-        text::<i32>(oid::INT8, "5").unwrap_err().kind(),
-        ErrorKind::Conversion
+        e.to_string(),
+        "conversion error: column \"c\" of type integer: 40000 is out of range for i16"
     );
     let e = text::<i64>(oid::TEXT, "5").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conversion);
@@ -359,6 +363,108 @@ fn integers_widen_but_never_narrow_or_parse_text() {
     assert_eq!(
         text::<String>(oid::INT4, "5").unwrap_err().kind(),
         ErrorKind::Conversion
+    );
+}
+
+/// Every integer column into every Rust integer type, in both formats: the value when it
+/// fits, else a Conversion error naming the column, its type, the value and the Rust type.
+#[test]
+fn every_integer_column_reads_into_every_integer_type_that_holds_the_value() {
+    fn check<T>(t: u32, v: i64)
+    where
+        T: FromSql + TryFrom<i64> + PartialEq + std::fmt::Debug,
+    {
+        let raw_text = v.to_string();
+        let raw_bin = match t {
+            oid::INT2 => (v as i16).to_be_bytes().to_vec(),
+            oid::INT4 => (v as i32).to_be_bytes().to_vec(),
+            oid::INT8 => v.to_be_bytes().to_vec(),
+            _ => (v as u32).to_be_bytes().to_vec(),
+        };
+        let rust = std::any::type_name::<T>();
+        for (format, raw) in [(0, raw_text.as_bytes()), (1, &raw_bin[..])] {
+            let c = Column::new("n".into(), 0, 0, t, -1, -1, format);
+            let got = T::from_sql(&c, Some(raw));
+            match T::try_from(v) {
+                Ok(want) => assert_eq!(got.unwrap(), want, "{v} oid {t} format {format}"),
+                Err(_) => {
+                    let e = got.unwrap_err();
+                    assert_eq!(e.kind(), ErrorKind::Conversion);
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains("column \"n\" of type ")
+                            && msg.contains(&format!("{v} is out of range for {rust}")),
+                        "{msg}"
+                    );
+                }
+            }
+            assert_eq!(
+                Option::<T>::from_sql(&c, None).unwrap(),
+                None,
+                "NULL into Option"
+            );
+            assert!(T::from_sql(&c, None).is_err());
+        }
+    }
+    let cases: &[(u32, &[i64])] = &[
+        (
+            oid::INT2,
+            &[0, 1, -1, 127, 128, -128, -129, 255, 256, 32767, -32768],
+        ),
+        (
+            oid::INT4,
+            &[
+                0,
+                5,
+                -5,
+                40000,
+                -40000,
+                65535,
+                65536,
+                i64::from(i32::MAX),
+                i64::from(i32::MIN),
+            ],
+        ),
+        (
+            oid::INT8,
+            &[
+                0,
+                7,
+                -7,
+                i64::from(i32::MAX) + 1,
+                i64::from(u32::MAX),
+                i64::from(u32::MAX) + 1,
+                i64::MAX,
+                i64::MIN,
+            ],
+        ),
+        (
+            oid::OID,
+            &[0, 1, 32767, 32768, 2_147_483_648, i64::from(u32::MAX)],
+        ),
+    ];
+    for &(t, values) in cases {
+        for &v in values {
+            check::<i8>(t, v);
+            check::<i16>(t, v);
+            check::<u16>(t, v);
+            check::<i32>(t, v);
+            check::<u32>(t, v);
+            check::<i64>(t, v);
+            check::<u64>(t, v);
+        }
+    }
+    // Not an integer column: refused before a byte is read, whatever the bytes.
+    for t in [oid::TEXT, oid::FLOAT8, oid::NUMERIC, oid::BOOL] {
+        let e = text::<i16>(t, "1").unwrap_err();
+        assert!(e.to_string().contains("cannot convert column \"c\""), "{e}");
+    }
+    // A malformed binary field names the column too.
+    let c = Column::new("n".into(), 0, 0, oid::INT4, -1, -1, 1);
+    let e = i16::from_sql(&c, Some(&[0, 1])).unwrap_err();
+    assert!(
+        e.to_string().contains("column \"n\": invalid binary int4"),
+        "{e}"
     );
 }
 
