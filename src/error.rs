@@ -299,6 +299,17 @@ impl fmt::Display for Error {
     }
 }
 
+/// An I/O failure as an `ErrorKind::Connection` error, with the `io::Error` as its
+/// [`source`](std::error::Error::source), so that `?` works on socket calls in code that
+/// returns momoko's errors.
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Error {
+        let mut e = Error::new(ErrorKind::Connection, err.to_string());
+        Arc::get_mut(&mut e.0).expect("fresh").source = Some(Arc::new(err));
+        e
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0
@@ -339,6 +350,29 @@ mod tests {
         );
         assert!(e.with_outcome_unknown().outcome_unknown());
         assert!(!e.outcome_unknown());
+    }
+
+    #[test]
+    fn io_errors_convert_into_connection_errors_keeping_the_source() {
+        use std::error::Error as _;
+        use std::io;
+        fn fails() -> Result<(), Error> {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "peer went away",
+            ))?;
+            Ok(())
+        }
+        let e = fails().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connection);
+        assert!(e.is_connection_lost());
+        assert_eq!(e.to_string(), "connection error: peer went away");
+        let source = e.source().expect("the io::Error is the source");
+        let io = source.downcast_ref::<io::Error>().expect("an io::Error");
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(io.to_string(), "peer went away");
+        // A clone (the pool hands one error to many waiters) keeps the source too.
+        assert!(e.clone().with_code("08006").source().is_some());
     }
 
     #[test]
