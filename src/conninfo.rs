@@ -132,6 +132,46 @@ const UNSUPPORTED: &[&str] = &[
     "oauth_scope",
 ];
 
+/// Environment variables of keywords in [`UNSUPPORTED`] that change what libpq connects to
+/// or what it demands of the server, and the values that ask for nothing momoko does not
+/// already do (empty means unset). Any other value is refused: ignoring `PGREQUIREAUTH` or
+/// `PGCHANNELBINDING=require` would silently drop a safeguard the user asked for. The
+/// variables of the TLS and GSSAPI settings are left alone, because momoko uses neither and
+/// they have no effect without them.
+const UNSUPPORTED_ENV: &[(&str, &str, &[&str])] = &[
+    ("PGSERVICE", "service", &[]),
+    ("PGREQUIREAUTH", "require_auth", &[]),
+    ("PGREQUIREPEER", "requirepeer", &[]),
+    (
+        "PGCHANNELBINDING",
+        "channel_binding",
+        &["prefer", "disable"],
+    ),
+    ("PGLOADBALANCEHOSTS", "load_balance_hosts", &["disable"]),
+    ("PGMINPROTOCOLVERSION", "min_protocol_version", &["3.0"]),
+];
+
+fn check_unsupported_env(env: &dyn Fn(&str) -> Option<String>) -> Result<(), Error> {
+    for &(var, keyword, harmless) in UNSUPPORTED_ENV {
+        let Some(v) = env(var).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        if harmless.contains(&v.as_str()) {
+            continue;
+        }
+        let accepted = if harmless.is_empty() {
+            "unset it".to_owned()
+        } else {
+            format!("unset it or set {}", harmless.join(" or "))
+        };
+        return Err(Error::usage(format!(
+            "{var}=\"{v}\": connection option \"{keyword}\" is not supported by momoko; \
+             {accepted}"
+        )));
+    }
+    Ok(())
+}
+
 impl Kw {
     fn from_name(name: &str) -> Option<Kw> {
         KEYWORDS.iter().find(|k| k.0 == name).map(|k| k.1)
@@ -449,7 +489,10 @@ impl Config {
     /// the environment, unless they ask for libpq's default: `target_session_attrs` other
     /// than `any`, `keepalives=0`, any `keepalives_idle`, `keepalives_interval` or
     /// `keepalives_count`, and a `tcp_user_timeout` above 0. The message names the keyword,
-    /// the value and what is accepted:
+    /// the value and what is accepted. So are the environment variables of a few keywords
+    /// momoko lacks, which it would otherwise ignore without a word: `PGSERVICE`,
+    /// `PGREQUIREAUTH`, `PGREQUIREPEER`, and `PGCHANNELBINDING`, `PGLOADBALANCEHOSTS` and
+    /// `PGMINPROTOCOLVERSION` set to anything but what momoko does anyway:
     ///
     /// ```
     /// let e = momoko::Config::parse("host=h target_session_attrs=read-write").unwrap_err();
@@ -458,6 +501,7 @@ impl Config {
     /// ```
     pub fn parse_with_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
         let given = parse::parse(s)?;
+        check_unsupported_env(env)?;
         // A keyword present in the string, even empty, hides its environment variable:
         // libpq's conninfo_add_defaults only fills options that are still unset.
         let value = |kw: Kw| -> Option<String> {

@@ -1143,6 +1143,52 @@ fn target_session_attrs_from_the_environment_are_refused_naming_the_variable() {
     parse_env("", &[("PGTARGETSESSIONATTRS", "any")]).unwrap();
 }
 
+#[test]
+fn environment_of_keywords_momoko_lacks_is_refused_unless_harmless() {
+    for (var, value, message) in [
+        (
+            "PGSERVICE",
+            "prod",
+            "PGSERVICE=\"prod\": connection option \"service\" is not supported by momoko; \
+             unset it",
+        ),
+        (
+            "PGREQUIREAUTH",
+            "scram-sha-256",
+            "PGREQUIREAUTH=\"scram-sha-256\": connection option \"require_auth\" is not \
+             supported by momoko; unset it",
+        ),
+        (
+            "PGCHANNELBINDING",
+            "require",
+            "PGCHANNELBINDING=\"require\": connection option \"channel_binding\" is not \
+             supported by momoko; unset it or set prefer or disable",
+        ),
+        (
+            "PGLOADBALANCEHOSTS",
+            "random",
+            "PGLOADBALANCEHOSTS=\"random\": connection option \"load_balance_hosts\" is not \
+             supported by momoko; unset it or set disable",
+        ),
+    ] {
+        let e = parse_env("host=h", &[(var, value)]).unwrap_err();
+        assert_eq!(usage_message(e), message);
+        let e = parse_env("postgresql://h/db", &[(var, value)]).unwrap_err();
+        assert_eq!(usage_message(e), message);
+    }
+    for (var, value) in [
+        ("PGSERVICE", ""),
+        ("PGCHANNELBINDING", "prefer"),
+        ("PGCHANNELBINDING", "disable"),
+        ("PGLOADBALANCEHOSTS", "disable"),
+        ("PGMINPROTOCOLVERSION", "3.0"),
+        // Only used with TLS, which momoko never negotiates.
+        ("PGSSLROOTCERT", "/etc/ssl/ca.pem"),
+    ] {
+        parse_env("host=h", &[(var, value)]).unwrap();
+    }
+}
+
 // ---- builder and FromStr ----
 
 #[test]
