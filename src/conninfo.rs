@@ -132,6 +132,46 @@ const UNSUPPORTED: &[&str] = &[
     "oauth_scope",
 ];
 
+/// Environment variables of keywords in [`UNSUPPORTED`] that change what libpq connects to
+/// or what it demands of the server, and the values that ask for nothing momoko does not
+/// already do (empty means unset). Any other value is refused: ignoring `PGREQUIREAUTH` or
+/// `PGCHANNELBINDING=require` would silently drop a safeguard the user asked for. The
+/// variables of the TLS and GSSAPI settings are left alone, because momoko uses neither and
+/// they have no effect without them.
+const UNSUPPORTED_ENV: &[(&str, &str, &[&str])] = &[
+    ("PGSERVICE", "service", &[]),
+    ("PGREQUIREAUTH", "require_auth", &[]),
+    ("PGREQUIREPEER", "requirepeer", &[]),
+    (
+        "PGCHANNELBINDING",
+        "channel_binding",
+        &["prefer", "disable"],
+    ),
+    ("PGLOADBALANCEHOSTS", "load_balance_hosts", &["disable"]),
+    ("PGMINPROTOCOLVERSION", "min_protocol_version", &["3.0"]),
+];
+
+fn check_unsupported_env(env: &dyn Fn(&str) -> Option<String>) -> Result<(), Error> {
+    for &(var, keyword, harmless) in UNSUPPORTED_ENV {
+        let Some(v) = env(var).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        if harmless.contains(&v.as_str()) {
+            continue;
+        }
+        let accepted = if harmless.is_empty() {
+            "unset it".to_owned()
+        } else {
+            format!("unset it or set {}", harmless.join(" or "))
+        };
+        return Err(Error::usage(format!(
+            "{var}=\"{v}\": connection option \"{keyword}\" is not supported by momoko; \
+             {accepted}"
+        )));
+    }
+    Ok(())
+}
+
 impl Kw {
     fn from_name(name: &str) -> Option<Kw> {
         KEYWORDS.iter().find(|k| k.0 == name).map(|k| k.1)
@@ -140,6 +180,28 @@ impl Kw {
     fn env_var(self) -> Option<&'static str> {
         KEYWORDS.iter().find(|k| k.1 == self).and_then(|k| k.2)
     }
+
+    fn name(self) -> &'static str {
+        KEYWORDS
+            .iter()
+            .find(|k| k.1 == self)
+            .map(|k| k.0)
+            .unwrap_or("?")
+    }
+}
+
+/// The refusal of a keyword momoko parses but does not act on yet, when its value asks for
+/// something other than what momoko does: it names the keyword, the value, where the value
+/// came from, and what is accepted.
+fn not_supported_yet(kw: Kw, value: &str, in_string: bool, accepted: &str) -> Error {
+    let from = match kw.env_var() {
+        Some(var) if !in_string => format!(" (from {var})"),
+        _ => String::new(),
+    };
+    Error::usage(format!(
+        "connection option {}=\"{value}\"{from} is not supported yet: {accepted}",
+        kw.name()
+    ))
 }
 
 /// `sslmode`: whether and how TLS is used.
@@ -190,8 +252,10 @@ impl SslMode {
     }
 }
 
-/// `target_session_attrs`: what kind of server a connection must reach to be kept. It is
-/// parsed and kept here; checking the server is the Connection's business.
+/// `target_session_attrs`: what kind of server a connection must reach to be kept.
+///
+/// momoko does not check the server yet, so [`Config::parse`] refuses every value but
+/// `any`; the others are listed for the connection strings that name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum TargetSessionAttrs {
     /// Any server will do. The default.
@@ -420,8 +484,24 @@ impl Config {
     ///
     /// Errors, all of kind `Usage`, use libpq's wording: `invalid connection option "foo"`,
     /// `missing "=" after "foo" in connection info string`, and so on.
+    ///
+    /// Keywords that momoko reads but does not act on yet are refused, from the string or
+    /// the environment, unless they ask for libpq's default: `target_session_attrs` other
+    /// than `any`, `keepalives=0`, any `keepalives_idle`, `keepalives_interval` or
+    /// `keepalives_count`, and a `tcp_user_timeout` above 0. The message names the keyword,
+    /// the value and what is accepted. So are the environment variables of a few keywords
+    /// momoko lacks, which it would otherwise ignore without a word: `PGSERVICE`,
+    /// `PGREQUIREAUTH`, `PGREQUIREPEER`, and `PGCHANNELBINDING`, `PGLOADBALANCEHOSTS` and
+    /// `PGMINPROTOCOLVERSION` set to anything but what momoko does anyway:
+    ///
+    /// ```
+    /// let e = momoko::Config::parse("host=h target_session_attrs=read-write").unwrap_err();
+    /// assert_eq!(e.kind(), momoko::ErrorKind::Usage);
+    /// assert!(e.to_string().contains("target_session_attrs=\"read-write\" is not supported yet"));
+    /// ```
     pub fn parse_with_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
         let given = parse::parse(s)?;
+        check_unsupported_env(env)?;
         // A keyword present in the string, even empty, hides its environment variable:
         // libpq's conninfo_add_defaults only fills options that are still unset.
         let value = |kw: Kw| -> Option<String> {
@@ -467,23 +547,45 @@ impl Config {
         config.options = non_empty(Kw::Options);
         config.application_name = non_empty(Kw::ApplicationName);
         config.fallback_application_name = non_empty(Kw::FallbackApplicationName);
-        if let Some(k) = value(Kw::Keepalives) {
-            config.keepalives = parse_int(&k, "keepalives")? != 0;
+        // momoko does not set any socket option yet, so the TCP settings are checked as libpq
+        // would check them and then refused unless they ask for what momoko does anyway:
+        // libpq's defaults. An empty value means the default.
+        let unsupported = |kw: Kw, v: &str, accepted: &str| {
+            not_supported_yet(kw, v, given.contains_key(&kw), accepted)
+        };
+        if let Some(v) = non_empty(Kw::Keepalives) {
+            // libpq takes any nonzero value as "on".
+            if parse_int(&v, "keepalives")? == 0 {
+                return Err(unsupported(
+                    Kw::Keepalives,
+                    &v,
+                    "only keepalives=1, the default, is accepted",
+                ));
+            }
         }
-        // libpq raises negative keepalive settings to zero rather than refusing them.
-        if let Some(v) = value(Kw::KeepalivesIdle) {
-            config.keepalives_idle = Some(secs(parse_int(&v, "keepalives_idle")?));
+        for kw in [
+            Kw::KeepalivesIdle,
+            Kw::KeepalivesInterval,
+            Kw::KeepalivesCount,
+        ] {
+            if let Some(v) = non_empty(kw) {
+                parse_int(&v, kw.name())?;
+                return Err(unsupported(
+                    kw,
+                    &v,
+                    "leave it unset (or empty), the default",
+                ));
+            }
         }
-        if let Some(v) = value(Kw::KeepalivesInterval) {
-            config.keepalives_interval = Some(secs(parse_int(&v, "keepalives_interval")?));
-        }
-        if let Some(v) = value(Kw::KeepalivesCount) {
-            config.keepalives_count = Some(parse_int(&v, "keepalives_count")?.max(0) as u32);
-        }
-        if let Some(v) = value(Kw::TcpUserTimeout) {
-            // Zero leaves the system's default in place.
-            let ms = parse_int(&v, "tcp_user_timeout")?.max(0) as u64;
-            config.tcp_user_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        if let Some(v) = non_empty(Kw::TcpUserTimeout) {
+            // libpq raises a negative timeout to zero, which leaves the system's default.
+            if parse_int(&v, "tcp_user_timeout")? > 0 {
+                return Err(unsupported(
+                    Kw::TcpUserTimeout,
+                    &v,
+                    "only tcp_user_timeout=0, the default, is accepted",
+                ));
+            }
         }
         if let Some(m) = value(Kw::Sslmode) {
             config.ssl_mode = SslMode::parse(&m)?;
@@ -501,7 +603,15 @@ impl Config {
             }
         }
         if let Some(t) = value(Kw::TargetSessionAttrs) {
-            config.target_session_attrs = TargetSessionAttrs::parse(&t)?;
+            // Checking the server's role after connecting is not implemented yet.
+            let attrs = TargetSessionAttrs::parse(&t)?;
+            if attrs != TargetSessionAttrs::Any {
+                return Err(unsupported(
+                    Kw::TargetSessionAttrs,
+                    &t,
+                    "only target_session_attrs=any, the default, is accepted",
+                ));
+            }
         }
         // libpq only finds a mismatched host list or a bad address when it connects; finding
         // it here reports a bad string where it was written.
@@ -584,19 +694,22 @@ impl Config {
         self
     }
 
-    /// Sets `target_session_attrs`.
+    /// Sets `target_session_attrs`. Not acted on yet: the connection does not check the
+    /// server, whatever this says (the string form refuses anything but `any`).
     pub fn target_session_attrs(mut self, attrs: TargetSessionAttrs) -> Config {
         self.target_session_attrs = attrs;
         self
     }
 
-    /// Turns TCP keepalives on (the default) or off.
+    /// Records whether TCP keepalives are wanted. Not acted on yet: the connection sets no
+    /// socket option (the string form refuses `keepalives=0`).
     pub fn keepalives(mut self, on: bool) -> Config {
         self.keepalives = on;
         self
     }
 
-    /// Sets the idle time before TCP keepalive probes start.
+    /// Records the idle time before TCP keepalive probes start. Not acted on yet (the string
+    /// form refuses `keepalives_idle`).
     pub fn keepalives_idle(mut self, idle: Duration) -> Config {
         self.keepalives_idle = Some(idle);
         self
@@ -665,7 +778,7 @@ impl Config {
         self.ssl_mode
     }
 
-    /// Whether TCP keepalives are on.
+    /// Whether TCP keepalives were asked for (not acted on yet).
     pub fn get_keepalives(&self) -> bool {
         self.keepalives
     }
@@ -691,7 +804,7 @@ impl Config {
         self.tcp_user_timeout
     }
 
-    /// `target_session_attrs`.
+    /// `target_session_attrs` (not acted on yet).
     pub fn get_target_session_attrs(&self) -> TargetSessionAttrs {
         self.target_session_attrs
     }
@@ -923,10 +1036,6 @@ fn parse_connect_timeout(value: &str) -> Result<Option<Duration>, Error> {
         1 => Some(Duration::from_secs(2)),
         s => Some(Duration::from_secs(s as u64)),
     })
-}
-
-fn secs(n: i32) -> Duration {
-    Duration::from_secs(n.max(0) as u64)
 }
 
 /// momoko decodes every text value as UTF-8, so only that client encoding is possible.

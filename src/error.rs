@@ -183,6 +183,20 @@ impl Error {
         e
     }
 
+    /// A Conversion error that names `column`: the same error when its message does
+    /// already (every decoder that knows the column says so), else one whose message starts
+    /// with `column "name": `, so that `Row::try_get` never reports a failure that the reader
+    /// cannot place.
+    pub(crate) fn in_column(self, column: &str) -> Error {
+        if self.0.kind != ErrorKind::Conversion
+            || self.0.message.contains(&format!("column \"{column}\""))
+        {
+            return self;
+        }
+        let message = format!("column \"{column}\": {}", self.0.message);
+        self.map(|i| i.message = message)
+    }
+
     /// The same error with the given kind, keeping everything else.
     pub fn with_kind(&self, kind: ErrorKind) -> Error {
         self.map(|i| i.kind = kind)
@@ -285,6 +299,17 @@ impl fmt::Display for Error {
     }
 }
 
+/// An I/O failure as an `ErrorKind::Connection` error, with the `io::Error` as its
+/// [`source`](std::error::Error::source), so that `?` works on socket calls in code that
+/// returns momoko's errors.
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Error {
+        let mut e = Error::new(ErrorKind::Connection, err.to_string());
+        Arc::get_mut(&mut e.0).expect("fresh").source = Some(Arc::new(err));
+        e
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0
@@ -325,5 +350,44 @@ mod tests {
         );
         assert!(e.with_outcome_unknown().outcome_unknown());
         assert!(!e.outcome_unknown());
+    }
+
+    #[test]
+    fn io_errors_convert_into_connection_errors_keeping_the_source() {
+        use std::error::Error as _;
+        use std::io;
+        fn fails() -> Result<(), Error> {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "peer went away",
+            ))?;
+            Ok(())
+        }
+        let e = fails().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connection);
+        assert!(e.is_connection_lost());
+        assert_eq!(e.to_string(), "connection error: peer went away");
+        let source = e.source().expect("the io::Error is the source");
+        let io = source.downcast_ref::<io::Error>().expect("an io::Error");
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(io.to_string(), "peer went away");
+        // A clone (the pool hands one error to many waiters) keeps the source too.
+        assert!(e.clone().with_code("08006").source().is_some());
+    }
+
+    #[test]
+    fn in_column_names_the_column_once() {
+        let e = Error::conversion("invalid binary bool").in_column("flag");
+        assert_eq!(
+            e.to_string(),
+            "conversion error: column \"flag\": invalid binary bool"
+        );
+        let e = e.in_column("flag");
+        assert_eq!(
+            e.to_string(),
+            "conversion error: column \"flag\": invalid binary bool"
+        );
+        let e = Error::usage("no column 3").in_column("x");
+        assert_eq!(e.to_string(), "usage error: no column 3");
     }
 }

@@ -311,7 +311,8 @@ impl Row {
     /// does not exist, a Conversion error for a value that does not convert.
     pub fn try_get<I: RowIndex, T: FromSql>(&self, idx: I) -> Result<T, Error> {
         let i = self.position(&idx)?;
-        T::from_sql(&self.columns[i], self.field(i))
+        let column = &self.columns[i];
+        T::from_sql(column, self.field(i)).map_err(|e| e.in_column(column.name()))
     }
 
     /// The raw bytes of a column in its wire format, `None` for NULL or a column that does
@@ -655,6 +656,40 @@ mod tests {
     )]
     fn get_panics_naming_the_column_and_the_error() {
         let _: i64 = row().get("b");
+    }
+
+    #[test]
+    fn conversion_errors_always_name_the_column() {
+        // A malformed binary bool: the decoder's own message does not know the column.
+        let cols: Arc<[Column]> = Arc::from(vec![
+            Column::new("flag".into(), 0, 0, 16, 1, -1, 1),
+            Column::new("n".into(), 0, 0, 23, 4, -1, 0),
+        ]);
+        let r = Row::new(cols, body(&[Some(&[1, 2]), Some(b"40000")])).unwrap();
+        let e = r.try_get::<_, bool>(0).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conversion);
+        assert!(e.to_string().contains("column \"flag\": "), "{e}");
+        // One that does is left as it is.
+        let e = r.try_get::<_, i16>("n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "conversion error: column \"n\" of type integer: 40000 is out of range for i16"
+        );
+        assert_eq!(r.get::<_, i32>(1), 40000);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "error retrieving column 1: conversion error: column \"n\" of type integer: \
+                    40000 is out of range for i16"
+    )]
+    fn get_panics_naming_the_column_picked_by_position() {
+        let cols: Arc<[Column]> = Arc::from(vec![
+            Column::new("m".into(), 0, 0, 23, 4, -1, 0),
+            Column::new("n".into(), 0, 0, 23, 4, -1, 0),
+        ]);
+        let r = Row::new(cols, body(&[Some(b"1"), Some(b"40000")])).unwrap();
+        let _: i16 = r.get(1);
     }
 
     #[test]

@@ -440,7 +440,7 @@ fn environment_fills_keywords_the_string_leaves_out() {
             ("PGSSLMODE", "disable"),
             ("PGOPTIONS", "-c geqo=off"),
             ("PGPASSFILE", "/etc/momoko-pgpass"),
-            ("PGTARGETSESSIONATTRS", "read-write"),
+            ("PGTARGETSESSIONATTRS", "any"),
         ],
     )
     .unwrap();
@@ -456,7 +456,7 @@ fn environment_fills_keywords_the_string_leaves_out() {
         c.get_passfile(),
         Some(std::path::Path::new("/etc/momoko-pgpass"))
     );
-    assert_eq!(c.get_target_session_attrs(), TargetSessionAttrs::ReadWrite);
+    assert_eq!(c.get_target_session_attrs(), TargetSessionAttrs::Any);
 }
 
 #[test]
@@ -1010,41 +1010,183 @@ fn startup_params_use_fallback_application_name_and_default_database() {
 // ---- other keywords ----
 
 #[test]
-fn keepalive_settings_are_kept() {
-    let c = parse(
-        "keepalives=0 keepalives_idle=30 keepalives_interval=5 keepalives_count=-2 \
-         tcp_user_timeout=1500",
-    );
-    assert!(!c.get_keepalives());
-    assert_eq!(c.get_keepalives_idle(), Some(Duration::from_secs(30)));
-    assert_eq!(c.get_keepalives_interval(), Some(Duration::from_secs(5)));
-    assert_eq!(c.get_keepalives_count(), Some(0));
-    assert_eq!(c.get_tcp_user_timeout(), Some(Duration::from_millis(1500)));
-    assert!(parse("keepalives=1").get_keepalives());
+fn keepalive_and_tcp_settings_other_than_the_defaults_are_refused() {
+    // momoko sets no socket option yet, so only what it does anyway is accepted.
+    for ok in [
+        "keepalives=1",
+        "keepalives=' 1 '",
+        "keepalives=2",
+        "keepalives=''",
+        "tcp_user_timeout=0",
+        "tcp_user_timeout=-5",
+        "tcp_user_timeout=''",
+        "keepalives_idle='' keepalives_interval='' keepalives_count=''",
+        "keepalives=1 tcp_user_timeout=0 target_session_attrs=any",
+        "postgresql://h/db?keepalives=1&tcp_user_timeout=0&keepalives_count=",
+    ] {
+        let c = parse(ok);
+        assert!(c.get_keepalives(), "{ok}");
+        assert_eq!(c.get_keepalives_idle(), None, "{ok}");
+        assert_eq!(c.get_keepalives_interval(), None, "{ok}");
+        assert_eq!(c.get_keepalives_count(), None, "{ok}");
+        assert_eq!(c.get_tcp_user_timeout(), None, "{ok}");
+    }
+    for (s, message) in [
+        (
+            "keepalives=0",
+            "connection option keepalives=\"0\" is not supported yet: only keepalives=1, \
+             the default, is accepted",
+        ),
+        (
+            "keepalives_idle=30",
+            "connection option keepalives_idle=\"30\" is not supported yet: leave it unset \
+             (or empty), the default",
+        ),
+        (
+            "keepalives_interval=5",
+            "connection option keepalives_interval=\"5\" is not supported yet: leave it unset \
+             (or empty), the default",
+        ),
+        (
+            "keepalives_count=-2",
+            "connection option keepalives_count=\"-2\" is not supported yet: leave it unset \
+             (or empty), the default",
+        ),
+        (
+            "tcp_user_timeout=1500",
+            "connection option tcp_user_timeout=\"1500\" is not supported yet: only \
+             tcp_user_timeout=0, the default, is accepted",
+        ),
+        (
+            "postgresql://h/db?keepalives=0",
+            "connection option keepalives=\"0\" is not supported yet: only keepalives=1, \
+             the default, is accepted",
+        ),
+        (
+            "postgresql://h/db?keepalives_idle=30",
+            "connection option keepalives_idle=\"30\" is not supported yet: leave it unset \
+             (or empty), the default",
+        ),
+        (
+            "postgresql://h/db?tcp_user_timeout=1500",
+            "connection option tcp_user_timeout=\"1500\" is not supported yet: only \
+             tcp_user_timeout=0, the default, is accepted",
+        ),
+    ] {
+        assert_eq!(parse_err(s), message, "{s}");
+    }
+    // A value that is not an integer at all keeps libpq's own complaint.
     assert_eq!(
         parse_err("keepalives=yes"),
         "invalid integer value \"yes\" for connection option \"keepalives\""
     );
+    assert_eq!(
+        parse_err("keepalives_idle=soon"),
+        "invalid integer value \"soon\" for connection option \"keepalives_idle\""
+    );
 }
 
 #[test]
-fn target_session_attrs_are_kept() {
-    for (v, expected) in [
-        ("any", TargetSessionAttrs::Any),
-        ("read-write", TargetSessionAttrs::ReadWrite),
-        ("read-only", TargetSessionAttrs::ReadOnly),
-        ("primary", TargetSessionAttrs::Primary),
-        ("standby", TargetSessionAttrs::Standby),
-        ("prefer-standby", TargetSessionAttrs::PreferStandby),
+fn target_session_attrs_other_than_any_are_refused() {
+    for ok in [
+        "target_session_attrs=any",
+        "postgresql://h/db?target_session_attrs=any",
     ] {
-        let c = parse(&format!("target_session_attrs={v}"));
-        assert_eq!(c.get_target_session_attrs(), expected);
-        assert_eq!(expected.as_str(), v);
+        assert_eq!(
+            parse(ok).get_target_session_attrs(),
+            TargetSessionAttrs::Any
+        );
+    }
+    for v in [
+        TargetSessionAttrs::ReadWrite,
+        TargetSessionAttrs::ReadOnly,
+        TargetSessionAttrs::Primary,
+        TargetSessionAttrs::Standby,
+        TargetSessionAttrs::PreferStandby,
+    ] {
+        let name = v.as_str();
+        let expected = format!(
+            "connection option target_session_attrs=\"{name}\" is not supported yet: only \
+             target_session_attrs=any, the default, is accepted"
+        );
+        assert_eq!(parse_err(&format!("target_session_attrs={name}")), expected);
+        assert_eq!(
+            parse_err(&format!("postgresql://h/db?target_session_attrs={name}")),
+            expected
+        );
     }
     assert_eq!(
         parse_err("target_session_attrs=master"),
         "invalid target_session_attrs value: \"master\""
     );
+}
+
+#[test]
+fn target_session_attrs_from_the_environment_are_refused_naming_the_variable() {
+    let e = parse_env("host=h", &[("PGTARGETSESSIONATTRS", "read-write")]).unwrap_err();
+    assert_eq!(
+        usage_message(e),
+        "connection option target_session_attrs=\"read-write\" (from PGTARGETSESSIONATTRS) \
+         is not supported yet: only target_session_attrs=any, the default, is accepted"
+    );
+    let e = parse_env(
+        "postgresql://h/db",
+        &[("PGTARGETSESSIONATTRS", "prefer-standby")],
+    )
+    .unwrap_err();
+    assert!(usage_message(e).contains("(from PGTARGETSESSIONATTRS)"));
+    // The string hides the variable, as everywhere.
+    let vars = [("PGTARGETSESSIONATTRS", "standby")];
+    let c = parse_env("target_session_attrs=any", &vars).unwrap();
+    assert_eq!(c.get_target_session_attrs(), TargetSessionAttrs::Any);
+    parse_env("target_session_attrs=''", &vars).unwrap_err();
+    parse_env("", &[("PGTARGETSESSIONATTRS", "any")]).unwrap();
+}
+
+#[test]
+fn environment_of_keywords_momoko_lacks_is_refused_unless_harmless() {
+    for (var, value, message) in [
+        (
+            "PGSERVICE",
+            "prod",
+            "PGSERVICE=\"prod\": connection option \"service\" is not supported by momoko; \
+             unset it",
+        ),
+        (
+            "PGREQUIREAUTH",
+            "scram-sha-256",
+            "PGREQUIREAUTH=\"scram-sha-256\": connection option \"require_auth\" is not \
+             supported by momoko; unset it",
+        ),
+        (
+            "PGCHANNELBINDING",
+            "require",
+            "PGCHANNELBINDING=\"require\": connection option \"channel_binding\" is not \
+             supported by momoko; unset it or set prefer or disable",
+        ),
+        (
+            "PGLOADBALANCEHOSTS",
+            "random",
+            "PGLOADBALANCEHOSTS=\"random\": connection option \"load_balance_hosts\" is not \
+             supported by momoko; unset it or set disable",
+        ),
+    ] {
+        let e = parse_env("host=h", &[(var, value)]).unwrap_err();
+        assert_eq!(usage_message(e), message);
+        let e = parse_env("postgresql://h/db", &[(var, value)]).unwrap_err();
+        assert_eq!(usage_message(e), message);
+    }
+    for (var, value) in [
+        ("PGSERVICE", ""),
+        ("PGCHANNELBINDING", "prefer"),
+        ("PGCHANNELBINDING", "disable"),
+        ("PGLOADBALANCEHOSTS", "disable"),
+        ("PGMINPROTOCOLVERSION", "3.0"),
+        // Only used with TLS, which momoko never negotiates.
+        ("PGSSLROOTCERT", "/etc/ssl/ca.pem"),
+    ] {
+        parse_env("host=h", &[(var, value)]).unwrap();
+    }
 }
 
 // ---- builder and FromStr ----

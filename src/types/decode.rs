@@ -99,22 +99,44 @@ fn parse_text<T: std::str::FromStr>(column: &Column, raw: &[u8], rust: &str) -> 
     })
 }
 
-/// Any integer column, widened to i64.
-fn int(column: &Column, raw: Option<&[u8]>, rust: &str, accept: &[u32]) -> Result<i64, Error> {
+/// The integer column types. Every Rust integer type reads every one of them, and a value
+/// that does not fit is a Conversion error: PostgreSQL types a parameter or a literal as
+/// `integer` even when it is small (`SELECT %s` with 5), so the column type says little about
+/// the Rust type the caller wants.
+fn is_int_column(type_oid: u32) -> bool {
+    matches!(type_oid, oid::INT2 | oid::INT4 | oid::INT8 | oid::OID)
+}
+
+/// Any integer column, widened to i64 (which holds every int2, int4, int8 and oid).
+fn int(column: &Column, raw: Option<&[u8]>, rust: &str) -> Result<i64, Error> {
     let t = column.type_oid();
-    if !accept.contains(&t) {
+    if !is_int_column(t) {
         return Err(wrong_type(column, rust));
     }
     let raw = non_null(column, raw, rust)?;
     if !is_binary(column) {
         return parse_text(column, raw, rust);
     }
+    let name = column.name();
+    let bad = |what: &'static str| {
+        move |e: Box<dyn std::error::Error + Sync + Send>| {
+            Error::conversion(format!("column \"{name}\": invalid binary {what}: {e}"))
+        }
+    };
     Ok(match t {
-        oid::INT2 => i64::from(pt::int2_from_sql(raw).map_err(conv("int2"))?),
-        oid::INT4 => i64::from(pt::int4_from_sql(raw).map_err(conv("int4"))?),
-        oid::INT8 => pt::int8_from_sql(raw).map_err(conv("int8"))?,
-        _ => i64::from(pt::oid_from_sql(raw).map_err(conv("oid"))?),
+        oid::INT2 => i64::from(pt::int2_from_sql(raw).map_err(bad("int2"))?),
+        oid::INT4 => i64::from(pt::int4_from_sql(raw).map_err(bad("int4"))?),
+        oid::INT8 => pt::int8_from_sql(raw).map_err(bad("int8"))?,
+        _ => i64::from(pt::oid_from_sql(raw).map_err(bad("oid"))?),
     })
+}
+
+fn out_of_range(column: &Column, v: i64, rust: &str) -> Error {
+    Error::conversion(format!(
+        "column \"{}\" of type {}: {v} is out of range for {rust}",
+        column.name(),
+        type_name(column.type_oid())
+    ))
 }
 
 /// Decimal text (an optional sign, then digits) straight into `T`, `None` for anything else
@@ -145,53 +167,42 @@ macro_rules! parse_dec {
     }};
 }
 
-/// The fast path of an integer decoder: the column's own integer type (`$o`) into a Rust
-/// type that holds all its values, or any accepted integer column in text. `None` sends
-/// the value down the general path, which gives the same value or the error.
-macro_rules! int_fast {
-    ($t:ty, $column:expr, $raw:expr, $own:ident, $w:literal, [$($o:ident),*]) => {{
-        let column: &Column = $column;
-        match $raw {
-            Some(raw) if matches!(column.type_oid(), $(oid::$o)|*) => {
-                if !is_binary(column) {
-                    parse_dec!($t, raw)
-                } else if column.type_oid() == oid::$own {
-                    <[u8; $w]>::try_from(raw).ok().map(<$t>::from_be_bytes)
-                } else {
-                    None
-                }
-            }
-            _ => None,
-        }
-    }};
-}
-
+/// The integer decoders. The fast path reads any integer column in text, and in binary the
+/// column type (`$own`, `$w` bytes wide) whose values are exactly this Rust type's; anything
+/// else goes down the general path, which gives the same value or the error.
 macro_rules! int_from_sql {
-    ($($t:ty: $own:ident $w:literal [$($o:ident),*]),*) => {$(
+    ($($t:ty $(: $own:ident $w:literal)?),* $(,)?) => {$(
         impl FromSql for $t {
             #[inline]
             fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<$t, Error> {
-                if let Some(v) = int_fast!($t, column, raw, $own, $w, [$($o),*]) {
-                    return Ok(v);
+                if let Some(raw) = raw {
+                    if !is_binary(column) {
+                        if is_int_column(column.type_oid()) {
+                            if let Some(v) = parse_dec!($t, raw) {
+                                return Ok(v);
+                            }
+                        }
+                    } $(else if column.type_oid() == oid::$own {
+                        if let Ok(b) = <[u8; $w]>::try_from(raw) {
+                            return Ok(<$t>::from_be_bytes(b));
+                        }
+                    })?
                 }
-                let v = int(column, raw, stringify!($t), &[$(oid::$o),*])?;
-                <$t>::try_from(v).map_err(|_| {
-                    Error::conversion(format!(
-                        "column \"{}\": {v} is out of range for {}",
-                        column.name(),
-                        stringify!($t)
-                    ))
-                })
+                let v = int(column, raw, stringify!($t))?;
+                <$t>::try_from(v).map_err(|_| out_of_range(column, v, stringify!($t)))
             }
         }
     )*};
 }
 
 int_from_sql! {
-    i16: INT2 2 [INT2],
-    i32: INT4 4 [INT2, INT4],
-    i64: INT8 8 [INT2, INT4, INT8, OID],
-    u32: OID 4 [OID]
+    i8,
+    i16: INT2 2,
+    u16,
+    i32: INT4 4,
+    u32: OID 4,
+    i64: INT8 8,
+    u64,
 }
 
 impl FromSql for bool {

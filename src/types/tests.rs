@@ -342,13 +342,17 @@ fn text_floats_decode_nan_and_infinities() {
 }
 
 #[test]
-fn integers_widen_but_never_narrow_or_parse_text() {
+fn integers_convert_between_widths_when_they_fit_but_never_parse_text() {
     assert_eq!(text::<i64>(oid::INT2, "5").unwrap(), 5);
     assert_eq!(text::<i64>(oid::INT4, "5").unwrap(), 5);
     assert_eq!(text::<i32>(oid::INT2, "5").unwrap(), 5);
+    assert_eq!(text::<i32>(oid::INT8, "5").unwrap(), 5);
+    assert_eq!(text::<i16>(oid::INT4, "-5").unwrap(), -5);
+    let e = text::<i16>(oid::INT4, "40000").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conversion);
     assert_eq!(
-        text::<i32>(oid::INT8, "5").unwrap_err().kind(),
-        ErrorKind::Conversion
+        e.to_string(),
+        "conversion error: column \"c\" of type integer: 40000 is out of range for i16"
     );
     let e = text::<i64>(oid::TEXT, "5").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conversion);
@@ -359,6 +363,108 @@ fn integers_widen_but_never_narrow_or_parse_text() {
     assert_eq!(
         text::<String>(oid::INT4, "5").unwrap_err().kind(),
         ErrorKind::Conversion
+    );
+}
+
+/// Every integer column into every Rust integer type, in both formats: the value when it
+/// fits, else a Conversion error naming the column, its type, the value and the Rust type.
+#[test]
+fn every_integer_column_reads_into_every_integer_type_that_holds_the_value() {
+    fn check<T>(t: u32, v: i64)
+    where
+        T: FromSql + TryFrom<i64> + PartialEq + std::fmt::Debug,
+    {
+        let raw_text = v.to_string();
+        let raw_bin = match t {
+            oid::INT2 => (v as i16).to_be_bytes().to_vec(),
+            oid::INT4 => (v as i32).to_be_bytes().to_vec(),
+            oid::INT8 => v.to_be_bytes().to_vec(),
+            _ => (v as u32).to_be_bytes().to_vec(),
+        };
+        let rust = std::any::type_name::<T>();
+        for (format, raw) in [(0, raw_text.as_bytes()), (1, &raw_bin[..])] {
+            let c = Column::new("n".into(), 0, 0, t, -1, -1, format);
+            let got = T::from_sql(&c, Some(raw));
+            match T::try_from(v) {
+                Ok(want) => assert_eq!(got.unwrap(), want, "{v} oid {t} format {format}"),
+                Err(_) => {
+                    let e = got.unwrap_err();
+                    assert_eq!(e.kind(), ErrorKind::Conversion);
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains("column \"n\" of type ")
+                            && msg.contains(&format!("{v} is out of range for {rust}")),
+                        "{msg}"
+                    );
+                }
+            }
+            assert_eq!(
+                Option::<T>::from_sql(&c, None).unwrap(),
+                None,
+                "NULL into Option"
+            );
+            assert!(T::from_sql(&c, None).is_err());
+        }
+    }
+    let cases: &[(u32, &[i64])] = &[
+        (
+            oid::INT2,
+            &[0, 1, -1, 127, 128, -128, -129, 255, 256, 32767, -32768],
+        ),
+        (
+            oid::INT4,
+            &[
+                0,
+                5,
+                -5,
+                40000,
+                -40000,
+                65535,
+                65536,
+                i64::from(i32::MAX),
+                i64::from(i32::MIN),
+            ],
+        ),
+        (
+            oid::INT8,
+            &[
+                0,
+                7,
+                -7,
+                i64::from(i32::MAX) + 1,
+                i64::from(u32::MAX),
+                i64::from(u32::MAX) + 1,
+                i64::MAX,
+                i64::MIN,
+            ],
+        ),
+        (
+            oid::OID,
+            &[0, 1, 32767, 32768, 2_147_483_648, i64::from(u32::MAX)],
+        ),
+    ];
+    for &(t, values) in cases {
+        for &v in values {
+            check::<i8>(t, v);
+            check::<i16>(t, v);
+            check::<u16>(t, v);
+            check::<i32>(t, v);
+            check::<u32>(t, v);
+            check::<i64>(t, v);
+            check::<u64>(t, v);
+        }
+    }
+    // Not an integer column: refused before a byte is read, whatever the bytes.
+    for t in [oid::TEXT, oid::FLOAT8, oid::NUMERIC, oid::BOOL] {
+        let e = text::<i16>(t, "1").unwrap_err();
+        assert!(e.to_string().contains("cannot convert column \"c\""), "{e}");
+    }
+    // A malformed binary field names the column too.
+    let c = Column::new("n".into(), 0, 0, oid::INT4, -1, -1, 1);
+    let e = i16::from_sql(&c, Some(&[0, 1])).unwrap_err();
+    assert!(
+        e.to_string().contains("column \"n\": invalid binary int4"),
+        "{e}"
     );
 }
 
@@ -423,6 +529,53 @@ fn text_arrays_decode_quoted_elements_and_nulls() {
     );
     let e = text::<Vec<String>>(oid::TEXT_ARRAY, "{a,NULL}").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conversion);
+}
+
+/// array_out quotes an element only for ASCII whitespace (scanner_isspace), so non-ASCII
+/// spaces arrive bare at either end of an element, and they are data.
+#[test]
+fn text_arrays_keep_non_ascii_spaces_around_bare_elements() {
+    let elems = [
+        "\u{a0}x\u{a0}",
+        "\u{2028}y",
+        "z\u{3000}",
+        "\u{85}w\u{85}",
+        "\u{feff}",
+    ];
+    let raw = format!("{{{}}}", elems.join(","));
+    let v: Vec<String> = text(oid::TEXT_ARRAY, &raw).unwrap();
+    assert_eq!(v, elems);
+    // ASCII whitespace around a bare element is layout, \v included; inside it is kept.
+    let v: Vec<String> = text(oid::TEXT_ARRAY, "{ a b ,\x0bc\x0b,\t\u{a0}\n}").unwrap();
+    assert_eq!(v, ["a b", "c", "\u{a0}"]);
+    // An escaped trailing space is not layout.
+    let v: Vec<String> = text(oid::TEXT_ARRAY, r"{a\ ,b\  ,\ ,x\\ }").unwrap();
+    assert_eq!(v, ["a ", "b ", " ", "x\\"]);
+    // The text input form quotes what array_in would trim, \v included, and nothing else.
+    let mut out = String::new();
+    text::push_array_element("\x0bv", &mut out);
+    assert_eq!(out, "\"\x0bv\"");
+    out.clear();
+    text::push_array_element("\u{a0}x\u{3000}", &mut out);
+    assert_eq!(out, "\u{a0}x\u{3000}");
+    // And what it writes reads back unchanged.
+    for s in ["\u{a0}x\u{a0}", " a ", "\x0b", "\x0c\r\n\t", "\u{2028}"] {
+        let mut lit = String::from("{");
+        text::push_array_element(s, &mut lit);
+        lit.push('}');
+        let v: Vec<String> = text(oid::TEXT_ARRAY, &lit).unwrap();
+        assert_eq!(v, [s], "{lit:?}");
+    }
+}
+
+#[test]
+fn hstore_text_keeps_non_ascii_spaces() {
+    let m: HashMap<String, Option<String>> = HashMap::from_sql(
+        &hstore_col(0),
+        Some("\"\u{a0}k\"=>\"v\u{3000}\", \x0b\"n\"=>NULL".as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(m, map(&[("\u{a0}k", Some("v\u{3000}")), ("n", None)]));
 }
 
 #[test]

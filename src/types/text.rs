@@ -17,6 +17,25 @@ pub(crate) enum ArrayItem<'a> {
     Scalar(Option<Cow<'a, str>>),
 }
 
+/// PostgreSQL's `scanner_isspace`: the only whitespace array_in skips around elements and
+/// array_out quotes, and the only whitespace hstore's parser skips. Unlike
+/// `u8::is_ascii_whitespace` it includes `\v`; unlike `char::is_whitespace` it excludes every
+/// non-ASCII space (U+00A0, U+2028, U+3000…), which are data.
+fn is_pg_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// `s` without the trailing [`is_pg_space`] bytes at or after byte `keep`.
+fn trim_pg_space_end(s: &str, keep: usize) -> &str {
+    let b = s.as_bytes();
+    let mut end = b.len();
+    while end > keep && is_pg_space(b[end - 1]) {
+        end -= 1;
+    }
+    // Only ASCII bytes were dropped, so `end` is a character boundary.
+    &s[..end]
+}
+
 fn bad(what: &str, input: &str) -> Error {
     let shown: String = input.chars().take(60).collect();
     Error::conversion(format!("malformed {what} literal: {shown:?}"))
@@ -39,7 +58,7 @@ pub(crate) fn parse_array(input: &str) -> Result<Vec<ArrayItem<'_>>, Error> {
     let mut items = Vec::new();
     let mut i = 1;
     let skip_ws = |i: &mut usize| {
-        while *i < b.len() && b[*i].is_ascii_whitespace() {
+        while *i < b.len() && is_pg_space(b[*i]) {
             *i += 1;
         }
     };
@@ -121,8 +140,11 @@ pub(crate) fn parse_array(input: &str) -> Result<Vec<ArrayItem<'_>>, Error> {
                 items.push(ArrayItem::Scalar(Some(text)));
             }
             Some(_) => {
+                // A bare element: array_in drops the whitespace after it, but not an escaped
+                // character, so the owned text keeps everything up to its last escape.
                 let start = i;
                 let mut owned: Option<String> = None;
+                let mut keep = 0;
                 while let Some(&c) = b.get(i) {
                     if c == b',' || c == b'}' {
                         break;
@@ -134,6 +156,7 @@ pub(crate) fn parse_array(input: &str) -> Result<Vec<ArrayItem<'_>>, Error> {
                             .next()
                             .ok_or_else(|| bad("array", input))?;
                         buf.push(ch);
+                        keep = buf.len();
                         i += 1 + ch.len_utf8();
                     } else {
                         let ch = s[i..].chars().next().unwrap_or_default();
@@ -144,8 +167,12 @@ pub(crate) fn parse_array(input: &str) -> Result<Vec<ArrayItem<'_>>, Error> {
                     }
                 }
                 let text = match owned {
-                    Some(o) => Cow::Owned(o.trim_end().to_owned()),
-                    None => Cow::Borrowed(s[start..i].trim_end()),
+                    Some(mut o) => {
+                        let len = trim_pg_space_end(&o, keep).len();
+                        o.truncate(len);
+                        Cow::Owned(o)
+                    }
+                    None => Cow::Borrowed(trim_pg_space_end(&s[start..i], 0)),
                 };
                 if text.is_empty() {
                     return Err(bad("array", input));
@@ -180,7 +207,7 @@ pub(crate) fn push_array_element(s: &str, out: &mut String) {
     let needs_quotes = s.is_empty()
         || s.eq_ignore_ascii_case("NULL")
         || s.bytes()
-            .any(|c| matches!(c, b'{' | b'}' | b',' | b'"' | b'\\') || c.is_ascii_whitespace());
+            .any(|c| matches!(c, b'{' | b'}' | b',' | b'"' | b'\\') || is_pg_space(c));
     if !needs_quotes {
         out.push_str(s);
         return;
@@ -202,7 +229,7 @@ pub(crate) fn parse_hstore(input: &str) -> Result<HashMap<String, Option<String>
     let mut map = HashMap::new();
     let mut i = 0;
     let skip_ws = |i: &mut usize| {
-        while *i < b.len() && b[*i].is_ascii_whitespace() {
+        while *i < b.len() && is_pg_space(b[*i]) {
             *i += 1;
         }
     };
@@ -235,7 +262,7 @@ pub(crate) fn parse_hstore(input: &str) -> Result<HashMap<String, Option<String>
             }
         }
         while let Some(&c) = b.get(*i) {
-            if c.is_ascii_whitespace() || c == b',' || (stop_at_arrow && c == b'=') {
+            if is_pg_space(c) || c == b',' || (stop_at_arrow && c == b'=') {
                 break;
             }
             if c == b'\\' {
