@@ -211,10 +211,40 @@
 //! `MOMOKO_TEST_DSN`, and the tests start a throwaway server unless `MOMOKO_TEST_DSN` names
 //! one.
 //!
-//! # Not yet
+//! # Embedding in your own loop
 //!
-//! TLS, prepared statements, COPY, LISTEN/NOTIFY, query cancellation and an API to drive a
-//! connection from your own `mio::Poll` are coming.
+//! Two ways, each with the whole of momoko:
+//! - the [`IoLoop`](ioloop::IoLoop) nests in any poll loop: register its file descriptor
+//!   (`AsRawFd`, readable when it has work), bound your poll by
+//!   [`IoLoop::next_timeout`](ioloop::IoLoop::next_timeout) and call
+//!   [`IoLoop::turn`](ioloop::IoLoop::turn); pools, LISTEN and everything else then run
+//!   without `IoLoop::start` (`examples/nested_loop.rs`);
+//! - [`MioConnection`] is one connection driven straight from your `mio::Poll`, with the
+//!   same operations as [`Connection`] and callbacks instead of futures
+//!   (`examples/custom_mio_loop.rs`).
+//!
+//! # Layers
+//!
+//! Bottom up; no module imports from a layer above its own.
+//!
+//! - **momoko-loop** (`loop/`): the IoLoop, its futures, timers and tasks. It knows nothing
+//!   of PostgreSQL and never holds a borrow of its tables while user code runs.
+//! - **The protocol core** (`proto/`): sans-IO. Bytes in, bytes out, events out. It never
+//!   touches a socket, the clock or the loop, and never runs user code: not even a COPY
+//!   source, which it hands out to be pulled.
+//! - **The session core** (`session/`): one connection's state, held once and kept across
+//!   reconnects (transport, protocol core, type registry, listeners, statement cache,
+//!   requests in flight), with the operations one per file in `session/ops` over one request
+//!   seam. It takes `now` as an argument and never reads the clock; what must reach user
+//!   code leaves it as actions for a driver to run after every borrow is released.
+//!   Connection and statement identities are process-wide, never heap addresses.
+//! - **The drivers** (`connection.rs`, `embed.rs`): [`Connection`] binds a session to an
+//!   IoLoop, [`MioConnection`] to a program's own `mio::Poll`. They register sockets, feed
+//!   readiness and deadlines in, pull COPY data and deliver actions in request order; they
+//!   hold no connection state of their own beyond that.
+//! - **The pool** (`pool.rs`): Momoko's container, recovery and retry over [`Connection`]s.
+//! - **Values** (`types/`, `row.rs`, `params.rs`, `conninfo/`): codecs, rows, psycopg2
+//!   parameters, libpq connection strings. Pure functions and data; no I/O.
 //!
 //! This crate root only wires the modules together and re-exports the public surface; it
 //! holds no logic of its own.
