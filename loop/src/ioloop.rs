@@ -15,11 +15,19 @@
 //! 6. poll: not at all if callbacks are pending, else until the next deadline, at most an
 //!    hour; `EINTR` is retried with the remaining time;
 //! 7. dispatch the events one at a time, looking each handler up when its turn comes.
+//!
+//! `start` runs iterations until stopped; `turn` runs exactly one, for a program that nests
+//! the loop in an event loop of its own through the poll's descriptor (`AsRawFd`) and
+//! `next_timeout`. Neither may be entered from code the loop runs.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future as StdFuture;
 use std::io;
+#[cfg(unix)]
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -38,6 +46,11 @@ use crate::timers::{Scheduled, Timers};
 const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 const EVENTS_CAPACITY: usize = 1024;
+
+/// The message of the error (from `turn`) or panic (from `start` and the `run_sync` family)
+/// when the loop is entered from inside itself.
+const ALREADY_RUNNING: &str = "momoko_loop::IoLoop: the loop is already running \
+     (start, turn and run_sync must not be called from inside the same loop)";
 
 /// Each loop gets a process-unique id so that a `HandlerId` from one loop never matches a
 /// registration in another.
@@ -101,8 +114,20 @@ pub(crate) struct Inner {
     /// Spare buffer swapped with the remote inbox on each drain.
     inbox: RefCell<Inbox>,
     remote: Arc<Remote>,
+    /// The poll's epoll (or kqueue) descriptor, kept apart so that `as_raw_fd` never needs
+    /// a borrow of `poll`.
+    #[cfg(unix)]
+    fd: RawFd,
+    /// True from the start to the end of `start()` or `turn()`, whatever `stop()` says
+    /// meanwhile: what makes re-entering the loop an error.
+    active: Cell<bool>,
+    /// False once `stop()` was called in the current run (see `is_running`).
     running: Cell<bool>,
     stopped: Cell<bool>,
+    /// The last poll filled the events buffer, so the kernel may hold more. A program that
+    /// nests the loop would not hear of those (its registration of our fd is
+    /// edge-triggered), hence `next_timeout` says "now".
+    more_events: Cell<bool>,
 }
 
 impl Inner {
@@ -209,16 +234,50 @@ impl Inner {
         drop(leftover);
     }
 
-    fn cancel_task(&self, key: Key) {
-        let removed = self.tasks.borrow_mut().remove(key);
+    /// Removes and drops a task (`run_until`'s, whose future may borrow from its caller's
+    /// stack and so must be gone before it returns). The table is never borrowed outside a
+    /// statement of the loop's own code; if it were, aborting is the only sound way out.
+    fn remove_task_or_abort(&self, key: Key) {
+        let removed = match self.tasks.try_borrow_mut() {
+            Ok(mut tasks) => tasks.remove(key),
+            Err(_) => {
+                log::error!("momoko-loop: run_sync's task table is borrowed at its end");
+                std::process::abort();
+            }
+        };
+        // Dropped with no borrow held: a task's captures may call into the loop.
         drop(removed);
     }
 
-    fn poll_timeout(&self) -> Duration {
-        if !self.callbacks.borrow().is_empty()
+    /// Steps 1 to 4 of an iteration: take in what other threads queued, then run the
+    /// callbacks queued so far and the timeouts due now. `due` is a spare buffer, left empty.
+    fn run_ready(&self, due: &mut Vec<Scheduled>) {
+        self.drain_remote();
+        let ncallbacks = self.callbacks.borrow().len();
+        self.timers.borrow_mut().collect_due(Instant::now(), due);
+        let mut batch = DueBatch {
+            inner: self,
+            due: std::mem::take(due),
+            next: 0,
+        };
+        self.run_callbacks(ncallbacks);
+        batch.run();
+        *due = std::mem::take(&mut batch.due);
+        due.clear();
+        drop(batch);
+    }
+
+    /// Callbacks, task polls, items from other threads or undispatched events are waiting:
+    /// the next iteration has work without polling.
+    fn has_ready_work(&self) -> bool {
+        !self.callbacks.borrow().is_empty()
             || self.remote.is_pending()
             || !self.pending_events.borrow().is_empty()
-        {
+            || self.more_events.get()
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        if self.has_ready_work() {
             return Duration::ZERO;
         }
         match self.timers.borrow_mut().next_deadline() {
@@ -246,12 +305,15 @@ impl Inner {
             }
         }
         let mut pending = self.pending_events.borrow_mut();
+        let mut count = 0;
         for event in events.iter() {
+            count += 1;
             // The waker's only job is to end the poll; the inbox is drained every iteration.
             if event.token() != WAKER_TOKEN {
                 pending.push_back((event.token(), Ready::from(event)));
             }
         }
+        self.more_events.set(count >= events.capacity());
         Ok(())
     }
 
@@ -287,6 +349,16 @@ impl Inner {
             callback(ready);
         }
     }
+}
+
+/// The body of a task: `future`, then its output into `result` (only the task sets it; if
+/// the user already did, theirs is kept).
+async fn resolve_with<F: std::future::Future>(future: F, result: Future<F::Output>)
+where
+    F::Output: 'static,
+{
+    let output = future.await;
+    let _ = result.set_result(output);
 }
 
 impl Drop for Inner {
@@ -375,8 +447,9 @@ impl Drop for DueBatch<'_> {
     }
 }
 
-/// Marks the loop running and current for the duration of `start()`, and undoes both
-/// however `start()` ends, panics included.
+/// Marks the loop active, running and current for the duration of `start()` or `turn()`,
+/// and undoes all three however it ends, panics included. A `stop()` made during the run is
+/// consumed here.
 struct RunGuard<'a> {
     inner: &'a Inner,
     previous: Option<Option<IoLoop>>,
@@ -384,6 +457,7 @@ struct RunGuard<'a> {
 
 impl<'a> RunGuard<'a> {
     fn enter(ioloop: &'a IoLoop) -> RunGuard<'a> {
+        ioloop.0.active.set(true);
         ioloop.0.running.set(true);
         let previous = CURRENT
             .try_with(|current| current.replace(Some(ioloop.clone())))
@@ -397,6 +471,7 @@ impl<'a> RunGuard<'a> {
 
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
+        self.inner.active.set(false);
         self.inner.running.set(false);
         self.inner.stopped.set(false);
         if let Some(previous) = self.previous.take() {
@@ -449,6 +524,53 @@ impl Drop for RunGuard<'_> {
 ///     });
 /// });
 /// ioloop.start(); // returns once the timeout called stop()
+/// ```
+///
+/// # Nesting in another event loop
+///
+/// A program with an event loop of its own (a `mio::Poll`, epoll, a GUI toolkit) need not
+/// give its thread to [`start`](IoLoop::start): the loop nests as one file descriptor plus a
+/// deadline, as calloop's sources do. Register the loop's descriptor
+/// ([`as_raw_fd`](IoLoop#impl-AsRawFd-for-IoLoop)) for reading, wait at most
+/// [`next_timeout`](IoLoop::next_timeout), and after every wake-up call
+/// [`turn`](IoLoop::turn)`(Some(Duration::ZERO))`, which runs one iteration without
+/// blocking. Everything else (handlers, timeouts, tasks, momoko's connections and pools on
+/// this loop) works as under `start`.
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use mio::{unix::SourceFd, Events, Interest, Poll, Token};
+/// use momoko_loop::IoLoop;
+///
+/// const INNER: Token = Token(0); // the program's other sources use other tokens
+///
+/// let ioloop = IoLoop::new();
+/// let mut poll = Poll::new()?;
+/// let mut events = Events::with_capacity(16);
+/// poll.registry()
+///     .register(&mut SourceFd(&ioloop.as_raw_fd()), INNER, Interest::READABLE)?;
+///
+/// // Work that comes from another thread makes the descriptor readable.
+/// let done = Arc::new(AtomicBool::new(false));
+/// let (handle, d) = (ioloop.handle(), done.clone());
+/// std::thread::spawn(move || handle.add_callback(move || d.store(true, Ordering::SeqCst)));
+///
+/// while !done.load(Ordering::SeqCst) {
+///     // Bounded here only so that a doc test cannot hang; None would wait for an event.
+///     let wait = ioloop.next_timeout().unwrap_or(Duration::from_secs(5));
+///     poll.poll(&mut events, Some(wait))?;
+///     for event in events.iter() {
+///         if event.token() != INNER {
+///             // the program's own sources
+///         }
+///     }
+///     ioloop.turn(Some(Duration::ZERO))?;
+/// }
+/// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct IoLoop(pub(crate) Rc<Inner>);
@@ -516,6 +638,8 @@ impl IoLoop {
     pub fn try_new() -> io::Result<IoLoop> {
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
+        #[cfg(unix)]
+        let fd = poll.as_raw_fd();
         Ok(IoLoop(Rc::new(Inner {
             id: NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed),
             poll: RefCell::new(poll),
@@ -527,8 +651,12 @@ impl IoLoop {
             tasks: RefCell::new(Arena::new()),
             inbox: RefCell::new(Inbox::default()),
             remote: Arc::new(Remote::new(waker)),
+            #[cfg(unix)]
+            fd,
+            active: Cell::new(false),
             running: Cell::new(false),
             stopped: Cell::new(false),
+            more_events: Cell::new(false),
         })))
     }
 
@@ -812,11 +940,7 @@ impl IoLoop {
     /// which is retried) stops the loop and is returned.
     pub fn try_start(&self) -> io::Result<()> {
         let inner = &*self.0;
-        assert!(
-            !inner.running.get(),
-            "momoko_loop::IoLoop::start: the loop is already running \
-             (start and run_sync must not be called from inside the same loop)"
-        );
+        assert!(!inner.active.get(), "{}", ALREADY_RUNNING);
         if inner.remote.take_stop_request() {
             inner.stopped.set(true);
         }
@@ -826,23 +950,7 @@ impl IoLoop {
         let _running = RunGuard::enter(self);
         let mut due = Vec::new();
         loop {
-            inner.drain_remote();
-            let ncallbacks = inner.callbacks.borrow().len();
-            inner
-                .timers
-                .borrow_mut()
-                .collect_due(Instant::now(), &mut due);
-            let mut batch = DueBatch {
-                inner,
-                due: std::mem::take(&mut due),
-                next: 0,
-            };
-            inner.run_callbacks(ncallbacks);
-            batch.run();
-            due = std::mem::take(&mut batch.due);
-            due.clear();
-            drop(batch);
-
+            inner.run_ready(&mut due);
             let timeout = inner.poll_timeout();
             if !inner.running.get() {
                 break;
@@ -855,34 +963,169 @@ impl IoLoop {
 
     /// Makes the loop stop after the current iteration. If it is not running, the next
     /// `start()` returns at once instead.
+    ///
+    /// Inside a [`turn`](IoLoop::turn), it ends that turn early and is then forgotten (see
+    /// there); a stop made between turns is kept for the next `start()`, not for a turn.
     pub fn stop(&self) {
         self.0.stop();
     }
 
-    /// True while `start()` (or `run_sync`) is running this loop.
+    /// True while `start()`, `turn()` or `run_sync` is running this loop and `stop()` has not
+    /// been called since.
     pub fn is_running(&self) -> bool {
         self.0.running.get()
     }
 
-    /// Spawns `future` as a task, runs the loop until it completes, and returns its output.
-    /// The loop is current meanwhile. Handy for scripts and tests.
+    /// Runs one iteration of the loop, for a program that nests it in an event loop of its
+    /// own (see [Nesting](IoLoop#nesting-in-another-event-loop)): the steps of one pass of
+    /// [`start`](IoLoop::start)'s loop, in the same order. It takes in what other threads
+    /// queued, runs the callbacks queued when it began and the timeouts due then, polls, and
+    /// dispatches the events.
+    ///
+    /// The poll waits at most the smaller of `timeout` and what the loop itself needs: not at
+    /// all when callbacks are queued, else until its next timeout. `None` leaves only the
+    /// loop's own need, which is at most an hour when nothing is scheduled. So
+    /// `turn(Some(Duration::ZERO))` never blocks (the callbacks it runs may, of course), and
+    /// no turn blocks past its `timeout`.
+    ///
+    /// While it runs, this loop is [`current`](IoLoop::current) and
+    /// [`is_running`](IoLoop::is_running); both are undone when it returns or unwinds.
+    ///
+    /// # Stopping
+    ///
+    /// A [`stop`](IoLoop::stop) (or [`LoopHandle::stop`]) that reaches the loop during a turn
+    /// ends that turn after its callbacks and timeouts, without polling (the events wait for
+    /// the next turn), and is then forgotten: the next `turn()` or `start()` runs normally.
+    /// A stop requested while the loop was not running is kept for the next `start()`, as
+    /// before: `turn()` neither obeys nor clears it.
     ///
     /// ```
     /// use momoko_loop::IoLoop;
+    /// use std::time::Duration;
+    ///
+    /// let ioloop = IoLoop::new();
+    /// let l = ioloop.clone();
+    /// ioloop.add_callback(move || l.stop());
+    /// ioloop.turn(Some(Duration::ZERO)).unwrap(); // ran the callback, and forgot its stop
+    /// let l = ioloop.clone();
+    /// ioloop.add_callback(move || l.stop());
+    /// ioloop.start(); // runs until that second stop(), as if no turn had happened
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// * [`io::ErrorKind::ResourceBusy`] if the loop is already running: `turn` was called
+    ///   from code that this loop runs (a callback, handler, timeout or task, under `start`,
+    ///   `turn` or `run_sync`). Nothing is run then. (`start` and `run_sync` panic in that
+    ///   case, with the same message.)
+    /// * The error of `mio::Poll::poll`, other than `EINTR`, which is retried with the time
+    ///   left. The loop stays usable.
+    ///
+    /// # Panics
+    ///
+    /// When user code run by the turn panics; the loop stays consistent, as with `start`.
+    pub fn turn(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let inner = &*self.0;
+        if inner.active.get() {
+            return Err(io::Error::new(io::ErrorKind::ResourceBusy, ALREADY_RUNNING));
+        }
+        // Declared before RunGuard, so dropped after it: RunGuard clears `stopped`, and this
+        // puts back a stop requested before the turn, which is for the next start().
+        struct KeepEarlierStop<'a> {
+            inner: &'a Inner,
+            earlier: bool,
+        }
+        impl Drop for KeepEarlierStop<'_> {
+            fn drop(&mut self) {
+                if self.earlier {
+                    self.inner.stopped.set(true);
+                }
+            }
+        }
+        let earlier = inner.stopped.replace(false) | inner.remote.take_stop_request();
+        let _keep = KeepEarlierStop { inner, earlier };
+        let _running = RunGuard::enter(self);
+        let mut due = Vec::new();
+        inner.run_ready(&mut due);
+        if !inner.running.get() {
+            return Ok(());
+        }
+        let need = inner.poll_timeout();
+        inner.poll_once(timeout.map_or(need, |timeout| timeout.min(need)))?;
+        inner.dispatch_events();
+        Ok(())
+    }
+
+    /// How long the loop can wait before it needs a [`turn`](IoLoop::turn):
+    ///
+    /// * `Some(Duration::ZERO)` when it has work now: callbacks or task polls queued, a
+    ///   timeout due, callbacks or wake-ups queued from other threads, events not yet
+    ///   dispatched (or perhaps left in the kernel by a full poll);
+    /// * `Some(d)`, the time until its next timeout, otherwise;
+    /// * `None` when nothing is scheduled at all: only IO or another thread can give it
+    ///   work, and both make its [file descriptor](IoLoop#impl-AsRawFd-for-IoLoop) readable.
+    ///
+    /// Work given to the loop from its own thread outside a turn (your code calling
+    /// `add_callback`, `call_later`, `Future::set_result`, or momoko's methods) does not make
+    /// the descriptor readable: ask `next_timeout` again before each wait of your own poll.
+    ///
+    /// ```
+    /// use momoko_loop::IoLoop;
+    /// use std::time::Duration;
+    ///
+    /// let ioloop = IoLoop::new();
+    /// assert_eq!(ioloop.next_timeout(), None);
+    /// let id = ioloop.call_later(Duration::from_secs(60), || {});
+    /// assert!(ioloop.next_timeout().unwrap() > Duration::from_secs(59));
+    /// ioloop.add_callback(|| {});
+    /// assert_eq!(ioloop.next_timeout(), Some(Duration::ZERO));
+    /// ioloop.turn(Some(Duration::ZERO)).unwrap();
+    /// ioloop.remove_timeout(id);
+    /// assert_eq!(ioloop.next_timeout(), None);
+    /// ```
+    pub fn next_timeout(&self) -> Option<Duration> {
+        let inner = &*self.0;
+        if inner.has_ready_work() {
+            return Some(Duration::ZERO);
+        }
+        let deadline = inner.timers.borrow_mut().next_deadline();
+        deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Runs the loop until `future` completes and returns its output: `block_on`. It is
+    /// polled as a task, first in the loop's first iteration, and the loop is current
+    /// meanwhile. Handy for scripts and tests.
+    ///
+    /// The future may borrow from the caller's stack (it need not be `'static`; its output
+    /// must be): it is dropped before `run_sync` returns, whether it completed, panicked or
+    /// was cancelled. Tasks it [`spawn`](IoLoop::spawn)s must still be `'static`, as they may
+    /// outlive it.
+    ///
+    /// ```
+    /// use momoko_loop::{sleep, IoLoop};
+    /// use std::time::Duration;
     ///
     /// let ioloop = IoLoop::new();
     /// assert_eq!(ioloop.run_sync(async { 6 * 7 }), 42);
+    ///
+    /// let mut seen = Vec::new(); // borrowed by the future, used again afterwards
+    /// let l = ioloop.clone();
+    /// ioloop.run_sync(async {
+    ///     sleep(&l, Duration::from_millis(1)).await;
+    ///     seen.push("slept");
+    /// });
+    /// assert_eq!(seen, ["slept"]);
     /// ```
     ///
     /// # Panics
     ///
-    /// If the loop is already running, if user code panics, or if something else stops the
-    /// loop before the future completes (Tornado raises "Event loop stopped before Future
-    /// completed" then). A `stop()` issued before `run_sync` counts, as it makes `start()`
-    /// return at once.
+    /// If the loop is already running (called from code this loop runs), if user code
+    /// panics, or if something else stops the loop before the future completes (Tornado
+    /// raises "Event loop stopped before Future completed" then). A `stop()` issued before
+    /// `run_sync` counts, as it makes `start()` return at once.
     pub fn run_sync<F>(&self, future: F) -> F::Output
     where
-        F: std::future::Future + 'static,
+        F: std::future::Future,
         F::Output: 'static,
     {
         match self.run_until(future, None) {
@@ -892,7 +1135,8 @@ impl IoLoop {
     }
 
     /// [`run_sync`](IoLoop::run_sync) with a limit: if the future is not done within
-    /// `timeout`, the task is dropped (cancelled) and `Err(TimedOut)` is returned.
+    /// `timeout`, it is dropped (cancelled) before this returns `Err(TimedOut)`. It may
+    /// borrow from the caller's stack, as with `run_sync`.
     ///
     /// ```
     /// use momoko_loop::IoLoop;
@@ -901,20 +1145,54 @@ impl IoLoop {
     /// let ioloop = IoLoop::new();
     /// assert_eq!(ioloop.run_sync_timeout(async { "ok" }, Duration::from_secs(5)), Ok("ok"));
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`run_sync`](IoLoop::run_sync).
     pub fn run_sync_timeout<F>(&self, future: F, timeout: Duration) -> Result<F::Output, TimedOut>
     where
-        F: std::future::Future + 'static,
+        F: std::future::Future,
         F::Output: 'static,
     {
         self.run_until(future, Some(timeout))
     }
 
-    fn run_until<F>(&self, future: F, timeout: Option<Duration>) -> Result<F::Output, TimedOut>
+    fn run_until<'a, F>(&self, future: F, timeout: Option<Duration>) -> Result<F::Output, TimedOut>
     where
-        F: std::future::Future + 'static,
+        F: std::future::Future + 'a,
         F::Output: 'static,
     {
-        let (task, result) = self.spawn_keyed(future);
+        // Checked before the task exists: the only iteration that may poll it is the start()
+        // below (see the SAFETY comment).
+        assert!(!self.0.active.get(), "{}", ALREADY_RUNNING);
+        let result = Future::with_loop(self);
+        let task: Pin<Box<dyn StdFuture<Output = ()> + 'a>> =
+            Box::pin(resolve_with(future, result.clone()));
+        // SAFETY: only the lifetime bound of the trait object changes ('a to 'static), which
+        // does not change its layout. The erased bound is never relied on, because the box
+        // (and with it `future` and every borrow it holds) is dropped before this function
+        // returns or unwinds, while 'a is still alive:
+        //
+        // 1. The box has exactly one owner at any time: its slot in the task table, or, while
+        //    it is polled, the stack frame of `Inner::poll_task` (the slot then says Running).
+        //    Nothing else can hold it: its waker and the queued `PollTask` entries hold only
+        //    its key, and what it hands out (the output, through `result`) is 'static.
+        // 2. It is polled only by an iteration of this loop. None is running now (asserted
+        //    above) and none can start on this thread before `cleanup` is dropped except the
+        //    `start()` below, so every `poll_task` frame holding the box has returned, or
+        //    unwound (its `TaskGuard` then drops the box), before `start()` does.
+        // 3. Every way out of the slot drops the box inside that `start()`: completion
+        //    (`poll_task` drops it), a panic in its poll (the `TaskGuard`), `close()` called by
+        //    code the loop runs. Any other end (the timeout, a stop, a panic elsewhere,
+        //    `start()` returning at once) leaves it in its slot, and `Cleanup::drop`, which
+        //    runs right after `start()` returns or unwinds, removes and drops it, aborting
+        //    the process rather than returning if the table could not be borrowed.
+        // 4. Removing the slot bumps its generation, so a later wake of its key, or a stale
+        //    `PollTask(key)`, finds nothing: the loop never reaches the box again.
+        let task: BoxedTask = unsafe {
+            std::mem::transmute::<Pin<Box<dyn StdFuture<Output = ()> + 'a>>, BoxedTask>(task)
+        };
+        let task = self.insert_task(task);
         let weak = self.downgrade_inner();
         result.add_done_callback(move |_| {
             if let Some(inner) = weak.upgrade() {
@@ -932,18 +1210,19 @@ impl IoLoop {
                 }
             })
         });
-        // However start() ends, the timer and an unfinished task must not outlive this call.
-        struct Cleanup<'a> {
-            ioloop: &'a IoLoop,
+        // However start() ends, the task and the timer must not outlive this call; the task
+        // goes first, as soundness rests on it.
+        struct Cleanup<'l> {
+            ioloop: &'l IoLoop,
             task: Key,
             timer: Option<TimeoutId>,
         }
         impl Drop for Cleanup<'_> {
             fn drop(&mut self) {
+                self.ioloop.0.remove_task_or_abort(self.task);
                 if let Some(timer) = self.timer {
                     self.ioloop.remove_timeout(timer);
                 }
-                self.ioloop.0.cancel_task(self.task);
             }
         }
         let cleanup = Cleanup {
@@ -987,22 +1266,14 @@ impl IoLoop {
         F: std::future::Future + 'static,
         F::Output: 'static,
     {
-        self.spawn_keyed(future).1
+        let result = Future::with_loop(self);
+        self.insert_task(Box::pin(resolve_with(future, result.clone())));
+        result
     }
 
-    fn spawn_keyed<F>(&self, future: F) -> (Key, Future<F::Output>)
-    where
-        F: std::future::Future + 'static,
-        F::Output: 'static,
-    {
+    /// Puts `task` in the task table and queues its first poll.
+    fn insert_task(&self, task: BoxedTask) -> Key {
         let inner = &self.0;
-        let result = Future::with_loop(self);
-        let setter = result.clone();
-        let task: BoxedTask = Box::pin(async move {
-            let output = future.await;
-            // Only this task sets it; an Err would mean the user already did, keep theirs.
-            let _ = setter.set_result(output);
-        });
         let remote = &inner.remote;
         let key = inner.tasks.borrow_mut().insert_with(|key| Task {
             state: TaskState::Idle(task),
@@ -1013,7 +1284,7 @@ impl IoLoop {
             .callbacks
             .borrow_mut()
             .push_back(Callback::PollTask(key));
-        (key, result)
+        key
     }
 
     /// Drops every handler (without deregistering: close the sources yourself), queued
@@ -1053,6 +1324,24 @@ impl Default for IoLoop {
     /// Same as [`IoLoop::new`].
     fn default() -> IoLoop {
         IoLoop::new()
+    }
+}
+
+/// The descriptor of the loop's `mio::Poll` (an epoll instance on Linux, a kqueue on the
+/// BSDs and macOS), for nesting the loop in another (see
+/// [Nesting](IoLoop#nesting-in-another-event-loop)).
+///
+/// It polls readable when the loop has IO events waiting: readiness of a handler's source,
+/// or a wake-up from another thread ([`LoopHandle::add_callback`], [`LoopHandle::stop`], a
+/// task's std `Waker` woken elsewhere), all of which go through the poll. Register it for
+/// reading only, never read from it or close it, and keep the loop alive while it is
+/// registered. Readability is an edge, not a count: after it fires, a
+/// [`turn`](IoLoop::turn) takes the events, and [`next_timeout`](IoLoop::next_timeout)
+/// says whether more work is waiting.
+#[cfg(unix)]
+impl AsRawFd for IoLoop {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.fd
     }
 }
 

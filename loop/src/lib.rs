@@ -12,7 +12,8 @@
 //!   schedule; the code they schedule runs from the loop's iteration, so completing a
 //!   future never re-enters the code that completed it.
 //! * **Everything is re-entrant.** Any callback may call any method of the loop (except
-//!   `start`/`run_sync` of the same loop), including removing the handler that is running.
+//!   `start`/`turn`/`run_sync` of the same loop), including removing the handler that is
+//!   running.
 //! * **Snapshots per iteration.** Callbacks added while callbacks run wait for the next
 //!   iteration; timeouts due in an iteration are collected before any of them runs, so one
 //!   removed by another of the same batch does not run, and one added by another waits.
@@ -20,6 +21,9 @@
 //!   using it is harmless, and a reused handler slot never gets an event meant for the old
 //!   handler.
 //! * **Edge-triggered IO.** Handlers must read or write until `WouldBlock` (see [`Ready`]).
+//! * **Nestable.** A program with a poll of its own drives the loop without `start`: the
+//!   loop's descriptor (`AsRawFd`), [`IoLoop::next_timeout`] and [`IoLoop::turn`] (see
+//!   [Nesting](IoLoop#nesting-in-another-event-loop)).
 //!
 //! ```
 //! use momoko_loop::{Future, IoLoop};
