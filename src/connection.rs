@@ -665,7 +665,7 @@ fn on_ready(core: &Rc<Core<LoopDriver>>, ready: Ready) {
             Instant::now(),
         )
     });
-    core.pump();
+    core.pump_copy();
     sync(core);
 }
 
@@ -757,20 +757,24 @@ fn sync(core: &Rc<Core<LoopDriver>>) {
         }
     }
     let guard = Delivering(&core.driver.delivering);
+    let mut delivered = false;
     loop {
         let actions = core.with_mut(|s| s.take_actions());
         if actions.is_empty() {
             break;
         }
+        delivered = true;
         for action in actions.into_iter().filter_map(Action::deliver) {
             run(core, action);
         }
         register(core);
     }
     drop(guard);
-    // Callbacks may have given up the last handle.
-    close_if_abandoned(core);
-    register(core);
+    if delivered {
+        // Callbacks may have given up the last handle.
+        close_if_abandoned(core);
+        register(core);
+    }
 }
 
 /// Runs one action the driver handles itself.

@@ -196,7 +196,7 @@ impl MioConnection {
                 MioDriver::now(),
             )
         });
-        self.core.pump();
+        self.core.pump_copy();
         sync_registration(&self.core);
     }
 

@@ -579,9 +579,12 @@ impl Session {
     }
 
     /// Queues a request with its completion callback.
-    pub(crate) fn request(&mut self, req: Request, cb: Callback, now: Instant) {
-        self.now = Some(now);
-        self.send(req, Waiter::User(cb), Some(now));
+    /// `now` is needed only for a query_timeout.
+    pub(crate) fn request(&mut self, req: Request, cb: Callback, now: Option<Instant>) {
+        if now.is_some() {
+            self.now = now;
+        }
+        self.send(req, Waiter::User(cb), now);
     }
 
     /// Queues a COPY TO STDOUT; its data goes to `sink` as it arrives.
@@ -590,9 +593,9 @@ impl Session {
         req: Request,
         sink: CopySink,
         cb: Callback,
-        now: Instant,
+        now: Option<Instant>,
     ) {
-        self.send(req, Waiter::CopyOut(cb, sink), Some(now));
+        self.send(req, Waiter::CopyOut(cb, sink), now);
     }
 
     /// `now` starts the request's query_timeout; `None` for requests released after the
@@ -1020,15 +1023,22 @@ impl<D: Drive> Core<D> {
 
     /// Queues one request; `cb` runs from the driver's delivery with no borrow held.
     pub(crate) fn request(self: &Rc<Self>, req: Request, cb: Callback) {
-        self.session.borrow_mut().request(req, cb, D::now());
+        {
+            let mut s = self.session.borrow_mut();
+            // The clock is read only where a query_timeout needs it.
+            let now = s.options.query_timeout.map(|_| D::now());
+            s.request(req, cb, now);
+        }
         D::wake(self);
     }
 
     /// Queues a COPY TO STDOUT whose data goes to `sink`.
     pub(crate) fn request_copy_out(self: &Rc<Self>, req: Request, sink: CopySink, cb: Callback) {
-        self.session
-            .borrow_mut()
-            .request_copy_out(req, sink, cb, D::now());
+        {
+            let mut s = self.session.borrow_mut();
+            let now = s.options.query_timeout.map(|_| D::now());
+            s.request_copy_out(req, sink, cb, now);
+        }
         D::wake(self);
     }
 
@@ -1045,6 +1055,17 @@ impl<D: Drive> Core<D> {
     /// Sends what is queued: COPY data is pulled from its source with no borrow held, and
     /// the socket is written until it would block. Then the protocol's events become actions.
     pub(crate) fn pump(&self) {
+        self.pump_copy();
+        let mut s = self.session.borrow_mut();
+        s.flush();
+        s.process_events(D::now());
+    }
+
+    /// Pulls COPY data, with no borrow held, while the COPY being sent has room for it, and
+    /// writes it. After a readiness event the session has flushed and processed events
+    /// already: only a COPY needs more, and then its events are processed here.
+    pub(crate) fn pump_copy(&self) {
+        let mut pulled = false;
         loop {
             let source = self.session.borrow_mut().take_copy_source();
             let Some(mut source) = source else { break };
@@ -1071,9 +1092,10 @@ impl<D: Drive> Core<D> {
             let mut s = self.session.borrow_mut();
             s.feed_copy(source, chunks, end);
             s.flush();
+            pulled = true;
         }
-        let mut s = self.session.borrow_mut();
-        s.flush();
-        s.process_events(D::now());
+        if pulled {
+            self.session.borrow_mut().process_events(D::now());
+        }
     }
 }
