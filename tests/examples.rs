@@ -342,3 +342,24 @@ fn custom_mio_loop() {
         &["connected", "1 * 2 = 2", "2 * 2 = 4", "3 * 2 = 6"],
     );
 }
+
+#[test]
+fn nested_loop() {
+    let out = run_example("nested_loop", &[], Duration::from_secs(30));
+    assert_lines_in_order(
+        "nested_loop",
+        &out,
+        &[
+            "line server: listening on 127.0.0.1:",
+            "pool: connected: <Pool at",
+            "listener: LISTEN nested_loop",
+            "client: sends 3, 4 and 5",
+            "client: 3 answers: [\"3 squared is 9\", \"4 squared is 16\", \"5 squared is 25\"]",
+            "listener: \"hello from the outer loop\" on \"nested_loop\"",
+            "listener: 1 notification(s)",
+            "pool: closed: <Pool at",
+            "IoLoop::start and run_sync were never called",
+        ],
+    );
+    assert_eq!(out.matches("line server: answers ").count(), 3, "{out}");
+}

@@ -171,11 +171,31 @@ impl<T: 'static> Future<T> {
         }
     }
 
-    /// Whether this is the only handle left to the future: nobody else can ever read its
-    /// value. A producer can use it to notice an abandoned request (a dropped waiter) and
-    /// give back what it would have handed over.
+    /// Whether this is the only handle left to the future and no done-callback waits for
+    /// it: nobody else can ever read its value. A producer can use it to notice an abandoned
+    /// request (a dropped waiter) and give back what it would have handed over.
+    ///
+    /// A done-callback counts as a reader, although it holds no handle until it runs: the
+    /// Tornado style `ioloop.add_future(&pool.execute(..), callback)` drops every handle at
+    /// once and still wants the result.
+    ///
+    /// ```
+    /// use momoko_loop::{Future, IoLoop};
+    ///
+    /// let ioloop = IoLoop::new();
+    /// let producer: Future<u8> = Future::with_loop(&ioloop);
+    /// let consumer = producer.clone();
+    /// assert!(!producer.is_sole_handle());
+    /// ioloop.add_future(&consumer, |f| assert_eq!(f.take(), Some(1)));
+    /// drop(consumer);
+    /// assert!(!producer.is_sole_handle(), "the done-callback will read it");
+    /// ```
     pub fn is_sole_handle(&self) -> bool {
         Rc::strong_count(&self.0) == 1
+            && self
+                .0
+                .try_borrow()
+                .is_ok_and(|state| state.callbacks.is_empty())
     }
 
     /// True once [`set_result`](Future::set_result) has run, and still after the value was

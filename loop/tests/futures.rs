@@ -112,6 +112,29 @@ fn done_callbacks_run_in_the_order_added() {
 }
 
 #[test]
+fn a_future_is_abandoned_only_with_no_other_handle_and_no_done_callback() {
+    let ioloop = IoLoop::new();
+    watchdog(&ioloop);
+    let producer: Future<u8> = Future::with_loop(&ioloop);
+    assert!(producer.is_sole_handle());
+    let consumer = producer.clone();
+    assert!(!producer.is_sole_handle());
+    // The Tornado style: a callback, and no handle kept. Someone still reads the value.
+    let got = Rc::new(Cell::new(None));
+    let (g, l) = (got.clone(), ioloop.clone());
+    ioloop.add_future(&consumer, move |f| {
+        g.set(f.take());
+        l.stop();
+    });
+    drop(consumer);
+    assert!(!producer.is_sole_handle());
+    producer.set_result(7).unwrap();
+    ioloop.start();
+    assert_eq!(got.get(), Some(7));
+    assert!(producer.is_sole_handle(), "the callback ran and let go");
+}
+
+#[test]
 fn set_result_twice_is_refused_and_keeps_the_first_value() {
     let ioloop = IoLoop::new();
     let f = Future::with_loop(&ioloop);
