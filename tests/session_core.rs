@@ -94,8 +94,8 @@ fn three_hundred_requests_whose_callbacks_send_more_complete_in_request_order() 
     run(async {
         let conn = connect().await;
         let log: Rc<RefCell<Vec<i64>>> = Rc::default();
-        let follow_ups: Rc<RefCell<Vec<momoko::ioloop::Future<Result<momoko::Cursor, Error>>>>> =
-            Rc::default();
+        type Pending = momoko::ioloop::Future<Result<momoko::Cursor, Error>>;
+        let follow_ups: Rc<RefCell<Vec<Pending>>> = Rc::default();
         let lp = IoLoop::current();
         let mut firsts = Vec::new();
         for i in 0..300i64 {
