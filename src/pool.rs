@@ -750,7 +750,12 @@ impl Pool {
         let conn = self.0.state.borrow().listener.clone();
         match conn {
             Some(c) => c.unlisten(channel),
-            None => Future::resolved(Ok(())),
+            None => {
+                // Bound to the pool's loop, which need not be the thread's current one.
+                let fut = Future::with_loop(&self.0.ioloop);
+                let _ = fut.set_result(Ok(()));
+                fut
+            }
         }
     }
 

@@ -168,3 +168,30 @@ fn a_pool_driven_only_by_an_outer_poll_receives_a_listen_notification() {
     );
     pool.close().unwrap();
 }
+
+#[test]
+fn a_pools_immediate_answers_belong_to_its_own_loop_not_the_threads_current_one() {
+    let inner = IoLoop::try_new().unwrap();
+    assert!(!inner.ptr_eq(&IoLoop::current()));
+    let pool = Pool::builder(&common::dsn())
+        .ioloop(&inner)
+        .build()
+        .unwrap();
+    // No listener: answered at once, and the answer must reach callbacks on `inner`.
+    let f = pool.unlisten("nobody_listens_here");
+    let hit = Rc::new(Cell::new(false));
+    let h = hit.clone();
+    inner.add_future(&f, move |f| {
+        assert_eq!(f.take().map(|r| r.is_ok()), Some(true));
+        h.set(true);
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !hit.get() {
+        assert!(
+            Instant::now() < deadline,
+            "the answer never reached the pool's loop"
+        );
+        inner.turn(Some(Duration::from_millis(10))).unwrap();
+    }
+    pool.close().unwrap();
+}
