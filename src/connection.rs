@@ -236,7 +236,7 @@ impl Connection {
             Phase::Ready => {
                 let _ = fut.set_result(Ok(self.clone()));
             }
-            Phase::Connecting | Phase::Starting | Phase::Setsession => {
+            Phase::Connecting | Phase::SslRequest | Phase::Starting | Phase::Setsession => {
                 self.core
                     .driver
                     .connect_waiters
@@ -279,6 +279,18 @@ impl Connection {
     /// The transaction status: `b'I'` idle, `b'T'` in a transaction, `b'E'` in a failed one.
     pub fn transaction_status(&self) -> u8 {
         self.core.with(|s| s.transaction_status())
+    }
+
+    /// Whether the connection runs over TLS (libpq's `PQsslInUse`).
+    pub fn ssl_in_use(&self) -> bool {
+        self.core.with(|s| s.ssl_in_use())
+    }
+
+    /// libpq's `PQsslAttribute`: `"library"` (`"rustls"`), `"protocol"` (`"TLSv1.3"`),
+    /// `"cipher"` (`"TLS_AES_256_GCM_SHA384"`), `"key_bits"`, `"compression"` (`"off"`);
+    /// `None` when the connection is not TLS or the name is unknown.
+    pub fn ssl_attribute(&self, name: &str) -> Option<String> {
+        self.core.with(|s| s.ssl_attribute(name))
     }
 
     /// Requests sent and not yet answered.

@@ -19,6 +19,9 @@ use crate::error::Error;
 
 mod parse;
 mod pgpass;
+mod tls;
+
+pub use tls::{ChannelBinding, RootCert, SslNegotiation, TlsSettings, TlsVersion};
 #[cfg(test)]
 mod tests;
 
@@ -54,6 +57,15 @@ enum Kw {
     KeepalivesCount,
     TcpUserTimeout,
     Sslmode,
+    Sslrootcert,
+    Sslcert,
+    Sslkey,
+    Sslpassword,
+    Sslsni,
+    SslMinProtocolVersion,
+    SslMaxProtocolVersion,
+    ChannelBinding,
+    Sslnegotiation,
     Gssencmode,
     TargetSessionAttrs,
 }
@@ -89,6 +101,23 @@ const KEYWORDS: &[(&str, Kw, Option<&str>)] = &[
     ("keepalives_count", Kw::KeepalivesCount, None),
     ("tcp_user_timeout", Kw::TcpUserTimeout, None),
     ("sslmode", Kw::Sslmode, Some("PGSSLMODE")),
+    ("sslrootcert", Kw::Sslrootcert, Some("PGSSLROOTCERT")),
+    ("sslcert", Kw::Sslcert, Some("PGSSLCERT")),
+    ("sslkey", Kw::Sslkey, Some("PGSSLKEY")),
+    ("sslpassword", Kw::Sslpassword, None),
+    ("sslsni", Kw::Sslsni, Some("PGSSLSNI")),
+    (
+        "ssl_min_protocol_version",
+        Kw::SslMinProtocolVersion,
+        Some("PGSSLMINPROTOCOLVERSION"),
+    ),
+    (
+        "ssl_max_protocol_version",
+        Kw::SslMaxProtocolVersion,
+        Some("PGSSLMAXPROTOCOLVERSION"),
+    ),
+    ("channel_binding", Kw::ChannelBinding, Some("PGCHANNELBINDING")),
+    ("sslnegotiation", Kw::Sslnegotiation, Some("PGSSLNEGOTIATION")),
     ("gssencmode", Kw::Gssencmode, Some("PGGSSENCMODE")),
     (
         "target_session_attrs",
@@ -104,26 +133,17 @@ const UNSUPPORTED: &[&str] = &[
     "replication",
     "requirepeer",
     "require_auth",
-    "channel_binding",
     "load_balance_hosts",
     "min_protocol_version",
     "max_protocol_version",
     "krbsrvname",
     "gsslib",
     "gssdelegation",
-    "sslnegotiation",
     "sslcompression",
-    "sslcert",
-    "sslkey",
-    "sslpassword",
     "sslcertmode",
-    "sslrootcert",
     "sslcrl",
     "sslcrldir",
-    "sslsni",
     "sslkeylogfile",
-    "ssl_min_protocol_version",
-    "ssl_max_protocol_version",
     "scram_client_key",
     "scram_server_key",
     "oauth_issuer",
@@ -142,11 +162,6 @@ const UNSUPPORTED_ENV: &[(&str, &str, &[&str])] = &[
     ("PGSERVICE", "service", &[]),
     ("PGREQUIREAUTH", "require_auth", &[]),
     ("PGREQUIREPEER", "requirepeer", &[]),
-    (
-        "PGCHANNELBINDING",
-        "channel_binding",
-        &["prefer", "disable"],
-    ),
     ("PGLOADBALANCEHOSTS", "load_balance_hosts", &["disable"]),
     ("PGMINPROTOCOLVERSION", "min_protocol_version", &["3.0"]),
 ];
@@ -206,9 +221,8 @@ fn not_supported_yet(kw: Kw, value: &str, in_string: bool, accepted: &str) -> Er
 
 /// `sslmode`: whether and how TLS is used.
 ///
-/// momoko does not speak TLS yet: `Disable`, `Allow` and `Prefer` connect in plain text (for
-/// `Allow` and `Prefer` that is what libpq does when the server has no TLS), and the other
-/// three are refused by [`Config::tls_required`].
+/// As libpq: over a Unix socket every mode connects in plain text; `require` with a root
+/// certificate file present verifies the certificate as `verify-ca` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum SslMode {
     /// Plain text only.
@@ -371,6 +385,7 @@ pub struct Config {
     fallback_application_name: Option<String>,
     options: Option<String>,
     ssl_mode: SslMode,
+    tls: TlsSettings,
     keepalives: bool,
     keepalives_idle: Option<Duration>,
     keepalives_interval: Option<Duration>,
@@ -396,6 +411,7 @@ impl fmt::Debug for Config {
             .field("fallback_application_name", &self.fallback_application_name)
             .field("options", &self.options)
             .field("ssl_mode", &self.ssl_mode)
+            .field("tls", &self.tls)
             .field("keepalives", &self.keepalives)
             .field("keepalives_idle", &self.keepalives_idle)
             .field("keepalives_interval", &self.keepalives_interval)
@@ -455,6 +471,7 @@ impl Config {
             fallback_application_name: None,
             options: None,
             ssl_mode: SslMode::Prefer,
+            tls: TlsSettings::defaults(env),
             keepalives: true,
             keepalives_idle: None,
             keepalives_interval: None,
@@ -590,6 +607,7 @@ impl Config {
         if let Some(m) = value(Kw::Sslmode) {
             config.ssl_mode = SslMode::parse(&m)?;
         }
+        config.ssl_mode = config.tls.apply(&value, &non_empty, config.ssl_mode)?;
         if let Some(m) = value(Kw::Gssencmode) {
             match m.as_str() {
                 // Without GSSAPI, libpq's "prefer" quietly falls back to no encryption too.
@@ -827,17 +845,10 @@ impl Config {
         )
     }
 
-    /// Fails with a `Usage` error when `sslmode` demands TLS (`require`, `verify-ca`,
-    /// `verify-full`), which momoko cannot do yet; `disable`, `allow` and `prefer` connect in
-    /// plain text. The Connection calls this before opening a socket.
-    pub fn tls_required(&self) -> Result<(), Error> {
-        match self.ssl_mode {
-            SslMode::Disable | SslMode::Allow | SslMode::Prefer => Ok(()),
-            mode => Err(Error::usage(format!(
-                "TLS is not supported yet (sslmode={})",
-                mode.as_str()
-            ))),
-        }
+    /// The TLS settings: sslrootcert, sslcert, sslkey, sslsni, the protocol versions,
+    /// channel_binding and sslnegotiation.
+    pub fn get_tls(&self) -> &TlsSettings {
+        &self.tls
     }
 
     /// The places to try, in order, pairing hosts, host addresses and ports as libpq does:

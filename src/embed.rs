@@ -546,6 +546,18 @@ impl MioConnection {
         crate::params::mogrify(query, &params, &self.core.with(|s| s.quote_context()))
     }
 
+    /// Whether the connection runs over TLS (libpq's `PQsslInUse`).
+    pub fn ssl_in_use(&self) -> bool {
+        self.core.with(|s| s.ssl_in_use())
+    }
+
+    /// libpq's `PQsslAttribute`: `"library"` (`"rustls"`), `"protocol"` (`"TLSv1.3"`),
+    /// `"cipher"` (`"TLS_AES_256_GCM_SHA384"`), `"key_bits"`, `"compression"` (`"off"`);
+    /// `None` when the connection is not TLS or the name is unknown.
+    pub fn ssl_attribute(&self, name: &str) -> Option<String> {
+        self.core.with(|s| s.ssl_attribute(name))
+    }
+
     /// Requests queued or waiting for an answer.
     pub fn pending(&self) -> usize {
         self.core.with(|s| s.pending())

@@ -19,6 +19,8 @@
 
 pub(crate) mod cache;
 pub(crate) mod ops;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
 pub(crate) mod transport;
 
 use std::cell::RefCell;
@@ -182,7 +184,7 @@ impl std::fmt::Debug for Options {
 /// Where the session stands.
 ///
 /// ```text
-///   New ──connect──▶ Connecting ──socket up──▶ Starting ──ReadyForQuery──▶ Setsession ──last ok──▶ Ready
+///   New ──connect──▶ Connecting ──socket up──▶ [SslRequest ──S: TLS / N: plain──▶] Starting ──ReadyForQuery──▶ Setsession ──last ok──▶ Ready
 ///                       │  ▲                     │                            │                     │
 ///                       │  └──next target────────┤                            │                     │
 ///                       └────────────────────────┴────── failure ─────────────┴─────────────────────┴──▶ Closed
@@ -192,6 +194,8 @@ impl std::fmt::Debug for Options {
 pub(crate) enum Phase {
     New,
     Connecting,
+    /// The SSLRequest is sent; the server's one-byte answer is awaited.
+    SslRequest,
     Starting,
     Setsession,
     Ready,
@@ -230,6 +234,14 @@ pub(crate) struct Session {
     max_message_size: usize,
     setsession: Vec<String>,
     socket: Option<Socket>,
+    /// The TLS session over `socket`, once the server said `S`.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<rustls::ClientConnection>>,
+    /// How the current attempt uses TLS.
+    #[cfg(feature = "tls")]
+    plan: Option<tls::Plan>,
+    /// The target being tried, and whether this is sslmode=allow's second (TLS) try of it.
+    target: Option<(Target, bool)>,
     socket_generation: u64,
     proto: Option<Protocol>,
     waiters: VecDeque<Pending>,
@@ -285,6 +297,11 @@ impl Session {
             connect_deadline: None,
             setsession: Vec::new(),
             socket: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            plan: None,
+            target: None,
             socket_generation: 0,
             proto: None,
             waiters: VecDeque::new(),
@@ -407,7 +424,141 @@ impl Session {
     /// Whether there are bytes to write now: some are queued and the socket did not say it
     /// is full (then the next writable event flushes them).
     pub(crate) fn wants_write(&self) -> bool {
-        !self.write_blocked && self.proto.as_ref().is_some_and(Protocol::wants_write)
+        if self.write_blocked {
+            return false;
+        }
+        #[cfg(feature = "tls")]
+        if self.tls.as_ref().is_some_and(|t| t.wants_write()) {
+            return true;
+        }
+        self.proto.as_ref().is_some_and(Protocol::wants_write)
+    }
+
+    /// Whether the connection runs over TLS (libpq's `PQsslInUse`).
+    pub(crate) fn ssl_in_use(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(t) = &self.tls {
+            return self.phase == Phase::Ready && !t.is_handshaking();
+        }
+        false
+    }
+
+    /// libpq's `PQsslAttribute`: "library", "protocol", "cipher", "key_bits", "compression".
+    pub(crate) fn ssl_attribute(&self, name: &str) -> Option<String> {
+        #[cfg(feature = "tls")]
+        if let Some(t) = &self.tls {
+            if self.ssl_in_use() {
+                return tls::attribute(t, name);
+            }
+        }
+        let _ = name;
+        None
+    }
+
+    /// Whether the current attempt starts with an SSLRequest.
+    fn wants_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if matches!(self.plan, Some(tls::Plan::Tls { .. })) {
+            return true;
+        }
+        false
+    }
+
+    /// Writes the SSLRequest: eight bytes on a fresh socket, which one write takes whole.
+    fn send_ssl_request(&mut self) -> Result<(), Error> {
+        let socket = self.socket.as_mut().ok_or_else(|| Error::connection("no socket"))?;
+        let mut req = bytes::BytesMut::with_capacity(8);
+        postgres_protocol::message::frontend::ssl_request(&mut req);
+        match socket.write(&req) {
+            Ok(8) => {
+                self.phase = Phase::SslRequest;
+                Ok(())
+            }
+            Ok(_) => Err(Error::connection("could not send the SSL negotiation packet whole")),
+            Err(e) => Err(Error::io("could not send SSL negotiation packet", e)),
+        }
+    }
+
+    /// Reads the server's answer to the SSLRequest. `Ok(None)`: nothing yet.
+    #[cfg(not(feature = "tls"))]
+    fn read_ssl_answer(&mut self) -> Result<Option<()>, Error> {
+        Err(Error::connection("TLS support is not compiled in (feature \"tls\")"))
+    }
+
+    /// Reads the server's answer to the SSLRequest and starts TLS (`S`) or plain text (`N`,
+    /// when the sslmode allows it). `Ok(None)`: nothing yet.
+    #[cfg(feature = "tls")]
+    fn read_ssl_answer(&mut self) -> Result<Option<()>, Error> {
+        let socket = self.socket.as_mut().ok_or_else(|| Error::connection("no socket"))?;
+        let mut answer = [0u8; 1];
+        let n = loop {
+            match socket.read(&mut answer) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("could not receive the SSL negotiation answer", e)),
+            }
+        };
+        if n == 0 {
+            return Err(Error::connection(
+                "the server closed the connection during the SSL negotiation",
+            ));
+        }
+        let Some(tls::Plan::Tls {
+            config,
+            name,
+            fallback,
+            mode,
+        }) = self.plan.take()
+        else {
+            return Err(Error::connection("no TLS plan for this attempt"));
+        };
+        match answer[0] {
+            b'S' => {
+                // CVE-2021-23222: nothing may follow the S before our ClientHello; bytes
+                // that do were put there by someone else.
+                let mut extra = [0u8; 1];
+                match socket.read(&mut extra) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Ok(0) => {
+                        return Err(Error::connection(
+                            "the server closed the connection right after accepting SSL",
+                        ))
+                    }
+                    Ok(_) => {
+                        return Err(Error::protocol(
+                            "received unencrypted data after SSL response (a man in the \
+                             middle may be injecting data: CVE-2021-23222)",
+                        ))
+                    }
+                    Err(e) => return Err(Error::io("the SSL negotiation failed", e)),
+                }
+                let conn = rustls::ClientConnection::new(config, name)
+                    .map_err(|e| Error::connection(format!("could not start TLS: {e}")))?;
+                self.tls = Some(Box::new(conn));
+                log::debug!("TLS started (sslmode {})", mode.as_str());
+                self.start_protocol();
+                Ok(Some(()))
+            }
+            b'N' if fallback => {
+                self.start_protocol();
+                Ok(Some(()))
+            }
+            b'N' => Err(Error::connection(format!(
+                "server does not support SSL, but SSL was required (sslmode={})",
+                self.config
+                    .as_ref()
+                    .map_or("?", |c| c.get_ssl_mode().as_str())
+            ))),
+            b'E' => Err(Error::connection(
+                "the server answered the SSL negotiation with an error (a server older than \
+                 PostgreSQL 7.0, or not PostgreSQL)",
+            )),
+            other => Err(Error::protocol(format!(
+                "received invalid response to SSL negotiation: {:?}",
+                other as char
+            ))),
+        }
     }
 
     // ---- mutators ----
@@ -453,7 +604,7 @@ impl Session {
             self.setsession
                 .push(format!("LISTEN {}", ops::quote_ident(channel)));
         }
-        let config = Config::parse(&self.dsn).and_then(|c| c.tls_required().map(|()| c));
+        let config = Config::parse(&self.dsn);
         let config = match config {
             Ok(c) => c,
             Err(e) => return self.finish_connect(Err(e)),
@@ -478,10 +629,8 @@ impl Session {
     /// Tries the next target; reports the last error when none is left.
     fn next_target(&mut self, now: Instant) {
         loop {
-            self.socket = None;
-            self.drop_proto();
-            self.socket_generation += 1;
             let Some(target) = self.targets.pop_front() else {
+                self.reset_transport();
                 let err = self
                     .last_error
                     .take()
@@ -489,40 +638,107 @@ impl Session {
                 self.finish_connect(Err(err));
                 return;
             };
-            // The password file is read per host, as libpq does.
-            self.credentials.password = self
-                .config
-                .as_ref()
-                .and_then(|c| c.password_for(&target))
-                .map(String::into_bytes);
-            match open(&target) {
-                Ok(sockets) => {
-                    let mut sockets = sockets.into_iter();
-                    let first = sockets.next().expect("open returns at least one");
-                    // Other addresses of the same host name are tried next, in order.
-                    for (i, extra) in sockets.enumerate() {
-                        if let Opened::Target(t) = extra {
-                            self.targets.insert(i, t);
-                        }
-                    }
-                    match first {
-                        Opened::Socket(s, peer) => {
-                            self.peer = Some(peer);
-                            self.socket = Some(s);
-                            self.write_blocked = false;
-                            self.phase = Phase::Connecting;
-                            self.connect_deadline = self.connect_timeout.map(|t| now + t);
-                            return;
-                        }
-                        Opened::Target(_) => unreachable!("the first entry is a socket"),
-                    }
-                }
+            if self.open_target(target, false, now) {
+                return;
+            }
+        }
+    }
+
+    /// Drops the socket, the TLS session and the protocol core of an attempt.
+    fn reset_transport(&mut self) {
+        self.socket = None;
+        #[cfg(feature = "tls")]
+        {
+            self.tls = None;
+            self.plan = None;
+        }
+        self.drop_proto();
+        self.socket_generation += 1;
+    }
+
+    /// Opens a socket to `target` (its first address; the others are queued next). False
+    /// when that failed, with the reason in `last_error`.
+    fn open_target(&mut self, target: Target, second_try: bool, now: Instant) -> bool {
+        self.reset_transport();
+        // The password file is read per host, as libpq does.
+        self.credentials.password = self
+            .config
+            .as_ref()
+            .and_then(|c| c.password_for(&target))
+            .map(String::into_bytes);
+        #[cfg(feature = "tls")]
+        {
+            let planned = match (&target, self.config.as_ref()) {
+                // Unix sockets ignore sslmode, as libpq.
+                (Target::Tcp { host, .. }, Some(config)) => tls::plan(config, host, second_try),
+                _ => Ok(tls::Plan::Plain),
+            };
+            match planned {
+                Ok(p) => self.plan = Some(p),
                 Err(e) => {
-                    log::debug!("connecting to {target:?} failed: {e}");
                     self.last_error = Some(e);
+                    return false;
                 }
             }
         }
+        self.target = Some((target.clone(), second_try));
+        match open(&target) {
+            Ok(sockets) => {
+                let mut sockets = sockets.into_iter();
+                let first = sockets.next().expect("open returns at least one");
+                // Other addresses of the same host name are tried next, in order.
+                for (i, extra) in sockets.enumerate() {
+                    if let Opened::Target(t) = extra {
+                        self.targets.insert(i, t);
+                    }
+                }
+                match first {
+                    Opened::Socket(s, peer) => {
+                        self.peer = Some(peer);
+                        self.socket = Some(s);
+                        self.write_blocked = false;
+                        self.phase = Phase::Connecting;
+                        self.connect_deadline = self.connect_timeout.map(|t| now + t);
+                        true
+                    }
+                    Opened::Target(_) => unreachable!("the first entry is a socket"),
+                }
+            }
+            Err(e) => {
+                log::debug!("connecting to {target:?} failed: {e}");
+                self.last_error = Some(e);
+                false
+            }
+        }
+    }
+
+    /// The attempt failed before the connection was established: sslmode=allow tries the
+    /// same target again over TLS when the server refused plain text; else the next target.
+    fn attempt_failed(&mut self, e: Error, now: Instant) {
+        #[cfg(feature = "tls")]
+        {
+            // allow: plain text refused, try TLS; prefer: the TLS session refused (not a
+            // failed handshake: the server's own error), try plain text. As libpq.
+            let mode = self.config.as_ref().map(|c| c.get_ssl_mode());
+            let retry = match mode {
+                Some(crate::conninfo::SslMode::Allow) => self.tls.is_none(),
+                Some(crate::conninfo::SslMode::Prefer) => self.tls.is_some(),
+                _ => false,
+            };
+            if retry && e.as_db_error().is_some() {
+                if let Some((target, false)) = self.target.clone() {
+                    if matches!(target, Target::Tcp { .. }) {
+                        self.last_error = Some(e);
+                        if self.open_target(target, true, now) {
+                            return;
+                        }
+                        return self.next_target(now);
+                    }
+                }
+            }
+        }
+        self.last_error = Some(e);
+        self.next_target(now);
     }
 
     /// Drops the protocol core, handing whatever user code it still holds to the driver.
@@ -554,6 +770,10 @@ impl Session {
                 self.connect_deadline = None;
                 if let Some(s) = self.socket.take() {
                     s.shutdown();
+                }
+                #[cfg(feature = "tls")]
+                {
+                    self.tls = None;
                 }
                 self.socket_generation += 1;
                 let e = e.clone();
@@ -671,13 +891,29 @@ impl Session {
                 Ok(None) => socket.is_connected(),
             };
             match state {
-                Ok(true) => self.start_protocol(),
+                Ok(true) => {
+                    if !self.wants_tls() {
+                        self.start_protocol();
+                    } else if let Err(e) = self.send_ssl_request() {
+                        return self.attempt_failed(e, now);
+                    } else {
+                        return self.handle_ready(readable, false, error, now);
+                    }
+                }
                 Ok(false) => return, // spurious: the handshake is still going
                 Err(e) => {
-                    self.last_error = Some(Error::io("could not connect to the server", e));
-                    self.next_target(now);
-                    return;
+                    return self.attempt_failed(Error::io("could not connect to the server", e), now)
                 }
+            }
+        }
+        if self.phase == Phase::SslRequest {
+            if !(readable || error) {
+                return;
+            }
+            match self.read_ssl_answer() {
+                Ok(None) => return, // not yet
+                Ok(Some(())) => {}
+                Err(e) => return self.attempt_failed(e, now),
             }
         }
         if self.proto.is_some() {
@@ -706,12 +942,18 @@ impl Session {
         self.now = Some(now);
         self.check_query_timeout(now);
         if let Some(deadline) = self.connect_deadline {
-            if now >= deadline && matches!(self.phase, Phase::Connecting | Phase::Starting) {
+            if now >= deadline
+                && matches!(
+                    self.phase,
+                    Phase::Connecting | Phase::SslRequest | Phase::Starting
+                )
+            {
                 let t = self.connect_timeout.unwrap_or_default();
                 self.last_error = Some(Error::new(
                     ErrorKind::Timeout,
                     format!("connection timed out after {t:?}"),
                 ));
+                self.target = None; // a timeout is no refusal: allow does not retry it
                 self.next_target(now);
                 self.process_events(now);
             }
@@ -765,6 +1007,10 @@ impl Session {
         let (Some(socket), Some(proto)) = (self.socket.as_mut(), self.proto.as_mut()) else {
             return;
         };
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            return transport::read_tls(socket, tls, proto);
+        }
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             loop {
@@ -795,6 +1041,13 @@ impl Session {
         let (Some(socket), Some(proto)) = (self.socket.as_mut(), self.proto.as_mut()) else {
             return;
         };
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            if transport::flush_tls(socket, tls, proto) {
+                self.write_blocked = true;
+            }
+            return;
+        }
         while proto.wants_write() {
             match socket.write(proto.transmit_buf()) {
                 Ok(0) => {
@@ -951,11 +1204,10 @@ impl Session {
         }
         self.socket_generation += 1;
         match self.phase {
-            Phase::Connecting | Phase::Starting => {
+            Phase::Connecting | Phase::SslRequest | Phase::Starting => {
                 // A server that refuses us (authentication, too many clients) may be one of
                 // several: libpq tries the next host.
-                self.last_error = Some(e);
-                self.next_target(now);
+                self.attempt_failed(e, now);
             }
             Phase::Setsession => self.finish_connect(Err(e)),
             Phase::Ready => {

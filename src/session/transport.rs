@@ -160,3 +160,117 @@ pub(crate) fn open(target: &Target) -> Result<Vec<Opened>, Error> {
         }
     }
 }
+
+/// Reads a TLS connection until the socket would block: TLS records from the socket, then
+/// every byte of plaintext rustls has, so that no record waits in rustls's buffers for a
+/// readiness event that will not come (mio is edge-triggered). Failures end the protocol.
+#[cfg(feature = "tls")]
+pub(crate) fn read_tls(
+    socket: &mut Socket,
+    tls: &mut rustls::ClientConnection,
+    proto: &mut crate::proto::Protocol,
+) {
+    let mut plain = [0u8; 16 * 1024];
+    loop {
+        // Plaintext first: rustls refuses more records while its plaintext buffer is full.
+        loop {
+            match tls.reader().read(&mut plain) {
+                Ok(0) => {
+                    // The server's close_notify.
+                    proto.handle_eof(None);
+                    return;
+                }
+                Ok(n) => {
+                    proto.handle_input(&plain[..n]);
+                    if proto.is_closed() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    proto.handle_eof(None);
+                    return;
+                }
+                Err(e) => {
+                    proto.handle_eof(Some(e));
+                    return;
+                }
+            }
+        }
+        match tls.read_tls(socket) {
+            Ok(0) => {
+                proto.handle_eof(None);
+                return;
+            }
+            Ok(_) => {
+                if let Err(e) = tls.process_new_packets() {
+                    // Tell the server why (an alert), then give up.
+                    let _ = tls.write_tls(socket);
+                    proto.fail(Error::connection(tls_failure(&e)));
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                proto.handle_eof(Some(e));
+                return;
+            }
+        }
+    }
+}
+
+/// What a TLS failure means, in words: the certificate problems libpq users know.
+#[cfg(feature = "tls")]
+fn tls_failure(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(c) => {
+            format!("the server's certificate was refused: {c:?} (SSL error: certificate verify failed)")
+        }
+        rustls::Error::AlertReceived(a) => format!("the server ended the TLS handshake: {a:?}"),
+        other => format!("TLS error: {other}"),
+    }
+}
+
+/// Moves the protocol's bytes into rustls and TLS records to the socket. A request's bytes
+/// count as sent once rustls accepted them. True when the socket is full.
+#[cfg(feature = "tls")]
+pub(crate) fn flush_tls(
+    socket: &mut Socket,
+    tls: &mut rustls::ClientConnection,
+    proto: &mut crate::proto::Protocol,
+) -> bool {
+    loop {
+        while proto.wants_write() {
+            match tls.writer().write(proto.transmit_buf()) {
+                Ok(0) => break, // rustls's buffer is full until records go out
+                Ok(n) => proto.advance_transmit(n),
+                Err(e) => {
+                    proto.handle_eof(Some(e));
+                    return false;
+                }
+            }
+        }
+        if !tls.wants_write() {
+            return false;
+        }
+        while tls.wants_write() {
+            match tls.write_tls(socket) {
+                Ok(0) => {
+                    proto.handle_eof(None);
+                    return false;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    proto.handle_eof(Some(e));
+                    return false;
+                }
+            }
+        }
+        if !proto.wants_write() {
+            return false;
+        }
+    }
+}
