@@ -88,6 +88,7 @@ fn credentials() -> Credentials {
     Credentials {
         user: "fuzz".to_owned(),
         password: Some(b"secret".to_vec()),
+        ..Credentials::default()
     }
 }
 
