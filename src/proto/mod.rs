@@ -41,7 +41,7 @@ pub(crate) use auth::Credentials;
 )]
 pub(crate) use auth::ChannelBinding;
 #[cfg_attr(
-    not(test),
+    not(any(test, feature = "fuzzing")),
     expect(unused_imports, reason = "wired with the TLS transport")
 )]
 pub(crate) use cert_hash::tls_server_end_point;
