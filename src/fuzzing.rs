@@ -1,6 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/`: thin wrappers that feed arbitrary bytes to
 //! the crate-private parts a hostile server or a hostile caller can reach (the protocol core,
-//! the value decoders, the connection-string parser, the placeholder parser with mogrify).
+//! the value decoders, the connection-string parser, the placeholder parser with mogrify, the
+//! certificate walk of the channel binding).
 //!
 //! Compiled only with the `fuzzing` feature and hidden from the documentation: it is not API.
 //! Each function must never panic on any input *except* through the invariant assertions it
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::params::mogrify;
-use crate::proto::{Credentials, Event, Protocol, Request, Response};
+use crate::proto::{tls_server_end_point, Credentials, Event, Protocol, Request, Response};
 use crate::row::{Column, Row};
 use crate::types::{oid, FromSql, QuoteContext, TypeRegistry, Value};
 use crate::Config;
@@ -88,6 +89,7 @@ fn credentials() -> Credentials {
     Credentials {
         user: "fuzz".to_owned(),
         password: Some(b"secret".to_vec()),
+        ..Credentials::default()
     }
 }
 
@@ -289,6 +291,19 @@ pub fn decode(data: &[u8]) {
             let _ = row.try_get::<_, Vec<Option<String>>>(i);
         }
         let _ = format!("{row:?}");
+    }
+}
+
+/// The tls-server-end-point hash of arbitrary bytes taken for the server's certificate (the
+/// handshake delivers them before anything authenticated them): an error, or a hash of one
+/// of the SHA-2 lengths over exactly those bytes, never a panic.
+pub fn cert_hash(data: &[u8]) {
+    if let Ok(hash) = tls_server_end_point(data) {
+        assert!(
+            matches!(hash.len(), 28 | 32 | 48 | 64),
+            "a {}-byte hash",
+            hash.len()
+        );
     }
 }
 

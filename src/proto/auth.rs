@@ -1,9 +1,15 @@
-//! Authentication during startup: cleartext, MD5 and SCRAM-SHA-256.
+//! Authentication during startup: cleartext, MD5, SCRAM-SHA-256 and SCRAM-SHA-256-PLUS.
 //!
 //! This module answers the server's Authentication requests and nothing else. It refuses
 //! methods it does not speak with an error naming them, refuses a server that ends SCRAM
 //! without proving it knows the password, and bounds the number of rounds so that a server
 //! asking forever cannot keep a connection in startup.
+//!
+//! Channel binding follows libpq's `channel_binding` setting. Over TLS, with the server's
+//! `tls-server-end-point` data at hand, SCRAM-SHA-256-PLUS is chosen whenever the server
+//! offers it (unless `disable`); `require` refuses every way of logging in that does not end
+//! in a channel-bound SCRAM exchange, before anything is sent (libpq's
+//! `check_expected_areq` and `pg_SASL_init`).
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
@@ -13,11 +19,82 @@ use postgres_protocol::message::frontend;
 
 use crate::error::Error;
 
-/// Who we log in as.
+/// libpq's `channel_binding` connection parameter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum ChannelBinding {
+    /// Never bind: SCRAM-SHA-256 even when the server offers SCRAM-SHA-256-PLUS.
+    Disable,
+    /// Bind when the connection is TLS and the server offers SCRAM-SHA-256-PLUS.
+    #[default]
+    Prefer,
+    /// Log in only through a channel-bound SCRAM exchange.
+    Require,
+}
+
+impl ChannelBinding {
+    /// The value of a `channel_binding` parameter, as libpq spells it; None if invalid
+    /// (libpq says `invalid channel_binding value: "…"`).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "for the connection string, with the TLS transport"
+        )
+    )]
+    pub(crate) fn parse(value: &str) -> Option<ChannelBinding> {
+        match value {
+            "disable" => Some(ChannelBinding::Disable),
+            "prefer" => Some(ChannelBinding::Prefer),
+            "require" => Some(ChannelBinding::Require),
+            _ => None,
+        }
+    }
+}
+
+/// Who we log in as, and how the login may be bound to the TLS channel.
 #[derive(Clone, Default)]
 pub(crate) struct Credentials {
     pub(crate) user: String,
     pub(crate) password: Option<Vec<u8>>,
+    pub(crate) channel_binding: ChannelBinding,
+    /// The `tls-server-end-point` channel binding data of this connection (RFC 5929: the
+    /// hash of the server's certificate, see [`tls_server_end_point`]); None when the
+    /// connection is not TLS, or when the data cannot be computed (see
+    /// [`Credentials::set_server_certificate`]).
+    ///
+    /// [`tls_server_end_point`]: super::cert_hash::tls_server_end_point
+    pub(crate) tls_server_end_point: Option<Vec<u8>>,
+}
+
+impl Credentials {
+    /// After the TLS handshake, before the startup: takes the channel binding data from the
+    /// server's end-entity certificate (`cert_der`, DER, as the handshake delivered it).
+    ///
+    /// A certificate whose binding cannot be computed (Ed25519, Ed448, unsupported or
+    /// malformed) leaves the data unset: with `channel_binding=prefer` the login then
+    /// proceeds as a client without channel binding support (`n,,`, which the server accepts;
+    /// PostgreSQL's own server cannot bind such certificates either), and with `require` this
+    /// fails at once.
+    #[cfg_attr(not(test), expect(dead_code, reason = "called by the TLS transport"))]
+    pub(crate) fn set_server_certificate(&mut self, cert_der: &[u8]) -> Result<(), Error> {
+        match super::cert_hash::tls_server_end_point(cert_der) {
+            Ok(data) => {
+                self.tls_server_end_point = Some(data);
+                Ok(())
+            }
+            Err(e) => {
+                self.tls_server_end_point = None;
+                if self.channel_binding == ChannelBinding::Require {
+                    return Err(Error::connection(format!(
+                        "channel binding is required, but client does not support it \
+                         with this server's certificate: {e}"
+                    )));
+                }
+                log::debug!("no channel binding on this connection: {e}");
+                Ok(())
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Credentials {
@@ -25,9 +102,23 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("channel_binding", &self.channel_binding)
+            .field(
+                "tls_server_end_point",
+                &self.tls_server_end_point.as_ref().map(|d| d.len()),
+            )
             .finish()
     }
 }
+
+/// libpq's messages for `channel_binding=require`, word for word.
+pub(super) const CB_NOT_SUPPORTED_BY_REQUEST: &str =
+    "channel binding required but not supported by server's authentication request";
+pub(super) const CB_SERVER_DID_NOT_BIND: &str =
+    "channel binding required, but server authenticated client without channel binding";
+pub(super) const CB_NO_TLS: &str = "channel binding required, but SSL not in use";
+pub(super) const CB_NOT_OFFERED: &str = "channel binding is required, but server did not offer \
+     an authentication method that supports channel binding";
 
 /// More rounds than any real method needs (SCRAM takes three).
 const MAX_ROUNDS: u32 = 8;
@@ -58,8 +149,14 @@ fn scram_iterations(server_first: &[u8]) -> Option<u64> {
 enum Step {
     Waiting,
     PasswordSent,
-    Scram(Box<sasl::ScramSha256>),
-    ScramDone,
+    /// `channel_bound`: the mechanism is SCRAM-SHA-256-PLUS.
+    Scram {
+        scram: Box<sasl::ScramSha256>,
+        channel_bound: bool,
+    },
+    ScramDone {
+        channel_bound: bool,
+    },
 }
 
 /// The authentication exchange of one startup.
@@ -74,8 +171,8 @@ impl std::fmt::Debug for Auth {
         let step = match self.step {
             Step::Waiting => "Waiting",
             Step::PasswordSent => "PasswordSent",
-            Step::Scram(_) => "Scram",
-            Step::ScramDone => "ScramDone",
+            Step::Scram { .. } => "Scram",
+            Step::ScramDone { .. } => "ScramDone",
         };
         f.debug_struct("Auth")
             .field("creds", &self.creds)
@@ -110,6 +207,18 @@ impl Auth {
             ));
         }
         let enc = |e: std::io::Error| Error::usage(format!("cannot send the password: {e}"));
+        // With channel_binding=require, answer nothing but SASL: a password sent to a server
+        // not yet authenticated is a password given away (libpq's check_expected_areq).
+        if self.creds.channel_binding == ChannelBinding::Require
+            && !matches!(
+                msg,
+                Message::AuthenticationSasl(_)
+                    | Message::AuthenticationSaslContinue(_)
+                    | Message::AuthenticationSaslFinal(_)
+            )
+        {
+            return Err(Error::connection(CB_NOT_SUPPORTED_BY_REQUEST));
+        }
         match msg {
             Message::AuthenticationCleartextPassword => {
                 self.expect_waiting("cleartext")?;
@@ -126,6 +235,10 @@ impl Auth {
             }
             Message::AuthenticationSasl(body) => {
                 self.expect_waiting("SASL")?;
+                let require = self.creds.channel_binding == ChannelBinding::Require;
+                if require && self.creds.tls_server_end_point.is_none() {
+                    return Err(Error::connection(CB_NO_TLS));
+                }
                 let mut mechanisms = Vec::new();
                 let mut it = body.mechanisms();
                 while let Some(m) = it
@@ -134,21 +247,18 @@ impl Auth {
                 {
                     mechanisms.push(m.to_owned());
                 }
-                if !mechanisms.iter().any(|m| m == sasl::SCRAM_SHA_256) {
-                    return Err(Error::connection(format!(
-                        "the server offers only SASL mechanisms momoko does not support: {}",
-                        mechanisms.join(", ")
-                    )));
-                }
-                let pw = self.password("SCRAM-SHA-256")?;
-                // Without TLS there is no channel to bind to.
-                let scram = sasl::ScramSha256::new(pw, sasl::ChannelBinding::unsupported());
-                frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), out)
-                    .map_err(enc)?;
-                self.step = Step::Scram(Box::new(scram));
+                let (mechanism, binding) = self.choose_mechanism(&mechanisms)?;
+                let channel_bound = mechanism == sasl::SCRAM_SHA_256_PLUS;
+                let pw = self.password(mechanism)?;
+                let scram = sasl::ScramSha256::new(pw, binding);
+                frontend::sasl_initial_response(mechanism, scram.message(), out).map_err(enc)?;
+                self.step = Step::Scram {
+                    scram: Box::new(scram),
+                    channel_bound,
+                };
             }
             Message::AuthenticationSaslContinue(body) => {
-                let Step::Scram(scram) = &mut self.step else {
+                let Step::Scram { scram, .. } = &mut self.step else {
                     return Err(Error::protocol("SASLContinue outside a SASL exchange"));
                 };
                 // Checked before the key derivation, which would block for that long.
@@ -166,7 +276,11 @@ impl Auth {
                 frontend::sasl_response(scram.message(), out).map_err(enc)?;
             }
             Message::AuthenticationSaslFinal(body) => {
-                let Step::Scram(scram) = &mut self.step else {
+                let Step::Scram {
+                    scram,
+                    channel_bound,
+                } = &mut self.step
+                else {
                     return Err(Error::protocol("SASLFinal outside a SASL exchange"));
                 };
                 scram.finish(body.data()).map_err(|e| {
@@ -174,7 +288,9 @@ impl Auth {
                         "SCRAM authentication failed: the server's signature is invalid ({e})"
                     ))
                 })?;
-                self.step = Step::ScramDone;
+                self.step = Step::ScramDone {
+                    channel_bound: *channel_bound,
+                };
             }
             Message::AuthenticationGss | Message::AuthenticationGssContinue(_) => {
                 return Err(unsupported("GSSAPI"))
@@ -187,6 +303,52 @@ impl Auth {
         Ok(())
     }
 
+    /// The SASL mechanism to answer `offered` with, and its gs2 channel binding flag, as
+    /// libpq's pg_SASL_init and build_client_first_message choose them.
+    fn choose_mechanism(
+        &self,
+        offered: &[String],
+    ) -> Result<(&'static str, sasl::ChannelBinding), Error> {
+        let offers = |name: &str| offered.iter().any(|m| m == name);
+        let cb = self.creds.channel_binding;
+        let data = self.creds.tls_server_end_point.as_ref();
+        if let Some(data) = data {
+            if offers(sasl::SCRAM_SHA_256_PLUS) && cb != ChannelBinding::Disable {
+                // gs2 header "p=tls-server-end-point,,", the data in c= of the final message.
+                return Ok((
+                    sasl::SCRAM_SHA_256_PLUS,
+                    sasl::ChannelBinding::tls_server_end_point(data.clone()),
+                ));
+            }
+        }
+        if !offers(sasl::SCRAM_SHA_256) {
+            let why = if !offers(sasl::SCRAM_SHA_256_PLUS) {
+                ""
+            } else if cb == ChannelBinding::Disable {
+                " (SCRAM-SHA-256-PLUS is excluded by channel_binding=disable)"
+            } else {
+                " (SCRAM-SHA-256-PLUS needs TLS channel binding data, which this connection \
+                 does not have)"
+            };
+            return Err(Error::connection(format!(
+                "the server offers only SASL mechanisms momoko does not support: {}{why}",
+                offered.join(", ")
+            )));
+        }
+        if cb == ChannelBinding::Require {
+            return Err(Error::connection(CB_NOT_OFFERED));
+        }
+        let binding = if data.is_some() && cb != ChannelBinding::Disable {
+            // "y,,": we could bind but the server did not offer to; if it actually can (a
+            // man in the middle removed PLUS from the list), it refuses this as a downgrade.
+            sasl::ChannelBinding::unrequested()
+        } else {
+            // "n,,": no channel binding on this connection, or disabled.
+            sasl::ChannelBinding::unsupported()
+        };
+        Ok((sasl::SCRAM_SHA_256, binding))
+    }
+
     fn expect_waiting(&self, method: &str) -> Result<(), Error> {
         match self.step {
             Step::Waiting => Ok(()),
@@ -196,12 +358,20 @@ impl Auth {
         }
     }
 
-    /// AuthenticationOk arrived: refuse it if a SCRAM exchange did not verify the server.
+    /// AuthenticationOk arrived: refuse it if a SCRAM exchange did not verify the server, or
+    /// if channel binding is required and the login was not channel-bound (trust, or a
+    /// server that skipped the exchange).
     pub(crate) fn finish(&self) -> Result<(), Error> {
         match self.step {
-            Step::Scram(_) => Err(Error::connection(
+            Step::Scram { .. } => Err(Error::connection(
                 "the server ended SCRAM authentication without proving it knows the password",
             )),
+            Step::ScramDone {
+                channel_bound: true,
+            } => Ok(()),
+            _ if self.creds.channel_binding == ChannelBinding::Require => {
+                Err(Error::connection(CB_SERVER_DID_NOT_BIND))
+            }
             _ => Ok(()),
         }
     }

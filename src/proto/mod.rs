@@ -13,6 +13,7 @@
 //! once; their answers come back in order, so a FIFO is all the matching needs.
 
 mod auth;
+mod cert_hash;
 mod framing;
 
 #[cfg(test)]
@@ -32,6 +33,18 @@ use crate::row::{Column, Row};
 use crate::types::TypeRegistry;
 
 pub(crate) use auth::Credentials;
+// For the TLS transport: the connection string's channel_binding, and the binding data of
+// the server's certificate (Credentials::set_server_certificate wraps the latter).
+#[cfg_attr(
+    not(test),
+    expect(unused_imports, reason = "wired with the TLS transport")
+)]
+pub(crate) use auth::ChannelBinding;
+#[cfg_attr(
+    not(any(test, feature = "fuzzing")),
+    expect(unused_imports, reason = "wired with the TLS transport")
+)]
+pub(crate) use cert_hash::tls_server_end_point;
 pub(crate) use framing::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// A request the protocol can send: each is one sync unit.

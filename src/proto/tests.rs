@@ -95,16 +95,21 @@ fn creds(password: Option<&str>) -> Credentials {
     Credentials {
         user: "alice".into(),
         password: password.map(|p| p.as_bytes().to_vec()),
+        ..Credentials::default()
     }
 }
 
 fn new_protocol(password: Option<&str>) -> Protocol {
+    protocol_with(creds(password))
+}
+
+fn protocol_with(creds: Credentials) -> Protocol {
     let params = vec![
         ("user".to_owned(), "alice".to_owned()),
         ("database".to_owned(), "db".to_owned()),
         ("client_encoding".to_owned(), "UTF8".to_owned()),
     ];
-    Protocol::new(&params, creds(password), DEFAULT_MAX_MESSAGE_SIZE)
+    Protocol::new(&params, creds, DEFAULT_MAX_MESSAGE_SIZE)
 }
 
 pub(crate) fn connected() -> Protocol {
@@ -813,4 +818,421 @@ fn a_repeated_row_description_reuses_its_columns() {
         panic!()
     };
     assert!(!Arc::ptr_eq(&columns[0], &r.columns.unwrap()));
+}
+
+// ---- SCRAM-SHA-256-PLUS: channel binding (libpq's channel_binding) ----
+
+use super::auth::{CB_NOT_OFFERED, CB_NOT_SUPPORTED_BY_REQUEST, CB_NO_TLS, CB_SERVER_DID_NOT_BIND};
+use super::cert_hash::tests::{hex, ED25519_CERT, RSA_SHA256};
+
+const PLUS: &str = "SCRAM-SHA-256-PLUS";
+const SCRAM: &str = "SCRAM-SHA-256";
+/// Stands for a certificate hash where its value does not matter.
+const BINDING: &[u8] = b"\x01\x02\x03 not a real hash \xfe\xff";
+
+fn tls_creds(cb: ChannelBinding, data: Option<&[u8]>) -> Credentials {
+    Credentials {
+        channel_binding: cb,
+        tls_server_end_point: data.map(<[u8]>::to_vec),
+        ..creds(Some("pencil"))
+    }
+}
+
+fn sasl_offer(mechanisms: &[&str]) -> Script {
+    let mut body = 10i32.to_be_bytes().to_vec();
+    for m in mechanisms {
+        body.extend(cstr(m));
+    }
+    body.push(0);
+    Script::new().msg(b'R', &body)
+}
+
+/// The SASLInitialResponse that is `out`: its mechanism and its client-first-message.
+fn initial_response(out: &[u8]) -> (String, String) {
+    assert_eq!(out[0], b'p', "{out:?}");
+    assert_eq!(
+        i32::from_be_bytes(out[1..5].try_into().unwrap()) as usize,
+        out.len() - 1
+    );
+    let body = &out[5..];
+    let nul = body.iter().position(|&b| b == 0).unwrap();
+    let len = i32::from_be_bytes(body[nul + 1..nul + 5].try_into().unwrap()) as usize;
+    assert_eq!(nul + 5 + len, body.len());
+    (
+        String::from_utf8(body[..nul].to_vec()).unwrap(),
+        String::from_utf8(body[nul + 5..].to_vec()).unwrap(),
+    )
+}
+
+/// The error that closed `p`, and that nothing was sent in answer to what closed it.
+fn refused(p: &mut Protocol) -> Error {
+    let ev = drain(p);
+    let [Event::Closed(e)] = &ev[..] else {
+        panic!("{ev:?}")
+    };
+    assert!(p.transmit_buf().is_empty(), "sent {:?}", p.transmit_buf());
+    e.clone()
+}
+
+/// The answer of a client with `creds` to a server offering `mechanisms`: the mechanism and
+/// the client-first-message, or the error that closed the connection.
+fn first_answer(creds: Credentials, mechanisms: &[&str]) -> Result<(String, String), Error> {
+    let mut p = protocol_with(creds);
+    take_out(&mut p);
+    p.handle_input(&sasl_offer(mechanisms).0);
+    if !p.transmit_buf().is_empty() {
+        assert!(drain(&mut p).is_empty());
+        return Ok(initial_response(&take_out(&mut p)));
+    }
+    Err(refused(&mut p))
+}
+
+fn assert_gs2(answer: Result<(String, String), Error>, mechanism: &str, gs2: &str) {
+    let (m, first) = answer.unwrap();
+    assert_eq!(m, mechanism);
+    assert!(first.starts_with(&format!("{gs2}n=,r=")), "{first}");
+}
+
+fn assert_refused(e: Error, message: &str) {
+    assert_eq!(e.kind(), crate::ErrorKind::Connection, "{e}");
+    assert_eq!(e.to_string(), format!("connection error: {message}"));
+}
+
+#[test]
+fn plus_is_chosen_when_offered_on_tls_wherever_it_is_listed() {
+    for cb in [ChannelBinding::Prefer, ChannelBinding::Require] {
+        for offer in [[PLUS, SCRAM], [SCRAM, PLUS]] {
+            let answer = first_answer(tls_creds(cb, Some(BINDING)), &offer);
+            assert_gs2(answer, PLUS, "p=tls-server-end-point,,");
+        }
+        // PLUS alone is enough.
+        let answer = first_answer(tls_creds(cb, Some(BINDING)), &[PLUS]);
+        assert_gs2(answer, PLUS, "p=tls-server-end-point,,");
+    }
+}
+
+#[test]
+fn on_tls_without_plus_on_offer_the_client_says_it_could_bind() {
+    let answer = first_answer(tls_creds(ChannelBinding::Prefer, Some(BINDING)), &[SCRAM]);
+    assert_gs2(answer, SCRAM, "y,,");
+}
+
+#[test]
+fn without_tls_or_with_binding_disabled_the_client_says_it_cannot_bind() {
+    for offer in [&[SCRAM][..], &[PLUS, SCRAM]] {
+        let answer = first_answer(tls_creds(ChannelBinding::Prefer, None), offer);
+        assert_gs2(answer, SCRAM, "n,,");
+        let answer = first_answer(tls_creds(ChannelBinding::Disable, Some(BINDING)), offer);
+        assert_gs2(answer, SCRAM, "n,,");
+        let answer = first_answer(tls_creds(ChannelBinding::Disable, None), offer);
+        assert_gs2(answer, SCRAM, "n,,");
+    }
+    // The default credentials are today's: prefer, no TLS.
+    assert_gs2(first_answer(creds(Some("x")), &[PLUS, SCRAM]), SCRAM, "n,,");
+}
+
+#[test]
+fn plus_alone_without_binding_data_is_refused_saying_why() {
+    let e = first_answer(tls_creds(ChannelBinding::Prefer, None), &[PLUS]).unwrap_err();
+    assert!(
+        e.to_string().contains("needs TLS channel binding data"),
+        "{e}"
+    );
+    let e = first_answer(tls_creds(ChannelBinding::Disable, Some(BINDING)), &[PLUS]);
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("excluded by channel_binding=disable"), "{e}");
+}
+
+#[test]
+fn require_refuses_sasl_without_tls_before_sending_anything() {
+    for offer in [&[SCRAM][..], &[PLUS, SCRAM], &[PLUS]] {
+        let e = first_answer(tls_creds(ChannelBinding::Require, None), offer).unwrap_err();
+        assert_refused(e, CB_NO_TLS);
+    }
+    assert_eq!(CB_NO_TLS, "channel binding required, but SSL not in use");
+}
+
+#[test]
+fn require_refuses_a_server_that_does_not_offer_plus() {
+    let e = first_answer(tls_creds(ChannelBinding::Require, Some(BINDING)), &[SCRAM]);
+    assert_refused(e.unwrap_err(), CB_NOT_OFFERED);
+    assert_eq!(
+        CB_NOT_OFFERED,
+        "channel binding is required, but server did not offer an authentication method that \
+         supports channel binding"
+    );
+}
+
+#[test]
+fn require_refuses_trust_cleartext_and_md5_without_giving_the_password() {
+    let mut md5 = 5i32.to_be_bytes().to_vec();
+    md5.extend_from_slice(&[1, 2, 3, 4]);
+    for data in [None, Some(BINDING)] {
+        // Trust: AuthenticationOk straight away.
+        let mut p = protocol_with(tls_creds(ChannelBinding::Require, data));
+        take_out(&mut p);
+        p.handle_input(&Script::new().startup_done().0);
+        assert_refused(refused(&mut p), CB_SERVER_DID_NOT_BIND);
+        // Cleartext and MD5: refused before the password is sent.
+        for request in [
+            Script::new().msg(b'R', &3i32.to_be_bytes()),
+            Script::new().msg(b'R', &md5),
+        ] {
+            let mut p = protocol_with(tls_creds(ChannelBinding::Require, data));
+            take_out(&mut p);
+            p.handle_input(&request.0);
+            assert_refused(refused(&mut p), CB_NOT_SUPPORTED_BY_REQUEST);
+        }
+    }
+    assert_eq!(
+        CB_SERVER_DID_NOT_BIND,
+        "channel binding required, but server authenticated client without channel binding"
+    );
+    assert_eq!(
+        CB_NOT_SUPPORTED_BY_REQUEST,
+        "channel binding required but not supported by server's authentication request"
+    );
+    // Without require, the same requests are answered as before.
+    let mut p = protocol_with(tls_creds(ChannelBinding::Prefer, Some(BINDING)));
+    take_out(&mut p);
+    p.handle_input(&Script::new().msg(b'R', &md5).0);
+    assert_eq!(take_out(&mut p)[0], b'p');
+    p.handle_input(&Script::new().startup_done().0);
+    assert!(matches!(p.poll_event(), Some(Event::Connected)));
+}
+
+#[test]
+fn require_refuses_a_plus_exchange_the_server_cut_short() {
+    let mut p = protocol_with(tls_creds(ChannelBinding::Require, Some(BINDING)));
+    take_out(&mut p);
+    p.handle_input(&sasl_offer(&[PLUS]).auth_ok().0);
+    let ev = drain(&mut p);
+    let Some(Event::Closed(e)) = ev.last() else {
+        panic!("{ev:?}")
+    };
+    assert!(e.to_string().contains("without proving"), "{e}");
+}
+
+// A server's side of SCRAM, for the full exchanges: RFC 5802 with SHA-256 from `sha2`.
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&sha256(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let mut inner = pad(0x36);
+    inner.extend_from_slice(data);
+    let mut outer = pad(0x5c);
+    outer.extend_from_slice(&sha256(&inner));
+    sha256(&outer)
+}
+
+/// PBKDF2-HMAC-SHA-256 with one block: SCRAM's Hi().
+fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut u = hmac(password, &[salt, &[0, 0, 0, 1]].concat());
+    let mut out = u;
+    for _ in 1..iterations {
+        u = hmac(password, &u);
+        out.iter_mut().zip(u).for_each(|(o, x)| *o ^= x);
+    }
+    out
+}
+
+fn b64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(char::from(A[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn the_test_base64_and_hmac_are_right() {
+    // RFC 4648 section 10 and RFC 4231 test case 2.
+    let pairs = [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg=="),
+    ];
+    for (plain, coded) in pairs {
+        assert_eq!(b64(plain.as_bytes()), coded);
+    }
+    assert_eq!(
+        hmac(b"Jefe", b"what do ya want for nothing?").to_vec(),
+        hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+    );
+    // The well-known c= of a client without channel binding.
+    assert_eq!(b64(b"n,,"), "biws");
+}
+
+const SALT: &[u8] = b"salt of the earth";
+const ITERATIONS: u32 = 4096;
+
+/// Plays PostgreSQL's side of a SCRAM exchange with `p`, whose SASLInitialResponse is queued:
+/// the server's password is "pencil" and it binds the exchange to `server_cbind` (the c= it
+/// expects: base64 of its gs2 header and its own certificate hash). It checks the client's
+/// proof over the client's own messages, signs its view of the exchange, and ends the
+/// startup. Returns the client-final-message and the events after it.
+fn scram_server(p: &mut Protocol, server_cbind: &str) -> (String, Vec<Event>) {
+    let (_, first) = initial_response(&take_out(p));
+    let bare = &first[first.find("n=").unwrap()..];
+    let client_nonce = bare.strip_prefix("n=,r=").unwrap();
+    let nonce = format!("{client_nonce}3rfcNHYJY1ZVvWVs7j");
+    let server_first = format!("r={nonce},s={},i={ITERATIONS}", b64(SALT));
+    let mut cont = 11i32.to_be_bytes().to_vec();
+    cont.extend_from_slice(server_first.as_bytes());
+    p.handle_input(&Script::new().msg(b'R', &cont).0);
+    assert!(drain(p).is_empty());
+
+    let out = take_out(p);
+    assert_eq!(out[0], b'p');
+    let client_final = String::from_utf8(out[5..].to_vec()).unwrap();
+    let (without_proof, proof) = client_final.rsplit_once(",p=").unwrap();
+    let salted = hi(b"pencil", SALT, ITERATIONS);
+    // What the client proved: its own messages.
+    let client_key = hmac(&salted, b"Client Key");
+    let client_auth = format!("{bare},{server_first},{without_proof}");
+    let signature = hmac(&sha256(&client_key), client_auth.as_bytes());
+    let expected: Vec<u8> = client_key
+        .iter()
+        .zip(signature)
+        .map(|(k, s)| k ^ s)
+        .collect();
+    assert_eq!(proof, b64(&expected), "the client's proof");
+    // What the server signs: the exchange as it saw it, with its own channel binding.
+    let server_auth = format!("{bare},{server_first},c={server_cbind},r={nonce}");
+    let server_signature = hmac(&hmac(&salted, b"Server Key"), server_auth.as_bytes());
+    let mut fin = 12i32.to_be_bytes().to_vec();
+    fin.extend_from_slice(format!("v={}", b64(&server_signature)).as_bytes());
+    p.handle_input(&Script::new().msg(b'R', &fin).startup_done().0);
+    (client_final, drain(p))
+}
+
+#[test]
+fn a_plus_exchange_binds_the_certificate_hash_and_verifies_the_server() {
+    let data = super::tls_server_end_point(&hex(RSA_SHA256)).unwrap();
+    let cbind = b64(&[&b"p=tls-server-end-point,,"[..], &data].concat());
+    for cb in [ChannelBinding::Prefer, ChannelBinding::Require] {
+        let mut p = protocol_with(tls_creds(cb, Some(&data)));
+        take_out(&mut p);
+        p.handle_input(&sasl_offer(&[SCRAM, PLUS]).0);
+        let (client_final, ev) = scram_server(&mut p, &cbind);
+        assert!(
+            client_final.starts_with(&format!("c={cbind},r=")),
+            "{client_final}"
+        );
+        assert!(matches!(&ev[..], [Event::Connected]), "{ev:?}");
+    }
+}
+
+#[test]
+fn unbound_exchanges_still_verify_the_server() {
+    for (data, cbind) in [(Some(BINDING), b64(b"y,,")), (None, "biws".to_owned())] {
+        let mut p = protocol_with(tls_creds(ChannelBinding::Prefer, data));
+        take_out(&mut p);
+        p.handle_input(&sasl_offer(&[SCRAM]).0);
+        let (client_final, ev) = scram_server(&mut p, &cbind);
+        assert!(client_final.starts_with(&format!("c={cbind},r=")));
+        assert!(matches!(&ev[..], [Event::Connected]), "{ev:?}");
+    }
+}
+
+#[test]
+fn a_server_signature_over_another_channel_is_refused() {
+    // A man in the middle with his own certificate: the real server signs the exchange as
+    // bound to the certificate it presented, not to the one the client saw.
+    let client_saw = super::tls_server_end_point(&hex(RSA_SHA256)).unwrap();
+    let server_has = sha256(b"another certificate");
+    let server_cbind = b64(&[&b"p=tls-server-end-point,,"[..], &server_has].concat());
+    let mut p = protocol_with(tls_creds(ChannelBinding::Require, Some(&client_saw)));
+    take_out(&mut p);
+    p.handle_input(&sasl_offer(&[PLUS]).0);
+    let (_, ev) = scram_server(&mut p, &server_cbind);
+    let [Event::Closed(e)] = &ev[..] else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(e.kind(), crate::ErrorKind::Connection);
+    assert!(
+        e.to_string().contains("server's signature is invalid"),
+        "{e}"
+    );
+}
+
+#[test]
+fn set_server_certificate_takes_the_hash_or_fails_only_under_require() {
+    let mut c = tls_creds(ChannelBinding::Prefer, None);
+    c.set_server_certificate(&hex(RSA_SHA256)).unwrap();
+    assert_eq!(
+        c.tls_server_end_point,
+        Some(super::tls_server_end_point(&hex(RSA_SHA256)).unwrap())
+    );
+    // No binding for an Ed25519 certificate: prefer goes on without it ("n,,").
+    c.set_server_certificate(&hex(ED25519_CERT)).unwrap();
+    assert_eq!(c.tls_server_end_point, None);
+    assert_gs2(first_answer(c, &[PLUS, SCRAM]), SCRAM, "n,,");
+    // require stops there, before connecting.
+    let mut c = tls_creds(ChannelBinding::Require, None);
+    let e = c.set_server_certificate(&hex(ED25519_CERT)).unwrap_err();
+    assert_eq!(e.kind(), crate::ErrorKind::Connection);
+    assert!(
+        e.to_string().starts_with(
+            "connection error: channel binding is required, but client does not support it"
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("Ed25519"), "{e}");
+    let e = c.set_server_certificate(b"\x30\x03garbage").unwrap_err();
+    assert!(e.to_string().contains("DER"), "{e}");
+}
+
+#[test]
+fn channel_binding_values_are_libpqs() {
+    assert_eq!(
+        ChannelBinding::parse("disable"),
+        Some(ChannelBinding::Disable)
+    );
+    assert_eq!(
+        ChannelBinding::parse("prefer"),
+        Some(ChannelBinding::Prefer)
+    );
+    assert_eq!(
+        ChannelBinding::parse("require"),
+        Some(ChannelBinding::Require)
+    );
+    assert_eq!(ChannelBinding::parse("Require"), None);
+    assert_eq!(ChannelBinding::parse(""), None);
+    assert_eq!(ChannelBinding::default(), ChannelBinding::Prefer);
+    let d = Credentials::default();
+    assert_eq!(
+        (d.channel_binding, d.tls_server_end_point),
+        (ChannelBinding::Prefer, None)
+    );
+}
+
+#[test]
+fn credentials_debug_shows_no_secret() {
+    let c = tls_creds(ChannelBinding::Require, Some(BINDING));
+    let s = format!("{c:?}");
+    assert!(!s.contains("pencil"), "{s}");
+    assert!(s.contains("Require") && s.contains("Some(22)"), "{s}");
 }

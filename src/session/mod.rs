@@ -613,6 +613,7 @@ impl Session {
         self.credentials = Credentials {
             user: config.get_user().unwrap_or_default().to_owned(),
             password: None,
+            ..Credentials::default()
         };
         self.connect_timeout = self
             .options
