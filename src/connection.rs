@@ -236,7 +236,11 @@ impl Connection {
             Phase::Ready => {
                 let _ = fut.set_result(Ok(self.clone()));
             }
-            Phase::Connecting | Phase::SslRequest | Phase::Starting | Phase::Setsession => {
+            Phase::Connecting
+            | Phase::SslRequest
+            | Phase::TlsHandshake
+            | Phase::Starting
+            | Phase::Setsession => {
                 self.core
                     .driver
                     .connect_waiters

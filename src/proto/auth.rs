@@ -75,7 +75,7 @@ impl Credentials {
     /// proceeds as a client without channel binding support (`n,,`, which the server accepts;
     /// PostgreSQL's own server cannot bind such certificates either), and with `require` this
     /// fails at once.
-    #[cfg_attr(not(test), expect(dead_code, reason = "called by the TLS transport"))]
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub(crate) fn set_server_certificate(&mut self, cert_der: &[u8]) -> Result<(), Error> {
         match super::cert_hash::tls_server_end_point(cert_der) {
             Ok(data) => {

@@ -35,15 +35,8 @@ use crate::types::TypeRegistry;
 pub(crate) use auth::Credentials;
 // For the TLS transport: the connection string's channel_binding, and the binding data of
 // the server's certificate (Credentials::set_server_certificate wraps the latter).
-#[cfg_attr(
-    not(test),
-    expect(unused_imports, reason = "wired with the TLS transport")
-)]
 pub(crate) use auth::ChannelBinding;
-#[cfg_attr(
-    not(any(test, feature = "fuzzing")),
-    expect(unused_imports, reason = "wired with the TLS transport")
-)]
+#[allow(unused_imports)] // the fuzz entry points and tests call it directly
 pub(crate) use cert_hash::tls_server_end_point;
 pub(crate) use framing::DEFAULT_MAX_MESSAGE_SIZE;
 

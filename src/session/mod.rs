@@ -184,7 +184,7 @@ impl std::fmt::Debug for Options {
 /// Where the session stands.
 ///
 /// ```text
-///   New ──connect──▶ Connecting ──socket up──▶ [SslRequest ──S: TLS / N: plain──▶] Starting ──ReadyForQuery──▶ Setsession ──last ok──▶ Ready
+///   New ──connect──▶ Connecting ──socket up──▶ [SslRequest ──S──▶ TlsHandshake | N: plain──▶] Starting ──ReadyForQuery──▶ Setsession ──last ok──▶ Ready
 ///                       │  ▲                     │                            │                     │
 ///                       │  └──next target────────┤                            │                     │
 ///                       └────────────────────────┴────── failure ─────────────┴─────────────────────┴──▶ Closed
@@ -196,6 +196,8 @@ pub(crate) enum Phase {
     Connecting,
     /// The SSLRequest is sent; the server's one-byte answer is awaited.
     SslRequest,
+    /// The server said `S`: the TLS handshake runs before anything of PostgreSQL's.
+    TlsHandshake,
     Starting,
     Setsession,
     Ready,
@@ -479,6 +481,62 @@ impl Session {
         }
     }
 
+    /// Runs the TLS handshake as far as the socket allows; true once it is complete, the
+    /// channel binding data taken from the server's certificate and the protocol started.
+    #[cfg(feature = "tls")]
+    fn drive_handshake(&mut self) -> Result<bool, Error> {
+        let (Some(socket), Some(tls)) = (self.socket.as_mut(), self.tls.as_mut()) else {
+            return Err(Error::connection("no TLS session"));
+        };
+        loop {
+            while tls.wants_write() {
+                match tls.write_tls(socket) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.write_blocked = true;
+                        return Ok(false);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::io("the TLS handshake failed", e)),
+                }
+            }
+            if !tls.is_handshaking() {
+                break;
+            }
+            match tls.read_tls(socket) {
+                Ok(0) => {
+                    return Err(Error::connection(
+                        "the server closed the connection during the TLS handshake",
+                    ))
+                }
+                Ok(_) => {
+                    if let Err(e) = tls.process_new_packets() {
+                        let _ = tls.write_tls(socket);
+                        return Err(Error::connection(transport::tls_failure(&e)));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("the TLS handshake failed", e)),
+            }
+        }
+        // SCRAM-SHA-256-PLUS binds the login to this server certificate.
+        let cert = tls
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec());
+        if let Some(der) = cert {
+            self.credentials.set_server_certificate(&der)?;
+        }
+        self.start_protocol();
+        Ok(true)
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn drive_handshake(&mut self) -> Result<bool, Error> {
+        Err(Error::connection("TLS support is not compiled in (feature \"tls\")"))
+    }
+
     /// Reads the server's answer to the SSLRequest. `Ok(None)`: nothing yet.
     #[cfg(not(feature = "tls"))]
     fn read_ssl_answer(&mut self) -> Result<Option<()>, Error> {
@@ -536,8 +594,8 @@ impl Session {
                 let conn = rustls::ClientConnection::new(config, name)
                     .map_err(|e| Error::connection(format!("could not start TLS: {e}")))?;
                 self.tls = Some(Box::new(conn));
-                log::debug!("TLS started (sslmode {})", mode.as_str());
-                self.start_protocol();
+                log::debug!("TLS handshake (sslmode {})", mode.as_str());
+                self.phase = Phase::TlsHandshake;
                 Ok(Some(()))
             }
             b'N' if fallback => {
@@ -613,7 +671,12 @@ impl Session {
         self.credentials = Credentials {
             user: config.get_user().unwrap_or_default().to_owned(),
             password: None,
-            ..Credentials::default()
+            channel_binding: match config.get_tls().channel_binding() {
+                crate::conninfo::ChannelBinding::Disable => crate::proto::ChannelBinding::Disable,
+                crate::conninfo::ChannelBinding::Prefer => crate::proto::ChannelBinding::Prefer,
+                crate::conninfo::ChannelBinding::Require => crate::proto::ChannelBinding::Require,
+            },
+            tls_server_end_point: None,
         };
         self.connect_timeout = self
             .options
@@ -667,6 +730,7 @@ impl Session {
             .as_ref()
             .and_then(|c| c.password_for(&target))
             .map(String::into_bytes);
+        self.credentials.tls_server_end_point = None;
         #[cfg(feature = "tls")]
         {
             let planned = match (&target, self.config.as_ref()) {
@@ -917,6 +981,13 @@ impl Session {
                 Err(e) => return self.attempt_failed(e, now),
             }
         }
+        if self.phase == Phase::TlsHandshake {
+            match self.drive_handshake() {
+                Ok(false) => return, // not yet
+                Ok(true) => {}
+                Err(e) => return self.attempt_failed(e, now),
+            }
+        }
         if self.proto.is_some() {
             if readable || error {
                 self.read();
@@ -946,7 +1017,7 @@ impl Session {
             if now >= deadline
                 && matches!(
                     self.phase,
-                    Phase::Connecting | Phase::SslRequest | Phase::Starting
+                    Phase::Connecting | Phase::SslRequest | Phase::TlsHandshake | Phase::Starting
                 )
             {
                 let t = self.connect_timeout.unwrap_or_default();
@@ -1205,7 +1276,7 @@ impl Session {
         }
         self.socket_generation += 1;
         match self.phase {
-            Phase::Connecting | Phase::SslRequest | Phase::Starting => {
+            Phase::Connecting | Phase::SslRequest | Phase::TlsHandshake | Phase::Starting => {
                 // A server that refuses us (authentication, too many clients) may be one of
                 // several: libpq tries the next host.
                 self.attempt_failed(e, now);

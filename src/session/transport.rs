@@ -222,7 +222,7 @@ pub(crate) fn read_tls(
 
 /// What a TLS failure means, in words: the certificate problems libpq users know.
 #[cfg(feature = "tls")]
-fn tls_failure(e: &rustls::Error) -> String {
+pub(crate) fn tls_failure(e: &rustls::Error) -> String {
     match e {
         rustls::Error::InvalidCertificate(c) => {
             format!("the server's certificate was refused: {c:?} (SSL error: certificate verify failed)")
