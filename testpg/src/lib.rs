@@ -4,15 +4,24 @@
 //! 127.0.0.1 on a free port plus a private Unix socket directory) with the roles every test
 //! expects, and removes it again on drop. [`TestServer::shared`] gives the whole test
 //! process one server, or the existing one named by `MOMOKO_TEST_DSN`. The crate never
-//! touches a server or directory it did not create, and depends on nothing but std.
+//! touches a server or directory it did not create, and depends on nothing but std and
+//! rcgen (for the certificates of the TLS side).
 //!
 //! | role | login | over |
 //! | --- | --- | --- |
-//! | `momoko` | trust, superuser | TCP and the Unix socket |
-//! | `momoko_md5` | password `md5pass`, stored and checked as MD5 | both |
-//! | `momoko_scram` | password `scrampass`, SCRAM-SHA-256 | both |
+//! | `momoko` | trust, superuser | TCP (plain text or TLS) and the Unix socket |
+//! | `momoko_md5` | password `md5pass`, stored and checked as MD5 | all three |
+//! | `momoko_scram` | password `scrampass`, SCRAM-SHA-256 | all three |
+//! | `momoko_cert` | client certificate with CN `momoko_cert` (pg_hba `cert`) | TLS only |
+//! | `momoko_scram_tls` | password `scramtlspass`, SCRAM-SHA-256 | TLS only |
+//! | `momoko_tls_only` | trust | TLS only |
+//! | `momoko_plain_only` | trust | plain-text TCP and the Unix socket only |
 //!
-//! The database `momoko_test` is owned by `momoko` and has the hstore extension.
+//! The database `momoko_test` is owned by `momoko` and has the hstore extension. The
+//! server runs with `ssl = on`, a certificate for `localhost` and `127.0.0.1` from a
+//! throwaway CA made at start-up, and that CA as `ssl_ca_file` (client certificates it signed are trusted): see [`TlsInfo`] for the
+//! files and DSNs ([`ServerInfo::tls`], None for a server named by `MOMOKO_TEST_DSN`
+//! alone, in which case tests of TLS skip).
 //!
 //! ```no_run
 //! let info = momoko_testpg::TestServer::shared();
@@ -24,11 +33,16 @@ mod conninfo;
 mod server;
 mod shared;
 mod sys;
+mod tls;
 
 pub use cmd::{bin_dir, psql};
 pub use server::{
     running_in, stop_dir, ServerInfo, StopMode, TestServer, DBNAME, ENV_FILE, MD5_PASSWORD,
     MD5_USER, SCRAM_PASSWORD, SCRAM_USER, USER,
+};
+pub use tls::{
+    TlsInfo, CERT_USER, PLAIN_ONLY_USER, SCRAM_TLS_PASSWORD, SCRAM_TLS_USER, SERVER_NAMES,
+    TLS_ONLY_USER, WRONG_HOST_NAME,
 };
 
 #[doc(hidden)]

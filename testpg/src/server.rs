@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use crate::cmd::{self, sh_quote};
 use crate::conninfo::{self, quote};
 use crate::sys;
+use crate::tls::{
+    self, TlsInfo, CERT_USER, PLAIN_ONLY_USER, SCRAM_TLS_PASSWORD, SCRAM_TLS_USER, TLS_ONLY_USER,
+};
 
 /// The database every DSN names.
 pub const DBNAME: &str = "momoko_test";
@@ -78,12 +81,18 @@ pub struct ServerInfo {
     pub dsn_md5: Option<String>,
     /// SCRAM-SHA-256 password login over TCP (password included).
     pub dsn_scram: Option<String>,
+    /// The server's TLS side: certificates, TLS-only users and their DSNs. Some for the
+    /// servers momoko-testpg starts (they run with `ssl = on`; every plain-text login above
+    /// works over TLS too), also when they are handed down through `momoko-testpg run` or
+    /// `server.env` (`MOMOKO_TEST_TLS_DIR`). None for a server named by `MOMOKO_TEST_DSN`
+    /// alone: tests of TLS skip then.
+    pub tls: Option<TlsInfo>,
     /// True when this process (or `momoko-testpg start`) created the server.
     pub own: bool,
 }
 
 impl ServerInfo {
-    fn for_cluster(port: u16, socket_dir: &Path) -> ServerInfo {
+    fn for_cluster(port: u16, socket_dir: &Path, tls_dir: Option<&Path>) -> ServerInfo {
         let tcp = |user: &str, password: Option<&str>| {
             let mut dsn = format!("host=127.0.0.1 port={port} dbname={DBNAME} user={user}");
             if let Some(p) = password {
@@ -103,6 +112,7 @@ impl ServerInfo {
             )),
             dsn_md5: Some(tcp(MD5_USER, Some(MD5_PASSWORD))),
             dsn_scram: Some(tcp(SCRAM_USER, Some(SCRAM_PASSWORD))),
+            tls: tls_dir.map(|dir| TlsInfo::in_dir(dir, port)),
             own: true,
         }
     }
@@ -110,6 +120,11 @@ impl ServerInfo {
     /// Describes the server named by `MOMOKO_TEST_DSN` (and the optional
     /// `MOMOKO_TEST_DSN_UNIX`, `_MD5`, `_SCRAM`), or None when it is unset or empty.
     /// Host, port and database are read from the DSN (libpq defaults where absent).
+    ///
+    /// `tls` is Some only when `MOMOKO_TEST_TLS_DIR` names a momoko-testpg certificate
+    /// directory (with its `ca.crt`), as `momoko-testpg run` exports it; the server is then
+    /// taken to be a momoko-testpg server on 127.0.0.1 and the port of `MOMOKO_TEST_DSN`
+    /// (`MOMOKO_TEST_DSN_TLS`, `_CERT`, `_SCRAM_TLS` override the derived DSNs).
     pub fn from_env() -> Option<ServerInfo> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let dsn = var("MOMOKO_TEST_DSN")?;
@@ -124,10 +139,27 @@ impl ServerInfo {
             .and_then(|d| conninfo::get(&conninfo::parse(d), "host").map(str::to_owned))
             .or_else(|| Some(host.clone()))
             .filter(|h| h.starts_with('/'));
+        let port = conninfo::get(&pairs, "port")
+            .and_then(|p| p.split(',').next()?.parse().ok())
+            .unwrap_or(5432);
+        let tls = var("MOMOKO_TEST_TLS_DIR")
+            .map(PathBuf::from)
+            .filter(|dir| dir.join("ca.crt").is_file())
+            .map(|dir| {
+                let mut tls = TlsInfo::in_dir(&dir, port);
+                for (name, field) in [
+                    ("MOMOKO_TEST_DSN_TLS", &mut tls.dsn),
+                    ("MOMOKO_TEST_DSN_CERT", &mut tls.cert_dsn),
+                    ("MOMOKO_TEST_DSN_SCRAM_TLS", &mut tls.scram_tls_dsn),
+                ] {
+                    if let Some(v) = var(name) {
+                        *field = v;
+                    }
+                }
+                tls
+            });
         Some(ServerInfo {
-            port: conninfo::get(&pairs, "port")
-                .and_then(|p| p.split(',').next()?.parse().ok())
-                .unwrap_or(5432),
+            port,
             dbname: conninfo::get(&pairs, "dbname")
                 .or(conninfo::get(&pairs, "user"))
                 .unwrap_or("postgres")
@@ -138,12 +170,15 @@ impl ServerInfo {
             dsn_unix,
             dsn_md5: var("MOMOKO_TEST_DSN_MD5"),
             dsn_scram: var("MOMOKO_TEST_DSN_SCRAM"),
+            tls,
             own: false,
         })
     }
 
-    /// The `MOMOKO_TEST_DSN*` variables describing this server (those that are known), as
-    /// exported by `momoko-testpg run`.
+    /// The `MOMOKO_TEST_*` variables describing this server (those that are known), as
+    /// exported by `momoko-testpg run` and read back by [`ServerInfo::from_env`]: the
+    /// `MOMOKO_TEST_DSN*` DSNs and, with TLS, `MOMOKO_TEST_TLS_DIR` (the certificate
+    /// directory) and the TLS DSNs `MOMOKO_TEST_DSN_TLS`, `_CERT` and `_SCRAM_TLS`.
     pub fn env_vars(&self) -> Vec<(&'static str, String)> {
         let mut vars = vec![("MOMOKO_TEST_DSN", self.dsn.clone())];
         for (name, value) in [
@@ -154,6 +189,15 @@ impl ServerInfo {
             if let Some(v) = value {
                 vars.push((name, v.clone()));
             }
+        }
+        if let Some(tls) = &self.tls {
+            vars.push((
+                "MOMOKO_TEST_TLS_DIR",
+                tls.dir.to_string_lossy().into_owned(),
+            ));
+            vars.push(("MOMOKO_TEST_DSN_TLS", tls.dsn.clone()));
+            vars.push(("MOMOKO_TEST_DSN_CERT", tls.cert_dsn.clone()));
+            vars.push(("MOMOKO_TEST_DSN_SCRAM_TLS", tls.scram_tls_dsn.clone()));
         }
         vars
     }
@@ -181,7 +225,7 @@ struct State {
 pub struct TestServer {
     info: ServerInfo,
     bin: PathBuf,
-    /// The directory we created and remove: data/, the log, server.env, usually sock/.
+    /// The directory we created and remove: data/, tls/, the log, server.env, usually sock/.
     base: PathBuf,
     data: PathBuf,
     log: PathBuf,
@@ -382,7 +426,7 @@ impl TestServer {
         };
         // From here on, an early return drops `server`, which removes what we created.
         let mut server = TestServer {
-            info: ServerInfo::for_cluster(0, &base),
+            info: ServerInfo::for_cluster(0, &base, None),
             data: base.join("data"),
             log: base.join("postgres.log"),
             bin,
@@ -400,6 +444,8 @@ impl TestServer {
             fs::create_dir(&socket_dir)?;
         }
         give_to_server(&socket_dir, ids)?;
+        let tls_dir = server.base.join(tls::TLS_DIR);
+        tls::write_files(&tls_dir, ids)?;
 
         server.initdb()?;
         server.configure_hba()?;
@@ -411,8 +457,8 @@ impl TestServer {
                 let _ = fs::remove_file(&server.log);
             }
             let port = free_port()?;
-            server.info = ServerInfo::for_cluster(port, &socket_dir);
-            server.write_conf(port, &socket_dir)?;
+            server.info = ServerInfo::for_cluster(port, &socket_dir, Some(&tls_dir));
+            server.write_conf(port, &socket_dir, &tls_dir)?;
             match server.pg_ctl_start() {
                 Ok(()) => break,
                 // Another process took the port between our probe and the server's bind.
@@ -449,21 +495,41 @@ impl TestServer {
 
     fn configure_hba(&self) -> io::Result<()> {
         let mut hba = String::from(
-            "# Written by momoko-testpg: password users by method, everyone else trusted.\n",
+            "# Written by momoko-testpg: first the users bound to TLS or to plain text (the\n\
+             # first line matching type, user and address decides), then the password users\n\
+             # by method; everyone else is trusted, with or without TLS.\n",
         );
-        for (kind, addr) in [("local", ""), ("host", "127.0.0.1/32"), ("host", "::1/128")] {
+        let mut line = |kind: &str, db: &str, user: &str, addr: &str, method: &str| {
+            hba.push_str(&format!(
+                "{kind:<9} {db:<11} {user:<17} {addr:<13} {method}\n"
+            ));
+        };
+        for (local, addr) in [(true, ""), (false, "127.0.0.1/32"), (false, "::1/128")] {
+            if local {
+                // No TLS on a Unix socket.
+                for user in [CERT_USER, SCRAM_TLS_USER, TLS_ONLY_USER] {
+                    line("local", "all", user, addr, "reject");
+                }
+            } else {
+                for (ssl, user, method) in [
+                    ("hostssl", CERT_USER, "cert"),
+                    ("hostssl", SCRAM_TLS_USER, "scram-sha-256"),
+                    ("hostssl", TLS_ONLY_USER, "trust"),
+                    ("hostnossl", PLAIN_ONLY_USER, "trust"),
+                ] {
+                    line(ssl, "all", user, addr, method);
+                    line("host", "all", user, addr, "reject");
+                }
+            }
+            let kind = if local { "local" } else { "host" };
             for (user, method) in [
                 (MD5_USER, "md5"),
                 (SCRAM_USER, "scram-sha-256"),
                 ("all", "trust"),
             ] {
-                hba.push_str(&format!(
-                    "{kind:<6} all         {user:<13} {addr:<13} {method}\n"
-                ));
+                line(kind, "all", user, addr, method);
             }
-            hba.push_str(&format!(
-                "{kind:<6} replication all           {addr:<13} trust\n"
-            ));
+            line(kind, "replication", "all", addr, "trust");
         }
         fs::write(self.data.join("pg_hba.conf"), hba)?;
         let mut conf = fs::OpenOptions::new()
@@ -472,8 +538,15 @@ impl TestServer {
         writeln!(conf, "\ninclude 'momoko-testpg.conf'")
     }
 
-    fn write_conf(&self, port: u16, socket_dir: &Path) -> io::Result<()> {
-        let socket_dir = socket_dir.to_string_lossy().replace('\'', "''");
+    fn write_conf(&self, port: u16, socket_dir: &Path, tls_dir: &Path) -> io::Result<()> {
+        let conf_path = |p: &Path| p.to_string_lossy().replace('\'', "''");
+        let socket_dir = conf_path(socket_dir);
+        let tls = TlsInfo::in_dir(tls_dir, port);
+        let (cert, key, ca) = (
+            conf_path(&tls.server_cert),
+            conf_path(&tls.server_key),
+            conf_path(&tls.ca_file),
+        );
         // Speed over durability: the cluster is thrown away. max_connections is high so
         // pool tests can open many connections at once.
         let conf = format!(
@@ -490,7 +563,11 @@ impl TestServer {
              timezone = 'UTC'\n\
              lc_messages = 'C'\n\
              logging_collector = off\n\
-             log_line_prefix = '%m [%p] %q%u@%d '\n"
+             log_line_prefix = '%m [%p] %q%u@%d '\n\
+             ssl = on\n\
+             ssl_cert_file = '{cert}'\n\
+             ssl_key_file = '{key}'\n\
+             ssl_ca_file = '{ca}'\n"
         );
         fs::write(self.data.join("momoko-testpg.conf"), conf)
     }
@@ -548,11 +625,24 @@ impl TestServer {
              CREATE ROLE {MD5_USER} LOGIN PASSWORD '{MD5_PASSWORD}';\n\
              SET password_encryption = 'scram-sha-256';\n\
              CREATE ROLE {SCRAM_USER} LOGIN PASSWORD '{SCRAM_PASSWORD}';\n\
+             CREATE ROLE {SCRAM_TLS_USER} LOGIN PASSWORD '{SCRAM_TLS_PASSWORD}';\n\
+             CREATE ROLE {CERT_USER} LOGIN;\n\
+             CREATE ROLE {TLS_ONLY_USER} LOGIN;\n\
+             CREATE ROLE {PLAIN_ONLY_USER} LOGIN;\n\
              CREATE DATABASE {DBNAME} OWNER {USER};\n\
              \\connect {DBNAME}\n\
              CREATE EXTENSION hstore;\n\
-             GRANT CONNECT, TEMPORARY ON DATABASE {DBNAME} TO {MD5_USER}, {SCRAM_USER};\n\
-             GRANT USAGE, CREATE ON SCHEMA public TO {MD5_USER}, {SCRAM_USER};\n"
+             GRANT CONNECT, TEMPORARY ON DATABASE {DBNAME} TO {others};\n\
+             GRANT USAGE, CREATE ON SCHEMA public TO {others};\n",
+            others = [
+                MD5_USER,
+                SCRAM_USER,
+                SCRAM_TLS_USER,
+                CERT_USER,
+                TLS_ONLY_USER,
+                PLAIN_ONLY_USER
+            ]
+            .join(", "),
         );
         cmd::psql(&self.superuser_dsn(), &sql, &[])
             .map(drop)
@@ -744,19 +834,21 @@ pub fn running_in(dir: &Path) -> io::Result<Option<ServerInfo>> {
         return Ok(None);
     };
     let pairs = conninfo::parse(&dsn);
+    let port = conninfo::get(&pairs, "port")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     Ok(Some(ServerInfo {
         host: conninfo::get(&pairs, "host")
             .unwrap_or("127.0.0.1")
             .to_owned(),
-        port: conninfo::get(&pairs, "port")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0),
+        port,
         socket_dir: get("MOMOKO_TESTPG_SOCKET_DIR").map(PathBuf::from),
         dbname: DBNAME.to_owned(),
         dsn,
         dsn_unix: get("MOMOKO_TEST_DSN_UNIX"),
         dsn_md5: get("MOMOKO_TEST_DSN_MD5"),
         dsn_scram: get("MOMOKO_TEST_DSN_SCRAM"),
+        tls: get("MOMOKO_TEST_TLS_DIR").map(|d| TlsInfo::in_dir(Path::new(&d), port)),
         own: true,
     }))
 }

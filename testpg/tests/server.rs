@@ -1,5 +1,6 @@
 //! The throwaway server does what every other crate's tests rely on: the three logins over
-//! TCP and the socket, hstore, restarts on the same port, and a clean disappearance.
+//! TCP and the socket, hstore, the TLS side (certificates, TLS-only and plain-only users),
+//! restarts on the same port, and a clean disappearance.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -68,7 +69,8 @@ fn logins_auth_methods_and_hstore() {
         .unwrap();
     assert_eq!(
         stored,
-        "momoko|\nmomoko_md5|md5\nmomoko_scram|SCRAM-SHA-256"
+        "momoko|\nmomoko_cert|\nmomoko_md5|md5\nmomoko_plain_only|\nmomoko_scram|SCRAM-SHA-256\n\
+         momoko_scram_tls|SCRAM-SHA-256\nmomoko_tls_only|"
     );
     // pg_hba: the password users are checked by the intended method, over TCP and socket.
     let hba = info
@@ -157,6 +159,17 @@ fn shared_server_answers() {
     assert_eq!(info.psql("select 1").unwrap(), "1");
     // The same description every time.
     assert!(std::ptr::eq(info, TestServer::shared()));
+    // A server we started, or one handed down by `momoko-testpg run` (MOMOKO_TEST_TLS_DIR),
+    // has its TLS side described; a server named by MOMOKO_TEST_DSN alone has none.
+    if info.own || std::env::var_os("MOMOKO_TEST_TLS_DIR").is_some() {
+        let tls = info.tls.as_ref().expect("the TLS side");
+        assert_eq!(
+            session(&tls.cert_dsn).unwrap(),
+            "momoko_cert|t|/O=momoko-testpg/CN=momoko_cert"
+        );
+    } else {
+        assert!(info.tls.is_none());
+    }
 }
 
 #[test]
@@ -172,6 +185,8 @@ fn start_at_keep_and_stop_dir() {
     let again = momoko_testpg::running_in(&dir).unwrap().unwrap();
     assert_eq!(again.dsn, info.dsn);
     assert_eq!(again.dsn_scram, info.dsn_scram);
+    assert!(info.tls.is_some());
+    assert_eq!(again.tls, info.tls);
     // A second start in the same place is refused rather than clobbering it.
     assert!(TestServer::start_at(&dir).is_err());
     momoko_testpg::stop_dir(&dir).unwrap();
@@ -179,4 +194,168 @@ fn start_at_keep_and_stop_dir() {
     assert!(wait_gone(pid));
     assert!(momoko_testpg::stop_dir(&dir).is_err());
     std::fs::remove_dir_all(&parent).unwrap();
+}
+
+/// What psql reports about its own session: user, whether TLS is on, and the client
+/// certificate's DN.
+fn session(dsn: &str) -> Result<String, String> {
+    psql(
+        dsn,
+        "select current_user, ssl, coalesce(client_dn, '') from pg_stat_ssl \
+         where pid = pg_backend_pid()",
+        &[],
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn refused(dsn: &str, why: &str) {
+    match session(dsn) {
+        Ok(s) => panic!("{dsn}: logged in ({s}), expected a refusal with {why:?}"),
+        Err(e) => assert!(e.contains(why), "{dsn}: expected {why:?}, got: {e}"),
+    }
+}
+
+#[test]
+fn tls_certificates_and_tls_bound_users() {
+    use std::os::unix::fs::MetadataExt;
+
+    let server = TestServer::start().unwrap();
+    let info = server.info();
+    let tls = info.tls.as_ref().expect("our servers have a TLS side");
+    assert!(tls.dir.starts_with(server.dir()));
+    assert_eq!(tls.cert_user, momoko_testpg::CERT_USER);
+
+    // Keys are 0600: the client's owned by us, the server's by the account it runs as.
+    let us = std::fs::metadata(server.dir().join("server.env"))
+        .unwrap()
+        .uid();
+    for key in [
+        &tls.ca_key,
+        &tls.client_key,
+        &tls.expired_client_key,
+        &tls.other_ca_client_key,
+        &tls.wrong_host_key,
+        &tls.expired_server_key,
+    ] {
+        let m = std::fs::metadata(key).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o600, "{}", key.display());
+        assert_eq!(m.uid(), us, "{}", key.display());
+    }
+    let server_key = std::fs::metadata(&tls.server_key).unwrap();
+    assert_eq!(server_key.mode() & 0o777, 0o600);
+    let data_owner = std::fs::metadata(server.dir().join("data")).unwrap().uid();
+    assert_eq!(server_key.uid(), data_owner);
+    for cert in [&tls.ca_file, &tls.other_ca_file, &tls.server_cert] {
+        let text = std::fs::read_to_string(cert).unwrap();
+        assert!(text.starts_with("-----BEGIN CERTIFICATE-----"), "{text}");
+    }
+
+    // verify-full with the CA, the name checked against the certificate.
+    assert_eq!(session(&tls.dsn).unwrap(), "momoko|t|");
+    assert_eq!(
+        session(&format!("{} host=127.0.0.1 hostaddr=", tls.dsn)).unwrap(),
+        "momoko|t|",
+        "the IP address SAN"
+    );
+    refused(
+        &format!("{} host={}", tls.dsn, momoko_testpg::WRONG_HOST_NAME),
+        "does not match host name",
+    );
+    refused(
+        &format!("{} sslrootcert={}", tls.dsn, tls.other_ca_file.display()),
+        "certificate verify failed",
+    );
+
+    // Client certificate login, and the certificates the server must refuse.
+    assert_eq!(
+        session(&tls.cert_dsn).unwrap(),
+        "momoko_cert|t|/O=momoko-testpg/CN=momoko_cert"
+    );
+    refused(
+        &format!(
+            "{} sslcert={} sslkey={}",
+            tls.cert_dsn,
+            tls.expired_client_cert.display(),
+            tls.expired_client_key.display()
+        ),
+        "certificate expired",
+    );
+    refused(
+        &format!(
+            "{} sslcert={} sslkey={}",
+            tls.cert_dsn,
+            tls.other_ca_client_cert.display(),
+            tls.other_ca_client_key.display()
+        ),
+        "unknown ca",
+    );
+    refused(
+        &format!("{} user={}", tls.dsn, tls.cert_user),
+        "requires a valid client certificate",
+    );
+    refused(
+        &format!("{} user={}", info.dsn_unix.as_ref().unwrap(), tls.cert_user),
+        "pg_hba.conf rejects connection",
+    );
+
+    // SCRAM over TLS only.
+    assert_eq!(session(&tls.scram_tls_dsn).unwrap(), "momoko_scram_tls|t|");
+    refused(
+        &format!("{} password=wrong", tls.scram_tls_dsn),
+        "password authentication failed",
+    );
+    refused(
+        &format!("{} sslmode=disable", tls.scram_tls_dsn),
+        "no encryption",
+    );
+
+    // The TLS-only and plain-only users show which way a connection went: libpq's allow
+    // and prefer retry the other way after the refusal.
+    let tls_only = format!("{} user={}", info.dsn, tls.tls_only_user);
+    refused(&format!("{tls_only} sslmode=disable"), "no encryption");
+    assert_eq!(
+        session(&format!("{tls_only} sslmode=require")).unwrap(),
+        "momoko_tls_only|t|"
+    );
+    assert_eq!(
+        session(&format!("{tls_only} sslmode=allow")).unwrap(),
+        "momoko_tls_only|t|"
+    );
+    let plain_only = format!("{} user={}", info.dsn, tls.plain_only_user);
+    refused(&format!("{plain_only} sslmode=require"), "SSL encryption");
+    assert_eq!(
+        session(&format!("{plain_only} sslmode=disable")).unwrap(),
+        "momoko_plain_only|f|"
+    );
+    assert_eq!(
+        session(&format!("{plain_only} sslmode=prefer")).unwrap(),
+        "momoko_plain_only|f|"
+    );
+
+    // The plain-text logins work over TLS too.
+    assert_eq!(
+        session(&format!("{} sslmode=require", info.dsn)).unwrap(),
+        "momoko|t|"
+    );
+    assert_eq!(
+        session(&format!(
+            "{} sslmode=require",
+            info.dsn_scram.as_ref().unwrap()
+        ))
+        .unwrap(),
+        "momoko_scram|t|"
+    );
+    assert_eq!(
+        session(&format!(
+            "{} sslmode=disable",
+            info.dsn_md5.as_ref().unwrap()
+        ))
+        .unwrap(),
+        "momoko_md5|f|"
+    );
+
+    // The TLS description survives the trip through the environment.
+    let vars = info.env_vars();
+    let dir = vars.iter().find(|(k, _)| *k == "MOMOKO_TEST_TLS_DIR");
+    assert_eq!(dir.map(|(_, v)| Path::new(v)), Some(tls.dir.as_path()));
 }
