@@ -4,7 +4,8 @@
 //! once with a [`Pool`].
 //!
 //! The server comes from `MOMOKO_DSN`, else `MOMOKO_TEST_DSN`, else libpq's defaults and the
-//! `PG*` variables (as `psql` with no arguments). Run it with
+//! `PG*` variables (as `psql` with no arguments); TLS follows the DSN's `sslmode`, e.g.
+//! `MOMOKO_DSN="host=db.example.com sslmode=verify-full sslrootcert=ca.pem"`. Run it with
 //! `cargo run --example trivial`, or against a throwaway server with `make demo`.
 
 use momoko::ioloop::IoLoop;
@@ -34,9 +35,15 @@ fn main() -> Result<(), Error> {
         .take()
         .expect("the loop stopped, so the future is done")?;
     println!(
-        "connection: connected, server version {}, backend pid {}",
+        "connection: connected, server version {}, backend pid {}, TLS: {}",
         conn.server_version().unwrap_or_default(),
         conn.backend_pid().unwrap_or_default(),
+        // sslmode=prefer (the default) uses TLS when the server offers it; a DSN such as
+        // "host=db.example.com sslmode=verify-full sslrootcert=ca.pem" demands it.
+        match (conn.ssl_attribute("protocol"), conn.ssl_attribute("cipher")) {
+            (Some(p), Some(c)) => format!("{p} {c}"),
+            _ => "off".to_owned(),
+        },
     );
 
     let sql = "SELECT 1";

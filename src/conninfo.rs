@@ -116,8 +116,16 @@ const KEYWORDS: &[(&str, Kw, Option<&str>)] = &[
         Kw::SslMaxProtocolVersion,
         Some("PGSSLMAXPROTOCOLVERSION"),
     ),
-    ("channel_binding", Kw::ChannelBinding, Some("PGCHANNELBINDING")),
-    ("sslnegotiation", Kw::Sslnegotiation, Some("PGSSLNEGOTIATION")),
+    (
+        "channel_binding",
+        Kw::ChannelBinding,
+        Some("PGCHANNELBINDING"),
+    ),
+    (
+        "sslnegotiation",
+        Kw::Sslnegotiation,
+        Some("PGSSLNEGOTIATION"),
+    ),
     ("gssencmode", Kw::Gssencmode, Some("PGGSSENCMODE")),
     (
         "target_session_attrs",

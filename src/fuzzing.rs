@@ -322,7 +322,7 @@ pub fn conninfo(data: &[u8]) {
     if let Ok(c) = Config::parse_with_env(s, &env) {
         let _ = c.targets();
         let _ = c.startup_params();
-        let _ = c.tls_required();
+        let _ = c.get_tls();
         let _ = format!("{c:?}");
     }
 }

@@ -35,7 +35,10 @@ async fn connect(dsn: &str) -> Result<Connection, Error> {
 /// Whether the server sees this backend's connection as TLS.
 async fn server_says_ssl(conn: &Connection) -> bool {
     let mut c = conn
-        .execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", ())
+        .execute(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            (),
+        )
         .await
         .unwrap();
     c.fetchone().unwrap().get(0)
@@ -54,7 +57,9 @@ fn every_sslmode_against_a_tls_server_uses_what_libpq_would() {
             ("verify-full", "", true),
         ] {
             let dsn = dsn_with(&format!("sslmode={mode} {extra}"));
-            let conn = connect(&dsn).await.unwrap_or_else(|e| panic!("{mode}: {e}"));
+            let conn = connect(&dsn)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: {e}"));
             assert_eq!(server_says_ssl(&conn).await, want, "sslmode={mode}");
             assert_eq!(conn.ssl_in_use(), want, "sslmode={mode}");
             if want {
@@ -76,13 +81,19 @@ fn every_sslmode_against_a_tls_server_uses_what_libpq_would() {
 fn allow_moves_to_tls_when_the_server_refuses_plain_text() {
     let Some(t) = tls() else { return };
     run(async move {
-        let conn = connect(&dsn_with(&format!("sslmode=allow user={}", t.tls_only_user)))
-            .await
-            .unwrap();
+        let conn = connect(&dsn_with(&format!(
+            "sslmode=allow user={}",
+            t.tls_only_user
+        )))
+        .await
+        .unwrap();
         assert!(server_says_ssl(&conn).await);
-        let e = connect(&dsn_with(&format!("sslmode=disable user={}", t.tls_only_user)))
-            .await
-            .unwrap_err();
+        let e = connect(&dsn_with(&format!(
+            "sslmode=disable user={}",
+            t.tls_only_user
+        )))
+        .await
+        .unwrap_err();
         assert!(e.to_string().contains("pg_hba.conf"), "{e}");
     });
 }
@@ -91,14 +102,20 @@ fn allow_moves_to_tls_when_the_server_refuses_plain_text() {
 fn prefer_moves_to_plain_text_when_the_server_refuses_the_tls_session() {
     let Some(t) = tls() else { return };
     run(async move {
-        let conn = connect(&dsn_with(&format!("sslmode=prefer user={}", t.plain_only_user)))
-            .await
-            .unwrap();
+        let conn = connect(&dsn_with(&format!(
+            "sslmode=prefer user={}",
+            t.plain_only_user
+        )))
+        .await
+        .unwrap();
         assert!(!server_says_ssl(&conn).await);
         assert!(!conn.ssl_in_use());
-        let e = connect(&dsn_with(&format!("sslmode=require user={}", t.plain_only_user)))
-            .await
-            .unwrap_err();
+        let e = connect(&dsn_with(&format!(
+            "sslmode=require user={}",
+            t.plain_only_user
+        )))
+        .await
+        .unwrap_err();
         assert!(e.to_string().contains("pg_hba.conf"), "{e}");
     });
 }
@@ -237,10 +254,18 @@ fn large_values_and_a_100000_row_copy_cross_tls_exactly() {
     let Some(t) = tls() else { return };
     run(async move {
         let conn = connect(&t.dsn).await.unwrap();
-        let big: String = (0..1_000_000).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-        let mut c = conn.execute("SELECT %s::text", (big.as_str(),)).await.unwrap();
+        let big: String = (0..1_000_000)
+            .map(|i| (b'a' + (i % 26) as u8) as char)
+            .collect();
+        let mut c = conn
+            .execute("SELECT %s::text", (big.as_str(),))
+            .await
+            .unwrap();
         assert_eq!(c.fetchone().unwrap().get::<_, String>(0), big);
-        let mut c = conn.query("SELECT $1::text", (big.as_str(),)).await.unwrap();
+        let mut c = conn
+            .query("SELECT $1::text", (big.as_str(),))
+            .await
+            .unwrap();
         assert_eq!(c.fetchone().unwrap().get::<_, String>(0), big);
         let table = common::unique("tls_copy");
         conn.execute(&format!("CREATE TEMP TABLE {table} (n int)"), ())
@@ -255,9 +280,10 @@ fn large_values_and_a_100000_row_copy_cross_tls_exactly() {
         let out = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         let o = out.clone();
         let n = conn
-            .copy_out(&format!("COPY (SELECT n FROM {table} ORDER BY n) TO STDOUT"), move |d| {
-                o.borrow_mut().extend_from_slice(d)
-            })
+            .copy_out(
+                &format!("COPY (SELECT n FROM {table} ORDER BY n) TO STDOUT"),
+                move |d| o.borrow_mut().extend_from_slice(d),
+            )
             .await
             .unwrap();
         assert_eq!(n, 100_000);
@@ -272,7 +298,12 @@ fn a_pool_over_verify_full_is_tls_on_every_connection() {
         let pool = momoko::Pool::builder(&t.dsn).size(4).build().unwrap();
         pool.connect().await.unwrap();
         let fs: Vec<_> = (0..8)
-            .map(|_| pool.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", ()))
+            .map(|_| {
+                pool.execute(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    (),
+                )
+            })
             .collect();
         for f in fs {
             assert!(f.await.unwrap().fetchone().unwrap().get::<_, bool>(0));
@@ -358,8 +389,14 @@ fn tls_keywords_are_checked_as_libpq_checks_them() {
     for (dsn, says) in [
         ("sslmode=require sslnegotiation=direct", "not supported yet"),
         ("sslmode=prefer sslnegotiation=direct", "weak sslmode"),
-        ("ssl_min_protocol_version=TLSv1.3 ssl_max_protocol_version=TLSv1.2", "range"),
-        ("ssl_max_protocol_version=TLSv1.1", "TLSv1.2 and TLSv1.3 only"),
+        (
+            "ssl_min_protocol_version=TLSv1.3 ssl_max_protocol_version=TLSv1.2",
+            "range",
+        ),
+        (
+            "ssl_max_protocol_version=TLSv1.1",
+            "TLSv1.2 and TLSv1.3 only",
+        ),
         ("sslsni=2", "invalid sslsni"),
         ("channel_binding=maybe", "invalid channel_binding"),
         ("sslpassword=secret", "sslpassword is not supported"),
@@ -387,7 +424,8 @@ fn a_mio_connection_runs_over_tls() {
     let give_up = Instant::now() + Duration::from_secs(10);
     while got.get().is_none() {
         assert!(Instant::now() < give_up, "no answer over TLS");
-        poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
         for e in events.iter() {
             conn.handle_event(poll.registry(), e);
         }
@@ -402,4 +440,34 @@ fn tempdir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(common::unique("momoko_tls"));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+#[test]
+fn channel_binding_required_logs_in_with_scram_plus_and_is_refused_without_it() {
+    let Some(t) = tls() else { return };
+    run(async move {
+        // SCRAM-SHA-256-PLUS over TLS: the login is bound to the server's certificate.
+        let conn = connect(&format!("{} channel_binding=require", t.scram_tls_dsn))
+            .await
+            .unwrap();
+        assert!(conn.ssl_in_use());
+        let mut c = conn.execute("SELECT current_user::text", ()).await.unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, String>(0), t.scram_tls_user);
+        // The default (prefer) binds too, and disable does not need to.
+        connect(&t.scram_tls_dsn).await.unwrap();
+        connect(&format!("{} channel_binding=disable", t.scram_tls_dsn))
+            .await
+            .unwrap();
+        // Without TLS there is no channel to bind to.
+        let scram = server().dsn_scram.clone().unwrap();
+        let e = connect(&format!("{scram} sslmode=disable channel_binding=require"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("SSL not in use"), "{e}");
+        // A trust login never binds: refused under require.
+        let e = connect(&dsn_with("channel_binding=require"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("without channel binding"), "{e}");
+    });
 }

@@ -90,16 +90,19 @@ impl Env {
         let port = get("port", "5432")
             .parse()
             .map_err(|_| format!("MOMOKO_TEST_DSN has a bad port: {dsn}"))?;
+        // The plain-text workloads: the peers (tokio-postgres with NoTls, the floor) speak
+        // plain text, so momoko must too, though the test server offers TLS.
+        let plain = |d: String| format!("{d} sslmode=disable");
         Ok(Env {
             host: get("host", "127.0.0.1"),
             port,
             user: get("user", "postgres"),
             dbname: get("dbname", "postgres"),
-            dsn_md5: std::env::var("MOMOKO_TEST_DSN_MD5").ok(),
-            dsn_scram: std::env::var("MOMOKO_TEST_DSN_SCRAM").ok(),
+            dsn_md5: std::env::var("MOMOKO_TEST_DSN_MD5").ok().map(plain),
+            dsn_scram: std::env::var("MOMOKO_TEST_DSN_SCRAM").ok().map(plain),
             pgbench: find_pgbench(),
             sizes,
-            dsn,
+            dsn: plain(dsn),
         })
     }
 }

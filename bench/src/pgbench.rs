@@ -66,6 +66,8 @@ pub fn run(env: &Env, r: &Run) -> Result<Sample, String> {
     let script = script_path(&r.script).map_err(|e| format!("pgbench script: {e}"))?;
     let before = cpu_time(libc::RUSAGE_CHILDREN);
     let out = Command::new(pgbench)
+        // Plain text, as every other contender of these workloads.
+        .env("PGSSLMODE", "disable")
         .args(["-n", "-h", &env.host, "-p", &env.port.to_string()])
         .args(["-U", &env.user, "-M", r.mode])
         .args(["-c", &r.clients.to_string(), "-j", &r.threads.to_string()])

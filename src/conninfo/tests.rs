@@ -199,8 +199,8 @@ fn unknown_keyword_is_reported_before_a_later_syntax_error() {
 #[test]
 fn libpq_keyword_momoko_lacks_is_refused_by_name() {
     assert_eq!(
-        parse_err("sslrootcert=/etc/ca.pem"),
-        "connection option \"sslrootcert\" is not supported by momoko"
+        parse_err("sslcrl=/etc/crl.pem"),
+        "connection option \"sslcrl\" is not supported by momoko"
     );
     assert_eq!(
         parse_err("postgresql://h/db?service=x"),
@@ -750,30 +750,46 @@ fn connect_timeout_from_environment_and_builder() {
 // ---- sslmode ----
 
 #[test]
-fn sslmode_requiring_tls_is_refused() {
-    for (mode, name) in [
-        ("require", "require"),
-        ("verify-ca", "verify-ca"),
-        ("verify-full", "verify-full"),
-    ] {
-        let e = parse(&format!("sslmode={mode}"))
-            .tls_required()
-            .unwrap_err();
-        assert_eq!(
-            usage_message(e),
-            format!("TLS is not supported yet (sslmode={name})")
-        );
-    }
+fn every_sslmode_parses_and_tls_keywords_come_from_the_string_and_the_environment() {
     for (mode, expected) in [
         ("disable", SslMode::Disable),
         ("allow", SslMode::Allow),
         ("prefer", SslMode::Prefer),
+        ("require", SslMode::Require),
+        ("verify-ca", SslMode::VerifyCa),
+        ("verify-full", SslMode::VerifyFull),
     ] {
-        let c = parse(&format!("sslmode={mode}"));
-        assert_eq!(c.get_ssl_mode(), expected);
-        c.tls_required().unwrap();
+        assert_eq!(parse(&format!("sslmode={mode}")).get_ssl_mode(), expected);
     }
-    parse("").tls_required().unwrap();
+    assert_eq!(parse("").get_ssl_mode(), SslMode::Prefer);
+    let c = parse("sslrootcert=/etc/ca.pem sslcert=/c.crt sslkey=/c.key sslsni=0");
+    let t = c.get_tls();
+    assert_eq!(
+        t.root_cert(),
+        &crate::conninfo::RootCert::File {
+            path: "/etc/ca.pem".into(),
+            explicit: true
+        }
+    );
+    assert_eq!(t.cert(), Some((std::path::Path::new("/c.crt"), true)));
+    assert_eq!(t.key(), Some((std::path::Path::new("/c.key"), true)));
+    assert!(!t.sni());
+    let c = parse_env(
+        "host=h",
+        &[
+            ("PGSSLROOTCERT", "system"),
+            ("PGCHANNELBINDING", "require"),
+            ("PGSSLMINPROTOCOLVERSION", "TLSv1.3"),
+        ],
+    )
+    .unwrap();
+    // sslrootcert=system makes verify-full the default.
+    assert_eq!(c.get_ssl_mode(), SslMode::VerifyFull);
+    assert_eq!(
+        c.get_tls().channel_binding(),
+        crate::conninfo::ChannelBinding::Require
+    );
+    assert_eq!(c.get_tls().min_version(), crate::conninfo::TlsVersion::V1_3);
 }
 
 #[test]
@@ -1159,12 +1175,6 @@ fn environment_of_keywords_momoko_lacks_is_refused_unless_harmless() {
              supported by momoko; unset it",
         ),
         (
-            "PGCHANNELBINDING",
-            "require",
-            "PGCHANNELBINDING=\"require\": connection option \"channel_binding\" is not \
-             supported by momoko; unset it or set prefer or disable",
-        ),
-        (
             "PGLOADBALANCEHOSTS",
             "random",
             "PGLOADBALANCEHOSTS=\"random\": connection option \"load_balance_hosts\" is not \
@@ -1178,11 +1188,8 @@ fn environment_of_keywords_momoko_lacks_is_refused_unless_harmless() {
     }
     for (var, value) in [
         ("PGSERVICE", ""),
-        ("PGCHANNELBINDING", "prefer"),
-        ("PGCHANNELBINDING", "disable"),
         ("PGLOADBALANCEHOSTS", "disable"),
         ("PGMINPROTOCOLVERSION", "3.0"),
-        // Only used with TLS, which momoko never negotiates.
         ("PGSSLROOTCERT", "/etc/ssl/ca.pem"),
     ] {
         parse_env("host=h", &[(var, value)]).unwrap();

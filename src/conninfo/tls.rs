@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use super::{SslMode, Kw};
+use super::{Kw, SslMode};
 use crate::error::Error;
 
 /// Which certificate authorities are trusted.
@@ -175,15 +175,15 @@ impl TlsSettings {
             self.max_version = Some(TlsVersion::parse("ssl_max_protocol_version", &v)?);
         }
         if let Some(max) = self.max_version {
-            if max < self.min_version {
-                return Err(Error::usage("invalid SSL protocol version range"));
-            }
             if max < TlsVersion::V1_2 {
                 return Err(Error::usage(format!(
                     "ssl_max_protocol_version={} cannot be met: momoko's TLS (rustls) speaks \
                      TLSv1.2 and TLSv1.3 only",
                     max.as_str()
                 )));
+            }
+            if max < self.min_version {
+                return Err(Error::usage("invalid SSL protocol version range"));
             }
         }
         if let Some(v) = non_empty(Kw::ChannelBinding) {

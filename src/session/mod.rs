@@ -468,7 +468,10 @@ impl Session {
 
     /// Writes the SSLRequest: eight bytes on a fresh socket, which one write takes whole.
     fn send_ssl_request(&mut self) -> Result<(), Error> {
-        let socket = self.socket.as_mut().ok_or_else(|| Error::connection("no socket"))?;
+        let socket = self
+            .socket
+            .as_mut()
+            .ok_or_else(|| Error::connection("no socket"))?;
         let mut req = bytes::BytesMut::with_capacity(8);
         postgres_protocol::message::frontend::ssl_request(&mut req);
         match socket.write(&req) {
@@ -476,7 +479,9 @@ impl Session {
                 self.phase = Phase::SslRequest;
                 Ok(())
             }
-            Ok(_) => Err(Error::connection("could not send the SSL negotiation packet whole")),
+            Ok(_) => Err(Error::connection(
+                "could not send the SSL negotiation packet whole",
+            )),
             Err(e) => Err(Error::io("could not send SSL negotiation packet", e)),
         }
     }
@@ -534,20 +539,27 @@ impl Session {
 
     #[cfg(not(feature = "tls"))]
     fn drive_handshake(&mut self) -> Result<bool, Error> {
-        Err(Error::connection("TLS support is not compiled in (feature \"tls\")"))
+        Err(Error::connection(
+            "TLS support is not compiled in (feature \"tls\")",
+        ))
     }
 
     /// Reads the server's answer to the SSLRequest. `Ok(None)`: nothing yet.
     #[cfg(not(feature = "tls"))]
     fn read_ssl_answer(&mut self) -> Result<Option<()>, Error> {
-        Err(Error::connection("TLS support is not compiled in (feature \"tls\")"))
+        Err(Error::connection(
+            "TLS support is not compiled in (feature \"tls\")",
+        ))
     }
 
     /// Reads the server's answer to the SSLRequest and starts TLS (`S`) or plain text (`N`,
     /// when the sslmode allows it). `Ok(None)`: nothing yet.
     #[cfg(feature = "tls")]
     fn read_ssl_answer(&mut self) -> Result<Option<()>, Error> {
-        let socket = self.socket.as_mut().ok_or_else(|| Error::connection("no socket"))?;
+        let socket = self
+            .socket
+            .as_mut()
+            .ok_or_else(|| Error::connection("no socket"))?;
         let mut answer = [0u8; 1];
         let n = loop {
             match socket.read(&mut answer) {
@@ -967,7 +979,8 @@ impl Session {
                 }
                 Ok(false) => return, // spurious: the handshake is still going
                 Err(e) => {
-                    return self.attempt_failed(Error::io("could not connect to the server", e), now)
+                    return self
+                        .attempt_failed(Error::io("could not connect to the server", e), now)
                 }
             }
         }

@@ -102,12 +102,11 @@ pub(crate) fn plan(config: &Config, host: &str, second_try: bool) -> Result<Plan
         .with_protocol_versions(&versions)
         .map_err(|e| tls_error("cannot configure TLS", e))?;
     let verifier: Arc<dyn ServerCertVerifier> = match (effective, roots) {
-        (SslMode::VerifyFull, Some(roots)) => WebPkiServerVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .map_err(|e| tls_error("cannot configure certificate verification", e))?,
+        (SslMode::VerifyFull, Some(roots)) => {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| tls_error("cannot configure certificate verification", e))?
+        }
         (SslMode::VerifyCa, Some(roots)) => Arc::new(IgnoreName(
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
