@@ -181,6 +181,7 @@ pub(crate) fn cancel_blocking(
     process_id: i32,
     secret_key: i32,
     timeout: Duration,
+    tls: Option<&TlsCancel>,
 ) -> Result<(), Error> {
     let mut request = BytesMut::with_capacity(16);
     frontend::cancel_request(process_id, secret_key, &mut request);
@@ -203,6 +204,27 @@ pub(crate) fn cancel_blocking(
             let mut s = std::net::TcpStream::connect_timeout(addr, timeout).map_err(failed)?;
             s.set_read_timeout(Some(timeout)).map_err(failed)?;
             s.set_write_timeout(Some(timeout)).map_err(failed)?;
+            #[cfg(feature = "tls")]
+            if let Some(tls) = tls {
+                // As the session itself: SSLRequest, S, handshake, then the request inside.
+                let mut ssl = BytesMut::with_capacity(8);
+                frontend::ssl_request(&mut ssl);
+                s.write_all(&ssl).map_err(failed)?;
+                let mut answer = [0u8; 1];
+                s.read_exact(&mut answer).map_err(failed)?;
+                if answer[0] == b'S' {
+                    let conn = rustls::ClientConnection::new(tls.config.clone(), tls.name.clone())
+                        .map_err(|e| Error::connection(format!("could not start TLS: {e}")))?;
+                    let mut stream = rustls::StreamOwned::new(conn, s);
+                    return match exchange(&mut stream) {
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(()),
+                        r => r.map_err(failed),
+                    };
+                }
+                // N: the server takes the request in plain text on the same socket.
+            }
+            #[cfg(not(feature = "tls"))]
+            let _ = tls;
             exchange(&mut s).map_err(failed)
         }
         Peer::Unix(path) => {
@@ -212,6 +234,54 @@ pub(crate) fn cancel_blocking(
             exchange(&mut s).map_err(failed)
         }
     }
+}
+
+/// The TLS session a cancel request needs: the connection's own configuration and name.
+#[derive(Clone)]
+pub(crate) struct TlsCancel {
+    #[cfg(feature = "tls")]
+    pub(crate) config: std::sync::Arc<rustls::ClientConfig>,
+    #[cfg(feature = "tls")]
+    pub(crate) name: rustls::pki_types::ServerName<'static>,
+}
+
+thread_local! {
+    /// Cancels running on helper threads, by number: their futures are not Send.
+    static OVER_TLS: RefCell<std::collections::HashMap<u64, Future<Result<(), Error>>>> =
+        RefCell::new(std::collections::HashMap::new());
+}
+
+/// A cancel over TLS for a loop: sent from a helper thread with blocking sockets (bounded by
+/// `timeout`), its answer delivered to the loop through the loop's cross-thread handle.
+pub(crate) fn cancel_over_tls(
+    ioloop: &IoLoop,
+    peer: &Peer,
+    process_id: i32,
+    secret_key: i32,
+    timeout: Duration,
+    tls: TlsCancel,
+) -> Future<Result<(), Error>> {
+    let fut = Future::with_loop(ioloop);
+    let id = crate::session::next_id();
+    OVER_TLS.with(|m| m.borrow_mut().insert(id, fut.clone()));
+    let handle = ioloop.handle();
+    let peer = peer.clone();
+    let spawned = std::thread::Builder::new()
+        .name("momoko-cancel".into())
+        .spawn(move || {
+            let r = cancel_blocking(&peer, process_id, secret_key, timeout, Some(&tls));
+            handle.add_callback(move || {
+                let f = OVER_TLS.with(|m| m.borrow_mut().remove(&id));
+                if let Some(f) = f {
+                    let _ = f.set_result(r);
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        OVER_TLS.with(|m| m.borrow_mut().remove(&id));
+        let _ = fut.set_result(Err(Error::io("could not start the cancel request", e)));
+    }
+    fut
 }
 
 trait ReadWrite: Read + Write {}

@@ -493,23 +493,26 @@ impl Connection {
             // Whatever is queued must reach the server before the cancel does.
             s.flush();
             let key = s.backend_key();
-            s.peer().cloned().zip(key).map(|t| (t, s.head_sequence()))
+            s.peer()
+                .cloned()
+                .zip(key)
+                .map(|t| (t, s.head_sequence(), s.cancel_tls()))
         });
         match target {
-            Some(((peer, (pid, secret)), head)) => {
+            Some(((peer, (pid, secret)), head, tls)) => {
                 let timeout = self
                     .core
                     .with(|s| s.options().connect_timeout)
                     .unwrap_or(Duration::from_secs(10));
                 let lp = &self.core.driver.ioloop;
-                let fut = crate::cancel::cancel(lp, &peer, pid, secret, timeout);
+                let fut = send_cancel(lp, &peer, (pid, secret), timeout, tls.clone());
                 if let Some(head) = head {
                     // A backend still reading its next command ignores a cancel, and the
                     // query may reach it just after our request did: while that same
                     // request is still running, ask again a few times.
                     let weak = Rc::downgrade(&self.core);
                     let retry = move |_: &Future<Result<(), Error>>| {
-                        cancel_again(weak, peer, (pid, secret), head, timeout, 20);
+                        cancel_again(weak, peer, (pid, secret), head, timeout, tls, 20);
                     };
                     fut.add_done_callback(retry);
                 }
@@ -645,13 +648,29 @@ fn handle(core: &Rc<Core<LoopDriver>>) -> Connection {
     }
 }
 
+/// A CancelRequest, over TLS when the connection is TLS (as libpq's PQcancelCreate).
+fn send_cancel(
+    lp: &IoLoop,
+    peer: &crate::session::transport::Peer,
+    key: (i32, i32),
+    timeout: Duration,
+    tls: Option<crate::cancel::TlsCancel>,
+) -> Future<Result<(), Error>> {
+    match tls {
+        Some(tls) => crate::cancel::cancel_over_tls(lp, peer, key.0, key.1, timeout, tls),
+        None => crate::cancel::cancel(lp, peer, key.0, key.1, timeout),
+    }
+}
+
 /// Sends the cancel again after a short wait if request `head` is still the one running.
+#[allow(clippy::too_many_arguments)]
 fn cancel_again(
     weak: Weak<Core<LoopDriver>>,
     peer: crate::session::transport::Peer,
     key: (i32, i32),
     head: u64,
     timeout: Duration,
+    tls: Option<crate::cancel::TlsCancel>,
     tries: u32,
 ) {
     let Some(core) = weak.upgrade() else { return };
@@ -665,9 +684,9 @@ fn cancel_again(
         if core.with(|s| s.head_sequence()) != Some(head) {
             return;
         }
-        let f = crate::cancel::cancel(&lp, &peer, key.0, key.1, timeout);
+        let f = send_cancel(&lp, &peer, key, timeout, tls.clone());
         f.add_done_callback(move |_| {
-            cancel_again(weak, peer, key, head, timeout, tries - 1);
+            cancel_again(weak, peer, key, head, timeout, tls, tries - 1);
         });
     });
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mio::{Interest, Registry, Token};
 
+use crate::cancel::TlsCancel;
 use crate::error::Error;
 use crate::params::Params;
 use crate::proto::CopySource;
@@ -79,7 +80,7 @@ struct CancelTask {
     answer: mpsc::Receiver<Result<(), Error>>,
     done: Done<()>,
     /// Asked again while this request is still the one running (see `Connection::cancel`).
-    again: Option<(Peer, (i32, i32), u64, u32)>,
+    again: Option<(Peer, (i32, i32), u64, u32, Option<TlsCancel>)>,
 }
 
 impl Drive for MioDriver {
@@ -296,10 +297,11 @@ impl MioConnection {
         };
         let n = finished.len();
         for (task, r) in finished {
-            if let Some((peer, key, head, tries)) = task.again {
+            if let Some((peer, key, head, tries, tls)) = task.again {
                 let still = self.core.with(|s| s.head_sequence()) == Some(head);
                 if still && tries > 0 {
-                    self.spawn_cancel(peer, key, Some((head, tries - 1)), Box::new(|_| {}), true);
+                    let again = Some((head, tries - 1));
+                    self.spawn_cancel(peer, key, again, tls, Box::new(|_| {}), true);
                 }
             }
             (task.done)(r);
@@ -312,6 +314,7 @@ impl MioConnection {
         peer: Peer,
         key: (i32, i32),
         head: Option<(u64, u32)>,
+        tls: Option<TlsCancel>,
         done: Done<()>,
         wait_first: bool,
     ) {
@@ -321,19 +324,21 @@ impl MioConnection {
             .unwrap_or(Duration::from_secs(10));
         let (tx, rx) = mpsc::channel();
         let p = peer.clone();
+        let t = tls.clone();
         let spawned = std::thread::Builder::new()
             .name("momoko-cancel".into())
             .spawn(move || {
                 if wait_first {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                let _ = tx.send(crate::cancel::cancel_blocking(&p, key.0, key.1, timeout));
+                let r = crate::cancel::cancel_blocking(&p, key.0, key.1, timeout, t.as_ref());
+                let _ = tx.send(r);
             });
         match spawned {
             Ok(_) => self.core.driver.cancels.borrow_mut().push(CancelTask {
                 answer: rx,
                 done,
-                again: head.map(|(h, tries)| (peer, key, h, tries)),
+                again: head.map(|(h, tries)| (peer, key, h, tries, tls)),
             }),
             Err(e) => done(Err(Error::io("could not start the cancel request", e))),
         }
@@ -452,11 +457,15 @@ impl MioConnection {
         let target = self.core.with_mut(|s| {
             s.flush();
             let key = s.backend_key();
-            s.peer().cloned().zip(key).map(|t| (t, s.head_sequence()))
+            s.peer()
+                .cloned()
+                .zip(key)
+                .map(|t| (t, s.head_sequence(), s.cancel_tls()))
         });
         match target {
-            Some(((peer, key), head)) => {
-                self.spawn_cancel(peer, key, head.map(|h| (h, 20)), Box::new(callback), false)
+            Some(((peer, key), head, tls)) => {
+                let again = head.map(|h| (h, 20));
+                self.spawn_cancel(peer, key, again, tls, Box::new(callback), false)
             }
             None => {
                 let e = Error::connection("the connection is not established: nothing to cancel");

@@ -387,7 +387,6 @@ fn a_server_that_answers_s_and_closes_fails_without_hanging() {
 #[test]
 fn tls_keywords_are_checked_as_libpq_checks_them() {
     for (dsn, says) in [
-        ("sslmode=require sslnegotiation=direct", "not supported yet"),
         ("sslmode=prefer sslnegotiation=direct", "weak sslmode"),
         (
             "ssl_min_protocol_version=TLSv1.3 ssl_max_protocol_version=TLSv1.2",
@@ -469,5 +468,22 @@ fn channel_binding_required_logs_in_with_scram_plus_and_is_refused_without_it() 
             .await
             .unwrap_err();
         assert!(e.to_string().contains("without channel binding"), "{e}");
+    });
+}
+
+#[test]
+fn direct_tls_against_a_server_without_it_fails_clearly_and_at_once() {
+    if tls().is_none() {
+        return;
+    }
+    run(async move {
+        // PostgreSQL 15 takes the ClientHello for a startup packet and refuses it.
+        let started = Instant::now();
+        let e = connect(&dsn_with("sslnegotiation=direct connect_timeout=5"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+        assert!(e.to_string().contains("TLS"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(4));
     });
 }

@@ -209,21 +209,17 @@ impl TlsSettings {
                 }
             };
         }
-        if self.negotiation == SslNegotiation::Direct {
-            if !matches!(
+        if self.negotiation == SslNegotiation::Direct
+            && !matches!(
                 mode,
                 SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
-            ) {
-                return Err(Error::usage(format!(
-                    "weak sslmode \"{}\" may not be used with sslnegotiation=direct \
-                     (use \"require\", \"verify-ca\", or \"verify-full\")",
-                    mode.as_str()
-                )));
-            }
-            return Err(Error::usage(
-                "connection option sslnegotiation=\"direct\" is not supported yet: \
-                 only sslnegotiation=postgres, the default, is accepted",
-            ));
+            )
+        {
+            return Err(Error::usage(format!(
+                "weak sslmode \"{}\" may not be used with sslnegotiation=direct \
+                 (use \"require\", \"verify-ca\", or \"verify-full\")",
+                mode.as_str()
+            )));
         }
         Ok(mode)
     }

@@ -242,6 +242,9 @@ pub(crate) struct Session {
     /// How the current attempt uses TLS.
     #[cfg(feature = "tls")]
     plan: Option<tls::Plan>,
+    /// What a cancel request over this connection's TLS needs.
+    #[cfg(feature = "tls")]
+    tls_cancel: Option<crate::cancel::TlsCancel>,
     /// The target being tried, and whether this is sslmode=allow's second (TLS) try of it.
     target: Option<(Target, bool)>,
     socket_generation: u64,
@@ -303,6 +306,8 @@ impl Session {
             tls: None,
             #[cfg(feature = "tls")]
             plan: None,
+            #[cfg(feature = "tls")]
+            tls_cancel: None,
             target: None,
             socket_generation: 0,
             proto: None,
@@ -457,6 +462,15 @@ impl Session {
         None
     }
 
+    /// What a cancel request needs to go over TLS, when this connection is TLS.
+    pub(crate) fn cancel_tls(&self) -> Option<crate::cancel::TlsCancel> {
+        #[cfg(feature = "tls")]
+        if self.ssl_in_use() {
+            return self.tls_cancel.clone();
+        }
+        None
+    }
+
     /// Whether the current attempt starts with an SSLRequest.
     fn wants_tls(&self) -> bool {
         #[cfg(feature = "tls")]
@@ -464,6 +478,40 @@ impl Session {
             return true;
         }
         false
+    }
+
+    /// Whether the current attempt starts TLS at once (sslnegotiation=direct).
+    fn wants_direct_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if matches!(self.plan, Some(tls::Plan::Tls { direct: true, .. })) {
+            return true;
+        }
+        false
+    }
+
+    /// Starts the TLS handshake of this attempt's plan.
+    #[cfg(feature = "tls")]
+    fn start_tls(&mut self) -> Result<(), Error> {
+        let Some(tls::Plan::Tls {
+            config, name, mode, ..
+        }) = self.plan.take()
+        else {
+            return Err(Error::connection("no TLS plan for this attempt"));
+        };
+        let conn = rustls::ClientConnection::new(config.clone(), name.clone())
+            .map_err(|e| Error::connection(format!("could not start TLS: {e}")))?;
+        self.tls = Some(Box::new(conn));
+        self.tls_cancel = Some(crate::cancel::TlsCancel { config, name });
+        log::debug!("TLS handshake (sslmode {})", mode.as_str());
+        self.phase = Phase::TlsHandshake;
+        Ok(())
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn start_tls(&mut self) -> Result<(), Error> {
+        Err(Error::connection(
+            "TLS support is not compiled in (feature \"tls\")",
+        ))
     }
 
     /// Writes the SSLRequest: eight bytes on a fresh socket, which one write takes whole.
@@ -525,6 +573,18 @@ impl Session {
                 Err(e) => return Err(Error::io("the TLS handshake failed", e)),
             }
         }
+        // Direct TLS is PostgreSQL's only if the server chose its ALPN protocol: anything
+        // else may be another service on the port.
+        let direct = self
+            .config
+            .as_ref()
+            .is_some_and(|c| c.get_tls().negotiation() == crate::conninfo::SslNegotiation::Direct);
+        if direct && tls.alpn_protocol() != Some(tls::ALPN) {
+            return Err(Error::connection(
+                "direct TLS: the server did not select the ALPN protocol \"postgresql\" \
+                 (sslnegotiation=direct needs PostgreSQL 17 or later)",
+            ));
+        }
         // SCRAM-SHA-256-PLUS binds the login to this server certificate.
         let cert = tls
             .peer_certificates()
@@ -574,15 +634,7 @@ impl Session {
                 "the server closed the connection during the SSL negotiation",
             ));
         }
-        let Some(tls::Plan::Tls {
-            config,
-            name,
-            fallback,
-            mode,
-        }) = self.plan.take()
-        else {
-            return Err(Error::connection("no TLS plan for this attempt"));
-        };
+        let fallback = matches!(self.plan, Some(tls::Plan::Tls { fallback: true, .. }));
         match answer[0] {
             b'S' => {
                 // CVE-2021-23222: nothing may follow the S before our ClientHello; bytes
@@ -603,14 +655,11 @@ impl Session {
                     }
                     Err(e) => return Err(Error::io("the SSL negotiation failed", e)),
                 }
-                let conn = rustls::ClientConnection::new(config, name)
-                    .map_err(|e| Error::connection(format!("could not start TLS: {e}")))?;
-                self.tls = Some(Box::new(conn));
-                log::debug!("TLS handshake (sslmode {})", mode.as_str());
-                self.phase = Phase::TlsHandshake;
+                self.start_tls()?;
                 Ok(Some(()))
             }
             b'N' if fallback => {
+                self.plan = None;
                 self.start_protocol();
                 Ok(Some(()))
             }
@@ -727,6 +776,7 @@ impl Session {
         {
             self.tls = None;
             self.plan = None;
+            self.tls_cancel = None;
         }
         self.drop_proto();
         self.socket_generation += 1;
@@ -971,6 +1021,10 @@ impl Session {
                 Ok(true) => {
                     if !self.wants_tls() {
                         self.start_protocol();
+                    } else if self.wants_direct_tls() {
+                        if let Err(e) = self.start_tls() {
+                            return self.attempt_failed(e, now);
+                        }
                     } else if let Err(e) = self.send_ssl_request() {
                         return self.attempt_failed(e, now);
                     } else {

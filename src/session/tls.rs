@@ -31,8 +31,13 @@ pub(crate) enum Plan {
         name: ServerName<'static>,
         fallback: bool,
         mode: SslMode,
+        /// sslnegotiation=direct: the handshake at once, no SSLRequest, ALPN `postgresql`.
+        direct: bool,
     },
 }
+
+/// The ALPN protocol of direct TLS (PostgreSQL 17).
+pub(crate) const ALPN: &[u8] = b"postgresql";
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -126,6 +131,10 @@ pub(crate) fn plan(config: &Config, host: &str, second_try: bool) -> Result<Plan
     // SNI for host names only, never for address literals (rustls never sends one for an
     // IP address either).
     client.enable_sni = tls.sni();
+    let direct = tls.negotiation() == crate::conninfo::SslNegotiation::Direct;
+    if direct {
+        client.alpn_protocols = vec![ALPN.to_vec()];
+    }
     let name = ServerName::try_from(host.to_owned())
         .or_else(|_| ServerName::try_from("localhost".to_owned()))
         .map_err(|e| tls_error("invalid host name for TLS", e))?;
@@ -134,6 +143,7 @@ pub(crate) fn plan(config: &Config, host: &str, second_try: bool) -> Result<Plan
         name,
         fallback,
         mode: effective,
+        direct,
     })
 }
 
