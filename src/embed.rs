@@ -75,12 +75,15 @@ pub(crate) struct MioDriver {
     register_error: RefCell<Option<io::Error>>,
 }
 
+/// Where, with which key, for which request, how many more times and over what to ask again.
+type CancelAgain = (Peer, (i32, i32), u64, u32, Option<TlsCancel>);
+
 /// A CancelRequest under way on a helper thread.
 struct CancelTask {
     answer: mpsc::Receiver<Result<(), Error>>,
     done: Done<()>,
     /// Asked again while this request is still the one running (see `Connection::cancel`).
-    again: Option<(Peer, (i32, i32), u64, u32, Option<TlsCancel>)>,
+    again: Option<CancelAgain>,
 }
 
 impl Drive for MioDriver {
