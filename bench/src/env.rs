@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Where the server is and how big the work is; shared by every contender.
 #[derive(Debug, Clone)]
@@ -16,6 +17,41 @@ pub struct Env {
     pub dbname: String,
     pub pgbench: Option<PathBuf>,
     pub sizes: Sizes,
+    /// The TLS side of the run, from `MOMOKO_TEST_DSN_TLS`; None skips the TLS workloads.
+    pub tls_dsn: Option<TlsDsn>,
+    /// Set in the [`Env::over_tls`] copy only: `dsn` is then the TLS DSN, and tokio-postgres
+    /// connects with this instead of `NoTls`.
+    pub tls: Option<TokioTls>,
+}
+
+/// `MOMOKO_TEST_DSN_TLS` in the two forms the clients take.
+#[derive(Debug, Clone)]
+pub struct TlsDsn {
+    /// As momoko-testpg gives it: `sslmode=verify-full sslrootcert=CA`, for momoko.
+    pub momoko: String,
+    /// For tokio-postgres, which knows neither verify-full nor sslrootcert: the same DSN
+    /// with `sslmode=require`; the verification is its rustls configuration's.
+    pub tokio: String,
+    /// The CA file (`sslrootcert`).
+    pub root_cert: PathBuf,
+}
+
+/// tokio-postgres's TLS: one rustls configuration (0.23, the ring provider, the CA of
+/// `sslrootcert`, the certificate and host name checked: verify-full) shared by every
+/// connection of the process, as an application would hold it.
+#[derive(Clone)]
+pub struct TokioTls {
+    pub dsn: String,
+    /// Holds the configuration in an `Arc`: cloning it per connection shares it.
+    pub make: tokio_postgres_rustls::MakeRustlsConnect,
+}
+
+impl std::fmt::Debug for TokioTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokioTls")
+            .field("dsn", &self.dsn)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How much work one run of each workload does.
@@ -103,8 +139,80 @@ impl Env {
             pgbench: find_pgbench(),
             sizes,
             dsn: plain(dsn),
+            tls_dsn: match std::env::var("MOMOKO_TEST_DSN_TLS") {
+                Ok(d) => Some(TlsDsn::parse(&d)?),
+                Err(_) => None,
+            },
+            tls: None,
         })
     }
+
+    /// This environment with `dsn` the TLS DSN and tokio-postgres's rustls configuration
+    /// built; None without `MOMOKO_TEST_DSN_TLS`.
+    pub fn over_tls(&self) -> Result<Option<Env>, String> {
+        let Some(t) = &self.tls_dsn else {
+            return Ok(None);
+        };
+        Ok(Some(Env {
+            dsn: t.momoko.clone(),
+            tls: Some(TokioTls {
+                dsn: t.tokio.clone(),
+                make: tokio_postgres_rustls::MakeRustlsConnect::new(rustls_config(&t.root_cert)?),
+            }),
+            ..self.clone()
+        }))
+    }
+}
+
+impl TlsDsn {
+    fn parse(dsn: &str) -> Result<TlsDsn, String> {
+        let kv = parse_kv(dsn);
+        if kv.get("sslmode").map(String::as_str) != Some("verify-full") {
+            return Err(format!(
+                "MOMOKO_TEST_DSN_TLS must say sslmode=verify-full (both clients then verify \
+                 alike): {dsn}"
+            ));
+        }
+        let root_cert = kv
+            .get("sslrootcert")
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("MOMOKO_TEST_DSN_TLS has no sslrootcert: {dsn}"))?;
+        let tokio = dsn
+            .split_whitespace()
+            .filter(|p| !p.starts_with("sslmode=") && !p.starts_with("sslrootcert="))
+            .chain(["sslmode=require"])
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(TlsDsn {
+            momoko: dsn.to_owned(),
+            tokio,
+            root_cert,
+        })
+    }
+}
+
+/// What momoko builds for `sslmode=verify-full sslrootcert=CA` (src/session/tls.rs): the ring
+/// provider, TLS 1.2 and 1.3, rustls's WebPKI verifier (chain and host name) over the CA.
+fn rustls_config(ca: &std::path::Path) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |e: &dyn std::fmt::Display| format!("sslrootcert {}: {e}", ca.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| bad(&e))?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .map_err(|e| bad(&e))?
+        .with_webpki_verifier(verifier)
+        .with_no_client_auth())
 }
 
 /// `key=value key=value` DSN pairs (no quoting: momoko-testpg's DSNs have none).

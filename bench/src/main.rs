@@ -9,7 +9,8 @@
 //!     [--only W1,W2b,mem] [--contender momoko] [--out BENCHMARKS.md] [--svg docs/bench.svg]
 //! ```
 //!
-//! It needs `MOMOKO_TEST_DSN` (trust login); `_MD5` and `_SCRAM` add W6's other logins.
+//! It needs `MOMOKO_TEST_DSN` (trust login); `_MD5` and `_SCRAM` add W6's other logins,
+//! `_TLS` (verify-full, `sslrootcert`) the TLS workloads and the TLS memory figure.
 //! This crate's dependencies (tokio, tokio-postgres…) never reach momoko's: momoko does not
 //! depend on it.
 
@@ -102,12 +103,22 @@ fn main() -> ExitCode {
     };
     if let Some(who) = &args.probe {
         // A child run for the memory figure: a fresh heap, so that nothing freed by
-        // earlier workloads is reused and hides the growth.
-        let r = match who.as_str() {
+        // earlier workloads is reused and hides the growth. `-tls`: over TLS.
+        let (name, tls) = match who.strip_suffix("-tls") {
+            Some(n) => (n, true),
+            None => (who.as_str(), false),
+        };
+        let r = if tls {
+            env.over_tls()
+                .and_then(|t| t.ok_or_else(|| "MOMOKO_TEST_DSN_TLS is not set".to_owned()))
+        } else {
+            Ok(env.clone())
+        }
+        .and_then(|env| match name {
             "momoko" => momoko_side::idle_pool(&env),
             "tokio-postgres" => tokio_side::idle_clients(&env),
             _ => Err(format!("unknown probe {who}")),
-        };
+        });
         return match r {
             Ok(bytes) => {
                 println!("{bytes}");
@@ -143,8 +154,17 @@ fn run(args: &Args, env: &Env) -> Result<(), String> {
         if args.quick { " (quick)" } else { "" }
     );
     let started = std::time::Instant::now();
+    let tls = if workloads::TLS_IDS.iter().any(|id| selected(&args.only, id)) {
+        tls_setup(env)?
+    } else {
+        None
+    };
+    let mut all = workloads::all(env);
+    if let Some((tls_env, _)) = &tls {
+        all.extend(workloads::over_tls(tls_env));
+    }
     let mut outcomes = Vec::new();
-    for mut w in workloads::all(env) {
+    for mut w in all {
         if !selected(&args.only, w.id) {
             continue;
         }
@@ -154,11 +174,13 @@ fn run(args: &Args, env: &Env) -> Result<(), String> {
         }
         outcomes.push(run_workload(w, args.rounds));
     }
-    let memory = if selected(&args.only, "mem") {
-        Some(run_memory(env, args.rounds.min(3)))
-    } else {
-        None
-    };
+    let mut memory = Vec::new();
+    if selected(&args.only, "mem") {
+        memory.push(run_memory(env, args.rounds.min(3), false));
+    }
+    if tls.is_some() && selected(&args.only, "TLS-mem") {
+        memory.push(run_memory(env, args.rounds.min(3), true));
+    }
     let _ = momoko_side_sql(env, workloads::DROP_TABLE);
     pgbench::cleanup();
     let meta = report::Meta {
@@ -169,19 +191,13 @@ fn run(args: &Args, env: &Env) -> Result<(), String> {
         load_after: report::loadavg(),
         duration: started.elapsed(),
         sizes: env.sizes,
+        tls: tls.map(|(_, what)| what),
     };
     let targets = workloads::targets();
-    report::print_summary(&outcomes, &targets, memory.as_ref());
+    report::print_summary(&outcomes, &targets, &memory);
     if args.only.is_empty() || args.out != Path::new("BENCHMARKS.md") {
-        report::write_markdown(
-            &args.out,
-            &args.svg,
-            &meta,
-            &outcomes,
-            &targets,
-            memory.as_ref(),
-        )
-        .map_err(|e| format!("writing {}: {e}", args.out.display()))?;
+        report::write_markdown(&args.out, &args.svg, &meta, &outcomes, &targets, &memory)
+            .map_err(|e| format!("writing {}: {e}", args.out.display()))?;
         report::write_svg(&args.svg, &outcomes)
             .map_err(|e| format!("writing {}: {e}", args.svg.display()))?;
         eprintln!(
@@ -194,6 +210,28 @@ fn run(args: &Args, env: &Env) -> Result<(), String> {
         eprintln!("momoko-bench: --only without --out: BENCHMARKS.md left alone");
     }
     Ok(())
+}
+
+/// The TLS environment, and the protocol and cipher both clients negotiated (checked once,
+/// before any TLS workload); None, with a note, without `MOMOKO_TEST_DSN_TLS`.
+fn tls_setup(env: &Env) -> Result<Option<(Env, String)>, String> {
+    let Some(tls) = env.over_tls()? else {
+        eprintln!(
+            "momoko-bench: note: MOMOKO_TEST_DSN_TLS is not set: the TLS workloads ({}) \
+             are skipped",
+            workloads::TLS_IDS.join(", ")
+        );
+        return Ok(None);
+    };
+    let m = momoko_side::tls_check(&tls).map_err(|e| format!("TLS, momoko: {e}"))?;
+    let t = tokio_side::tls_check(&tls).map_err(|e| format!("TLS, tokio-postgres: {e}"))?;
+    let what = if m == t {
+        m
+    } else {
+        format!("momoko {m}, tokio-postgres {t}")
+    };
+    eprintln!("momoko-bench: TLS: {what}");
+    Ok(Some((tls, what)))
 }
 
 /// Creates W5's table and returns the server's version.
@@ -276,15 +314,22 @@ fn run_workload(w: workloads::Workload, rounds: usize) -> Outcome {
     }
 }
 
-/// The memory figure, each contender in its own child process, alternating.
-fn run_memory(env: &Env, rounds: usize) -> MemoryResult {
-    eprintln!("== memory ({} idle connections)", env.sizes.idle);
+/// The memory figure, each contender in its own child process, alternating; `tls`: over
+/// TLS.
+fn run_memory(env: &Env, rounds: usize, tls: bool) -> MemoryResult {
+    let over = if tls { ", over TLS" } else { "" };
+    eprintln!("== memory ({} idle connections{over})", env.sizes.idle);
     let names = ["momoko", "tokio-postgres"];
     let mut per_conn: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut errors: Vec<Option<String>> = vec![None; names.len()];
     for r in 0..rounds {
         for (i, name) in names.iter().enumerate() {
-            match probe(name) {
+            let probe_name = if tls {
+                format!("{name}-tls")
+            } else {
+                (*name).to_owned()
+            };
+            match probe(&probe_name) {
                 Ok(b) => {
                     eprintln!(
                         "   round {} {name:<22} {:>8.1} KiB/connection",
@@ -299,6 +344,7 @@ fn run_memory(env: &Env, rounds: usize) -> MemoryResult {
     }
     MemoryResult {
         idle: env.sizes.idle,
+        tls,
         names: names.to_vec(),
         per_conn,
         errors,

@@ -278,3 +278,29 @@ pub fn idle_pool(env: &Env) -> Result<u64, String> {
         })
         .map_err(|e: Error| e.to_string())
 }
+
+/// Over TLS: that the connection really is on TLS (`ssl_in_use`), and the protocol version
+/// and cipher the server reports for it (`pg_stat_ssl`).
+pub fn tls_check(env: &Env) -> Result<String, String> {
+    let dsn = env.dsn.clone();
+    IoLoop::new()
+        .run_sync(async move {
+            let conn = momoko::connect(&dsn).await?;
+            let in_use = conn.ssl_in_use();
+            let mut c = conn.execute(crate::workloads::TLS_STAT_SQL, ()).await?;
+            let what = c
+                .fetchone()
+                .map(|r| r.get::<_, String>(0usize))
+                .unwrap_or_default();
+            conn.close();
+            Ok((in_use, what))
+        })
+        .map_err(|e: Error| e.to_string())
+        .and_then(|(in_use, what)| {
+            if in_use {
+                Ok(what)
+            } else {
+                Err(format!("momoko is not on TLS ({what})"))
+            }
+        })
+}

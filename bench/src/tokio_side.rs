@@ -1,6 +1,8 @@
 //! tokio-postgres's side: a fresh current-thread runtime per run (the single-threaded
 //! shape momoko has), its connection task spawned on it, and the idiomatic calls:
-//! `simple_query` for the simple protocol, `prepare` once then `query` for prepared.
+//! `simple_query` for the simple protocol, `prepare` once then `query` for prepared. Over
+//! TLS ([`Env::over_tls`]) it connects through tokio-postgres-rustls on the same rustls and
+//! provider as momoko.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,20 +25,32 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a current-thread tokio runtime")
 }
 
-async fn connect(dsn: &str) -> Res<Client> {
-    let (client, connection) = tokio_postgres::connect(dsn, NoTls).await?;
-    tokio::spawn(connection);
+/// A client of `env`'s server, its connection task spawned: plain text, or TLS when `env`
+/// is the [`Env::over_tls`] one.
+async fn connect(env: &Env) -> Res<Client> {
+    let client = match &env.tls {
+        None => {
+            let (client, connection) = tokio_postgres::connect(&env.dsn, NoTls).await?;
+            tokio::spawn(connection);
+            client
+        }
+        Some(tls) => {
+            let (client, connection) = tokio_postgres::connect(&tls.dsn, tls.make.clone()).await?;
+            tokio::spawn(connection);
+            client
+        }
+    };
     Ok(client)
 }
 
-fn with_client<F, Fut>(dsn: &str, body: F) -> Result<Sample, String>
+fn with_client<F, Fut>(env: &Env, body: F) -> Result<Sample, String>
 where
     F: FnOnce(Client) -> Fut,
     Fut: Future<Output = Res<Sample>>,
 {
     runtime()
         .block_on(async {
-            let client = connect(dsn).await?;
+            let client = connect(env).await?;
             body(client).await
         })
         .map_err(|e| e.to_string())
@@ -68,7 +82,7 @@ async fn prepared_if(client: &Client, proto: Proto, sql: &str) -> Res<Option<Sta
 
 pub fn w1(env: &Env, proto: Proto) -> Result<Sample, String> {
     let n = env.sizes.w1;
-    with_client(&env.dsn, |client| async move {
+    with_client(env, |client| async move {
         let st = prepared_if(&client, proto, "SELECT 1").await?;
         let m = Meter::start();
         for _ in 0..n {
@@ -80,7 +94,7 @@ pub fn w1(env: &Env, proto: Proto) -> Result<Sample, String> {
 
 pub fn w2(env: &Env, proto: Proto) -> Result<Sample, String> {
     let n = env.sizes.w2;
-    with_client(&env.dsn, |client| async move {
+    with_client(env, |client| async move {
         let st = prepared_if(&client, proto, "SELECT 1").await?;
         let per = n / IN_FLIGHT;
         let m = Meter::start();
@@ -99,7 +113,7 @@ pub fn w2(env: &Env, proto: Proto) -> Result<Sample, String> {
 /// is one simple Query holding all of them (one implicit transaction, as a batch).
 pub fn w2b(env: &Env, reps: u64) -> Result<Sample, String> {
     let sql = vec!["SELECT 1"; 100].join("; ");
-    with_client(&env.dsn, |client| async move {
+    with_client(env, |client| async move {
         let m = Meter::start();
         for _ in 0..reps {
             let msgs = client.simple_query(&sql).await?;
@@ -115,7 +129,7 @@ pub fn w3(env: &Env, proto: Proto, per_conn: u64) -> Result<Sample, String> {
     let n = env.sizes.w3;
     runtime()
         .block_on(async {
-            let clients = try_join_all((0..POOL_SIZE).map(|_| connect(&env.dsn))).await?;
+            let clients = try_join_all((0..POOL_SIZE).map(|_| connect(env))).await?;
             let mut sts = Vec::new();
             for c in &clients {
                 sts.push(prepared_if(c, proto, "SELECT 1").await?);
@@ -144,7 +158,7 @@ pub fn w4_series(env: &Env) -> Result<Sample, String> {
         "SELECT i FROM generate_series(1, {}) AS i",
         env.sizes.w4_series
     );
-    with_client(&env.dsn, |client| async move {
+    with_client(env, |client| async move {
         let st = client.prepare(&sql).await?;
         let m = Meter::start();
         let rows = client.query(&st, &[]).await?;
@@ -159,7 +173,7 @@ pub fn w4_series(env: &Env) -> Result<Sample, String> {
 
 pub fn w4_mixed(env: &Env) -> Result<Sample, String> {
     let sql = MIXED_SQL.replace("$N", &env.sizes.w4_mixed.to_string());
-    with_client(&env.dsn, |client| async move {
+    with_client(env, |client| async move {
         let st = client.prepare(&sql).await?;
         let m = Meter::start();
         let rows = client.query(&st, &[]).await?;
@@ -183,7 +197,7 @@ pub fn w4_mixed(env: &Env) -> Result<Sample, String> {
 }
 
 pub fn w5_insert(env: &Env, stmts: Arc<Vec<String>>, rows: u64) -> Result<Sample, String> {
-    with_client(&env.dsn, |client| async move {
+    with_client(env, |client| async move {
         client.batch_execute(crate::workloads::TRUNCATE).await?;
         let m = Meter::start();
         for s in stmts.iter() {
@@ -194,7 +208,7 @@ pub fn w5_insert(env: &Env, stmts: Arc<Vec<String>>, rows: u64) -> Result<Sample
 }
 
 pub fn w5_copy(env: &Env, chunks: Arc<Vec<Bytes>>, rows: u64) -> Result<Sample, String> {
-    with_client(&env.dsn, |client| async move {
+    with_client(env, |client| async move {
         client.batch_execute(crate::workloads::TRUNCATE).await?;
         let m = Meter::start();
         let sink = client.copy_in(crate::workloads::COPY_SQL).await?;
@@ -229,14 +243,35 @@ pub fn idle_clients(env: &Env) -> Result<u64, String> {
     let n = env.sizes.idle as usize;
     runtime()
         .block_on(async {
-            let warm = connect(&env.dsn).await?;
+            let warm = connect(env).await?;
             warm.simple_query("SELECT 1").await?;
             let before = rss_bytes();
-            let clients = try_join_all((0..n).map(|_| connect(&env.dsn))).await?;
+            let clients = try_join_all((0..n).map(|_| connect(env))).await?;
             try_join_all(clients.iter().map(|c| c.simple_query("SELECT 1"))).await?;
             let after = rss_bytes();
             drop(clients);
             Ok(after.saturating_sub(before) / n as u64)
         })
         .map_err(|e: tokio_postgres::Error| e.to_string())
+}
+
+/// Over TLS: the protocol version and cipher the server reports for this client's
+/// connection (`pg_stat_ssl`), or an error when it is not on TLS.
+pub fn tls_check(env: &Env) -> Result<String, String> {
+    runtime()
+        .block_on(async {
+            let client = connect(env).await?;
+            let row = client
+                .query_one(crate::workloads::TLS_STAT_SQL, &[])
+                .await?;
+            Ok(row.get::<_, String>(0))
+        })
+        .map_err(|e: tokio_postgres::Error| e.to_string())
+        .and_then(|what| {
+            if what.starts_with("TLS") {
+                Ok(what)
+            } else {
+                Err(format!("tokio-postgres is not on TLS ({what})"))
+            }
+        })
 }

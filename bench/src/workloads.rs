@@ -34,6 +34,10 @@ pub const DROP_TABLE: &str = "DROP TABLE IF EXISTS momoko_bench_insert";
 pub const TRUNCATE: &str = "TRUNCATE momoko_bench_insert";
 pub const COPY_SQL: &str = "COPY momoko_bench_insert (id, name, score) FROM STDIN";
 
+/// The TLS protocol and cipher of the asking connection, or `plain text`.
+pub const TLS_STAT_SQL: &str = "SELECT coalesce((SELECT CASE WHEN ssl THEN version || ' ' || \
+     cipher END FROM pg_stat_ssl WHERE pid = pg_backend_pid()), 'plain text')";
+
 /// Which protocol a contender speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -421,6 +425,91 @@ pub fn all(env: &Env) -> Vec<Workload> {
         (n / 3).max(1),
         false,
     );
+    w
+}
+
+/// The prefix of the TLS workloads' ids: `TLS-` and the plain workload's id.
+pub const TLS_PREFIX: &str = "TLS-";
+
+/// Every TLS workload's id, and the TLS memory figure's.
+pub const TLS_IDS: [&str; 6] = [
+    "TLS-W1s", "TLS-W1p", "TLS-W2p", "TLS-W4a", "TLS-W4b", "TLS-mem",
+];
+
+/// Issue 13's workloads over TLS: W1 (both protocols), W2 prepared and W4 again on `tls`
+/// (the [`Env::over_tls`] environment), momoko against tokio-postgres on
+/// tokio-postgres-rustls, both on rustls 0.23 with the ring provider, verify-full.
+pub fn over_tls(tls: &Env) -> Vec<Workload> {
+    let s = tls.sizes;
+    let env = tls;
+    let same = "Over TLS (verify-full, rustls 0.23 with the ring provider on both sides: \
+                momoko's own, tokio-postgres through tokio-postgres-rustls).";
+    let mut w = Vec::new();
+    for (proto, id, title) in [
+        (
+            Proto::Simple,
+            "TLS-W1s",
+            "W1 sequential SELECT 1, simple protocol, over TLS",
+        ),
+        (
+            Proto::Prepared,
+            "TLS-W1p",
+            "W1 sequential SELECT 1, prepared, over TLS",
+        ),
+    ] {
+        w.push(Workload {
+            id,
+            title,
+            unit: "queries",
+            note: format!(
+                "{same} {} round trips one after the other on one connection.",
+                s.w1
+            ),
+            contenders: vec![
+                contender!("momoko", env, mk::w1(&env, proto)),
+                contender!("tokio-postgres", env, tp::w1(&env, proto)),
+            ],
+        });
+    }
+    w.push(Workload {
+        id: "TLS-W2p",
+        title: "W2 100 in flight on one connection, prepared, over TLS",
+        unit: "queries",
+        note: format!(
+            "{same} {} `SELECT 1`, {IN_FLIGHT} callers on one connection, each query with its \
+             own Sync.",
+            s.w2
+        ),
+        contenders: vec![
+            contender!("momoko", env, mk::w2(&env, Proto::Prepared)),
+            contender!("tokio-postgres", env, tp::w2(&env, Proto::Prepared)),
+        ],
+    });
+    w.push(Workload {
+        id: "TLS-W4a",
+        title: "W4 generate_series, one int4 column, over TLS",
+        unit: "rows",
+        note: format!(
+            "{same} `SELECT i FROM generate_series(1, {})`, as W4a.",
+            s.w4_series
+        ),
+        contenders: vec![
+            contender!("momoko prepared", env, mk::w4_series(&env, Proto::Prepared)),
+            contender!("momoko execute", env, mk::w4_series(&env, Proto::Simple)),
+            contender!("tokio-postgres", env, tp::w4_series(&env)),
+        ],
+    });
+    w.push(Workload {
+        id: "TLS-W4b",
+        title: "W4 10 mixed-type columns, over TLS",
+        unit: "rows",
+        note: format!("{same} {} rows of W4b's ten columns, as W4b.", s.w4_mixed),
+        contenders: vec![
+            contender!("momoko prepared", env, mk::w4_mixed(&env, Proto::Prepared)),
+            contender!("momoko execute", env, mk::w4_mixed(&env, Proto::Simple)),
+            contender!("tokio-postgres", env, tp::w4_mixed(&env)),
+        ],
+    });
     w
 }
 
