@@ -487,3 +487,64 @@ fn direct_tls_against_a_server_without_it_fails_clearly_and_at_once() {
         assert!(started.elapsed() < Duration::from_secs(4));
     });
 }
+
+/// Connects with `extra` appended to the TLS DSN, expecting a connection error; its text.
+async fn refused(extra: &str) -> String {
+    let started = Instant::now();
+    let e = connect(&dsn_with(extra)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connection, "{extra}: {e}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{extra}: slow");
+    e.to_string()
+}
+
+#[test]
+fn bad_client_certificates_and_root_files_fail_clearly_without_hanging() {
+    let Some(t) = tls() else { return };
+    let dir = tempdir();
+    let garbage = dir.join("garbage.crt");
+    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64 !!\n").unwrap();
+    let cases = vec![
+        (
+            "the server ended the TLS handshake: CertificateExpired",
+            format!(
+                "user={} sslcert={} sslkey={}",
+                t.cert_user,
+                q(&t.expired_client_cert),
+                q(&t.expired_client_key)
+            ),
+        ),
+        (
+            "the server ended the TLS handshake: UnknownCA",
+            format!(
+                "user={} sslcert={} sslkey={}",
+                t.cert_user,
+                q(&t.other_ca_client_cert),
+                q(&t.other_ca_client_key)
+            ),
+        ),
+        (
+            "the client certificate and key do not match",
+            format!(
+                "user={} sslcert={} sslkey={}",
+                t.cert_user,
+                q(&t.client_cert),
+                q(&t.expired_client_key)
+            ),
+        ),
+        (
+            "could not read root certificate file",
+            format!("sslrootcert={}", q(&dir)),
+        ),
+        (
+            "could not read root certificate file",
+            format!("sslrootcert={}", q(&garbage)),
+        ),
+    ];
+    run(async move {
+        for (says, extra) in cases {
+            let msg = refused(&extra).await;
+            assert!(msg.contains(says), "{extra}: {msg}");
+        }
+    });
+    std::fs::remove_dir_all(dir).unwrap();
+}
