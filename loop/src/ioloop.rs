@@ -143,12 +143,18 @@ impl Inner {
     }
 
     fn drain_remote(&self) {
-        if !self.remote.is_pending() {
-            return;
+        if self.remote.is_pending() {
+            self.drain_inbox();
         }
+        // After the inbox: a stop that raced the drain (its flag set after an earlier check,
+        // its wake-up drained here) is seen now instead of being left behind a cleared
+        // `pending`, which would leave the loop running forever.
         if self.remote.take_stop_request() {
             self.stop();
         }
+    }
+
+    fn drain_inbox(&self) {
         let mut inbox = std::mem::take(&mut *self.inbox.borrow_mut());
         self.remote.drain(&mut inbox);
         {
