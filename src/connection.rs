@@ -489,15 +489,7 @@ impl Connection {
     /// new socket). The query then fails with SQLSTATE 57014 and the connection stays
     /// usable. Resolves once the server took the request.
     pub fn cancel(&self) -> Future<Result<(), Error>> {
-        let target = self.core.with_mut(|s| {
-            // Whatever is queued must reach the server before the cancel does.
-            s.flush();
-            let key = s.backend_key();
-            s.peer()
-                .cloned()
-                .zip(key)
-                .map(|t| (t, s.head_sequence(), s.cancel_tls()))
-        });
+        let target = self.core.with_mut(|s| s.cancel_target());
         match target {
             Some(((peer, (pid, secret)), head, tls)) => {
                 let timeout = self

@@ -457,14 +457,7 @@ impl MioConnection {
     /// thread, bounded by the connect timeout or 10 s); `callback` runs from `dispatch` once
     /// the server took the request.
     pub fn cancel(&self, callback: impl FnOnce(Result<(), Error>) + 'static) {
-        let target = self.core.with_mut(|s| {
-            s.flush();
-            let key = s.backend_key();
-            s.peer()
-                .cloned()
-                .zip(key)
-                .map(|t| (t, s.head_sequence(), s.cancel_tls()))
-        });
+        let target = self.core.with_mut(|s| s.cancel_target());
         match target {
             Some(((peer, key), head, tls)) => {
                 let again = head.map(|h| (h, 20));

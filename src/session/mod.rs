@@ -462,6 +462,25 @@ impl Session {
         None
     }
 
+    /// Everything a CancelRequest needs: where, the backend's key, the request it would hit
+    /// and the TLS session to use. What is queued is written first, so that the request to
+    /// cancel reaches the server before the cancel does.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn cancel_target(
+        &mut self,
+    ) -> Option<(
+        (Peer, (i32, i32)),
+        Option<u64>,
+        Option<crate::cancel::TlsCancel>,
+    )> {
+        self.flush();
+        let key = self.backend_key();
+        self.peer()
+            .cloned()
+            .zip(key)
+            .map(|t| (t, self.head_sequence(), self.cancel_tls()))
+    }
+
     /// What a cancel request needs to go over TLS, when this connection is TLS.
     pub(crate) fn cancel_tls(&self) -> Option<crate::cancel::TlsCancel> {
         #[cfg(feature = "tls")]
