@@ -66,13 +66,25 @@ impl TlsVersion {
 /// `channel_binding`: whether SCRAM binds the authentication to the TLS channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ChannelBinding {
-    /// Never.
+    /// Never: SCRAM-SHA-256 even when the server offers SCRAM-SHA-256-PLUS.
     Disable,
     /// When the connection is TLS and the server offers SCRAM-SHA-256-PLUS. libpq's default.
     #[default]
     Prefer,
     /// Always: any other authentication fails the connect.
     Require,
+}
+
+impl ChannelBinding {
+    /// The value as libpq spells it; None if invalid.
+    pub(crate) fn parse(value: &str) -> Option<ChannelBinding> {
+        match value {
+            "disable" => Some(ChannelBinding::Disable),
+            "prefer" => Some(ChannelBinding::Prefer),
+            "require" => Some(ChannelBinding::Require),
+            _ => None,
+        }
+    }
 }
 
 /// `sslnegotiation`: how TLS starts.
@@ -187,16 +199,8 @@ impl TlsSettings {
             }
         }
         if let Some(v) = non_empty(Kw::ChannelBinding) {
-            self.channel_binding = match v.as_str() {
-                "disable" => ChannelBinding::Disable,
-                "prefer" => ChannelBinding::Prefer,
-                "require" => ChannelBinding::Require,
-                _ => {
-                    return Err(Error::usage(format!(
-                        "invalid channel_binding value: \"{v}\""
-                    )))
-                }
-            };
+            self.channel_binding = ChannelBinding::parse(&v)
+                .ok_or_else(|| Error::usage(format!("invalid channel_binding value: \"{v}\"")))?;
         }
         if let Some(v) = non_empty(Kw::Sslnegotiation) {
             self.negotiation = match v.as_str() {

@@ -19,37 +19,7 @@ use postgres_protocol::message::frontend;
 
 use crate::error::Error;
 
-/// libpq's `channel_binding` connection parameter.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum ChannelBinding {
-    /// Never bind: SCRAM-SHA-256 even when the server offers SCRAM-SHA-256-PLUS.
-    Disable,
-    /// Bind when the connection is TLS and the server offers SCRAM-SHA-256-PLUS.
-    #[default]
-    Prefer,
-    /// Log in only through a channel-bound SCRAM exchange.
-    Require,
-}
-
-impl ChannelBinding {
-    /// The value of a `channel_binding` parameter, as libpq spells it; None if invalid
-    /// (libpq says `invalid channel_binding value: "…"`).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "for the connection string, with the TLS transport"
-        )
-    )]
-    pub(crate) fn parse(value: &str) -> Option<ChannelBinding> {
-        match value {
-            "disable" => Some(ChannelBinding::Disable),
-            "prefer" => Some(ChannelBinding::Prefer),
-            "require" => Some(ChannelBinding::Require),
-            _ => None,
-        }
-    }
-}
+pub(crate) use crate::conninfo::ChannelBinding;
 
 /// Who we log in as, and how the login may be bound to the TLS channel.
 #[derive(Clone, Default)]

@@ -33,9 +33,8 @@ use crate::row::{Column, Row};
 use crate::types::TypeRegistry;
 
 pub(crate) use auth::Credentials;
-// For the TLS transport: the connection string's channel_binding, and the binding data of
-// the server's certificate (Credentials::set_server_certificate wraps the latter).
-pub(crate) use auth::ChannelBinding;
+// For the TLS transport: the binding data of the server's certificate
+// (Credentials::set_server_certificate wraps it).
 #[allow(unused_imports)] // the fuzz entry points and tests call it directly
 pub(crate) use cert_hash::tls_server_end_point;
 pub(crate) use framing::DEFAULT_MAX_MESSAGE_SIZE;

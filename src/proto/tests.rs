@@ -1,6 +1,7 @@
 //! Scripted byte exchanges with the protocol core: what a server would send, byte for byte.
 
 use super::*;
+use crate::conninfo::ChannelBinding;
 
 /// Builds backend messages the way a server writes them.
 pub(crate) struct Script(pub(crate) Vec<u8>);

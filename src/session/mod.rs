@@ -751,11 +751,7 @@ impl Session {
         self.credentials = Credentials {
             user: config.get_user().unwrap_or_default().to_owned(),
             password: None,
-            channel_binding: match config.get_tls().channel_binding() {
-                crate::conninfo::ChannelBinding::Disable => crate::proto::ChannelBinding::Disable,
-                crate::conninfo::ChannelBinding::Prefer => crate::proto::ChannelBinding::Prefer,
-                crate::conninfo::ChannelBinding::Require => crate::proto::ChannelBinding::Require,
-            },
+            channel_binding: config.get_tls().channel_binding(),
             tls_server_end_point: None,
         };
         self.connect_timeout = self
