@@ -470,15 +470,11 @@ impl MioConnection {
         }
     }
 
-    /// Delivers an immediate failure from `dispatch`, like every other callback.
+    /// Delivers an immediate failure from `dispatch`, like every other callback, in order
+    /// with them.
     fn spawn_failed(&self, done: Done<()>, e: Error) {
-        let (tx, rx) = mpsc::channel();
-        let _ = tx.send(Err(e));
-        self.core.driver.cancels.borrow_mut().push(CancelTask {
-            answer: rx,
-            done,
-            again: None,
-        });
+        self.core
+            .with_mut(|s| s.fail_later(Box::new(move |r| done(r.map(drop))), e));
     }
 
     /// `COPY … FROM STDIN` with the data given whole.

@@ -307,3 +307,31 @@ fn a_mio_copy_source_may_call_into_its_own_connection() {
     drive(&mut poll, &conn, |_| done.borrow().is_some());
     assert_eq!(*done.borrow(), Some(3));
 }
+
+#[test]
+fn cancel_and_reconnect_refused_up_front_are_answered_from_dispatch() {
+    let mut poll = Poll::new().unwrap();
+    let conn = ready_connection(&mut poll);
+    // Connected already: reconnect is refused, from dispatch, not inline.
+    let refused: Rc<RefCell<Option<momoko::Error>>> = Rc::default();
+    let r = refused.clone();
+    conn.reconnect(move |res| *r.borrow_mut() = res.err());
+    assert!(refused.borrow().is_none());
+    drive(&mut poll, &conn, |_| refused.borrow().is_some());
+    assert_eq!(refused.borrow().as_ref().unwrap().kind(), ErrorKind::Usage);
+    // Never established: nothing to cancel.
+    let dsn = format!("host=127.0.0.1 port={} user=u dbname=d", refused_port());
+    let never = MioConnection::connect(&dsn, |_| {});
+    never.register(poll.registry(), Token(3)).unwrap();
+    let answer: Rc<RefCell<Option<momoko::Error>>> = Rc::default();
+    let a = answer.clone();
+    never.cancel(move |res| *a.borrow_mut() = res.err());
+    assert!(answer.borrow().is_none());
+    drive(&mut poll, &never, |_| answer.borrow().is_some());
+    assert!(answer
+        .borrow()
+        .as_ref()
+        .unwrap()
+        .to_string()
+        .contains("nothing to cancel"));
+}

@@ -239,12 +239,9 @@ pub(crate) struct Session {
     /// The TLS session over `socket`, once the server said `S`.
     #[cfg(feature = "tls")]
     tls: Option<Box<rustls::ClientConnection>>,
-    /// How the current attempt uses TLS.
+    /// How the current attempt uses TLS (kept once TLS is up: cancel requests use it too).
     #[cfg(feature = "tls")]
     plan: Option<tls::Plan>,
-    /// What a cancel request over this connection's TLS needs.
-    #[cfg(feature = "tls")]
-    tls_cancel: Option<crate::cancel::TlsCancel>,
     /// The target being tried, and whether this is sslmode=allow's second (TLS) try of it.
     target: Option<(Target, bool)>,
     socket_generation: u64,
@@ -306,8 +303,6 @@ impl Session {
             tls: None,
             #[cfg(feature = "tls")]
             plan: None,
-            #[cfg(feature = "tls")]
-            tls_cancel: None,
             target: None,
             socket_generation: 0,
             proto: None,
@@ -484,8 +479,11 @@ impl Session {
     /// What a cancel request needs to go over TLS, when this connection is TLS.
     pub(crate) fn cancel_tls(&self) -> Option<crate::cancel::TlsCancel> {
         #[cfg(feature = "tls")]
-        if self.ssl_in_use() {
-            return self.tls_cancel.clone();
+        if let (true, Some(tls::Plan::Tls { config, name, .. })) = (self.ssl_in_use(), &self.plan) {
+            return Some(crate::cancel::TlsCancel {
+                config: config.clone(),
+                name: name.clone(),
+            });
         }
         None
     }
@@ -513,14 +511,13 @@ impl Session {
     fn start_tls(&mut self) -> Result<(), Error> {
         let Some(tls::Plan::Tls {
             config, name, mode, ..
-        }) = self.plan.take()
+        }) = &self.plan
         else {
             return Err(Error::connection("no TLS plan for this attempt"));
         };
         let conn = rustls::ClientConnection::new(config.clone(), name.clone())
             .map_err(|e| Error::connection(format!("could not start TLS: {e}")))?;
         self.tls = Some(Box::new(conn));
-        self.tls_cancel = Some(crate::cancel::TlsCancel { config, name });
         log::debug!("TLS handshake (sslmode {})", mode.as_str());
         self.phase = Phase::TlsHandshake;
         Ok(())
@@ -791,7 +788,6 @@ impl Session {
         {
             self.tls = None;
             self.plan = None;
-            self.tls_cancel = None;
         }
         self.drop_proto();
         self.socket_generation += 1;
@@ -938,6 +934,12 @@ impl Session {
             }
             Waiter::Setsession { .. } | Waiter::Discard => {}
         }
+    }
+
+    /// Answers `cb` with `e` from the driver's next delivery, in order with every other
+    /// completion: for a failure known before anything could be sent.
+    pub(crate) fn fail_later(&mut self, cb: Callback, e: Error) {
+        self.actions.push(Action::Complete(cb, Err(e)));
     }
 
     /// Queues a request with its completion callback.
@@ -1161,12 +1163,12 @@ impl Session {
         let (Some(socket), Some(proto)) = (self.socket.as_mut(), self.proto.as_mut()) else {
             return;
         };
-        #[cfg(feature = "tls")]
-        if let Some(tls) = self.tls.as_mut() {
-            return transport::read_tls(socket, tls, proto);
-        }
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
+            #[cfg(feature = "tls")]
+            if let Some(tls) = self.tls.as_mut() {
+                return transport::read_tls(socket, tls, proto, &mut scratch);
+            }
             loop {
                 match socket.read(&mut scratch) {
                     Ok(0) => {

@@ -51,18 +51,17 @@ fn tls_error(what: &str, e: impl std::fmt::Display) -> Error {
 /// tried again because the server refused the first attempt's choice: allow's TLS try after
 /// plain text was refused, prefer's plain-text try after the server refused the TLS session.
 pub(crate) fn plan(config: &Config, host: &str, second_try: bool) -> Result<Plan, Error> {
-    let mode = config.get_ssl_mode();
-    let (fallback, want) = match mode {
+    let want = config.get_ssl_mode();
+    let fallback = match want {
         SslMode::Disable => return Ok(Plan::Plain),
         SslMode::Allow if !second_try => return Ok(Plan::Plain),
-        SslMode::Allow => (false, mode),
         SslMode::Prefer if second_try => return Ok(Plan::Plain),
-        SslMode::Prefer => (true, mode),
-        m => (false, m),
+        SslMode::Prefer => true,
+        _ => false,
     };
     let tls = config.get_tls();
-    // Which certificates are trusted, and the sslmode that is really in force: require
-    // with a root certificate file present verifies as verify-ca, as libpq does.
+    // Which certificates are trusted, and the sslmode that is really in force: a root
+    // certificate file present makes the weaker modes verify as verify-ca, as libpq does.
     let roots = match tls.root_cert() {
         RootCert::System => Some(system_roots()?),
         RootCert::File { path, .. } => {
@@ -106,18 +105,18 @@ pub(crate) fn plan(config: &Config, host: &str, second_try: bool) -> Result<Plan
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| tls_error("cannot configure TLS", e))?;
-    let verifier: Arc<dyn ServerCertVerifier> = match (effective, roots) {
-        (SslMode::VerifyFull, Some(roots)) => {
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| tls_error("cannot configure certificate verification", e))?
+    let verifier: Arc<dyn ServerCertVerifier> = match roots {
+        Some(roots) => {
+            let webpki =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| tls_error("cannot configure certificate verification", e))?;
+            match effective {
+                SslMode::VerifyFull => webpki,
+                _ => Arc::new(IgnoreName(webpki)),
+            }
         }
-        (SslMode::VerifyCa, Some(roots)) => Arc::new(IgnoreName(
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| tls_error("cannot configure certificate verification", e))?,
-        )),
-        _ => Arc::new(NoVerification(provider.clone())),
+        None => Arc::new(NoVerification(provider.clone())),
     };
     let builder = builder
         .dangerous()

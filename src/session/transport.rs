@@ -169,12 +169,12 @@ pub(crate) fn read_tls(
     socket: &mut Socket,
     tls: &mut rustls::ClientConnection,
     proto: &mut crate::proto::Protocol,
+    plain: &mut [u8],
 ) {
-    let mut plain = [0u8; 16 * 1024];
     loop {
         // Plaintext first: rustls refuses more records while its plaintext buffer is full.
         loop {
-            match tls.reader().read(&mut plain) {
+            match tls.reader().read(plain) {
                 Ok(0) => {
                     // The server's close_notify.
                     proto.handle_eof(None);
