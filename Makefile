@@ -14,7 +14,7 @@ DEMO_EXAMPLES := trivial parallel server_side_cursor
 # `make fuzz`: seconds per target, and the targets (fuzz/fuzz_targets/*.rs). cargo-fuzz needs
 # nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := protocol_startup protocol_ready decode conninfo params
+FUZZ_TARGETS := protocol_startup protocol_ready decode conninfo params cert_hash ssl_negotiation
 # Where `make pg` keeps its server (git-ignored).
 PG_DIR := .pg/server
 
@@ -69,6 +69,8 @@ test: postgres
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	# The fuzz entry points are behind a feature: check them too, so they cannot rot.
 	$(CARGO) clippy -p momoko --lib --features fuzzing -- -D warnings
+	# Every committed fuzz seed through its entry point (no cargo-fuzz needed).
+	$(CARGO) test -p momoko --lib --features fuzzing fuzzing::
 	$(CARGO) build -p momoko-testpg
 	$(TESTPG) run -- $(CARGO) test --workspace
 

@@ -553,7 +553,8 @@ impl MioConnection {
     }
 
     /// libpq's `PQsslAttribute`: `"library"` (`"rustls"`), `"protocol"` (`"TLSv1.3"`),
-    /// `"cipher"` (`"TLS_AES_256_GCM_SHA384"`), `"key_bits"`, `"compression"` (`"off"`);
+    /// `"cipher"` (`"TLS_AES_256_GCM_SHA384"`), `"key_bits"`, `"compression"` (`"off"`),
+    /// `"alpn"` (`"postgresql"`, empty when none was chosen);
     /// `None` when the connection is not TLS or the name is unknown.
     pub fn ssl_attribute(&self, name: &str) -> Option<String> {
         self.core.with(|s| s.ssl_attribute(name))

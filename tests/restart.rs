@@ -125,3 +125,60 @@ fn under_load_three_restarts_leave_no_request_hanging_and_the_pool_whole() {
     eprintln!("under restarts: {ok} queries succeeded, {failed} failed clearly");
     assert!(ok > 0);
 }
+
+/// A pool of 4 over verify-full keeps verifying through a restart: every reconnect is a
+/// new TLS handshake against the same CA and host name, never a fallback to plain text.
+#[test]
+fn a_verify_full_pool_of_four_is_tls_again_after_a_restart() {
+    let server = Arc::new(TestServer::start().expect("a private server"));
+    let Some(tls) = server.info().tls.clone() else {
+        eprintln!("the private server has no certificates: skipped");
+        return;
+    };
+    assert!(tls.dsn.contains("sslmode=verify-full"), "{}", tls.dsn);
+    run_for(120, async move {
+        let pool = Pool::builder(&tls.dsn)
+            .size(4)
+            .build()
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let ssl_everywhere = |pool: &Pool| {
+            let fs: Vec<_> = (0..8)
+                .map(|_| {
+                    pool.execute(
+                        "SELECT ssl, pg_backend_pid() FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                        (),
+                    )
+                })
+                .collect();
+            async move {
+                let mut pids = Vec::new();
+                for f in fs {
+                    let row = f.await.unwrap().fetchone().unwrap();
+                    assert!(row.get::<_, bool>(0), "a backend without TLS");
+                    pids.push(row.get::<_, i32>(1));
+                }
+                pids
+            }
+        };
+        let before = ssl_everywhere(&pool).await;
+        wait_for_size(&pool, 4).await;
+        server.restart(StopMode::Fast).unwrap();
+        // The first request after the restart may meet a dead socket; the pool reconnects.
+        let _ = pool.execute("SELECT 1", ()).await;
+        wait_for_size(&pool, 4).await;
+        let after = ssl_everywhere(&pool).await;
+        assert!(
+            after.iter().all(|p| !before.contains(p)),
+            "backends survived a restart: {before:?} {after:?}"
+        );
+        let distinct: std::collections::BTreeSet<_> = after.iter().collect();
+        assert!(
+            distinct.len() > 1,
+            "all eight ran on one backend: {after:?}"
+        );
+        pool.close().unwrap();
+    });
+}

@@ -146,7 +146,11 @@ fn verify_ca_accepts_a_host_name_that_verify_full_refuses() {
         let e = connect(&dsn_with("sslmode=verify-full host=wrong.example"))
             .await
             .unwrap_err();
-        assert!(e.to_string().contains("NotValidForName"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("certificate not valid for name \"wrong.example\""),
+            "{e}"
+        );
         let conn = connect(&dsn_with("sslmode=verify-ca host=wrong.example"))
             .await
             .unwrap();
@@ -547,4 +551,136 @@ fn bad_client_certificates_and_root_files_fail_clearly_without_hanging() {
         }
     });
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A TLS end point of the tests' own in front of the suite's server (which sees plain
+/// text), presenting `cert`/`key`.
+fn tls_relay(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    negotiation: tcproxy::Negotiation,
+) -> tcproxy::TlsRelay {
+    let s = server();
+    tcproxy::TlsRelay::start(
+        "127.0.0.1:0".parse().unwrap(),
+        format!("{}:{}", s.host, s.port).parse().unwrap(),
+        &std::fs::read(cert).unwrap(),
+        &std::fs::read(key).unwrap(),
+        negotiation,
+    )
+    .unwrap()
+}
+
+/// A DSN for `relay` as `user`, with `extra` keywords.
+fn relay_dsn(relay: &tcproxy::TlsRelay, user: &str, extra: &str) -> String {
+    format!(
+        "host=localhost hostaddr=127.0.0.1 port={} dbname={} user={user} connect_timeout=5 {extra}",
+        relay.local_addr().port(),
+        server().dbname,
+    )
+}
+
+#[test]
+fn direct_tls_through_a_relay_that_requires_alpn_postgresql_connects_verified() {
+    let Some(t) = tls() else { return };
+    let relay = tls_relay(&t.server_cert, &t.server_key, tcproxy::Negotiation::Direct);
+    // The plain-only user proves the relay, not the server, ended the TLS session.
+    let dsn = relay_dsn(
+        &relay,
+        &t.plain_only_user,
+        &format!(
+            "sslmode=verify-full sslrootcert={} sslnegotiation=direct",
+            q(&t.ca_file)
+        ),
+    );
+    run(async move {
+        let conn = connect(&dsn).await.unwrap();
+        assert!(conn.ssl_in_use());
+        assert_eq!(conn.ssl_attribute("alpn").as_deref(), Some("postgresql"));
+        assert!(!server_says_ssl(&conn).await);
+        let mut c = conn
+            .execute("SELECT %s::text", ("over direct TLS",))
+            .await
+            .unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, String>(0), "over direct TLS");
+        conn.close();
+    });
+    let st = relay.stats();
+    assert_eq!((st.established, st.refused_alpn), (1, 0), "{st:?}");
+}
+
+#[test]
+fn an_expired_server_certificate_is_refused_by_verify_ca_and_verify_full() {
+    let Some(t) = tls() else { return };
+    let relay = tls_relay(
+        &t.expired_server_cert,
+        &t.expired_server_key,
+        tcproxy::Negotiation::Postgres,
+    );
+    for mode in ["verify-ca", "verify-full"] {
+        let dsn = relay_dsn(
+            &relay,
+            &t.plain_only_user,
+            &format!("sslmode={mode} sslrootcert={}", q(&t.ca_file)),
+        );
+        let e = run(async move { connect(&dsn).await.unwrap_err() });
+        assert_eq!(e.kind(), ErrorKind::Connection, "{mode}: {e}");
+        assert!(
+            e.to_string()
+                .contains("certificate expired: verification time"),
+            "{mode}: {e}"
+        );
+    }
+    // require without a root certificate checks nothing, as libpq's require does.
+    let dsn = relay_dsn(
+        &relay,
+        &t.plain_only_user,
+        "sslmode=require sslrootcert=/nonexistent/root.crt",
+    );
+    run(async move {
+        let conn = connect(&dsn).await.unwrap();
+        assert!(conn.ssl_in_use());
+        conn.close();
+    });
+}
+
+#[test]
+fn a_server_certificate_for_another_host_is_refused_by_verify_full_only() {
+    let Some(t) = tls() else { return };
+    let relay = tls_relay(
+        &t.wrong_host_cert,
+        &t.wrong_host_key,
+        tcproxy::Negotiation::Postgres,
+    );
+    let full = relay_dsn(
+        &relay,
+        &t.plain_only_user,
+        &format!("sslmode=verify-full sslrootcert={}", q(&t.ca_file)),
+    );
+    let e = run(async move { connect(&full).await.unwrap_err() });
+    assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+    assert!(
+        e.to_string()
+            .contains("certificate not valid for name \"localhost\""),
+        "{e}"
+    );
+    let ca = relay_dsn(
+        &relay,
+        &t.plain_only_user,
+        &format!("sslmode=verify-ca sslrootcert={}", q(&t.ca_file)),
+    );
+    run(async move {
+        let conn = connect(&ca).await.unwrap();
+        assert!(conn.ssl_in_use());
+        assert_eq!(
+            conn.execute("SELECT 7", ())
+                .await
+                .unwrap()
+                .fetchone()
+                .unwrap()
+                .get::<_, i32>(0),
+            7
+        );
+        conn.close();
+    });
 }

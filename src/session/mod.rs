@@ -445,7 +445,8 @@ impl Session {
         false
     }
 
-    /// libpq's `PQsslAttribute`: "library", "protocol", "cipher", "key_bits", "compression".
+    /// libpq's `PQsslAttribute`: "library", "protocol", "cipher", "key_bits", "compression",
+    /// "alpn".
     pub(crate) fn ssl_attribute(&self, name: &str) -> Option<String> {
         #[cfg(feature = "tls")]
         if let Some(t) = &self.tls {
@@ -554,63 +555,24 @@ impl Session {
     /// channel binding data taken from the server's certificate and the protocol started.
     #[cfg(feature = "tls")]
     fn drive_handshake(&mut self) -> Result<bool, Error> {
-        let (Some(socket), Some(tls)) = (self.socket.as_mut(), self.tls.as_mut()) else {
+        let (Some(socket), Some(conn)) = (self.socket.as_mut(), self.tls.as_mut()) else {
             return Err(Error::connection("no TLS session"));
         };
-        loop {
-            while tls.wants_write() {
-                match tls.write_tls(socket) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.write_blocked = true;
-                        return Ok(false);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::io("the TLS handshake failed", e)),
-                }
+        let direct = matches!(self.plan, Some(tls::Plan::Tls { direct: true, .. }));
+        match tls::drive_handshake(socket, conn, direct)? {
+            tls::Handshake::Blocked { on_write } => {
+                self.write_blocked |= on_write;
+                Ok(false)
             }
-            if !tls.is_handshaking() {
-                break;
-            }
-            match tls.read_tls(socket) {
-                Ok(0) => {
-                    return Err(Error::connection(
-                        "the server closed the connection during the TLS handshake",
-                    ))
+            tls::Handshake::Done { server_cert } => {
+                // SCRAM-SHA-256-PLUS binds the login to this server certificate.
+                if let Some(der) = server_cert {
+                    self.credentials.set_server_certificate(&der)?;
                 }
-                Ok(_) => {
-                    if let Err(e) = tls.process_new_packets() {
-                        let _ = tls.write_tls(socket);
-                        return Err(Error::connection(transport::tls_failure(&e)));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("the TLS handshake failed", e)),
+                self.start_protocol();
+                Ok(true)
             }
         }
-        // Direct TLS is PostgreSQL's only if the server chose its ALPN protocol: anything
-        // else may be another service on the port.
-        let direct = self
-            .config
-            .as_ref()
-            .is_some_and(|c| c.get_tls().negotiation() == crate::conninfo::SslNegotiation::Direct);
-        if direct && tls.alpn_protocol() != Some(tls::ALPN) {
-            return Err(Error::connection(
-                "direct TLS: the server did not select the ALPN protocol \"postgresql\" \
-                 (sslnegotiation=direct needs PostgreSQL 17 or later)",
-            ));
-        }
-        // SCRAM-SHA-256-PLUS binds the login to this server certificate.
-        let cert = tls
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.as_ref().to_vec());
-        if let Some(der) = cert {
-            self.credentials.set_server_certificate(&der)?;
-        }
-        self.start_protocol();
-        Ok(true)
     }
 
     #[cfg(not(feature = "tls"))]
@@ -636,63 +598,21 @@ impl Session {
             .socket
             .as_mut()
             .ok_or_else(|| Error::connection("no socket"))?;
-        let mut answer = [0u8; 1];
-        let n = loop {
-            match socket.read(&mut answer) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("could not receive the SSL negotiation answer", e)),
-            }
+        let (fallback, mode) = match &self.plan {
+            Some(tls::Plan::Tls { fallback, mode, .. }) => (*fallback, *mode),
+            _ => return Err(Error::connection("no TLS plan for this attempt")),
         };
-        if n == 0 {
-            return Err(Error::connection(
-                "the server closed the connection during the SSL negotiation",
-            ));
-        }
-        let fallback = matches!(self.plan, Some(tls::Plan::Tls { fallback: true, .. }));
-        match answer[0] {
-            b'S' => {
-                // CVE-2021-23222: nothing may follow the S before our ClientHello; bytes
-                // that do were put there by someone else.
-                let mut extra = [0u8; 1];
-                match socket.read(&mut extra) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Ok(0) => {
-                        return Err(Error::connection(
-                            "the server closed the connection right after accepting SSL",
-                        ))
-                    }
-                    Ok(_) => {
-                        return Err(Error::protocol(
-                            "received unencrypted data after SSL response (a man in the \
-                             middle may be injecting data: CVE-2021-23222)",
-                        ))
-                    }
-                    Err(e) => return Err(Error::io("the SSL negotiation failed", e)),
-                }
+        match tls::read_ssl_answer(socket, fallback, mode)? {
+            None => Ok(None),
+            Some(tls::SslAnswer::Tls) => {
                 self.start_tls()?;
                 Ok(Some(()))
             }
-            b'N' if fallback => {
+            Some(tls::SslAnswer::Plain) => {
                 self.plan = None;
                 self.start_protocol();
                 Ok(Some(()))
             }
-            b'N' => Err(Error::connection(format!(
-                "server does not support SSL, but SSL was required (sslmode={})",
-                self.config
-                    .as_ref()
-                    .map_or("?", |c| c.get_ssl_mode().as_str())
-            ))),
-            b'E' => Err(Error::connection(
-                "the server answered the SSL negotiation with an error (a server older than \
-                 PostgreSQL 7.0, or not PostgreSQL)",
-            )),
-            other => Err(Error::protocol(format!(
-                "received invalid response to SSL negotiation: {:?}",
-                other as char
-            ))),
         }
     }
 

@@ -7,6 +7,7 @@
 //! (`transport.rs`) moves the bytes. Every refusal is an error that names the file, the mode or
 //! the certificate problem; nothing here blocks longer than reading a few small files.
 
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -367,6 +368,143 @@ impl ServerCertVerifier for NoVerification {
     }
 }
 
+/// What the server's answer to the SSLRequest leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SslAnswer {
+    /// `S`: the TLS handshake comes next.
+    Tls,
+    /// `N` where the sslmode allows plain text: the startup packet comes next.
+    Plain,
+}
+
+/// Reads the server's one-byte answer to the SSLRequest from `socket` (non-blocking: `Ok(None)`
+/// when nothing has arrived). `fallback`: an `N` may continue in plain text.
+pub(crate) fn read_ssl_answer<S: Read>(
+    socket: &mut S,
+    fallback: bool,
+    mode: SslMode,
+) -> Result<Option<SslAnswer>, Error> {
+    let mut answer = [0u8; 1];
+    let n = loop {
+        match socket.read(&mut answer) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("could not receive the SSL negotiation answer", e)),
+        }
+    };
+    if n == 0 {
+        return Err(Error::connection(
+            "the server closed the connection during the SSL negotiation",
+        ));
+    }
+    match answer[0] {
+        b'S' => {
+            // CVE-2021-23222: nothing may follow the S before our ClientHello; bytes that
+            // do were put there by someone else.
+            let mut extra = [0u8; 1];
+            loop {
+                match socket.read(&mut extra) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok(Some(SslAnswer::Tls))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Ok(0) => {
+                        return Err(Error::connection(
+                            "the server closed the connection right after accepting SSL",
+                        ))
+                    }
+                    Ok(_) => {
+                        return Err(Error::protocol(
+                            "received unencrypted data after SSL response (a man in the \
+                             middle may be injecting data: CVE-2021-23222)",
+                        ))
+                    }
+                    Err(e) => return Err(Error::io("the SSL negotiation failed", e)),
+                }
+            }
+        }
+        b'N' if fallback => Ok(Some(SslAnswer::Plain)),
+        b'N' => Err(Error::connection(format!(
+            "server does not support SSL, but SSL was required (sslmode={})",
+            mode.as_str()
+        ))),
+        b'E' => Err(Error::connection(
+            "the server answered the SSL negotiation with an error (a server older than \
+             PostgreSQL 7.0, or not PostgreSQL)",
+        )),
+        other => Err(Error::protocol(format!(
+            "received invalid response to SSL negotiation: {:?}",
+            other as char
+        ))),
+    }
+}
+
+/// Where a handshake stands after [`drive_handshake`].
+#[derive(Debug)]
+pub(crate) enum Handshake {
+    /// Waiting for the socket: readable, or writable when `on_write`.
+    Blocked { on_write: bool },
+    /// Complete and acceptable; the server's leaf certificate (DER) for channel binding.
+    Done { server_cert: Option<Vec<u8>> },
+}
+
+/// Runs the TLS handshake on `socket` as far as it allows without blocking. `direct`:
+/// sslnegotiation=direct, where only a server that chose ALPN `postgresql` is PostgreSQL.
+pub(crate) fn drive_handshake<S: Read + Write>(
+    socket: &mut S,
+    conn: &mut rustls::ClientConnection,
+    direct: bool,
+) -> Result<Handshake, Error> {
+    loop {
+        while conn.wants_write() {
+            match conn.write_tls(socket) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(Handshake::Blocked { on_write: true })
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("the TLS handshake failed", e)),
+            }
+        }
+        if !conn.is_handshaking() {
+            break;
+        }
+        match conn.read_tls(socket) {
+            Ok(0) => {
+                return Err(Error::connection(
+                    "the server closed the connection during the TLS handshake",
+                ))
+            }
+            Ok(_) => {
+                if let Err(e) = conn.process_new_packets() {
+                    // Tell the server why (an alert), then give up.
+                    let _ = conn.write_tls(socket);
+                    return Err(Error::connection(super::transport::tls_failure(&e)));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(Handshake::Blocked { on_write: false })
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("the TLS handshake failed", e)),
+        }
+    }
+    // Direct TLS is PostgreSQL's only if the server chose its ALPN protocol: anything else
+    // may be another service on the port.
+    if direct && conn.alpn_protocol() != Some(ALPN) {
+        return Err(Error::connection(
+            "direct TLS: the server did not select the ALPN protocol \"postgresql\" \
+             (sslnegotiation=direct needs PostgreSQL 17 or later)",
+        ));
+    }
+    let server_cert = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec());
+    Ok(Handshake::Done { server_cert })
+}
+
 /// libpq's `PQsslAttribute` for an established connection.
 pub(crate) fn attribute(conn: &rustls::ClientConnection, name: &str) -> Option<String> {
     match name {
@@ -394,6 +532,146 @@ pub(crate) fn attribute(conn: &rustls::ClientConnection, name: &str) -> Option<S
             .to_owned()
         }),
         "compression" => Some("off".to_owned()),
+        // libpq 17: the ALPN protocol chosen, empty when the server chose none.
+        "alpn" => Some(
+            conn.alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_default(),
+        ),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    /// What a non-blocking socket shows: `arrived` in one read, then WouldBlock, or end of
+    /// stream when `closed`.
+    struct Arrived {
+        data: Vec<u8>,
+        closed: bool,
+    }
+
+    impl Read for Arrived {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.data.is_empty() {
+                return if self.closed {
+                    Ok(0)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
+            }
+            let n = buf.len().min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data.drain(..n);
+            Ok(n)
+        }
+    }
+
+    impl Write for Arrived {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn answer(data: &[u8], closed: bool, fallback: bool) -> Result<Option<SslAnswer>, Error> {
+        let mut s = Arrived {
+            data: data.to_vec(),
+            closed,
+        };
+        read_ssl_answer(&mut s, fallback, SslMode::Require)
+    }
+
+    #[test]
+    fn an_s_alone_starts_tls_and_nothing_yet_is_not_an_answer() {
+        assert_eq!(answer(b"S", false, false).unwrap(), Some(SslAnswer::Tls));
+        assert_eq!(answer(b"", false, false).unwrap(), None);
+    }
+
+    #[test]
+    fn bytes_after_the_s_are_refused_as_cve_2021_23222() {
+        let e = answer(b"SR", false, false).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+        assert!(e.to_string().contains("CVE-2021-23222"), "{e}");
+    }
+
+    #[test]
+    fn an_n_is_plain_text_only_where_the_sslmode_falls_back() {
+        assert_eq!(answer(b"N", false, true).unwrap(), Some(SslAnswer::Plain));
+        let e = answer(b"N", false, false).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connection);
+        assert_eq!(
+            e.to_string(),
+            "connection error: server does not support SSL, but SSL was required (sslmode=require)"
+        );
+    }
+
+    #[test]
+    fn an_e_another_byte_or_a_close_fail_with_their_reason() {
+        assert!(answer(b"E", false, true)
+            .unwrap_err()
+            .to_string()
+            .contains("older than PostgreSQL 7.0"));
+        let e = answer(b"X", false, true).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+        assert!(
+            e.to_string()
+                .contains("invalid response to SSL negotiation: 'X'"),
+            "{e}"
+        );
+        assert!(answer(b"", true, true)
+            .unwrap_err()
+            .to_string()
+            .contains("closed the connection during the SSL negotiation"));
+        assert!(answer(b"S", true, true)
+            .unwrap_err()
+            .to_string()
+            .contains("closed the connection right after accepting SSL"));
+    }
+
+    fn client() -> rustls::ClientConnection {
+        let config =
+            Config::parse("host=localhost sslmode=require sslrootcert=/nonexistent/r.crt").unwrap();
+        let Plan::Tls { config, name, .. } = plan(&config, "localhost", false).unwrap() else {
+            panic!("require plans TLS")
+        };
+        rustls::ClientConnection::new(config, name).unwrap()
+    }
+
+    #[test]
+    fn a_handshake_waits_for_the_server_then_reports_its_alert() {
+        let mut conn = client();
+        let mut s = Arrived {
+            data: Vec::new(),
+            closed: false,
+        };
+        assert!(matches!(
+            drive_handshake(&mut s, &mut conn, false).unwrap(),
+            Handshake::Blocked { on_write: false }
+        ));
+        // A fatal handshake_failure alert in answer to the ClientHello.
+        s.data = vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+        let e = drive_handshake(&mut s, &mut conn, false).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connection);
+        assert_eq!(
+            e.to_string(),
+            "connection error: the server ended the TLS handshake: HandshakeFailure"
+        );
+    }
+
+    #[test]
+    fn a_server_that_closes_mid_handshake_is_an_error_not_a_wait() {
+        let mut conn = client();
+        let mut s = Arrived {
+            data: Vec::new(),
+            closed: true,
+        };
+        let e = drive_handshake(&mut s, &mut conn, true).unwrap_err();
+        assert!(e.to_string().contains("during the TLS handshake"), "{e}");
     }
 }

@@ -225,7 +225,9 @@ pub(crate) fn read_tls(
 pub(crate) fn tls_failure(e: &rustls::Error) -> String {
     match e {
         rustls::Error::InvalidCertificate(c) => {
-            format!("the server's certificate was refused: {c:?} (SSL error: certificate verify failed)")
+            format!(
+                "the server's certificate was refused: {c} (SSL error: certificate verify failed)"
+            )
         }
         rustls::Error::AlertReceived(a) => format!("the server ended the TLS handshake: {a:?}"),
         other => format!("TLS error: {other}"),

@@ -9,6 +9,9 @@
 //! runs one relay from Momoko's policy syntax (`"127.0.0.1:15432 -> 127.0.0.1:5432"`, see
 //! [`Policy`]) until SIGINT or SIGTERM. The relay never buffers more than 64 KiB per
 //! direction of a connection: a slow reader slows the writer on the other side.
+//! [`TlsRelay`] is the other tool: a TLS end point in front of a plain-text server, for
+//! what PostgreSQL 15 cannot be made to do (direct TLS that requires ALPN, a server
+//! certificate that is expired or names another host).
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -37,6 +40,8 @@
 mod handle;
 mod policy;
 mod relay;
+mod tls;
 
 pub use handle::{Direction, Proxy, ProxyHandle, Stats};
 pub use policy::{Policy, PolicyError};
+pub use tls::{Negotiation, TlsRelay, TlsStats};
