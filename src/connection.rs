@@ -72,6 +72,15 @@ impl ConnectionBuilder {
         self
     }
 
+    /// How many statements `query` keeps prepared on this connection (default 256, oldest
+    /// closed first). `0` turns the cache off: every `query` then runs on the unnamed
+    /// statement, parsed, bound and executed in one round trip, which is what works behind
+    /// PgBouncer in transaction pooling mode (any version). Results then come back as text.
+    pub fn statement_cache_size(mut self, n: usize) -> Self {
+        self.options.statement_cache_size = Some(n);
+        self
+    }
+
     /// The largest message accepted from the server (default 1 GiB). A larger one fails the
     /// connection with a protocol error before anything is allocated for it.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
@@ -273,6 +282,18 @@ impl Connection {
     /// A server parameter (`TimeZone`, `standard_conforming_strings`, `application_name`…).
     pub fn parameter(&self, name: &str) -> Option<String> {
         self.core.with(|s| s.parameter(name).map(str::to_owned))
+    }
+
+    /// The host this connection reached, as given in the connection string (a name, an
+    /// address, or the Unix socket directory): libpq's `PQhost`. With a host list it says
+    /// which one target_session_attrs settled on. `None` while not connected.
+    pub fn host(&self) -> Option<String> {
+        self.core.with(|s| s.reached().map(|(h, _)| h))
+    }
+
+    /// The port of [`host`](Self::host): libpq's `PQport`.
+    pub fn port(&self) -> Option<u16> {
+        self.core.with(|s| s.reached().map(|(_, p)| p))
     }
 
     /// The backend process id of this session (for `pg_terminate_backend`, logs).

@@ -56,6 +56,7 @@ enum Kw {
     KeepalivesInterval,
     KeepalivesCount,
     TcpUserTimeout,
+    LoadBalanceHosts,
     Sslmode,
     Sslrootcert,
     Sslcert,
@@ -132,6 +133,11 @@ const KEYWORDS: &[(&str, Kw, Option<&str>)] = &[
         Kw::TargetSessionAttrs,
         Some("PGTARGETSESSIONATTRS"),
     ),
+    (
+        "load_balance_hosts",
+        Kw::LoadBalanceHosts,
+        Some("PGLOADBALANCEHOSTS"),
+    ),
 ];
 
 /// Keywords libpq knows but momoko does not implement. Refusing them by name tells the user
@@ -141,7 +147,6 @@ const UNSUPPORTED: &[&str] = &[
     "replication",
     "requirepeer",
     "require_auth",
-    "load_balance_hosts",
     "min_protocol_version",
     "max_protocol_version",
     "krbsrvname",
@@ -170,7 +175,6 @@ const UNSUPPORTED_ENV: &[(&str, &str, &[&str])] = &[
     ("PGSERVICE", "service", &[]),
     ("PGREQUIREAUTH", "require_auth", &[]),
     ("PGREQUIREPEER", "requirepeer", &[]),
-    ("PGLOADBALANCEHOSTS", "load_balance_hosts", &["disable"]),
     ("PGMINPROTOCOLVERSION", "min_protocol_version", &["3.0"]),
 ];
 
@@ -211,20 +215,6 @@ impl Kw {
             .map(|k| k.0)
             .unwrap_or("?")
     }
-}
-
-/// The refusal of a keyword momoko parses but does not act on yet, when its value asks for
-/// something other than what momoko does: it names the keyword, the value, where the value
-/// came from, and what is accepted.
-fn not_supported_yet(kw: Kw, value: &str, in_string: bool, accepted: &str) -> Error {
-    let from = match kw.env_var() {
-        Some(var) if !in_string => format!(" (from {var})"),
-        _ => String::new(),
-    };
-    Error::usage(format!(
-        "connection option {}=\"{value}\"{from} is not supported yet: {accepted}",
-        kw.name()
-    ))
 }
 
 /// `sslmode`: whether and how TLS is used.
@@ -276,8 +266,9 @@ impl SslMode {
 
 /// `target_session_attrs`: what kind of server a connection must reach to be kept.
 ///
-/// momoko does not check the server yet, so [`Config::parse`] refuses every value but
-/// `any`; the others are listed for the connection strings that name them.
+/// Decided from the `in_hot_standby` and `default_transaction_read_only` values the server
+/// reports at startup (PostgreSQL 14 and later), else from `SHOW transaction_read_only` and
+/// `pg_is_in_recovery()`. A server that does not fit is left and the next host is tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum TargetSessionAttrs {
     /// Any server will do. The default.
@@ -308,7 +299,7 @@ impl TargetSessionAttrs {
         }
     }
 
-    fn parse(s: &str) -> Result<TargetSessionAttrs, Error> {
+    pub(crate) fn parse(s: &str) -> Result<TargetSessionAttrs, Error> {
         Ok(match s {
             "any" => TargetSessionAttrs::Any,
             "read-write" => TargetSessionAttrs::ReadWrite,
@@ -322,6 +313,36 @@ impl TargetSessionAttrs {
                 )))
             }
         })
+    }
+}
+
+/// `load_balance_hosts`: the order in which hosts are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LoadBalanceHosts {
+    /// In the order given. The default.
+    #[default]
+    Disable,
+    /// Hosts shuffled at every connect, then each host's addresses shuffled.
+    Random,
+}
+
+impl LoadBalanceHosts {
+    /// The keyword's value, as written in a connection string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadBalanceHosts::Disable => "disable",
+            LoadBalanceHosts::Random => "random",
+        }
+    }
+
+    fn parse(s: &str) -> Result<LoadBalanceHosts, Error> {
+        match s {
+            "disable" => Ok(LoadBalanceHosts::Disable),
+            "random" => Ok(LoadBalanceHosts::Random),
+            _ => Err(Error::usage(format!(
+                "invalid load_balance_hosts value: \"{s}\""
+            ))),
+        }
     }
 }
 
@@ -400,6 +421,7 @@ pub struct Config {
     keepalives_count: Option<u32>,
     tcp_user_timeout: Option<Duration>,
     target_session_attrs: TargetSessionAttrs,
+    load_balance_hosts: LoadBalanceHosts,
 }
 
 impl fmt::Debug for Config {
@@ -426,6 +448,7 @@ impl fmt::Debug for Config {
             .field("keepalives_count", &self.keepalives_count)
             .field("tcp_user_timeout", &self.tcp_user_timeout)
             .field("target_session_attrs", &self.target_session_attrs)
+            .field("load_balance_hosts", &self.load_balance_hosts)
             .finish()
     }
 }
@@ -486,6 +509,7 @@ impl Config {
             keepalives_count: None,
             tcp_user_timeout: None,
             target_session_attrs: TargetSessionAttrs::Any,
+            load_balance_hosts: LoadBalanceHosts::Disable,
         }
     }
 
@@ -510,19 +534,15 @@ impl Config {
     /// Errors, all of kind `Usage`, use libpq's wording: `invalid connection option "foo"`,
     /// `missing "=" after "foo" in connection info string`, and so on.
     ///
-    /// Keywords that momoko reads but does not act on yet are refused, from the string or
-    /// the environment, unless they ask for libpq's default: `target_session_attrs` other
-    /// than `any`, `keepalives=0`, any `keepalives_idle`, `keepalives_interval` or
-    /// `keepalives_count`, and a `tcp_user_timeout` above 0. The message names the keyword,
-    /// the value and what is accepted. So are the environment variables of a few keywords
-    /// momoko lacks, which it would otherwise ignore without a word: `PGSERVICE`,
-    /// `PGREQUIREAUTH`, `PGREQUIREPEER`, and `PGCHANNELBINDING`, `PGLOADBALANCEHOSTS` and
-    /// `PGMINPROTOCOLVERSION` set to anything but what momoko does anyway:
+    /// The environment variables of a few keywords momoko lacks, which it would otherwise
+    /// ignore without a word, are refused: `PGSERVICE`, `PGREQUIREAUTH`, `PGREQUIREPEER`,
+    /// and `PGMINPROTOCOLVERSION` set to anything but what momoko does anyway. Values are
+    /// checked here, before any connect:
     ///
     /// ```
-    /// let e = momoko::Config::parse("host=h target_session_attrs=read-write").unwrap_err();
+    /// let e = momoko::Config::parse("host=h target_session_attrs=read-wrote").unwrap_err();
     /// assert_eq!(e.kind(), momoko::ErrorKind::Usage);
-    /// assert!(e.to_string().contains("target_session_attrs=\"read-write\" is not supported yet"));
+    /// assert_eq!(e.to_string(), "usage error: invalid target_session_attrs value: \"read-wrote\"");
     /// ```
     pub fn parse_with_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
         let given = parse::parse(s)?;
@@ -572,46 +592,37 @@ impl Config {
         config.options = non_empty(Kw::Options);
         config.application_name = non_empty(Kw::ApplicationName);
         config.fallback_application_name = non_empty(Kw::FallbackApplicationName);
-        // momoko does not set any socket option yet, so the TCP settings are checked as libpq
-        // would check them and then refused unless they ask for what momoko does anyway:
-        // libpq's defaults. An empty value means the default.
-        let unsupported = |kw: Kw, v: &str, accepted: &str| {
-            not_supported_yet(kw, v, given.contains_key(&kw), accepted)
-        };
+        // The TCP settings, as libpq reads them: an empty value means the default, any
+        // nonzero keepalives means on, a negative time or count means the system's default.
         if let Some(v) = non_empty(Kw::Keepalives) {
-            // libpq takes any nonzero value as "on".
-            if parse_int(&v, "keepalives")? == 0 {
-                return Err(unsupported(
-                    Kw::Keepalives,
-                    &v,
-                    "only keepalives=1, the default, is accepted",
-                ));
-            }
+            config.keepalives = parse_int(&v, "keepalives")? != 0;
         }
-        for kw in [
-            Kw::KeepalivesIdle,
-            Kw::KeepalivesInterval,
-            Kw::KeepalivesCount,
-        ] {
-            if let Some(v) = non_empty(kw) {
-                parse_int(&v, kw.name())?;
-                return Err(unsupported(
-                    kw,
-                    &v,
-                    "leave it unset (or empty), the default",
-                ));
+        let seconds = |kw: Kw| -> Result<Option<Duration>, Error> {
+            match non_empty(kw) {
+                Some(v) => {
+                    let n = parse_int(&v, kw.name())?;
+                    Ok((n > 0).then(|| Duration::from_secs(n as u64)))
+                }
+                None => Ok(None),
             }
-        }
-        if let Some(v) = non_empty(Kw::TcpUserTimeout) {
-            // libpq raises a negative timeout to zero, which leaves the system's default.
-            if parse_int(&v, "tcp_user_timeout")? > 0 {
-                return Err(unsupported(
-                    Kw::TcpUserTimeout,
-                    &v,
-                    "only tcp_user_timeout=0, the default, is accepted",
-                ));
+        };
+        config.keepalives_idle = seconds(Kw::KeepalivesIdle)?;
+        config.keepalives_interval = seconds(Kw::KeepalivesInterval)?;
+        config.keepalives_count = match non_empty(Kw::KeepalivesCount) {
+            Some(v) => {
+                let n = parse_int(&v, "keepalives_count")?;
+                (n > 0).then_some(n as u32)
             }
-        }
+            None => None,
+        };
+        config.tcp_user_timeout = match non_empty(Kw::TcpUserTimeout) {
+            // Milliseconds, as libpq.
+            Some(v) => {
+                let n = parse_int(&v, "tcp_user_timeout")?;
+                (n > 0).then(|| Duration::from_millis(n as u64))
+            }
+            None => None,
+        };
         if let Some(m) = value(Kw::Sslmode) {
             config.ssl_mode = SslMode::parse(&m)?;
         }
@@ -628,16 +639,11 @@ impl Config {
                 _ => return Err(Error::usage(format!("invalid gssencmode value: \"{m}\""))),
             }
         }
-        if let Some(t) = value(Kw::TargetSessionAttrs) {
-            // Checking the server's role after connecting is not implemented yet.
-            let attrs = TargetSessionAttrs::parse(&t)?;
-            if attrs != TargetSessionAttrs::Any {
-                return Err(unsupported(
-                    Kw::TargetSessionAttrs,
-                    &t,
-                    "only target_session_attrs=any, the default, is accepted",
-                ));
-            }
+        if let Some(t) = non_empty(Kw::TargetSessionAttrs) {
+            config.target_session_attrs = TargetSessionAttrs::parse(&t)?;
+        }
+        if let Some(t) = non_empty(Kw::LoadBalanceHosts) {
+            config.load_balance_hosts = LoadBalanceHosts::parse(&t)?;
         }
         // libpq only finds a mismatched host list or a bad address when it connects; finding
         // it here reports a bad string where it was written.
@@ -720,22 +726,19 @@ impl Config {
         self
     }
 
-    /// Sets `target_session_attrs`. Not acted on yet: the connection does not check the
-    /// server, whatever this says (the string form refuses anything but `any`).
+    /// Sets `target_session_attrs`: what kind of server a connection must reach.
     pub fn target_session_attrs(mut self, attrs: TargetSessionAttrs) -> Config {
         self.target_session_attrs = attrs;
         self
     }
 
-    /// Records whether TCP keepalives are wanted. Not acted on yet: the connection sets no
-    /// socket option (the string form refuses `keepalives=0`).
+    /// Sets whether TCP keepalives are on (libpq's default: on).
     pub fn keepalives(mut self, on: bool) -> Config {
         self.keepalives = on;
         self
     }
 
-    /// Records the idle time before TCP keepalive probes start. Not acted on yet (the string
-    /// form refuses `keepalives_idle`).
+    /// Sets the idle time before TCP keepalive probes start.
     pub fn keepalives_idle(mut self, idle: Duration) -> Config {
         self.keepalives_idle = Some(idle);
         self
@@ -804,7 +807,7 @@ impl Config {
         self.ssl_mode
     }
 
-    /// Whether TCP keepalives were asked for (not acted on yet).
+    /// Whether TCP keepalives are on (`SO_KEEPALIVE` on every TCP socket).
     pub fn get_keepalives(&self) -> bool {
         self.keepalives
     }
@@ -830,9 +833,14 @@ impl Config {
         self.tcp_user_timeout
     }
 
-    /// `target_session_attrs` (not acted on yet).
+    /// `target_session_attrs`.
     pub fn get_target_session_attrs(&self) -> TargetSessionAttrs {
         self.target_session_attrs
+    }
+
+    /// `load_balance_hosts`.
+    pub fn get_load_balance_hosts(&self) -> LoadBalanceHosts {
+        self.load_balance_hosts
     }
 
     /// What this configuration connects to, for people to read and without the password:

@@ -575,6 +575,18 @@ impl MioConnection {
         self.core.with(|s| s.is_closed())
     }
 
+    /// The host this connection reached, as given in the connection string (a name, an
+    /// address, or the Unix socket directory): libpq's `PQhost`. With a host list it says
+    /// which one target_session_attrs settled on. `None` while not connected.
+    pub fn host(&self) -> Option<String> {
+        self.core.with(|s| s.reached().map(|(h, _)| h))
+    }
+
+    /// The port of [`host`](Self::host): libpq's `PQport`.
+    pub fn port(&self) -> Option<u16> {
+        self.core.with(|s| s.reached().map(|(_, p)| p))
+    }
+
     /// The backend process id of this session.
     pub fn backend_pid(&self) -> Option<i32> {
         self.core.with(|s| s.backend_key().map(|(pid, _)| pid))

@@ -79,6 +79,7 @@ pub struct PoolBuilder {
     max_waiting: Option<usize>,
     connect_timeout: Option<Duration>,
     query_timeout: Option<Duration>,
+    statement_cache_size: Option<usize>,
     pipeline_depth: usize,
 }
 
@@ -172,6 +173,14 @@ impl PoolBuilder {
         self
     }
 
+    /// Statements `query` keeps prepared per connection (see
+    /// [`crate::ConnectionBuilder::statement_cache_size`]); `0` for PgBouncer's transaction
+    /// pooling.
+    pub fn statement_cache_size(mut self, n: usize) -> Self {
+        self.statement_cache_size = Some(n);
+        self
+    }
+
     /// The pool, not yet connected. A size of 0 or a `max_size` below `size` is a Usage error.
     pub fn build(self) -> Result<Pool, Error> {
         if self.size == 0 {
@@ -226,6 +235,7 @@ impl PoolBuilder {
             max_waiting: self.max_waiting,
             connect_timeout: self.connect_timeout,
             query_timeout: self.query_timeout,
+            statement_cache_size: self.statement_cache_size,
             pipeline_depth: self.pipeline_depth,
         }
     }
@@ -247,6 +257,7 @@ struct Config {
     max_waiting: Option<usize>,
     connect_timeout: Option<Duration>,
     query_timeout: Option<Duration>,
+    statement_cache_size: Option<usize>,
     pipeline_depth: usize,
 }
 
@@ -416,6 +427,7 @@ impl Pool {
             max_waiting: None,
             connect_timeout: None,
             query_timeout: None,
+            statement_cache_size: None,
             pipeline_depth: 1,
         }
     }
@@ -881,6 +893,9 @@ impl Inner {
         }
         if let Some(t) = this.config.query_timeout {
             b = b.query_timeout(t);
+        }
+        if let Some(n) = this.config.statement_cache_size {
+            b = b.statement_cache_size(n);
         }
         let conn = b.build();
         if let Some((oid, arr)) = this.state.borrow().hstore {

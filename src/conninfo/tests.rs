@@ -1026,8 +1026,7 @@ fn startup_params_use_fallback_application_name_and_default_database() {
 // ---- other keywords ----
 
 #[test]
-fn keepalive_and_tcp_settings_other_than_the_defaults_are_refused() {
-    // momoko sets no socket option yet, so only what it does anyway is accepted.
+fn keepalive_and_tcp_settings_are_read_as_libpq_reads_them() {
     for ok in [
         "keepalives=1",
         "keepalives=' 1 '",
@@ -1037,7 +1036,7 @@ fn keepalive_and_tcp_settings_other_than_the_defaults_are_refused() {
         "tcp_user_timeout=-5",
         "tcp_user_timeout=''",
         "keepalives_idle='' keepalives_interval='' keepalives_count=''",
-        "keepalives=1 tcp_user_timeout=0 target_session_attrs=any",
+        "keepalives_idle=-1 keepalives_count=0",
         "postgresql://h/db?keepalives=1&tcp_user_timeout=0&keepalives_count=",
     ] {
         let c = parse(ok);
@@ -1047,50 +1046,19 @@ fn keepalive_and_tcp_settings_other_than_the_defaults_are_refused() {
         assert_eq!(c.get_keepalives_count(), None, "{ok}");
         assert_eq!(c.get_tcp_user_timeout(), None, "{ok}");
     }
-    for (s, message) in [
-        (
-            "keepalives=0",
-            "connection option keepalives=\"0\" is not supported yet: only keepalives=1, \
-             the default, is accepted",
-        ),
-        (
-            "keepalives_idle=30",
-            "connection option keepalives_idle=\"30\" is not supported yet: leave it unset \
-             (or empty), the default",
-        ),
-        (
-            "keepalives_interval=5",
-            "connection option keepalives_interval=\"5\" is not supported yet: leave it unset \
-             (or empty), the default",
-        ),
-        (
-            "keepalives_count=-2",
-            "connection option keepalives_count=\"-2\" is not supported yet: leave it unset \
-             (or empty), the default",
-        ),
-        (
-            "tcp_user_timeout=1500",
-            "connection option tcp_user_timeout=\"1500\" is not supported yet: only \
-             tcp_user_timeout=0, the default, is accepted",
-        ),
-        (
-            "postgresql://h/db?keepalives=0",
-            "connection option keepalives=\"0\" is not supported yet: only keepalives=1, \
-             the default, is accepted",
-        ),
-        (
-            "postgresql://h/db?keepalives_idle=30",
-            "connection option keepalives_idle=\"30\" is not supported yet: leave it unset \
-             (or empty), the default",
-        ),
-        (
-            "postgresql://h/db?tcp_user_timeout=1500",
-            "connection option tcp_user_timeout=\"1500\" is not supported yet: only \
-             tcp_user_timeout=0, the default, is accepted",
-        ),
-    ] {
-        assert_eq!(parse_err(s), message, "{s}");
-    }
+    let c =
+        parse("keepalives_idle=30 keepalives_interval=5 keepalives_count=3 tcp_user_timeout=1500");
+    assert!(c.get_keepalives());
+    assert_eq!(c.get_keepalives_idle(), Some(Duration::from_secs(30)));
+    assert_eq!(c.get_keepalives_interval(), Some(Duration::from_secs(5)));
+    assert_eq!(c.get_keepalives_count(), Some(3));
+    assert_eq!(c.get_tcp_user_timeout(), Some(Duration::from_millis(1500)));
+    assert!(!parse("keepalives=0").get_keepalives());
+    assert!(!parse("postgresql://h/db?keepalives=0").get_keepalives());
+    assert_eq!(
+        parse("postgresql://h/db?keepalives_idle=30").get_keepalives_idle(),
+        Some(Duration::from_secs(30))
+    );
     // A value that is not an integer at all keeps libpq's own complaint.
     assert_eq!(
         parse_err("keepalives=yes"),
@@ -1103,17 +1071,9 @@ fn keepalive_and_tcp_settings_other_than_the_defaults_are_refused() {
 }
 
 #[test]
-fn target_session_attrs_other_than_any_are_refused() {
-    for ok in [
-        "target_session_attrs=any",
-        "postgresql://h/db?target_session_attrs=any",
-    ] {
-        assert_eq!(
-            parse(ok).get_target_session_attrs(),
-            TargetSessionAttrs::Any
-        );
-    }
+fn every_target_session_attrs_value_is_read_and_a_misspelt_one_refused() {
     for v in [
+        TargetSessionAttrs::Any,
         TargetSessionAttrs::ReadWrite,
         TargetSessionAttrs::ReadOnly,
         TargetSessionAttrs::Primary,
@@ -1121,14 +1081,14 @@ fn target_session_attrs_other_than_any_are_refused() {
         TargetSessionAttrs::PreferStandby,
     ] {
         let name = v.as_str();
-        let expected = format!(
-            "connection option target_session_attrs=\"{name}\" is not supported yet: only \
-             target_session_attrs=any, the default, is accepted"
-        );
-        assert_eq!(parse_err(&format!("target_session_attrs={name}")), expected);
         assert_eq!(
-            parse_err(&format!("postgresql://h/db?target_session_attrs={name}")),
-            expected
+            parse(&format!("target_session_attrs={name}")).get_target_session_attrs(),
+            v
+        );
+        assert_eq!(
+            parse(&format!("postgresql://h/db?target_session_attrs={name}"))
+                .get_target_session_attrs(),
+            v
         );
     }
     assert_eq!(
@@ -1138,25 +1098,32 @@ fn target_session_attrs_other_than_any_are_refused() {
 }
 
 #[test]
-fn target_session_attrs_from_the_environment_are_refused_naming_the_variable() {
-    let e = parse_env("host=h", &[("PGTARGETSESSIONATTRS", "read-write")]).unwrap_err();
-    assert_eq!(
-        usage_message(e),
-        "connection option target_session_attrs=\"read-write\" (from PGTARGETSESSIONATTRS) \
-         is not supported yet: only target_session_attrs=any, the default, is accepted"
-    );
-    let e = parse_env(
-        "postgresql://h/db",
-        &[("PGTARGETSESSIONATTRS", "prefer-standby")],
-    )
-    .unwrap_err();
-    assert!(usage_message(e).contains("(from PGTARGETSESSIONATTRS)"));
+fn target_session_attrs_and_load_balance_hosts_come_from_the_environment_too() {
+    let c = parse_env("host=h", &[("PGTARGETSESSIONATTRS", "read-write")]).unwrap();
+    assert_eq!(c.get_target_session_attrs(), TargetSessionAttrs::ReadWrite);
     // The string hides the variable, as everywhere.
     let vars = [("PGTARGETSESSIONATTRS", "standby")];
     let c = parse_env("target_session_attrs=any", &vars).unwrap();
     assert_eq!(c.get_target_session_attrs(), TargetSessionAttrs::Any);
-    parse_env("target_session_attrs=''", &vars).unwrap_err();
-    parse_env("", &[("PGTARGETSESSIONATTRS", "any")]).unwrap();
+    let c = parse_env("", &[("PGLOADBALANCEHOSTS", "random")]).unwrap();
+    assert_eq!(c.get_load_balance_hosts(), LoadBalanceHosts::Random);
+    assert_eq!(
+        parse("").get_load_balance_hosts(),
+        LoadBalanceHosts::Disable
+    );
+    assert_eq!(
+        parse("load_balance_hosts=random").get_load_balance_hosts(),
+        LoadBalanceHosts::Random
+    );
+    assert_eq!(
+        parse_err("load_balance_hosts=roundrobin"),
+        "invalid load_balance_hosts value: \"roundrobin\""
+    );
+    let e = parse_env("", &[("PGTARGETSESSIONATTRS", "master")]).unwrap_err();
+    assert_eq!(
+        usage_message(e),
+        "invalid target_session_attrs value: \"master\""
+    );
 }
 
 #[test]
@@ -1173,12 +1140,6 @@ fn environment_of_keywords_momoko_lacks_is_refused_unless_harmless() {
             "scram-sha-256",
             "PGREQUIREAUTH=\"scram-sha-256\": connection option \"require_auth\" is not \
              supported by momoko; unset it",
-        ),
-        (
-            "PGLOADBALANCEHOSTS",
-            "random",
-            "PGLOADBALANCEHOSTS=\"random\": connection option \"load_balance_hosts\" is not \
-             supported by momoko; unset it or set disable",
         ),
     ] {
         let e = parse_env("host=h", &[(var, value)]).unwrap_err();

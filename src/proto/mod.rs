@@ -64,6 +64,17 @@ pub(crate) enum Request {
         /// Ask for the portal's columns (Describe), when `columns` is not known yet.
         describe: bool,
     },
+    /// Parse + Bind + Describe + Execute + Sync on the unnamed statement, in one piece: a
+    /// parameterized query with no statement kept on the server (for transaction poolers
+    /// such as PgBouncer, where the next Sync may land on another server connection).
+    /// Results come back as text.
+    ExecuteUnnamed {
+        query: String,
+        /// Parameter types for Parse (0: the server infers it).
+        param_types: Vec<u32>,
+        params: Vec<Option<Bytes>>,
+        param_formats: Vec<i16>,
+    },
     /// Several statements, each Parse + Bind + Describe + Execute on the unnamed statement,
     /// and one Sync: one round trip, one implicit transaction (all or nothing).
     Batch { queries: Vec<String> },
@@ -187,6 +198,8 @@ enum Kind {
     Batch,
     Prepare,
     Execute,
+    /// ExecuteUnnamed: Execute with a ParseComplete first.
+    Unnamed,
     Close,
     CopyIn,
     CopyOut,
@@ -574,6 +587,38 @@ impl Protocol {
                 frontend::execute("", 0, out).map_err(enc)?;
                 frontend::sync(out);
             }
+            Request::ExecuteUnnamed {
+                query,
+                param_types,
+                params,
+                param_formats,
+            } => {
+                flight.kind = Kind::Unnamed;
+                frontend::parse("", &query, param_types.iter().copied(), out).map_err(enc)?;
+                frontend::bind(
+                    "",
+                    "",
+                    param_formats,
+                    params.iter(),
+                    |v, buf| match v {
+                        Some(b) => {
+                            buf.extend_from_slice(b);
+                            Ok(postgres_protocol::IsNull::No)
+                        }
+                        None => Ok(postgres_protocol::IsNull::Yes),
+                    },
+                    std::iter::empty(),
+                    out,
+                )
+                .map_err(|e| match e {
+                    frontend::BindError::Conversion(e) => Error::conversion(e.to_string()),
+                    frontend::BindError::Serialization(e) => enc(e),
+                })?;
+                frontend::describe(b'P', "", out).map_err(enc)?;
+                frontend::execute("", 0, out).map_err(enc)?;
+                frontend::sync(out);
+                flight.result.query = query;
+            }
             Request::Batch { queries } => {
                 flight.kind = Kind::Batch;
                 for q in &queries {
@@ -836,7 +881,12 @@ impl Protocol {
             Message::RowDescription(body) => {
                 if !matches!(
                     flight.kind,
-                    Kind::Simple | Kind::Prepare | Kind::CopyOut | Kind::Batch | Kind::Execute
+                    Kind::Simple
+                        | Kind::Prepare
+                        | Kind::CopyOut
+                        | Kind::Batch
+                        | Kind::Execute
+                        | Kind::Unnamed
                 ) {
                     return Err(unexpected_named("RowDescription", flight.kind));
                 }
@@ -859,7 +909,10 @@ impl Protocol {
                 flight.result.columns = Some(columns);
             }
             Message::NoData => {
-                if !matches!(flight.kind, Kind::Prepare | Kind::Batch | Kind::Execute) {
+                if !matches!(
+                    flight.kind,
+                    Kind::Prepare | Kind::Batch | Kind::Execute | Kind::Unnamed
+                ) {
                     return Err(unexpected_named("NoData", flight.kind));
                 }
                 flight.result.columns = None;
@@ -874,12 +927,12 @@ impl Protocol {
                     .map_err(bad("ParameterDescription"))?;
             }
             Message::ParseComplete => {
-                if !matches!(flight.kind, Kind::Prepare | Kind::Batch) {
+                if !matches!(flight.kind, Kind::Prepare | Kind::Batch | Kind::Unnamed) {
                     return Err(unexpected_named("ParseComplete", flight.kind));
                 }
             }
             Message::BindComplete => {
-                if !matches!(flight.kind, Kind::Execute | Kind::Batch) {
+                if !matches!(flight.kind, Kind::Execute | Kind::Batch | Kind::Unnamed) {
                     return Err(unexpected_named("BindComplete", flight.kind));
                 }
             }

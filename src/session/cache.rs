@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::row::Column;
 
-/// Statements kept per connection by `query`.
+/// Statements kept per connection by `query` unless `statement_cache_size` says otherwise.
 pub(crate) const STATEMENT_CACHE_SIZE: usize = 256;
 
 /// A statement prepared by `query`.
@@ -35,12 +35,14 @@ impl StatementCache {
         self.map.get(&(sql.to_owned(), types.to_vec())).cloned()
     }
 
-    /// Inserts; returns the name of an evicted statement to close on the server.
+    /// Inserts, keeping at most `capacity`; returns the name of an evicted statement to close
+    /// on the server.
     pub(crate) fn insert(
         &mut self,
         sql: String,
         types: Vec<u32>,
         st: CachedStatement,
+        capacity: usize,
     ) -> Option<String> {
         let key = (sql, types);
         if let Some(previous) = self.map.insert(key.clone(), st) {
@@ -48,7 +50,7 @@ impl StatementCache {
             return Some(previous.name.to_string());
         }
         self.order.push_back(key);
-        if self.order.len() > STATEMENT_CACHE_SIZE {
+        if self.order.len() > capacity {
             let old = self.order.pop_front()?;
             return self.map.remove(&old).map(|s| s.name.to_string());
         }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::conninfo::{Config, Target};
+use crate::conninfo::{Config, Target, TargetSessionAttrs};
 use crate::error::{DbError, Error, ErrorKind};
 use crate::proto::{
     CopySource, Credentials, Event, Protocol, Request, Response, Types, DEFAULT_MAX_MESSAGE_SIZE,
@@ -57,6 +57,62 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// A process-wide unique number.
 pub(crate) fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Whether a server that reports its parameters through `param` fits `want`, with libpq's
+/// reasons when it does not. PostgreSQL 14 and later report `in_hot_standby` and
+/// `default_transaction_read_only` at startup; an older server is refused clearly rather
+/// than guessed at.
+fn server_fits(
+    want: TargetSessionAttrs,
+    param: impl Fn(&str) -> Option<String>,
+) -> Result<(), Error> {
+    if want == TargetSessionAttrs::Any {
+        return Ok(());
+    }
+    let flag = |name: &str| -> Result<bool, Error> {
+        match param(name).as_deref() {
+            Some("on") => Ok(true),
+            Some("off") => Ok(false),
+            other => Err(Error::connection(format!(
+                "target_session_attrs={} needs the server to report {name} (PostgreSQL 14 \
+                 or later); it reported {other:?}",
+                want.as_str()
+            ))),
+        }
+    };
+    let standby = flag("in_hot_standby")?;
+    let read_only = standby || flag("default_transaction_read_only")?;
+    let refuse = |why: &str| Err(Error::connection(why.to_owned()));
+    match want {
+        TargetSessionAttrs::ReadWrite if read_only => refuse("session is read-only"),
+        TargetSessionAttrs::ReadOnly if !read_only => refuse("session is not read-only"),
+        TargetSessionAttrs::Primary if standby => refuse("server is in hot standby mode"),
+        TargetSessionAttrs::Standby | TargetSessionAttrs::PreferStandby if !standby => {
+            refuse("server is not in hot standby mode")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Shuffles in place (load_balance_hosts=random): Fisher-Yates over a generator seeded from
+/// std's per-process random hash keys and the clock, since a spread is all that is needed.
+pub(crate) fn shuffle<T>(items: &mut [T]) {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(next_id());
+    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(d.as_nanos());
+    }
+    let mut x = h.finish() | 1;
+    for i in (1..items.len()).rev() {
+        // xorshift64
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let j = (x % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
 }
 
 /// A statement name no other statement of this process has had.
@@ -168,6 +224,9 @@ pub(crate) struct Options {
     /// A request not answered within this long fails with `ErrorKind::Timeout` and is
     /// cancelled on the server.
     pub(crate) query_timeout: Option<Duration>,
+    /// Statements `query` keeps prepared per connection (default 256); 0 runs every
+    /// `query` on the unnamed statement.
+    pub(crate) statement_cache_size: Option<usize>,
 }
 
 impl std::fmt::Debug for Options {
@@ -177,6 +236,7 @@ impl std::fmt::Debug for Options {
             .field("connect_timeout", &self.connect_timeout)
             .field("max_message_size", &self.max_message_size)
             .field("query_timeout", &self.query_timeout)
+            .field("statement_cache_size", &self.statement_cache_size)
             .finish_non_exhaustive()
     }
 }
@@ -229,6 +289,17 @@ pub(crate) struct Session {
     // One connect attempt and what it established.
     phase: Phase,
     targets: VecDeque<Target>,
+    /// Every target of this connect, for prefer-standby's second pass.
+    all_targets: Vec<Target>,
+    /// prefer-standby's first pass: only a standby will do.
+    standby_pass: bool,
+    /// An authentication failure: libpq tries no further host.
+    stop_walk: bool,
+    /// One line per failed attempt, `host:port: why`, for the final error.
+    attempts: Vec<String>,
+    /// The server stopped fitting target_session_attrs (a ParameterStatus change): the
+    /// connection is closed as soon as nothing is in flight.
+    retire: Option<Error>,
     startup_params: Vec<(String, String)>,
     credentials: Credentials,
     connect_timeout: Option<Duration>,
@@ -293,6 +364,11 @@ impl Session {
             server_version: None,
             phase: Phase::New,
             targets: VecDeque::new(),
+            all_targets: Vec::new(),
+            standby_pass: false,
+            stop_walk: false,
+            attempts: Vec::new(),
+            retire: None,
             startup_params: Vec::new(),
             credentials: Credentials::default(),
             connect_timeout: None,
@@ -361,6 +437,23 @@ impl Session {
     /// The server version as libpq reports it, once connected.
     pub(crate) fn server_version(&self) -> Option<i32> {
         self.server_version
+    }
+
+    /// Where the current connection went (libpq's PQhost / PQport): the host as given (or the
+    /// socket directory), and the port. `None` until a connect succeeded.
+    pub(crate) fn reached(&self) -> Option<(String, u16)> {
+        if !matches!(self.phase, Phase::Ready | Phase::Setsession) {
+            return None;
+        }
+        match &self.target.as_ref()?.0 {
+            Target::Tcp { host, port, .. } => Some((host.clone(), *port)),
+            Target::Unix { path, port } => Some((
+                path.parent()
+                    .map(|d| d.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                *port,
+            )),
+        }
     }
 
     /// A server parameter as last reported.
@@ -676,9 +769,19 @@ impl Session {
             .connect_timeout
             .or(config.get_connect_timeout());
         match config.targets() {
-            Ok(t) => self.targets = t.into(),
+            Ok(mut t) => {
+                if config.get_load_balance_hosts() == crate::conninfo::LoadBalanceHosts::Random {
+                    shuffle(&mut t);
+                }
+                self.all_targets = t.clone();
+                self.targets = t.into();
+            }
             Err(e) => return self.finish_connect(Err(e)),
         }
+        self.standby_pass = config.get_target_session_attrs() == TargetSessionAttrs::PreferStandby;
+        self.stop_walk = false;
+        self.attempts.clear();
+        self.retire = None;
         self.config = Some(config);
         self.next_target(now);
     }
@@ -686,12 +789,31 @@ impl Session {
     /// Tries the next target; reports the last error when none is left.
     fn next_target(&mut self, now: Instant) {
         loop {
+            if self.targets.is_empty() && self.standby_pass && !self.stop_walk {
+                // prefer-standby: no standby answered, so any server will do now.
+                self.standby_pass = false;
+                self.targets = self.all_targets.clone().into();
+            }
             let Some(target) = self.targets.pop_front() else {
                 self.reset_transport();
                 let err = self
                     .last_error
                     .take()
                     .unwrap_or_else(|| Error::connection("no host to connect to"));
+                let err = if self.attempts.len() > 1 {
+                    // Name every place tried, as libpq does; keep the last SQLSTATE.
+                    let mut e = Error::connection(format!(
+                        "could not connect to any of {} servers tried:\n  {}",
+                        self.attempts.len(),
+                        self.attempts.join("\n  ")
+                    ));
+                    if let Some(code) = err.code() {
+                        e = e.with_code(code);
+                    }
+                    e
+                } else {
+                    err
+                };
                 self.finish_connect(Err(err));
                 return;
             };
@@ -734,13 +856,19 @@ impl Session {
             match planned {
                 Ok(p) => self.plan = Some(p),
                 Err(e) => {
+                    self.attempts.push(format!("{target}: {e}"));
                     self.last_error = Some(e);
                     return false;
                 }
             }
         }
         self.target = Some((target.clone(), second_try));
-        match open(&target) {
+        let tcp = self
+            .config
+            .as_ref()
+            .map(transport::TcpSettings::from_config)
+            .unwrap_or_default();
+        match open(&target, &tcp) {
             Ok(sockets) => {
                 let mut sockets = sockets.into_iter();
                 let first = sockets.next().expect("open returns at least one");
@@ -764,6 +892,7 @@ impl Session {
             }
             Err(e) => {
                 log::debug!("connecting to {target:?} failed: {e}");
+                self.attempts.push(format!("{target}: {e}"));
                 self.last_error = Some(e);
                 false
             }
@@ -795,8 +924,30 @@ impl Session {
                 }
             }
         }
+        if let Some((target, _)) = &self.target {
+            self.attempts.push(format!("{target}: {e}"));
+        }
+        // The server refused these credentials: libpq tries no further host.
+        if e.code().is_some_and(|c| c.starts_with("28")) {
+            self.stop_walk = true;
+            self.targets.clear();
+        }
         self.last_error = Some(e);
         self.next_target(now);
+    }
+
+    /// Whether the server just connected to fits target_session_attrs, from what it reported
+    /// at startup: `Err` says why not.
+    fn check_target(&self) -> Result<(), Error> {
+        let Some(config) = self.config.as_ref() else {
+            return Ok(());
+        };
+        let want = match config.get_target_session_attrs() {
+            TargetSessionAttrs::PreferStandby if self.standby_pass => TargetSessionAttrs::Standby,
+            TargetSessionAttrs::PreferStandby => return Ok(()),
+            w => w,
+        };
+        server_fits(want, |name| self.parameter(name).map(str::to_owned))
     }
 
     /// Drops the protocol core, handing whatever user code it still holds to the driver.
@@ -1180,7 +1331,18 @@ impl Session {
                 break;
             };
             match event {
-                Event::Connected => self.on_connected(),
+                Event::Connected => {
+                    if let Err(e) = self.check_target() {
+                        // Not the kind of server asked for: leave it politely, try the next.
+                        if let Some(p) = self.proto.as_mut() {
+                            p.terminate(e.clone());
+                        }
+                        self.flush();
+                        self.attempt_failed(e, now);
+                        continue;
+                    }
+                    self.on_connected()
+                }
                 Event::Completed(result) => {
                     let Some(Pending { waiter, .. }) = self.waiters.pop_front() else {
                         log::error!("a response arrived with no request waiting for it");
@@ -1250,8 +1412,26 @@ impl Session {
                 }
                 Event::ParameterChanged { name, value } => {
                     log::debug!("server parameter {name} is now {value:?}");
+                    if self.phase == Phase::Ready
+                        && matches!(
+                            name.as_str(),
+                            "in_hot_standby" | "default_transaction_read_only"
+                        )
+                    {
+                        // A promotion or a reload changed what this server is: a connection
+                        // that no longer fits target_session_attrs is retired once idle.
+                        if let Err(e) = self.check_target() {
+                            log::info!("retiring the connection: {e}");
+                            self.retire = Some(e);
+                        }
+                    }
                 }
                 Event::Closed(e) => self.on_closed(e, now),
+            }
+        }
+        if self.phase == Phase::Ready && self.waiters.is_empty() && self.held.is_empty() {
+            if let Some(e) = self.retire.take() {
+                self.close(e, now);
             }
         }
     }

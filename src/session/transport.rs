@@ -111,9 +111,63 @@ pub(crate) enum Peer {
     Unix(std::path::PathBuf),
 }
 
+/// The TCP settings of libpq's keywords, applied to every TCP socket.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TcpSettings {
+    pub(crate) keepalives: bool,
+    pub(crate) idle: Option<std::time::Duration>,
+    pub(crate) interval: Option<std::time::Duration>,
+    pub(crate) count: Option<u32>,
+    pub(crate) user_timeout: Option<std::time::Duration>,
+    /// load_balance_hosts=random: a name's addresses in random order.
+    pub(crate) shuffle: bool,
+}
+
+impl TcpSettings {
+    pub(crate) fn from_config(c: &crate::conninfo::Config) -> TcpSettings {
+        TcpSettings {
+            keepalives: c.get_keepalives(),
+            idle: c.get_keepalives_idle(),
+            interval: c.get_keepalives_interval(),
+            count: c.get_keepalives_count(),
+            user_timeout: c.get_tcp_user_timeout(),
+            shuffle: c.get_load_balance_hosts() == crate::conninfo::LoadBalanceHosts::Random,
+        }
+    }
+
+    /// SO_KEEPALIVE with its idle time, interval and count, and TCP_USER_TIMEOUT, as libpq
+    /// sets them; what is unset keeps the system's value.
+    fn apply(&self, s: &mio::net::TcpStream) -> Result<(), Error> {
+        let sock = socket2::SockRef::from(s);
+        let fail = |what: &str, e: io::Error| Error::io(&format!("could not set {what}"), e);
+        if self.keepalives {
+            let mut ka = socket2::TcpKeepalive::new();
+            if let Some(t) = self.idle {
+                ka = ka.with_time(t);
+            }
+            if let Some(t) = self.interval {
+                ka = ka.with_interval(t);
+            }
+            if let Some(n) = self.count {
+                ka = ka.with_retries(n);
+            }
+            sock.set_tcp_keepalive(&ka)
+                .map_err(|e| fail("TCP keepalives", e))?;
+        } else {
+            sock.set_keepalive(false)
+                .map_err(|e| fail("SO_KEEPALIVE", e))?;
+        }
+        if let Some(t) = self.user_timeout {
+            sock.set_tcp_user_timeout(Some(t))
+                .map_err(|e| fail("TCP_USER_TIMEOUT", e))?;
+        }
+        Ok(())
+    }
+}
+
 /// Opens a non-blocking socket to `target`. A host name with several addresses yields a
 /// socket to the first and further targets for the others.
-pub(crate) fn open(target: &Target) -> Result<Vec<Opened>, Error> {
+pub(crate) fn open(target: &Target, tcp: &TcpSettings) -> Result<Vec<Opened>, Error> {
     match target {
         Target::Unix { path, .. } => {
             let s = mio::net::UnixStream::connect(path).map_err(|e| {
@@ -131,13 +185,16 @@ pub(crate) fn open(target: &Target) -> Result<Vec<Opened>, Error> {
             )])
         }
         Target::Tcp { host, addr, port } => {
-            let addrs: Vec<std::net::SocketAddr> = match addr {
+            let mut addrs: Vec<std::net::SocketAddr> = match addr {
                 Some(ip) => vec![std::net::SocketAddr::new(*ip, *port)],
                 None => (host.as_str(), *port)
                     .to_socket_addrs()
                     .map_err(|e| Error::io(&format!("could not translate host name {host:?}"), e))?
                     .collect(),
             };
+            if tcp.shuffle {
+                crate::session::shuffle(&mut addrs);
+            }
             let Some(first) = addrs.first() else {
                 return Err(Error::connection(format!(
                     "host name {host:?} has no address"
@@ -148,6 +205,7 @@ pub(crate) fn open(target: &Target) -> Result<Vec<Opened>, Error> {
             })?;
             // Small requests must not wait for Nagle's timer.
             let _ = s.set_nodelay(true);
+            tcp.apply(&s)?;
             let mut out = vec![Opened::Socket(Socket::Tcp(s), Peer::Tcp(*first))];
             for a in &addrs[1..] {
                 out.push(Opened::Target(Target::Tcp {

@@ -197,7 +197,38 @@ pub(crate) fn query<D: Drive, P: Params + ?Sized>(
         Err(e) => return done(Err(e)),
     };
     let types: Vec<u32> = values.iter().map(Value::type_oid).collect();
+    let capacity = core.with(|s| s.options().statement_cache_size);
+    if capacity == Some(0) {
+        return query_unnamed(core, sql, &values, types, done);
+    }
     query_values(core, sql.to_owned(), values, types, true, done);
+}
+
+/// `query` with the statement cache off: Parse, Bind, Describe, Execute and Sync on the
+/// unnamed statement in one message train, so that nothing depends on a statement surviving
+/// past its own Sync (PgBouncer's transaction pooling, any version). Results come back as
+/// text, since the columns are not known before Bind.
+fn query_unnamed<D: Drive>(
+    core: &Rc<Core<D>>,
+    sql: &str,
+    values: &[Value],
+    types: Vec<u32>,
+    done: Done<Cursor>,
+) {
+    let (encoded, formats) = match encode_params(values, &types) {
+        Ok(x) => x,
+        Err(e) => return done(Err(e)),
+    };
+    let query = sql.to_owned();
+    core.request(
+        Request::ExecuteUnnamed {
+            query: query.clone(),
+            param_types: types,
+            params: encoded,
+            param_formats: formats,
+        },
+        Box::new(move |r| done(r.and_then(|resp| to_cursor(query, resp)))),
+    );
 }
 
 fn query_values<D: Drive>(
@@ -275,6 +306,10 @@ fn query_values<D: Drive>(
                     };
                     // A success is answered by the session it was sent in, the current one.
                     let evicted = c.with_mut(|s| {
+                        let capacity = s
+                            .options()
+                            .statement_cache_size
+                            .unwrap_or(crate::session::cache::STATEMENT_CACHE_SIZE);
                         let columns =
                             columns.map(|cols| binary_columns(&cols, &s.types().snapshot()));
                         s.cache.insert(
@@ -286,6 +321,7 @@ fn query_values<D: Drive>(
                                 result_formats: result_formats(&columns),
                                 columns,
                             },
+                            capacity,
                         )
                     });
                     if let Some(old) = evicted {
