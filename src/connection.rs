@@ -20,7 +20,7 @@ use crate::params::Params;
 use crate::proto::CopySource;
 use crate::row::Cursor;
 use crate::session::ops::{self, Done};
-use crate::session::{Action, Core, Drive, Notification, Options, Phase};
+use crate::session::{Action, Core, Drive, Notification, Notify, Options, Phase};
 
 pub use crate::session::ops::prepared::Prepared;
 pub use crate::session::ops::Statement;
@@ -143,6 +143,9 @@ pub(crate) struct LoopDriver {
     delivering: Cell<bool>,
     /// Hooks run when an established connection is lost or closed (the pool's dead-detection).
     on_close: RefCell<Vec<CloseHook>>,
+    /// The core itself while a name lookup runs: no socket handler holds it then, and a
+    /// connect whose handle was dropped must still finish (as it does with a socket).
+    lookup_hold: RefCell<Option<Rc<Core<LoopDriver>>>>,
 }
 
 #[derive(Default)]
@@ -173,6 +176,33 @@ impl Drive for LoopDriver {
     fn wake(core: &Rc<Core<Self>>) {
         sync(core);
     }
+
+    /// A finished name lookup reaches the loop through its cross-thread handle; the core is
+    /// found again by id on the loop's thread.
+    fn notifier(core: &Rc<Core<Self>>) -> Option<Notify> {
+        let id = core.id;
+        LOOKUPS.with(|m| m.borrow_mut().insert(id, Rc::downgrade(core)));
+        let handle = core.driver.ioloop.handle();
+        Some(std::sync::Arc::new(move || {
+            handle.add_callback(move || {
+                let core = LOOKUPS.with(|m| m.borrow().get(&id).and_then(Weak::upgrade));
+                if let Some(core) = core {
+                    core.with_mut(|s| s.poll_resolved(LoopDriver::now()));
+                    sync(&core);
+                }
+            });
+        }))
+    }
+
+    fn forget(id: u64) {
+        let _ = LOOKUPS.try_with(|m| m.borrow_mut().remove(&id));
+    }
+}
+
+thread_local! {
+    /// The loop's connections by id, for name lookups finishing on other threads.
+    static LOOKUPS: RefCell<std::collections::HashMap<u64, Weak<Core<LoopDriver>>>> =
+        RefCell::new(std::collections::HashMap::new());
 }
 
 impl std::fmt::Debug for Connection {
@@ -215,6 +245,7 @@ impl Connection {
             abandoned: Cell::new(false),
             delivering: Cell::new(false),
             on_close: RefCell::new(Vec::new()),
+            lookup_hold: RefCell::new(None),
         };
         handle(&Core::new(dsn, options, driver))
     }
@@ -749,6 +780,13 @@ fn close_if_abandoned(core: &Rc<Core<LoopDriver>>) {
 /// session.
 fn register(core: &Rc<Core<LoopDriver>>) {
     let d = &core.driver;
+    let resolving = core.with(|s| s.is_resolving());
+    let held = d.lookup_hold.borrow().is_some();
+    if resolving != held {
+        // Dropped outside the borrow: the last reference may be this one.
+        let old = d.lookup_hold.replace(resolving.then(|| core.clone()));
+        drop(old);
+    }
     let mut s = core.session.borrow_mut();
     let mut reg = d.reg.borrow_mut();
     if reg.generation != s.socket_generation() {

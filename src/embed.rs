@@ -208,8 +208,9 @@ impl MioConnection {
     /// called (a connect timeout, a query timeout, a cancel under way), if any: use it to
     /// bound the poll's timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let own = self.core.with(|s| s.next_deadline());
-        if self.core.driver.cancels.borrow().is_empty() {
+        let (own, resolving) = self.core.with(|s| (s.next_deadline(), s.is_resolving()));
+        // A name lookup or a cancel runs on a helper thread: look for its answer soon.
+        if self.core.driver.cancels.borrow().is_empty() && !resolving {
             return own;
         }
         let soon = MioDriver::now() + CANCEL_POLL;
@@ -219,7 +220,10 @@ impl MioConnection {
     /// Handles deadlines that have passed.
     pub fn handle_timeout(&self, registry: &Registry, now: Instant) {
         let _ = registry;
-        self.core.with_mut(|s| s.handle_timeout(now));
+        self.core.with_mut(|s| {
+            s.poll_resolved(now);
+            s.handle_timeout(now);
+        });
         sync_registration(&self.core);
     }
 
@@ -241,6 +245,10 @@ impl MioConnection {
             }
         }
         let _guard = Delivering(&core.driver.delivering);
+        if core.with(|s| s.is_resolving()) {
+            core.with_mut(|s| s.poll_resolved(MioDriver::now()));
+            sync_registration(core);
+        }
         let mut ran = self.poll_cancels();
         loop {
             core.pump();

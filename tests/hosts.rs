@@ -298,3 +298,26 @@ fn malformed_host_lists_are_usage_errors_before_any_connect() {
         assert!(e.to_string().contains(says), "{dsn}: {e}");
     }
 }
+
+#[test]
+fn a_name_that_does_not_resolve_is_one_failed_attempt_and_the_walk_goes_on() {
+    let port = server().port;
+    let dsn = format!("host=nonexistent.invalid,localhost port={port} {}", base());
+    run(async move {
+        let conn = momoko::connect(&dsn).await.unwrap();
+        assert_eq!(conn.host().as_deref(), Some("localhost"));
+        conn.close();
+    });
+    let dsn = format!(
+        "host=nonexistent.invalid,127.0.0.1 port={port},{} {}",
+        refused_port(),
+        base()
+    );
+    let e = run(async move { momoko::connect(&dsn).await.unwrap_err() });
+    let text = e.to_string();
+    assert!(
+        text.contains("nonexistent.invalid:")
+            && text.contains("could not translate host name \"nonexistent.invalid\""),
+        "{text}"
+    );
+}

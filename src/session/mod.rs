@@ -264,6 +264,16 @@ pub(crate) enum Phase {
     Closed,
 }
 
+/// A wake-up from another thread: the driver brings the session's news to its own thread.
+pub(crate) type Notify = std::sync::Arc<dyn Fn() + Send + Sync>;
+
+/// A name lookup under way for one target.
+struct Resolving {
+    answer: std::sync::mpsc::Receiver<io::Result<Vec<std::net::SocketAddr>>>,
+    target: Target,
+    second_try: bool,
+}
+
 /// How long a cancelled request may take to be answered before the connection is given up.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
@@ -300,6 +310,11 @@ pub(crate) struct Session {
     /// The server stopped fitting target_session_attrs (a ParameterStatus change): the
     /// connection is closed as soon as nothing is in flight.
     retire: Option<Error>,
+    /// A host name being looked up on a helper thread (never on the loop's thread).
+    resolving: Option<Resolving>,
+    /// Tells the driver, from the lookup thread, that a lookup finished (None: the driver
+    /// polls, see `is_resolving`).
+    pub(crate) notify: Option<Notify>,
     startup_params: Vec<(String, String)>,
     credentials: Credentials,
     connect_timeout: Option<Duration>,
@@ -369,6 +384,8 @@ impl Session {
             stop_walk: false,
             attempts: Vec::new(),
             retire: None,
+            resolving: None,
+            notify: None,
             startup_params: Vec::new(),
             credentials: Credentials::default(),
             connect_timeout: None,
@@ -825,6 +842,8 @@ impl Session {
 
     /// Drops the socket, the TLS session and the protocol core of an attempt.
     fn reset_transport(&mut self) {
+        // A lookup still running answers into a dropped channel.
+        self.resolving = None;
         self.socket = None;
         #[cfg(feature = "tls")]
         {
@@ -868,6 +887,16 @@ impl Session {
             .as_ref()
             .map(transport::TcpSettings::from_config)
             .unwrap_or_default();
+        if let Target::Tcp {
+            host,
+            addr: None,
+            port,
+        } = &target
+        {
+            if host.parse::<std::net::IpAddr>().is_err() {
+                return self.start_lookup(target.clone(), host.clone(), *port, second_try, now);
+            }
+        }
         match open(&target, &tcp) {
             Ok(sockets) => {
                 let mut sockets = sockets.into_iter();
@@ -897,6 +926,107 @@ impl Session {
                 false
             }
         }
+    }
+
+    /// Looks `host` up on a helper thread; the connect deadline covers the lookup. True: the
+    /// attempt is under way (its outcome comes through `poll_resolved`).
+    fn start_lookup(
+        &mut self,
+        target: Target,
+        host: String,
+        port: u16,
+        second_try: bool,
+        now: Instant,
+    ) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let notify = self.notify.clone();
+        let spawned = std::thread::Builder::new()
+            .name("momoko-resolve".into())
+            .spawn(move || {
+                use std::net::ToSocketAddrs;
+                let r = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map(Iterator::collect);
+                if tx.send(r).is_ok() {
+                    if let Some(n) = notify {
+                        n();
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            let e = Error::io("could not start a name lookup", e);
+            self.attempts.push(format!("{target}: {e}"));
+            self.last_error = Some(e);
+            return false;
+        }
+        self.resolving = Some(Resolving {
+            answer: rx,
+            target,
+            second_try,
+        });
+        self.phase = Phase::Connecting;
+        self.connect_deadline = self.connect_timeout.map(|t| now + t);
+        true
+    }
+
+    /// Whether a name lookup is under way (a driver without a cross-thread wake-up polls
+    /// `poll_resolved` while it is).
+    pub(crate) fn is_resolving(&self) -> bool {
+        self.resolving.is_some()
+    }
+
+    /// Takes a finished name lookup: connects to its first address (the others queued next,
+    /// shuffled under load_balance_hosts=random), or fails the attempt.
+    pub(crate) fn poll_resolved(&mut self, now: Instant) {
+        self.now = Some(now);
+        let Some(r) = &self.resolving else { return };
+        let answer = match r.answer.try_recv() {
+            Ok(a) => a,
+            Err(std::sync::mpsc::TryRecvError::Empty) => return,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Err(io::Error::other("the name lookup thread ended"))
+            }
+        };
+        let Some(Resolving {
+            target, second_try, ..
+        }) = self.resolving.take()
+        else {
+            return;
+        };
+        let Target::Tcp { host, port, .. } = &target else {
+            return;
+        };
+        let mut addrs = match answer {
+            Ok(a) if !a.is_empty() => a,
+            Ok(_) => {
+                let e = Error::connection(format!("host name {host:?} has no address"));
+                self.target = Some((target, second_try));
+                return self.attempt_failed(e, now);
+            }
+            Err(e) => {
+                let e = Error::io(&format!("could not translate host name {host:?}"), e);
+                self.target = Some((target, second_try));
+                return self.attempt_failed(e, now);
+            }
+        };
+        if self.config.as_ref().is_some_and(|c| {
+            c.get_load_balance_hosts() == crate::conninfo::LoadBalanceHosts::Random
+        }) {
+            shuffle(&mut addrs);
+        }
+        let mut each = addrs.into_iter().map(|a| Target::Tcp {
+            host: host.clone(),
+            addr: Some(a.ip()),
+            port: *port,
+        });
+        let first = each.next().expect("not empty");
+        for (i, t) in each.enumerate() {
+            self.targets.insert(i, t);
+        }
+        if !self.open_target(first, second_try, now) {
+            self.next_target(now);
+        }
+        self.process_events(now);
     }
 
     /// The attempt failed before the connection was established: sslmode=allow tries the
@@ -1176,10 +1306,14 @@ impl Session {
                 )
             {
                 let t = self.connect_timeout.unwrap_or_default();
-                self.last_error = Some(Error::new(
+                let e = Error::new(
                     ErrorKind::Timeout,
                     format!("connection timed out after {t:?}"),
-                ));
+                );
+                if let Some((target, _)) = &self.target {
+                    self.attempts.push(format!("{target}: {e}"));
+                }
+                self.last_error = Some(e);
                 self.target = None; // a timeout is no refusal: allow does not retry it
                 self.next_target(now);
                 self.process_events(now);
@@ -1509,6 +1643,23 @@ pub(crate) trait Drive: Sized + 'static {
     /// The session changed: bring the registration in line and deliver what is due, now or
     /// on the driver's next turn. Called with no borrow of the session held.
     fn wake(core: &Rc<Core<Self>>);
+    /// A wake-up another thread may call when a name lookup finished; it must bring the
+    /// core to `Session::poll_resolved` on the driver's thread. `None`: the driver polls
+    /// while `Session::is_resolving`.
+    fn notifier(core: &Rc<Core<Self>>) -> Option<Notify> {
+        let _ = core;
+        None
+    }
+    /// The core with this id is gone: forget what `notifier` kept for it.
+    fn forget(id: u64) {
+        let _ = id;
+    }
+}
+
+impl<D> Drop for Core<D> {
+    fn drop(&mut self) {
+        (self.forget)(self.id);
+    }
 }
 
 /// A session beside the driver that drives it: the one seam of every operation.
@@ -1517,16 +1668,22 @@ pub(crate) struct Core<D> {
     pub(crate) id: u64,
     pub(crate) session: RefCell<Session>,
     pub(crate) driver: D,
+    /// `D::forget`, kept so that dropping needs no bound on `D`.
+    forget: fn(u64),
 }
 
 impl<D: Drive> Core<D> {
     /// A new, unconnected core.
     pub(crate) fn new(dsn: String, options: Options, driver: D) -> Rc<Core<D>> {
-        Rc::new(Core {
+        let core = Rc::new(Core {
             id: next_id(),
             session: RefCell::new(Session::new(dsn, options)),
             driver,
-        })
+            forget: D::forget,
+        });
+        let notify = D::notifier(&core);
+        core.session.borrow_mut().notify = notify;
+        core
     }
 
     /// Queues one request; `cb` runs from the driver's delivery with no borrow held.
