@@ -30,12 +30,14 @@
 
 mod cmd;
 mod conninfo;
+mod replica;
 mod server;
 mod shared;
 mod sys;
 mod tls;
 
 pub use cmd::{bin_dir, psql};
+pub use replica::{Replicated, REPLICATION_TIMEOUT, STANDBY_NAME};
 pub use server::{
     running_in, stop_dir, ServerInfo, StopMode, TestServer, DBNAME, ENV_FILE, MD5_PASSWORD,
     MD5_USER, SCRAM_PASSWORD, SCRAM_USER, USER,
