@@ -28,6 +28,7 @@
 //! assert_eq!(info.psql("select 1").unwrap(), "1");
 //! ```
 
+mod bouncer;
 mod cmd;
 mod conninfo;
 mod replica;
@@ -36,6 +37,7 @@ mod shared;
 mod sys;
 mod tls;
 
+pub use bouncer::{pgbouncer_bin, pgbouncer_version, Bouncer, BouncerOptions, PoolMode};
 pub use cmd::{bin_dir, psql};
 pub use replica::{Replicated, REPLICATION_TIMEOUT, STANDBY_NAME};
 pub use server::{

@@ -155,7 +155,7 @@ impl Replicated {
     }
 
     /// Waits until the standby has replayed everything committed on the primary so far
-    /// (the primary's WAL flush position after a commit of its own), at most
+    /// (up to a WAL record of its own written on the primary and flushed), at most
     /// [`REPLICATION_TIMEOUT`]. Both servers must be running, the standby still a standby.
     pub fn wait_for_replay(&self) -> io::Result<()> {
         self.wait_for_replay_within(REPLICATION_TIMEOUT)
@@ -163,16 +163,19 @@ impl Replicated {
 
     /// [`Replicated::wait_for_replay`] with a bound of the caller's choosing.
     pub fn wait_for_replay_within(&self, timeout: Duration) -> io::Result<()> {
-        // A commit of our own (local: not waiting on the standby, whatever `sync` says)
-        // makes the flush position cover every commit before it, asynchronous ones too.
+        // A WAL record of our own in a transaction committed with a local flush (whatever
+        // `sync` says: not waiting on the standby): the flush covers every commit before
+        // it, asynchronous ones too, and the record's end is a position the standby's
+        // replay reaches exactly. (A transaction that writes no WAL, `txid_current()`
+        // alone, commits without a flush.)
         let out = self.primary.info().psql(
-            "set synchronous_commit = local; select txid_current(); \
-             select pg_current_wal_flush_lsn()",
+            "set synchronous_commit = local; \
+             select pg_logical_emit_message(true, 'momoko-testpg', 'wait_for_replay')",
         )?;
-        let lsn = out.lines().last().unwrap_or_default().trim().to_owned();
+        let lsn = out.trim().to_owned();
         if lsn.is_empty() || !lsn.contains('/') {
             return Err(io::Error::other(format!(
-                "the primary answered {out:?} for its WAL flush position"
+                "the primary answered {out:?} for the position of its WAL record"
             )));
         }
         let sql = format!("select coalesce(pg_last_wal_replay_lsn() >= '{lsn}', false)");

@@ -734,13 +734,7 @@ impl TestServer {
 
     /// Adds the server log's tail and path to an error.
     fn with_log(&self, e: io::Error) -> io::Error {
-        let log = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-        io::Error::new(
-            e.kind(),
-            format!("{e}\n--- last lines of {} ---\n{tail}", self.log.display()),
-        )
+        with_log_tail(e, &self.log)
     }
 
     fn superuser_dsn(&self) -> String {
@@ -895,6 +889,17 @@ impl TestServer {
             self.link.as_deref(),
         );
     }
+}
+
+/// Adds the last 20 lines of the log at `log` (and its path) to an error.
+pub(crate) fn with_log_tail(e: io::Error, log: &Path) -> io::Error {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+    io::Error::new(
+        e.kind(),
+        format!("{e}\n--- last lines of {} ---\n{tail}", log.display()),
+    )
 }
 
 fn remove_all(base: &Path, outside_socket_dir: Option<&Path>, link: Option<&Path>) {
