@@ -23,6 +23,11 @@
 //! files and DSNs ([`ServerInfo::tls`], None for a server named by `MOMOKO_TEST_DSN`
 //! alone, in which case tests of TLS skip).
 //!
+//! For replication and pooling, [`Replicated::start`] makes a primary with a streaming
+//! standby (two clusters, one `initdb` and one base backup), and [`Bouncer::start`] a
+//! PgBouncer in front of any of these servers; both are private to the test that starts
+//! them, and removed like a [`TestServer`].
+//!
 //! ```no_run
 //! let info = momoko_testpg::TestServer::shared();
 //! assert_eq!(info.psql("select 1").unwrap(), "1");
