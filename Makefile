@@ -18,7 +18,7 @@ FUZZ_TARGETS := protocol_startup protocol_ready decode conninfo params cert_hash
 # Where `make pg` keeps its server (git-ignored).
 PG_DIR := .pg/server
 
-.PHONY: help test demo pg pg-stop examples tcproxy bench clean postgres testpg-bin soak fuzz
+.PHONY: help test demo pg pg-stop examples tcproxy bench clean postgres pgbouncer testpg-bin soak fuzz
 
 help:
 	@echo "make demo      run the demo examples against a throwaway PostgreSQL"
@@ -60,11 +60,47 @@ postgres:
 	  exit 1; \
 	fi
 
+# PgBouncer, for the tests through a transaction pooler (momoko-testpg's Bouncer starts its
+# own on a free port). As root we install it (Debian/Ubuntu). The package would start a
+# system pgbouncer on 6432: a policy-rc.d that denies every service start is put in place
+# for the install (and removed after) unless one is there already, so none is left running.
+# The lookup mirrors momoko-testpg's: MOMOKO_PGBOUNCER, /usr/sbin, /usr/bin,
+# /usr/local/sbin, /usr/local/bin, then PATH.
+pgbouncer:
+	@if [ -n "$${MOMOKO_PGBOUNCER:-}" ]; then \
+	  [ -x "$$MOMOKO_PGBOUNCER" ] && exit 0; \
+	  echo "MOMOKO_PGBOUNCER=$$MOMOKO_PGBOUNCER is not an executable" >&2; exit 1; \
+	fi; \
+	for f in /usr/sbin/pgbouncer /usr/bin/pgbouncer /usr/local/sbin/pgbouncer /usr/local/bin/pgbouncer; do \
+	  [ -x "$$f" ] && exit 0; \
+	done; \
+	command -v pgbouncer >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "==> PgBouncer not found: installing it (apt-get update, then apt-get install pgbouncer; its system service is not started)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  policy=/usr/sbin/policy-rc.d; \
+	  if [ ! -e "$$policy" ]; then \
+	    printf '#!/bin/sh\n# momoko make pgbouncer: no service starts during the install\nexit 101\n' >"$$policy"; \
+	    chmod 755 "$$policy"; \
+	    trap 'rm -f "$$policy"' EXIT; \
+	  fi; \
+	  apt-get update -q; \
+	  apt-get install -y -q pgbouncer; \
+	  [ -x /usr/sbin/pgbouncer ] || { \
+	    echo "apt-get installed pgbouncer, but no /usr/sbin/pgbouncer appeared" >&2; exit 1; }; \
+	  echo "==> PgBouncer installed: $$(/usr/sbin/pgbouncer -V | head -n1)"; \
+	else \
+	  echo "PgBouncer (pgbouncer) was not found; the tests through a transaction pooler need it." >&2; \
+	  echo "Install it as root, e.g. on Debian/Ubuntu: apt-get install pgbouncer" >&2; \
+	  echo "or point MOMOKO_PGBOUNCER at the binary." >&2; \
+	  exit 1; \
+	fi
+
 testpg-bin:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 	$(CARGO) build -q -p momoko-testpg
 
-test: postgres
+test: postgres pgbouncer
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	# The fuzz entry points are behind a feature: check them too, so they cannot rot.

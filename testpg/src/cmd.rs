@@ -92,13 +92,18 @@ fn find_bin_dir() -> Result<PathBuf, String> {
 /// A command for one of the server binaries (initdb, pg_ctl, postgres), wrapped in
 /// `runuser -u postgres --` when we are root.
 pub(crate) fn server_command(bin: &Path, name: &str) -> Command {
-    let path = bin.join(name);
+    as_server_user(&bin.join(name))
+}
+
+/// A command for any program that must run as the server's account when we are root
+/// (PgBouncer refuses root too), wrapped in `runuser -u postgres --` then.
+pub(crate) fn as_server_user(program: &Path) -> Command {
     if sys::is_root() {
         let mut cmd = Command::new("runuser");
-        cmd.arg("-u").arg(pg_os_user()).arg("--").arg(path);
+        cmd.arg("-u").arg(pg_os_user()).arg("--").arg(program);
         cmd
     } else {
-        Command::new(path)
+        Command::new(program)
     }
 }
 

@@ -23,19 +23,28 @@
 //! files and DSNs ([`ServerInfo::tls`], None for a server named by `MOMOKO_TEST_DSN`
 //! alone, in which case tests of TLS skip).
 //!
+//! For replication and pooling, [`Replicated::start`] makes a primary with a streaming
+//! standby (two clusters, one `initdb` and one base backup), and [`Bouncer::start`] a
+//! PgBouncer in front of any of these servers; both are private to the test that starts
+//! them, and removed like a [`TestServer`].
+//!
 //! ```no_run
 //! let info = momoko_testpg::TestServer::shared();
 //! assert_eq!(info.psql("select 1").unwrap(), "1");
 //! ```
 
+mod bouncer;
 mod cmd;
 mod conninfo;
+mod replica;
 mod server;
 mod shared;
 mod sys;
 mod tls;
 
+pub use bouncer::{pgbouncer_bin, pgbouncer_version, Bouncer, BouncerOptions, PoolMode};
 pub use cmd::{bin_dir, psql};
+pub use replica::{Replicated, REPLICATION_TIMEOUT, STANDBY_NAME};
 pub use server::{
     running_in, stop_dir, ServerInfo, StopMode, TestServer, DBNAME, ENV_FILE, MD5_PASSWORD,
     MD5_USER, SCRAM_PASSWORD, SCRAM_USER, USER,

@@ -233,10 +233,12 @@ pub struct TestServer {
     outside_socket_dir: Option<PathBuf>,
     /// A symlink to `base` at the place the caller asked for (see `start_at`).
     link: Option<PathBuf>,
+    /// Settings appended to the generated configuration (replication, see `replica`).
+    extra_conf: String,
     state: Mutex<State>,
 }
 
-fn unique_temp_dir(tag: &str) -> io::Result<PathBuf> {
+pub(crate) fn unique_temp_dir(tag: &str) -> io::Result<PathBuf> {
     static N: AtomicU64 = AtomicU64::new(0);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -266,7 +268,7 @@ fn unique_temp_dir(tag: &str) -> io::Result<PathBuf> {
 
 /// Hands a directory we created to the server's account (root only) and opens it for
 /// traversal, so that root-run clients and the server can both reach the socket.
-fn give_to_server(dir: &Path, ids: Option<(u32, u32)>) -> io::Result<()> {
+pub(crate) fn give_to_server(dir: &Path, ids: Option<(u32, u32)>) -> io::Result<()> {
     if let Some((uid, gid)) = ids {
         std::os::unix::fs::chown(dir, Some(uid), Some(gid))
             .map_err(|e| io::Error::new(e.kind(), format!("chown {}: {e}", dir.display())))?;
@@ -287,13 +289,37 @@ fn server_can_write(bin: &Path, dir: &Path) -> bool {
     cmd::run(&mut c, "test -w", Duration::from_secs(10)).is_ok()
 }
 
-fn free_port() -> io::Result<u16> {
+/// The PostgreSQL binary directory, checked to hold each of `names`.
+fn checked_bin_dir(names: &[&str]) -> io::Result<PathBuf> {
+    let bin = cmd::bin_dir()?;
+    for name in names {
+        if !bin.join(name).is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is missing", bin.join(name).display()),
+            ));
+        }
+    }
+    Ok(bin)
+}
+
+/// The server account's uid and gid when we are root (the directories we make are handed
+/// to it), else None.
+pub(crate) fn server_ids() -> io::Result<Option<(u32, u32)>> {
+    if sys::is_root() {
+        cmd::pg_os_ids().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+pub(crate) fn free_port() -> io::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .map_err(|e| io::Error::new(e.kind(), format!("could not bind 127.0.0.1:0: {e}")))?;
     Ok(listener.local_addr()?.port())
 }
 
-fn pid_alive(pid: u32) -> bool {
+pub(crate) fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists() || sys::send_signal(pid as i32, 0)
 }
 
@@ -301,7 +327,7 @@ impl TestServer {
     /// Starts a private server in a fresh temporary directory. Takes a few seconds; use
     /// [`TestServer::shared`] unless the test stops or restarts the server.
     pub fn start() -> io::Result<TestServer> {
-        Self::create(None, true)
+        Self::create(None, true, String::new())
     }
 
     /// Starts a server in `dir` (created; it must not exist or be empty) that is meant to
@@ -309,7 +335,7 @@ impl TestServer {
     /// As root, when the server's account can't reach `dir` (e.g. under /root), the cluster
     /// goes to the temp dir and `dir` becomes a symlink to it.
     pub fn start_at(dir: &Path) -> io::Result<TestServer> {
-        Self::create(Some(dir), false)
+        Self::create(Some(dir), false, String::new())
     }
 
     /// The server shared by the whole process: the one named by `MOMOKO_TEST_DSN` if set,
@@ -380,21 +406,14 @@ impl TestServer {
         self.info.clone()
     }
 
-    fn create(dir: Option<&Path>, watchdog: bool) -> io::Result<TestServer> {
-        let bin = cmd::bin_dir()?;
-        for name in ["initdb", "pg_ctl", "postgres", "psql"] {
-            if !bin.join(name).is_file() {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("{} is missing", bin.join(name).display()),
-                ));
-            }
-        }
-        let ids = if sys::is_root() {
-            Some(cmd::pg_os_ids()?)
-        } else {
-            None
-        };
+    /// Creates and starts a cluster; `extra_conf` is appended to its configuration.
+    pub(crate) fn create(
+        dir: Option<&Path>,
+        watchdog: bool,
+        extra_conf: String,
+    ) -> io::Result<TestServer> {
+        let bin = checked_bin_dir(&["initdb", "pg_ctl", "postgres", "psql"])?;
+        let ids = server_ids()?;
 
         let (base, link) = match dir {
             None => (unique_temp_dir("")?, None),
@@ -433,41 +452,17 @@ impl TestServer {
             base,
             outside_socket_dir: None,
             link,
+            extra_conf,
             state: Mutex::new(State::default()),
         };
         give_to_server(&server.base, ids)?;
-        let mut socket_dir = server.base.join("sock");
-        if socket_dir.as_os_str().len() > MAX_SOCKET_DIR_LEN {
-            socket_dir = unique_temp_dir("sock-")?;
-            server.outside_socket_dir = Some(socket_dir.clone());
-        } else {
-            fs::create_dir(&socket_dir)?;
-        }
-        give_to_server(&socket_dir, ids)?;
+        let socket_dir = server.make_socket_dir(ids)?;
         let tls_dir = server.base.join(tls::TLS_DIR);
         tls::write_files(&tls_dir, ids)?;
 
         server.initdb()?;
         server.configure_hba()?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if attempt > 1 {
-                // So that only this attempt's failure is judged below.
-                let _ = fs::remove_file(&server.log);
-            }
-            let port = free_port()?;
-            server.info = ServerInfo::for_cluster(port, &socket_dir, Some(&tls_dir));
-            server.write_conf(port, &socket_dir, &tls_dir)?;
-            match server.pg_ctl_start() {
-                Ok(()) => break,
-                // Another process took the port between our probe and the server's bind.
-                Err(_) if attempt < 5 && server.log_mentions_bind_failure() => {
-                    let _ = server.stop(StopMode::Immediate);
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        server.start_on_free_port(&socket_dir, &tls_dir)?;
         server.create_roles_and_db()?;
         server.wait_ready()?;
         server.write_env_file()?;
@@ -475,6 +470,145 @@ impl TestServer {
             server.spawn_watchdog()?;
         }
         Ok(server)
+    }
+
+    /// Makes the Unix socket directory: `sock/` in the cluster directory, or a directory of
+    /// its own in the temp dir when that path would be too long for a socket.
+    fn make_socket_dir(&mut self, ids: Option<(u32, u32)>) -> io::Result<PathBuf> {
+        let mut socket_dir = self.base.join("sock");
+        if socket_dir.as_os_str().len() > MAX_SOCKET_DIR_LEN {
+            socket_dir = unique_temp_dir("sock-")?;
+            self.outside_socket_dir = Some(socket_dir.clone());
+        } else {
+            fs::create_dir(&socket_dir)?;
+        }
+        give_to_server(&socket_dir, ids)?;
+        Ok(socket_dir)
+    }
+
+    /// Writes the configuration for a free port and starts the server there, trying
+    /// another port when the one probed was taken before the server could bind it.
+    fn start_on_free_port(&mut self, socket_dir: &Path, tls_dir: &Path) -> io::Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if attempt > 1 {
+                // So that only this attempt's failure is judged below.
+                let _ = fs::remove_file(&self.log);
+            }
+            let port = free_port()?;
+            self.info = ServerInfo::for_cluster(port, socket_dir, Some(tls_dir));
+            self.write_conf(port, socket_dir, tls_dir)?;
+            match self.pg_ctl_start() {
+                Ok(()) => return Ok(()),
+                // Another process took the port between our probe and the server's bind.
+                Err(_) if attempt < 5 && self.log_mentions_bind_failure() => {
+                    let _ = self.stop(StopMode::Immediate);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Creates and starts a streaming standby of `primary` in a fresh temp directory: a
+    /// `pg_basebackup -R` over a new physical replication slot named `name` (also the
+    /// standby's `application_name`), its own copy of the primary's certificates (so one
+    /// CA verifies both servers), its own port and socket directory. `extra_conf` is
+    /// appended to its configuration. Returns once it accepts logins.
+    pub(crate) fn create_standby(
+        primary: &TestServer,
+        name: &str,
+        extra_conf: String,
+    ) -> io::Result<TestServer> {
+        let bin = checked_bin_dir(&["pg_basebackup", "pg_ctl", "postgres", "psql"])?;
+        let ids = server_ids()?;
+        let base = unique_temp_dir("standby-")?;
+        let mut server = TestServer {
+            info: ServerInfo::for_cluster(0, &base, None),
+            data: base.join("data"),
+            log: base.join("postgres.log"),
+            bin,
+            base,
+            outside_socket_dir: None,
+            link: None,
+            extra_conf,
+            state: Mutex::new(State::default()),
+        };
+        give_to_server(&server.base, ids)?;
+        let socket_dir = server.make_socket_dir(ids)?;
+        let tls_dir = server.base.join(tls::TLS_DIR);
+        let primary_tls = primary.base.join(tls::TLS_DIR);
+        tls::copy_files(&primary_tls, &tls_dir, ids)?;
+
+        let source = format!(
+            "host=127.0.0.1 port={} user=postgres application_name={name} sslmode=disable",
+            primary.info.port
+        );
+        let mut c = cmd::server_command(&server.bin, "pg_basebackup");
+        cmd::scrub_pg_env(&mut c);
+        c.current_dir(&server.base)
+            .arg("-D")
+            .arg(&server.data)
+            .args(["-R", "-X", "stream", "-c", "fast", "-C", "-S", name])
+            .args(["--no-sync", "-w", "-d", &source]);
+        cmd::run(&mut c, "pg_basebackup", Duration::from_secs(120))
+            .map_err(|e| primary.with_log(e))?;
+        server.start_on_free_port(&socket_dir, &tls_dir)?;
+        server.wait_ready()?;
+        server.write_env_file()?;
+        server.spawn_watchdog()?;
+        Ok(server)
+    }
+
+    /// Promotes a standby (`pg_ctl promote -w`), then waits until a login over TCP sees
+    /// `pg_is_in_recovery()` false (at most 30 s).
+    pub(crate) fn promote(&self) -> io::Result<()> {
+        let mut c = cmd::server_command(&self.bin, "pg_ctl");
+        cmd::scrub_pg_env(&mut c);
+        c.current_dir(&self.base)
+            .arg("promote")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-s", "-t", &PG_CTL_WAIT_SECS.to_string()]);
+        cmd::run(
+            &mut c,
+            "pg_ctl promote",
+            Duration::from_secs(PG_CTL_WAIT_SECS + 15),
+        )
+        .map_err(|e| self.with_log(e))?;
+        self.wait_for("pg_is_in_recovery() to become false", READY_TIMEOUT, || {
+            Ok(cmd::psql(&self.info.dsn, "select pg_is_in_recovery()", &[])? == "f")
+        })
+    }
+
+    /// Polls `check` every 50 ms until it answers true, for at most `timeout`; the error
+    /// names `what` was waited for, the last failure of `check` and the log's tail.
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> io::Result<bool>,
+    ) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match check() {
+                Ok(true) => return Ok(()),
+                Ok(false) => String::from("not yet"),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                let e = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "timed out after {timeout:?} waiting for {what} on 127.0.0.1:{} \
+                         (last check: {last})",
+                        self.info.port
+                    ),
+                );
+                return Err(self.with_log(e));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn initdb(&self) -> io::Result<()> {
@@ -567,7 +701,9 @@ impl TestServer {
              ssl = on\n\
              ssl_cert_file = '{cert}'\n\
              ssl_key_file = '{key}'\n\
-             ssl_ca_file = '{ca}'\n"
+             ssl_ca_file = '{ca}'\n\
+             {extra}",
+            extra = self.extra_conf,
         );
         fs::write(self.data.join("momoko-testpg.conf"), conf)
     }
@@ -598,13 +734,7 @@ impl TestServer {
 
     /// Adds the server log's tail and path to an error.
     fn with_log(&self, e: io::Error) -> io::Error {
-        let log = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-        io::Error::new(
-            e.kind(),
-            format!("{e}\n--- last lines of {} ---\n{tail}", self.log.display()),
-        )
+        with_log_tail(e, &self.log)
     }
 
     fn superuser_dsn(&self) -> String {
@@ -644,7 +774,10 @@ impl TestServer {
             ]
             .join(", "),
         );
-        cmd::psql(&self.superuser_dsn(), &sql, &[])
+        // Local commits only: a primary of `Replicated` starts with its synchronous standby
+        // named but not there yet, and a synchronous commit would wait for it forever.
+        let env = [("PGOPTIONS", "-c synchronous_commit=local")];
+        cmd::psql(&self.superuser_dsn(), &sql, &env)
             .map(drop)
             .map_err(|e| self.with_log(e))
     }
@@ -756,6 +889,17 @@ impl TestServer {
             self.link.as_deref(),
         );
     }
+}
+
+/// Adds the last 20 lines of the log at `log` (and its path) to an error.
+pub(crate) fn with_log_tail(e: io::Error, log: &Path) -> io::Error {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+    io::Error::new(
+        e.kind(),
+        format!("{e}\n--- last lines of {} ---\n{tail}", log.display()),
+    )
 }
 
 fn remove_all(base: &Path, outside_socket_dir: Option<&Path>, link: Option<&Path>) {

@@ -341,3 +341,29 @@ pub(crate) fn write_files(dir: &Path, server_ids: Option<(u32, u32)>) -> io::Res
     }
     Ok(())
 }
+
+/// Copies the files `write_files` made in `from` into a new directory `to` (a standby's
+/// own copy of its primary's certificates: one CA then verifies both servers), with the
+/// same modes; the server's key is handed to the server's account as in `write_files`.
+pub(crate) fn copy_files(from: &Path, to: &Path, server_ids: Option<(u32, u32)>) -> io::Result<()> {
+    fs::create_dir(to)
+        .map_err(|e| io::Error::new(e.kind(), format!("could not create {}: {e}", to.display())))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(0o755))?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        // fs::copy carries the mode over (0600 for keys).
+        fs::copy(entry.path(), &target).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("could not copy {}: {e}", entry.path().display()),
+            )
+        })?;
+    }
+    if let Some((uid, gid)) = server_ids {
+        let key = TlsInfo::in_dir(to, 0).server_key;
+        std::os::unix::fs::chown(&key, Some(uid), Some(gid))
+            .map_err(|e| io::Error::new(e.kind(), format!("chown {}: {e}", key.display())))?;
+    }
+    Ok(())
+}
