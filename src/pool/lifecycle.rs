@@ -77,9 +77,9 @@ impl Inner {
                             };
                             if let Err(e) = &r {
                                 log::warn!("pool: on_connect failed; closing that connection: {e}");
+                                // Quiet until its next connect: its close is no loss.
                                 Inner::set_quiet(&inner, id_of(&c), true);
                                 c.close();
-                                Inner::set_quiet(&inner, id_of(&c), false);
                             }
                             Inner::opened(&inner, &c, generation, r, done)
                         });
@@ -107,6 +107,7 @@ impl Inner {
                     if let Some(m) = st.meta.get_mut(&id_of(conn)) {
                         m.expires = expires;
                         m.generation = generation;
+                        m.quiet = false;
                     }
                 }
                 Err(e) => {
@@ -249,16 +250,14 @@ impl Inner {
                 if let Err(e) = &r {
                     log::debug!("pool: an idle connection failed its health check: {e}");
                 }
-                // Closed while still quiet: the check's finding, not a loss.
+                // Closed while quiet (until its next connect: the session may report the
+                // close after this answer): the check's finding, not a loss.
                 if !c.closed() {
                     c.close();
                 }
                 let closed_pool = {
                     let mut st = inner.state.borrow_mut();
                     st.busy.remove(&id);
-                    if let Some(m) = st.meta.get_mut(&id) {
-                        m.quiet = false;
-                    }
                     st.counters.connections_failed_check += 1;
                     st.phase == Phase::Closed
                 };
