@@ -300,6 +300,17 @@ impl Connection {
         fut
     }
 
+    /// The password the next connects send, over the connection string's (a pool's
+    /// password callback sets it before each connect).
+    pub(crate) fn set_password(&self, password: Option<String>) {
+        self.core.with_mut(|s| s.set_password(password));
+    }
+
+    /// Forgets the server's prepared statements after `DISCARD ALL` dropped them.
+    pub(crate) fn forget_statements(&self) {
+        self.core.with_mut(|s| s.forget_statements());
+    }
+
     /// Whether the connection is closed: never connected, closed by `close()`, or lost.
     pub fn closed(&self) -> bool {
         self.core.with(|s| s.is_closed())

@@ -276,7 +276,9 @@ pub use conninfo::Config;
 pub use embed::MioConnection;
 pub use error::{DbError, Error, ErrorKind};
 pub use params::{mogrify, named, Named, ParamValues, Params};
-pub use pool::{Managed, Pool, PoolBuilder, PoolStats, RetryPolicy};
+pub use pool::{
+    CustomReset, Managed, Pool, PoolBuilder, PoolCounters, PoolStats, Reset, RetryPolicy,
+};
 pub use row::{Column, Cursor, Row, RowIndex};
 pub use session::Notification;
 pub use types::{oid, Format, FromSql, IsNull, QuoteContext, ToSql, Value};

@@ -29,6 +29,19 @@ async fn build(size: usize) -> Pool {
     builder(size).build().unwrap().connect().await.unwrap()
 }
 
+/// The container's counts only (sizes and counters left at zero), to compare whole.
+fn counts(pool: &Pool) -> PoolStats {
+    let s = pool.stats();
+    PoolStats {
+        free: s.free,
+        busy: s.busy,
+        dead: s.dead,
+        pending: s.pending,
+        waiting: s.waiting,
+        ..PoolStats::default()
+    }
+}
+
 /// Momoko's shutter: closes every live connection on the client side.
 fn shutter(pool: &Pool) {
     for c in pool.connections_for_tests() {
@@ -41,13 +54,14 @@ fn connect_resolves_to_the_pool_with_size_free_connections() {
     run(async {
         let pool = build(3).await;
         assert_eq!(
-            pool.stats(),
+            counts(&pool),
             PoolStats {
                 free: 3,
                 busy: 0,
                 dead: 0,
                 pending: 0,
-                waiting: 0
+                waiting: 0,
+                ..PoolStats::default()
             }
         );
         let s = format!("{pool:?}");
@@ -429,13 +443,14 @@ fn a_pool_of_one_with_max_two_and_four_requests_shows_momokos_counts() {
             .unwrap();
         let fs: Vec<_> = (0..4).map(|_| pool.execute("SELECT 1", ())).collect();
         assert_eq!(
-            pool.stats(),
+            counts(&pool),
             PoolStats {
                 free: 0,
                 busy: 1,
                 dead: 0,
                 pending: 1,
-                waiting: 3
+                waiting: 3,
+                ..PoolStats::default()
             }
         );
         for f in fs {
@@ -448,7 +463,7 @@ fn a_pool_of_one_with_max_two_and_four_requests_shows_momokos_counts() {
             sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(
-            pool.stats(),
+            counts(&pool),
             PoolStats {
                 free: 2,
                 ..PoolStats::default()
@@ -798,7 +813,7 @@ fn pipeline_depth_lets_operations_share_busy_connections_in_order() {
             );
         }
         assert_eq!(
-            pool.stats(),
+            counts(&pool),
             PoolStats {
                 free: 2,
                 ..PoolStats::default()
@@ -830,7 +845,7 @@ fn an_abandoned_getconn_does_not_leak_its_connection() {
         let conn = pool.getconn(true).await.unwrap();
         pool.putconn(conn).unwrap();
         assert_eq!(
-            pool.stats(),
+            counts(&pool),
             PoolStats {
                 free: 1,
                 ..PoolStats::default()

@@ -227,6 +227,9 @@ pub(crate) struct Options {
     /// Statements `query` keeps prepared per connection (default 256); 0 runs every
     /// `query` on the unnamed statement.
     pub(crate) statement_cache_size: Option<usize>,
+    /// A password that overrides the connection string's and the password file's: set by
+    /// a pool's password callback before each connect (rotating credentials).
+    pub(crate) password: Option<String>,
 }
 
 impl std::fmt::Debug for Options {
@@ -237,6 +240,7 @@ impl std::fmt::Debug for Options {
             .field("max_message_size", &self.max_message_size)
             .field("query_timeout", &self.query_timeout)
             .field("statement_cache_size", &self.statement_cache_size)
+            .field("password", &self.password.as_ref().map(|_| "***"))
             .finish_non_exhaustive()
     }
 }
@@ -733,6 +737,18 @@ impl Session {
         dsn.clone_into(&mut self.dsn);
     }
 
+    /// Sets the password every later connect sends, over the connection string's.
+    pub(crate) fn set_password(&mut self, password: Option<String>) {
+        self.options.password = password;
+    }
+
+    /// Forgets the server's prepared statements (after `DISCARD ALL` dropped them): cached
+    /// and user-held statements are prepared again on next use, as after a reconnect.
+    pub(crate) fn forget_statements(&mut self) {
+        self.identity = Rc::new(());
+        self.cache.clear();
+    }
+
     /// Takes the actions to run. The driver runs them holding no borrow of this session.
     pub(crate) fn take_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.actions)
@@ -864,6 +880,9 @@ impl Session {
             .as_ref()
             .and_then(|c| c.password_for(&target))
             .map(String::into_bytes);
+        if let Some(p) = &self.options.password {
+            self.credentials.password = Some(p.clone().into_bytes());
+        }
         self.credentials.tls_server_end_point = None;
         #[cfg(feature = "tls")]
         {

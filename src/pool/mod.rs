@@ -7,6 +7,10 @@
 //! second time. It never retries a request whose effect on the server is unknown (unless the
 //! caller chose Momoko's rule), never lets a waiter wait forever once nothing can serve it,
 //! and never runs user code while it holds a borrow of its state.
+//!
+//! The production side (connections that age out, checks before hand-out, hooks, rotating
+//! passwords, resizing, counters, leak warnings) lives in `lifecycle.rs`; the options in
+//! `builder.rs`; what an operator reads in `stats.rs`.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -21,245 +25,13 @@ use crate::params::{ParamValues, Params};
 use crate::row::Cursor;
 use crate::session::ops::Done;
 
-/// When a pool-level operation that failed on a lost connection is run again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum RetryPolicy {
-    /// Once, and only when the first attempt provably did not take effect: the connection was
-    /// dead before the request was sent, the request was never written, or the server
-    /// answered with a FATAL error before completing it. When the outcome is unknown the
-    /// caller gets the error, marked [`Error::outcome_unknown`].
-    #[default]
-    Safe,
-    /// Momoko's rule: once, whenever the connection proved dead after the failure. A
-    /// transaction whose COMMIT was executed just before the connection died is then applied
-    /// twice.
-    Momoko,
-    /// Never.
-    Never,
-}
+mod builder;
+mod lifecycle;
+mod stats;
 
-/// Counts of the pool's connections and waiters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PoolStats {
-    /// Connected and idle.
-    pub free: usize,
-    /// Handed out or running an operation.
-    pub busy: usize,
-    /// Lost or failed to connect; reconnected in batches spaced by `reconnect_interval`.
-    pub dead: usize,
-    /// Connecting.
-    pub pending: usize,
-    /// Requests waiting for a connection.
-    pub waiting: usize,
-}
-
-impl PoolStats {
-    /// free + busy + dead + pending, as Momoko's `total`.
-    pub fn total(&self) -> usize {
-        self.free + self.busy + self.dead + self.pending
-    }
-}
-
-/// Builds a [`Pool`]; see each option.
-#[derive(Debug, Clone)]
-pub struct PoolBuilder {
-    dsn: String,
-    size: usize,
-    max_size: Option<usize>,
-    ioloop: Option<IoLoop>,
-    raise_connect_errors: bool,
-    reconnect_interval: Duration,
-    setsession: Vec<String>,
-    auto_shrink: bool,
-    shrink_delay: Duration,
-    shrink_period: Duration,
-    retry: RetryPolicy,
-    acquire_timeout: Option<Duration>,
-    max_waiting: Option<usize>,
-    connect_timeout: Option<Duration>,
-    query_timeout: Option<Duration>,
-    statement_cache_size: Option<usize>,
-    pipeline_depth: usize,
-}
-
-impl PoolBuilder {
-    /// Connections opened by `connect()` and kept at least (default 1; must be above 0).
-    pub fn size(mut self, size: usize) -> Self {
-        self.size = size;
-        self
-    }
-    /// The most connections the pool stretches to (default: `size`; 0 means `size`).
-    pub fn max_size(mut self, max_size: usize) -> Self {
-        self.max_size = Some(max_size);
-        self
-    }
-    /// The loop that drives the pool (default: [`IoLoop::current`]).
-    pub fn ioloop(mut self, ioloop: &IoLoop) -> Self {
-        self.ioloop = Some(ioloop.clone());
-        self
-    }
-    /// Whether `connect()` fails with `PartiallyConnected` when any connection failed
-    /// (default true, as in Momoko).
-    pub fn raise_connect_errors(mut self, raise: bool) -> Self {
-        self.raise_connect_errors = raise;
-        self
-    }
-    /// The least time between two reconnect batches after a failed one (default 500 ms).
-    pub fn reconnect_interval(mut self, interval: Duration) -> Self {
-        self.reconnect_interval = interval;
-        self
-    }
-    /// Statements run on every connection after each connect.
-    pub fn setsession<I, S>(mut self, statements: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.setsession = statements.into_iter().map(Into::into).collect();
-        self
-    }
-    /// Close idle connections above `size` (default false).
-    pub fn auto_shrink(mut self, on: bool) -> Self {
-        self.auto_shrink = on;
-        self
-    }
-    /// How long a connection must be idle before shrinking closes it (default 2 minutes).
-    pub fn shrink_delay(mut self, delay: Duration) -> Self {
-        self.shrink_delay = delay;
-        self
-    }
-    /// How often shrinking runs (default 2 minutes).
-    pub fn shrink_period(mut self, period: Duration) -> Self {
-        self.shrink_period = period;
-        self
-    }
-    /// When failed operations are run again (default [`RetryPolicy::Safe`]).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
-        self
-    }
-    /// A request waiting longer than this for a connection fails with `ErrorKind::Timeout`.
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = Some(timeout);
-        self
-    }
-    /// At most this many requests wait; beyond it a request fails at once (`ErrorKind::Pool`)
-    /// and nothing is queued.
-    pub fn max_waiting(mut self, max: usize) -> Self {
-        self.max_waiting = Some(max);
-        self
-    }
-    /// Gives up each connect attempt after this long.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
-    /// When no connection is free, up to this many pool operations may share one busy
-    /// connection, pipelined on it (default 1: off, as in Momoko). Only operations that
-    /// are whole on their own share: `execute`, `query`, `callproc`, `batch`, `mogrify`,
-    /// `ping` and `transaction` with auto-rollback (its BEGIN…COMMIT goes out in one
-    /// piece). What it changes: an operation may wait behind a slow one on the same
-    /// connection instead of in the pool's queue, and a lost connection fails every
-    /// operation sharing it.
-    pub fn pipeline_depth(mut self, depth: usize) -> Self {
-        self.pipeline_depth = depth.max(1);
-        self
-    }
-    /// A query not answered within this long fails with `ErrorKind::Timeout` and is
-    /// cancelled on the server (see [`crate::ConnectionBuilder::query_timeout`]).
-    pub fn query_timeout(mut self, timeout: Duration) -> Self {
-        self.query_timeout = Some(timeout);
-        self
-    }
-
-    /// Statements `query` keeps prepared per connection (see
-    /// [`crate::ConnectionBuilder::statement_cache_size`]); `0` for PgBouncer's transaction
-    /// pooling.
-    pub fn statement_cache_size(mut self, n: usize) -> Self {
-        self.statement_cache_size = Some(n);
-        self
-    }
-
-    /// The pool, not yet connected. A size of 0 or a `max_size` below `size` is a Usage error.
-    pub fn build(self) -> Result<Pool, Error> {
-        if self.size == 0 {
-            return Err(Error::usage(
-                "the connection pool size must be a number above 0",
-            ));
-        }
-        let max_size = match self.max_size {
-            None | Some(0) => self.size,
-            Some(m) => m,
-        };
-        if max_size < self.size {
-            return Err(Error::usage(
-                "the connection pool max size must be of at least 'size'",
-            ));
-        }
-        let ioloop = self.ioloop.clone().unwrap_or_else(IoLoop::current);
-        let inner = Rc::new(Inner {
-            ioloop,
-            config: Config {
-                max_size,
-                ..self.into_config()
-            },
-            state: RefCell::new(State::default()),
-        });
-        if inner.config.auto_shrink {
-            let weak = Rc::downgrade(&inner);
-            let pc = PeriodicCallback::new(&inner.ioloop, inner.config.shrink_period, move || {
-                if let Some(inner) = weak.upgrade() {
-                    Inner::shrink(&inner);
-                }
-            });
-            pc.start();
-            inner.state.borrow_mut().shrinker = Some(pc);
-        }
-        Ok(Pool(inner))
-    }
-
-    fn into_config(self) -> Config {
-        Config {
-            dsn: RefCell::new(self.dsn),
-            size: self.size,
-            max_size: 0,
-            raise_connect_errors: self.raise_connect_errors,
-            reconnect_interval: self.reconnect_interval,
-            setsession: self.setsession,
-            auto_shrink: self.auto_shrink,
-            shrink_delay: self.shrink_delay,
-            shrink_period: self.shrink_period,
-            retry: self.retry,
-            acquire_timeout: self.acquire_timeout,
-            max_waiting: self.max_waiting,
-            connect_timeout: self.connect_timeout,
-            query_timeout: self.query_timeout,
-            statement_cache_size: self.statement_cache_size,
-            pipeline_depth: self.pipeline_depth,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Config {
-    dsn: RefCell<String>,
-    size: usize,
-    max_size: usize,
-    raise_connect_errors: bool,
-    reconnect_interval: Duration,
-    setsession: Vec<String>,
-    auto_shrink: bool,
-    shrink_delay: Duration,
-    shrink_period: Duration,
-    retry: RetryPolicy,
-    acquire_timeout: Option<Duration>,
-    max_waiting: Option<usize>,
-    connect_timeout: Option<Duration>,
-    query_timeout: Option<Duration>,
-    statement_cache_size: Option<usize>,
-    pipeline_depth: usize,
-}
+use builder::Config;
+pub use builder::{CustomReset, PoolBuilder, Reset, RetryPolicy};
+pub use stats::{PoolCounters, PoolStats};
 
 /// A pooled connection's identity: the address of its shared state, stable while it lives.
 type Id = usize;
@@ -268,13 +40,47 @@ fn id_of(conn: &Connection) -> Id {
     conn.shared_id()
 }
 
-struct Waiter {
-    seq: u64,
+/// One request for a connection, as it goes through `acquire` (again after a failed health
+/// check or, with `wait_for_reconnect`, after its connection died).
+#[derive(Clone)]
+struct Request {
     /// The operation may share its connection (see `pipeline_depth`).
     shareable: bool,
+    /// Taken with `getconn`: held by the caller (leak warnings).
+    held: bool,
     abandoned: Abandoned,
+    /// How long it may wait in the queue.
+    timeout: Option<Duration>,
+    /// Served once already: a second acquisition is not a new request.
+    retry: bool,
+}
+
+struct Waiter {
+    seq: u64,
+    req: Request,
     cb: Done<Connection>,
     timer: Option<TimeoutId>,
+    /// When it joined the queue.
+    since: Instant,
+}
+
+/// What the pool knows of one of its connections beyond where it is.
+#[derive(Default)]
+struct Meta {
+    /// When its server session must end (max_lifetime, jittered); set at each connect.
+    expires: Option<Instant>,
+    /// The drain generation it connected in: older ones are replaced (`Pool::drain`).
+    generation: u64,
+    /// Since when it is handed out, for `usage_time`.
+    busy_since: Option<Instant>,
+    /// Numbers the holds by `getconn`: a leak warning is for one hold only.
+    hold: u64,
+    /// The leak-warning timer of the current hold.
+    leak_timer: Option<TimeoutId>,
+    /// The pool itself is checking or closing it: a close now is not a loss.
+    quiet: bool,
+    /// Its reset runs: it is busy, but nobody holds it (a `putconn` now is a Usage error).
+    resetting: bool,
 }
 
 /// Where the pool stands.
@@ -318,8 +124,15 @@ struct State {
     shrinker: Option<PeriodicCallback>,
     hstore: Option<(u32, u32)>,
     server_version: Option<i32>,
-    /// Connections that are busy because the pool itself is rolling them back.
-    resetting: usize,
+    /// Per connection: lifetime, generation, usage, leak timer.
+    meta: HashMap<Id, Meta>,
+    counters: PoolCounters,
+    /// Bumped by `drain()`.
+    generation: u64,
+    /// The timer that retires idle connections at the earliest expiry, and that expiry.
+    expiry_timer: Option<(TimeoutId, Instant)>,
+    /// The error of the last connect attempt that failed.
+    last_connect_error: Option<Error>,
     /// The dedicated LISTEN connection, outside the container.
     listener: Option<Connection>,
     listener_timer: Option<TimeoutId>,
@@ -327,8 +140,12 @@ struct State {
     on_gap: Option<Rc<dyn Fn()>>,
 }
 
-/// The first `connect()`: which connections it opened, how many failed.
 impl State {
+    /// free + busy + dead + pending.
+    fn total(&self) -> usize {
+        self.free.len() + self.busy.len() + self.dead.len() + self.pending.len()
+    }
+
     /// Every connection of the container, whatever its state.
     fn all_connections(&self) -> Vec<Connection> {
         self.free
@@ -341,6 +158,7 @@ impl State {
     }
 }
 
+/// The first `connect()`: which connections it opened, how many failed.
 struct Initial {
     ids: std::collections::HashSet<Id>,
     failed: usize,
@@ -408,28 +226,35 @@ type Abandoned = Rc<dyn Fn() -> bool>;
 /// An operation the pool runs on a connection, again on another one for a retry.
 type Op<T> = Rc<dyn Fn(&Connection, Done<T>)>;
 
+/// Why the pool closed one of its connections for good.
+#[derive(Debug, Clone, Copy)]
+enum Retired {
+    /// It outlived `max_lifetime`.
+    Expired,
+    /// `Pool::drain`.
+    Drained,
+    /// Above `size` idle too long (auto_shrink), or above `max_size` after a resize.
+    Shrunk,
+    /// Its reset failed.
+    ResetFailed,
+}
+
+/// Where an operation stands in `Inner::attempt`.
+struct Run {
+    /// 0 for the first attempt.
+    attempt: u32,
+    /// The connection stays busy afterwards (getconn's ping).
+    keep: bool,
+    /// The request, for an acquisition of another connection.
+    req: Request,
+    /// When the request was made: a retry waits only what is left of its bound.
+    started: Instant,
+}
+
 impl Pool {
     /// A builder for a pool on `dsn`.
     pub fn builder(dsn: &str) -> PoolBuilder {
-        PoolBuilder {
-            dsn: dsn.to_owned(),
-            size: 1,
-            max_size: None,
-            ioloop: None,
-            raise_connect_errors: true,
-            reconnect_interval: Duration::from_millis(500),
-            setsession: Vec::new(),
-            auto_shrink: false,
-            shrink_delay: Duration::from_secs(120),
-            shrink_period: Duration::from_secs(120),
-            retry: RetryPolicy::Safe,
-            acquire_timeout: None,
-            max_waiting: None,
-            connect_timeout: None,
-            query_timeout: None,
-            statement_cache_size: None,
-            pipeline_depth: 1,
-        }
+        PoolBuilder::new(dsn)
     }
 
     /// A pool of `size` connections with every other option at its default.
@@ -472,8 +297,8 @@ impl Pool {
         });
         st.connect_waiters.push(fut.clone());
         drop(st);
-        for _ in 0..self.0.config.size {
-            let id = Inner::new_connection(&self.0);
+        for _ in 0..self.0.config.size.get() {
+            let id = Inner::new_connection(&self.0, true);
             if let Some(init) = self.0.state.borrow_mut().initial.as_mut() {
                 init.ids.insert(id);
             }
@@ -507,7 +332,7 @@ impl Pool {
             .collect()
     }
 
-    /// Counts of connections and waiters.
+    /// Counts of connections and waiters, the sizes, and the cumulative counters.
     pub fn stats(&self) -> PoolStats {
         let st = self.0.state.borrow();
         PoolStats {
@@ -516,7 +341,42 @@ impl Pool {
             dead: st.dead.len(),
             pending: st.pending.len(),
             waiting: st.waiting.len(),
+            size: self.0.config.size.get(),
+            max_size: self.0.config.max_size.get(),
+            counters: st.counters,
         }
+    }
+
+    /// [`Pool::stats`], and the counters start again from zero: for a scraper that reports
+    /// what happened since its last visit.
+    pub fn take_stats(&self) -> PoolStats {
+        let stats = self.stats();
+        self.0.state.borrow_mut().counters = PoolCounters::default();
+        stats
+    }
+
+    /// The error of the most recent connect attempt that failed (refused, a bad password,
+    /// a password callback or `on_connect` hook that failed…), for operators: a pool
+    /// reconnects in the background, so these errors reach no caller otherwise.
+    pub fn last_connect_error(&self) -> Option<Error> {
+        self.0.state.borrow().last_connect_error.clone()
+    }
+
+    /// Changes `size` and `max_size` (`None` or 0: the same as `size`) at run time, with
+    /// the builder's rules (a Usage error otherwise). Growth takes effect at once: the
+    /// connections missing to `size` are opened now. Shrinking takes effect as connections
+    /// free up: dead and idle ones above the new `max_size` are closed now (least recently
+    /// used first), busy ones when they come back; connections between `size` and
+    /// `max_size` are left to `auto_shrink`. A closed pool is a Pool error.
+    pub fn resize(&self, size: usize, max_size: Option<usize>) -> Result<(), Error> {
+        Inner::resize(&self.0, size, max_size)
+    }
+
+    /// Replaces every connection: idle ones are closed now and new ones opened in their
+    /// place; busy ones are closed when they come back. For after a failover, a DNS change
+    /// or a change of `set_dsn` that should apply at once. A closed pool is a Pool error.
+    pub fn drain(&self) -> Result<(), Error> {
+        Inner::drain(&self.0)
     }
 
     /// Whether `close()` was called.
@@ -652,7 +512,6 @@ impl Pool {
     pub fn getconn(&self, ping: bool) -> Future<Result<Connection, Error>> {
         let fut = Future::with_loop(&self.0.ioloop);
         let (resolve, abandoned) = resolver(&fut);
-        let inner = self.0.clone();
         let pool = self.clone();
         let gone = abandoned.clone();
         let done: Done<Connection> = Box::new(move |r| {
@@ -666,36 +525,35 @@ impl Pool {
             }
             resolve(r)
         });
-        if !ping {
-            Inner::acquire(&inner, false, abandoned, done);
-            return fut;
-        }
-        let pool = self.clone();
+        let req = Request {
+            shareable: false,
+            held: true,
+            abandoned,
+            timeout: self.0.config.wait_bound(),
+            retry: false,
+        };
+        let inner = self.0.clone();
+        let started = self.0.ioloop.time();
         Inner::acquire(
             &self.0,
-            false,
-            abandoned,
+            req.clone(),
             Box::new(move |r| match r {
                 Err(e) => done(Err(e)),
+                Ok(conn) if !ping => done(Ok(conn)),
                 Ok(conn) => {
-                    let op: Op<()> = Rc::new(|c: &Connection, d| c.ping_cb(d));
-                    let c2 = conn.clone();
-                    let inner = pool.0.clone();
-                    Inner::attempt(
-                        &inner,
-                        conn,
-                        op,
-                        0,
-                        true,
-                        Box::new(move |r| match r {
-                            Ok(()) => done(Ok(c2)),
-                            Err(e) => {
-                                let closed = c2.closed();
-                                let _ = pool.putconn(c2);
-                                done(Err(if closed { not_available() } else { e }))
-                            }
-                        }),
-                    );
+                    // The ping hands back the connection it ran on: with wait_for_reconnect
+                    // a dead one is swapped for another.
+                    let op: Op<Connection> = Rc::new(|c: &Connection, d| {
+                        let c2 = c.clone();
+                        c.ping_cb(Box::new(move |r| d(r.map(|()| c2))))
+                    });
+                    let run = Run {
+                        attempt: 0,
+                        keep: true,
+                        req,
+                        started,
+                    };
+                    Inner::attempt(&inner, conn, op, run, done);
                 }
             }),
         );
@@ -707,7 +565,11 @@ impl Pool {
     /// is not busy (twice, or one from elsewhere) is a Usage error.
     pub fn putconn(&self, conn: Connection) -> Result<(), Error> {
         let id = id_of(&conn);
-        if !self.0.state.borrow().busy.contains_key(&id) {
+        let held = {
+            let st = self.0.state.borrow();
+            st.busy.contains_key(&id) && !st.meta.get(&id).is_some_and(|m| m.resetting)
+        };
+        if !held {
             return Err(Error::usage(
                 "tried to release a connection that is not busy in this pool",
             ));
@@ -740,20 +602,21 @@ impl Pool {
         let conn = Inner::listener_connection(&self.0);
         let f = fut.clone();
         let channel = channel.to_owned();
-        let connecting = conn.connect();
-        self.0.ioloop.add_future(&connecting, move |c| {
-            let conn = match c.take().expect("resolved") {
-                Ok(conn) => conn,
-                Err(e) => {
+        let c = conn.clone();
+        Inner::connect_with_password(
+            &self.0,
+            &conn,
+            Box::new(move |r| {
+                if let Err(e) = r {
                     let _ = f.set_result(Err(e));
                     return;
                 }
-            };
-            let listened = conn.listen(&channel, callback);
-            conn.ioloop().add_future(&listened, move |l| {
-                let _ = f.set_result(l.take().expect("resolved"));
-            });
-        });
+                let listened = c.listen(&channel, callback);
+                c.ioloop().add_future(&listened, move |l| {
+                    let _ = f.set_result(l.take().expect("resolved"));
+                });
+            }),
+        );
         fut
     }
 
@@ -803,6 +666,14 @@ impl Pool {
             if let Some(t) = st.reconnect_timer.take() {
                 self.0.ioloop.remove_timeout(t);
             }
+            if let Some((t, _)) = st.expiry_timer.take() {
+                self.0.ioloop.remove_timeout(t);
+            }
+            for m in st.meta.values_mut() {
+                if let Some(t) = m.leak_timer.take() {
+                    self.0.ioloop.remove_timeout(t);
+                }
+            }
             let mut conns: Vec<Connection> = st.free.drain(..).map(|(c, _)| c).collect();
             conns.extend(st.busy.drain().map(|(_, c)| c));
             st.sharers.clear();
@@ -839,13 +710,28 @@ impl Pool {
         let fut = Future::with_loop(&self.0.ioloop);
         let (done, abandoned) = resolver(&fut);
         let inner = self.0.clone();
+        let req = Request {
+            shareable,
+            held: false,
+            abandoned,
+            timeout: self.0.config.wait_bound(),
+            retry: false,
+        };
+        let started = self.0.ioloop.time();
         Inner::acquire(
             &self.0,
-            shareable,
-            abandoned,
+            req.clone(),
             Box::new(move |r| match r {
                 Err(e) => done(Err(e)),
-                Ok(conn) => Inner::attempt(&inner, conn, op, 0, false, done),
+                Ok(conn) => {
+                    let run = Run {
+                        attempt: 0,
+                        keep: false,
+                        req,
+                        started,
+                    };
+                    Inner::attempt(&inner, conn, op, run, done)
+                }
             }),
         );
         fut
@@ -881,9 +767,17 @@ fn not_available() -> Error {
     )
 }
 
+fn timed_out(t: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("no connection became available within {t:?}"),
+    )
+}
+
 impl Inner {
-    /// Opens one more connection; it joins `pending`.
-    fn new_connection(this: &Rc<Inner>) -> Id {
+    /// Opens one more connection; it joins `pending`. `requested`: on demand (`connect()`,
+    /// stretching), as opposed to the pool's own replacements.
+    fn new_connection(this: &Rc<Inner>, requested: bool) -> Id {
         let dsn = this.config.dsn.borrow().clone();
         let mut b = Connection::builder(&dsn)
             .ioloop(&this.ioloop)
@@ -898,17 +792,21 @@ impl Inner {
             b = b.statement_cache_size(n);
         }
         let conn = b.build();
-        if let Some((oid, arr)) = this.state.borrow().hstore {
-            conn.set_hstore_oids(oid, arr);
+        let id = id_of(&conn);
+        {
+            let mut st = this.state.borrow_mut();
+            if let Some((oid, arr)) = st.hstore {
+                conn.set_hstore_oids(oid, arr);
+            }
+            st.meta.insert(id, Meta::default());
         }
         let weak = Rc::downgrade(this);
         conn.on_close(Rc::new(move |e: &Error| {
             if let Some(inner) = weak.upgrade() {
-                Inner::on_connection_lost(&inner, e);
+                Inner::on_connection_lost(&inner, id, e);
             }
         }));
-        let id = id_of(&conn);
-        Inner::connect_one(this, conn, true);
+        Inner::connect_one(this, conn, requested);
         id
     }
 
@@ -922,15 +820,15 @@ impl Inner {
             }
         }
         let weak = Rc::downgrade(this);
-        let fut = conn.connect();
-        this.ioloop.add_future(&fut, move |f| {
-            let result = f.take().expect("resolved").map(drop);
-            if let Some(inner) = weak.upgrade() {
-                Inner::connect_done(&inner, conn, result);
-            } else {
-                conn.close();
-            }
-        });
+        let c = conn.clone();
+        Inner::open(
+            this,
+            conn,
+            Box::new(move |result| match weak.upgrade() {
+                Some(inner) => Inner::connect_done(&inner, c, result),
+                None => c.close(),
+            }),
+        );
     }
 
     fn connect_done(this: &Rc<Inner>, conn: Connection, result: Result<(), Error>) {
@@ -943,8 +841,8 @@ impl Inner {
         }
         let ok = result.is_ok();
         let requested = st.requested.remove(&id);
-        if let Err(e) = &result {
-            log::debug!("pool: a connection failed to connect: {e}");
+        let failure = result.as_ref().err().cloned();
+        if failure.is_some() {
             // Reconnect batches after a failure are spaced by reconnect_interval.
             let now = this.ioloop.time();
             st.last_failed_connect = Some(now);
@@ -964,10 +862,11 @@ impl Inner {
             None => None,
         };
         drop(st);
-        if ok {
-            Inner::add_free(this, conn);
-        } else {
+        if let Some(e) = failure {
+            log::debug!("pool: a connection failed to connect: {e}");
             Inner::add_dead(this, conn);
+        } else {
+            Inner::settle(this, conn);
         }
         if let Some(failed) = initial_done {
             let waiters = {
@@ -990,47 +889,91 @@ impl Inner {
         }
     }
 
+    /// A connection that is up and nobody's: replaced if it outlived `max_lifetime` or a
+    /// drain, closed if the pool is above `max_size`, otherwise ready for work.
+    fn settle(this: &Rc<Inner>, conn: Connection) {
+        if this.state.borrow().phase == Phase::Closed {
+            conn.close();
+            return;
+        }
+        if conn.closed() {
+            Inner::add_dead(this, conn);
+            return;
+        }
+        let now = this.ioloop.time();
+        let why = {
+            let st = this.state.borrow();
+            let meta = st.meta.get(&id_of(&conn));
+            if meta.is_some_and(|m| m.expires.is_some_and(|t| t <= now)) {
+                Some(Retired::Expired)
+            } else if meta.is_some_and(|m| m.generation < st.generation) {
+                Some(Retired::Drained)
+            } else if st.total() >= this.config.max_size.get() {
+                // `conn` is in none of the sets: with it the pool would be above max_size.
+                Some(Retired::Shrunk)
+            } else {
+                None
+            }
+        };
+        match why {
+            Some(why) => {
+                Inner::retire(this, conn, why);
+                Inner::replenish(this);
+            }
+            None => Inner::add_free(this, conn),
+        }
+    }
+
     /// A connection is ready for work: the oldest waiter gets it, or it joins `free`.
     fn add_free(this: &Rc<Inner>, conn: Connection) {
+        let now = this.ioloop.time();
         let waiter = {
             let mut st = this.state.borrow_mut();
-            while st.waiting.front().is_some_and(|w| (w.abandoned)()) {
+            while st.waiting.front().is_some_and(|w| (w.req.abandoned)()) {
                 let w = st.waiting.pop_front().expect("checked");
+                st.counters.requests_wait_time += now.saturating_duration_since(w.since);
                 if let Some(t) = w.timer {
                     this.ioloop.remove_timeout(t);
                 }
             }
             match st.waiting.pop_front() {
                 Some(w) => {
+                    st.counters.requests_wait_time += now.saturating_duration_since(w.since);
                     st.busy.insert(id_of(&conn), conn.clone());
-                    if w.shareable && this.config.pipeline_depth > 1 {
+                    if w.req.shareable && this.config.pipeline_depth > 1 {
                         st.sharers.insert(id_of(&conn), 1);
                     }
                     Some(w)
                 }
                 None => {
-                    st.free.push_back((conn.clone(), this.ioloop.time()));
+                    st.free.push_back((conn.clone(), now));
                     None
                 }
             }
         };
-        if let Some(w) = waiter {
-            if let Some(t) = w.timer {
-                this.ioloop.remove_timeout(t);
+        match waiter {
+            Some(w) => {
+                if let Some(t) = w.timer {
+                    this.ioloop.remove_timeout(t);
+                }
+                Inner::handed_out(this, &conn, &w.req);
+                (w.cb)(Ok(conn));
             }
-            (w.cb)(Ok(conn));
+            None => Inner::arm_expiry(this),
         }
     }
 
     /// A connection failed or was lost: it waits for the next reconnect batch. Waiters fail
-    /// when nothing is left that could serve them.
+    /// when nothing is left that could serve them, unless they may wait for a reconnect.
     fn add_dead(this: &Rc<Inner>, conn: Connection) {
         let all_dead = {
             let mut st = this.state.borrow_mut();
             st.dead.push(conn);
             st.pending.is_empty() && st.free.is_empty() && st.busy.is_empty()
         };
-        if all_dead {
+        if all_dead && this.config.wait_for_reconnect {
+            log::warn!("pool: every connection is dead; requests wait for a reconnect");
+        } else if all_dead {
             log::warn!(
                 "pool: every connection is dead; requests fail with DatabaseNotAvailable \
                  until a reconnect succeeds"
@@ -1041,7 +984,18 @@ impl Inner {
     }
 
     fn abort_waiters(this: &Rc<Inner>, err: Error) {
-        let waiters: Vec<Waiter> = this.state.borrow_mut().waiting.drain(..).collect();
+        let now = this.ioloop.time();
+        let waiters: Vec<Waiter> = {
+            let mut st = this.state.borrow_mut();
+            let waiters: Vec<Waiter> = st.waiting.drain(..).collect();
+            for w in &waiters {
+                st.counters.requests_wait_time += now.saturating_duration_since(w.since);
+            }
+            if err.kind() == ErrorKind::DatabaseNotAvailable {
+                st.counters.requests_unavailable += waiters.len() as u64;
+            }
+            waiters
+        };
         for w in waiters {
             if let Some(t) = w.timer {
                 this.ioloop.remove_timeout(t);
@@ -1050,13 +1004,20 @@ impl Inner {
         }
     }
 
-    /// An established connection closed: if it sat idle, it is dead now (found at once, not
-    /// on its next use), and a reconnect is scheduled.
-    fn on_connection_lost(this: &Rc<Inner>, e: &Error) {
+    /// An established connection closed: counted as lost unless the pool itself closed
+    /// it; if it sat idle, it is dead now (found at once, not on its next use), and a
+    /// reconnect is scheduled.
+    fn on_connection_lost(this: &Rc<Inner>, id: Id, e: &Error) {
         let lost: Vec<Connection> = {
             let mut st = this.state.borrow_mut();
             if st.phase == Phase::Closed {
                 return;
+            }
+            match st.meta.get(&id) {
+                // Retired by the pool, or closed by its own check or hook.
+                None => return,
+                Some(m) if m.quiet => {}
+                Some(_) => st.counters.connections_lost += 1,
             }
             let (gone, kept): (Vec<_>, Vec<_>) = st.free.drain(..).partition(|(c, _)| c.closed());
             st.free = kept.into();
@@ -1151,30 +1112,38 @@ impl Inner {
                 Inner::schedule_reconnect(this);
                 return;
             }
-            let total = st.free.len() + st.busy.len() + st.dead.len() + st.pending.len();
             // Momoko's order: at max_size, a free connection left, or enough connects in
             // flight for the waiters all mean no growth.
             let enough_pending = !st.pending.is_empty() && st.pending.len() >= st.waiting.len();
-            total < this.config.max_size && st.free.is_empty() && !enough_pending
+            st.total() < this.config.max_size.get() && st.free.is_empty() && !enough_pending
         };
         if grow {
             log::debug!("pool: stretching by one connection");
-            Inner::new_connection(this);
+            Inner::new_connection(this, true);
         }
     }
 
-    /// Hands a connection to `cb`: a free one at once (LIFO), or after waiting (FIFO).
-    fn acquire(this: &Rc<Inner>, shareable: bool, abandoned: Abandoned, cb: Done<Connection>) {
+    /// Hands a connection to `cb`: a free one at once (LIFO; checked first when it idled
+    /// past `health_check_after`), or after waiting (FIFO).
+    fn acquire(this: &Rc<Inner>, req: Request, cb: Done<Connection>) {
         let phase = this.state.borrow().phase;
         match phase {
             Phase::New => return cb(Err(not_connected())),
             Phase::Closed => return cb(Err(pool_closed())),
             Phase::Open => {}
         }
+        Inner::expire_before_handout(this);
+        let now = this.ioloop.time();
+        enum Got {
+            Conn(Connection),
+            Check(Connection),
+            Queue,
+            AllDead,
+        }
         let got = {
             let mut st = this.state.borrow_mut();
             let depth = this.config.pipeline_depth;
-            let shared = if shareable && depth > 1 && st.free.is_empty() {
+            let shared = if req.shareable && depth > 1 && st.free.is_empty() {
                 // The least loaded connection that other shareable operations run on.
                 st.sharers
                     .iter()
@@ -1189,96 +1158,130 @@ impl Inner {
                 let conn = st.busy.get(&id).expect("sharers are busy").clone();
                 drop(st);
                 Inner::stretch_if_needed(this);
+                Inner::handed_out(this, &conn, &req);
                 return cb(Ok(conn));
             }
             match st.free.pop_back() {
-                Some((conn, _)) => {
-                    st.busy.insert(id_of(&conn), conn.clone());
-                    if shareable && depth > 1 {
-                        st.sharers.insert(id_of(&conn), 1);
-                    }
-                    Some(Ok(conn))
-                }
-                None if !st.busy.is_empty() || !st.pending.is_empty() => {
-                    // Requests whose callers gave up hold no place in the queue.
-                    st.waiting.retain(|w| !(w.abandoned)());
-                    if this
+                Some((conn, last_used)) => {
+                    let id = id_of(&conn);
+                    st.busy.insert(id, conn.clone());
+                    let stale = this
                         .config
-                        .max_waiting
-                        .is_some_and(|m| st.waiting.len() >= m)
-                    {
-                        Some(Err(Error::new(
-                            ErrorKind::Pool,
-                            format!(
-                                "too many requests are waiting for a connection (max_waiting {})",
-                                st.waiting.len()
-                            ),
-                        )))
+                        .health_check_after
+                        .is_some_and(|t| now.saturating_duration_since(last_used) >= t);
+                    if stale {
+                        if let Some(m) = st.meta.get_mut(&id) {
+                            m.quiet = true;
+                        }
+                        Got::Check(conn)
                     } else {
-                        None
+                        if req.shareable && depth > 1 {
+                            st.sharers.insert(id, 1);
+                        }
+                        Got::Conn(conn)
                     }
                 }
-                None => {
-                    // Everything is dead: reconnect if allowed, then wait for it.
-                    drop(st);
-                    Inner::reanimate(this, true);
-                    let st = this.state.borrow();
-                    if st.pending.is_empty() {
-                        drop(st);
-                        return cb(Err(not_available()));
-                    }
-                    None
-                }
+                None if !st.busy.is_empty() || !st.pending.is_empty() => Got::Queue,
+                None => Got::AllDead,
             }
         };
         match got {
-            Some(Ok(conn)) => {
+            Got::Conn(conn) => {
                 Inner::stretch_if_needed(this);
+                Inner::handed_out(this, &conn, &req);
                 cb(Ok(conn))
             }
-            Some(Err(e)) => cb(Err(e)),
-            None => {
-                let seq = {
-                    let mut st = this.state.borrow_mut();
-                    st.next_seq += 1;
-                    st.next_seq
-                };
-                let timer = this.config.acquire_timeout.map(|t| {
-                    let weak: Weak<Inner> = Rc::downgrade(this);
-                    this.ioloop.call_later(t, move || {
-                        if let Some(inner) = weak.upgrade() {
-                            Inner::waiter_timed_out(&inner, seq, t);
-                        }
-                    })
-                });
-                this.state.borrow_mut().waiting.push_back(Waiter {
-                    seq,
-                    shareable,
-                    abandoned,
-                    cb,
-                    timer,
-                });
+            Got::Check(conn) => {
                 Inner::stretch_if_needed(this);
+                Inner::health_check(this, conn, req, cb);
+            }
+            Got::Queue => Inner::enqueue(this, req, cb),
+            Got::AllDead => {
+                // Everything is dead: reconnect if allowed, then wait for it.
+                Inner::reanimate(this, true);
+                let nothing_pending = this.state.borrow().pending.is_empty();
+                if nothing_pending && !this.config.wait_for_reconnect {
+                    this.state.borrow_mut().counters.requests_unavailable += 1;
+                    return cb(Err(not_available()));
+                }
+                if nothing_pending {
+                    // Too soon after a failed batch: the next one is on a timer.
+                    Inner::schedule_reconnect(this);
+                }
+                Inner::enqueue(this, req, cb);
             }
         }
+    }
+
+    /// Queues a request (FIFO) with its acquire timer, or refuses it at `max_waiting`.
+    fn enqueue(this: &Rc<Inner>, req: Request, cb: Done<Connection>) {
+        let refused = {
+            let mut st = this.state.borrow_mut();
+            // Requests whose callers gave up hold no place in the queue.
+            st.waiting.retain(|w| !(w.req.abandoned)());
+            let full = this
+                .config
+                .max_waiting
+                .is_some_and(|m| st.waiting.len() >= m);
+            if full {
+                st.counters.requests_refused += 1;
+                Some(st.waiting.len())
+            } else {
+                None
+            }
+        };
+        if let Some(n) = refused {
+            return cb(Err(Error::new(
+                ErrorKind::Pool,
+                format!("too many requests are waiting for a connection (max_waiting {n})"),
+            )));
+        }
+        let seq = {
+            let mut st = this.state.borrow_mut();
+            st.next_seq += 1;
+            st.next_seq
+        };
+        let timer = req.timeout.map(|t| {
+            let weak: Weak<Inner> = Rc::downgrade(this);
+            this.ioloop.call_later(t, move || {
+                if let Some(inner) = weak.upgrade() {
+                    Inner::waiter_timed_out(&inner, seq, t);
+                }
+            })
+        });
+        {
+            let mut st = this.state.borrow_mut();
+            st.counters.requests_waited += 1;
+            st.waiting.push_back(Waiter {
+                seq,
+                req,
+                cb,
+                timer,
+                since: this.ioloop.time(),
+            });
+        }
+        Inner::stretch_if_needed(this);
     }
 
     fn waiter_timed_out(this: &Rc<Inner>, seq: u64, t: Duration) {
+        let now = this.ioloop.time();
         let w = {
             let mut st = this.state.borrow_mut();
             let pos = st.waiting.iter().position(|w| w.seq == seq);
-            pos.and_then(|p| st.waiting.remove(p))
+            let w = pos.and_then(|p| st.waiting.remove(p));
+            if let Some(w) = &w {
+                st.counters.requests_timed_out += 1;
+                st.counters.requests_wait_time += now.saturating_duration_since(w.since);
+            }
+            w
         };
         if let Some(w) = w {
-            (w.cb)(Err(Error::new(
-                ErrorKind::Timeout,
-                format!("no connection became available within {t:?}"),
-            )));
+            (w.cb)(Err(timed_out(t)));
         }
     }
 
-    /// A busy connection comes back: rolled back first if it is inside a transaction, dead
-    /// if it closed, otherwise free for the next waiter.
+    /// A busy connection comes back: dead if it closed, reset (see `Reset`), then settled
+    /// (free for the next waiter, or replaced).
     fn release(this: &Rc<Inner>, conn: Connection) {
         let id = id_of(&conn);
         {
@@ -1291,8 +1294,22 @@ impl Inner {
                 st.sharers.remove(&id);
             }
         }
-        if this.state.borrow_mut().busy.remove(&id).is_none() {
-            return;
+        let now = this.ioloop.time();
+        {
+            let mut st = this.state.borrow_mut();
+            if st.busy.remove(&id).is_none() {
+                return;
+            }
+            let (since, leak) = match st.meta.get_mut(&id) {
+                Some(m) => (m.busy_since.take(), m.leak_timer.take()),
+                None => (None, None),
+            };
+            if let Some(since) = since {
+                st.counters.usage_time += now.saturating_duration_since(since);
+            }
+            if let Some(t) = leak {
+                this.ioloop.remove_timeout(t);
+            }
         }
         if this.state.borrow().phase == Phase::Closed {
             conn.close();
@@ -1302,36 +1319,14 @@ impl Inner {
             Inner::add_dead(this, conn);
             return;
         }
-        if conn.transaction_status() != b'I' || conn.in_flight() > 0 {
-            // Nobody else may see this session's open transaction or pending answers.
-            this.state.borrow_mut().busy.insert(id, conn.clone());
-            this.state.borrow_mut().resetting += 1;
-            let weak = Rc::downgrade(this);
-            let c = conn.clone();
-            conn.simple(
-                "ROLLBACK".to_owned(),
-                Box::new(move |_| {
-                    if let Some(inner) = weak.upgrade() {
-                        inner.state.borrow_mut().resetting -= 1;
-                        Inner::release(&inner, c);
-                    }
-                }),
-            );
-            return;
-        }
-        Inner::add_free(this, conn);
+        Inner::reset(this, conn);
     }
 
-    /// Runs `op` on `conn`; on a failure that allows it, reconnects `conn` in place and runs
-    /// it once more. `keep` leaves the connection busy afterwards (getconn's ping).
-    fn attempt<T: 'static>(
-        this: &Rc<Inner>,
-        conn: Connection,
-        op: Op<T>,
-        attempt: u32,
-        keep: bool,
-        done: Done<T>,
-    ) {
+    /// Runs `op` on `conn`; on a failure that allows it, runs it once more: on `conn`
+    /// reconnected in place (Momoko's way), or with `wait_for_reconnect` on whichever
+    /// connection the pool hands out next, within the request's bound. `keep` leaves the
+    /// connection busy afterwards (getconn's ping).
+    fn attempt<T: 'static>(this: &Rc<Inner>, conn: Connection, op: Op<T>, run: Run, done: Done<T>) {
         let inner = this.clone();
         let c = conn.clone();
         let op2 = op.clone();
@@ -1339,42 +1334,88 @@ impl Inner {
             &conn,
             Box::new(move |r| match r {
                 Ok(v) => {
-                    if !keep {
+                    if !run.keep {
                         Inner::release(&inner, c);
                     }
                     done(Ok(v))
                 }
                 Err(e) => {
-                    let retry = attempt == 0 && Inner::may_retry(&inner, &c, &e);
-                    if retry {
-                        log::debug!("pool: retrying once after: {e}");
-                        let fut = c.connect();
-                        let inner2 = inner.clone();
-                        inner
-                            .ioloop
-                            .add_future(&fut, move |f| match f.take().expect("resolved") {
-                                Ok(conn) => Inner::attempt(&inner2, conn, op2, 1, keep, done),
-                                Err(ce) => {
-                                    if !keep {
-                                        Inner::release(&inner2, c);
-                                    }
-                                    done(Err(ce))
-                                }
-                            });
+                    let waits = inner.config.wait_for_reconnect;
+                    let retry = (run.attempt == 0 || waits) && Inner::may_retry(&inner, &c, &e);
+                    if retry && waits {
+                        log::debug!("pool: running again on another connection after: {e}");
+                        Inner::release(&inner, c);
+                        Inner::retry_elsewhere(&inner, op2, run, done);
                         return;
                     }
-                    let e = if attempt > 0 && c.closed() && e.is_connection_lost() {
-                        not_available()
-                    } else {
-                        e
-                    };
-                    if !keep {
-                        Inner::release(&inner, c);
+                    if retry {
+                        log::debug!("pool: retrying once after: {e}");
+                        let inner2 = inner.clone();
+                        let c2 = c.clone();
+                        Inner::open(
+                            &inner,
+                            c,
+                            Box::new(move |r| match r {
+                                Ok(()) => {
+                                    let run = Run { attempt: 1, ..run };
+                                    Inner::attempt(&inner2, c2, op2, run, done)
+                                }
+                                Err(ce) => Inner::give_up(&inner2, c2, &run, ce, done),
+                            }),
+                        );
+                        return;
                     }
-                    done(Err(e))
+                    Inner::give_up(&inner, c, &run, e, done)
                 }
             }),
         );
+    }
+
+    /// Another attempt on the next connection handed out, within what is left of the
+    /// request's bound (wait_for_reconnect).
+    fn retry_elsewhere<T: 'static>(this: &Rc<Inner>, op: Op<T>, run: Run, done: Done<T>) {
+        let elapsed = this.ioloop.time().saturating_duration_since(run.started);
+        let left = run.req.timeout.map(|t| t.saturating_sub(elapsed));
+        if left == Some(Duration::ZERO) {
+            return done(Err(timed_out(run.req.timeout.unwrap_or_default())));
+        }
+        let req = Request {
+            timeout: left,
+            retry: true,
+            ..run.req.clone()
+        };
+        let inner = this.clone();
+        Inner::acquire(
+            this,
+            req,
+            Box::new(move |r| match r {
+                Ok(conn) => {
+                    let run = Run {
+                        attempt: run.attempt + 1,
+                        ..run
+                    };
+                    Inner::attempt(&inner, conn, op, run, done)
+                }
+                // A timeout says how long the request itself waited, retries included.
+                Err(e) if e.kind() == ErrorKind::Timeout => {
+                    done(Err(timed_out(run.req.timeout.unwrap_or_default())))
+                }
+                Err(e) => done(Err(e)),
+            }),
+        );
+    }
+
+    /// The operation failed for good: the connection goes back, the caller gets the error
+    /// (DatabaseNotAvailable when a connection proved dead where one was needed).
+    fn give_up<T>(this: &Rc<Inner>, c: Connection, run: &Run, e: Error, done: Done<T>) {
+        let dead = c.closed();
+        let e = if dead && ((run.attempt > 0 && e.is_connection_lost()) || run.keep) {
+            not_available()
+        } else {
+            e
+        };
+        Inner::release(this, c);
+        done(Err(e))
     }
 
     fn may_retry(this: &Rc<Inner>, conn: &Connection, e: &Error) -> bool {
@@ -1427,23 +1468,26 @@ impl Inner {
                 st.listener.clone()
             };
             let Some(conn) = conn else { return };
-            let fut = conn.connect();
             let weak = Rc::downgrade(&inner);
-            inner.ioloop.add_future(&fut, move |f| {
-                let Some(inner) = weak.upgrade() else { return };
-                match f.take().expect("resolved") {
-                    Ok(_) => {
-                        let gap = inner.state.borrow().on_gap.clone();
-                        if let Some(g) = gap {
-                            g();
+            Inner::connect_with_password(
+                &inner,
+                &conn,
+                Box::new(move |r| {
+                    let Some(inner) = weak.upgrade() else { return };
+                    match r {
+                        Ok(()) => {
+                            let gap = inner.state.borrow().on_gap.clone();
+                            if let Some(g) = gap {
+                                g();
+                            }
+                        }
+                        Err(e) => {
+                            log::debug!("pool: the LISTEN connection could not reconnect: {e}");
+                            Inner::relisten(&inner, inner.config.reconnect_interval);
                         }
                     }
-                    Err(e) => {
-                        log::debug!("pool: the LISTEN connection could not reconnect: {e}");
-                        Inner::relisten(&inner, inner.config.reconnect_interval);
-                    }
-                }
-            });
+                }),
+            );
         });
         if let Some(old) = this.state.borrow_mut().listener_timer.replace(timer) {
             this.ioloop.remove_timeout(old);
@@ -1468,7 +1512,7 @@ impl Inner {
         let closing: Vec<Connection> = {
             let mut st = this.state.borrow_mut();
             let mut out = Vec::new();
-            while st.free.len() > this.config.size {
+            while st.free.len() > this.config.size.get() {
                 let Some((_, last_used)) = st.free.front() else {
                     break;
                 };
@@ -1484,7 +1528,7 @@ impl Inner {
             log::debug!("pool: shrinking by {} connection(s)", closing.len());
         }
         for c in closing {
-            c.close();
+            Inner::retire(this, c, Retired::Shrunk);
         }
     }
 }

@@ -1,0 +1,437 @@
+//! `PoolBuilder`: every option of a pool, checked once at `build()`, and the `Config` the
+//! pool runs with. It owns no state of a running pool and never opens a connection.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future as StdFuture;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use momoko_loop::{IoLoop, PeriodicCallback};
+
+use super::{Inner, Pool, State};
+use crate::connection::Connection;
+use crate::error::Error;
+
+/// A boxed future a hook returns, run on the pool's loop.
+pub(super) type HookFuture<T> = Pin<Box<dyn StdFuture<Output = Result<T, Error>>>>;
+
+/// A user hook run on a connection (`on_connect`, a custom `Reset`).
+#[derive(Clone)]
+pub(super) struct ConnHook(pub(super) Rc<dyn Fn(Connection) -> HookFuture<()>>);
+
+impl ConnHook {
+    fn new<F, Fut>(hook: F) -> ConnHook
+    where
+        F: Fn(Connection) -> Fut + 'static,
+        Fut: StdFuture<Output = Result<(), Error>> + 'static,
+    {
+        ConnHook(Rc::new(move |c| Box::pin(hook(c))))
+    }
+}
+
+impl std::fmt::Debug for ConnHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hook>")
+    }
+}
+
+/// The password callback.
+#[derive(Clone)]
+pub(super) struct PasswordHook(pub(super) Rc<dyn Fn() -> HookFuture<String>>);
+
+impl std::fmt::Debug for PasswordHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<password callback>")
+    }
+}
+
+/// What runs on a connection when it comes back to the pool, before anyone else gets it
+/// (see [`PoolBuilder::reset`]). A reset that fails closes the connection; a new one
+/// replaces it.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum Reset {
+    /// `ROLLBACK` when a transaction is open or answers are still due; nothing otherwise.
+    /// The default, and what momoko always did: session state (`SET`, temporary tables,
+    /// `LISTEN`, advisory locks) stays for the next user.
+    #[default]
+    Rollback,
+    /// `ROLLBACK` when needed, then `DISCARD ALL` on every return: the next user gets a
+    /// fresh session. Prepared statements go too; momoko prepares its cached ones again on
+    /// next use. One more round trip per return.
+    Discard,
+    /// The pooler-safe subset of `DISCARD ALL` that keeps prepared statements (deadpool's
+    /// `Clean`): `CLOSE ALL; RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all();
+    /// DISCARD TEMP; DISCARD SEQUENCES`, after a `ROLLBACK` when needed.
+    Clean,
+    /// Your own: see [`Reset::custom`].
+    Custom(#[doc(hidden)] CustomReset),
+}
+
+/// A reset hook of the caller's (opaque; made by [`Reset::custom`]).
+#[derive(Clone, Debug)]
+pub struct CustomReset(pub(super) ConnHook);
+
+impl Reset {
+    /// Runs `hook` on every connection that comes back, after momoko's own `ROLLBACK` when a
+    /// transaction was left open; the connection is idle again once the hook's future
+    /// resolves, and closed (then replaced) if it fails.
+    pub fn custom<F, Fut>(hook: F) -> Reset
+    where
+        F: Fn(Connection) -> Fut + 'static,
+        Fut: StdFuture<Output = Result<(), Error>> + 'static,
+    {
+        Reset::Custom(CustomReset(ConnHook::new(hook)))
+    }
+}
+
+/// When a pool-level operation that failed on a lost connection is run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RetryPolicy {
+    /// Once, and only when the first attempt provably did not take effect: the connection was
+    /// dead before the request was sent, the request was never written, or the server
+    /// answered with a FATAL error before completing it. When the outcome is unknown the
+    /// caller gets the error, marked [`Error::outcome_unknown`].
+    #[default]
+    Safe,
+    /// Momoko's rule: once, whenever the connection proved dead after the failure. A
+    /// transaction whose COMMIT was executed just before the connection died is then applied
+    /// twice.
+    Momoko,
+    /// Never.
+    Never,
+}
+
+/// Builds a [`Pool`]; see each option.
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    dsn: String,
+    size: usize,
+    max_size: Option<usize>,
+    ioloop: Option<IoLoop>,
+    raise_connect_errors: bool,
+    reconnect_interval: Duration,
+    setsession: Vec<String>,
+    auto_shrink: bool,
+    shrink_delay: Duration,
+    shrink_period: Duration,
+    retry: RetryPolicy,
+    acquire_timeout: Option<Duration>,
+    max_waiting: Option<usize>,
+    connect_timeout: Option<Duration>,
+    query_timeout: Option<Duration>,
+    statement_cache_size: Option<usize>,
+    pipeline_depth: usize,
+    max_lifetime: Option<Duration>,
+    health_check_after: Option<Duration>,
+    on_connect: Option<ConnHook>,
+    reset: Reset,
+    password: Option<PasswordHook>,
+    wait_for_reconnect: bool,
+    leak_warning: Option<Duration>,
+}
+
+impl PoolBuilder {
+    /// The defaults, Momoko's where it has one.
+    pub(super) fn new(dsn: &str) -> PoolBuilder {
+        PoolBuilder {
+            dsn: dsn.to_owned(),
+            size: 1,
+            max_size: None,
+            ioloop: None,
+            raise_connect_errors: true,
+            reconnect_interval: Duration::from_millis(500),
+            setsession: Vec::new(),
+            auto_shrink: false,
+            shrink_delay: Duration::from_secs(120),
+            shrink_period: Duration::from_secs(120),
+            retry: RetryPolicy::Safe,
+            acquire_timeout: None,
+            max_waiting: None,
+            connect_timeout: None,
+            query_timeout: None,
+            statement_cache_size: None,
+            pipeline_depth: 1,
+            max_lifetime: None,
+            health_check_after: Some(Duration::from_secs(1)),
+            on_connect: None,
+            reset: Reset::Rollback,
+            password: None,
+            wait_for_reconnect: false,
+            leak_warning: None,
+        }
+    }
+
+    /// Connections opened by `connect()` and kept at least (default 1; must be above 0).
+    pub fn size(mut self, size: usize) -> Self {
+        self.size = size;
+        self
+    }
+    /// The most connections the pool stretches to (default: `size`; 0 means `size`).
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.max_size = Some(max_size);
+        self
+    }
+    /// The loop that drives the pool (default: [`IoLoop::current`]).
+    pub fn ioloop(mut self, ioloop: &IoLoop) -> Self {
+        self.ioloop = Some(ioloop.clone());
+        self
+    }
+    /// Whether `connect()` fails with `PartiallyConnected` when any connection failed
+    /// (default true, as in Momoko).
+    pub fn raise_connect_errors(mut self, raise: bool) -> Self {
+        self.raise_connect_errors = raise;
+        self
+    }
+    /// The least time between two reconnect batches after a failed one (default 500 ms).
+    pub fn reconnect_interval(mut self, interval: Duration) -> Self {
+        self.reconnect_interval = interval;
+        self
+    }
+    /// Statements run on every connection after each connect.
+    pub fn setsession<I, S>(mut self, statements: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.setsession = statements.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Close idle connections above `size` (default false).
+    pub fn auto_shrink(mut self, on: bool) -> Self {
+        self.auto_shrink = on;
+        self
+    }
+    /// How long a connection must be idle before shrinking closes it (default 2 minutes).
+    pub fn shrink_delay(mut self, delay: Duration) -> Self {
+        self.shrink_delay = delay;
+        self
+    }
+    /// How often shrinking runs (default 2 minutes).
+    pub fn shrink_period(mut self, period: Duration) -> Self {
+        self.shrink_period = period;
+        self
+    }
+    /// When failed operations are run again (default [`RetryPolicy::Safe`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+    /// A request waiting longer than this for a connection fails with `ErrorKind::Timeout`.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = Some(timeout);
+        self
+    }
+    /// At most this many requests wait; beyond it a request fails at once (`ErrorKind::Pool`)
+    /// and nothing is queued.
+    pub fn max_waiting(mut self, max: usize) -> Self {
+        self.max_waiting = Some(max);
+        self
+    }
+    /// Gives up each connect attempt after this long.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+    /// When no connection is free, up to this many pool operations may share one busy
+    /// connection, pipelined on it (default 1: off, as in Momoko). Only operations that
+    /// are whole on their own share: `execute`, `query`, `callproc`, `batch`, `mogrify`,
+    /// `ping` and `transaction` with auto-rollback (its BEGIN…COMMIT goes out in one
+    /// piece). What it changes: an operation may wait behind a slow one on the same
+    /// connection instead of in the pool's queue, and a lost connection fails every
+    /// operation sharing it.
+    pub fn pipeline_depth(mut self, depth: usize) -> Self {
+        self.pipeline_depth = depth.max(1);
+        self
+    }
+    /// A query not answered within this long fails with `ErrorKind::Timeout` and is
+    /// cancelled on the server (see [`crate::ConnectionBuilder::query_timeout`]).
+    pub fn query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = Some(timeout);
+        self
+    }
+
+    /// Statements `query` keeps prepared per connection (see
+    /// [`crate::ConnectionBuilder::statement_cache_size`]); `0` for PgBouncer's transaction
+    /// pooling.
+    pub fn statement_cache_size(mut self, n: usize) -> Self {
+        self.statement_cache_size = Some(n);
+        self
+    }
+    /// A connection whose server session is older than this is closed when it is next idle
+    /// and replaced by a new one (never while it is in use), so that connections move to a
+    /// new server after a failover and rebalance behind a load balancer. Each connection's
+    /// limit is shortened by a random jitter of up to 10 % so that they do not all expire
+    /// together. Default: none (connections live as long as the server keeps them).
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = Some(lifetime);
+        self
+    }
+    /// A connection that sat idle longer than this is checked with an empty query (one
+    /// round trip) before it is handed out; if it proves dead (a half-open TCP connection, a
+    /// backend terminated while the loop was busy), it is replaced and the request goes to
+    /// another connection instead of failing. Default: 1 s, as pgxpool; `None` turns the
+    /// check off (Momoko's behaviour: a dead idle connection is found by the retry).
+    pub fn health_check_after(mut self, idle: impl Into<Option<Duration>>) -> Self {
+        self.health_check_after = idle.into();
+        self
+    }
+    /// An async hook run on every new connection (and every reconnect: each is a new
+    /// server session) after `setsession` and before the pool uses it, e.g. to register
+    /// types or prepare statements. An error fails that connection like a failed connect:
+    /// it is counted in `connections_failed`, kept in [`Pool::last_connect_error`], and the
+    /// connection is closed and tried again later.
+    pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Connection) -> Fut + 'static,
+        Fut: StdFuture<Output = Result<(), Error>> + 'static,
+    {
+        self.on_connect = Some(ConnHook::new(hook));
+        self
+    }
+    /// What runs on a connection when it comes back (default [`Reset::Rollback`]).
+    pub fn reset(mut self, reset: Reset) -> Self {
+        self.reset = reset;
+        self
+    }
+    /// Asks `callback` for the password before every connect (new connections, reconnects,
+    /// the LISTEN connection), for credentials that rotate (cloud IAM tokens valid for
+    /// minutes). It overrides the connection string's password and the password file. An
+    /// error from it fails that connect attempt with the callback's error; nothing is sent
+    /// to the server.
+    pub fn password<F, Fut>(mut self, callback: F) -> Self
+    where
+        F: Fn() -> Fut + 'static,
+        Fut: StdFuture<Output = Result<String, Error>> + 'static,
+    {
+        self.password = Some(PasswordHook(Rc::new(move || Box::pin(callback()))));
+        self
+    }
+    /// What a request does when no connection is alive (every one dead, none connecting):
+    /// with `false` (the default, Momoko's rule) it fails at once with
+    /// `DatabaseNotAvailable`; with `true` it waits in the queue (FIFO, with the others) for
+    /// a reconnect, up to `acquire_timeout` (30 s when none is set), then fails with
+    /// `ErrorKind::Timeout`; `max_waiting` still bounds the queue. An operation that failed
+    /// because its connection died, provably without effect, waits for another connection
+    /// too (within the same bound) instead of reconnecting in place.
+    pub fn wait_for_reconnect(mut self, wait: bool) -> Self {
+        self.wait_for_reconnect = wait;
+        self
+    }
+    /// Logs a warning (with the `log` crate, target `momoko::pool`) when a connection taken
+    /// with `getconn` has not been given back after this long, once per hold. Default: off.
+    pub fn leak_warning(mut self, after: Duration) -> Self {
+        self.leak_warning = Some(after);
+        self
+    }
+
+    /// The pool, not yet connected. A size of 0 or a `max_size` below `size` is a Usage error.
+    pub fn build(self) -> Result<Pool, Error> {
+        let max_size = match self.max_size {
+            None | Some(0) => self.size,
+            Some(m) => m,
+        };
+        check_sizes(self.size, max_size)?;
+        let ioloop = self.ioloop.clone().unwrap_or_else(IoLoop::current);
+        let config = self.into_config();
+        config.max_size.set(max_size);
+        let inner = Rc::new(Inner {
+            ioloop,
+            config,
+            state: RefCell::new(State::default()),
+        });
+        if inner.config.auto_shrink {
+            let weak = Rc::downgrade(&inner);
+            let pc = PeriodicCallback::new(&inner.ioloop, inner.config.shrink_period, move || {
+                if let Some(inner) = weak.upgrade() {
+                    Inner::shrink(&inner);
+                }
+            });
+            pc.start();
+            inner.state.borrow_mut().shrinker = Some(pc);
+        }
+        Ok(Pool(inner))
+    }
+
+    fn into_config(self) -> Config {
+        Config {
+            dsn: RefCell::new(self.dsn),
+            size: Cell::new(self.size),
+            max_size: Cell::new(0),
+            raise_connect_errors: self.raise_connect_errors,
+            reconnect_interval: self.reconnect_interval,
+            setsession: self.setsession,
+            auto_shrink: self.auto_shrink,
+            shrink_delay: self.shrink_delay,
+            shrink_period: self.shrink_period,
+            retry: self.retry,
+            acquire_timeout: self.acquire_timeout,
+            max_waiting: self.max_waiting,
+            connect_timeout: self.connect_timeout,
+            query_timeout: self.query_timeout,
+            statement_cache_size: self.statement_cache_size,
+            pipeline_depth: self.pipeline_depth,
+            max_lifetime: self.max_lifetime,
+            health_check_after: self.health_check_after,
+            on_connect: self.on_connect,
+            reset: self.reset,
+            password: self.password,
+            wait_for_reconnect: self.wait_for_reconnect,
+            leak_warning: self.leak_warning,
+        }
+    }
+}
+
+/// Momoko's two rules on sizes, as Usage errors.
+pub(super) fn check_sizes(size: usize, max_size: usize) -> Result<(), Error> {
+    if size == 0 {
+        return Err(Error::usage(
+            "the connection pool size must be a number above 0",
+        ));
+    }
+    if max_size < size {
+        return Err(Error::usage(
+            "the connection pool max size must be of at least 'size'",
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// How long a request may wait for a connection: `acquire_timeout`, else 30 s when it
+    /// may wait for a reconnect (nothing waits forever), else unbounded (Momoko's queue).
+    pub(super) fn wait_bound(&self) -> Option<Duration> {
+        self.acquire_timeout
+            .or(self.wait_for_reconnect.then_some(Duration::from_secs(30)))
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Config {
+    pub(super) dsn: RefCell<String>,
+    /// `size` and `max_size` change with `Pool::resize`.
+    pub(super) size: Cell<usize>,
+    pub(super) max_size: Cell<usize>,
+    pub(super) raise_connect_errors: bool,
+    pub(super) reconnect_interval: Duration,
+    pub(super) setsession: Vec<String>,
+    pub(super) auto_shrink: bool,
+    pub(super) shrink_delay: Duration,
+    pub(super) shrink_period: Duration,
+    pub(super) retry: RetryPolicy,
+    pub(super) acquire_timeout: Option<Duration>,
+    pub(super) max_waiting: Option<usize>,
+    pub(super) connect_timeout: Option<Duration>,
+    pub(super) query_timeout: Option<Duration>,
+    pub(super) statement_cache_size: Option<usize>,
+    pub(super) pipeline_depth: usize,
+    pub(super) max_lifetime: Option<Duration>,
+    pub(super) health_check_after: Option<Duration>,
+    pub(super) on_connect: Option<ConnHook>,
+    pub(super) reset: Reset,
+    pub(super) password: Option<PasswordHook>,
+    pub(super) wait_for_reconnect: bool,
+    pub(super) leak_warning: Option<Duration>,
+}
