@@ -250,6 +250,8 @@
 //! holds no logic of its own.
 // Every public item is documented and printable; `make test` (clippy -D warnings) holds it.
 #![warn(missing_docs, missing_debug_implementations)]
+// docs.rs (package.metadata.docs.rs) marks each item with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use momoko_loop as ioloop;
 
@@ -281,4 +283,7 @@ pub use pool::{
 };
 pub use row::{Column, Cursor, Row, RowIndex};
 pub use session::Notification;
-pub use types::{oid, Format, FromSql, IsNull, QuoteContext, ToSql, Value};
+pub use types::{
+    oid, Cidr, Format, FromSql, Inet, Infinite, Interval, IsNull, Numeric, QuoteContext, Range,
+    SqlType, ToSql, Value,
+};

@@ -356,6 +356,39 @@ impl Row {
         (0..self.len()).map(|i| self.try_get(i)).collect()
     }
 
+    /// The row as a `T` with serde, as psycopg's `class_row` and sqlx's `FromRow` give it:
+    /// struct fields by column name (serde's renames and `#[serde(flatten)]` apply),
+    /// `Option` for a nullable column, tuples by position, a single-column row as a scalar.
+    /// A value that does not fit, or a field without a column, is a Conversion error naming
+    /// it.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use momoko::{Column, Row};
+    /// #[derive(serde::Deserialize, Debug, PartialEq)]
+    /// struct Account {
+    ///     id: i64,
+    ///     #[serde(rename = "owner_name")]
+    ///     owner: String,
+    ///     note: Option<String>,
+    /// }
+    /// let cols: Arc<[Column]> = Arc::from(vec![
+    ///     Column::new("id".into(), 0, 0, 20, 8, -1, 0),
+    ///     Column::new("owner_name".into(), 0, 0, 25, -1, -1, 0),
+    ///     Column::new("note".into(), 0, 0, 25, -1, -1, 0),
+    /// ]);
+    /// // id "7", owner_name "ann", note NULL
+    /// let body = bytes::Bytes::from_static(&[0, 3, 0, 0, 0, 1, b'7', 0, 0, 0, 3, b'a', b'n', b'n', 255, 255, 255, 255]);
+    /// let row = Row::new(cols, body).unwrap();
+    /// let a: Account = row.deserialize().unwrap();
+    /// assert_eq!(a, Account { id: 7, owner: "ann".into(), note: None });
+    /// ```
+    #[cfg(feature = "serde")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        crate::types::de::from_row(self)
+    }
+
     fn position<I: RowIndex>(&self, idx: &I) -> Result<usize, Error> {
         idx.index(&self.columns).ok_or_else(|| {
             Error::usage(format!(
@@ -533,6 +566,29 @@ impl Cursor {
         let rows: Vec<Row> = self.rows.by_ref().collect();
         self.rownumber += rows.len();
         rows
+    }
+
+    /// The next row as a `T` (see [`Row::deserialize`]), `None` when every row was fetched.
+    #[cfg(feature = "serde")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    pub fn fetchone_as<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, Error> {
+        self.fetchone().map(|r| r.deserialize()).transpose()
+    }
+
+    /// Up to `n` next rows as `T`s; the first row that does not fit is the error (the rows
+    /// are fetched all the same).
+    #[cfg(feature = "serde")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    pub fn fetchmany_as<T: serde::de::DeserializeOwned>(&mut self, n: usize) -> Result<Vec<T>, Error> {
+        self.fetchmany(n).iter().map(Row::deserialize).collect()
+    }
+
+    /// Every remaining row as a `T`; the first row that does not fit is the error (the rows
+    /// are fetched all the same).
+    #[cfg(feature = "serde")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+    pub fn fetchall_as<T: serde::de::DeserializeOwned>(&mut self) -> Result<Vec<T>, Error> {
+        self.fetchall().iter().map(Row::deserialize).collect()
     }
 
     /// The number of rows the statement returned or affected, -1 when unknown.

@@ -791,6 +791,7 @@ impl Session {
             Err(e) => return self.finish_connect(Err(e)),
         };
         self.startup_params = config.startup_params();
+        crate::types::pin_text_styles(&mut self.startup_params);
         self.credentials = Credentials {
             user: config.get_user().unwrap_or_default().to_owned(),
             password: None,

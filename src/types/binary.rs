@@ -1,5 +1,6 @@
 //! Binary wire formats that postgres-protocol does not cover (numeric, date and time as
-//! text, uuid as text) and the array walker used by the decoders.
+//! text, uuid as text; interval, inet and ranges through their own modules) and the array
+//! walker used by the decoders.
 //!
 //! Input comes from the server: nothing here may panic or allocate in proportion to a
 //! count the input declares but does not back with bytes.
@@ -139,16 +140,7 @@ pub(crate) fn numeric_to_string(raw: &[u8]) -> Result<String, Error> {
 /// Days since 2000-01-01 as `YYYY-MM-DD` (proleptic Gregorian, as PostgreSQL prints it,
 /// with ` BC` for years before 1).
 fn push_date(days: i64, out: &mut String) {
-    // Howard Hinnant's civil_from_days, shifted from 1970 to 2000.
-    let z = days + 10957 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = super::temporal::civil_from_days(days + super::temporal::PG_EPOCH_DAYS);
     if y <= 0 {
         let _ = write!(out, "{:04}-{m:02}-{d:02} BC", 1 - y);
     } else {
@@ -173,8 +165,9 @@ fn push_time(micros: i64, out: &mut String) {
     }
 }
 
-/// The binary forms of date, time, timestamp, timestamptz (as UTC) and uuid, as the text the
-/// server prints with `DateStyle = ISO`.
+/// The binary forms of date, time, timestamp, timestamptz (as UTC), interval, uuid, inet,
+/// cidr and the built-in ranges, as the text the server prints with `DateStyle = ISO` and
+/// `IntervalStyle = postgres`; `None` for a type without a binary reader here.
 pub(crate) fn temporal_to_string(type_oid: u32, raw: &[u8]) -> Result<Option<String>, Error> {
     use super::oid;
     let mut out = String::new();
@@ -219,6 +212,11 @@ pub(crate) fn temporal_to_string(type_oid: u32, raw: &[u8]) -> Result<Option<Str
                 }
                 super::quote::push_hex(chunk, &mut out);
             }
+        }
+        oid::INTERVAL => out = super::interval::binary_to_string(raw)?,
+        oid::INET | oid::CIDR => out = super::net::binary_to_string(raw, type_oid == oid::CIDR)?,
+        t if super::range::range_element(t).is_some() => {
+            out = super::range::binary_to_string(t, raw)?
         }
         _ => return Ok(None),
     }

@@ -63,7 +63,7 @@ fn type_name(type_oid: u32) -> String {
     name.to_owned()
 }
 
-fn wrong_type(column: &Column, rust: &str) -> Error {
+pub(crate) fn wrong_type(column: &Column, rust: &str) -> Error {
     Error::conversion(format!(
         "cannot convert column \"{}\" of type {} to {rust}",
         column.name(),
@@ -71,7 +71,11 @@ fn wrong_type(column: &Column, rust: &str) -> Error {
     ))
 }
 
-fn non_null<'a>(column: &Column, raw: Option<&'a [u8]>, rust: &str) -> Result<&'a [u8], Error> {
+pub(crate) fn non_null<'a>(
+    column: &Column,
+    raw: Option<&'a [u8]>,
+    rust: &str,
+) -> Result<&'a [u8], Error> {
     raw.ok_or_else(|| {
         Error::conversion(format!(
             "column \"{}\" is NULL; decode it into Option<{rust}>",
@@ -203,6 +207,10 @@ int_from_sql! {
     u32: OID 4,
     i64: INT8 8,
     u64,
+    i128,
+    u128,
+    isize,
+    usize,
 }
 
 impl FromSql for bool {

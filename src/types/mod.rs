@@ -14,16 +14,35 @@ use postgres_protocol::types as pt;
 use crate::error::Error;
 
 mod binary;
+#[cfg(feature = "serde")]
+pub(crate) mod de;
 mod decode;
+mod interval;
+mod net;
 pub mod oid;
 pub(crate) mod quote;
+mod range;
+mod special;
+pub(crate) mod temporal;
 mod text;
 mod to_sql;
+#[cfg(feature = "chrono")]
+mod with_chrono;
+#[cfg(feature = "rust_decimal")]
+mod with_decimal;
+#[cfg(feature = "time")]
+mod with_time;
+#[cfg(feature = "uuid")]
+mod with_uuid;
 
 #[cfg(test)]
 mod tests;
 
 pub use decode::FromSql;
+pub use interval::Interval;
+pub use net::{Cidr, Inet};
+pub use range::Range;
+pub use special::{Infinite, Numeric, SqlType};
 pub use to_sql::ToSql;
 
 /// PostgreSQL's MAXDIM: no array it sends has more dimensions. The decoders refuse deeper
@@ -78,10 +97,29 @@ pub enum Format {
     Binary = 1,
 }
 
-/// A PostgreSQL value of any type, decoded by the column's type OID.
+/// A PostgreSQL value of any type, decoded by the column's type OID, in either result
+/// format, with nothing lost.
 ///
-/// Types without a variant of their own (date, time, timestamp, interval, uuid, inet…) keep
-/// the server's text in [`Value::Unknown`].
+/// Where each type lands:
+///
+/// | PostgreSQL type | variant |
+/// |---|---|
+/// | `boolean` | [`Bool`](Value::Bool) |
+/// | `smallint`, `integer`, `bigint` and `oid` | [`Int2`](Value::Int2), [`Int4`](Value::Int4), [`Int8`](Value::Int8) |
+/// | `real`, `double precision` | [`Float4`](Value::Float4), [`Float8`](Value::Float8) |
+/// | `numeric` (`NaN` and `±Infinity` too) | [`Numeric`](Value::Numeric), its exact text |
+/// | `text`, `varchar`, `char(n)`, `name`, `xml` | [`Text`](Value::Text) |
+/// | `bytea` | [`Bytes`](Value::Bytes) |
+/// | `json`, `jsonb` (feature `json`) | [`Json`](Value::Json) |
+/// | hstore (after `register_hstore`) | [`Hstore`](Value::Hstore) |
+/// | arrays of any of these | [`Array`](Value::Array), nested for more dimensions |
+/// | `date`, `time`, `timestamp`, `timestamptz`, `interval`, `uuid`, `inet`, `cidr`, the range types, and every other type | [`Unknown`](Value::Unknown): the OID and the server's text (DateStyle ISO, IntervalStyle postgres), also for binary results, whose `timestamptz` is written in UTC (`+00`) |
+///
+/// The typed forms of the `Unknown` ones are read with [`Row::get`](crate::Row::get):
+/// [`Interval`], [`Inet`] / [`Cidr`] / `IpAddr`, [`Range<T>`], and behind features chrono's
+/// and time's dates and times, `uuid::Uuid` and `rust_decimal::Decimal`. Those types turn
+/// into the same `Unknown` (or `Numeric`) values as parameters, with the text psycopg2 writes
+/// for their Python counterparts.
 ///
 /// ```
 /// use momoko::Value;
@@ -271,6 +309,9 @@ impl Value {
                 let mut s = String::new();
                 quote::python_json(j, &mut s);
                 quote::string(&s, ctx, out)?;
+            }
+            Value::Unknown { type_oid, text } if range::range_element(*type_oid).is_some() => {
+                range::write_literal(*type_oid, text, ctx, out)?
             }
             Value::Unknown { type_oid, text } => quote::typed_text(*type_oid, text, ctx, out)?,
         }
@@ -562,6 +603,26 @@ pub(crate) fn parse_float(s: &str) -> Option<f64> {
             s.parse().ok()
         }
         _ => None,
+    }
+}
+
+/// Adds `DateStyle=ISO` and `IntervalStyle=postgres` to the StartupMessage, the styles the
+/// text decoders read, so that a server or role configured otherwise does not break them.
+/// As in libpq, what the caller asked for wins: a style already named in the parameters or
+/// set in `options` (`-c DateStyle=…`, `--datestyle=…`) is left to them (the decoders then
+/// report a non-ISO value as such).
+pub(crate) fn pin_text_styles(params: &mut Vec<(String, String)>) {
+    let options = params
+        .iter()
+        .find(|(k, _)| k == "options")
+        .map(|(_, v)| v.to_ascii_lowercase())
+        .unwrap_or_default();
+    for (name, value) in [("DateStyle", "ISO"), ("IntervalStyle", "postgres")] {
+        let lower = name.to_ascii_lowercase();
+        let named = params.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+        if !named && !options.contains(&lower) {
+            params.push((name.to_owned(), value.to_owned()));
+        }
     }
 }
 

@@ -57,6 +57,23 @@ pub const UUID: u32 = 2950;
 /// `jsonb`.
 pub const JSONB: u32 = 3802;
 
+/// `inet`.
+pub const INET: u32 = 869;
+/// `cidr`.
+pub const CIDR: u32 = 650;
+/// `int4range`.
+pub const INT4RANGE: u32 = 3904;
+/// `numrange`.
+pub const NUMRANGE: u32 = 3906;
+/// `tsrange`.
+pub const TSRANGE: u32 = 3908;
+/// `tstzrange`.
+pub const TSTZRANGE: u32 = 3910;
+/// `daterange`.
+pub const DATERANGE: u32 = 3912;
+/// `int8range`.
+pub const INT8RANGE: u32 = 3926;
+
 /// `boolean[]`.
 pub const BOOL_ARRAY: u32 = 1000;
 /// `bytea[]`.
@@ -107,6 +124,22 @@ pub const UUID_ARRAY: u32 = 2951;
 pub const XML_ARRAY: u32 = 143;
 /// `money[]`.
 pub const MONEY_ARRAY: u32 = 791;
+/// `inet[]`.
+pub const INET_ARRAY: u32 = 1041;
+/// `cidr[]`.
+pub const CIDR_ARRAY: u32 = 651;
+/// `int4range[]`.
+pub const INT4RANGE_ARRAY: u32 = 3905;
+/// `numrange[]`.
+pub const NUMRANGE_ARRAY: u32 = 3907;
+/// `tsrange[]`.
+pub const TSRANGE_ARRAY: u32 = 3909;
+/// `tstzrange[]`.
+pub const TSTZRANGE_ARRAY: u32 = 3911;
+/// `daterange[]`.
+pub const DATERANGE_ARRAY: u32 = 3913;
+/// `int8range[]`.
+pub const INT8RANGE_ARRAY: u32 = 3927;
 
 /// The element type of a built-in array type, `None` for any other OID.
 pub fn array_element(array_oid: u32) -> Option<u32> {
@@ -136,8 +169,14 @@ pub fn array_element(array_oid: u32) -> Option<u32> {
         UUID_ARRAY => UUID,
         XML_ARRAY => XML,
         MONEY_ARRAY => MONEY,
-        1041 => 869,  // inet
-        651 => 650,   // cidr
+        INET_ARRAY => INET,
+        CIDR_ARRAY => CIDR,
+        INT4RANGE_ARRAY => INT4RANGE,
+        NUMRANGE_ARRAY => NUMRANGE,
+        TSRANGE_ARRAY => TSRANGE,
+        TSTZRANGE_ARRAY => TSTZRANGE,
+        DATERANGE_ARRAY => DATERANGE,
+        INT8RANGE_ARRAY => INT8RANGE,
         1040 => 829,  // macaddr
         1561 => 1560, // bit
         1563 => 1562, // varbit
@@ -164,8 +203,64 @@ pub fn array_of(element_oid: u32) -> Option<u32> {
         NUMERIC => NUMERIC_ARRAY,
         JSON => JSON_ARRAY,
         JSONB => JSONB_ARRAY,
+        DATE => DATE_ARRAY,
+        TIME => TIME_ARRAY,
+        TIMESTAMP => TIMESTAMP_ARRAY,
+        TIMESTAMPTZ => TIMESTAMPTZ_ARRAY,
+        INTERVAL => INTERVAL_ARRAY,
+        TIMETZ => TIMETZ_ARRAY,
+        UUID => UUID_ARRAY,
+        INET => INET_ARRAY,
+        CIDR => CIDR_ARRAY,
+        INT4RANGE => INT4RANGE_ARRAY,
+        NUMRANGE => NUMRANGE_ARRAY,
+        TSRANGE => TSRANGE_ARRAY,
+        TSTZRANGE => TSTZRANGE_ARRAY,
+        DATERANGE => DATERANGE_ARRAY,
+        INT8RANGE => INT8RANGE_ARRAY,
         _ => return None,
     })
+}
+
+/// Whether momoko decodes `oid`'s binary form (and so asks for it in the results of
+/// prepared statements and cached queries): the scalars with a binary reader here, and
+/// arrays of them. Every one also reads as a [`Value`](crate::Value) and as a `String`.
+pub fn binary_decodable(oid: u32) -> bool {
+    let scalar = |o: u32| {
+        matches!(
+            o,
+            BOOL | BYTEA
+                | CHAR
+                | NAME
+                | INT8
+                | INT2
+                | INT4
+                | TEXT
+                | OID
+                | JSON
+                | FLOAT4
+                | FLOAT8
+                | BPCHAR
+                | VARCHAR
+                | DATE
+                | TIME
+                | TIMESTAMP
+                | TIMESTAMPTZ
+                | INTERVAL
+                | NUMERIC
+                | UUID
+                | JSONB
+                | INET
+                | CIDR
+                | INT4RANGE
+                | NUMRANGE
+                | TSRANGE
+                | TSTZRANGE
+                | DATERANGE
+                | INT8RANGE
+        )
+    };
+    scalar(oid) || array_element(oid).is_some_and(scalar)
 }
 
 /// Types whose text form is the string itself, decoded as `Value::Text`.
@@ -186,8 +281,14 @@ pub fn cast_name(oid: u32) -> Option<&'static str> {
         UUID => "uuid",
         MONEY => "money",
         XML => "xml",
-        869 => "inet",
-        650 => "cidr",
+        INET => "inet",
+        CIDR => "cidr",
+        INT4RANGE => "int4range",
+        NUMRANGE => "numrange",
+        TSRANGE => "tsrange",
+        TSTZRANGE => "tstzrange",
+        DATERANGE => "daterange",
+        INT8RANGE => "int8range",
         829 => "macaddr",
         _ => return None,
     })

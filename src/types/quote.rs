@@ -66,7 +66,7 @@ pub(crate) fn push_hex(b: &[u8], out: &mut String) {
 
 /// psycopg2 puts a space before a negative number so that `1-%s` never becomes `1--1`, the
 /// start of a comment.
-fn signed(text: &str, out: &mut String) {
+pub(crate) fn signed(text: &str, out: &mut String) {
     if text.starts_with('-') {
         out.push(' ');
     }

@@ -359,40 +359,9 @@ fn result_formats(columns: &Option<Arc<[Column]>>) -> Rc<[i16]> {
 }
 
 /// Types whose binary form momoko decodes: results of prepared statements come back binary
-/// for these and as text for everything else.
+/// for these and as text for everything else. The values layer owns the list.
 fn binary_decodable(oid: u32) -> bool {
-    matches!(
-        oid,
-        16 | 17
-            | 18
-            | 19
-            | 20
-            | 21
-            | 23
-            | 25
-            | 26
-            | 114
-            | 700
-            | 701
-            | 1042
-            | 1043
-            | 1082
-            | 1083
-            | 1114
-            | 1184
-            | 1700
-            | 2950
-            | 3802
-            | 1000
-            | 1001
-            | 1005
-            | 1007
-            | 1009
-            | 1015
-            | 1016
-            | 1021
-            | 1022
-    )
+    crate::types::oid::binary_decodable(oid)
 }
 
 fn binary_columns(columns: &[Column], types: &TypeRegistry) -> Arc<[Column]> {
