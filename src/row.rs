@@ -579,7 +579,10 @@ impl Cursor {
     /// are fetched all the same).
     #[cfg(feature = "serde")]
     #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
-    pub fn fetchmany_as<T: serde::de::DeserializeOwned>(&mut self, n: usize) -> Result<Vec<T>, Error> {
+    pub fn fetchmany_as<T: serde::de::DeserializeOwned>(
+        &mut self,
+        n: usize,
+    ) -> Result<Vec<T>, Error> {
         self.fetchmany(n).iter().map(Row::deserialize).collect()
     }
 

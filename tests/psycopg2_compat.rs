@@ -10,14 +10,17 @@
 //! Python cannot run the suite.
 
 mod common;
+#[path = "common/python.rs"]
+mod python;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use common::run_for;
 use momoko::{Connection, Value};
+use python::{python_with_psycopg2, run_bounded, target_dir};
 
 /// The psycopg2 side: every case's rendering (or its error), one JSON object per pass.
 const SCRIPT: &str = r#"
@@ -214,114 +217,6 @@ fn cases() -> Vec<(&'static str, Value)> {
         ("interval", typed(oid::INTERVAL, "1 days 5.000007 seconds")),
         ("nul", text("a\0b")),
     ]
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-/// Runs `cmd` with a deadline; `None` when it could not start, failed or ran too long.
-fn run_bounded(cmd: &mut Command, limit: Duration) -> Option<String> {
-    run_bounded_quiet(cmd, limit, false)
-}
-
-/// `run_bounded`, saying nothing when the command fails (for probes expected to fail).
-fn run_bounded_quiet(cmd: &mut Command, limit: Duration, quiet: bool) -> Option<String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                eprintln!("psycopg2_compat: {cmd:?} ran over {limit:?}; killed");
-                return None;
-            }
-        }
-    }
-    let out = child.wait_with_output().ok()?;
-    if !out.status.success() {
-        if quiet {
-            return None;
-        }
-        eprintln!(
-            "psycopg2_compat: {cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        return None;
-    }
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn has_psycopg2(python: &Path) -> bool {
-    run_bounded_quiet(
-        Command::new(python).args(["-c", "import psycopg2"]),
-        Duration::from_secs(30),
-        true,
-    )
-    .is_some()
-}
-
-/// A Python that can import psycopg2, or the reason there is none.
-fn python_with_psycopg2() -> Result<PathBuf, String> {
-    let system = PathBuf::from("python3");
-    if run_bounded(
-        Command::new(&system).arg("--version"),
-        Duration::from_secs(10),
-    )
-    .is_none()
-    {
-        return Err("python3 is not installed".into());
-    }
-    if has_psycopg2(&system) {
-        return Ok(system);
-    }
-    let venv = target_dir().join("psycopg2-venv");
-    let python = venv.join("bin/python");
-    if python.exists() && has_psycopg2(&python) {
-        return Ok(python);
-    }
-    eprintln!("psycopg2_compat: installing psycopg2-binary into {venv:?}");
-    if !python.exists()
-        && run_bounded(
-            Command::new(&system).args(["-m", "venv"]).arg(&venv),
-            Duration::from_secs(120),
-        )
-        .is_none()
-    {
-        return Err(format!(
-            "could not create a virtualenv in {venv:?} (python3-venv missing?)"
-        ));
-    }
-    if run_bounded(
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "psycopg2-binary",
-        ]),
-        Duration::from_secs(300),
-    )
-    .is_none()
-    {
-        return Err("pip could not install psycopg2-binary (no network?)".into());
-    }
-    if has_psycopg2(&python) {
-        Ok(python)
-    } else {
-        Err("psycopg2 does not import after installing psycopg2-binary".into())
-    }
 }
 
 /// psycopg2's renderings, by case name.

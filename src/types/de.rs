@@ -117,7 +117,11 @@ impl<'de> Deserializer<'de> for RowDe<'_> {
         })
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_seq(visitor)
     }
 
@@ -185,7 +189,10 @@ struct Columns<'a> {
 impl<'de> MapAccess<'de> for Columns<'_> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         if self.next >= self.row.len() {
             return Ok(None);
         }
@@ -223,7 +230,10 @@ struct Positional<'a> {
 impl<'de> SeqAccess<'de> for Positional<'_> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         if self.next >= self.row.len() {
             return Ok(None);
         }
@@ -231,7 +241,9 @@ impl<'de> SeqAccess<'de> for Positional<'_> {
         self.next += 1;
         let value = column(self.row, i)?;
         let name = value.name.clone();
-        seed.deserialize(value).map(Some).map_err(|e| in_column(&name, e))
+        seed.deserialize(value)
+            .map(Some)
+            .map_err(|e| in_column(&name, e))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -283,14 +295,18 @@ impl ValueDe {
                 })
             }
             Value::Hstore(map) => {
-                {
                 let name = self.name;
                 let entries = map.into_iter().map(move |(k, v)| {
                     let value = v.map_or(Value::Null, Value::Text);
-                    (k, ValueDe { value, name: name.clone() })
+                    (
+                        k,
+                        ValueDe {
+                            value,
+                            name: name.clone(),
+                        },
+                    )
                 });
                 visitor.visit_map(de::value::MapDeserializer::new(entries))
-            }
             }
             #[cfg(feature = "json")]
             Value::Json(j) => {
@@ -409,7 +425,10 @@ struct Elements {
 impl<'de> SeqAccess<'de> for Elements {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         match self.items.next() {
             None => Ok(None),
             Some(value) => seed

@@ -286,7 +286,11 @@ pub(crate) fn timedelta_text(total_us: i128) -> Option<String> {
 /// days count 24 hours. An interval with months is a Conversion error, a month having no
 /// fixed length.
 #[cfg_attr(not(any(feature = "chrono", feature = "time")), allow(dead_code))]
-pub(crate) fn interval_micros(column: &Column, raw: Option<&[u8]>, rust: &str) -> Result<i128, Error> {
+pub(crate) fn interval_micros(
+    column: &Column,
+    raw: Option<&[u8]>,
+    rust: &str,
+) -> Result<i128, Error> {
     let i = Interval::from_sql(column, raw).map_err(|e| {
         if column.type_oid() != oid::INTERVAL {
             wrong_type(column, rust)
@@ -312,8 +316,14 @@ mod tests {
     fn display_is_the_servers_postgres_style() {
         let cases = [
             (Interval::new(0, 0, 0), "00:00:00"),
-            (Interval::new(14, 3, 14_706_789_000), "1 year 2 mons 3 days 04:05:06.789"),
-            (Interval::new(-14, -3, -14_706_000_000), "-1 years -2 mons -3 days -04:05:06"),
+            (
+                Interval::new(14, 3, 14_706_789_000),
+                "1 year 2 mons 3 days 04:05:06.789",
+            ),
+            (
+                Interval::new(-14, -3, -14_706_000_000),
+                "-1 years -2 mons -3 days -04:05:06",
+            ),
             (Interval::new(0, -1, 7_380_000_000), "-1 days +02:03:00"),
             (Interval::new(1, 0, 0), "1 mon"),
             (Interval::new(0, 1, 0), "1 day"),
@@ -375,6 +385,9 @@ mod tests {
         i.encode_binary(oid::INTERVAL, &mut b).unwrap();
         assert_eq!(Interval::from_binary(&b), Some(i));
         assert_eq!(Interval::from_binary(&b[..15]), None);
-        assert_eq!(binary_to_string(&b).unwrap(), "-7 mons +8 days -00:00:00.000009");
+        assert_eq!(
+            binary_to_string(&b).unwrap(),
+            "-7 mons +8 days -00:00:00.000009"
+        );
     }
 }

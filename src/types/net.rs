@@ -90,7 +90,12 @@ fn host_bits(addr: &IpAddr, prefix: u8) -> bool {
     if keep >= width {
         return false;
     }
-    let mask = (1u128 << (width - keep)) - 1;
+    let host = width - keep;
+    let mask = if host >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << host) - 1
+    };
     bits & mask != 0
 }
 
@@ -317,7 +322,15 @@ mod tests {
         assert_eq!(parse_text("10.0.0.1/8"), Some((v4, 8)));
         assert_eq!(parse_text("2001:db8::1/64"), Some((v6, 64)));
         assert_eq!(parse_text("2001:db8::1"), Some((v6, 128)));
-        for bad in ["", "10.0.0.1/33", "10.0.0.1/", "x", "fe80::1%eth0", "::1/129", "1/1/1"] {
+        for bad in [
+            "",
+            "10.0.0.1/33",
+            "10.0.0.1/",
+            "x",
+            "fe80::1%eth0",
+            "::1/129",
+            "1/1/1",
+        ] {
             assert_eq!(parse_text(bad), None, "{bad}");
         }
     }
@@ -329,10 +342,17 @@ mod tests {
         i.encode_binary(INET, &mut b).unwrap();
         assert_eq!(binary_to_string(&b, false).unwrap(), "2001:db8::1/64");
         let mut b = BytesMut::new();
-        "10.1.2.3".parse::<IpAddr>().unwrap().encode_binary(INET, &mut b).unwrap();
+        "10.1.2.3"
+            .parse::<IpAddr>()
+            .unwrap()
+            .encode_binary(INET, &mut b)
+            .unwrap();
         assert_eq!(binary_to_string(&b, false).unwrap(), "10.1.2.3");
         assert_eq!(binary_to_string(&b, true).unwrap(), "10.1.2.3/32");
         assert!(binary_to_string(&b[..7], false).is_err());
         assert!(binary_to_string(&[2, 33, 0, 4, 1, 2, 3, 4], false).is_err());
+        assert!(Cidr::new("::".parse().unwrap(), 0).is_ok());
+        assert!(Cidr::new("::1".parse().unwrap(), 0).is_err());
+        assert!(Cidr::new("0.0.0.0".parse().unwrap(), 0).is_ok());
     }
 }

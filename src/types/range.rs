@@ -256,10 +256,7 @@ pub(crate) fn parse_binary(raw: &[u8]) -> Option<Parts<&[u8]>> {
 }
 
 fn bad(column: &Column) -> Error {
-    Error::conversion(format!(
-        "column \"{}\": malformed range",
-        column.name()
-    ))
+    Error::conversion(format!("column \"{}\": malformed range", column.name()))
 }
 
 /// The text form of a binary range of `range_oid`, as the server prints it.
@@ -293,7 +290,8 @@ pub(crate) fn binary_to_string(range_oid: u32, raw: &[u8]) -> Result<String, Err
 
 impl<T: FromSql> FromSql for Range<T> {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<Range<T>, Error> {
-        let elem = range_element(column.type_oid()).ok_or_else(|| wrong_type(column, "Range<T>"))?;
+        let elem =
+            range_element(column.type_oid()).ok_or_else(|| wrong_type(column, "Range<T>"))?;
         let raw = non_null(column, raw, "Range<T>")?;
         let elem = column.element(elem, false);
         let end = |b: Option<&[u8]>, inc: bool| -> Result<Bound<T>, Error> {
@@ -403,7 +401,11 @@ pub(crate) fn write_literal(
     };
     let lb = if lower_inc { '[' } else { '(' };
     let ub = if upper_inc { ']' } else { ')' };
-    if numeric && [&lower, &upper].iter().all(|b| b.as_deref().is_none_or(quote::is_plain_number)) {
+    if numeric
+        && [&lower, &upper]
+            .iter()
+            .all(|b| b.as_deref().is_none_or(quote::is_plain_number))
+    {
         out.push('\'');
         out.push(lb);
         if let Some(l) = &lower {
@@ -459,15 +461,23 @@ mod tests {
     fn text_ranges_parse_as_range_in_does() {
         assert_eq!(parse_text("empty"), Some(Parts::Empty));
         assert_eq!(parse_text(" EMPTY "), Some(Parts::Empty));
-        assert_eq!(parse_text("[1,10)"), Some(b(true, false, Some("1"), Some("10"))));
+        assert_eq!(
+            parse_text("[1,10)"),
+            Some(b(true, false, Some("1"), Some("10")))
+        );
         assert_eq!(parse_text("(,)"), Some(b(false, false, None, None)));
         assert_eq!(parse_text("(,5]"), Some(b(false, true, None, Some("5"))));
         assert_eq!(
             parse_text(r#"["2024-01-01 00:00:00","a""b\\c")"#),
             Some(b(true, false, Some("2024-01-01 00:00:00"), Some("a\"b\\c")))
         );
-        assert_eq!(parse_text(r#"[a\,b,"")"#), Some(b(true, false, Some("a,b"), Some(""))));
-        for bad in ["", "[", "[1", "[1,", "[1,2", "{1,2}", "[1,2)x", "[1;2)", "[\"1,2)"] {
+        assert_eq!(
+            parse_text(r#"[a\,b,"")"#),
+            Some(b(true, false, Some("a,b"), Some("")))
+        );
+        for bad in [
+            "", "[", "[1", "[1,", "[1,2", "{1,2}", "[1,2)x", "[1;2)", "[\"1,2)",
+        ] {
             assert_eq!(parse_text(bad), None, "{bad}");
         }
     }

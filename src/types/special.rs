@@ -196,7 +196,10 @@ mod tests {
         assert_eq!(r(&bin, &i32::MAX.to_be_bytes()), Infinite::Infinity);
         assert_eq!(r(&bin, &i32::MIN.to_be_bytes()), Infinite::NegInfinity);
         assert_eq!(r(&ts, &i64::MAX.to_be_bytes()), Infinite::Infinity);
-        assert_eq!(r(&ts, &0i64.to_be_bytes()), Infinite::Finite("2000-01-01 00:00:00".into()));
+        assert_eq!(
+            r(&ts, &0i64.to_be_bytes()),
+            Infinite::Finite("2000-01-01 00:00:00".into())
+        );
         let int = Column::new("i".into(), 0, 0, oid::INT4, 4, -1, 0);
         assert!(Infinite::<String>::from_sql(&int, Some(b"1")).is_err());
         assert!(Infinite::<String>::from_sql(&text, None).is_err());

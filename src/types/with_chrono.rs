@@ -138,7 +138,12 @@ fn ymd(d: &NaiveDate) -> (i64, u32, u32) {
 /// chrono keeps a leap second as nanoseconds past 1e9; written as second 60.
 fn hmsn(t: &NaiveTime) -> (u32, u32, u32, u32) {
     let n = t.nanosecond();
-    (t.hour(), t.minute(), t.second() + n / 1_000_000_000, n % 1_000_000_000)
+    (
+        t.hour(),
+        t.minute(),
+        t.second() + n / 1_000_000_000,
+        n % 1_000_000_000,
+    )
 }
 
 fn unknown(type_oid: u32, text: String) -> Value {
@@ -264,7 +269,10 @@ mod tests {
             lit(tz.from_local_datetime(&at).unwrap()),
             "'2024-02-29T13:45:01.123456-05:00'::timestamptz"
         );
-        assert_eq!(lit(NaiveTime::from_hms_opt(1, 2, 3).unwrap()), "'01:02:03'::time");
+        assert_eq!(
+            lit(NaiveTime::from_hms_opt(1, 2, 3).unwrap()),
+            "'01:02:03'::time"
+        );
         assert_eq!(
             lit(TimeDelta::microseconds(86_400_000_000 + 5_000_007)),
             "'1 days 5.000007 seconds'::interval"
@@ -282,7 +290,10 @@ mod tests {
     #[test]
     fn both_formats_read_the_same_values() {
         let d = NaiveDate::from_ymd_opt(1, 1, 1).unwrap();
-        assert_eq!(NaiveDate::from_sql(&col(oid::DATE, 0), Some(b"0001-01-01")).unwrap(), d);
+        assert_eq!(
+            NaiveDate::from_sql(&col(oid::DATE, 0), Some(b"0001-01-01")).unwrap(),
+            d
+        );
         let days = (d - NaiveDate::from_ymd_opt(2000, 1, 1).unwrap()).num_days() as i32;
         assert_eq!(
             NaiveDate::from_sql(&col(oid::DATE, 1), Some(&days.to_be_bytes())).unwrap(),
@@ -292,15 +303,17 @@ mod tests {
             .unwrap()
             .and_hms_micro_opt(23, 59, 59, 999_999)
             .unwrap();
-        let text = NaiveDateTime::from_sql(
-            &col(oid::TIMESTAMP, 0),
-            Some(b"9999-12-31 23:59:59.999999"),
-        )
-        .unwrap();
+        let text =
+            NaiveDateTime::from_sql(&col(oid::TIMESTAMP, 0), Some(b"9999-12-31 23:59:59.999999"))
+                .unwrap();
         assert_eq!(text, at);
-        let us = (at - NaiveDate::from_ymd_opt(2000, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap())
-            .num_microseconds()
-            .unwrap();
+        let us = (at
+            - NaiveDate::from_ymd_opt(2000, 1, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap())
+        .num_microseconds()
+        .unwrap();
         assert_eq!(
             NaiveDateTime::from_sql(&col(oid::TIMESTAMP, 1), Some(&us.to_be_bytes())).unwrap(),
             at
@@ -311,11 +324,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ny.offset().local_minus_utc(), -5 * 3600);
-        let utc = DateTime::<Utc>::from_sql(
-            &col(oid::TIMESTAMPTZ, 0),
-            Some(b"2024-02-29 08:45:01-05"),
-        )
-        .unwrap();
+        let utc =
+            DateTime::<Utc>::from_sql(&col(oid::TIMESTAMPTZ, 0), Some(b"2024-02-29 08:45:01-05"))
+                .unwrap();
         assert_eq!(utc, ny);
         assert_eq!(utc.to_rfc3339(), "2024-02-29T13:45:01+00:00");
     }

@@ -55,7 +55,10 @@ fn time_of_us(us: i64) -> Option<Time> {
 
 fn primitive_of_us(us: i64) -> Option<PrimitiveDateTime> {
     let date = date_of_days(us.div_euclid(DAY_US))?;
-    Some(PrimitiveDateTime::new(date, time_of_us(us.rem_euclid(DAY_US))?))
+    Some(PrimitiveDateTime::new(
+        date,
+        time_of_us(us.rem_euclid(DAY_US))?,
+    ))
 }
 
 impl FromSql for Date {
@@ -97,7 +100,8 @@ impl FromSql for OffsetDateTime {
         let utc = primitive_of_us(us)
             .ok_or_else(|| out_of_range(column, RUST))?
             .assume_utc();
-        let offset = UtcOffset::from_whole_seconds(offset).map_err(|_| out_of_range(column, RUST))?;
+        let offset =
+            UtcOffset::from_whole_seconds(offset).map_err(|_| out_of_range(column, RUST))?;
         utc.checked_to_offset(offset)
             .ok_or_else(|| out_of_range(column, RUST))
     }
@@ -114,7 +118,11 @@ impl FromSql for Duration {
 }
 
 fn ymd(d: Date) -> (i64, u32, u32) {
-    (i64::from(d.year()), u32::from(u8::from(d.month())), u32::from(d.day()))
+    (
+        i64::from(d.year()),
+        u32::from(u8::from(d.month())),
+        u32::from(d.day()),
+    )
 }
 
 fn hmsn(t: Time) -> (u32, u32, u32, u32) {
@@ -238,7 +246,10 @@ mod tests {
             "'2024-02-29T13:45:01.123456'::timestamp"
         );
         let at = PrimitiveDateTime::new(d, Time::from_hms(13, 45, 1).unwrap());
-        assert_eq!(lit(at.assume_utc()), "'2024-02-29T13:45:01+00:00'::timestamptz");
+        assert_eq!(
+            lit(at.assume_utc()),
+            "'2024-02-29T13:45:01+00:00'::timestamptz"
+        );
         assert_eq!(lit(Time::from_hms(1, 2, 3).unwrap()), "'01:02:03'::time");
         assert_eq!(
             lit(Duration::microseconds(86_400_000_000 + 5_000_007)),
@@ -249,14 +260,18 @@ mod tests {
     #[test]
     fn both_formats_read_the_same_values() {
         let d = Date::from_calendar_date(1, Month::January, 1).unwrap();
-        assert_eq!(Date::from_sql(&col(oid::DATE, 0), Some(b"0001-01-01")).unwrap(), d);
+        assert_eq!(
+            Date::from_sql(&col(oid::DATE, 0), Some(b"0001-01-01")).unwrap(),
+            d
+        );
         let days = i32::try_from(i64::from(d.to_julian_day()) - PG_EPOCH_JULIAN).unwrap();
-        assert_eq!(Date::from_sql(&col(oid::DATE, 1), Some(&days.to_be_bytes())).unwrap(), d);
-        let ny = OffsetDateTime::from_sql(
-            &col(oid::TIMESTAMPTZ, 0),
-            Some(b"2024-02-29 08:45:01.5-05"),
-        )
-        .unwrap();
+        assert_eq!(
+            Date::from_sql(&col(oid::DATE, 1), Some(&days.to_be_bytes())).unwrap(),
+            d
+        );
+        let ny =
+            OffsetDateTime::from_sql(&col(oid::TIMESTAMPTZ, 0), Some(b"2024-02-29 08:45:01.5-05"))
+                .unwrap();
         assert_eq!(ny.offset().whole_seconds(), -5 * 3600);
         assert_eq!(ny.unix_timestamp_nanos(), 1_709_214_301_500_000_000);
         assert!(Time::from_sql(&col(oid::TIME, 0), Some(b"24:00:00")).is_err());

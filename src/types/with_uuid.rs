@@ -23,9 +23,8 @@ impl FromSql for Uuid {
         } else {
             Uuid::try_parse_ascii(raw).ok()
         };
-        parsed.ok_or_else(|| {
-            Error::conversion(format!("column \"{}\": invalid uuid", column.name()))
-        })
+        parsed
+            .ok_or_else(|| Error::conversion(format!("column \"{}\": invalid uuid", column.name())))
     }
 }
 
