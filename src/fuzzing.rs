@@ -1,7 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/`: thin wrappers that feed arbitrary bytes to
 //! the crate-private parts a hostile server or a hostile caller can reach (the protocol core,
-//! the value decoders, the connection-string parser, the placeholder parser with mogrify, the
-//! certificate walk of the channel binding).
+//! the value decoders (the typed ones of each feature too), the connection-string parser,
+//! the placeholder parser with mogrify, the certificate walk of the channel binding).
 //!
 //! Compiled only with the `fuzzing` feature and hidden from the documentation: it is not API.
 //! Each function must never panic on any input *except* through the invariant assertions it
@@ -584,6 +584,151 @@ pub fn ssl_negotiation(data: &[u8]) {
     }
 }
 
+/// The types the typed target picks from: every type with a typed decoder of its own, and
+/// arrays of some.
+const TYPED: &[u32] = &[
+    oid::DATE,
+    oid::TIME,
+    oid::TIMESTAMP,
+    oid::TIMESTAMPTZ,
+    oid::INTERVAL,
+    oid::UUID,
+    oid::NUMERIC,
+    oid::INET,
+    oid::CIDR,
+    oid::INT4RANGE,
+    oid::INT8RANGE,
+    oid::NUMRANGE,
+    oid::DATERANGE,
+    oid::TSRANGE,
+    oid::TSTZRANGE,
+    oid::DATE_ARRAY,
+    oid::TIMESTAMPTZ_ARRAY,
+    oid::INTERVAL_ARRAY,
+    oid::UUID_ARRAY,
+    oid::INET_ARRAY,
+    oid::NUMERIC_ARRAY,
+    oid::INT4RANGE_ARRAY,
+];
+
+/// Every typed decoder (Interval, the network types, ranges, the special-value wrappers,
+/// and each feature's chrono, time, uuid and rust_decimal types) on arbitrary bytes: byte 0
+/// picks the type, byte 1 the format and NULL, the rest is the field. What decodes must
+/// agree across formats: a binary value, printed as the server's text by the `Value` path,
+/// reads back from that text as the same value. Then the rest as a row into serde.
+pub fn typed(data: &[u8]) {
+    use crate::types::{Cidr, Inet, Infinite, Interval, Numeric, Range};
+    use std::net::IpAddr;
+    if data.len() < 2 {
+        return;
+    }
+    let type_oid = TYPED[usize::from(data[0]) % TYPED.len()];
+    let format = i16::from(data[1] & 1);
+    let raw = if data[1] & 2 != 0 {
+        None
+    } else {
+        Some(&data[2..])
+    };
+    let col = Column::new("c".into(), 0, 0, type_oid, -1, -1, format);
+    let text_col = Column::new("c".into(), 0, 0, type_oid, -1, -1, 0);
+    let _ = String::from_sql(&col, raw);
+    // The server's text form of the field, by the dynamic path (arrays included).
+    let text = Value::from_sql(&col, raw).ok().and_then(|v| {
+        let mut b = bytes::BytesMut::new();
+        v.encode_text(&mut b).ok()?;
+        String::from_utf8(b.to_vec()).ok()
+    });
+
+    /// Decodes `$t` from the field; when that works and the field was binary, the server
+    /// text the String path printed for it must decode to the same value.
+    macro_rules! agree {
+        ($($t:ty),* $(,)?) => {$(
+            if let Ok(v) = <$t as FromSql>::from_sql(&col, raw) {
+                if format == 1 && raw.is_some() {
+                    let s = text.as_deref().unwrap_or_else(|| {
+                        panic!("{} decoded but its text did not", stringify!($t))
+                    });
+                    let back = <$t as FromSql>::from_sql(&text_col, Some(s.as_bytes()));
+                    assert_eq!(back.ok(), Some(v), "{} through its text {s:?}", stringify!($t));
+                }
+            }
+        )*};
+    }
+    agree!(
+        Interval,
+        IpAddr,
+        Inet,
+        Cidr,
+        Range<i32>,
+        Range<i64>,
+        Option<Interval>,
+        Vec<Option<Interval>>,
+        Vec<Option<Inet>>,
+        Vec<Option<Range<i32>>>,
+    );
+    let _ = Infinite::<String>::from_sql(&col, raw);
+    let _ = Numeric::<String>::from_sql(&col, raw);
+    // A text interval prints back as the same text the server would send.
+    if let (0, Ok(i)) = (format, Interval::from_sql(&col, raw)) {
+        assert_eq!(Interval::parse(&i.to_string()), Some(i), "{i:?}");
+    }
+    #[cfg(feature = "chrono")]
+    {
+        use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc};
+        agree!(
+            NaiveDate,
+            NaiveTime,
+            NaiveDateTime,
+            DateTime<Utc>,
+            TimeDelta,
+            Infinite<NaiveDate>,
+            Range<NaiveDate>,
+            Range<DateTime<Utc>>,
+            Vec<Option<NaiveDate>>,
+        );
+        let _ = DateTime::<FixedOffset>::from_sql(&col, raw);
+        // What chrono reads, written as a parameter, is text the decoder reads back.
+        if let Ok(d) = NaiveDate::from_sql(&col, raw) {
+            let back = crate::ToSql::to_value(&d);
+            let s = back.as_str().unwrap_or_default();
+            let c = Column::new("c".into(), 0, 0, oid::DATE, -1, -1, 0);
+            assert_eq!(
+                NaiveDate::from_sql(&c, Some(s.as_bytes())).ok(),
+                Some(d),
+                "{s}"
+            );
+        }
+    }
+    #[cfg(feature = "time")]
+    {
+        agree!(
+            time::Date,
+            time::Time,
+            time::PrimitiveDateTime,
+            time::Duration,
+            Range<time::Date>,
+        );
+        let _ = time::OffsetDateTime::from_sql(&col, raw);
+    }
+    #[cfg(feature = "uuid")]
+    agree!(uuid::Uuid, Vec<Option<uuid::Uuid>>);
+    #[cfg(feature = "rust_decimal")]
+    agree!(
+        rust_decimal::Decimal,
+        Numeric<rust_decimal::Decimal>,
+        Range<rust_decimal::Decimal>,
+        Vec<Option<rust_decimal::Decimal>>,
+    );
+    #[cfg(all(feature = "serde", feature = "json"))]
+    {
+        let cols: Arc<[Column]> = vec![col.clone(), col].into();
+        if let Ok(row) = Row::new(cols, Bytes::copy_from_slice(&data[2..])) {
+            let _ = row.deserialize::<std::collections::BTreeMap<String, serde_json::Value>>();
+            let _ = row.deserialize::<(Option<String>, serde_json::Value)>();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// Every committed seed runs through its entry point without tripping an invariant: the
@@ -598,6 +743,7 @@ mod tests {
             ("conninfo", super::conninfo),
             ("params", super::params),
             ("cert_hash", super::cert_hash),
+            ("typed", super::typed),
             #[cfg(feature = "tls")]
             ("ssl_negotiation", super::ssl_negotiation),
         ];
@@ -610,5 +756,44 @@ mod tests {
             }
         }
         assert!(ran >= targets.len(), "{ran} seeds");
+    }
+
+    /// The typed target on its seeds and on random bytes around them, so that its
+    /// invariants are checked by `cargo test --all-features` even without libFuzzer.
+    #[test]
+    fn the_typed_target_holds_on_seeds_and_random_mutations() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/typed");
+        let seeds: Vec<Vec<u8>> = std::fs::read_dir(dir)
+            .expect("fuzz/seeds/typed")
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        assert!(seeds.len() > 20);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for seed in &seeds {
+            super::typed(seed);
+            for _ in 0..2000 {
+                let mut m = seed.clone();
+                for _ in 0..1 + next() % 4 {
+                    let r = next();
+                    let i = (r as usize >> 8) % m.len();
+                    match r % 4 {
+                        0 => m[i] = (r >> 32) as u8,
+                        1 => m[i] ^= 1 << (r >> 40) % 8,
+                        2 if m.len() > 2 => {
+                            m.remove(i);
+                        }
+                        _ => m.insert(i, (r >> 24) as u8),
+                    }
+                }
+                // Any type, any format: byte 0 and 1 are mutated too.
+                super::typed(&m);
+            }
+        }
     }
 }

@@ -137,20 +137,20 @@ impl<T: FromSql> FromSql for Numeric<T> {
             return Err(wrong_type(column, "momoko::Numeric<T>"));
         }
         let raw = non_null(column, raw, "momoko::Numeric<T>")?;
-        let special = if column.format() == 1 {
-            match raw.get(4..6) {
-                Some([0xC0, 0]) => Some(Numeric::NaN),
-                Some([0xD0, 0]) => Some(Numeric::Infinity),
-                Some([0xF0, 0]) => Some(Numeric::NegInfinity),
-                _ => None,
-            }
+        // A binary special is checked whole (its digit count against its length), as the
+        // other numeric readers check it.
+        let binary_text;
+        let text: &[u8] = if column.format() == 1 {
+            binary_text = super::binary::numeric_to_string(raw)?;
+            binary_text.as_bytes()
         } else {
-            match raw {
-                b"NaN" => Some(Numeric::NaN),
-                b"Infinity" => Some(Numeric::Infinity),
-                b"-Infinity" => Some(Numeric::NegInfinity),
-                _ => None,
-            }
+            raw
+        };
+        let special = match text {
+            b"NaN" => Some(Numeric::NaN),
+            b"Infinity" => Some(Numeric::Infinity),
+            b"-Infinity" => Some(Numeric::NegInfinity),
+            _ => None,
         };
         match special {
             Some(s) => Ok(s),
