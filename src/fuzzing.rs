@@ -792,6 +792,9 @@ mod tests {
                     }
                 }
                 // Any type, any format: byte 0 and 1 are mutated too.
+                if std::env::var_os("FUZZ_TRACE").is_some() {
+                    eprintln!("INPUT {m:?}");
+                }
                 super::typed(&m);
             }
         }

@@ -14,6 +14,10 @@ use super::binary::numeric_to_string;
 use super::decode::{non_null, wrong_type, FromSql};
 use super::{oid, SqlType, ToSql, Value};
 
+/// The longest text of a value a Decimal may hold: `-0.` and 28 digits of scale, or a sign,
+/// 29 digits and a point, with room to spare.
+const MAX_TEXT: usize = 40;
+
 impl FromSql for Decimal {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<Decimal, Error> {
         const RUST: &str = "rust_decimal::Decimal";
@@ -31,6 +35,17 @@ impl FromSql for Decimal {
                 "column \"{}\": {text} does not fit {RUST}; read it as \
                  momoko::Numeric<rust_decimal::Decimal>",
                 column.name()
+            )));
+        }
+        // No Decimal has more than 29 digits and a sign and a point; a longer text (a numeric
+        // of thousands of digits) is refused before rust_decimal's parser, which recurses
+        // once per character and would overflow the stack on it.
+        if text.len() > MAX_TEXT {
+            let shown: String = text.chars().take(40).collect();
+            return Err(Error::conversion(format!(
+                "column \"{}\": {shown}… ({} characters) does not fit {RUST}",
+                column.name(),
+                text.len()
             )));
         }
         Decimal::from_str_exact(&text).map_err(|e| {
