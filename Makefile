@@ -107,8 +107,13 @@ test: postgres pgbouncer
 	$(CARGO) clippy -p momoko --lib --features fuzzing -- -D warnings
 	# Every committed fuzz seed through its entry point (no cargo-fuzz needed).
 	$(CARGO) test -p momoko --lib --features fuzzing fuzzing::
+	# The typed-value features (chrono, time, uuid, rust_decimal, serde) are off by default.
+	$(CARGO) clippy -p momoko --all-targets --all-features -- -D warnings
 	$(CARGO) build -p momoko-testpg
 	$(TESTPG) run -- $(CARGO) test --workspace
+	# With every feature on: the library's own tests (the typed fuzz target's invariants
+	# among them) and the typed-values test; the rest of the suite does not change with them.
+	$(TESTPG) run -- $(CARGO) test -p momoko --all-features --lib --test typed
 
 # The tutorial's examples, in order, under one throwaway server (or the one in
 # MOMOKO_TEST_DSN). MOMOKO_DSN is cleared so that a value left in the shell cannot point

@@ -784,7 +784,7 @@ mod tests {
                     let i = (r as usize >> 8) % m.len();
                     match r % 4 {
                         0 => m[i] = (r >> 32) as u8,
-                        1 => m[i] ^= 1 << (r >> 40) % 8,
+                        1 => m[i] ^= 1 << ((r >> 40) % 8),
                         2 if m.len() > 2 => {
                             m.remove(i);
                         }

@@ -17,7 +17,6 @@ mod python;
 use std::fmt::Debug;
 use std::net::IpAddr;
 use std::ops::Bound;
-use std::time::Duration;
 
 use common::{dsn, run};
 use momoko::{Cidr, Connection, ErrorKind, FromSql, Inet, Interval, Range, ToSql, Value};
@@ -313,6 +312,7 @@ mod with_chrono {
         DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Utc,
     };
     use momoko::Infinite;
+    use std::time::Duration;
 
     fn d(y: i32, m: u32, day: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, day).unwrap()
@@ -915,6 +915,12 @@ mod with_serde {
 
 /// The psycopg2 side: random cases of every typed parameter, built and rendered by psycopg2,
 /// printed as JSON (each case's fields, then its mogrify output).
+#[cfg(all(
+    feature = "chrono",
+    feature = "time",
+    feature = "uuid",
+    feature = "rust_decimal"
+))]
 const SCRIPT: &str = r#"
 import datetime as dt, decimal, ipaddress, json, random, sys, uuid
 import psycopg2, psycopg2.extras
@@ -1014,6 +1020,7 @@ mod against_psycopg2 {
     use chrono::{FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
     use momoko::QuoteContext;
     use serde_json::Value as J;
+    use std::time::Duration;
 
     fn ints(f: &J) -> Vec<i64> {
         f.as_array()

@@ -392,6 +392,8 @@ impl<'de> Deserializer<'de> for ValueDe {
     }
 
     /// A text column into a unit variant of the enum's (a PostgreSQL enum type, or text).
+    // The name and the variants are only passed on to a json document's own deserializer.
+    #[cfg_attr(not(feature = "json"), allow(unused_variables))]
     fn deserialize_enum<V: Visitor<'de>>(
         self,
         name: &'static str,

@@ -55,6 +55,7 @@ fn check(column: &Column, want: u32, rust: &str) -> Result<(), Error> {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl FromSql for NaiveDate {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<NaiveDate, Error> {
         const RUST: &str = "chrono::NaiveDate";
@@ -64,6 +65,7 @@ impl FromSql for NaiveDate {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl FromSql for NaiveTime {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<NaiveTime, Error> {
         const RUST: &str = "chrono::NaiveTime";
@@ -78,6 +80,7 @@ impl FromSql for NaiveTime {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl FromSql for NaiveDateTime {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<NaiveDateTime, Error> {
         const RUST: &str = "chrono::NaiveDateTime";
@@ -97,6 +100,7 @@ fn instant(column: &Column, raw: Option<&[u8]>, rust: &str) -> Result<(DateTime<
     Ok((Utc.from_utc_datetime(&at), offset))
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl FromSql for DateTime<Utc> {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<DateTime<Utc>, Error> {
         instant(column, raw, "chrono::DateTime<Utc>").map(|(at, _)| at)
@@ -105,6 +109,7 @@ impl FromSql for DateTime<Utc> {
 
 /// The offset is the one the server wrote the value in (the session's TimeZone) for text
 /// results, and UTC for binary ones, which carry no offset; the instant is the same.
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl FromSql for DateTime<FixedOffset> {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<DateTime<FixedOffset>, Error> {
         const RUST: &str = "chrono::DateTime<FixedOffset>";
@@ -114,6 +119,7 @@ impl FromSql for DateTime<FixedOffset> {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl FromSql for DateTime<Local> {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<DateTime<Local>, Error> {
         instant(column, raw, "chrono::DateTime<Local>").map(|(at, _)| at.with_timezone(&Local))
@@ -121,6 +127,7 @@ impl FromSql for DateTime<Local> {
 }
 
 /// An interval without months; a day counts 24 hours.
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl FromSql for TimeDelta {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<TimeDelta, Error> {
         const RUST: &str = "chrono::TimeDelta";
@@ -151,6 +158,7 @@ fn unknown(type_oid: u32, text: String) -> Value {
 }
 
 /// `'2024-02-29'::date`, as psycopg2 writes a `date`.
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl ToSql for NaiveDate {
     fn to_value(&self) -> Value {
         let (y, m, d) = ymd(self);
@@ -159,6 +167,7 @@ impl ToSql for NaiveDate {
 }
 
 /// `'01:02:03.000004'::time`, as psycopg2 writes a `time`.
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl ToSql for NaiveTime {
     fn to_value(&self) -> Value {
         let (h, m, s, n) = hmsn(self);
@@ -169,6 +178,7 @@ impl ToSql for NaiveTime {
 }
 
 /// `'2024-02-29T13:45:01.123456'::timestamp`, as psycopg2 writes a naive `datetime`.
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl ToSql for NaiveDateTime {
     fn to_value(&self) -> Value {
         unknown(
@@ -180,6 +190,7 @@ impl ToSql for NaiveDateTime {
 
 /// `'2024-02-29T13:45:01+00:00'::timestamptz`, as psycopg2 writes an aware `datetime`: the
 /// local time and the offset of the value's own time zone.
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl<Tz: TimeZone> ToSql for DateTime<Tz> {
     fn to_value(&self) -> Value {
         let local = self.naive_local();
@@ -193,6 +204,7 @@ impl<Tz: TimeZone> ToSql for DateTime<Tz> {
 
 /// `'1 days 5.000007 seconds'::interval`, as psycopg2 writes the `timedelta` of the same
 /// length (whole days, then the microseconds left; nanoseconds are dropped).
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl ToSql for TimeDelta {
     fn to_value(&self) -> Value {
         let us = i128::from(self.num_seconds()) * 1_000_000
@@ -205,24 +217,29 @@ impl ToSql for TimeDelta {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl SqlType for NaiveDate {
     const TYPE_OID: u32 = oid::DATE;
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl SqlType for NaiveTime {
     const TYPE_OID: u32 = oid::TIME;
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl SqlType for NaiveDateTime {
     const TYPE_OID: u32 = oid::TIMESTAMP;
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl<Tz: TimeZone> SqlType for DateTime<Tz> {
     const TYPE_OID: u32 = oid::TIMESTAMPTZ;
 }
 
 macro_rules! into_value {
     ($($t:ty),*) => {$(
+        #[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
         impl From<$t> for Value {
             fn from(v: $t) -> Value {
                 v.to_value()
@@ -233,6 +250,7 @@ macro_rules! into_value {
 
 into_value!(NaiveDate, NaiveTime, NaiveDateTime, TimeDelta);
 
+#[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl<Tz: TimeZone> From<DateTime<Tz>> for Value {
     fn from(v: DateTime<Tz>) -> Value {
         v.to_value()

@@ -18,6 +18,7 @@ use super::{oid, SqlType, ToSql, Value};
 /// 29 digits and a point, with room to spare.
 const MAX_TEXT: usize = 40;
 
+#[cfg_attr(docsrs, doc(cfg(feature = "rust_decimal")))]
 impl FromSql for Decimal {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<Decimal, Error> {
         const RUST: &str = "rust_decimal::Decimal";
@@ -92,16 +93,19 @@ pub(crate) fn python_str(d: &Decimal) -> String {
 }
 
 /// Bare digits, as psycopg2 writes a `Decimal` (` -3.50` with the space before a minus).
+#[cfg_attr(docsrs, doc(cfg(feature = "rust_decimal")))]
 impl ToSql for Decimal {
     fn to_value(&self) -> Value {
         Value::Numeric(python_str(self))
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "rust_decimal")))]
 impl SqlType for Decimal {
     const TYPE_OID: u32 = oid::NUMERIC;
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "rust_decimal")))]
 impl From<Decimal> for Value {
     fn from(v: Decimal) -> Value {
         v.to_value()

@@ -61,6 +61,7 @@ fn primitive_of_us(us: i64) -> Option<PrimitiveDateTime> {
     ))
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl FromSql for Date {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<Date, Error> {
         const RUST: &str = "time::Date";
@@ -70,6 +71,7 @@ impl FromSql for Date {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl FromSql for Time {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<Time, Error> {
         const RUST: &str = "time::Time";
@@ -79,6 +81,7 @@ impl FromSql for Time {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl FromSql for PrimitiveDateTime {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<PrimitiveDateTime, Error> {
         const RUST: &str = "time::PrimitiveDateTime";
@@ -91,6 +94,7 @@ impl FromSql for PrimitiveDateTime {
 
 /// The offset is the one the server wrote the value in (the session's TimeZone) for text
 /// results, and UTC for binary ones; the instant is the same.
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl FromSql for OffsetDateTime {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<OffsetDateTime, Error> {
         const RUST: &str = "time::OffsetDateTime";
@@ -108,6 +112,7 @@ impl FromSql for OffsetDateTime {
 }
 
 /// An interval without months; a day counts 24 hours.
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl FromSql for Duration {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<Duration, Error> {
         const RUST: &str = "time::Duration";
@@ -139,6 +144,7 @@ fn unknown(type_oid: u32, text: String) -> Value {
 }
 
 /// `'2024-02-29'::date`, as psycopg2 writes a `date`.
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl ToSql for Date {
     fn to_value(&self) -> Value {
         let (y, m, d) = ymd(*self);
@@ -147,6 +153,7 @@ impl ToSql for Date {
 }
 
 /// `'01:02:03.000004'::time`, as psycopg2 writes a `time`.
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl ToSql for Time {
     fn to_value(&self) -> Value {
         let (h, m, s, n) = hmsn(*self);
@@ -157,6 +164,7 @@ impl ToSql for Time {
 }
 
 /// `'2024-02-29T13:45:01.123456'::timestamp`, as psycopg2 writes a naive `datetime`.
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl ToSql for PrimitiveDateTime {
     fn to_value(&self) -> Value {
         unknown(
@@ -167,6 +175,7 @@ impl ToSql for PrimitiveDateTime {
 }
 
 /// `'2024-02-29T13:45:01+00:00'::timestamptz`, as psycopg2 writes an aware `datetime`.
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl ToSql for OffsetDateTime {
     fn to_value(&self) -> Value {
         unknown(
@@ -182,6 +191,7 @@ impl ToSql for OffsetDateTime {
 
 /// `'1 days 5.000007 seconds'::interval`, as psycopg2 writes the `timedelta` of the same
 /// length (nanoseconds are dropped).
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl ToSql for Duration {
     fn to_value(&self) -> Value {
         let us = self.whole_nanoseconds().div_euclid(1000);
@@ -192,24 +202,29 @@ impl ToSql for Duration {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl SqlType for Date {
     const TYPE_OID: u32 = oid::DATE;
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl SqlType for Time {
     const TYPE_OID: u32 = oid::TIME;
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl SqlType for PrimitiveDateTime {
     const TYPE_OID: u32 = oid::TIMESTAMP;
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl SqlType for OffsetDateTime {
     const TYPE_OID: u32 = oid::TIMESTAMPTZ;
 }
 
 macro_rules! into_value {
     ($($t:ty),*) => {$(
+        #[cfg_attr(docsrs, doc(cfg(feature = "time")))]
         impl From<$t> for Value {
             fn from(v: $t) -> Value {
                 v.to_value()

@@ -12,6 +12,7 @@ use crate::row::Column;
 use super::decode::{non_null, wrong_type, FromSql};
 use super::{oid, SqlType, ToSql, Value};
 
+#[cfg_attr(docsrs, doc(cfg(feature = "uuid")))]
 impl FromSql for Uuid {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<Uuid, Error> {
         if column.type_oid() != oid::UUID {
@@ -29,6 +30,7 @@ impl FromSql for Uuid {
 }
 
 /// `'00000000-0000-0000-0000-000000000000'::uuid`.
+#[cfg_attr(docsrs, doc(cfg(feature = "uuid")))]
 impl ToSql for Uuid {
     fn to_value(&self) -> Value {
         Value::Unknown {
@@ -38,10 +40,12 @@ impl ToSql for Uuid {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "uuid")))]
 impl SqlType for Uuid {
     const TYPE_OID: u32 = oid::UUID;
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "uuid")))]
 impl From<Uuid> for Value {
     fn from(v: Uuid) -> Value {
         v.to_value()
