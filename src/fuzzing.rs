@@ -736,7 +736,9 @@ mod tests {
     #[test]
     fn every_committed_seed_passes_its_target() {
         let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
-        let targets: &[(&str, fn(&[u8]))] = &[
+        // A target's seed folder and its entry point.
+        type Target = (&'static str, fn(&[u8]));
+        let targets: &[Target] = &[
             ("protocol_startup", super::protocol_startup),
             ("protocol_ready", super::protocol_ready),
             ("decode", super::decode),
