@@ -39,7 +39,7 @@ use crate::proto::{
 };
 use crate::types::QuoteContext;
 use cache::StatementCache;
-use transport::{open, Opened, Peer, Socket};
+use transport::{open, Peer, Socket};
 
 /// A completion callback for one request.
 pub(crate) type Callback = Box<dyn FnOnce(Result<Response, Error>)>;
@@ -895,8 +895,7 @@ impl Session {
             match planned {
                 Ok(p) => self.plan = Some(p),
                 Err(e) => {
-                    self.attempts.push(format!("{target}: {e}"));
-                    self.last_error = Some(e);
+                    self.note_failure(&target, e);
                     return false;
                 }
             }
@@ -918,34 +917,26 @@ impl Session {
             }
         }
         match open(&target, &tcp) {
-            Ok(sockets) => {
-                let mut sockets = sockets.into_iter();
-                let first = sockets.next().expect("open returns at least one");
-                // Other addresses of the same host name are tried next, in order.
-                for (i, extra) in sockets.enumerate() {
-                    if let Opened::Target(t) = extra {
-                        self.targets.insert(i, t);
-                    }
-                }
-                match first {
-                    Opened::Socket(s, peer) => {
-                        self.peer = Some(peer);
-                        self.socket = Some(s);
-                        self.write_blocked = false;
-                        self.phase = Phase::Connecting;
-                        self.connect_deadline = self.connect_timeout.map(|t| now + t);
-                        true
-                    }
-                    Opened::Target(_) => unreachable!("the first entry is a socket"),
-                }
+            Ok((socket, peer)) => {
+                self.peer = Some(peer);
+                self.socket = Some(socket);
+                self.write_blocked = false;
+                self.phase = Phase::Connecting;
+                self.connect_deadline = self.connect_timeout.map(|t| now + t);
+                true
             }
             Err(e) => {
                 log::debug!("connecting to {target:?} failed: {e}");
-                self.attempts.push(format!("{target}: {e}"));
-                self.last_error = Some(e);
+                self.note_failure(&target, e);
                 false
             }
         }
+    }
+
+    /// One attempt at `target` failed: its line for the final error, and the error itself.
+    fn note_failure(&mut self, target: &Target, e: Error) {
+        self.attempts.push(format!("{target}: {e}"));
+        self.last_error = Some(e);
     }
 
     /// Looks `host` up on a helper thread; the connect deadline covers the lookup. True: the
@@ -975,8 +966,7 @@ impl Session {
             });
         if let Err(e) = spawned {
             let e = Error::io("could not start a name lookup", e);
-            self.attempts.push(format!("{target}: {e}"));
-            self.last_error = Some(e);
+            self.note_failure(&target, e);
             return false;
         }
         self.resolving = Some(Resolving {

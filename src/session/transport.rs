@@ -6,7 +6,6 @@
 //! kind of transport here.
 
 use std::io::{self, Read, Write};
-use std::net::ToSocketAddrs;
 
 use crate::conninfo::Target;
 use crate::error::Error;
@@ -99,11 +98,6 @@ impl mio::event::Source for Socket {
     }
 }
 
-pub(crate) enum Opened {
-    Socket(Socket, Peer),
-    Target(Target),
-}
-
 /// The address a socket was connected to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Peer {
@@ -119,8 +113,6 @@ pub(crate) struct TcpSettings {
     pub(crate) interval: Option<std::time::Duration>,
     pub(crate) count: Option<u32>,
     pub(crate) user_timeout: Option<std::time::Duration>,
-    /// load_balance_hosts=random: a name's addresses in random order.
-    pub(crate) shuffle: bool,
 }
 
 impl TcpSettings {
@@ -131,7 +123,6 @@ impl TcpSettings {
             interval: c.get_keepalives_interval(),
             count: c.get_keepalives_count(),
             user_timeout: c.get_tcp_user_timeout(),
-            shuffle: c.get_load_balance_hosts() == crate::conninfo::LoadBalanceHosts::Random,
         }
     }
 
@@ -165,9 +156,10 @@ impl TcpSettings {
     }
 }
 
-/// Opens a non-blocking socket to `target`. A host name with several addresses yields a
-/// socket to the first and further targets for the others.
-pub(crate) fn open(target: &Target, tcp: &TcpSettings) -> Result<Vec<Opened>, Error> {
+/// Opens a non-blocking socket to `target`, which names a numeric address: host names are
+/// looked up by the session on a helper thread first (`Session::start_lookup`), so nothing
+/// here can block on DNS.
+pub(crate) fn open(target: &Target, tcp: &TcpSettings) -> Result<(Socket, Peer), Error> {
     match target {
         Target::Unix { path, .. } => {
             let s = mio::net::UnixStream::connect(path).map_err(|e| {
@@ -179,42 +171,22 @@ pub(crate) fn open(target: &Target, tcp: &TcpSettings) -> Result<Vec<Opened>, Er
                     e,
                 )
             })?;
-            Ok(vec![Opened::Socket(
-                Socket::Unix(s),
-                Peer::Unix(path.clone()),
-            )])
+            Ok((Socket::Unix(s), Peer::Unix(path.clone())))
         }
         Target::Tcp { host, addr, port } => {
-            let mut addrs: Vec<std::net::SocketAddr> = match addr {
-                Some(ip) => vec![std::net::SocketAddr::new(*ip, *port)],
-                None => (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .map_err(|e| Error::io(&format!("could not translate host name {host:?}"), e))?
-                    .collect(),
+            let ip = match addr {
+                Some(ip) => *ip,
+                None => host.parse::<std::net::IpAddr>().map_err(|_| {
+                    Error::connection(format!("host name {host:?} was not looked up"))
+                })?,
             };
-            if tcp.shuffle {
-                crate::session::shuffle(&mut addrs);
-            }
-            let Some(first) = addrs.first() else {
-                return Err(Error::connection(format!(
-                    "host name {host:?} has no address"
-                )));
-            };
-            let s = mio::net::TcpStream::connect(*first).map_err(|e| {
-                Error::io(&format!("could not connect to the server at {first}"), e)
-            })?;
+            let peer = std::net::SocketAddr::new(ip, *port);
+            let s = mio::net::TcpStream::connect(peer)
+                .map_err(|e| Error::io(&format!("could not connect to the server at {peer}"), e))?;
             // Small requests must not wait for Nagle's timer.
             let _ = s.set_nodelay(true);
             tcp.apply(&s)?;
-            let mut out = vec![Opened::Socket(Socket::Tcp(s), Peer::Tcp(*first))];
-            for a in &addrs[1..] {
-                out.push(Opened::Target(Target::Tcp {
-                    host: host.clone(),
-                    addr: Some(a.ip()),
-                    port: *port,
-                }));
-            }
-            Ok(out)
+            Ok((Socket::Tcp(s), Peer::Tcp(peer)))
         }
     }
 }
