@@ -27,7 +27,7 @@ help:
 	@echo "make pg-stop   stop and remove it"
 	@echo "make examples  run every example in examples/ against a throwaway PostgreSQL"
 	@echo "make tcproxy   build the tcproxy relay binary (release)"
-	@echo "make soak      the restart soak: five restarts and resets under load (about a minute)"
+	@echo "make soak      the soak: five restarts and resets, then a failover, under load (about a minute)"
 	@echo "make fuzz      run every fuzz target for FUZZ_SECONDS each (default $(FUZZ_SECONDS)), one at a time"
 	@echo "make bench     momoko against tokio-postgres, the protocol floor and pgbench (~7 min;"
 	@echo "               BENCH_ARGS=--quick for a smoke run); writes BENCHMARKS.md and docs/bench.svg"
@@ -169,7 +169,10 @@ fuzz:
 	done
 
 # The restart soak of issue 9 (about a minute, at most two): five server restarts and
-# tcproxy resets under load; every acknowledged INSERT must be there exactly once.
+# tcproxy resets under load; every acknowledged INSERT must be there exactly once. Beside
+# it, the failover round of issue 14: a synchronous primary stopped immediately and its
+# standby promoted under load, with a table of acknowledged, lost, duplicated and
+# unknown-outcome rows.
 soak: postgres testpg-bin
 	$(TESTPG) run -- $(CARGO) test --release --test soak -- --ignored --nocapture
 

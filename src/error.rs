@@ -227,6 +227,17 @@ impl Error {
         Error(Arc::new(inner))
     }
 
+    /// The error's text without its kind ("connection error: ") in front: for a list of
+    /// several failures of one kind, such as the hosts a connect tried.
+    pub(crate) fn without_kind(&self) -> String {
+        let all = self.to_string();
+        let prefix = format!("{}: ", self.0.kind);
+        match all.strip_prefix(&prefix) {
+            Some(rest) if self.0.db.is_none() => rest.to_owned(),
+            _ => all,
+        }
+    }
+
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         self.0.kind

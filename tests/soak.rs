@@ -4,9 +4,16 @@
 //! client saw acknowledged must be in the table exactly once, the pool must return to its
 //! size and the process to its file-descriptor count.
 //!
+//! Its second round fails over instead: a read-write pool of 4 over a synchronous primary
+//! and standby keeps inserting while the primary is stopped immediately and the standby
+//! promoted; the table of acknowledged, lost, duplicated and unknown-outcome rows is
+//! printed, and lost or duplicated rows fail it.
+//!
 //! Ignored in `make test` (it takes about a minute); `make soak` runs it.
 
 mod common;
+#[path = "common/failover.rs"]
+mod failover;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -182,4 +189,18 @@ fn a_pool_under_load_survives_five_restarts_and_resets_without_losing_an_acknowl
     chaos.join().unwrap();
     eprintln!("{report}");
     assert!(report.contains("inserts acknowledged"));
+}
+
+#[test]
+#[ignore = "the failover round of the soak: make soak"]
+fn a_read_write_pool_under_load_follows_a_failover_and_loses_no_acknowledged_insert() {
+    let pair = Arc::new(
+        momoko_testpg::Replicated::start(true).expect("a synchronous primary and standby"),
+    );
+    // Ten seconds of load on the new primary after the failover.
+    let report = failover::failover_round(pair, 5000, Duration::from_secs(10));
+    eprintln!("failover round:\n{}", report.table());
+    assert_eq!(report.lost, Vec::<i64>::new(), "{report:?}");
+    assert_eq!(report.duplicated, Vec::<i64>::new(), "{report:?}");
+    assert!(report.acknowledged_after > 0, "{report:?}");
 }

@@ -320,6 +320,9 @@ pub(crate) struct Session {
     /// polls, see `is_resolving`).
     pub(crate) notify: Option<Notify>,
     startup_params: Vec<(String, String)>,
+    /// Startup parameters of momoko's own (the pinned text styles) that a server or pooler
+    /// refused: left out of every later connect of this session.
+    refused_params: Vec<String>,
     credentials: Credentials,
     connect_timeout: Option<Duration>,
     connect_deadline: Option<Instant>,
@@ -391,6 +394,7 @@ impl Session {
             resolving: None,
             notify: None,
             startup_params: Vec::new(),
+            refused_params: Vec::new(),
             credentials: Credentials::default(),
             connect_timeout: None,
             connect_deadline: None,
@@ -792,6 +796,8 @@ impl Session {
         };
         self.startup_params = config.startup_params();
         crate::types::pin_text_styles(&mut self.startup_params);
+        let refused = &self.refused_params;
+        self.startup_params.retain(|(k, _)| !refused.contains(k));
         self.credentials = Credentials {
             user: config.get_user().unwrap_or_default().to_owned(),
             password: None,
@@ -935,7 +941,8 @@ impl Session {
 
     /// One attempt at `target` failed: its line for the final error, and the error itself.
     fn note_failure(&mut self, target: &Target, e: Error) {
-        self.attempts.push(format!("{target}: {e}"));
+        self.attempts
+            .push(format!("{target}: {}", e.without_kind()));
         self.last_error = Some(e);
     }
 
@@ -1042,6 +1049,22 @@ impl Session {
     /// The attempt failed before the connection was established: sslmode=allow tries the
     /// same target again over TLS when the server refused plain text; else the next target.
     fn attempt_failed(&mut self, e: Error, now: Instant) {
+        // A pooler that knows no IntervalStyle (PgBouncer before 1.20 refuses any startup
+        // parameter it does not track): the styles are ours to pin, not the caller's, so
+        // the same target is tried again without it, and so are later connects.
+        if let Some(name) = refused_pin(&e) {
+            if let Some(i) = self.startup_params.iter().position(|(k, _)| *k == name) {
+                log::info!("the server refuses the startup parameter {name}; not sending it");
+                self.startup_params.remove(i);
+                self.refused_params.push(name);
+                if let Some((target, second_try)) = self.target.clone() {
+                    if self.open_target(target, second_try, now) {
+                        return;
+                    }
+                    return self.next_target(now);
+                }
+            }
+        }
         #[cfg(feature = "tls")]
         {
             // allow: plain text refused, try TLS; prefer: the TLS session refused (not a
@@ -1065,7 +1088,8 @@ impl Session {
             }
         }
         if let Some((target, _)) = &self.target {
-            self.attempts.push(format!("{target}: {e}"));
+            self.attempts
+                .push(format!("{target}: {}", e.without_kind()));
         }
         // The server refused these credentials: libpq tries no further host.
         if e.code().is_some_and(|c| c.starts_with("28")) {
@@ -1321,7 +1345,8 @@ impl Session {
                     format!("connection timed out after {t:?}"),
                 );
                 if let Some((target, _)) = &self.target {
-                    self.attempts.push(format!("{target}: {e}"));
+                    self.attempts
+                        .push(format!("{target}: {}", e.without_kind()));
                 }
                 self.last_error = Some(e);
                 self.target = None; // a timeout is no refusal: allow does not retry it
@@ -1773,4 +1798,15 @@ impl<D: Drive> Core<D> {
             self.session.borrow_mut().process_events(D::now());
         }
     }
+}
+
+/// The pinned startup parameter (see `types::pin_text_styles`) that `e` refuses, from
+/// PgBouncer's "unsupported startup parameter: NAME" (08P01).
+fn refused_pin(e: &Error) -> Option<String> {
+    let db = e.as_db_error().filter(|db| db.code == "08P01")?;
+    let name = db.message.strip_prefix("unsupported startup parameter: ")?;
+    crate::types::PINNED_STYLES
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name.trim()))
+        .map(|(k, _)| (*k).to_owned())
 }

@@ -606,18 +606,26 @@ pub(crate) fn parse_float(s: &str) -> Option<f64> {
     }
 }
 
+/// The startup parameters of [`pin_text_styles`], and their values.
+pub(crate) const PINNED_STYLES: [(&str, &str); 2] =
+    [("DateStyle", "ISO"), ("IntervalStyle", "postgres")];
+
 /// Adds `DateStyle=ISO` and `IntervalStyle=postgres` to the StartupMessage, the styles the
 /// text decoders read, so that a server or role configured otherwise does not break them.
 /// As in libpq, what the caller asked for wins: a style already named in the parameters or
 /// set in `options` (`-c DateStyle=…`, `--datestyle=…`) is left to them (the decoders then
 /// report a non-ISO value as such).
+///
+/// A server that refuses one of them at startup (PgBouncer before 1.20 refuses
+/// IntervalStyle) is asked again without it; the decoders then read what the server uses,
+/// and say so when that is another style.
 pub(crate) fn pin_text_styles(params: &mut Vec<(String, String)>) {
     let options = params
         .iter()
         .find(|(k, _)| k == "options")
         .map(|(_, v)| v.to_ascii_lowercase())
         .unwrap_or_default();
-    for (name, value) in [("DateStyle", "ISO"), ("IntervalStyle", "postgres")] {
+    for (name, value) in PINNED_STYLES {
         let lower = name.to_ascii_lowercase();
         let named = params.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
         if !named && !options.contains(&lower) {
