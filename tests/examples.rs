@@ -67,9 +67,14 @@ fn newest_mtime(path: &Path) -> Option<SystemTime> {
 /// Runs an example with `args`, killing it after `limit`; returns its stdout after
 /// asserting that it exited successfully.
 fn run_example(name: &str, args: &[&str], limit: Duration) -> String {
+    run_example_on(name, &dsn(), args, limit)
+}
+
+/// [`run_example`] with `MOMOKO_DSN` set to `dsn`.
+fn run_example_on(name: &str, dsn: &str, args: &[&str], limit: Duration) -> String {
     let mut child = Command::new(example_binary(name))
         .args(args)
-        .env("MOMOKO_DSN", dsn())
+        .env("MOMOKO_DSN", dsn)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -362,4 +367,36 @@ fn nested_loop() {
         ],
     );
     assert_eq!(out.matches("line server: answers ").count(), 3, "{out}");
+}
+
+#[test]
+fn replicas() {
+    let pair = momoko_testpg::Replicated::start(false).expect("a primary and a standby");
+    let (p, s) = (pair.primary_info().port, pair.standby_info().port);
+    // The standby first in the list: the writer must walk past it.
+    let list = format!("host=127.0.0.1,127.0.0.1 port={s},{p} dbname=momoko_test user=momoko");
+    let out = run_example_on("replicas", &list, &[], Duration::from_secs(60));
+    assert_lines_in_order(
+        "replicas",
+        &out,
+        &[
+            &format!("writer: a primary on port {p}"),
+            &format!("reader: a standby on port {s}"),
+            "writer: inserted row 1",
+            "reader: row 1 says \"written on the primary\"",
+            "both pools closed",
+        ],
+    );
+    // And on the suite's single server, both pools reach it.
+    let out = run_example("replicas", &[], Duration::from_secs(30));
+    let port = momoko_testpg::TestServer::shared().port;
+    assert_lines_in_order(
+        "replicas",
+        &out,
+        &[
+            &format!("writer: a primary on port {port}"),
+            &format!("reader: a primary on port {port}"),
+            "both pools closed",
+        ],
+    );
 }
