@@ -36,6 +36,7 @@ pub struct ConnectionBuilder {
     dsn: String,
     ioloop: Option<IoLoop>,
     options: Options,
+    poll_before_write: bool,
 }
 
 impl ConnectionBuilder {
@@ -72,6 +73,19 @@ impl ConnectionBuilder {
         self
     }
 
+    /// Whether requests wait for one more poll of the loop before they are written (default
+    /// off; a [`Pool`](crate::Pool) with [`RetryPolicy::Safe`](crate::RetryPolicy::Safe)
+    /// turns it on for its connections). That poll reports a close the server sent since
+    /// the loop last looked, so that a request is never written into a connection that
+    /// died meanwhile: it then fails as never sent, which is what makes retrying it safe.
+    /// It costs one `epoll_wait` per loop iteration that writes; off, the request goes out
+    /// just before the loop's next poll, and a request written into a connection that died
+    /// in the moment since that poll fails with an unknown outcome (which is true).
+    pub fn poll_before_write(mut self, on: bool) -> Self {
+        self.poll_before_write = on;
+        self
+    }
+
     /// How many statements `query` keeps prepared on this connection (default 256, oldest
     /// closed first). `0` turns the cache off: every `query` then runs on the unnamed
     /// statement, parsed, bound and executed in one round trip, which is what works behind
@@ -97,7 +111,7 @@ impl ConnectionBuilder {
     /// The connection, not yet connected: nothing happens on the network until `connect()`.
     pub fn build(self) -> Connection {
         let ioloop = self.ioloop.unwrap_or_else(IoLoop::current);
-        Connection::from_parts(self.dsn, ioloop, self.options)
+        Connection::from_parts(self.dsn, ioloop, self.options, self.poll_before_write)
     }
 
     /// Builds and connects.
@@ -133,6 +147,8 @@ pub(crate) type CloseHook = Rc<dyn Fn(&Error)>;
 /// The IoLoop side of one connection: registration, timer, write scheduling, delivery.
 pub(crate) struct LoopDriver {
     ioloop: IoLoop,
+    /// See [`ConnectionBuilder::poll_before_write`].
+    poll_before_write: bool,
     reg: RefCell<Registration>,
     connect_waiters: RefCell<Vec<Future<Result<Connection, Error>>>>,
     user: RefCell<Weak<UserToken>>,
@@ -233,12 +249,19 @@ impl Connection {
             dsn: dsn.to_owned(),
             ioloop: None,
             options: Options::default(),
+            poll_before_write: false,
         }
     }
 
-    fn from_parts(dsn: String, ioloop: IoLoop, options: Options) -> Connection {
+    fn from_parts(
+        dsn: String,
+        ioloop: IoLoop,
+        options: Options,
+        poll_before_write: bool,
+    ) -> Connection {
         let driver = LoopDriver {
             ioloop,
+            poll_before_write,
             reg: RefCell::new(Registration::default()),
             connect_waiters: RefCell::new(Vec::new()),
             user: RefCell::new(Weak::new()),
@@ -750,9 +773,10 @@ fn cancel_again(
 fn on_ready(core: &Rc<Core<LoopDriver>>, ready: Ready) {
     core.with_mut(|s| {
         s.handle_ready(
-            ready.readable || ready.read_closed,
+            ready.readable,
             ready.writable,
             ready.error,
+            ready.read_closed,
             Instant::now(),
         )
     });
@@ -830,13 +854,18 @@ fn register(core: &Rc<Core<LoopDriver>>) {
             reg.timer = Some((id, at));
         }
     }
-    // Writes wait for the next turn of the loop: every request of this turn goes out in one
-    // write, and the poll in between notices a connection that died while idle before a
-    // request is written into it (so a pool may retry safely).
+    // Writes wait until the loop is about to poll, so that every request of this iteration
+    // goes out in one write. With poll_before_write they wait for the next iteration
+    // instead, whose poll comes first and notices a connection that died while idle before
+    // a request is written into it (so that a pool may retry safely).
     if s.wants_write() && !reg.flush_scheduled {
         reg.flush_scheduled = true;
         let me = core.clone();
-        d.ioloop.add_callback(move || flush_now(&me));
+        if d.poll_before_write {
+            d.ioloop.add_callback(move || flush_now(&me));
+        } else {
+            d.ioloop.add_before_poll(move || flush_now(&me));
+        }
     }
 }
 

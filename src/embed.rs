@@ -194,9 +194,10 @@ impl MioConnection {
         let _ = registry;
         self.core.with_mut(|s| {
             s.handle_ready(
-                event.is_readable() || event.is_read_closed(),
+                event.is_readable(),
                 event.is_writable(),
                 event.is_error(),
+                event.is_read_closed(),
                 MioDriver::now(),
             )
         });

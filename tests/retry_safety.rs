@@ -138,3 +138,36 @@ fn an_insert_on_a_connection_dead_before_it_was_written_is_replayed_once() {
             .unwrap();
     });
 }
+
+/// A connection through the relay, and the relay dropping every connection at once from
+/// inside the loop's own callback: the close is in the client's socket before the next
+/// request is written, but the loop has not polled since.
+async fn cut_then_query(poll_before_write: bool) -> momoko::Error {
+    let (proxy, dsn) = relay();
+    let conn = Connection::builder(&dsn)
+        .poll_before_write(poll_before_write)
+        .connect()
+        .await
+        .unwrap();
+    conn.execute("SELECT 1", ()).await.unwrap();
+    proxy.reset_all();
+    // The relay's threads close both ends; give the FIN time to reach our socket.
+    std::thread::sleep(Duration::from_millis(100));
+    let e = conn.execute("SELECT 2", ()).await.unwrap_err();
+    drop(proxy);
+    e
+}
+
+#[test]
+fn with_poll_before_write_a_request_never_goes_into_a_connection_that_died_while_idle() {
+    let e = run(cut_then_query(true));
+    assert!(e.is_connection_lost(), "{e}");
+    assert!(!e.outcome_unknown(), "{e}");
+}
+
+#[test]
+fn without_it_such_a_request_is_written_and_its_outcome_is_unknown() {
+    let e = run(cut_then_query(false));
+    assert!(e.is_connection_lost(), "{e}");
+    assert!(e.outcome_unknown(), "{e}");
+}

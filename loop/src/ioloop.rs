@@ -11,10 +11,12 @@
 //! 2. note how many callbacks are queued: only those run in this iteration;
 //! 3. collect the timeouts that are due, before running anything;
 //! 4. run the noted callbacks, then the collected timeouts not cancelled meanwhile;
-//! 5. stop here if `stop()` was called;
-//! 6. poll: not at all if callbacks are pending, else until the next deadline, at most an
+//! 5. run the before-poll callbacks (`add_before_poll`): work that batches what this
+//!    iteration asked for, such as one write per connection, without a poll of its own;
+//! 6. stop here if `stop()` was called;
+//! 7. poll: not at all if callbacks are pending, else until the next deadline, at most an
 //!    hour; `EINTR` is retried with the remaining time;
-//! 7. dispatch the events one at a time, looking each handler up when its turn comes.
+//! 8. dispatch the events one at a time, looking each handler up when its turn comes.
 //!
 //! `start` runs iterations until stopped; `turn` runs exactly one, for a program that nests
 //! the loop in an event loop of its own through the poll's descriptor (`AsRawFd`) and
@@ -128,9 +130,35 @@ pub(crate) struct Inner {
     /// nests the loop would not hear of those (its registration of our fd is
     /// edge-triggered), hence `next_timeout` says "now".
     more_events: Cell<bool>,
+    /// `add_before_poll`'s queue: run at step 5 of an iteration.
+    before_poll: RefCell<VecDeque<Box<dyn FnOnce()>>>,
 }
 
+/// Rounds of before-poll callbacks one iteration runs at most: a callback that keeps adding
+/// another must not keep the loop from polling.
+const BEFORE_POLL_ROUNDS: usize = 8;
+
 impl Inner {
+    /// Step 5: the before-poll callbacks, and those they add, for a bounded number of
+    /// rounds (what is left runs in the next iteration, which then polls without waiting).
+    fn run_before_poll(&self) {
+        for _ in 0..BEFORE_POLL_ROUNDS {
+            let count = self.before_poll.borrow().len();
+            if count == 0 {
+                return;
+            }
+            // One at a time from the queue itself: a callback that panics leaves the rest
+            // queued for the next `start()`.
+            for _ in 0..count {
+                let next = self.before_poll.borrow_mut().pop_front();
+                match next {
+                    Some(callback) => callback(),
+                    None => break,
+                }
+            }
+        }
+    }
+
     pub(crate) fn push_callback(&self, callback: Box<dyn FnOnce()>) {
         self.callbacks
             .borrow_mut()
@@ -277,6 +305,7 @@ impl Inner {
     /// the next iteration has work without polling.
     fn has_ready_work(&self) -> bool {
         !self.callbacks.borrow().is_empty()
+            || !self.before_poll.borrow().is_empty()
             || self.remote.is_pending()
             || !self.pending_events.borrow().is_empty()
             || self.more_events.get()
@@ -663,6 +692,7 @@ impl IoLoop {
             running: Cell::new(false),
             stopped: Cell::new(false),
             more_events: Cell::new(false),
+            before_poll: RefCell::new(VecDeque::new()),
         })))
     }
 
@@ -846,6 +876,20 @@ impl IoLoop {
         self.0.push_callback(Box::new(callback));
     }
 
+    /// Runs `callback` in this iteration after its callbacks and timeouts, just before the
+    /// loop polls (never inline): for work that should gather everything the iteration's
+    /// callbacks asked for, such as one write per connection, without costing a poll of its
+    /// own as [`add_callback`](IoLoop::add_callback) would. Added while the loop polls or
+    /// dispatches events, it runs in the next iteration, before that one polls. Those it
+    /// adds run in the same iteration, for a few rounds; after that the next iteration runs
+    /// them, polling without waiting in between.
+    pub fn add_before_poll(&self, callback: impl FnOnce() + 'static) {
+        self.0
+            .before_poll
+            .borrow_mut()
+            .push_back(Box::new(callback));
+    }
+
     /// Runs `callback` once `delay` has passed (from now), in the first iteration after the
     /// deadline. A delay too large for `Instant` means "never".
     pub fn call_later(&self, delay: Duration, callback: impl FnOnce() + 'static) -> TimeoutId {
@@ -957,6 +1001,7 @@ impl IoLoop {
         let mut due = Vec::new();
         loop {
             inner.run_ready(&mut due);
+            inner.run_before_poll();
             let timeout = inner.poll_timeout();
             if !inner.running.get() {
                 break;
@@ -1053,6 +1098,7 @@ impl IoLoop {
         let _running = RunGuard::enter(self);
         let mut due = Vec::new();
         inner.run_ready(&mut due);
+        inner.run_before_poll();
         if !inner.running.get() {
             return Ok(());
         }

@@ -528,3 +528,57 @@ fn debug_output_shows_counts() {
     ioloop.remove_timeout(id);
     assert!(format!("{ioloop:?}").contains("timeouts: Some(0)"));
 }
+
+#[test]
+fn before_poll_callbacks_run_in_the_same_iteration_after_its_callbacks_and_need_no_poll() {
+    let ioloop = IoLoop::new();
+    let order = Rc::new(RefCell::new(Vec::new()));
+    {
+        let (l, order) = (ioloop.clone(), order.clone());
+        ioloop.add_callback(move || {
+            order.borrow_mut().push("callback");
+            let o = order.clone();
+            l.add_before_poll(move || o.borrow_mut().push("before poll"));
+            let o = order.clone();
+            l.add_callback(move || o.borrow_mut().push("next iteration"));
+        });
+    }
+    ioloop.turn(Some(Duration::ZERO)).unwrap();
+    assert_eq!(*order.borrow(), vec!["callback", "before poll"]);
+    ioloop.turn(Some(Duration::ZERO)).unwrap();
+    assert_eq!(
+        *order.borrow(),
+        vec!["callback", "before poll", "next iteration"]
+    );
+    // Nothing queued: the loop would wait for its sources.
+    assert_eq!(ioloop.next_timeout(), None);
+}
+
+#[test]
+fn a_before_poll_callback_added_outside_an_iteration_makes_the_next_one_run_it_first() {
+    let ioloop = IoLoop::new();
+    let ran = Rc::new(Cell::new(0));
+    let r = ran.clone();
+    ioloop.add_before_poll(move || r.set(r.get() + 1));
+    assert_eq!(ioloop.next_timeout(), Some(Duration::ZERO));
+    ioloop.turn(Some(Duration::from_millis(10))).unwrap();
+    assert_eq!(ran.get(), 1);
+    // Run once: the next turn has nothing left of it.
+    assert_eq!(ioloop.next_timeout(), None);
+}
+
+#[test]
+fn before_poll_callbacks_that_keep_adding_themselves_do_not_starve_the_poll() {
+    fn again(l: IoLoop, n: Rc<Cell<u32>>) {
+        n.set(n.get() + 1);
+        let l2 = l.clone();
+        l.add_before_poll(move || again(l2, n));
+    }
+    let ioloop = IoLoop::new();
+    let n = Rc::new(Cell::new(0));
+    again(ioloop.clone(), n.clone());
+    ioloop.turn(Some(Duration::ZERO)).unwrap();
+    // The first was run by `again` itself, then eight rounds in the turn.
+    assert_eq!(n.get(), 9);
+    assert_eq!(ioloop.next_timeout(), Some(Duration::ZERO));
+}

@@ -779,9 +779,12 @@ impl Inner {
     /// stretching), as opposed to the pool's own replacements.
     fn new_connection(this: &Rc<Inner>, requested: bool) -> Id {
         let dsn = this.config.dsn.borrow().clone();
+        // Safe retry needs to know that a request was never written (see
+        // ConnectionBuilder::poll_before_write).
         let mut b = Connection::builder(&dsn)
             .ioloop(&this.ioloop)
-            .setsession(this.config.setsession.iter().cloned());
+            .setsession(this.config.setsession.iter().cloned())
+            .poll_before_write(this.config.retry == RetryPolicy::Safe);
         if let Some(t) = this.config.connect_timeout {
             b = b.connect_timeout(t);
         }

@@ -169,6 +169,10 @@ enum State {
 }
 
 /// What an in-flight request has collected so far.
+/// See [`Protocol::holds_for_batch`]: the depth of a pipeline at which new requests wait
+/// to go out together.
+pub(crate) const PIPELINE_HOLD: usize = 32;
+
 #[derive(Debug)]
 struct InFlight {
     kind: Kind,
@@ -347,6 +351,37 @@ impl Protocol {
         self.in_flight.len()
     }
 
+    /// Whether the requests waiting in the transmit buffer can wait for more to join them:
+    /// while at least [`PIPELINE_HOLD`] requests already sent are unanswered, the server has
+    /// work queued, so writing a few more now would only cost a write (and, on the server,
+    /// a read and a flush) that a larger batch shares. They go out as soon as fewer than
+    /// that are left unanswered (each answer that arrives is such a moment) or as many
+    /// are waiting. Only ordinary requests wait: with anything else in the buffer (a COPY,
+    /// requests held behind one, a message that is no request) it is written at once.
+    pub(crate) fn holds_for_batch(&self) -> bool {
+        if self.out.is_empty() || self.copy_flights > 0 || !self.held.is_empty() {
+            return false;
+        }
+        // Every byte queued is counted in `queued_total`; should one ever not be, the
+        // buffer's length tells, and nothing waits.
+        let Some(unsent_bytes) = self.queued_total.checked_sub(self.sent_total) else {
+            return false;
+        };
+        if unsent_bytes != self.out.len() as u64 {
+            return false;
+        }
+        let (mut unsent, mut bytes) = (0usize, 0u64);
+        for f in self.in_flight.iter().rev() {
+            if f.start < self.sent_total {
+                break;
+            }
+            unsent += 1;
+            bytes += f.len;
+        }
+        let sent = self.in_flight.len() - unsent;
+        bytes == unsent_bytes && sent >= PIPELINE_HOLD && unsent < PIPELINE_HOLD
+    }
+
     /// A server parameter reported by ParameterStatus (`server_version`, `TimeZone`…).
     pub(crate) fn parameter(&self, name: &str) -> Option<&str> {
         self.server_params.get(name).map(String::as_str)
@@ -465,6 +500,7 @@ impl Protocol {
             return Some(source);
         }
         let mut ended = false;
+        let before = self.out.len();
         for chunk in chunks {
             if chunk.is_empty() {
                 continue;
@@ -492,6 +528,8 @@ impl Protocol {
                 None => {}
             }
         }
+        // Every byte queued is counted, so that `sent_total` keeps naming request bounds.
+        self.queued_total += (self.out.len() - before) as u64;
         let flight = self.in_flight.front_mut().expect("checked above");
         if ended {
             flight.copying = false;
@@ -828,7 +866,12 @@ impl Protocol {
                 Ok(())
             }
             Message::ErrorResponse(body) => Err(Error::db(parse_db_error(&mut body.fields())?)),
-            other => auth.handle(other, &mut self.out),
+            other => {
+                let before = self.out.len();
+                let handled = auth.handle(other, &mut self.out);
+                self.queued_total += (self.out.len() - before) as u64;
+                handled
+            }
         }
     }
 
@@ -989,11 +1032,13 @@ impl Protocol {
                 if flight.kind != Kind::CopyIn {
                     // A COPY FROM STDIN sent through execute(): refuse it, the server fails the
                     // statement and the connection stays usable.
+                    let before = self.out.len();
                     frontend::copy_fail(
                         "COPY FROM STDIN is only supported through copy_in()",
                         &mut self.out,
                     )
                     .map_err(bad("CopyFail"))?;
+                    self.queued_total += (self.out.len() - before) as u64;
                     return Ok(());
                 }
                 // The session pulls the data from the source, outside every borrow.

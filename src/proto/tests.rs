@@ -1237,3 +1237,64 @@ fn credentials_debug_shows_no_secret() {
     assert!(!s.contains("pencil"), "{s}");
     assert!(s.contains("Require") && s.contains("Some(22)"), "{s}");
 }
+
+#[test]
+fn a_deep_pipeline_holds_new_requests_until_it_drains_below_the_mark_or_a_batch_is_full() {
+    holds_like_a_batch(connected());
+}
+
+#[test]
+fn after_password_authentication_a_deep_pipeline_still_batches() {
+    // The password message is queued bytes too: the request bounds stay exact.
+    let mut p = new_protocol(Some("secret"));
+    take_out(&mut p);
+    let mut body = 5i32.to_be_bytes().to_vec();
+    body.extend_from_slice(&[1, 2, 3, 4]);
+    p.handle_input(&Script::new().msg(b'R', &body).0);
+    take_out(&mut p);
+    p.handle_input(&Script::new().startup_done().0);
+    assert!(matches!(p.poll_event(), Some(Event::Connected)));
+    holds_like_a_batch(p);
+}
+
+fn holds_like_a_batch(mut p: Protocol) {
+    let select = || Request::Simple {
+        query: "SELECT 1".into(),
+    };
+    let answer = Script::new()
+        .row_description(&[("a", 23)])
+        .data_row(&[Some("1")])
+        .complete("SELECT 1")
+        .ready(b'I')
+        .0;
+    // A shallow pipeline never waits.
+    p.send(select()).unwrap();
+    assert!(!p.holds_for_batch());
+    take_out(&mut p);
+    for _ in 1..PIPELINE_HOLD + 4 {
+        p.send(select()).unwrap();
+    }
+    take_out(&mut p);
+    assert_eq!(p.in_flight(), PIPELINE_HOLD + 4);
+    // Deep enough: one more waits, and so do more, until a batch is full.
+    p.send(select()).unwrap();
+    assert!(p.holds_for_batch());
+    for _ in 1..PIPELINE_HOLD - 1 {
+        p.send(select()).unwrap();
+    }
+    assert!(p.holds_for_batch());
+    p.send(select()).unwrap();
+    assert!(!p.holds_for_batch(), "a full batch goes out");
+    take_out(&mut p);
+    // Again one waiting; answers bring the sent ones below the mark and it goes out.
+    p.send(select()).unwrap();
+    let sent = p.in_flight() - 1;
+    assert!(sent >= PIPELINE_HOLD && p.holds_for_batch());
+    for _ in 0..sent - PIPELINE_HOLD {
+        p.handle_input(&answer);
+    }
+    assert!(p.holds_for_batch());
+    p.handle_input(&answer);
+    assert!(!p.holds_for_batch());
+    assert_eq!(drain(&mut p).len(), sent - PIPELINE_HOLD + 1);
+}

@@ -551,7 +551,9 @@ impl Session {
         if self.tls.as_ref().is_some_and(|t| t.wants_write()) {
             return true;
         }
-        self.proto.as_ref().is_some_and(Protocol::wants_write)
+        self.proto
+            .as_ref()
+            .is_some_and(|p| p.wants_write() && !p.holds_for_batch())
     }
 
     /// Whether the connection runs over TLS (libpq's `PQsslInUse`).
@@ -1246,12 +1248,15 @@ impl Session {
         }
     }
 
-    /// The socket is readable and/or writable (or in error).
+    /// The socket is readable and/or writable (or in error). `read_closed`: the event also
+    /// said the peer closed (or hung up), so reading goes on to the end of the stream
+    /// rather than stopping at the first short read.
     pub(crate) fn handle_ready(
         &mut self,
         readable: bool,
         writable: bool,
         error: bool,
+        read_closed: bool,
         now: Instant,
     ) {
         self.now = Some(now);
@@ -1280,7 +1285,7 @@ impl Session {
                     } else if let Err(e) = self.send_ssl_request() {
                         return self.attempt_failed(e, now);
                     } else {
-                        return self.handle_ready(readable, false, error, now);
+                        return self.handle_ready(readable, false, error, read_closed, now);
                     }
                 }
                 Ok(false) => return, // spurious: the handshake is still going
@@ -1308,8 +1313,8 @@ impl Session {
             }
         }
         if self.proto.is_some() {
-            if readable || error {
-                self.read();
+            if readable || error || read_closed {
+                self.read(error || read_closed);
             }
             self.flush();
             self.process_events(now);
@@ -1399,7 +1404,12 @@ impl Session {
         self.actions.push(Action::Cancel);
     }
 
-    fn read(&mut self) {
+    /// Reads what the socket has. The loop is edge-triggered (mio), so every byte that is
+    /// there must be taken now; a read that fills less than the buffer proves the stream
+    /// socket empty for now, and the EAGAIN read that would confirm it is skipped (the next
+    /// byte to arrive raises a new event). With `to_end` (the peer closed, or an error) it
+    /// reads on to the end of the stream, which no further event would announce.
+    fn read(&mut self, to_end: bool) {
         let (Some(socket), Some(proto)) = (self.socket.as_mut(), self.proto.as_mut()) else {
             return;
         };
@@ -1407,7 +1417,7 @@ impl Session {
             let mut scratch = scratch.borrow_mut();
             #[cfg(feature = "tls")]
             if let Some(tls) = self.tls.as_mut() {
-                return transport::read_tls(socket, tls, proto, &mut scratch);
+                return transport::read_tls(socket, tls, proto, &mut scratch, to_end);
             }
             loop {
                 match socket.read(&mut scratch) {
@@ -1417,7 +1427,7 @@ impl Session {
                     }
                     Ok(n) => {
                         proto.handle_input(&scratch[..n]);
-                        if proto.is_closed() {
+                        if proto.is_closed() || (n < scratch.len() && !to_end) {
                             break;
                         }
                     }
@@ -1437,6 +1447,16 @@ impl Session {
         let (Some(socket), Some(proto)) = (self.socket.as_mut(), self.proto.as_mut()) else {
             return;
         };
+        if proto.holds_for_batch() {
+            #[cfg(feature = "tls")]
+            if let Some(tls) = self.tls.as_mut() {
+                // Records rustls already made still go out.
+                if tls.wants_write() && transport::flush_tls_records(socket, tls, proto) {
+                    self.write_blocked = true;
+                }
+            }
+            return;
+        }
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
             if transport::flush_tls(socket, tls, proto) {

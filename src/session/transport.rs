@@ -191,16 +191,20 @@ pub(crate) fn open(target: &Target, tcp: &TcpSettings) -> Result<(Socket, Peer),
     }
 }
 
-/// Reads a TLS connection until the socket would block: TLS records from the socket, then
+/// Reads a TLS connection until the socket is empty: TLS records from the socket, then
 /// every byte of plaintext rustls has, so that no record waits in rustls's buffers for a
-/// readiness event that will not come (mio is edge-triggered). Failures end the protocol.
+/// readiness event that will not come (mio is edge-triggered). As for plain text, a socket
+/// read that returned less than rustls asked for proves the socket empty (unless `to_end`).
+/// Failures end the protocol.
 #[cfg(feature = "tls")]
 pub(crate) fn read_tls(
     socket: &mut Socket,
     tls: &mut rustls::ClientConnection,
     proto: &mut crate::proto::Protocol,
     plain: &mut [u8],
+    to_end: bool,
 ) {
+    let mut drained = false;
     loop {
         // Plaintext first: rustls refuses more records while its plaintext buffer is full.
         loop {
@@ -227,7 +231,16 @@ pub(crate) fn read_tls(
                 }
             }
         }
-        match tls.read_tls(socket) {
+        if drained {
+            return;
+        }
+        let mut reader = ShortReads {
+            socket: &mut *socket,
+            short: false,
+        };
+        let read = tls.read_tls(&mut reader);
+        drained = reader.short && !to_end;
+        match read {
             Ok(0) => {
                 proto.handle_eof(None);
                 return;
@@ -247,6 +260,22 @@ pub(crate) fn read_tls(
                 return;
             }
         }
+    }
+}
+
+/// The socket as rustls reads it, noting a read that returned less than asked for.
+#[cfg(feature = "tls")]
+struct ShortReads<'a> {
+    socket: &'a mut Socket,
+    short: bool,
+}
+
+#[cfg(feature = "tls")]
+impl Read for ShortReads<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.socket.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
     }
 }
 
@@ -286,23 +315,37 @@ pub(crate) fn flush_tls(
         if !tls.wants_write() {
             return false;
         }
-        while tls.wants_write() {
-            match tls.write_tls(socket) {
-                Ok(0) => {
-                    proto.handle_eof(None);
-                    return false;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    proto.handle_eof(Some(e));
-                    return false;
-                }
-            }
+        if flush_tls_records(socket, tls, proto) {
+            return true;
         }
         if !proto.wants_write() {
             return false;
         }
     }
+}
+
+/// Writes the TLS records rustls has made until it has none or the socket would block
+/// (`true`). Failures end the protocol.
+#[cfg(feature = "tls")]
+pub(crate) fn flush_tls_records(
+    socket: &mut Socket,
+    tls: &mut rustls::ClientConnection,
+    proto: &mut crate::proto::Protocol,
+) -> bool {
+    while tls.wants_write() {
+        match tls.write_tls(socket) {
+            Ok(0) => {
+                proto.handle_eof(None);
+                return false;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                proto.handle_eof(Some(e));
+                return false;
+            }
+        }
+    }
+    false
 }
