@@ -400,3 +400,23 @@ fn replicas() {
         ],
     );
 }
+
+#[test]
+fn multi_loop() {
+    let out = run_example(
+        "multi_loop",
+        &["--threads", "3", "--connections", "2", "--queries", "3000"],
+        Duration::from_secs(60),
+    );
+    for t in 0..3 {
+        assert!(
+            out.contains(&format!("thread {t}: 1000 queries in")),
+            "multi_loop: thread {t} did not do its share:\n{out}"
+        );
+    }
+    assert_lines_in_order(
+        "multi_loop",
+        &out,
+        &["3 threads x 2 connections: 3000 queries in"],
+    );
+}

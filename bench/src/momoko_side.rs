@@ -184,6 +184,119 @@ pub fn w4_series(env: &Env, proto: Proto) -> Result<Sample, String> {
     })
 }
 
+/// W4 through `query` (the statement cache, binary results), as a new user writes it.
+pub fn w4_series_query(env: &Env) -> Result<Sample, String> {
+    let sql = format!(
+        "SELECT i FROM generate_series(1, {}) AS i",
+        env.sizes.w4_series
+    );
+    with_conn(&env.dsn, move |conn| async move {
+        // Prepared once (cached) before the clock starts, as the other prepared contenders.
+        conn.query(&format!("{sql} LIMIT 0"), ()).await?;
+        let m = Meter::start();
+        let cur = conn.query(&sql, ()).await?;
+        let mut rows = 0u64;
+        let mut sum = 0i64;
+        for row in cur {
+            sum += i64::from(row.get::<_, i32>(0usize));
+            rows += 1;
+        }
+        std::hint::black_box(sum);
+        Ok(m.finish(rows))
+    })
+}
+
+/// W3t: `threads` threads, each with its own `IoLoop` and a pool of `conns` connections
+/// (momoko's types are `!Send`: the threads share the DSN, not a pool), `conns` callers
+/// per thread each running pgbench's select-only transaction one at a time through
+/// `pool.query`. The clock runs from when every thread is connected and warm until the
+/// last one is done; the CPU is the whole process's.
+pub fn w3t(env: &Env, threads: usize, conns: usize) -> Result<Sample, String> {
+    use std::sync::{mpsc, Barrier};
+    let n = env.sizes.w3 as usize;
+    let go = Arc::new(Barrier::new(threads + 1));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let (dsn, go, ready) = (env.dsn.clone(), go.clone(), ready_tx.clone());
+            let share = n / threads + usize::from(t < n % threads);
+            std::thread::spawn(move || -> Result<u64, String> {
+                IoLoop::current()
+                    .run_sync(async move {
+                        let warm = async {
+                            let pool = Pool::builder(&dsn).size(conns).build()?.connect().await?;
+                            // Every connection's statement cache filled before the clock.
+                            try_join_all(
+                                (0..conns * 2).map(|i| pool.query(W3T_SQL, (i as i32 + 1,))),
+                            )
+                            .await?;
+                            Res::Ok(pool)
+                        };
+                        let pool = match warm.await {
+                            Ok(p) => p,
+                            Err(e) => {
+                                let _ = ready.send(Err(e.to_string()));
+                                go.wait();
+                                return Err(e);
+                            }
+                        };
+                        let _ = ready.send(Ok(()));
+                        go.wait();
+                        let done = try_join_all((0..conns).map(|c| {
+                            let pool = pool.clone();
+                            let per = share / conns + usize::from(c < share % conns);
+                            async move {
+                                let mut x = (t * 7919 + c * 104729 + 1) as u64;
+                                for _ in 0..per {
+                                    // xorshift: pgbench's random(1, 100000).
+                                    x ^= x << 13;
+                                    x ^= x >> 7;
+                                    x ^= x << 17;
+                                    let aid = (x % W3T_ACCOUNTS) as i32 + 1;
+                                    let mut c = pool.query(W3T_SQL, (aid,)).await?;
+                                    std::hint::black_box(c.fetchone().map(|r| r.get::<_, i32>(0)));
+                                }
+                                Res::Ok(per as u64)
+                            }
+                        }))
+                        .await?;
+                        let _ = pool.close();
+                        Ok(done.iter().sum())
+                    })
+                    .map_err(|e: Error| e.to_string())
+            })
+        })
+        .collect();
+    drop(ready_tx);
+    let mut failed = None;
+    for _ in 0..threads {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(e),
+            Err(_) => failed = Some("a W3t thread ended before it was ready".into()),
+        }
+    }
+    if let Some(e) = failed {
+        // Let the others go (and finish) before giving up.
+        go.wait();
+        for w in workers {
+            let _ = w.join();
+        }
+        return Err(e);
+    }
+    let m = Meter::start();
+    go.wait();
+    let mut ops = 0;
+    for w in workers {
+        ops += w.join().map_err(|_| "a W3t thread panicked".to_owned())??;
+    }
+    Ok(m.finish(ops))
+}
+
+/// pgbench's select-only transaction, and its accounts at scale 1.
+pub const W3T_SQL: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+const W3T_ACCOUNTS: u64 = 100_000;
+
 /// W4: 10 columns of mixed types, every value decoded into its Rust type.
 pub fn w4_mixed(env: &Env, proto: Proto) -> Result<Sample, String> {
     let sql = MIXED_SQL.replace("$N", &env.sizes.w4_mixed.to_string());

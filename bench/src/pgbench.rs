@@ -59,6 +59,41 @@ pub fn pipeline100() -> String {
     s
 }
 
+/// pgbench's built-in select-only transaction (`-S`), as a script.
+pub fn select_only() -> String {
+    "\\set aid random(1, 100000)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n"
+        .to_owned()
+}
+
+/// `pgbench -i -s 1`: the tables select-only reads (100,000 accounts), made once per run.
+pub fn init(env: &Env) -> Result<(), String> {
+    let Some(pgbench) = &env.pgbench else {
+        return Err("pgbench not found (MOMOKO_PG_BIN, /usr/lib/postgresql/15/bin, PATH)".into());
+    };
+    let out = Command::new(pgbench)
+        .env("PGSSLMODE", "disable")
+        .args([
+            "-i",
+            "-s",
+            "1",
+            "-q",
+            "-h",
+            &env.host,
+            "-p",
+            &env.port.to_string(),
+        ])
+        .args(["-U", &env.user, &env.dbname])
+        .output()
+        .map_err(|e| format!("pgbench -i: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pgbench -i failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
 pub fn run(env: &Env, r: &Run) -> Result<Sample, String> {
     let Some(pgbench) = &env.pgbench else {
         return Err("pgbench not found (MOMOKO_PG_BIN, /usr/lib/postgresql/15/bin, PATH)".into());

@@ -307,19 +307,65 @@ pub fn all(env: &Env) -> Vec<Workload> {
             ),
         ],
     });
+    // pgbench's tables, made on first use (not at all when W3t is not selected).
+    let accounts: Rc<OnceCell<Result<(), String>>> = Rc::default();
+    let init = {
+        let (env, accounts) = (env.clone(), accounts.clone());
+        Rc::new(move || accounts.get_or_init(|| pgbench::init(&env)).clone())
+    };
+    let pg_select_only = pg(
+        env,
+        "pgbench -j 2 -c 4 -S",
+        pgbench::select_only(),
+        1,
+        "prepared",
+        (4, 2),
+    );
+    w.push(Workload {
+        id: "W3t",
+        title: "W3t 2 threads × 2 connections, select-only",
+        unit: "queries",
+        note: format!(
+            "{} of pgbench's select-only transaction (`SELECT abalance FROM pgbench_accounts \
+             WHERE aid = $1`, a random aid of 100,000, `pgbench -i -s 1`): momoko on 2 threads, \
+             each with its own `IoLoop` and a pool of 2 running `pool.query` from 2 callers \
+             (examples/multi_loop.rs's pattern); pgbench `-M prepared -j 2 -c 4 -T {secs}`.",
+            s.w3
+        ),
+        contenders: vec![
+            {
+                let (env, init) = (env.clone(), init.clone());
+                Contender {
+                    name: "momoko",
+                    run: Box::new(move || {
+                        init()?;
+                        mk::w3t(&env, 2, 2)
+                    }),
+                }
+            },
+            Contender {
+                name: pg_select_only.name,
+                run: Box::new(move || {
+                    init()?;
+                    (pg_select_only.run)()
+                }),
+            },
+        ],
+    });
     w.push(Workload {
         id: "W4a",
         title: "W4 generate_series, one int4 column",
         unit: "rows",
         note: format!(
             "`SELECT i FROM generate_series(1, {})`, every value read as an integer. momoko \
-             prepared = `execute_prepared` (binary); momoko execute = text results; \
-             tokio-postgres prepared `query`; the floor frames the rows and decodes nothing.",
+             prepared = `execute_prepared` (binary); momoko execute = text results; momoko \
+             query = `query` through the statement cache (binary); tokio-postgres prepared `query`; the floor frames the rows and decodes nothing.",
             s.w4_series
         ),
         contenders: vec![
             contender!("momoko prepared", env, mk::w4_series(&env, Proto::Prepared)),
             contender!("momoko execute", env, mk::w4_series(&env, Proto::Simple)),
+            contender!("momoko query", env, mk::w4_series_query(&env)),
             contender!("tokio-postgres", env, tp::w4_series(&env)),
             contender!("floor", env, floor::w4_series(&env)),
         ],
@@ -524,198 +570,112 @@ pub fn targets() -> Vec<Target> {
         metric,
         bound,
     };
+    let tp = "tokio-postgres";
+    // Issue 17's table, row by row.
     vec![
         t(
-            "W1 simple ≥ 1.0 × tokio-postgres",
+            "W1 simple ≥ 1.05 × tokio-postgres",
             "W1s",
             "momoko",
-            "tokio-postgres",
+            tp,
             Rate,
-            1.0,
+            1.05,
         ),
         t(
-            "W1 simple ≥ 0.95 × floor",
+            "W1 simple CPU/query ≤ 0.8 × tokio-postgres",
             "W1s",
             "momoko",
-            "floor",
-            Rate,
-            0.95,
+            tp,
+            Cpu,
+            0.8,
         ),
         t(
-            "W1 prepared ≥ 1.0 × tokio-postgres",
-            "W1p",
-            "momoko",
-            "tokio-postgres",
-            Rate,
-            1.0,
-        ),
-        t(
-            "W1 prepared ≥ 0.95 × floor",
-            "W1p",
-            "momoko",
-            "floor",
-            Rate,
-            0.95,
-        ),
-        t(
-            "W2 prepared ≥ 1.1 × tokio-postgres",
-            "W2p",
-            "momoko",
-            "tokio-postgres",
-            Rate,
-            1.1,
-        ),
-        t(
-            "W2 simple ≥ 1.0 × tokio-postgres",
+            "W2 simple ≥ 1.05 × tokio-postgres",
             "W2s",
             "momoko",
-            "tokio-postgres",
+            tp,
             Rate,
-            1.0,
+            1.05,
         ),
         t(
-            "W2 prepared ≥ 0.9 × floor",
+            "W2 prepared ≥ 1.15 × tokio-postgres",
             "W2p",
             "momoko",
-            "floor",
+            tp,
             Rate,
-            0.9,
-        ),
-        t(
-            "W2 simple ≥ 0.9 × floor",
-            "W2s",
-            "momoko",
-            "floor",
-            Rate,
-            0.9,
+            1.15,
         ),
         t(
             "W2 prepared CPU/query ≤ 0.6 × tokio-postgres",
             "W2p",
             "momoko",
-            "tokio-postgres",
+            tp,
             Cpu,
             0.6,
         ),
         t(
-            "W2 simple CPU/query ≤ 0.6 × tokio-postgres",
-            "W2s",
-            "momoko",
-            "tokio-postgres",
-            Cpu,
-            0.6,
-        ),
-        t(
-            "W2 prepared CPU/query ≤ 1.3 × floor",
-            "W2p",
-            "momoko",
-            "floor",
-            Cpu,
-            1.3,
-        ),
-        t(
-            "W2 simple CPU/query ≤ 1.3 × floor",
-            "W2s",
-            "momoko",
-            "floor",
-            Cpu,
-            1.3,
-        ),
-        t(
-            "W2b batch ≥ 0.8 × pgbench pipeline (same messages: -M extended)",
-            "W2b",
-            "momoko batch",
-            "pgbench extended",
-            Rate,
-            0.8,
-        ),
-        t(
-            "W2b transaction() ≥ 5 × one round trip at a time",
-            "W2b",
-            "momoko transaction",
-            "momoko one at a time",
-            Rate,
-            5.0,
-        ),
-        t(
-            "W3 simple ≥ 1.2 × tokio-postgres (4 connections)",
-            "W3s",
-            "momoko",
-            "tokio-postgres",
-            Rate,
-            1.2,
-        ),
-        t(
-            "W3 simple ≥ 0.9 × pgbench -c 4",
-            "W3s",
-            "momoko",
-            "pgbench -c 4",
-            Rate,
-            0.9,
-        ),
-        t(
-            "W3 prepared ≥ 1.2 × tokio-postgres (4 connections)",
-            "W3p",
-            "momoko",
-            "tokio-postgres",
-            Rate,
-            1.2,
-        ),
-        t(
-            "W3 prepared ≥ 0.9 × pgbench -c 4",
-            "W3p",
-            "momoko",
-            "pgbench -c 4",
-            Rate,
-            0.9,
-        ),
-        t(
-            "W4 series rows/s ≥ 1.0 × tokio-postgres",
+            "W4 execute rows/s ≥ 1.1 × tokio-postgres",
             "W4a",
-            "momoko prepared",
-            "tokio-postgres",
+            "momoko execute",
+            tp,
             Rate,
-            1.0,
+            1.1,
         ),
         t(
-            "W4 series rows/s ≥ 0.9 × floor",
+            "W4 execute CPU/row ≤ 0.7 × tokio-postgres",
             "W4a",
-            "momoko prepared",
-            "floor",
-            Rate,
-            0.9,
-        ),
-        t(
-            "W4 series CPU/row ≤ 0.7 × tokio-postgres",
-            "W4a",
-            "momoko prepared",
-            "tokio-postgres",
+            "momoko execute",
+            tp,
             Cpu,
             0.7,
         ),
         t(
-            "W4 mixed rows/s ≥ 1.0 × tokio-postgres",
-            "W4b",
-            "momoko prepared",
-            "tokio-postgres",
+            "W4 query rows/s ≥ 1.2 × tokio-postgres",
+            "W4a",
+            "momoko query",
+            tp,
+            Rate,
+            1.2,
+        ),
+        t(
+            "W1 simple over TLS ≥ 1.0 × tokio-postgres",
+            "TLS-W1s",
+            "momoko",
+            tp,
             Rate,
             1.0,
         ),
         t(
-            "W4 mixed rows/s ≥ 0.9 × floor",
-            "W4b",
-            "momoko prepared",
-            "floor",
+            "W1 prepared over TLS ≥ 1.0 × tokio-postgres",
+            "TLS-W1p",
+            "momoko",
+            tp,
             Rate,
-            0.9,
+            1.0,
         ),
         t(
-            "W4 mixed CPU/row ≤ 0.7 × tokio-postgres",
-            "W4b",
-            "momoko prepared",
-            "tokio-postgres",
-            Cpu,
-            0.7,
+            "W2 prepared over TLS ≥ 1.0 × tokio-postgres",
+            "TLS-W2p",
+            "momoko",
+            tp,
+            Rate,
+            1.0,
+        ),
+        t(
+            "W4 over TLS ≥ 1.0 × tokio-postgres",
+            "TLS-W4a",
+            "momoko execute",
+            tp,
+            Rate,
+            1.0,
+        ),
+        t(
+            "W3t 2 threads × 2 connections ≥ 0.9 × pgbench -j 2 -c 4 -S",
+            "W3t",
+            "momoko",
+            "pgbench -j 2 -c 4 -S",
+            Rate,
+            0.9,
         ),
     ]
 }
