@@ -36,6 +36,24 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
+/// The next connection to `listener`, failing the test after `limit`.
+fn accept_within(listener: &TcpListener, limit: Duration) -> (TcpStream, std::net::SocketAddr) {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        match listener.accept() {
+            Ok((s, a)) => {
+                s.set_nonblocking(false).unwrap();
+                return (s, a);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("no connection from tcproxy within {limit:?}: {e}"),
+        }
+    }
+}
+
 fn relays_then_exits_cleanly_on(sig: i32) {
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let up = server.local_addr().unwrap().port();
@@ -48,12 +66,17 @@ fn relays_then_exits_cleanly_on(sig: i32) {
         .unwrap();
     let mut client = None;
     wait_until(Duration::from_secs(5), "tcproxy listens", || {
-        client = TcpStream::connect(("127.0.0.1", port)).ok();
+        // Retried connects to a port nobody listens on yet can land on themselves (TCP
+        // simultaneous open, when the kernel picks that very port as the source): such a
+        // connection is not tcproxy's.
+        client = TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .filter(|s| s.local_addr().ok() != s.peer_addr().ok());
         client.is_some()
     });
     let mut client = client.unwrap();
     client.set_read_timeout(Some(IO_LIMIT)).unwrap();
-    let (mut upstream, _) = server.accept().unwrap();
+    let (mut upstream, _) = accept_within(&server, IO_LIMIT);
     upstream.write_all(b"hello").unwrap();
     let mut buf = [0u8; 5];
     client.read_exact(&mut buf).unwrap();
