@@ -20,6 +20,11 @@ fn dsn() -> String {
 /// The example's binary, built if it is missing or older than its sources (as after
 /// `cargo test --test examples`, which builds no example).
 fn example_binary(name: &str) -> PathBuf {
+    example_binary_with(name, &[])
+}
+
+/// [`example_binary`] for an example that needs `features`.
+fn example_binary_with(name: &str, features: &[&str]) -> PathBuf {
     // The test binary is target/<profile>/deps/examples-<hash>; examples sit beside deps/.
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
@@ -42,6 +47,9 @@ fn example_binary(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--example", name]).current_dir(root);
+        if !features.is_empty() {
+            cmd.arg("--features").arg(features.join(","));
+        }
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }
@@ -72,7 +80,12 @@ fn run_example(name: &str, args: &[&str], limit: Duration) -> String {
 
 /// [`run_example`] with `MOMOKO_DSN` set to `dsn`.
 fn run_example_on(name: &str, dsn: &str, args: &[&str], limit: Duration) -> String {
-    let mut child = Command::new(example_binary(name))
+    run_binary(name, example_binary(name), dsn, args, limit)
+}
+
+/// Runs the example binary at `path`, as [`run_example`].
+fn run_binary(name: &str, path: PathBuf, dsn: &str, args: &[&str], limit: Duration) -> String {
+    let mut child = Command::new(path)
         .args(args)
         .env("MOMOKO_DSN", dsn)
         .stdin(Stdio::null())
@@ -418,5 +431,73 @@ fn multi_loop() {
         "multi_loop",
         &out,
         &["3 threads x 2 connections: 3000 queries in"],
+    );
+}
+
+#[test]
+fn tls_cloud() {
+    let Some(tls) = momoko_testpg::TestServer::shared().tls.as_ref() else {
+        eprintln!("tls_cloud: skipped, the server named by MOMOKO_TEST_DSN has no TLS side");
+        return;
+    };
+    // verify-full against the throwaway CA, a SCRAM login bound to the TLS session.
+    let dsn = format!("{} channel_binding=require", tls.scram_tls_dsn);
+    let out = run_example_on("tls_cloud", &dsn, &[], Duration::from_secs(30));
+    assert_lines_in_order(
+        "tls_cloud",
+        &out,
+        &[
+            "TLS in use: true",
+            "  protocol: TLSv1.3",
+            "the server says: ssl true, TLSv1.3",
+            &format!("pool of 2 over TLS, logged in as {}", tls.scram_tls_user),
+        ],
+    );
+}
+
+#[test]
+fn pgbouncer() {
+    let bouncer = momoko_testpg::Bouncer::start(
+        momoko_testpg::TestServer::shared(),
+        &momoko_testpg::BouncerOptions::default(),
+    )
+    .expect("a PgBouncer");
+    let out = run_example_on("pgbouncer", bouncer.dsn(), &[], Duration::from_secs(30));
+    assert_lines_in_order(
+        "pgbouncer",
+        &out,
+        &[
+            "squares through the pooler: [1, 4, 9, 16, 25, 36, 49, 64]",
+            "inside the transaction: statement_timeout = 5s",
+            "after it: statement_timeout = 0",
+        ],
+    );
+}
+
+/// Needs the typed-value features: `make test` runs it with `--all-features`.
+#[cfg(all(
+    feature = "chrono",
+    feature = "rust_decimal",
+    feature = "uuid",
+    feature = "serde"
+))]
+#[test]
+fn typed_rows() {
+    let path = example_binary_with("typed_rows", &["chrono", "rust_decimal", "uuid", "serde"]);
+    let out = run_binary("typed_rows", path, &dsn(), &[], Duration::from_secs(30));
+    assert_lines_in_order(
+        "typed_rows",
+        &out,
+        &[
+            "INSERT INTO invoice VALUES ('01234567-89ab-cdef-0123-456789abcdef'::uuid, \
+             '2026-12-01'::date, '2026-12-01T09:30:00+00:00'::timestamptz, 1234.50, \
+             ARRAY['a','b'])",
+            "Invoice { id: 01234567-89ab-cdef-0123-456789abcdef, issued: 2026-12-01, \
+             paid_at: Some(2026-12-01T09:30:00Z), amount: 1234.50, tags: [\"a\", \"b\"] }",
+            "Invoice { id: fedcba98-7654-3210-fedc-ba9876543210, issued: 2026-12-02, \
+             paid_at: None, amount: -0.05, tags: [] }",
+            "text and binary results agree: true",
+            "interval: 1 months, 3 days, 3000000 µs",
+        ],
     );
 }
