@@ -18,7 +18,7 @@ FUZZ_TARGETS := protocol_startup protocol_ready decode typed conninfo params cer
 # Where `make pg` keeps its server (git-ignored).
 PG_DIR := .pg/server
 
-.PHONY: help test demo pg pg-stop examples tcproxy bench clean postgres pgbouncer testpg-bin soak fuzz
+.PHONY: help test demo package msrv pg pg-stop examples tcproxy bench clean postgres pgbouncer testpg-bin soak fuzz
 
 help:
 	@echo "make demo      run the demo examples against a throwaway PostgreSQL"
@@ -31,6 +31,8 @@ help:
 	@echo "make fuzz      run every fuzz target for FUZZ_SECONDS each (default $(FUZZ_SECONDS)), one at a time"
 	@echo "make bench     momoko against tokio-postgres, the protocol floor and pgbench (~7 min;"
 	@echo "               BENCH_ARGS=--quick for a smoke run); writes BENCHMARKS.md and docs/bench.svg"
+	@echo "make package   cargo package the crates that publish: momoko-loop, momoko, momoko-tcproxy"
+	@echo "make msrv      check the publishable crates with the declared rust-version (1.85)"
 	@echo "make clean     stop the make-pg server and remove build output"
 
 # PostgreSQL's server binaries must be installed; as root we install them (Debian/Ubuntu).
@@ -114,6 +116,36 @@ test: postgres pgbouncer
 	# With every feature on: the library's own tests (the typed fuzz target's invariants
 	# among them) and the typed-values test; the rest of the suite does not change with them.
 	$(TESTPG) run -- $(CARGO) test -p momoko --all-features --lib --test typed
+	# The example that needs the typed-value features.
+	$(TESTPG) run -- $(CARGO) test -p momoko --all-features --test examples typed_rows
+	# The API docs as docs.rs builds them (every feature), warnings refused.
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -q --all-features --no-deps -p momoko -p momoko-loop -p momoko-tcproxy
+	$(MAKE) package
+	$(MAKE) msrv
+
+# The declared rust-version (1.85) kept true: the publishable crates, every feature, checked
+# with that toolchain and the committed lock. rustup fetches the toolchain when it can; where
+# it cannot (no network), the check is skipped with a message, and the MSRV-aware resolver
+# (resolver = "3") still keeps new lock entries within 1.85.
+MSRV := 1.85
+msrv:
+	@if ! rustup run $(MSRV) rustc --version >/dev/null 2>&1; then \
+	  echo "==> installing Rust $(MSRV) for the MSRV check (rustup toolchain install $(MSRV) --profile minimal)"; \
+	  timeout 300 rustup toolchain install $(MSRV) --profile minimal >/dev/null 2>&1 || true; \
+	fi; \
+	if rustup run $(MSRV) rustc --version >/dev/null 2>&1; then \
+	  CARGO_TARGET_DIR=$(TARGET_DIR)/msrv rustup run $(MSRV) cargo check -q --locked \
+	    -p momoko -p momoko-loop -p momoko-tcproxy --all-features --lib; \
+	  echo "==> the publishable crates build with Rust $(MSRV)"; \
+	else \
+	  echo "==> MSRV check skipped: Rust $(MSRV) could not be installed here"; \
+	fi
+
+# The three crates that publish, packaged and verified in order (momoko-loop first, which
+# the other two depend on), as `cargo publish` would send them. tcproxy publishes as
+# momoko-tcproxy (crates.io's "tcproxy" is another project's); its library keeps its name.
+package:
+	$(CARGO) package -q -p momoko-loop -p momoko -p momoko-tcproxy --allow-dirty
 
 # The tutorial's examples, in order, under one throwaway server (or the one in
 # MOMOKO_TEST_DSN). MOMOKO_DSN is cleared so that a value left in the shell cannot point
@@ -152,7 +184,7 @@ pg-stop:
 	fi
 
 tcproxy:
-	$(CARGO) build --release -p tcproxy --bins
+	$(CARGO) build --release -p momoko-tcproxy --bins
 	@echo "==> $(TARGET_DIR)/release/tcproxy (usage: tcproxy [-v] \"[addr:]port -> [addr:]port\")"
 
 # One target at a time (the machine's cores are shared): each runs FUZZ_SECONDS from the

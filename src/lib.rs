@@ -7,6 +7,9 @@
 //! `examples/` are its complete, runnable form (`make demo` runs them against a throwaway
 //! server).
 //!
+//! Coming from Python's Momoko? [`migrating_from_momoko`] puts every item of its API beside
+//! its momoko form.
+//!
 //! # The principle
 //!
 //! Almost every method of [`Pool`] and [`Connection`] returns a
@@ -252,6 +255,11 @@
 #![warn(missing_docs, missing_debug_implementations)]
 // docs.rs (package.metadata.docs.rs) marks each item with the feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The migration guide (`docs/migrating-from-momoko.md`), here so that docs.rs shows it
+/// and so that its Rust snippets are compiled with the doc tests.
+#[doc = include_str!("../docs/migrating-from-momoko.md")]
+pub mod migrating_from_momoko {}
 
 pub use momoko_loop as ioloop;
 
