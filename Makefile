@@ -111,6 +111,8 @@ test: postgres pgbouncer
 	$(CARGO) test -p momoko --lib --features fuzzing fuzzing::
 	# The typed-value features (chrono, time, uuid, rust_decimal, serde) are off by default.
 	$(CARGO) clippy -p momoko --all-targets --all-features -- -D warnings
+	# And with none (no TLS, no JSON): what a minimal build compiles must stay clean.
+	$(CARGO) clippy -p momoko --all-targets --no-default-features -- -D warnings
 	$(CARGO) build -p momoko-testpg
 	$(TESTPG) run -- $(CARGO) test --workspace
 	# With every feature on: the library's own tests (the typed fuzz target's invariants

@@ -8,12 +8,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::{dsn, run, run_for, sleep, unique, wait_until};
-use momoko::{Connection, ErrorKind, Notification, Pool, Value};
+use momoko::{Connection, ErrorKind, Notification, Pool};
 
 async fn connect() -> Connection {
     momoko::connect(&dsn()).await.expect("connect")
 }
 
+/// Its parameters include a JSON value: the default `json` feature.
+#[cfg(feature = "json")]
 #[test]
 fn prepared_statements_take_server_side_parameters_and_decode_binary_results() {
     run(async {
@@ -31,6 +33,7 @@ fn prepared_statements_take_server_side_parameters_and_decode_binary_results() {
             )
             .await
             .unwrap();
+        use momoko::Value;
         let params: Vec<Value> = vec![
             Value::from("it's ünïcode"),
             Value::from(-1.5f64),

@@ -380,6 +380,7 @@ fn hstore_decodes_and_encodes_maps() {
     });
 }
 
+#[cfg(feature = "json")]
 #[test]
 fn json_decodes_to_serde_values() {
     run(async {

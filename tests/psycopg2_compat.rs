@@ -8,6 +8,9 @@
 //! when the system Python lacks it. Without Python, or when the install fails (no network),
 //! the test prints why it skipped and passes: it must never be the reason a machine without
 //! Python cannot run the suite.
+//!
+//! It needs the default `json` feature (JSON cases, and the script's answer is JSON).
+#![cfg(feature = "json")]
 
 mod common;
 #[path = "common/python.rs"]
