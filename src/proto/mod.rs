@@ -168,11 +168,11 @@ enum State {
     Closed(Error),
 }
 
-/// What an in-flight request has collected so far.
 /// See [`Protocol::holds_for_batch`]: the depth of a pipeline at which new requests wait
 /// to go out together.
 pub(crate) const PIPELINE_HOLD: usize = 32;
 
+/// What an in-flight request has collected so far.
 #[derive(Debug)]
 struct InFlight {
     kind: Kind,
@@ -226,8 +226,9 @@ pub(crate) struct Protocol {
     /// The SQLSTATE of the last notice, attached to a "connection lost" error: an immediate
     /// shutdown sends only a WARNING 57P01 before closing.
     last_notice_code: Option<String>,
-    /// Bytes ever queued for, and ever written to, the server.
-    queued_total: u64,
+    /// Bytes ever written to the server. Bytes leave the transmit buffer only by being
+    /// written, so those ever queued are this plus what the buffer holds
+    /// (`queued_total()`): a request's `start` is such an offset.
     sent_total: u64,
     /// Requests made while a COPY FROM STDIN is being sent: the server accepts nothing but
     /// copy data until it ends, so they wait here, encoded, in order.
@@ -288,7 +289,6 @@ impl Protocol {
             max_message_size,
             types: Rc::default(),
             last_notice_code: None,
-            queued_total: 0,
             sent_total: 0,
             held: BytesMut::new(),
             copy_flights: 0,
@@ -296,8 +296,6 @@ impl Protocol {
             last_row_desc: None,
             spent_sources: Vec::new(),
         };
-        // The startup message counts as written bytes like any other.
-        p.queued_total = p.out.len() as u64;
         if let State::Closed(e) = &p.state {
             p.events.push_back(Event::Closed(e.clone()));
         }
@@ -351,6 +349,11 @@ impl Protocol {
         self.in_flight.len()
     }
 
+    /// Bytes ever queued for the server: those written and those waiting to be.
+    fn queued_total(&self) -> u64 {
+        self.sent_total + self.out.len() as u64
+    }
+
     /// Whether the requests waiting in the transmit buffer can wait for more to join them:
     /// while at least [`PIPELINE_HOLD`] requests already sent are unanswered, the server has
     /// work queued, so writing a few more now would only cost a write (and, on the server,
@@ -362,14 +365,8 @@ impl Protocol {
         if self.out.is_empty() || self.copy_flights > 0 || !self.held.is_empty() {
             return false;
         }
-        // Every byte queued is counted in `queued_total`; should one ever not be, the
-        // buffer's length tells, and nothing waits.
-        let Some(unsent_bytes) = self.queued_total.checked_sub(self.sent_total) else {
-            return false;
-        };
-        if unsent_bytes != self.out.len() as u64 {
-            return false;
-        }
+        // The unsent requests at the end of the queue must be all the buffer holds.
+        let unsent_bytes = self.out.len() as u64;
         let (mut unsent, mut bytes) = (0usize, 0u64);
         for f in self.in_flight.iter().rev() {
             if f.start < self.sent_total {
@@ -443,8 +440,7 @@ impl Protocol {
         flight.len = len;
         flight.held = hold;
         if !hold {
-            flight.start = self.queued_total;
-            self.queued_total += len;
+            flight.start = self.queued_total() - len;
         }
         if flight.kind == Kind::CopyIn {
             self.copy_flights += 1;
@@ -500,7 +496,6 @@ impl Protocol {
             return Some(source);
         }
         let mut ended = false;
-        let before = self.out.len();
         for chunk in chunks {
             if chunk.is_empty() {
                 continue;
@@ -528,8 +523,6 @@ impl Protocol {
                 None => {}
             }
         }
-        // Every byte queued is counted, so that `sent_total` keeps naming request bounds.
-        self.queued_total += (self.out.len() - before) as u64;
         let flight = self.in_flight.front_mut().expect("checked above");
         if ended {
             flight.copying = false;
@@ -552,11 +545,12 @@ impl Protocol {
             return;
         }
         let held = std::mem::take(&mut self.held);
+        let mut at = self.queued_total();
         self.out.extend_from_slice(&held);
         for f in self.in_flight.iter_mut().filter(|f| f.held) {
             f.held = false;
-            f.start = self.queued_total;
-            self.queued_total += f.len;
+            f.start = at;
+            at += f.len;
         }
     }
 
@@ -866,12 +860,7 @@ impl Protocol {
                 Ok(())
             }
             Message::ErrorResponse(body) => Err(Error::db(parse_db_error(&mut body.fields())?)),
-            other => {
-                let before = self.out.len();
-                let handled = auth.handle(other, &mut self.out);
-                self.queued_total += (self.out.len() - before) as u64;
-                handled
-            }
+            other => auth.handle(other, &mut self.out),
         }
     }
 
@@ -1032,13 +1021,11 @@ impl Protocol {
                 if flight.kind != Kind::CopyIn {
                     // A COPY FROM STDIN sent through execute(): refuse it, the server fails the
                     // statement and the connection stays usable.
-                    let before = self.out.len();
                     frontend::copy_fail(
                         "COPY FROM STDIN is only supported through copy_in()",
                         &mut self.out,
                     )
                     .map_err(bad("CopyFail"))?;
-                    self.queued_total += (self.out.len() - before) as u64;
                     return Ok(());
                 }
                 // The session pulls the data from the source, outside every borrow.
