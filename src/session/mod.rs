@@ -943,9 +943,15 @@ impl Session {
 
     /// One attempt at `target` failed: its line for the final error, and the error itself.
     fn note_failure(&mut self, target: &Target, e: Error) {
-        self.attempts
-            .push(format!("{target}: {}", e.without_kind()));
+        self.attempts.push(attempt_line(target, &e));
         self.last_error = Some(e);
+    }
+
+    /// The line for the final error of the attempt under way failing with `e`.
+    fn note_attempt(&mut self, e: &Error) {
+        if let Some((target, _)) = &self.target {
+            self.attempts.push(attempt_line(target, e));
+        }
     }
 
     /// Looks `host` up on a helper thread; the connect deadline covers the lookup. True: the
@@ -1089,10 +1095,7 @@ impl Session {
                 }
             }
         }
-        if let Some((target, _)) = &self.target {
-            self.attempts
-                .push(format!("{target}: {}", e.without_kind()));
-        }
+        self.note_attempt(&e);
         // The server refused these credentials: libpq tries no further host.
         if e.code().is_some_and(|c| c.starts_with("28")) {
             self.stop_walk = true;
@@ -1349,10 +1352,7 @@ impl Session {
                     ErrorKind::Timeout,
                     format!("connection timed out after {t:?}"),
                 );
-                if let Some((target, _)) = &self.target {
-                    self.attempts
-                        .push(format!("{target}: {}", e.without_kind()));
-                }
+                self.note_attempt(&e);
                 self.last_error = Some(e);
                 self.target = None; // a timeout is no refusal: allow does not retry it
                 self.next_target(now);
@@ -1818,6 +1818,11 @@ impl<D: Drive> Core<D> {
             self.session.borrow_mut().process_events(D::now());
         }
     }
+}
+
+/// One line of "could not connect to any of N servers tried": where, and why.
+fn attempt_line(target: &Target, e: &Error) -> String {
+    format!("{target}: {}", e.without_kind())
 }
 
 /// The pinned startup parameter (see `types::pin_text_styles`) that `e` refuses, from
