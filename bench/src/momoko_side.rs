@@ -173,15 +173,20 @@ pub fn w4_series(env: &Env, proto: Proto) -> Result<Sample, String> {
             None => conn.execute(&sql, ()).await?,
             Some(st) => conn.execute_prepared(st, ()).await?,
         };
-        let mut rows = 0u64;
-        let mut sum = 0i64;
-        for row in cur {
-            sum += i64::from(row.get::<_, i32>(0usize));
-            rows += 1;
-        }
-        std::hint::black_box(sum);
-        Ok(m.finish(rows))
+        Ok(m.finish(read_series(cur)))
     })
+}
+
+/// W4's reading: every value as an integer; the row count.
+fn read_series(cur: Cursor) -> u64 {
+    let mut rows = 0u64;
+    let mut sum = 0i64;
+    for row in cur {
+        sum += i64::from(row.get::<_, i32>(0usize));
+        rows += 1;
+    }
+    std::hint::black_box(sum);
+    rows
 }
 
 /// W4 through `query` (the statement cache, binary results), as a new user writes it.
@@ -195,14 +200,7 @@ pub fn w4_series_query(env: &Env) -> Result<Sample, String> {
         conn.query(&format!("{sql} LIMIT 0"), ()).await?;
         let m = Meter::start();
         let cur = conn.query(&sql, ()).await?;
-        let mut rows = 0u64;
-        let mut sum = 0i64;
-        for row in cur {
-            sum += i64::from(row.get::<_, i32>(0usize));
-            rows += 1;
-        }
-        std::hint::black_box(sum);
-        Ok(m.finish(rows))
+        Ok(m.finish(read_series(cur)))
     })
 }
 

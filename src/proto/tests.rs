@@ -122,6 +122,15 @@ pub(crate) fn connected() -> Protocol {
     p
 }
 
+/// Takes the startup message, asks for MD5 with the salt 1 2 3 4, and returns the answer.
+fn md5_challenge(p: &mut Protocol) -> Vec<u8> {
+    take_out(p);
+    let mut body = 5i32.to_be_bytes().to_vec();
+    body.extend_from_slice(&[1, 2, 3, 4]);
+    p.handle_input(&Script::new().msg(b'R', &body).0);
+    take_out(p)
+}
+
 fn drain(p: &mut Protocol) -> Vec<Event> {
     std::iter::from_fn(|| p.poll_event()).collect()
 }
@@ -167,11 +176,7 @@ fn startup_bytes_split_one_at_a_time_give_the_same_result() {
 #[test]
 fn md5_authentication_sends_the_salted_hash() {
     let mut p = new_protocol(Some("secret"));
-    take_out(&mut p);
-    let mut body = 5i32.to_be_bytes().to_vec();
-    body.extend_from_slice(&[1, 2, 3, 4]);
-    p.handle_input(&Script::new().msg(b'R', &body).0);
-    let out = take_out(&mut p);
+    let out = md5_challenge(&mut p);
     let hash = postgres_protocol::authentication::md5_hash(b"alice", b"secret", [1, 2, 3, 4]);
     assert_eq!(out[0], b'p');
     assert_eq!(&out[5..out.len() - 1], hash.as_bytes());
@@ -1247,11 +1252,7 @@ fn a_deep_pipeline_holds_new_requests_until_it_drains_below_the_mark_or_a_batch_
 fn after_password_authentication_a_deep_pipeline_still_batches() {
     // The password message is queued bytes too: the request bounds stay exact.
     let mut p = new_protocol(Some("secret"));
-    take_out(&mut p);
-    let mut body = 5i32.to_be_bytes().to_vec();
-    body.extend_from_slice(&[1, 2, 3, 4]);
-    p.handle_input(&Script::new().msg(b'R', &body).0);
-    take_out(&mut p);
+    md5_challenge(&mut p);
     p.handle_input(&Script::new().startup_done().0);
     assert!(matches!(p.poll_event(), Some(Event::Connected)));
     holds_like_a_batch(p);
