@@ -38,7 +38,7 @@
 //! # fn main() -> Result<(), Error> {
 //! let ioloop = IoLoop::current();
 //!
-//! let conn = Connection::new("dbname=momoko_test"); // nothing happens on the network yet
+//! let conn = Connection::new("dbname=postgres"); // nothing happens on the network yet
 //! let future = conn.connect();
 //! let lp = ioloop.clone();
 //! ioloop.add_future(&future, move |_| lp.stop());
@@ -73,7 +73,7 @@
 //!
 //! # fn main() -> Result<(), Error> {
 //! let ioloop = IoLoop::current();
-//! let pool = Pool::builder("host=localhost dbname=momoko_test")
+//! let pool = Pool::builder("host=localhost dbname=postgres")
 //!     .size(1)
 //!     .max_size(4)
 //!     .reconnect_interval(Duration::from_millis(500))
@@ -183,7 +183,7 @@
 //!
 //! fn main() -> Result<(), Error> {
 //!     IoLoop::current().run_sync(async {
-//!         let pool = Pool::builder("dbname=momoko_test").size(1).max_size(4).build()?;
+//!         let pool = Pool::builder("dbname=postgres").size(1).max_size(4).build()?;
 //!         pool.connect().await?;
 //!         let a = IoLoop::current().spawn({
 //!             let pool = pool.clone(); // Pool and Connection are cheap, shared handles
