@@ -1,0 +1,110 @@
+//! What a caller gets back from a real server besides values: `Cursor::one` and
+//! `Cursor::one_or_none` on results of 0, 1 and 2 rows, SQLSTATEs compared through
+//! `momoko::sqlstate`, and the statement cache keeping the statements in use.
+
+mod common;
+
+use common::{dsn, run};
+use momoko::{Connection, ErrorKind, Row};
+
+async fn connect() -> Connection {
+    momoko::connect(&dsn()).await.expect("connect")
+}
+
+const NO_ROWS: &str = "SELECT n FROM generate_series(1, 0) AS n";
+const ONE_ROW: &str = "SELECT n FROM generate_series(1, 1) AS n";
+const TWO_ROWS: &str = "SELECT n FROM generate_series(1, 2) AS n";
+
+#[test]
+fn one_returns_the_only_row_and_refuses_none_or_two() {
+    run(async {
+        let conn = connect().await;
+        let row: Row = conn.execute("SELECT 1", ()).await.unwrap().one().unwrap();
+        assert_eq!(row.get::<_, i32>(0), 1);
+        let row = conn.query(ONE_ROW, ()).await.unwrap().one().unwrap();
+        assert_eq!(row.get::<_, i32>("n"), 1);
+
+        let e = conn.execute(NO_ROWS, ()).await.unwrap().one().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::RowCount);
+        assert_eq!(
+            e.to_string(),
+            "unexpected row count: expected exactly one row, got none"
+        );
+        let e = conn.execute(TWO_ROWS, ()).await.unwrap().one().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::RowCount);
+        assert_eq!(
+            e.to_string(),
+            "unexpected row count: expected exactly one row, got 2 rows, more than one"
+        );
+        // A statement without a result set has no row to give.
+        let e = conn
+            .execute("SET search_path = public", ())
+            .await
+            .unwrap()
+            .one();
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "unexpected row count: expected exactly one row, got none: the statement returns \
+             no rows (SET)"
+        );
+        // The connection is untouched by these errors.
+        assert_eq!(
+            conn.execute("SELECT 7", ())
+                .await
+                .unwrap()
+                .one()
+                .unwrap()
+                .get::<_, i32>(0),
+            7
+        );
+    });
+}
+
+#[test]
+fn one_or_none_returns_the_row_or_none_and_refuses_two() {
+    run(async {
+        let conn = connect().await;
+        let none: Option<Row> = conn
+            .execute("SELECT 1 WHERE false", ())
+            .await
+            .unwrap()
+            .one_or_none()
+            .unwrap();
+        assert!(none.is_none());
+        assert!(conn
+            .query(NO_ROWS, ())
+            .await
+            .unwrap()
+            .one_or_none()
+            .unwrap()
+            .is_none());
+        let row = conn
+            .execute(ONE_ROW, ())
+            .await
+            .unwrap()
+            .one_or_none()
+            .unwrap();
+        assert_eq!(row.expect("a row").get::<_, i32>(0), 1);
+        let e = conn
+            .execute(TWO_ROWS, ())
+            .await
+            .unwrap()
+            .one_or_none()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::RowCount);
+        assert_eq!(
+            e.to_string(),
+            "unexpected row count: expected at most one row, got 2 rows, more than one"
+        );
+    });
+}
+
+#[test]
+fn one_counts_only_the_rows_not_fetched_yet() {
+    run(async {
+        let conn = connect().await;
+        let mut c = conn.execute(TWO_ROWS, ()).await.unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, i32>(0), 1);
+        assert_eq!(c.one().unwrap().get::<_, i32>(0), 2);
+    });
+}
