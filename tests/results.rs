@@ -5,7 +5,7 @@
 mod common;
 
 use common::{dsn, run};
-use momoko::{Connection, ErrorKind, Row};
+use momoko::{sqlstate, Connection, ErrorKind, Row};
 
 async fn connect() -> Connection {
     momoko::connect(&dsn()).await.expect("connect")
@@ -106,5 +106,28 @@ fn one_counts_only_the_rows_not_fetched_yet() {
         let mut c = conn.execute(TWO_ROWS, ()).await.unwrap();
         assert_eq!(c.fetchone().unwrap().get::<_, i32>(0), 1);
         assert_eq!(c.one().unwrap().get::<_, i32>(0), 2);
+    });
+}
+
+#[test]
+fn server_errors_compare_equal_to_their_sqlstate_names() {
+    run(async {
+        let conn = connect().await;
+        let e = conn.execute("SELECT * FROM nowhere", ()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Db);
+        assert_eq!(e.code(), Some(sqlstate::UNDEFINED_TABLE));
+        assert_eq!(e.code(), Some("42P01"));
+        let e = conn.query("SELECT 1/0", ()).await.unwrap_err();
+        assert_eq!(e.code(), Some(sqlstate::DIVISION_BY_ZERO));
+        let e = conn
+            .execute("SELECT * FROM pg_class WHERE", ())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(sqlstate::SYNTAX_ERROR));
+        let e = conn
+            .execute("SET statement_timeout = '1ms'; SELECT pg_sleep(1)", ())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(sqlstate::QUERY_CANCELED));
     });
 }
