@@ -280,3 +280,44 @@ fn integer_parameters_read_back_in_both_formats() {
         }
     });
 }
+
+#[test]
+fn an_empty_bytea_is_written_as_psycopg2_writes_it_and_reads_back_empty() {
+    run(async {
+        let conn = connect().await;
+        let empty: Vec<u8> = Vec::new();
+        assert_eq!(
+            conn.mogrify("SELECT %s", (&empty,)).unwrap(),
+            "SELECT ''::bytea"
+        );
+        for setting in ["on", "off"] {
+            conn.execute(&format!("SET standard_conforming_strings = {setting}"), ())
+                .await
+                .unwrap();
+            assert_eq!(
+                conn.mogrify("%s", (&empty,)).unwrap(),
+                "''::bytea",
+                "standard_conforming_strings {setting}"
+            );
+            // A statement text of its own per setting: every_way expects a first query
+            // uncached.
+            let rows = every_way(
+                &conn,
+                &format!(
+                    "SELECT %s AS b, octet_length(%s) AS n, pg_typeof(%s)::text AS t, '{setting}'"
+                ),
+                &format!(
+                    "SELECT $1::bytea AS b, octet_length($2::bytea) AS n, \
+                     pg_typeof($3::bytea)::text AS t, '{setting}'"
+                ),
+                &[&empty, &empty, &empty],
+            )
+            .await;
+            for (how, _, row) in rows {
+                assert_eq!(row.get::<_, Vec<u8>>("b"), empty, "{how}, {setting}");
+                assert_eq!(row.get::<_, i32>("n"), 0, "{how}, {setting}");
+                assert_eq!(row.get::<_, String>("t"), "bytea", "{how}, {setting}");
+            }
+        }
+    });
+}

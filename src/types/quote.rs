@@ -44,8 +44,13 @@ pub(crate) fn string(s: &str, ctx: &QuoteContext, out: &mut String) -> Result<()
     Ok(())
 }
 
-/// Appends bytes as psycopg2 writes bytea: `'\x0001'::bytea`.
+/// Appends bytes as psycopg2 writes bytea: `'\x0001'::bytea`, and no bytes as `''::bytea`
+/// (under either standard_conforming_strings setting, as psycopg2 does).
 pub(crate) fn bytea(b: &[u8], ctx: &QuoteContext, out: &mut String) {
+    if b.is_empty() {
+        out.push_str("''::bytea");
+        return;
+    }
     out.reserve(b.len() * 2 + 12);
     out.push_str(if ctx.standard_conforming_strings {
         "'\\x"
