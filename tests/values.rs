@@ -321,3 +321,43 @@ fn an_empty_bytea_is_written_as_psycopg2_writes_it_and_reads_back_empty() {
         }
     });
 }
+
+#[test]
+fn an_empty_nested_array_is_the_empty_array_every_way() {
+    run(async {
+        let conn = connect().await;
+        let nested: Vec<Vec<i32>> = vec![vec![]];
+        let deeper: Vec<Vec<Vec<i32>>> =
+            vec![vec![], vec![]].into_iter().map(|v| vec![v]).collect();
+        for (name, v) in [
+            ("[[]]", &nested as &dyn ToSql),
+            ("[[[]], [[]]]", &deeper as &dyn ToSql),
+        ] {
+            let rows = every_way(
+                &conn,
+                &format!(
+                    "SELECT %s::int[] = '{{}}' AS empty, cardinality(%s::int[]) AS n, '{name}'"
+                ),
+                &format!(
+                    "SELECT $1::int[] = '{{}}' AS empty, cardinality($2::int[]) AS n, '{name}'"
+                ),
+                &[v, v],
+            )
+            .await;
+            for (how, _, row) in rows {
+                assert!(row.get::<_, bool>("empty"), "{how}: {name} is '{{}}'");
+                assert_eq!(row.get::<_, i32>("n"), 0, "{how}: {name}");
+            }
+        }
+        // A statement that declares the type reads it in the binary format.
+        let st = conn.prepare("SELECT $1::int[]").await.unwrap();
+        let mut c = conn
+            .execute_prepared(&st, vec![nested.to_value()])
+            .await
+            .unwrap();
+        assert_eq!(
+            c.fetchone().unwrap().get::<_, Vec<i32>>(0),
+            Vec::<i32>::new()
+        );
+    });
+}
