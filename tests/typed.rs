@@ -826,6 +826,54 @@ mod with_decimal {
     }
 
     #[test]
+    fn integer_columns_read_as_decimal_and_numeric_in_both_formats() {
+        run(async {
+            let conn = connect().await;
+            // Decimal::ZERO renders as `0`, so `SELECT %s` is an int4 column.
+            let mut c = conn.execute("SELECT %s", (Decimal::ZERO,)).await.unwrap();
+            let row = c.fetchone().unwrap();
+            assert_eq!(row.columns()[0].type_oid(), momoko::oid::INT4);
+            assert_eq!(row.get::<_, Decimal>(0), Decimal::ZERO);
+            let sql = "SELECT (-32768)::int2 AS i2, 2147483647::int4 AS i4, \
+                       (-9223372036854775808)::int8 AS i8, NULL::int4 AS none";
+            for row in both_formats(&conn, sql).await {
+                let how = format!("format {}", row.columns()[0].format());
+                assert_eq!(row.get::<_, Decimal>("i2"), Decimal::from(-32768), "{how}");
+                assert_eq!(
+                    row.get::<_, Decimal>("i4"),
+                    Decimal::from(i32::MAX),
+                    "{how}"
+                );
+                assert_eq!(
+                    row.get::<_, Decimal>("i8"),
+                    Decimal::from(i64::MIN),
+                    "{how}"
+                );
+                assert_eq!(row.get::<_, Decimal>("i8").scale(), 0, "{how}");
+                assert_eq!(
+                    row.get::<_, Numeric<Decimal>>("i4"),
+                    Numeric::Finite(Decimal::from(i32::MAX)),
+                    "{how}"
+                );
+                assert_eq!(
+                    row.get::<_, Numeric<i64>>("i8"),
+                    Numeric::Finite(i64::MIN),
+                    "{how}"
+                );
+                assert_eq!(row.get::<_, Option<Decimal>>("none"), None, "{how}");
+                assert_eq!(
+                    row.get::<_, Option<Numeric<Decimal>>>("none"),
+                    None,
+                    "{how}"
+                );
+            }
+            // And through every way a parameter comes back.
+            round_trip_as(&conn, "int8", &42i64, &Decimal::from(42)).await;
+            round_trip_as(&conn, "int2", &-5i16, &Numeric::Finite(Decimal::from(-5))).await;
+        });
+    }
+
+    #[test]
     fn nan_infinity_and_too_many_digits_are_errors_for_decimal() {
         run(async {
             let conn = connect().await;
