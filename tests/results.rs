@@ -131,3 +131,72 @@ fn server_errors_compare_equal_to_their_sqlstate_names() {
         assert_eq!(e.code(), Some(sqlstate::QUERY_CANCELED));
     });
 }
+
+/// The name and text of each statement prepared in the connection's server session (read
+/// with `execute`, which prepares nothing).
+async fn prepared(conn: &Connection) -> Vec<(String, String)> {
+    conn.execute(
+        "SELECT name, statement FROM pg_prepared_statements ORDER BY prepare_time, name",
+        (),
+    )
+    .await
+    .unwrap()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+#[test]
+fn a_hot_statement_stays_prepared_through_a_stream_of_one_off_statements() {
+    run(async {
+        let conn = Connection::builder(&dsn())
+            .statement_cache_size(4)
+            .connect()
+            .await
+            .unwrap();
+        const HOT: &str = "SELECT $1::int + 1 AS hot";
+        assert_eq!(
+            conn.query(HOT, (1,))
+                .await
+                .unwrap()
+                .one()
+                .unwrap()
+                .get::<_, i32>(0),
+            2
+        );
+        let hot_name = |list: &[(String, String)]| {
+            list.iter()
+                .find(|(_, text)| text == HOT)
+                .map(|(name, _)| name.clone())
+        };
+        let first = hot_name(&prepared(&conn).await).expect("the hot statement is prepared");
+        // Twenty statements used once each, five times the cache, the hot one between them.
+        for i in 0..20 {
+            let one_off = format!("SELECT $1::int + {i} AS one_off");
+            conn.query(&one_off, (i,)).await.unwrap();
+            let got: i32 = conn.query(HOT, (i,)).await.unwrap().one().unwrap().get(0);
+            assert_eq!(got, i + 1);
+        }
+        let now = prepared(&conn).await;
+        assert_eq!(
+            hot_name(&now).as_deref(),
+            Some(first.as_str()),
+            "the hot statement was never closed and prepared again: {now:?}"
+        );
+        assert_eq!(now.len(), 4, "the cache holds 4 statements: {now:?}");
+        // The three others are the most recent one-offs.
+        let mut others: Vec<&str> = now
+            .iter()
+            .filter(|(_, t)| t != HOT)
+            .map(|(_, t)| t.as_str())
+            .collect();
+        others.sort_unstable();
+        assert_eq!(
+            others,
+            [
+                "SELECT $1::int + 17 AS one_off",
+                "SELECT $1::int + 18 AS one_off",
+                "SELECT $1::int + 19 AS one_off"
+            ]
+        );
+    });
+}
