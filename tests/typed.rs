@@ -163,6 +163,7 @@ fn negative_intervals_mean_the_same_under_every_interval_style() {
         let conn = connect().await;
         // (the parameter, the fields the server must hold); a Rust duration is written as
         // psycopg2 writes a timedelta: whole days rounded down, then the rest of the day.
+        #[cfg_attr(not(any(feature = "chrono", feature = "time")), allow(unused_mut))]
         let mut cases: Vec<(Box<dyn ToSql>, Interval)> = [
             Interval::new(0, 0, -1_000_000),
             Interval::new(0, -1, 1_000_000),
