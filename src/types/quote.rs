@@ -44,13 +44,11 @@ pub(crate) fn string(s: &str, ctx: &QuoteContext, out: &mut String) -> Result<()
     Ok(())
 }
 
-/// Appends bytes as psycopg2 writes bytea: `'\x0001'::bytea`, and no bytes as `''::bytea`
-/// (under either standard_conforming_strings setting, as psycopg2 does).
+/// Appends bytes as psycopg2 writes bytea: `'\x0001'::bytea`, and no bytes as `'\x'::bytea`,
+/// which is what psycopg2 2.9 writes on a connection (its `''::bytea` is what its adapter
+/// writes with no connection, in the escape form, which momoko never writes; see
+/// tests/psycopg2_compat.rs's `empty_bytes`).
 pub(crate) fn bytea(b: &[u8], ctx: &QuoteContext, out: &mut String) {
-    if b.is_empty() {
-        out.push_str("''::bytea");
-        return;
-    }
     out.reserve(b.len() * 2 + 12);
     out.push_str(if ctx.standard_conforming_strings {
         "'\\x"

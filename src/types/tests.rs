@@ -166,14 +166,7 @@ fn string_with_nul_is_a_usage_error() {
 #[test]
 fn bytes_render_as_hex_bytea() {
     assert_eq!(lit(&b"\x00\x01'\\"[..]), "'\\x0001275c'::bytea");
-}
-
-#[test]
-fn no_bytes_render_as_psycopg2_writes_them() {
-    assert_eq!(lit(&Vec::<u8>::new()), "''::bytea");
-    assert_eq!(lit(&b""[..]), "''::bytea");
-    assert_eq!(lit_off(&Vec::<u8>::new()), "''::bytea");
-    assert_eq!(lit(&vec![Value::Bytes(Vec::new())]), "ARRAY[''::bytea]");
+    assert_eq!(lit(&Vec::<u8>::new()), "'\\x'::bytea");
 }
 
 #[test]
