@@ -18,7 +18,7 @@ FUZZ_TARGETS := protocol_startup protocol_ready decode typed conninfo params cer
 # Where `make pg` keeps its server (git-ignored).
 PG_DIR := .pg/server
 
-.PHONY: help test demo package msrv pg pg-stop examples tcproxy bench clean postgres pgbouncer testpg-bin soak fuzz
+.PHONY: help test demo package msrv deps-fresh pg pg-stop examples tcproxy bench clean postgres pgbouncer testpg-bin soak fuzz
 
 help:
 	@echo "make demo      run the demo examples against a throwaway PostgreSQL"
@@ -33,6 +33,7 @@ help:
 	@echo "               BENCH_ARGS=--quick for a smoke run); writes BENCHMARKS.md and docs/bench.svg"
 	@echo "make package   cargo package the crates that publish: momoko-loop, momoko, momoko-tcproxy"
 	@echo "make msrv      check the publishable crates with the declared rust-version (1.85)"
+	@echo "make deps-fresh  build momoko as a user's dependency, freshly resolved, warnings denied"
 	@echo "make clean     stop the make-pg server and remove build output"
 
 # PostgreSQL's server binaries must be installed; as root we install them (Debian/Ubuntu).
@@ -142,6 +143,30 @@ msrv:
 	else \
 	  echo "==> MSRV check skipped: Rust $(MSRV) could not be installed here"; \
 	fi
+
+# momoko as a user's project gets it: a dependency of a scratch crate (under
+# $(TARGET_DIR)/deps-fresh, with its own target dir), resolved afresh with no lock copied, so
+# with the newest releases semver allows, then checked with the default features and with every
+# feature, warnings denied. momoko and momoko-loop are path dependencies, so their warnings are
+# reported (a registry crate's are capped), and a deprecation upstream (rustls 0.23.48's
+# ring::default_provider) fails here before a `cargo update` of the committed lock meets it.
+# Without network the resolve falls back to the local registry cache.
+DEPS_FRESH := $(abspath $(TARGET_DIR))/deps-fresh
+DEPS_FRESH_ALL := chrono time uuid rust_decimal serde json tls fuzzing
+deps-fresh:
+	@mkdir -p $(DEPS_FRESH)/src
+	@printf '%s\n' \
+	  '[package]' 'name = "momoko-deps-fresh"' 'version = "0.0.0"' 'edition = "2021"' 'publish = false' '' \
+	  '[dependencies]' 'momoko = { path = "$(CURDIR)" }' '' \
+	  '[features]' 'all = [$(foreach f,$(DEPS_FRESH_ALL),"momoko/$(f)",)]' '' \
+	  '[workspace]' >$(DEPS_FRESH)/Cargo.toml
+	@printf '%s\n' '//! Nothing of its own: momoko built as a dependency (make deps-fresh).' >$(DEPS_FRESH)/src/lib.rs
+	@rm -f $(DEPS_FRESH)/Cargo.lock
+	@cd $(DEPS_FRESH) && { $(CARGO) generate-lockfile -q 2>/dev/null || $(CARGO) generate-lockfile -q --offline; }
+	@echo "==> momoko as a dependency, resolved afresh: $$(grep -A1 '^name = "rustls"$$' $(DEPS_FRESH)/Cargo.lock | tail -n1 | tr -d ' ')"
+	cd $(DEPS_FRESH) && CARGO_TARGET_DIR=$(DEPS_FRESH)/target RUSTFLAGS="-D warnings" $(CARGO) check -q
+	cd $(DEPS_FRESH) && CARGO_TARGET_DIR=$(DEPS_FRESH)/target RUSTFLAGS="-D warnings" $(CARGO) check -q --features all
+	@echo "==> momoko builds without a warning against the newest dependencies (default and all features)"
 
 # The three crates that publish, packaged and verified in order (momoko-loop first, which
 # the other two depend on), as `cargo publish` would send them. tcproxy publishes as

@@ -86,8 +86,8 @@ impl ConnectionBuilder {
         self
     }
 
-    /// How many statements `query` keeps prepared on this connection (default 256, oldest
-    /// closed first). `0` turns the cache off: every `query` then runs on the unnamed
+    /// How many statements `query` keeps prepared on this connection (default 256, the least
+    /// recently used closed first). `0` turns the cache off: every `query` then runs on the unnamed
     /// statement, parsed, bound and executed in one round trip, which is what works behind
     /// PgBouncer in transaction pooling mode (any version). Results then come back as text.
     pub fn statement_cache_size(mut self, n: usize) -> Self {

@@ -3,7 +3,8 @@
 //! An error says whether the server refused something (`Db`, with every field of the
 //! ErrorResponse), the network or the connection failed (`Connection`), the server broke the
 //! protocol (`Protocol`), the caller misused the API (`Usage`, `Conversion`), or the pool could
-//! not serve (`Pool`, `PartiallyConnected`, `DatabaseNotAvailable`, `Timeout`). This module
+//! not serve (`Pool`, `PartiallyConnected`, `DatabaseNotAvailable`, `Timeout`), or a result
+//! had another number of rows than the caller required (`RowCount`). This module
 //! only describes errors; it never decides what to do about them.
 
 use std::fmt;
@@ -32,6 +33,11 @@ pub enum ErrorKind {
     DatabaseNotAvailable,
     /// A connect, acquire or query timeout expired.
     Timeout,
+    /// A statement returned another number of rows than the caller required:
+    /// [`Cursor::one`](crate::Cursor::one) found none or more than one,
+    /// [`Cursor::one_or_none`](crate::Cursor::one_or_none) more than one. The statement
+    /// itself ran (and, outside a transaction, took effect).
+    RowCount,
 }
 
 impl fmt::Display for ErrorKind {
@@ -46,6 +52,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::PartiallyConnected => "partially connected",
             ErrorKind::DatabaseNotAvailable => "database not available",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::RowCount => "unexpected row count",
         })
     }
 }

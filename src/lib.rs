@@ -274,6 +274,7 @@ mod pool;
 mod proto;
 mod row;
 mod session;
+pub mod sqlstate;
 mod types;
 
 // Entry points for the fuzz targets in fuzz/; not API.

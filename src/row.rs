@@ -568,6 +568,56 @@ impl Cursor {
         rows
     }
 
+    /// The one row of the result (SQLAlchemy's `Result.one()`): every remaining row is
+    /// taken, and anything but exactly one is an [`ErrorKind::RowCount`] error saying how
+    /// many there were ("none", or "3 rows, more than one").
+    ///
+    /// ```
+    /// use momoko::{Column, Cursor, ErrorKind};
+    /// let cols: std::sync::Arc<[Column]> = vec![Column::new("n".into(), 0, 0, 23, 4, -1, 0)].into();
+    /// let none = Cursor::new("SELECT 1 WHERE false".into(), Some(cols), Vec::new(), 0, None);
+    /// let e = none.one().unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::RowCount);
+    /// assert!(e.to_string().contains("none"), "{e}");
+    /// ```
+    ///
+    /// [`ErrorKind::RowCount`]: crate::ErrorKind::RowCount
+    pub fn one(mut self) -> Result<Row, Error> {
+        match self.rows.len() {
+            1 => Ok(self.fetchone().expect("one row left")),
+            0 => Err(self.row_count_error("exactly one", "none")),
+            n => Err(self.row_count_error("exactly one", &format!("{n} rows, more than one"))),
+        }
+    }
+
+    /// The row of the result if there is one, `None` if there is none (SQLAlchemy's
+    /// `Result.one_or_none()`): every remaining row is taken, and more than one is an
+    /// [`ErrorKind::RowCount`] error saying how many there were.
+    ///
+    /// [`ErrorKind::RowCount`]: crate::ErrorKind::RowCount
+    pub fn one_or_none(mut self) -> Result<Option<Row>, Error> {
+        match self.rows.len() {
+            0 | 1 => Ok(self.fetchone()),
+            n => Err(self.row_count_error("at most one", &format!("{n} rows, more than one"))),
+        }
+    }
+
+    fn row_count_error(&self, wanted: &str, got: &str) -> Error {
+        let what = if self.description.is_none() {
+            format!(
+                "none: the statement returns no rows ({})",
+                self.statusmessage.as_deref().unwrap_or("no command tag")
+            )
+        } else {
+            got.to_owned()
+        };
+        // The query is left out: its parameters are quoted into it, and may be secrets.
+        Error::new(
+            crate::error::ErrorKind::RowCount,
+            format!("expected {wanted} row, got {what}"),
+        )
+    }
+
     /// The next row as a `T` (see [`Row::deserialize`]), `None` when every row was fetched.
     #[cfg(feature = "serde")]
     #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]

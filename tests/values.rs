@@ -280,3 +280,83 @@ fn integer_parameters_read_back_in_both_formats() {
         }
     });
 }
+
+/// psycopg2 2.9 on a connection writes no bytes as `'\x'::bytea` (PQescapeByteaConn's hex
+/// form; `''::bytea` is what its adapter writes with no connection, in the escape form momoko
+/// never writes), and the server reads it back empty every way.
+#[test]
+fn an_empty_bytea_is_written_as_psycopg2_writes_it_and_reads_back_empty() {
+    run(async {
+        let conn = connect().await;
+        let empty: Vec<u8> = Vec::new();
+        for (setting, literal) in [("on", "'\\x'::bytea"), ("off", "E'\\\\x'::bytea")] {
+            conn.execute(&format!("SET standard_conforming_strings = {setting}"), ())
+                .await
+                .unwrap();
+            assert_eq!(
+                conn.mogrify("%s", (&empty,)).unwrap(),
+                literal,
+                "standard_conforming_strings {setting}"
+            );
+            // A statement text of its own per setting: every_way expects a first query
+            // uncached.
+            let rows = every_way(
+                &conn,
+                &format!(
+                    "SELECT %s AS b, octet_length(%s) AS n, pg_typeof(%s)::text AS t, '{setting}'"
+                ),
+                &format!(
+                    "SELECT $1::bytea AS b, octet_length($2::bytea) AS n, \
+                     pg_typeof($3::bytea)::text AS t, '{setting}'"
+                ),
+                &[&empty, &empty, &empty],
+            )
+            .await;
+            for (how, _, row) in rows {
+                assert_eq!(row.get::<_, Vec<u8>>("b"), empty, "{how}, {setting}");
+                assert_eq!(row.get::<_, i32>("n"), 0, "{how}, {setting}");
+                assert_eq!(row.get::<_, String>("t"), "bytea", "{how}, {setting}");
+            }
+        }
+    });
+}
+
+#[test]
+fn an_empty_nested_array_is_the_empty_array_every_way() {
+    run(async {
+        let conn = connect().await;
+        let nested: Vec<Vec<i32>> = vec![vec![]];
+        let deeper: Vec<Vec<Vec<i32>>> =
+            vec![vec![], vec![]].into_iter().map(|v| vec![v]).collect();
+        for (name, v) in [
+            ("[[]]", &nested as &dyn ToSql),
+            ("[[[]], [[]]]", &deeper as &dyn ToSql),
+        ] {
+            let rows = every_way(
+                &conn,
+                &format!(
+                    "SELECT %s::int[] = '{{}}' AS empty, cardinality(%s::int[]) AS n, '{name}'"
+                ),
+                &format!(
+                    "SELECT $1::int[] = '{{}}' AS empty, cardinality($2::int[]) AS n, '{name}'"
+                ),
+                &[v, v],
+            )
+            .await;
+            for (how, _, row) in rows {
+                assert!(row.get::<_, bool>("empty"), "{how}: {name} is '{{}}'");
+                assert_eq!(row.get::<_, i32>("n"), 0, "{how}: {name}");
+            }
+        }
+        // A statement that declares the type reads it in the binary format.
+        let st = conn.prepare("SELECT $1::int[]").await.unwrap();
+        let mut c = conn
+            .execute_prepared(&st, vec![nested.to_value()])
+            .await
+            .unwrap();
+        assert_eq!(
+            c.fetchone().unwrap().get::<_, Vec<i32>>(0),
+            Vec::<i32>::new()
+        );
+    });
+}

@@ -23,7 +23,6 @@
 //!                                                                   a drain, or max_size
 //! ```
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -536,31 +535,10 @@ impl Inner {
     }
 }
 
-/// `lifetime` shortened by a random 0 to 10 %, so that connections opened together do not
-/// all expire together.
+/// `lifetime` shortened by a random 0 to 10 % (fastrand's per-thread generator), so that
+/// connections opened together do not all expire together.
 fn jittered(lifetime: Duration) -> Duration {
-    lifetime.mul_f64(1.0 - 0.1 * random_unit())
-}
-
-/// A uniform number in [0, 1) from a per-thread xorshift generator seeded by std's random
-/// hasher keys: enough to spread expiries, and no dependency for it.
-fn random_unit() -> f64 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(0x9E37_79B9_7F4A_7C15);
-            h.finish() | 1
-        });
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    })
+    lifetime.mul_f64(1.0 - 0.1 * fastrand::f64())
 }
 
 #[cfg(test)]

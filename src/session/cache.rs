@@ -1,13 +1,15 @@
 //! The statement cache of `query`: statements prepared in the current server session, by
-//! text and parameter types, bounded, oldest evicted first.
+//! text and parameter types, bounded, the least recently used evicted first (a statement run
+//! on every request stays prepared however many one-off statements pass through).
 //!
 //! It owns only names and descriptions; it never talks to the server (an evicted statement's
 //! name is handed back for the caller to close) and is cleared by the session at every
 //! successful connect, since the server forgets prepared statements with its session.
 
-use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
+
+use lru::LruCache;
 
 use crate::row::Column;
 
@@ -23,20 +25,28 @@ pub(crate) struct CachedStatement {
     pub(crate) result_formats: Rc<[i16]>,
 }
 
-/// See the module documentation.
-#[derive(Default)]
+/// See the module documentation. Unbounded to `lru` itself: the bound is the caller's
+/// capacity, applied at each insert.
 pub(crate) struct StatementCache {
-    map: HashMap<(String, Vec<u32>), CachedStatement>,
-    order: VecDeque<(String, Vec<u32>)>,
+    map: LruCache<(String, Vec<u32>), CachedStatement>,
+}
+
+impl Default for StatementCache {
+    fn default() -> StatementCache {
+        StatementCache {
+            map: LruCache::unbounded(),
+        }
+    }
 }
 
 impl StatementCache {
-    pub(crate) fn get(&self, sql: &str, types: &[u32]) -> Option<CachedStatement> {
+    /// The statement for `sql` and `types`, which becomes the most recently used.
+    pub(crate) fn get(&mut self, sql: &str, types: &[u32]) -> Option<CachedStatement> {
         self.map.get(&(sql.to_owned(), types.to_vec())).cloned()
     }
 
-    /// Inserts, keeping at most `capacity`; returns the name of an evicted statement to close
-    /// on the server.
+    /// Inserts as the most recently used, keeping at most `capacity`; returns the name of a
+    /// statement to close on the server (the least recently used, or an older twin).
     pub(crate) fn insert(
         &mut self,
         sql: String,
@@ -44,28 +54,73 @@ impl StatementCache {
         st: CachedStatement,
         capacity: usize,
     ) -> Option<String> {
-        let key = (sql, types);
-        if let Some(previous) = self.map.insert(key.clone(), st) {
-            // Two first uses raced: keep the newer, close the older.
+        // Two first uses raced: keep the newer, close the older.
+        if let Some(previous) = self.map.put((sql, types), st) {
             return Some(previous.name.to_string());
         }
-        self.order.push_back(key);
-        if self.order.len() > capacity {
-            let old = self.order.pop_front()?;
-            return self.map.remove(&old).map(|s| s.name.to_string());
+        // One statement is added at a time, so one eviction keeps the bound.
+        if self.map.len() > capacity {
+            return self.map.pop_lru().map(|(_, s)| s.name.to_string());
         }
         None
     }
 
     pub(crate) fn remove(&mut self, sql: &str, types: &[u32]) {
-        let key = (sql.to_owned(), types.to_vec());
-        self.map.remove(&key);
-        self.order.retain(|k| *k != key);
+        self.map.pop(&(sql.to_owned(), types.to_vec()));
     }
 
     /// The server session ended: its statements are gone.
     pub(crate) fn clear(&mut self) {
         self.map.clear();
-        self.order.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(name: &str) -> CachedStatement {
+        CachedStatement {
+            name: Rc::from(name),
+            param_types: Vec::new(),
+            columns: None,
+            result_formats: Rc::from([]),
+        }
+    }
+
+    #[test]
+    fn the_least_recently_used_statement_is_evicted() {
+        let mut c = StatementCache::default();
+        assert_eq!(c.insert("hot".into(), vec![], st("s_hot"), 2), None);
+        assert_eq!(c.insert("a".into(), vec![], st("s_a"), 2), None);
+        assert!(c.get("hot", &[]).is_some());
+        // "a" is the least recently used now, not "hot", the first inserted.
+        assert_eq!(
+            c.insert("b".into(), vec![], st("s_b"), 2).as_deref(),
+            Some("s_a")
+        );
+        assert!(c.get("hot", &[]).is_some());
+        assert_eq!(
+            c.insert("c".into(), vec![], st("s_c"), 2).as_deref(),
+            Some("s_b")
+        );
+        assert_eq!(c.get("hot", &[]).unwrap().name.as_ref(), "s_hot");
+        assert!(c.get("a", &[]).is_none() && c.get("b", &[]).is_none());
+    }
+
+    #[test]
+    fn parameter_types_are_part_of_the_key_and_a_twin_replaces_its_elder() {
+        let mut c = StatementCache::default();
+        c.insert("q".into(), vec![23], st("s_int"), 8);
+        c.insert("q".into(), vec![25], st("s_text"), 8);
+        assert_eq!(c.get("q", &[23]).unwrap().name.as_ref(), "s_int");
+        assert_eq!(
+            c.insert("q".into(), vec![23], st("s_int2"), 8).as_deref(),
+            Some("s_int")
+        );
+        c.remove("q", &[25]);
+        assert!(c.get("q", &[25]).is_none());
+        c.clear();
+        assert!(c.get("q", &[23]).is_none());
     }
 }

@@ -95,24 +95,10 @@ fn server_fits(
     }
 }
 
-/// Shuffles in place (load_balance_hosts=random): Fisher-Yates over a generator seeded from
-/// std's per-process random hash keys and the clock, since a spread is all that is needed.
+/// Shuffles in place (load_balance_hosts=random), with fastrand's per-thread generator: a
+/// spread is all that is needed.
 pub(crate) fn shuffle<T>(items: &mut [T]) {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(next_id());
-    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        h.write_u128(d.as_nanos());
-    }
-    let mut x = h.finish() | 1;
-    for i in (1..items.len()).rev() {
-        // xorshift64
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let j = (x % (i as u64 + 1)) as usize;
-        items.swap(i, j);
-    }
+    fastrand::shuffle(items);
 }
 
 /// A statement name no other statement of this process has had.

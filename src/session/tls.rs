@@ -1,4 +1,5 @@
-//! TLS for a session, on rustls 0.23 with the ring provider: libpq's sslmode decided per
+//! TLS for a session, on rustls 0.23 with the process's crypto provider (ring unless the
+//! application installed another): libpq's sslmode decided per
 //! connect attempt, the rustls client configuration built from libpq's keywords, and the
 //! attributes libpq's `PQsslAttribute` reports.
 //!
@@ -40,8 +41,24 @@ pub(crate) enum Plan {
 /// The ALPN protocol of direct TLS (PostgreSQL 17).
 pub(crate) const ALPN: &[u8] = b"postgresql";
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The process's rustls CryptoProvider: the one the application installed
+/// (`CryptoProvider::install_default`, aws-lc-rs for post-quantum key exchange, say), else the
+/// one rustls's crate features name, ring (momoko's `tls` feature turns it on), which rustls
+/// then installs as the process default. rustls 0.23.48 deprecated naming ring's provider
+/// directly (`ring::default_provider()`), for its lack of post-quantum key exchange.
+fn provider() -> Result<Arc<CryptoProvider>, Error> {
+    if let Some(p) = CryptoProvider::get_default() {
+        return Ok(p.clone());
+    }
+    // With two providers compiled in (another crate turned on rustls's aws_lc_rs too) and
+    // none installed, rustls cannot choose and panics: that is the application's decision,
+    // so it is asked for in an error instead.
+    std::panic::catch_unwind(|| ClientConfig::builder().crypto_provider().clone()).map_err(|_| {
+        Error::usage(
+            "rustls has more than one crypto provider compiled in and none installed: call \
+             rustls::crypto::CryptoProvider::install_default() before connecting with TLS",
+        )
+    })
 }
 
 fn tls_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -94,7 +111,7 @@ pub(crate) fn plan(config: &Config, host: &str, second_try: bool) -> Result<Plan
         (SslMode::Require | SslMode::Prefer | SslMode::Allow, Some(_)) => SslMode::VerifyCa,
         (m, _) => m,
     };
-    let provider = provider();
+    let provider = provider()?;
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
         (TlsVersion::V1_2, &rustls::version::TLS12),
         (TlsVersion::V1_3, &rustls::version::TLS13),
@@ -546,6 +563,20 @@ pub(crate) fn attribute(conn: &rustls::ClientConnection, name: &str) -> Option<S
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+
+    #[test]
+    fn the_crypto_provider_is_the_process_default() {
+        let first = provider().unwrap();
+        let installed = CryptoProvider::get_default().expect("installed by the first call");
+        assert!(Arc::ptr_eq(&first, installed));
+        assert!(Arc::ptr_eq(&provider().unwrap(), installed));
+        // ring's suites, as momoko's tls feature asks for.
+        assert!(!first.cipher_suites.is_empty());
+        assert!(first
+            .kx_groups
+            .iter()
+            .any(|g| g.name() == rustls::NamedGroup::X25519));
+    }
 
     /// What a non-blocking socket shows: `arrived` in one read, then WouldBlock, or end of
     /// stream when `closed`.

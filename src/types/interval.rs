@@ -21,7 +21,9 @@ use super::{oid, IsNull, QuoteContext, ToSql, Value};
 ///
 /// Read it from either result format; as a `%s` parameter it is written as psycopg2 writes
 /// the `timedelta` of the same days and microseconds (`'1 days 5.000007 seconds'::interval`),
-/// with the months in front when there are any. `Display` gives the server's own text
+/// with the months in front when there are any; after a negative first field the others
+/// carry their sign (`'-1 days +1.000000 seconds'::interval`), so that the text reads as the
+/// same interval under every IntervalStyle. `Display` gives the server's own text
 /// (IntervalStyle `postgres`).
 ///
 /// ```
@@ -53,21 +55,17 @@ impl Interval {
     }
 
     /// The text psycopg2 writes for a `timedelta` (`1 days 5.000007 seconds`), months first
-    /// when there are any; valid input for the server under every IntervalStyle.
+    /// when there are any, with the signs of [`write_fields`]: valid input for the server
+    /// under every IntervalStyle.
     pub(crate) fn input_text(&self) -> String {
         let mut out = String::with_capacity(40);
+        let mut fields = Vec::with_capacity(3);
         if self.months != 0 {
-            let _ = write!(out, "{} months ", self.months);
+            fields.push(Field::whole(i64::from(self.months), "months"));
         }
-        let us = self.microseconds.unsigned_abs();
-        let sign = if self.microseconds < 0 { "-" } else { "" };
-        let _ = write!(
-            out,
-            "{} days {sign}{}.{:06} seconds",
-            self.days,
-            us / 1_000_000,
-            us % 1_000_000
-        );
+        fields.push(Field::whole(i64::from(self.days), "days"));
+        fields.push(Field::seconds(i128::from(self.microseconds)));
+        write_fields(&fields, &mut out);
         out
     }
 
@@ -268,18 +266,65 @@ impl From<Interval> for Value {
     }
 }
 
+/// One field of an interval's input text: its sign, its magnitude as written, its unit.
+struct Field {
+    negative: bool,
+    magnitude: String,
+    unit: &'static str,
+}
+
+impl Field {
+    fn whole(v: i64, unit: &'static str) -> Field {
+        Field {
+            negative: v < 0,
+            magnitude: v.unsigned_abs().to_string(),
+            unit,
+        }
+    }
+
+    fn seconds(us: i128) -> Field {
+        let a = us.unsigned_abs();
+        Field {
+            negative: us < 0,
+            magnitude: format!("{}.{:06}", a / 1_000_000, a % 1_000_000),
+            unit: "seconds",
+        }
+    }
+}
+
+/// Writes `fields` as psycopg2 does (`-1 days 86399.000000 seconds`), except that after a
+/// negative first field every other field carries its sign, `+` included
+/// (`-1 days +86399.000000 seconds`). Under IntervalStyle `sql_standard` the server applies a
+/// leading minus to every field when no other field has a sign of its own, so psycopg2's text
+/// reads there as -(1 day 23:59:59); with the signs written it reads as -1 day +23:59:59 under
+/// every style. A text whose first field is not negative is psycopg2's own.
+fn write_fields(fields: &[Field], out: &mut String) {
+    let lead_negative = fields.first().is_some_and(|f| f.negative);
+    for (i, f) in fields.iter().enumerate() {
+        let sign = match (f.negative, i > 0 && lead_negative) {
+            (true, _) => "-",
+            (false, true) => "+",
+            (false, false) => "",
+        };
+        let gap = if i > 0 { " " } else { "" };
+        let _ = write!(out, "{gap}{sign}{} {}", f.magnitude, f.unit);
+    }
+}
+
 #[cfg_attr(not(any(feature = "chrono", feature = "time")), allow(dead_code))]
 /// Python's `timedelta` normalisation of a count of microseconds: whole days (rounded
-/// down), then the microseconds left in the day, as psycopg2's adapter writes it.
+/// down), then the microseconds left in the day, as psycopg2's adapter writes it, with the
+/// signs of [`write_fields`].
 pub(crate) fn timedelta_text(total_us: i128) -> Option<String> {
     let day = i128::from(super::temporal::DAY_US);
     let days = i32::try_from(total_us.div_euclid(day)).ok()?;
     let rest = total_us.rem_euclid(day);
-    Some(format!(
-        "{days} days {}.{:06} seconds",
-        rest / 1_000_000,
-        rest % 1_000_000
-    ))
+    let mut out = String::with_capacity(40);
+    write_fields(
+        &[Field::whole(i64::from(days), "days"), Field::seconds(rest)],
+        &mut out,
+    );
+    Some(out)
 }
 
 /// A Rust duration (`chrono::TimeDelta`, `time::Duration`) from an interval without months:
@@ -369,8 +414,32 @@ mod tests {
             "2 months -1 days -0.000001 seconds"
         );
         assert_eq!(
+            Interval::new(0, 0, -1_000_000).input_text(),
+            "0 days -1.000000 seconds"
+        );
+    }
+
+    #[test]
+    fn after_a_negative_first_field_every_field_carries_its_sign() {
+        assert_eq!(
             timedelta_text(-1).as_deref(),
-            Some("-1 days 86399.999999 seconds")
+            Some("-1 days +86399.999999 seconds")
+        );
+        assert_eq!(
+            timedelta_text(-86_400_000_000).as_deref(),
+            Some("-1 days +0.000000 seconds")
+        );
+        assert_eq!(
+            Interval::new(0, -1, 1_000_000).input_text(),
+            "-1 days +1.000000 seconds"
+        );
+        assert_eq!(
+            Interval::new(-1, 0, -1).input_text(),
+            "-1 months +0 days -0.000001 seconds"
+        );
+        assert_eq!(
+            Interval::new(-14, 3, 0).input_text(),
+            "-14 months +3 days +0.000000 seconds"
         );
         assert_eq!(
             timedelta_text(86_400_000_000 + 5_000_007).as_deref(),

@@ -383,7 +383,9 @@ impl Value {
                 let elem = oid::array_element(type_oid).ok_or_else(mismatch)?;
                 let dims = array_dims(items)?;
                 let mut flat = Vec::new();
-                flatten(items, dims.len(), &mut flat);
+                if !dims.is_empty() {
+                    flatten(items, dims.len(), &mut flat);
+                }
                 pt::array_to_sql(
                     dims.iter().map(|&len| pt::ArrayDimension {
                         len,
@@ -469,7 +471,10 @@ impl Value {
                 quote::push_hex(b, out);
             }
             Value::Array(items) => {
-                array_dims(items)?;
+                if array_dims(items)?.is_empty() {
+                    out.push_str("{}");
+                    return Ok(());
+                }
                 out.push('{');
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
@@ -552,19 +557,27 @@ pub(crate) fn check_nul(s: &str) -> Result<(), Error> {
 }
 
 /// The dimensions of a (possibly nested) array, which must be rectangular as PostgreSQL
-/// requires.
+/// requires, outermost first; none for an array without elements
+/// at any depth (`[]`, `[[]]`, `[[], []]`), which PostgreSQL holds as the one empty array of
+/// no dimensions (`{}`): `{{}}` is not valid input.
 fn array_dims(items: &[Value]) -> Result<Vec<i32>, Error> {
+    let dims = nested_dims(items)?;
+    Ok(if dims.contains(&0) { Vec::new() } else { dims })
+}
+
+/// The dimensions as the nesting gives them, a length of 0 included (`[[]]` is 1 by 0).
+fn nested_dims(items: &[Value]) -> Result<Vec<i32>, Error> {
     let len =
         |n: usize| i32::try_from(n).map_err(|_| Error::usage("array too large for PostgreSQL"));
     if items.is_empty() {
-        return Ok(Vec::new());
+        return Ok(vec![0]);
     }
     let mut dims = vec![len(items.len())?];
     if let Some(Value::Array(first)) = items.first() {
-        let inner = array_dims(first)?;
+        let inner = nested_dims(first)?;
         for item in items {
             match item {
-                Value::Array(sub) if array_dims(sub)? == inner => {}
+                Value::Array(sub) if nested_dims(sub)? == inner => {}
                 _ => {
                     return Err(Error::usage(
                         "multidimensional arrays must have sub-arrays with matching dimensions",

@@ -44,7 +44,10 @@ pub(crate) fn string(s: &str, ctx: &QuoteContext, out: &mut String) -> Result<()
     Ok(())
 }
 
-/// Appends bytes as psycopg2 writes bytea: `'\x0001'::bytea`.
+/// Appends bytes as psycopg2 writes bytea: `'\x0001'::bytea`, and no bytes as `'\x'::bytea`,
+/// which is what psycopg2 2.9 writes on a connection (its `''::bytea` is what its adapter
+/// writes with no connection, in the escape form, which momoko never writes; see
+/// tests/psycopg2_compat.rs's `empty_bytes`).
 pub(crate) fn bytea(b: &[u8], ctx: &QuoteContext, out: &mut String) {
     out.reserve(b.len() * 2 + 12);
     out.push_str(if ctx.standard_conforming_strings {

@@ -111,7 +111,8 @@ impl<T: ToSql + SqlType> ToSql for Infinite<T> {
 }
 
 /// A `numeric` that may be `NaN`, `Infinity` or `-Infinity` (PostgreSQL 14 and later), for
-/// a `T` that has none of them (`rust_decimal::Decimal`).
+/// a `T` that has none of them (`rust_decimal::Decimal`). It also reads an `int2`, `int4` or
+/// `int8` column, as a `Finite` of whatever `T` makes of the integer.
 ///
 /// ```
 /// use momoko::{Column, FromSql, Numeric};
@@ -133,10 +134,15 @@ pub enum Numeric<T> {
 
 impl<T: FromSql> FromSql for Numeric<T> {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<Numeric<T>, Error> {
-        if column.type_oid() != oid::NUMERIC {
+        let integer = matches!(column.type_oid(), oid::INT2 | oid::INT4 | oid::INT8);
+        if column.type_oid() != oid::NUMERIC && !integer {
             return Err(wrong_type(column, "momoko::Numeric<T>"));
         }
         let raw = non_null(column, raw, "momoko::Numeric<T>")?;
+        if integer {
+            // An integer is always finite; `T` reads it as it reads any integer column.
+            return T::from_sql(column, Some(raw)).map(Numeric::Finite);
+        }
         // A binary special is checked whole (its digit count against its length), as the
         // other numeric readers check it.
         let binary_text;

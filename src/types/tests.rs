@@ -855,6 +855,13 @@ fn binary_encoding_round_trips_through_the_decoders() {
         rt(Value::Array(vec![]), oid::INT4_ARRAY),
         Value::Array(vec![])
     );
+    assert_eq!(
+        rt(
+            Value::from(vec![Vec::<i32>::new(), vec![]]),
+            oid::INT4_ARRAY
+        ),
+        Value::Array(vec![])
+    );
     #[cfg(feature = "json")]
     assert_eq!(
         rt(Value::Json(serde_json::json!({"a": 1})), oid::JSONB),
@@ -896,6 +903,10 @@ fn text_encoding_is_the_server_input_form() {
         t(Value::from(vec![vec![1i32, 2], vec![3, 4]])),
         "{{1,2},{3,4}}"
     );
+    // PostgreSQL has one empty array, of no dimensions, whatever the nesting.
+    assert_eq!(t(Value::from(Vec::<i32>::new())), "{}");
+    assert_eq!(t(Value::from(vec![Vec::<i32>::new()])), "{}");
+    assert_eq!(t(Value::from(vec![vec![Vec::<i32>::new()]; 2])), "{}");
     assert_eq!(
         t(Value::Hstore(map(&[("b", None), ("a", Some("x\"y"))]))),
         r#""a"=>"x\"y", "b"=>NULL"#

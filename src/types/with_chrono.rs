@@ -203,7 +203,9 @@ impl<Tz: TimeZone> ToSql for DateTime<Tz> {
 }
 
 /// `'1 days 5.000007 seconds'::interval`, as psycopg2 writes the `timedelta` of the same
-/// length (whole days, then the microseconds left; nanoseconds are dropped).
+/// length (whole days, then the microseconds left; nanoseconds are dropped). A negative one differs from psycopg2 by one sign:
+/// `'-1 days +86399.000000 seconds'::interval` for -1 s, where psycopg2 leaves out the `+`
+/// and the server reads its text as -(1 day 23:59:59) under IntervalStyle `sql_standard`.
 #[cfg_attr(docsrs, doc(cfg(feature = "chrono")))]
 impl ToSql for TimeDelta {
     fn to_value(&self) -> Value {
@@ -297,7 +299,7 @@ mod tests {
         );
         assert_eq!(
             lit(TimeDelta::microseconds(-1)),
-            "'-1 days 86399.999999 seconds'::interval"
+            "'-1 days +86399.999999 seconds'::interval"
         );
         assert_eq!(
             lit(vec![d, d]),

@@ -1,5 +1,5 @@
 //! `rust_decimal::Decimal` (feature `rust_decimal`) for `numeric`, scale kept (`10.50` reads
-//! back as `10.50`), from both result formats, written as psycopg2 writes a `Decimal`
+//! back as `10.50`), and from `int2`, `int4` and `int8` (scale 0), from both result formats, written as psycopg2 writes a `Decimal`
 //! (Python's `str()`: plain digits, or `1E-7` for the very small).
 //!
 //! A numeric a Decimal cannot hold (NaN, ±Infinity, more than 28 digits of scale or a value
@@ -22,6 +22,12 @@ const MAX_TEXT: usize = 40;
 impl FromSql for Decimal {
     fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<Decimal, Error> {
         const RUST: &str = "rust_decimal::Decimal";
+        if matches!(column.type_oid(), oid::INT2 | oid::INT4 | oid::INT8) {
+            // An integer of any width is a Decimal of scale 0: nothing is lost (`SELECT %s`
+            // with Decimal::ZERO renders `SELECT 0`, an int4).
+            let raw = non_null(column, raw, RUST)?;
+            return i64::from_sql(column, Some(raw)).map(Decimal::from);
+        }
         if column.type_oid() != oid::NUMERIC {
             return Err(wrong_type(column, RUST));
         }
@@ -163,5 +169,29 @@ mod tests {
             assert!(Decimal::from_sql(&text, Some(bad)).is_err(), "{bad:?}");
         }
         assert!(Decimal::from_sql(&bin, Some(&[0, 0, 0, 0, 0xC0, 0, 0, 0])).is_err());
+    }
+
+    #[test]
+    fn integer_columns_read_as_decimals_of_scale_zero() {
+        for (type_oid, raw) in [
+            (oid::INT2, (-7i16).to_be_bytes().to_vec()),
+            (oid::INT4, (-7i32).to_be_bytes().to_vec()),
+            (oid::INT8, (-7i64).to_be_bytes().to_vec()),
+        ] {
+            let bin = Column::new("i".into(), 0, 0, type_oid, -1, -1, 1);
+            assert_eq!(
+                Decimal::from_sql(&bin, Some(&raw)).unwrap(),
+                Decimal::from(-7)
+            );
+            let text = Column::new("i".into(), 0, 0, type_oid, -1, -1, 0);
+            let d = Decimal::from_sql(&text, Some(b"-7")).unwrap();
+            assert_eq!((d.mantissa(), d.scale()), (-7, 0));
+        }
+        let int8 = Column::new("i".into(), 0, 0, oid::INT8, -1, -1, 1);
+        let max = Decimal::from_sql(&int8, Some(&i64::MIN.to_be_bytes())).unwrap();
+        assert_eq!(max.to_string(), i64::MIN.to_string());
+        assert!(Decimal::from_sql(&int8, None).is_err());
+        let float = Column::new("f".into(), 0, 0, oid::FLOAT8, -1, -1, 0);
+        assert!(Decimal::from_sql(&float, Some(b"1.5")).is_err());
     }
 }

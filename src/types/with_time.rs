@@ -190,7 +190,9 @@ impl ToSql for OffsetDateTime {
 }
 
 /// `'1 days 5.000007 seconds'::interval`, as psycopg2 writes the `timedelta` of the same
-/// length (nanoseconds are dropped).
+/// length (nanoseconds are dropped). A negative one differs from psycopg2 by one sign:
+/// `'-1 days +86399.000000 seconds'::interval` for -1 s, where psycopg2 leaves out the `+`
+/// and the server reads its text as -(1 day 23:59:59) under IntervalStyle `sql_standard`.
 #[cfg_attr(docsrs, doc(cfg(feature = "time")))]
 impl ToSql for Duration {
     fn to_value(&self) -> Value {
@@ -269,6 +271,10 @@ mod tests {
         assert_eq!(
             lit(Duration::microseconds(86_400_000_000 + 5_000_007)),
             "'1 days 5.000007 seconds'::interval"
+        );
+        assert_eq!(
+            lit(Duration::seconds(-1)),
+            "'-1 days +86399.000000 seconds'::interval"
         );
     }
 
