@@ -105,6 +105,8 @@ testpg-bin:
 
 test: postgres pgbouncer
 	$(CARGO) fmt --all -- --check
+	# momoko as a user's dependency with the newest releases: an upstream deprecation fails here.
+	$(MAKE) deps-fresh
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	# The fuzz entry points are behind a feature: check them too, so they cannot rot.
 	$(CARGO) clippy -p momoko --lib --features fuzzing -- -D warnings
@@ -167,6 +169,7 @@ deps-fresh:
 	cd $(DEPS_FRESH) && CARGO_TARGET_DIR=$(DEPS_FRESH)/target RUSTFLAGS="-D warnings" $(CARGO) check -q
 	cd $(DEPS_FRESH) && CARGO_TARGET_DIR=$(DEPS_FRESH)/target RUSTFLAGS="-D warnings" $(CARGO) check -q --features all
 	@echo "==> momoko builds without a warning against the newest dependencies (default and all features)"
+	CARGO=$(CARGO) CARGO_TARGET_DIR=$(DEPS_FRESH)/target scripts/readme-typed-rows.sh $(DEPS_FRESH)/readme-typed-rows
 
 # The three crates that publish, packaged and verified in order (momoko-loop first, which
 # the other two depend on), as `cargo publish` would send them. tcproxy publishes as
