@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use momoko_loop::{Future, HandlerId, IoLoop, Ready, TimeoutId};
-use postgres_protocol::message::frontend;
 
 use crate::error::{Error, ErrorKind};
 use crate::proto::BackendKey;
@@ -209,7 +208,7 @@ pub(crate) fn cancel_blocking(
             if let Some(tls) = tls {
                 // As the session itself: SSLRequest, S, handshake, then the request inside.
                 let mut ssl = BytesMut::with_capacity(8);
-                frontend::ssl_request(&mut ssl);
+                postgres_protocol::message::frontend::ssl_request(&mut ssl);
                 s.write_all(&ssl).map_err(failed)?;
                 let mut answer = [0u8; 1];
                 s.read_exact(&mut answer).map_err(failed)?;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::params::mogrify;
 use crate::conninfo::ProtocolVersion;
+use crate::params::mogrify;
 use crate::proto::{
     tls_server_end_point, Credentials, Event, Protocol, Request, Response, Versions,
 };

@@ -170,7 +170,9 @@ mod tests {
             assert_eq!(range(None, Some(value)).unwrap().max(), version);
         }
         // What psql 18.6 refuses, each in its words.
-        for bad in ["3.1", "3.3", "2.0", "3", "3.02", "03.2", " 3.2", "3.2 ", "3.x", "", "LATEST"] {
+        for bad in [
+            "3.1", "3.3", "2.0", "3", "3.02", "03.2", " 3.2", "3.2 ", "3.x", "", "LATEST",
+        ] {
             let e = range(None, Some(bad)).unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::Usage);
             assert_eq!(
@@ -188,10 +190,16 @@ mod tests {
     #[test]
     fn the_defaults_are_libpq_18s() {
         let r = range(None, None).unwrap();
-        assert_eq!((r.min, r.max()), (ProtocolVersion::V3_0, ProtocolVersion::V3_0));
+        assert_eq!(
+            (r.min, r.max()),
+            (ProtocolVersion::V3_0, ProtocolVersion::V3_0)
+        );
         // A minimum above 3.0 with no maximum asks for the newest.
         let r = range(Some("3.2"), None).unwrap();
-        assert_eq!((r.min, r.max()), (ProtocolVersion::V3_2, ProtocolVersion::V3_2));
+        assert_eq!(
+            (r.min, r.max()),
+            (ProtocolVersion::V3_2, ProtocolVersion::V3_2)
+        );
         let r = range(Some("latest"), None).unwrap();
         assert_eq!(r.max(), ProtocolVersion::LATEST);
     }
@@ -239,8 +247,11 @@ mod tests {
         let c = parse_env("host=h", &[("PGMINPROTOCOLVERSION", "3.2")]).unwrap();
         assert_eq!(versions(&c), (V3_2, V3_2));
         // The string hides the variable, as every keyword's does.
-        let c = parse_env("host=h max_protocol_version=3.0", &[("PGMAXPROTOCOLVERSION", "3.2")])
-            .unwrap();
+        let c = parse_env(
+            "host=h max_protocol_version=3.0",
+            &[("PGMAXPROTOCOLVERSION", "3.2")],
+        )
+        .unwrap();
         assert_eq!(versions(&c), (V3_0, V3_0));
         // Nothing given: libpq 18's default, 3.0 only.
         assert_eq!(versions(&parse_env("host=h", &[]).unwrap()), (V3_0, V3_0));
@@ -267,11 +278,20 @@ mod tests {
             "usage error: invalid max_protocol_version value: \"\""
         );
         assert_eq!(
-            words(parse_env("host=h min_protocol_version=3.2 max_protocol_version=3.0", &[])),
+            words(parse_env(
+                "host=h min_protocol_version=3.2 max_protocol_version=3.0",
+                &[]
+            )),
             "usage error: \"min_protocol_version\" is greater than \"max_protocol_version\""
         );
         assert_eq!(
-            words(parse_env("host=h", &[("PGMINPROTOCOLVERSION", "latest"), ("PGMAXPROTOCOLVERSION", "3.0")])),
+            words(parse_env(
+                "host=h",
+                &[
+                    ("PGMINPROTOCOLVERSION", "latest"),
+                    ("PGMAXPROTOCOLVERSION", "3.0")
+                ]
+            )),
             "usage error: \"min_protocol_version\" is greater than \"max_protocol_version\""
         );
     }
@@ -281,7 +301,10 @@ mod tests {
         use ProtocolVersion::{V3_0, V3_2};
         let built = Config::new().max_protocol_version(V3_2);
         assert_eq!(versions(&built), (V3_0, V3_2));
-        assert_eq!(versions(&built), versions(&parse_env("max_protocol_version=3.2", &[]).unwrap()));
+        assert_eq!(
+            versions(&built),
+            versions(&parse_env("max_protocol_version=3.2", &[]).unwrap())
+        );
         let built = Config::new().min_protocol_version(V3_2);
         assert_eq!(versions(&built), (V3_2, V3_2));
         // A crossed pair is kept as given; the connect refuses it (see the protocol core).
@@ -298,7 +321,10 @@ mod tests {
     fn versions_travel_as_major_shifted_by_16_plus_minor() {
         assert_eq!(ProtocolVersion::V3_0.code(), 196_608);
         assert_eq!(ProtocolVersion::V3_2.code(), 196_610);
-        assert_eq!(ProtocolVersion::from_code(0x0003_0002), Some(ProtocolVersion::V3_2));
+        assert_eq!(
+            ProtocolVersion::from_code(0x0003_0002),
+            Some(ProtocolVersion::V3_2)
+        );
         assert_eq!(ProtocolVersion::from_code(0x0003_0001), None);
         assert_eq!(ProtocolVersion::V3_2.pair(), (3, 2));
         assert_eq!(ProtocolVersion::V3_2.to_string(), "3.2");

@@ -115,7 +115,12 @@ fn protocol_with(creds: Credentials) -> Protocol {
         ("database".to_owned(), "db".to_owned()),
         ("client_encoding".to_owned(), "UTF8".to_owned()),
     ];
-    Protocol::new(&params, creds, DEFAULT_MAX_MESSAGE_SIZE, Versions::default())
+    Protocol::new(
+        &params,
+        creds,
+        DEFAULT_MAX_MESSAGE_SIZE,
+        Versions::default(),
+    )
 }
 
 pub(crate) fn connected() -> Protocol {
@@ -1458,7 +1463,10 @@ fn keys_shorter_than_4_or_longer_than_256_bytes_are_refused() {
     for (len, words) in [
         (3, "cancel key with length 3 is too short (minimum 4 bytes)"),
         (0, "cancel key with length 0 is too short (minimum 4 bytes)"),
-        (257, "cancel key with length 257 is too long (maximum 256 bytes)"),
+        (
+            257,
+            "cancel key with length 257 is too long (maximum 256 bytes)",
+        ),
     ] {
         let mut p = versioned(V3_0, V3_2);
         p.handle_input(&startup_with_key(long_key(1, len).0));
@@ -1474,7 +1482,11 @@ fn keys_shorter_than_4_or_longer_than_256_bytes_are_refused() {
     let mut p = versioned(V3_0, V3_2);
     p.handle_input(&startup_with_key(Script::new().msg(b'K', &[0, 0, 1])));
     let e = closed_with(&mut p);
-    assert!(e.to_string().ends_with("BackendKeyData message: message too short"), "{e}");
+    assert!(
+        e.to_string()
+            .ends_with("BackendKeyData message: message too short"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1495,7 +1507,11 @@ fn a_long_key_on_a_3_0_connection_is_refused() {
     s.extend(startup_with_key(long_key(1, 32).0));
     p.handle_input(&s);
     let e = closed_with(&mut p);
-    assert!(e.to_string().contains("length 32 not allowed in protocol version 3.0"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("length 32 not allowed in protocol version 3.0"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1614,16 +1630,28 @@ fn negotiation_and_keys_are_refused_where_they_cannot_come() {
     s.extend(negotiate(0x0003_0000, &[]).0);
     p.handle_input(&s);
     let e = closed_with(&mut p);
-    assert!(e.to_string().contains("NegotiateProtocolVersion received after startup"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("NegotiateProtocolVersion received after startup"),
+        "{e}"
+    );
     // BackendKeyData before AuthenticationOk, and once the connection is ready.
     let mut p = versioned(V3_0, V3_2);
     p.handle_input(&long_key(1, 32).0 .0);
     let e = closed_with(&mut p);
-    assert!(e.to_string().contains("unexpected BackendKeyData during authentication"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("unexpected BackendKeyData during authentication"),
+        "{e}"
+    );
     let mut p = connected();
     p.handle_input(&Script::new().key(1, 2).0);
     let e = closed_with(&mut p);
-    assert!(e.to_string().contains("unexpected BackendKeyData after startup"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("unexpected BackendKeyData after startup"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1631,7 +1659,11 @@ fn the_version_is_known_only_once_authenticated() {
     let mut p = versioned(V3_0, V3_2);
     assert_eq!(p.protocol_version(), None);
     p.handle_input(&negotiate(0x0003_0000, &[]).0);
-    assert_eq!(p.protocol_version(), None, "authentication is still going on");
+    assert_eq!(
+        p.protocol_version(),
+        None,
+        "authentication is still going on"
+    );
     p.handle_input(&Script::new().auth_ok().0);
     assert_eq!(p.protocol_version(), Some((3, 0)));
 }

@@ -126,7 +126,9 @@ impl Versions {
             };
             let name = String::from_utf8_lossy(&names[..end]);
             return Err(invalid(&if name.starts_with("_pq_.") {
-                format!("server reported an unsupported parameter that was not requested (\"{name}\")")
+                format!(
+                    "server reported an unsupported parameter that was not requested (\"{name}\")"
+                )
             } else {
                 format!(
                     "server reported unsupported parameter name without a \"_pq_.\" prefix \
