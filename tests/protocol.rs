@@ -387,8 +387,8 @@ fn pgbouncer_version() -> Option<(u32, u32)> {
 
 #[test]
 fn through_pgbouncer_the_default_3_0_connects_where_asking_for_3_2_may_not() {
-    // Why the default stays 3.0: PgBouncer before protocol negotiation (Debian 12 ships
-    // 1.18) refuses a StartupMessage for 3.2 outright, and 1.24 answers it with two
+    // Why the default stays 3.0: a PgBouncer without protocol negotiation (Debian 12 ships
+    // 1.18) refuses a StartupMessage for 3.2 outright, and newer ones can answer it with two
     // NegotiateProtocolVersion messages (pgbouncer#1459).
     let Some(version) = pgbouncer_version() else {
         eprintln!("no pgbouncer: skipped");

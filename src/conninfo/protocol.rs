@@ -4,8 +4,10 @@
 //! This module owns the two keywords' values, their defaults and their checks; it never looks
 //! at a server. The StartupMessage asks for the maximum, and a server that offers less
 //! (NegotiateProtocolVersion) is accepted down to the minimum: the protocol core decides that.
-//! The default stays 3.0, as in libpq 18, because some poolers still mishandle a request for
-//! 3.2 (PgBouncer up to 1.24 answers it with two NegotiateProtocolVersion messages).
+//! The default stays 3.0, as in libpq 18, because poolers still mishandle a request for 3.2:
+//! a PgBouncer without protocol negotiation (Debian 12's 1.18) refuses it with `bad packet
+//! header`, and newer ones can answer it with two NegotiateProtocolVersion messages, which
+//! libpq and momoko refuse (pgbouncer#1459).
 
 use std::fmt;
 
