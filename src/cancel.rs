@@ -1,9 +1,11 @@
 //! CancelRequest: asking the server, on a separate socket, to cancel a running query.
 //!
-//! This module opens a second connection to the same address as the session, writes the
-//! 16-byte CancelRequest with the session's BackendKeyData, and waits for the server to close
-//! that socket, which it does once the request was handed to the postmaster. It never
-//! touches the session's own socket and never waits past its deadline.
+//! This module opens a second connection to the same address as the session (over TLS when
+//! the session is TLS, with the same settings), writes the CancelRequest with the session's
+//! BackendKeyData (the secret key whole: 4 bytes under protocol 3.0, up to 256 under 3.2),
+//! and waits for the server to close that socket, which it does once the request was handed
+//! to the postmaster. It never touches the session's own socket and never waits past its
+//! deadline.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -12,9 +14,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use momoko_loop::{Future, HandlerId, IoLoop, Ready, TimeoutId};
-use postgres_protocol::message::frontend;
 
 use crate::error::{Error, ErrorKind};
+use crate::proto::BackendKey;
 use crate::session::transport::{Peer, Socket};
 
 /// Where one cancel stands.
@@ -37,13 +39,12 @@ struct Task {
     done: Option<Future<Result<(), Error>>>,
 }
 
-/// Sends a CancelRequest for `(process_id, secret_key)` to `peer`; the future resolves once
-/// the server took it (not once the query stopped: the query's own answer says that).
+/// Sends a CancelRequest for `key` to `peer`; the future resolves once the server took it
+/// (not once the query stopped: the query's own answer says that).
 pub(crate) fn cancel(
     ioloop: &IoLoop,
     peer: &Peer,
-    process_id: i32,
-    secret_key: i32,
+    key: &BackendKey,
     timeout: Duration,
 ) -> Future<Result<(), Error>> {
     let fut = Future::with_loop(ioloop);
@@ -58,8 +59,8 @@ pub(crate) fn cancel(
             return fut;
         }
     };
-    let mut request = BytesMut::with_capacity(16);
-    frontend::cancel_request(process_id, secret_key, &mut request);
+    let mut request = BytesMut::new();
+    key.cancel_request(&mut request);
     let task = Rc::new(RefCell::new(Task {
         socket,
         step: Step::Connecting,
@@ -178,13 +179,12 @@ fn finish(ioloop: &IoLoop, task: &Rc<RefCell<Task>>, result: Result<(), Error>) 
 /// on a loop thread.
 pub(crate) fn cancel_blocking(
     peer: &Peer,
-    process_id: i32,
-    secret_key: i32,
+    key: &BackendKey,
     timeout: Duration,
     tls: Option<&TlsCancel>,
 ) -> Result<(), Error> {
-    let mut request = BytesMut::with_capacity(16);
-    frontend::cancel_request(process_id, secret_key, &mut request);
+    let mut request = BytesMut::new();
+    key.cancel_request(&mut request);
     let failed = |e| Error::io("the cancel request failed", e);
     let exchange = |s: &mut dyn ReadWrite| -> io::Result<()> {
         s.write_all(&request)?;
@@ -208,7 +208,7 @@ pub(crate) fn cancel_blocking(
             if let Some(tls) = tls {
                 // As the session itself: SSLRequest, S, handshake, then the request inside.
                 let mut ssl = BytesMut::with_capacity(8);
-                frontend::ssl_request(&mut ssl);
+                postgres_protocol::message::frontend::ssl_request(&mut ssl);
                 s.write_all(&ssl).map_err(failed)?;
                 let mut answer = [0u8; 1];
                 s.read_exact(&mut answer).map_err(failed)?;
@@ -256,8 +256,7 @@ thread_local! {
 pub(crate) fn cancel_over_tls(
     ioloop: &IoLoop,
     peer: &Peer,
-    process_id: i32,
-    secret_key: i32,
+    key: BackendKey,
     timeout: Duration,
     tls: TlsCancel,
 ) -> Future<Result<(), Error>> {
@@ -269,7 +268,7 @@ pub(crate) fn cancel_over_tls(
     let spawned = std::thread::Builder::new()
         .name("momoko-cancel".into())
         .spawn(move || {
-            let r = cancel_blocking(&peer, process_id, secret_key, timeout, Some(&tls));
+            let r = cancel_blocking(&peer, &key, timeout, Some(&tls));
             handle.add_callback(move || {
                 let f = OVER_TLS.with(|m| m.borrow_mut().remove(&id));
                 if let Some(f) = f {

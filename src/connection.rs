@@ -17,7 +17,7 @@ use momoko_loop::{Future, HandlerId, IoLoop, Ready, TimeoutId};
 
 use crate::error::{DbError, Error};
 use crate::params::Params;
-use crate::proto::CopySource;
+use crate::proto::{BackendKey, CopySource};
 use crate::row::Cursor;
 use crate::session::ops::{self, Done};
 use crate::session::{Action, Core, Drive, Notification, Notify, Options, Phase};
@@ -363,7 +363,14 @@ impl Connection {
 
     /// The backend process id of this session (for `pg_terminate_backend`, logs).
     pub fn backend_pid(&self) -> Option<i32> {
-        self.core.with(|s| s.backend_key().map(|(pid, _)| pid))
+        self.core.with(|s| s.backend_key().map(|k| k.pid()))
+    }
+
+    /// The protocol version this connection speaks, as `(major, minor)`: `(3, 2)` with
+    /// `max_protocol_version=3.2` (or `latest`) on PostgreSQL 18 and later, `(3, 0)`
+    /// otherwise (libpq's default is 3.0). `(0, 0)` while not connected.
+    pub fn protocol_version(&self) -> (u16, u16) {
+        self.core.with(|s| s.protocol_version())
     }
 
     /// The transaction status: `b'I'` idle, `b'T'` in a transaction, `b'E'` in a failed one.
@@ -578,20 +585,20 @@ impl Connection {
     pub fn cancel(&self) -> Future<Result<(), Error>> {
         let target = self.core.with_mut(|s| s.cancel_target());
         match target {
-            Some(((peer, (pid, secret)), head, tls)) => {
+            Some(((peer, key), head, tls)) => {
                 let timeout = self
                     .core
                     .with(|s| s.options().connect_timeout)
                     .unwrap_or(Duration::from_secs(10));
                 let lp = &self.core.driver.ioloop;
-                let fut = send_cancel(lp, &peer, (pid, secret), timeout, tls.clone());
+                let fut = send_cancel(lp, &peer, key.clone(), timeout, tls.clone());
                 if let Some(head) = head {
                     // A backend still reading its next command ignores a cancel, and the
                     // query may reach it just after our request did: while that same
                     // request is still running, ask again a few times.
                     let weak = Rc::downgrade(&self.core);
                     let retry = move |_: &Future<Result<(), Error>>| {
-                        cancel_again(weak, peer, (pid, secret), head, timeout, tls, 20);
+                        cancel_again(weak, peer, key, head, timeout, tls, 20);
                     };
                     fut.add_done_callback(retry);
                 }
@@ -731,13 +738,13 @@ fn handle(core: &Rc<Core<LoopDriver>>) -> Connection {
 fn send_cancel(
     lp: &IoLoop,
     peer: &crate::session::transport::Peer,
-    key: (i32, i32),
+    key: BackendKey,
     timeout: Duration,
     tls: Option<crate::cancel::TlsCancel>,
 ) -> Future<Result<(), Error>> {
     match tls {
-        Some(tls) => crate::cancel::cancel_over_tls(lp, peer, key.0, key.1, timeout, tls),
-        None => crate::cancel::cancel(lp, peer, key.0, key.1, timeout),
+        Some(tls) => crate::cancel::cancel_over_tls(lp, peer, key, timeout, tls),
+        None => crate::cancel::cancel(lp, peer, &key, timeout),
     }
 }
 
@@ -746,7 +753,7 @@ fn send_cancel(
 fn cancel_again(
     weak: Weak<Core<LoopDriver>>,
     peer: crate::session::transport::Peer,
-    key: (i32, i32),
+    key: BackendKey,
     head: u64,
     timeout: Duration,
     tls: Option<crate::cancel::TlsCancel>,
@@ -763,7 +770,7 @@ fn cancel_again(
         if core.with(|s| s.head_sequence()) != Some(head) {
             return;
         }
-        let f = send_cancel(&lp, &peer, key, timeout, tls.clone());
+        let f = send_cancel(&lp, &peer, key.clone(), timeout, tls.clone());
         f.add_done_callback(move |_| {
             cancel_again(weak, peer, key, head, timeout, tls, tries - 1);
         });

@@ -19,8 +19,10 @@ use crate::error::Error;
 
 mod parse;
 mod pgpass;
+mod protocol;
 mod tls;
 
+pub use protocol::ProtocolVersion;
 pub use tls::{ChannelBinding, RootCert, SslNegotiation, TlsSettings, TlsVersion};
 #[cfg(test)]
 mod tests;
@@ -69,6 +71,8 @@ enum Kw {
     Sslnegotiation,
     Gssencmode,
     TargetSessionAttrs,
+    MinProtocolVersion,
+    MaxProtocolVersion,
 }
 
 const KEYWORDS: &[(&str, Kw, Option<&str>)] = &[
@@ -138,6 +142,16 @@ const KEYWORDS: &[(&str, Kw, Option<&str>)] = &[
         Kw::LoadBalanceHosts,
         Some("PGLOADBALANCEHOSTS"),
     ),
+    (
+        "min_protocol_version",
+        Kw::MinProtocolVersion,
+        Some("PGMINPROTOCOLVERSION"),
+    ),
+    (
+        "max_protocol_version",
+        Kw::MaxProtocolVersion,
+        Some("PGMAXPROTOCOLVERSION"),
+    ),
 ];
 
 /// Keywords libpq knows but momoko does not implement. Refusing them by name tells the user
@@ -147,8 +161,6 @@ const UNSUPPORTED: &[&str] = &[
     "replication",
     "requirepeer",
     "require_auth",
-    "min_protocol_version",
-    "max_protocol_version",
     "krbsrvname",
     "gsslib",
     "gssdelegation",
@@ -175,7 +187,6 @@ const UNSUPPORTED_ENV: &[(&str, &str, &[&str])] = &[
     ("PGSERVICE", "service", &[]),
     ("PGREQUIREAUTH", "require_auth", &[]),
     ("PGREQUIREPEER", "requirepeer", &[]),
-    ("PGMINPROTOCOLVERSION", "min_protocol_version", &["3.0"]),
 ];
 
 fn check_unsupported_env(env: &dyn Fn(&str) -> Option<String>) -> Result<(), Error> {
@@ -422,6 +433,7 @@ pub struct Config {
     tcp_user_timeout: Option<Duration>,
     target_session_attrs: TargetSessionAttrs,
     load_balance_hosts: LoadBalanceHosts,
+    protocol: protocol::ProtocolRange,
 }
 
 impl fmt::Debug for Config {
@@ -449,6 +461,8 @@ impl fmt::Debug for Config {
             .field("tcp_user_timeout", &self.tcp_user_timeout)
             .field("target_session_attrs", &self.target_session_attrs)
             .field("load_balance_hosts", &self.load_balance_hosts)
+            .field("min_protocol_version", &self.get_min_protocol_version())
+            .field("max_protocol_version", &self.get_max_protocol_version())
             .finish()
     }
 }
@@ -510,6 +524,7 @@ impl Config {
             tcp_user_timeout: None,
             target_session_attrs: TargetSessionAttrs::Any,
             load_balance_hosts: LoadBalanceHosts::Disable,
+            protocol: protocol::ProtocolRange::default(),
         }
     }
 
@@ -526,8 +541,10 @@ impl Config {
     /// A keyword the string does not give takes its variable's value (`PGHOST`,
     /// `PGHOSTADDR`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`, `PGPASSFILE`,
     /// `PGCONNECT_TIMEOUT`, `PGCLIENTENCODING`, `PGOPTIONS`, `PGAPPNAME`, `PGSSLMODE`,
-    /// `PGGSSENCMODE`, `PGTARGETSESSIONATTRS`). A keyword given as an empty string blocks its
-    /// variable and, as in libpq, then means the default. The user defaults to `USER`, else
+    /// `PGGSSENCMODE`, `PGTARGETSESSIONATTRS`, `PGMINPROTOCOLVERSION`, `PGMAXPROTOCOLVERSION`).
+    /// A keyword given as an empty string blocks its variable and, as in libpq, then means
+    /// the default (except the two protocol versions, which libpq 18 requires to be
+    /// `3.0`, `3.2` or `latest`). The user defaults to `USER`, else
     /// `LOGNAME`, else the name of this process's uid in `/etc/passwd`; the password file to
     /// `$HOME/.pgpass` (the home directory from `/etc/passwd` when `HOME` is unset).
     ///
@@ -535,9 +552,8 @@ impl Config {
     /// `missing "=" after "foo" in connection info string`, and so on.
     ///
     /// The environment variables of a few keywords momoko lacks, which it would otherwise
-    /// ignore without a word, are refused: `PGSERVICE`, `PGREQUIREAUTH`, `PGREQUIREPEER`,
-    /// and `PGMINPROTOCOLVERSION` set to anything but what momoko does anyway. Values are
-    /// checked here, before any connect:
+    /// ignore without a word, are refused: `PGSERVICE`, `PGREQUIREAUTH` and `PGREQUIREPEER`.
+    /// Values are checked here, before any connect:
     ///
     /// ```
     /// let e = momoko::Config::parse("host=h target_session_attrs=read-wrote").unwrap_err();
@@ -645,6 +661,11 @@ impl Config {
         if let Some(t) = non_empty(Kw::LoadBalanceHosts) {
             config.load_balance_hosts = LoadBalanceHosts::parse(&t)?;
         }
+        // Not `non_empty`: libpq 18 refuses an empty version rather than taking the default.
+        config.protocol = protocol::ProtocolRange::parse(
+            value(Kw::MinProtocolVersion),
+            value(Kw::MaxProtocolVersion),
+        )?;
         // libpq only finds a mismatched host list or a bad address when it connects; finding
         // it here reports a bad string where it was written.
         config.targets()?;

@@ -21,7 +21,7 @@ use mio::{Interest, Registry, Token};
 use crate::cancel::TlsCancel;
 use crate::error::Error;
 use crate::params::Params;
-use crate::proto::CopySource;
+use crate::proto::{BackendKey, CopySource};
 use crate::row::Cursor;
 use crate::session::ops::{self, Done, Statement};
 use crate::session::transport::Peer;
@@ -76,7 +76,7 @@ pub(crate) struct MioDriver {
 }
 
 /// Where, with which key, for which request, how many more times and over what to ask again.
-type CancelAgain = (Peer, (i32, i32), u64, u32, Option<TlsCancel>);
+type CancelAgain = (Peer, BackendKey, u64, u32, Option<TlsCancel>);
 
 /// A CancelRequest under way on a helper thread.
 struct CancelTask {
@@ -324,7 +324,7 @@ impl MioConnection {
     fn spawn_cancel(
         &self,
         peer: Peer,
-        key: (i32, i32),
+        key: BackendKey,
         head: Option<(u64, u32)>,
         tls: Option<TlsCancel>,
         done: Done<()>,
@@ -336,6 +336,7 @@ impl MioConnection {
             .unwrap_or(Duration::from_secs(10));
         let (tx, rx) = mpsc::channel();
         let p = peer.clone();
+        let k = key.clone();
         let t = tls.clone();
         let spawned = std::thread::Builder::new()
             .name("momoko-cancel".into())
@@ -343,7 +344,7 @@ impl MioConnection {
                 if wait_first {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                let r = crate::cancel::cancel_blocking(&p, key.0, key.1, timeout, t.as_ref());
+                let r = crate::cancel::cancel_blocking(&p, &k, timeout, t.as_ref());
                 let _ = tx.send(r);
             });
         match spawned {
@@ -598,7 +599,14 @@ impl MioConnection {
 
     /// The backend process id of this session.
     pub fn backend_pid(&self) -> Option<i32> {
-        self.core.with(|s| s.backend_key().map(|(pid, _)| pid))
+        self.core.with(|s| s.backend_key().map(|k| k.pid()))
+    }
+
+    /// The protocol version this connection speaks, as `(major, minor)`: `(3, 2)` with
+    /// `max_protocol_version=3.2` (or `latest`) on PostgreSQL 18 and later, `(3, 0)`
+    /// otherwise. `(0, 0)` while not connected.
+    pub fn protocol_version(&self) -> (u16, u16) {
+        self.core.with(|s| s.protocol_version())
     }
 
     /// A server parameter as last reported.

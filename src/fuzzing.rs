@@ -14,8 +14,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::conninfo::ProtocolVersion;
 use crate::params::mogrify;
-use crate::proto::{tls_server_end_point, Credentials, Event, Protocol, Request, Response};
+use crate::proto::{
+    tls_server_end_point, Credentials, Event, Protocol, Request, Response, Versions,
+};
 use crate::row::{Column, Row};
 use crate::types::{oid, FromSql, QuoteContext, TypeRegistry, Value};
 use crate::Config;
@@ -100,12 +103,27 @@ fn startup_params() -> Vec<(String, String)> {
     ]
 }
 
-/// Arbitrary server bytes from the very first byte: authentication, parameters, keys.
+/// Arbitrary server bytes from the very first byte: authentication, protocol negotiation,
+/// parameters, keys. The client asks for 3.2 and accepts 3.0, so that both a negotiation
+/// down and a long cancel key are reachable.
 pub fn protocol_startup(data: &[u8]) {
-    let mut p = Protocol::new(&startup_params(), credentials(), FUZZ_MAX_MESSAGE);
+    let versions = Versions::new(ProtocolVersion::V3_0, ProtocolVersion::V3_2);
+    let mut p = Protocol::new(&startup_params(), credentials(), FUZZ_MAX_MESSAGE, versions);
     let mut events = Vec::new();
     feed(&mut p, data, &mut events);
     check_events(&p, &events, 0);
+    // A key is kept only within libpq 18's bounds, and a CancelRequest carries it whole.
+    if let Some(key) = p.backend_key() {
+        let n = key.secret().len();
+        assert!((4..=256).contains(&n), "a cancel key of {n} bytes was kept");
+        if p.protocol_version() == Some((3, 0)) {
+            assert_eq!(n, 4, "a long cancel key was kept under protocol 3.0");
+        }
+        let mut request = bytes::BytesMut::new();
+        key.cancel_request(&mut request);
+        assert_eq!(request.len(), 12 + n);
+        assert_eq!(&request[12..], key.secret());
+    }
 }
 
 fn msg(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
@@ -137,7 +155,12 @@ fn valid_startup() -> Vec<u8> {
 /// Arbitrary server bytes after a valid startup, with one request of every kind in flight,
 /// so that every answer path (rows, COPY, prepare, close, errors) is reachable.
 pub fn protocol_ready(data: &[u8]) {
-    let mut p = Protocol::new(&startup_params(), credentials(), FUZZ_MAX_MESSAGE);
+    let mut p = Protocol::new(
+        &startup_params(),
+        credentials(),
+        FUZZ_MAX_MESSAGE,
+        Versions::default(),
+    );
     p.handle_input(&valid_startup());
     let mut events = Vec::new();
     drain(&mut p, &mut events);

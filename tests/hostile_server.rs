@@ -615,3 +615,220 @@ fn a_scram_iteration_count_of_2_pow_32_minus_1_is_refused_at_once() {
     );
     b.check_survived(peer);
 }
+
+// ---- protocol 3.2: NegotiateProtocolVersion and cancel keys of 4 to 256 bytes ----
+
+/// What PostgreSQL 18 sends after a trust login, with a cancel key of `key_len` bytes.
+fn startup_with_key(key_len: usize) -> Vec<u8> {
+    let mut s = msg(b'R', &0i32.to_be_bytes());
+    for (k, v) in [
+        ("server_version", "18.1"),
+        ("client_encoding", "UTF8"),
+        ("standard_conforming_strings", "on"),
+    ] {
+        let mut b = cstr(k);
+        b.extend(cstr(v));
+        s.extend(msg(b'S', &b));
+    }
+    s.extend(msg(b'K', &key_data(key_len)));
+    s.extend(msg(b'Z', b"I"));
+    s
+}
+
+/// BackendKeyData's body: process id 42, then a key of `len` bytes 1, 2, 3, … (wrapping).
+fn key_data(len: usize) -> Vec<u8> {
+    let mut b = 42i32.to_be_bytes().to_vec();
+    b.extend((1..=len).map(|i| i as u8));
+    b
+}
+
+/// NegotiateProtocolVersion: the newest version the server speaks, then option names.
+fn negotiate(version: i32, options: &[&str]) -> Vec<u8> {
+    let mut b = version.to_be_bytes().to_vec();
+    b.extend_from_slice(&(options.len() as i32).to_be_bytes());
+    for o in options {
+        b.extend(cstr(o));
+    }
+    msg(b'v', &b)
+}
+
+/// A fake server that reads the StartupMessage, checks the version it asks for, and
+/// answers `reply`, then waits for the client to leave.
+fn answers_startup(asked: i32, reply: Vec<u8>) -> (u16, JoinHandle<()>) {
+    hostile(move |p| {
+        let Some(startup) = p.read_startup() else {
+            return;
+        };
+        assert_eq!(startup[..4], asked.to_be_bytes(), "the version asked for");
+        p.send(&reply);
+        p.silence();
+    })
+}
+
+const V3_0: i32 = 0x0003_0000;
+const V3_2: i32 = 0x0003_0002;
+
+#[test]
+fn a_server_offering_3_0_to_a_client_asking_3_2_gets_a_3_0_connection() {
+    let b = Bench::new();
+    let mut reply = negotiate(V3_0, &[]);
+    reply.extend(startup_ok());
+    let (port, peer) = answers_startup(V3_2, reply);
+    let conn = b
+        .connect(port, "max_protocol_version=3.2", Duration::from_secs(10))
+        .expect("3.0 is at least the minimum");
+    assert_eq!(conn.protocol_version(), (3, 0));
+    assert_eq!(conn.backend_pid(), Some(42));
+    conn.close();
+    b.check_survived(peer);
+}
+
+#[test]
+fn a_server_offering_less_than_min_protocol_version_is_refused_with_both_versions() {
+    let b = Bench::new();
+    let mut reply = negotiate(V3_0, &[]);
+    reply.extend(startup_ok());
+    let (port, peer) = answers_startup(V3_2, reply);
+    let e = b
+        .connect(port, "min_protocol_version=3.2", Duration::from_secs(10))
+        .expect_err("the server speaks only 3.0");
+    assert_kind(
+        &e,
+        ErrorKind::Connection,
+        "server only supports protocol version 3.0, but \"min_protocol_version\" was set to 3.2",
+    );
+    b.check_survived(peer);
+}
+
+#[test]
+fn a_second_negotiation_message_fails_the_connect() {
+    // What PgBouncer up to 1.24 sends a client asking for 3.2 (pgbouncer#1459).
+    let b = Bench::new();
+    let mut reply = negotiate(V3_0, &[]);
+    reply.extend(negotiate(V3_0, &[]));
+    reply.extend(startup_ok());
+    let (port, peer) = answers_startup(V3_2, reply);
+    let e = b
+        .connect(port, "max_protocol_version=3.2", Duration::from_secs(10))
+        .expect_err("two negotiations");
+    assert_kind(
+        &e,
+        ErrorKind::Protocol,
+        "received duplicate protocol negotiation message",
+    );
+    b.check_survived(peer);
+}
+
+#[test]
+fn a_negotiation_offering_more_than_asked_or_options_never_asked_for_is_a_violation() {
+    let b = Bench::new();
+    for (extra, asked, reply, words) in [
+        (
+            "",
+            V3_0,
+            negotiate(V3_2, &[]),
+            "server requested downgrade to a higher-numbered version",
+        ),
+        (
+            "max_protocol_version=3.2",
+            V3_2,
+            negotiate(V3_0, &["_pq_.compression"]),
+            "server reported an unsupported parameter that was not requested \
+             (\"_pq_.compression\")",
+        ),
+    ] {
+        let mut reply = reply;
+        reply.extend(startup_ok());
+        let (port, peer) = answers_startup(asked, reply);
+        let e = b
+            .connect(port, extra, Duration::from_secs(10))
+            .expect_err("a bad negotiation");
+        assert_kind(&e, ErrorKind::Protocol, words);
+        peer.join().unwrap();
+    }
+    let (port, peer) = answers_startup(V3_0, startup_ok());
+    b.connected(port).close();
+    b.check_survived(peer);
+}
+
+#[test]
+fn cancel_keys_outside_libpq_18s_bounds_fail_the_connect() {
+    let b = Bench::new();
+    for (extra, asked, key_len, words) in [
+        (
+            "",
+            V3_0,
+            32,
+            "cancel key with length 32 not allowed in protocol version 3.0 (must be 4 bytes)",
+        ),
+        (
+            "max_protocol_version=3.2",
+            V3_2,
+            3,
+            "cancel key with length 3 is too short (minimum 4 bytes)",
+        ),
+        (
+            "max_protocol_version=3.2",
+            V3_2,
+            257,
+            "cancel key with length 257 is too long (maximum 256 bytes)",
+        ),
+    ] {
+        let (port, peer) = answers_startup(asked, startup_with_key(key_len));
+        let e = b
+            .connect(port, extra, Duration::from_secs(10))
+            .expect_err("the key is refused");
+        assert_kind(
+            &e,
+            ErrorKind::Protocol,
+            &format!("received invalid BackendKeyData message: {words}"),
+        );
+        peer.join().unwrap();
+    }
+    let (port, peer) = answers_startup(V3_0, startup_ok());
+    b.connected(port).close();
+    b.check_survived(peer);
+}
+
+#[test]
+fn a_256_byte_key_is_sent_whole_in_the_cancel_request() {
+    let b = Bench::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let peer = std::thread::spawn(move || {
+        let accept = |l: &TcpListener| {
+            let (s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(PEER_WAIT)).unwrap();
+            s.set_write_timeout(Some(PEER_WAIT)).unwrap();
+            Peer { s }
+        };
+        let mut session = accept(&listener);
+        let startup = session.read_startup().expect("a StartupMessage");
+        assert_eq!(startup[..4], V3_2.to_be_bytes());
+        session.send(&startup_with_key(256));
+        // The CancelRequest comes on a second connection; the server closes it at once.
+        let mut cancel = accept(&listener);
+        let len = i32::from_be_bytes(cancel.read_exact(4).unwrap().try_into().unwrap());
+        let mut request = len.to_be_bytes().to_vec();
+        request.extend(cancel.read_exact(len as usize - 4).unwrap());
+        drop(cancel);
+        tx.send(request).unwrap();
+        session.silence();
+    });
+    let conn = b
+        .connect(port, "max_protocol_version=3.2", Duration::from_secs(10))
+        .expect("a 256-byte key is within the bounds");
+    assert_eq!(conn.protocol_version(), (3, 2));
+    b.ioloop
+        .run_sync_timeout(conn.cancel(), Duration::from_secs(10))
+        .expect("the cancel is answered in time")
+        .expect("the server took the cancel");
+    let request = rx.recv_timeout(PEER_WAIT).expect("the CancelRequest");
+    let mut expected = 268i32.to_be_bytes().to_vec();
+    expected.extend_from_slice(&80_877_102i32.to_be_bytes());
+    expected.extend_from_slice(&key_data(256));
+    assert_eq!(request, expected);
+    conn.close();
+    b.check_survived(peer);
+}

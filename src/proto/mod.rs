@@ -15,6 +15,7 @@
 mod auth;
 mod cert_hash;
 mod framing;
+mod version;
 
 #[cfg(test)]
 mod tests;
@@ -38,6 +39,7 @@ pub(crate) use auth::Credentials;
 #[allow(unused_imports)] // the fuzz entry points and tests call it directly
 pub(crate) use cert_hash::tls_server_end_point;
 pub(crate) use framing::DEFAULT_MAX_MESSAGE_SIZE;
+pub(crate) use version::{BackendKey, Versions};
 
 /// A request the protocol can send: each is one sync unit.
 #[derive(Debug)]
@@ -218,7 +220,9 @@ pub(crate) struct Protocol {
     in_flight: VecDeque<InFlight>,
     events: VecDeque<Event>,
     server_params: HashMap<String, String>,
-    backend_key: Option<(i32, i32)>,
+    backend_key: Option<BackendKey>,
+    /// The protocol versions allowed, and the one in use: asked for, then as negotiated.
+    versions: Versions,
     transaction_status: u8,
     max_message_size: usize,
     /// The connection's type registry, shared with its session: one registry, not a copy.
@@ -265,17 +269,18 @@ impl Types {
 }
 
 impl Protocol {
-    /// A new connection: the StartupMessage is queued for transmission at once.
+    /// A new connection: the StartupMessage, asking for the newest version `versions`
+    /// allows, is queued for transmission at once.
     pub(crate) fn new(
         startup_params: &[(String, String)],
         credentials: Credentials,
         max_message_size: usize,
+        versions: Versions,
     ) -> Protocol {
         let mut out = BytesMut::with_capacity(256);
-        let params = startup_params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        let state = match frontend::startup_message(params, &mut out) {
+        let state = match version::startup_message(startup_params, &versions, &mut out) {
             Ok(()) => State::Startup(auth::Auth::new(credentials)),
-            Err(e) => State::Closed(Error::usage(format!("bad startup parameter: {e}"))),
+            Err(e) => State::Closed(e),
         };
         let mut p = Protocol {
             state,
@@ -285,6 +290,7 @@ impl Protocol {
             events: VecDeque::new(),
             server_params: HashMap::new(),
             backend_key: None,
+            versions,
             transaction_status: b'I',
             max_message_size,
             types: Rc::default(),
@@ -391,8 +397,14 @@ impl Protocol {
     }
 
     /// The process id and secret key for CancelRequest.
-    pub(crate) fn backend_key(&self) -> Option<(i32, i32)> {
-        self.backend_key
+    pub(crate) fn backend_key(&self) -> Option<&BackendKey> {
+        self.backend_key.as_ref()
+    }
+
+    /// The protocol version the connection speaks, `(3, 2)` or `(3, 0)`: known once the
+    /// server authenticated it (NegotiateProtocolVersion can only come before that).
+    pub(crate) fn protocol_version(&self) -> Option<(u16, u16)> {
+        self.versions.settled().map(|v| v.pair())
     }
 
     /// The transaction status of the last ReadyForQuery: `I` idle, `T` in a transaction,
@@ -778,8 +790,13 @@ impl Protocol {
         if frame.tag == backend::DATA_ROW_TAG {
             return self.on_data_row(frame.into_body());
         }
+        // postgres-protocol 0.6 knows neither NegotiateProtocolVersion nor a cancel key
+        // longer than 4 bytes (protocol 3.2): both are read here, before it sees them.
         if frame.tag == b'v' {
             return self.on_negotiate_protocol_version(frame.body());
+        }
+        if frame.tag == backend::BACKEND_KEY_DATA_TAG {
+            return self.on_backend_key_data(frame.body());
         }
         if frame.tag == backend::ROW_DESCRIPTION_TAG {
             self.row_desc_bytes = Some(Bytes::copy_from_slice(frame.body()));
@@ -834,19 +851,25 @@ impl Protocol {
     }
 
     fn on_negotiate_protocol_version(&mut self, body: &[u8]) -> Result<(), Error> {
-        // We ask for 3.0 with no `_pq_` options, so the server can only tell us it lacks some
-        // minor version we never asked for. Log it and go on.
         if !matches!(self.state, State::Startup(_)) {
             return Err(Error::protocol(
                 "NegotiateProtocolVersion received after startup",
             ));
         }
-        if body.len() < 8 {
-            return Err(Error::protocol("malformed NegotiateProtocolVersion"));
+        self.versions.negotiate(body)
+    }
+
+    fn on_backend_key_data(&mut self, body: &[u8]) -> Result<(), Error> {
+        match self.state {
+            State::Authenticated => {
+                self.backend_key = Some(self.versions.backend_key(body)?);
+                Ok(())
+            }
+            State::Startup(_) => Err(Error::protocol(
+                "unexpected BackendKeyData during authentication",
+            )),
+            _ => Err(Error::protocol("unexpected BackendKeyData after startup")),
         }
-        let minor = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-        log::debug!("server negotiated protocol 3.{minor}");
-        Ok(())
     }
 
     fn on_startup_message(&mut self, msg: Message) -> Result<(), Error> {
@@ -856,6 +879,7 @@ impl Protocol {
         match msg {
             Message::AuthenticationOk => {
                 auth.finish()?;
+                self.versions.settle();
                 self.state = State::Authenticated;
                 Ok(())
             }
@@ -866,10 +890,6 @@ impl Protocol {
 
     fn on_authenticated_message(&mut self, msg: Message) -> Result<(), Error> {
         match msg {
-            Message::BackendKeyData(body) => {
-                self.backend_key = Some((body.process_id(), body.secret_key()));
-                Ok(())
-            }
             Message::ReadyForQuery(body) => {
                 self.transaction_status = body.status();
                 self.state = State::Ready;

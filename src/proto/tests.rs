@@ -86,6 +86,11 @@ impl Script {
     }
 }
 
+/// The kept key as (process id, secret key bytes).
+fn key_of(p: &Protocol) -> Option<(i32, Vec<u8>)> {
+    p.backend_key().map(|k| (k.pid(), k.secret().to_vec()))
+}
+
 fn cstr(s: &str) -> Vec<u8> {
     let mut v = s.as_bytes().to_vec();
     v.push(0);
@@ -110,7 +115,12 @@ fn protocol_with(creds: Credentials) -> Protocol {
         ("database".to_owned(), "db".to_owned()),
         ("client_encoding".to_owned(), "UTF8".to_owned()),
     ];
-    Protocol::new(&params, creds, DEFAULT_MAX_MESSAGE_SIZE)
+    Protocol::new(
+        &params,
+        creds,
+        DEFAULT_MAX_MESSAGE_SIZE,
+        Versions::default(),
+    )
 }
 
 pub(crate) fn connected() -> Protocol {
@@ -158,7 +168,7 @@ fn startup_records_parameters_backend_key_and_version() {
     assert!(p.is_ready());
     assert_eq!(p.server_version(), Some(150018));
     assert_eq!(p.parameter("standard_conforming_strings"), Some("on"));
-    assert_eq!(p.backend_key(), Some((4242, 77)));
+    assert_eq!(key_of(&p), Some((4242, 77i32.to_be_bytes().to_vec())));
     assert_eq!(p.transaction_status(), b'I');
 }
 
@@ -170,7 +180,7 @@ fn startup_bytes_split_one_at_a_time_give_the_same_result() {
         p.handle_input(&[b]);
     }
     assert!(matches!(p.poll_event(), Some(Event::Connected)));
-    assert_eq!(p.backend_key(), Some((4242, 77)));
+    assert_eq!(key_of(&p), Some((4242, 77i32.to_be_bytes().to_vec())));
 }
 
 #[test]
@@ -1298,4 +1308,362 @@ fn holds_like_a_batch(mut p: Protocol) {
     p.handle_input(&answer);
     assert!(!p.holds_for_batch());
     assert_eq!(drain(&mut p).len(), sent - PIPELINE_HOLD + 1);
+}
+
+// ---- protocol 3.2: versions, negotiation, long cancel keys (as libpq 18) ----
+
+use crate::conninfo::ProtocolVersion::{self, V3_0, V3_2};
+
+/// A protocol that may speak `min` to `max`, its StartupMessage already written.
+fn versioned(min: ProtocolVersion, max: ProtocolVersion) -> Protocol {
+    let params = vec![("user".to_owned(), "alice".to_owned())];
+    let mut p = Protocol::new(
+        &params,
+        creds(None),
+        DEFAULT_MAX_MESSAGE_SIZE,
+        Versions::new(min, max),
+    );
+    take_out(&mut p);
+    p
+}
+
+/// NegotiateProtocolVersion: the newest version the server speaks, and option names.
+fn negotiate(version: i32, options: &[&str]) -> Script {
+    let mut b = version.to_be_bytes().to_vec();
+    b.extend_from_slice(&(options.len() as i32).to_be_bytes());
+    for o in options {
+        b.extend(cstr(o));
+    }
+    Script::new().msg(b'v', &b)
+}
+
+/// BackendKeyData with a key of `len` bytes 1, 2, 3, … (wrapping).
+fn long_key(pid: i32, len: usize) -> (Script, Vec<u8>) {
+    let key: Vec<u8> = (1..=len).map(|i| i as u8).collect();
+    let mut b = pid.to_be_bytes().to_vec();
+    b.extend_from_slice(&key);
+    (Script::new().msg(b'K', &b), key)
+}
+
+/// AuthenticationOk and parameters, then `key` and ReadyForQuery.
+fn startup_with_key(key: Script) -> Vec<u8> {
+    let mut s = Script::new()
+        .auth_ok()
+        .param("server_version", "18.1")
+        .param("client_encoding", "UTF8")
+        .0;
+    s.extend(key.0);
+    s.extend(Script::new().ready(b'I').0);
+    s
+}
+
+/// The error that closed `p`, after checking nothing connected.
+fn closed_with(p: &mut Protocol) -> Error {
+    let ev = drain(p);
+    assert!(!ev.iter().any(|e| matches!(e, Event::Connected)), "{ev:?}");
+    match ev.last() {
+        Some(Event::Closed(e)) => e.clone(),
+        other => panic!("expected Closed, got {other:?}"),
+    }
+}
+
+fn connects(p: &mut Protocol) {
+    let ev = drain(p);
+    assert!(matches!(ev.as_slice(), [Event::Connected]), "{ev:?}");
+}
+
+#[test]
+fn the_startup_message_carries_the_version_asked_for() {
+    let params = vec![("user".to_owned(), "alice".to_owned())];
+    for (min, max, code) in [
+        (V3_0, V3_0, 0x0003_0000i32),
+        (V3_0, V3_2, 0x0003_0002),
+        (V3_2, V3_2, 196_610),
+    ] {
+        let mut p = Protocol::new(
+            &params,
+            creds(None),
+            DEFAULT_MAX_MESSAGE_SIZE,
+            Versions::new(min, max),
+        );
+        let out = take_out(&mut p);
+        let mut expected = 20i32.to_be_bytes().to_vec();
+        expected.extend_from_slice(&code.to_be_bytes());
+        expected.extend_from_slice(b"user\0alice\0\0");
+        assert_eq!(out, expected, "{min}..{max}");
+    }
+}
+
+#[test]
+fn a_minimum_above_the_maximum_sends_nothing_and_is_a_usage_error() {
+    let params = vec![("user".to_owned(), "alice".to_owned())];
+    let mut p = Protocol::new(
+        &params,
+        creds(None),
+        DEFAULT_MAX_MESSAGE_SIZE,
+        Versions::new(V3_2, V3_0),
+    );
+    assert!(p.transmit_buf().is_empty());
+    let e = closed_with(&mut p);
+    assert_eq!(e.kind(), crate::ErrorKind::Usage);
+    assert_eq!(
+        e.to_string(),
+        "usage error: \"min_protocol_version\" is greater than \"max_protocol_version\""
+    );
+}
+
+#[test]
+fn a_32_byte_key_is_kept_whole_and_sent_whole_in_the_cancel_request() {
+    let mut p = versioned(V3_0, V3_2);
+    let (k, key) = long_key(4242, 32);
+    p.handle_input(&startup_with_key(k));
+    connects(&mut p);
+    assert_eq!(p.protocol_version(), Some((3, 2)));
+    assert_eq!(key_of(&p), Some((4242, key.clone())));
+    let mut request = BytesMut::new();
+    p.backend_key().unwrap().cancel_request(&mut request);
+    let mut expected = 44i32.to_be_bytes().to_vec();
+    expected.extend_from_slice(&80_877_102i32.to_be_bytes());
+    expected.extend_from_slice(&4242i32.to_be_bytes());
+    expected.extend_from_slice(&key);
+    assert_eq!(&request[..], &expected[..]);
+    // Debug shows the key's length, never the key.
+    let shown = format!("{:?}", p.backend_key().unwrap());
+    assert_eq!(shown, "BackendKey { pid: 4242, secret_len: 32 }");
+}
+
+#[test]
+fn a_256_byte_key_is_kept_and_encoded_byte_for_byte() {
+    let mut p = versioned(V3_2, V3_2);
+    let (k, key) = long_key(-7, 256);
+    p.handle_input(&startup_with_key(k));
+    connects(&mut p);
+    let mut request = BytesMut::new();
+    p.backend_key().unwrap().cancel_request(&mut request);
+    assert_eq!(request.len(), 268);
+    assert_eq!(&request[..4], &268i32.to_be_bytes());
+    assert_eq!(&request[4..8], &[0x04, 0xd2, 0x16, 0x2e]); // 1234.5678
+    assert_eq!(&request[8..12], &(-7i32).to_be_bytes());
+    assert_eq!(&request[12..], &key[..]);
+}
+
+#[test]
+fn a_4_byte_key_on_3_0_is_the_classic_16_byte_cancel_request() {
+    let p = connected();
+    let mut request = BytesMut::new();
+    p.backend_key().unwrap().cancel_request(&mut request);
+    let mut classic = BytesMut::new();
+    frontend::cancel_request(4242, 77, &mut classic);
+    assert_eq!(request, classic);
+    assert_eq!(p.protocol_version(), Some((3, 0)));
+}
+
+#[test]
+fn keys_shorter_than_4_or_longer_than_256_bytes_are_refused() {
+    for (len, words) in [
+        (3, "cancel key with length 3 is too short (minimum 4 bytes)"),
+        (0, "cancel key with length 0 is too short (minimum 4 bytes)"),
+        (
+            257,
+            "cancel key with length 257 is too long (maximum 256 bytes)",
+        ),
+    ] {
+        let mut p = versioned(V3_0, V3_2);
+        p.handle_input(&startup_with_key(long_key(1, len).0));
+        let e = closed_with(&mut p);
+        assert_eq!(e.kind(), crate::ErrorKind::Protocol, "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("protocol error: received invalid BackendKeyData message: {words}")
+        );
+        assert!(p.backend_key().is_none());
+    }
+    // Not even a process id.
+    let mut p = versioned(V3_0, V3_2);
+    p.handle_input(&startup_with_key(Script::new().msg(b'K', &[0, 0, 1])));
+    let e = closed_with(&mut p);
+    assert!(
+        e.to_string()
+            .ends_with("BackendKeyData message: message too short"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_long_key_on_a_3_0_connection_is_refused() {
+    // Asked for 3.0 only: PostgreSQL 18 sends 4 bytes then; 32 is a violation.
+    let mut p = versioned(V3_0, V3_0);
+    p.handle_input(&startup_with_key(long_key(1, 32).0));
+    let e = closed_with(&mut p);
+    assert_eq!(e.kind(), crate::ErrorKind::Protocol);
+    assert_eq!(
+        e.to_string(),
+        "protocol error: received invalid BackendKeyData message: cancel key with length 32 \
+         not allowed in protocol version 3.0 (must be 4 bytes)"
+    );
+    // Asked for 3.2 and negotiated down to 3.0: the same.
+    let mut p = versioned(V3_0, V3_2);
+    let mut s = negotiate(0x0003_0000, &[]).0;
+    s.extend(startup_with_key(long_key(1, 32).0));
+    p.handle_input(&s);
+    let e = closed_with(&mut p);
+    assert!(
+        e.to_string()
+            .contains("length 32 not allowed in protocol version 3.0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_server_offering_3_0_is_accepted_when_the_minimum_allows_it() {
+    let mut p = versioned(V3_0, V3_2);
+    let mut s = negotiate(0x0003_0000, &[]).0;
+    s.extend(Script::new().startup_done().0);
+    p.handle_input(&s);
+    connects(&mut p);
+    assert_eq!(p.protocol_version(), Some((3, 0)));
+    assert_eq!(key_of(&p), Some((4242, 77i32.to_be_bytes().to_vec())));
+}
+
+#[test]
+fn negotiation_may_come_after_an_authentication_request() {
+    let mut p = Protocol::new(
+        &[("user".to_owned(), "alice".to_owned())],
+        creds(Some("secret")),
+        DEFAULT_MAX_MESSAGE_SIZE,
+        Versions::new(V3_0, V3_2),
+    );
+    md5_challenge(&mut p);
+    let mut s = negotiate(0x0003_0000, &[]).0;
+    s.extend(Script::new().startup_done().0);
+    p.handle_input(&s);
+    connects(&mut p);
+    assert_eq!(p.protocol_version(), Some((3, 0)));
+}
+
+#[test]
+fn a_server_offering_less_than_the_minimum_is_refused_naming_both_versions() {
+    let mut p = versioned(V3_2, V3_2);
+    p.handle_input(&negotiate(0x0003_0000, &[]).0);
+    let e = closed_with(&mut p);
+    assert_eq!(e.kind(), crate::ErrorKind::Connection);
+    assert_eq!(
+        e.to_string(),
+        "connection error: server only supports protocol version 3.0, but \
+         \"min_protocol_version\" was set to 3.2"
+    );
+    assert_eq!(p.protocol_version(), None);
+}
+
+#[test]
+fn a_second_negotiation_is_refused() {
+    let mut p = versioned(V3_0, V3_2);
+    let mut s = negotiate(0x0003_0000, &[]).0;
+    s.extend(negotiate(0x0003_0000, &[]).0);
+    s.extend(Script::new().startup_done().0);
+    p.handle_input(&s);
+    let e = closed_with(&mut p);
+    assert_eq!(e.kind(), crate::ErrorKind::Protocol);
+    assert_eq!(
+        e.to_string(),
+        "protocol error: received duplicate protocol negotiation message"
+    );
+}
+
+#[test]
+fn negotiation_messages_libpq_18_refuses_are_protocol_violations() {
+    let invalid = "protocol error: received invalid protocol negotiation message: ";
+    for (min, max, script, words) in [
+        (V3_0, V3_0, negotiate(0x0003_0002, &[]), "server requested downgrade to a higher-numbered version"),
+        (V3_0, V3_2, negotiate(0x0003_0003, &[]), "server requested downgrade to a higher-numbered version"),
+        (V3_0, V3_2, negotiate(0x0002_0000, &[]), "server requested downgrade to pre-3.0 protocol version"),
+        (V3_0, V3_2, negotiate(0, &[]), "server requested downgrade to pre-3.0 protocol version"),
+        (V3_0, V3_2, negotiate(0x0003_0001, &[]), "server requested downgrade to non-existent 3.1 protocol version"),
+        (V3_0, V3_0, negotiate(0x0003_0000, &[]), "server negotiated but asks for no changes"),
+        (V3_2, V3_2, negotiate(0x0003_0002, &[]), "server negotiated but asks for no changes"),
+        (
+            V3_0,
+            V3_2,
+            negotiate(0x0003_0000, &["_pq_.compression"]),
+            "server reported an unsupported parameter that was not requested (\"_pq_.compression\")",
+        ),
+        (
+            V3_0,
+            V3_0,
+            negotiate(0x0003_0000, &["_pq_.x"]),
+            "server reported an unsupported parameter that was not requested (\"_pq_.x\")",
+        ),
+        (
+            V3_0,
+            V3_2,
+            negotiate(0x0003_0000, &["compression"]),
+            "server reported unsupported parameter name without a \"_pq_.\" prefix (\"compression\")",
+        ),
+        (
+            V3_0,
+            V3_2,
+            Script::new().msg(b'v', &[0, 3, 0, 0, 0xff, 0xff, 0xff, 0xff]),
+            "server reported negative number of unsupported parameters",
+        ),
+        (V3_0, V3_2, Script::new().msg(b'v', &[0, 3, 0, 0]), "message too short"),
+        (V3_0, V3_2, Script::new().msg(b'v', &[0, 3, 0, 0, 0, 0, 0, 1, b'_']), "message too short"),
+        (
+            V3_0,
+            V3_2,
+            Script::new().msg(b'v', &[0, 3, 0, 0, 0, 0, 0, 0, b'x']),
+            "message contents do not agree with its length",
+        ),
+    ] {
+        let mut p = versioned(min, max);
+        p.handle_input(&script.0);
+        let e = closed_with(&mut p);
+        assert_eq!(e.kind(), crate::ErrorKind::Protocol, "{e}");
+        assert_eq!(e.to_string(), format!("{invalid}{words}"));
+    }
+}
+
+#[test]
+fn negotiation_and_keys_are_refused_where_they_cannot_come() {
+    // NegotiateProtocolVersion after AuthenticationOk.
+    let mut p = versioned(V3_0, V3_2);
+    let mut s = Script::new().auth_ok().0;
+    s.extend(negotiate(0x0003_0000, &[]).0);
+    p.handle_input(&s);
+    let e = closed_with(&mut p);
+    assert!(
+        e.to_string()
+            .contains("NegotiateProtocolVersion received after startup"),
+        "{e}"
+    );
+    // BackendKeyData before AuthenticationOk, and once the connection is ready.
+    let mut p = versioned(V3_0, V3_2);
+    p.handle_input(&long_key(1, 32).0 .0);
+    let e = closed_with(&mut p);
+    assert!(
+        e.to_string()
+            .contains("unexpected BackendKeyData during authentication"),
+        "{e}"
+    );
+    let mut p = connected();
+    p.handle_input(&Script::new().key(1, 2).0);
+    let e = closed_with(&mut p);
+    assert!(
+        e.to_string()
+            .contains("unexpected BackendKeyData after startup"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_version_is_known_only_once_authenticated() {
+    let mut p = versioned(V3_0, V3_2);
+    assert_eq!(p.protocol_version(), None);
+    p.handle_input(&negotiate(0x0003_0000, &[]).0);
+    assert_eq!(
+        p.protocol_version(),
+        None,
+        "authentication is still going on"
+    );
+    p.handle_input(&Script::new().auth_ok().0);
+    assert_eq!(p.protocol_version(), Some((3, 0)));
 }

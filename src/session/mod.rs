@@ -473,8 +473,17 @@ impl Session {
     }
 
     /// The backend's process id and secret key.
-    pub(crate) fn backend_key(&self) -> Option<(i32, i32)> {
+    pub(crate) fn backend_key(&self) -> Option<&crate::proto::BackendKey> {
         self.proto.as_ref()?.backend_key()
+    }
+
+    /// The protocol version spoken, `(3, 0)` or `(3, 2)`; `(0, 0)` before the server
+    /// authenticated the connection (libpq's PQfullProtocolVersion says 0 then).
+    pub(crate) fn protocol_version(&self) -> (u16, u16) {
+        self.proto
+            .as_ref()
+            .and_then(Protocol::protocol_version)
+            .unwrap_or((0, 0))
     }
 
     /// `I` idle, `T` in a transaction, `E` in a failed one.
@@ -571,12 +580,12 @@ impl Session {
     pub(crate) fn cancel_target(
         &mut self,
     ) -> Option<(
-        (Peer, (i32, i32)),
+        (Peer, crate::proto::BackendKey),
         Option<u64>,
         Option<crate::cancel::TlsCancel>,
     )> {
         self.flush();
-        let key = self.backend_key();
+        let key = self.backend_key().cloned();
         self.peer()
             .cloned()
             .zip(key)
@@ -1312,10 +1321,14 @@ impl Session {
 
     fn start_protocol(&mut self) {
         self.phase = Phase::Starting;
+        let versions = self.config.as_ref().map_or_else(Default::default, |c| {
+            crate::proto::Versions::new(c.get_min_protocol_version(), c.get_max_protocol_version())
+        });
         let mut proto = Protocol::new(
             &self.startup_params,
             self.credentials.clone(),
             self.max_message_size,
+            versions,
         );
         proto.set_types(self.types.clone());
         self.proto = Some(proto);
