@@ -281,7 +281,9 @@ mod types;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use connection::{connect, Connection, ConnectionBuilder, Prepared, Statement};
+pub use connection::{
+    connect, Connection, ConnectionBuilder, Prepared, Statement, TransactionStatus,
+};
 pub use conninfo::Config;
 pub use embed::MioConnection;
 pub use error::{DbError, Error, ErrorKind};

@@ -9,7 +9,7 @@ use common::{
     assert_none_busy, dsn, refused_port, run, run_and_check_query, run_for, run_parallel_queries,
     sleep, unique,
 };
-use momoko::{ErrorKind, Pool, PoolStats, Statement};
+use momoko::{ErrorKind, Pool, PoolStats, Statement, TransactionStatus};
 
 fn bad_dsn() -> String {
     format!(
@@ -278,7 +278,7 @@ fn a_connection_given_back_inside_a_transaction_is_rolled_back() {
                 .unwrap();
         }
         let conn = pool.getconn(false).await.unwrap();
-        assert_eq!(conn.transaction_status(), b'I');
+        assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
         let mut c = conn
             .execute(&format!("SELECT COUNT(*) FROM {table}"), ())
             .await

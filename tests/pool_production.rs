@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{dsn, relay, run_for, sleep, unique, wait_until};
 use momoko::ioloop::IoLoop;
-use momoko::{Error, ErrorKind, Pool, PoolCounters, Reset, RetryPolicy};
+use momoko::{Error, ErrorKind, Pool, PoolCounters, Reset, RetryPolicy, TransactionStatus};
 use momoko_testpg::{StopMode, TestServer};
 
 /// The backend pids of the pool's live connections (free and busy).
@@ -375,7 +375,7 @@ fn reset_discard_gives_the_next_user_a_fresh_session_and_prepared_statements_sti
         pool.putconn(conn).unwrap();
         let conn = pool.getconn(false).await.unwrap();
         assert_eq!(conn.backend_pid(), pid, "the same session, reset");
-        assert_eq!(conn.transaction_status(), b'I');
+        assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
         let mut c = conn
             .execute(
                 "SELECT current_setting('application_name'), to_regclass('pg_temp.leftover') IS NULL",
