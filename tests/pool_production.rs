@@ -325,7 +325,7 @@ fn a_failing_on_connect_fails_that_connection_and_is_reported() {
         assert_eq!(err.kind(), ErrorKind::PartiallyConnected);
         assert_eq!(
             err.to_string(),
-            "partially connected: 1 connection(s) failed to connect"
+            "partially connected: 1 of 2 connections could be made: the first on_connect refuses"
         );
         let last = pool.last_connect_error().expect("reported");
         assert_eq!(last.kind(), ErrorKind::Usage);
@@ -563,7 +563,11 @@ fn an_error_from_the_password_callback_fails_the_connect_cleanly() {
             .build()
             .unwrap();
         let err = pool.connect().await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::PartiallyConnected);
+        assert_eq!(err.kind(), ErrorKind::DatabaseNotAvailable);
+        assert_eq!(
+            err.to_string(),
+            "database not available: 0 of 2 connections could be made: no token today"
+        );
         let last = pool.last_connect_error().unwrap();
         assert!(last.to_string().contains("no token today"), "{last}");
         assert_eq!(pool.stats().dead, 2);
