@@ -135,6 +135,14 @@ impl fmt::Display for DbError {
 }
 
 /// An error of momoko. Cheap to clone: the pool hands one failure to many waiters.
+///
+/// An error that wraps another (a pool's failed connect, a lost socket) says both in its
+/// Display, once each: `database not available: 0 of 2 connections could be made: FATAL:
+/// password authentication failed for user "app" (SQLSTATE 28P01)`. Since Display has said
+/// the cause, [`source`](std::error::Error::source) does not return it again (a chain
+/// printer such as `anyhow`'s would print it twice); a program reaches it through
+/// [`Error::code`] and [`Error::as_db_error`] (which look through to it), [`Error::cause`]
+/// and [`Error::io_error`].
 #[derive(Clone)]
 pub struct Error(Arc<Inner>);
 

@@ -418,9 +418,21 @@ impl Pool {
 
     /// [`Connection::query`] (server-side `$n` parameters, cached prepared statements) on a
     /// pooled connection, with the same retry as `execute`.
+    /// A wrong number of parameters fails at once (`ErrorKind::Usage`), before any
+    /// connection is taken.
     pub fn query<P: Params>(&self, sql: &str, params: P) -> Future<Result<Cursor, Error>> {
         let sql = sql.to_owned();
         let values = params.to_values();
+        if let (ParamValues::Positional(v), Some(takes)) =
+            (&values, crate::session::ops::placeholders::count(&sql))
+        {
+            if v.len() != takes {
+                let fut = Future::with_loop(&self.0.ioloop);
+                let e = crate::session::ops::placeholders::mismatch(takes, v.len());
+                let _ = fut.set_result(Err(e));
+                return fut;
+            }
+        }
         self.operate(
             Rc::new(move |conn: &Connection, done| conn.query_cb(&sql, &values, done)),
             true,
