@@ -190,8 +190,9 @@ impl PoolBuilder {
         self.ioloop = Some(ioloop.clone());
         self
     }
-    /// Whether `connect()` fails with `PartiallyConnected` when any connection failed
-    /// (default true, as in Momoko).
+    /// Whether `connect()` fails when any connection failed (default true, as in Momoko):
+    /// with `PartiallyConnected` when some opened, `DatabaseNotAvailable` when none did,
+    /// either way with the first failure as the cause (see [`Pool::connect`]).
     pub fn raise_connect_errors(mut self, raise: bool) -> Self {
         self.raise_connect_errors = raise;
         self
