@@ -73,8 +73,8 @@ fn main() -> Result<(), Error> {
     wait(&ioloop, &commit)?;
     close.take().expect("done")?;
     println!(
-        "CLOSE and COMMIT done; transaction status now {:?} (I = idle)",
-        conn.transaction_status() as char
+        "CLOSE and COMMIT done; transaction status now {:?}",
+        conn.transaction_status()
     );
 
     // Dropping the last handle gives the connection back (Momoko's `with pool.manage()`).

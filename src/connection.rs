@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use momoko_loop::{Future, HandlerId, IoLoop, Ready, TimeoutId};
 
+use crate::conninfo::{Config, Dsn};
 use crate::error::{DbError, Error};
 use crate::params::Params;
 use crate::proto::{BackendKey, CopySource};
@@ -30,16 +31,59 @@ pub fn connect(dsn: &str) -> Future<Result<Connection, Error>> {
     Connection::new(dsn).connect()
 }
 
-/// Builds a [`Connection`] with options beyond the connection string.
+/// Where the server session stands with transactions, as of the server's last
+/// ReadyForQuery (libpq's `PQtransactionStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransactionStatus {
+    /// Outside a transaction block (`I`).
+    Idle,
+    /// Inside a transaction block (`T`).
+    InTransaction,
+    /// Inside a failed transaction block (`E`): only `ROLLBACK` will be accepted.
+    InError,
+    /// Not connected: never connected yet, connecting, closed or lost.
+    Unknown,
+}
+
+impl TransactionStatus {
+    /// From the session: its phase and the status byte of its last ReadyForQuery.
+    pub(crate) fn of(ready: bool, status: u8) -> TransactionStatus {
+        match (ready, status) {
+            (false, _) => TransactionStatus::Unknown,
+            (true, b'I') => TransactionStatus::Idle,
+            (true, b'T') => TransactionStatus::InTransaction,
+            (true, b'E') => TransactionStatus::InError,
+            (true, _) => TransactionStatus::Unknown,
+        }
+    }
+}
+
+/// Builds a [`Connection`] with options beyond the connection string. Its Debug never
+/// shows the password.
 #[derive(Debug)]
 pub struct ConnectionBuilder {
-    dsn: String,
+    dsn: Dsn,
     ioloop: Option<IoLoop>,
     options: Options,
     poll_before_write: bool,
 }
 
 impl ConnectionBuilder {
+    /// A builder for a connection configured in code instead of by a connection string
+    /// (`Config::new().host("db").user("app")…`); [`Connection::dsn`] is then empty.
+    pub fn from_config(config: Config) -> ConnectionBuilder {
+        ConnectionBuilder::with_dsn(Dsn::Config(Box::new(config)))
+    }
+
+    pub(crate) fn with_dsn(dsn: Dsn) -> ConnectionBuilder {
+        ConnectionBuilder {
+            dsn,
+            ioloop: None,
+            options: Options::default(),
+            poll_before_write: false,
+        }
+    }
+
     /// The loop that drives the connection (default: [`IoLoop::current`]).
     pub fn ioloop(mut self, ioloop: &IoLoop) -> Self {
         self.ioloop = Some(ioloop.clone());
@@ -108,10 +152,20 @@ impl ConnectionBuilder {
         self
     }
 
-    /// The connection, not yet connected: nothing happens on the network until `connect()`.
+    /// The connection, not yet connected: nothing happens on the network until `connect()`,
+    /// which checks the connection string first (a mistake in it fails the connect with
+    /// `ErrorKind::Usage`, in libpq's words, before any I/O).
     pub fn build(self) -> Connection {
         let ioloop = self.ioloop.unwrap_or_else(IoLoop::current);
-        Connection::from_parts(self.dsn, ioloop, self.options, self.poll_before_write)
+        let mut options = self.options;
+        let dsn = match self.dsn {
+            Dsn::Text(s) => s,
+            Dsn::Config(c) => {
+                options.config = Some(*c);
+                String::new()
+            }
+        };
+        Connection::from_parts(dsn, ioloop, options, self.poll_before_write)
     }
 
     /// Builds and connects.
@@ -245,12 +299,7 @@ impl Connection {
 
     /// A builder for options beyond the connection string.
     pub fn builder(dsn: &str) -> ConnectionBuilder {
-        ConnectionBuilder {
-            dsn: dsn.to_owned(),
-            ioloop: None,
-            options: Options::default(),
-            poll_before_write: false,
-        }
+        ConnectionBuilder::with_dsn(Dsn::Text(dsn.to_owned()))
     }
 
     fn from_parts(
@@ -278,7 +327,7 @@ impl Connection {
         &self.core.driver.ioloop
     }
 
-    /// The connection string.
+    /// The connection string (empty for a connection built from a [`Config`]).
     pub fn dsn(&self) -> String {
         self.core.with(|s| s.dsn().to_owned())
     }
@@ -373,9 +422,10 @@ impl Connection {
         self.core.with(|s| s.protocol_version())
     }
 
-    /// The transaction status: `b'I'` idle, `b'T'` in a transaction, `b'E'` in a failed one.
-    pub fn transaction_status(&self) -> u8 {
-        self.core.with(|s| s.transaction_status())
+    /// Idle, in a transaction, in a failed one, or unknown (not connected).
+    pub fn transaction_status(&self) -> TransactionStatus {
+        self.core
+            .with(|s| TransactionStatus::of(s.phase() == Phase::Ready, s.transaction_status()))
     }
 
     /// Whether the connection runs over TLS (libpq's `PQsslInUse`).

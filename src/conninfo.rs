@@ -34,6 +34,64 @@ pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 /// The port when none is given (`DEF_PGPORT`).
 pub const DEFAULT_PORT: u16 = 5432;
 
+/// A connection string as it may be shown (a Debug, a log line): every keyword it gives,
+/// in `key=value` form, with the passwords (`password`, `sslpassword`, a URI's
+/// `user:password@`) as `***`; a string that does not parse is not shown at all, since
+/// nobody can tell where a secret in it would be.
+pub(crate) fn redacted(dsn: &str) -> String {
+    let Ok(given) = parse::parse(dsn) else {
+        return "<a connection string that does not parse>".to_owned();
+    };
+    given
+        .iter()
+        .map(|(kw, value)| {
+            let shown = match kw {
+                Kw::Password | Kw::Sslpassword => "***".to_owned(),
+                _ if value.is_empty()
+                    || value
+                        .bytes()
+                        .any(|b| b == b'\'' || b == b'\\' || parse::is_space(b)) =>
+                {
+                    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+                }
+                _ => value.clone(),
+            };
+            format!("{}={shown}", kw.name())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What a connection is told to connect with: a connection string, or a [`Config`] built in
+/// code. Its Debug never shows a password.
+#[derive(Clone)]
+pub(crate) enum Dsn {
+    Text(String),
+    Config(Box<Config>),
+}
+
+impl Dsn {
+    /// The configuration, parsed and checked as libpq would before connecting (no I/O but
+    /// the environment, the OS user and, when a password is needed, the password file).
+    pub(crate) fn config(&self) -> Result<Config, Error> {
+        let config = match self {
+            Dsn::Text(s) => Config::parse(s)?,
+            Dsn::Config(c) => (**c).clone(),
+        };
+        config.targets()?;
+        Ok(config)
+    }
+}
+
+impl fmt::Debug for Dsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dsn::Text(s) => fmt::Debug::fmt(&redacted(s), f),
+            Dsn::Config(c) => fmt::Debug::fmt(c, f),
+        }
+    }
+}
+
 /// `sizeof(sun_path)`: a socket path must fit in it with its terminating NUL.
 const UNIX_PATH_MAX: usize = 108;
 

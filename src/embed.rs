@@ -614,9 +614,11 @@ impl MioConnection {
         self.core.with(|s| s.parameter(name).map(str::to_owned))
     }
 
-    /// `b'I'` idle, `b'T'` in a transaction, `b'E'` in a failed one.
-    pub fn transaction_status(&self) -> u8 {
-        self.core.with(|s| s.transaction_status())
+    /// Idle, in a transaction, in a failed one, or unknown (not connected).
+    pub fn transaction_status(&self) -> crate::TransactionStatus {
+        self.core.with(|s| {
+            crate::TransactionStatus::of(s.phase() == Phase::Ready, s.transaction_status())
+        })
     }
 
     /// The server version as libpq reports it, once connected.

@@ -6,6 +6,16 @@
 //! not serve (`Pool`, `PartiallyConnected`, `DatabaseNotAvailable`, `Timeout`), or a result
 //! had another number of rows than the caller required (`RowCount`). This module
 //! only describes errors; it never decides what to do about them.
+//!
+//! One rule for an error that wraps another (a failed connect behind a pool's error, the
+//! `io::Error` behind a lost connection): **Display tells the whole story once**, the
+//! error's own words then the cause's (`0 of 2 connections could be made: could not connect
+//! to the server: Connection refused`), and so [`source`](std::error::Error::source) never
+//! returns a cause whose text Display already gave: it returns what lies below that (for
+//! momoko's errors, nothing). A chain printer (`anyhow`'s `{:#}` and `{:?}`) then prints each
+//! fact once. Programs reach the cause itself through typed accessors instead:
+//! [`Error::code`] and [`Error::as_db_error`] look through to it, [`Error::cause`] gives the
+//! wrapped momoko error and [`Error::io_error`] the `io::Error`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,9 +37,12 @@ pub enum ErrorKind {
     Conversion,
     /// The pool is closed, or was not connected yet.
     Pool,
-    /// `Pool::connect` with `raise_connect_errors` could not open every connection.
+    /// `Pool::connect` with `raise_connect_errors` opened some of its connections but not
+    /// all; the pool is usable. The message is the first failure's.
     PartiallyConnected,
-    /// No live connection could be had from the pool.
+    /// No live connection could be had from the pool, or `Pool::connect` with
+    /// `raise_connect_errors` opened none of its connections. The message ends with the
+    /// last connect error, which [`Error::cause`] gives.
     DatabaseNotAvailable,
     /// A connect, acquire or query timeout expired.
     Timeout,
@@ -129,6 +142,14 @@ impl fmt::Display for DbError {
 }
 
 /// An error of momoko. Cheap to clone: the pool hands one failure to many waiters.
+///
+/// An error that wraps another (a pool's failed connect, a lost socket) says both in its
+/// Display, once each: `database not available: 0 of 2 connections could be made: FATAL:
+/// password authentication failed for user "app" (SQLSTATE 28P01)`. Since Display has said
+/// the cause, [`source`](std::error::Error::source) does not return it again (a chain
+/// printer such as `anyhow`'s would print it twice); a program reaches it through
+/// [`Error::code`] and [`Error::as_db_error`] (which look through to it), [`Error::cause`]
+/// and [`Error::io_error`].
 #[derive(Clone)]
 pub struct Error(Arc<Inner>);
 
@@ -140,7 +161,10 @@ struct Inner {
     /// server closed the connection (57P01 on an immediate shutdown).
     code: Option<String>,
     outcome_unknown: bool,
-    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    /// The `io::Error` whose text the message ends with.
+    io: Option<Arc<std::io::Error>>,
+    /// The momoko error whose text Display ends with (see the module's rule).
+    cause: Option<Error>,
 }
 
 impl Error {
@@ -152,7 +176,8 @@ impl Error {
             db: None,
             code: None,
             outcome_unknown: false,
-            source: None,
+            io: None,
+            cause: None,
         }))
     }
 
@@ -164,7 +189,8 @@ impl Error {
             db: Some(db),
             code: None,
             outcome_unknown: false,
-            source: None,
+            io: None,
+            cause: None,
         }))
     }
 
@@ -186,7 +212,16 @@ impl Error {
 
     pub(crate) fn io(context: &str, err: std::io::Error) -> Error {
         let mut e = Error::new(ErrorKind::Connection, format!("{context}: {err}"));
-        Arc::get_mut(&mut e.0).expect("fresh").source = Some(Arc::new(err));
+        Arc::get_mut(&mut e.0).expect("fresh").io = Some(Arc::new(err));
+        e
+    }
+
+    /// An error of `kind` saying `message` because of `cause`: Display gives both, once
+    /// each (`message: cause`, the cause without its kind in front); [`Error::code`] is the
+    /// cause's SQLSTATE; [`Error::cause`] gives the cause back.
+    pub(crate) fn caused_by(kind: ErrorKind, message: impl Into<String>, cause: &Error) -> Error {
+        let mut e = Error::new(kind, message);
+        Arc::get_mut(&mut e.0).expect("fresh").cause = Some(cause.clone());
         e
     }
 
@@ -228,7 +263,8 @@ impl Error {
             db: self.0.db.clone(),
             code: self.0.code.clone(),
             outcome_unknown: self.0.outcome_unknown,
-            source: self.0.source.clone(),
+            io: self.0.io.clone(),
+            cause: self.0.cause.clone(),
         };
         f(&mut inner);
         Error(Arc::new(inner))
@@ -250,18 +286,41 @@ impl Error {
         self.0.kind
     }
 
-    /// The SQLSTATE, when the server sent one (`"42601"` for a syntax error).
+    /// The SQLSTATE, when the server sent one (`"42601"` for a syntax error); for an error
+    /// that wraps another (a pool's failed connect), the cause's.
     pub fn code(&self) -> Option<&str> {
         self.0
             .db
             .as_ref()
             .map(|d| d.code.as_str())
             .or(self.0.code.as_deref())
+            .or_else(|| self.0.cause.as_ref().and_then(Error::code))
     }
 
-    /// Every field of the server's ErrorResponse, for `ErrorKind::Db` errors.
+    /// Every field of the server's ErrorResponse: for `ErrorKind::Db` errors, and for an
+    /// error whose cause is one (a pool that could not log in).
     pub fn as_db_error(&self) -> Option<&DbError> {
-        self.0.db.as_ref()
+        self.0
+            .db
+            .as_ref()
+            .or_else(|| self.0.cause.as_ref().and_then(Error::as_db_error))
+    }
+
+    /// The momoko error this one wraps, whose text its Display already ends with: the
+    /// first failed connect of a `Pool::connect`, the last connect error behind a
+    /// `DatabaseNotAvailable`, the failed connect behind a request on a connection that
+    /// never connected. (Not [`source`](std::error::Error::source): see the module docs.)
+    pub fn cause(&self) -> Option<&Error> {
+        self.0.cause.as_ref()
+    }
+
+    /// The operating system's error behind a `Connection` error (refused, reset, a failed
+    /// name lookup), here or in the error this one wraps.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        self.0
+            .io
+            .as_deref()
+            .or_else(|| self.0.cause.as_ref().and_then(Error::io_error))
     }
 
     /// True when the request may or may not have taken effect on the server: the connection
@@ -296,6 +355,9 @@ impl fmt::Debug for Error {
         if self.0.outcome_unknown {
             d.field("outcome_unknown", &true);
         }
+        if let Some(cause) = &self.0.cause {
+            d.field("cause", cause);
+        }
         d.finish()
     }
 }
@@ -307,6 +369,9 @@ impl fmt::Display for Error {
             Some(db) => write!(f, "{}: {db}", self.0.message)?,
             None => write!(f, "{}: {}", self.0.kind, self.0.message)?,
         }
+        if let Some(cause) = &self.0.cause {
+            write!(f, ": {}", cause.without_kind())?;
+        }
         if let (None, Some(code)) = (&self.0.db, &self.0.code) {
             write!(f, " (SQLSTATE {code})")?;
         }
@@ -317,23 +382,26 @@ impl fmt::Display for Error {
     }
 }
 
-/// An I/O failure as an `ErrorKind::Connection` error, with the `io::Error` as its
-/// [`source`](std::error::Error::source), so that `?` works on socket calls in code that
-/// returns momoko's errors.
+/// An I/O failure as an `ErrorKind::Connection` error saying the `io::Error`'s text, which
+/// [`Error::io_error`] gives back, so that `?` works on socket calls in code that returns
+/// momoko's errors.
 impl From<std::io::Error> for Error {
     fn from(err: std::io::Error) -> Error {
         let mut e = Error::new(ErrorKind::Connection, err.to_string());
-        Arc::get_mut(&mut e.0).expect("fresh").source = Some(Arc::new(err));
+        Arc::get_mut(&mut e.0).expect("fresh").io = Some(Arc::new(err));
         e
     }
 }
 
+/// `source()` is what lies below the text Display already gave (see the module docs): the
+/// wrapped `io::Error`'s own source, which for the operating system's errors is none.
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0
-            .source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        match (&self.0.cause, &self.0.io) {
+            (Some(cause), _) => cause.source(),
+            (None, Some(io)) => io.source(),
+            (None, None) => None,
+        }
     }
 }
 
@@ -371,7 +439,7 @@ mod tests {
     }
 
     #[test]
-    fn io_errors_convert_into_connection_errors_keeping_the_source() {
+    fn io_errors_convert_into_connection_errors_keeping_the_io_error() {
         use std::error::Error as _;
         use std::io;
         fn fails() -> Result<(), Error> {
@@ -385,12 +453,56 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Connection);
         assert!(e.is_connection_lost());
         assert_eq!(e.to_string(), "connection error: peer went away");
-        let source = e.source().expect("the io::Error is the source");
-        let io = source.downcast_ref::<io::Error>().expect("an io::Error");
+        let io = e.io_error().expect("the io::Error is kept");
         assert_eq!(io.kind(), io::ErrorKind::ConnectionReset);
         assert_eq!(io.to_string(), "peer went away");
-        // A clone (the pool hands one error to many waiters) keeps the source too.
-        assert!(e.clone().with_code("08006").source().is_some());
+        // Display said it already: a chain printer must not say it again.
+        assert!(e.source().is_none());
+        // A clone (the pool hands one error to many waiters) keeps it too.
+        assert!(e.clone().with_code("08006").io_error().is_some());
+    }
+
+    #[test]
+    fn a_wrapped_error_is_said_once_and_reachable_by_accessors() {
+        use std::error::Error as _;
+        let refused = Error::io(
+            "could not connect to the server",
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        );
+        let login = Error::db(DbError {
+            severity: "FATAL".into(),
+            code: "28P01".into(),
+            message: "password authentication failed for user \"me\"".into(),
+            ..DbError::default()
+        });
+        let e = Error::caused_by(
+            ErrorKind::DatabaseNotAvailable,
+            "0 of 2 connections could be made",
+            &refused,
+        );
+        assert_eq!(
+            e.to_string(),
+            "database not available: 0 of 2 connections could be made: \
+             could not connect to the server: connection refused"
+        );
+        assert!(e.source().is_none());
+        assert_eq!(
+            e.io_error().map(std::io::Error::kind),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        assert_eq!(e.cause().map(Error::kind), Some(ErrorKind::Connection));
+        let e = Error::caused_by(
+            ErrorKind::PartiallyConnected,
+            "1 of 2 connections could be made",
+            &login,
+        );
+        assert_eq!(e.code(), Some("28P01"));
+        assert_eq!(e.as_db_error().map(|d| d.severity.as_str()), Some("FATAL"));
+        assert_eq!(
+            e.to_string(),
+            "partially connected: 1 of 2 connections could be made: FATAL: password \
+             authentication failed for user \"me\" (SQLSTATE 28P01)"
+        );
     }
 
     #[test]

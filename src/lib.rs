@@ -204,7 +204,10 @@
 //! [`ErrorKind::Connection`] (network, lost or closed connection), [`ErrorKind::Usage`] (a
 //! mistake in the call), and for pools [`ErrorKind::Pool`], [`ErrorKind::PartiallyConnected`],
 //! [`ErrorKind::DatabaseNotAvailable`] and [`ErrorKind::Timeout`]. No future is left
-//! pending: closing a connection or a pool fails what was in flight.
+//! pending: closing a connection or a pool fails what was in flight. An error caused by
+//! another says the cause in its own text, once (`0 of 2 connections could be made: …`);
+//! [`Error::code`], [`Error::as_db_error`], [`Error::cause`] and [`Error::io_error`] give
+//! it to programs, and `source()` does not repeat it.
 //!
 //! # Environment
 //!
@@ -282,7 +285,9 @@ mod types;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use connection::{connect, Connection, ConnectionBuilder, Prepared, Statement};
+pub use connection::{
+    connect, Connection, ConnectionBuilder, Prepared, Statement, TransactionStatus,
+};
 pub use conninfo::Config;
 pub use embed::MioConnection;
 pub use error::{DbError, Error, ErrorKind};

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::{dsn, run, run_for, sleep, unique, wait_until};
-use momoko::{Connection, ErrorKind, Notification, Pool};
+use momoko::{Connection, ErrorKind, Notification, Pool, TransactionStatus};
 
 async fn connect() -> Connection {
     momoko::connect(&dsn()).await.expect("connect")
@@ -446,7 +446,7 @@ fn a_batch_runs_every_statement_in_one_round_trip_all_or_nothing() {
             .await
             .unwrap();
         assert_eq!(c.fetchone().unwrap().get::<_, i64>(0), 100);
-        assert_eq!(conn.transaction_status(), b'I');
+        assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
     });
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 
 use common::{dsn, refused_port, run, server, unique};
-use momoko::{Connection, ErrorKind, Statement, Value};
+use momoko::{Connection, ErrorKind, Statement, TransactionStatus, Value};
 
 async fn connect() -> Connection {
     momoko::connect(&dsn()).await.expect("connect")
@@ -253,7 +253,7 @@ fn transaction_returns_one_cursor_per_statement() {
         let conn = connect().await;
         let cursors = conn.transaction(transaction_statements()).await.unwrap();
         check_transaction_cursors(cursors);
-        assert_eq!(conn.transaction_status(), b'I');
+        assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
     });
 }
 
@@ -313,7 +313,7 @@ fn transaction_rollback_undoes_the_insert_and_returns_the_error() {
             .await
             .unwrap();
         assert_eq!(c.fetchone().unwrap().get::<_, i64>(0), 0);
-        assert_eq!(conn.transaction_status(), b'I');
+        assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
     });
 }
 
@@ -329,7 +329,7 @@ fn a_bad_parameter_in_a_transaction_fails_it_before_anything_is_sent() {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Usage);
-        assert_eq!(conn.transaction_status(), b'I');
+        assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
         assert_eq!(conn.in_flight(), 0);
         conn.ping().await.unwrap();
     });
@@ -347,7 +347,7 @@ fn transaction_without_auto_rollback_leaves_the_failed_transaction_open() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Some("42703"));
-        assert_eq!(conn.transaction_status(), b'E');
+        assert_eq!(conn.transaction_status(), TransactionStatus::InError);
         conn.execute("ROLLBACK", ()).await.unwrap();
         let cursors = conn
             .transaction_with(transaction_statements(), false)
@@ -811,7 +811,7 @@ fn a_transaction_statement_with_several_commands_still_works() {
             .map(|mut c| c.fetchone().unwrap().get(0))
             .collect();
         assert_eq!(got, vec![2, 3]);
-        assert_eq!(conn.transaction_status(), b'I');
+        assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
     });
 }
 
@@ -823,6 +823,6 @@ fn requests_pipelined_behind_a_failed_transaction_run_outside_it() {
         let after = conn.execute("SELECT 4", ());
         assert_eq!(tx.await.unwrap_err().code(), Some("22012"));
         assert_eq!(after.await.unwrap().fetchone().unwrap().get::<_, i32>(0), 4);
-        assert_eq!(conn.transaction_status(), b'I');
+        assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
     });
 }

@@ -194,7 +194,7 @@ fn server_side_cursor() {
             "FETCH 100 -> rows 1..=100",
             "FETCH 100 -> rows 901..=1000",
             "fetched 1000 rows in chunks of 100",
-            "transaction status now 'I'",
+            "transaction status now Idle",
             "connection given back: <Pool at",
             "pool closed",
         ],

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{dsn, relay, run_for, sleep, unique, wait_until};
 use momoko::ioloop::IoLoop;
-use momoko::{Error, ErrorKind, Pool, PoolCounters, Reset, RetryPolicy};
+use momoko::{Error, ErrorKind, Pool, PoolCounters, Reset, RetryPolicy, TransactionStatus};
 use momoko_testpg::{StopMode, TestServer};
 
 /// The backend pids of the pool's live connections (free and busy).
@@ -325,7 +325,7 @@ fn a_failing_on_connect_fails_that_connection_and_is_reported() {
         assert_eq!(err.kind(), ErrorKind::PartiallyConnected);
         assert_eq!(
             err.to_string(),
-            "partially connected: 1 connection(s) failed to connect"
+            "partially connected: 1 of 2 connections could be made: the first on_connect refuses"
         );
         let last = pool.last_connect_error().expect("reported");
         assert_eq!(last.kind(), ErrorKind::Usage);
@@ -375,7 +375,7 @@ fn reset_discard_gives_the_next_user_a_fresh_session_and_prepared_statements_sti
         pool.putconn(conn).unwrap();
         let conn = pool.getconn(false).await.unwrap();
         assert_eq!(conn.backend_pid(), pid, "the same session, reset");
-        assert_eq!(conn.transaction_status(), b'I');
+        assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
         let mut c = conn
             .execute(
                 "SELECT current_setting('application_name'), to_regclass('pg_temp.leftover') IS NULL",
@@ -563,7 +563,11 @@ fn an_error_from_the_password_callback_fails_the_connect_cleanly() {
             .build()
             .unwrap();
         let err = pool.connect().await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::PartiallyConnected);
+        assert_eq!(err.kind(), ErrorKind::DatabaseNotAvailable);
+        assert_eq!(
+            err.to_string(),
+            "database not available: 0 of 2 connections could be made: no token today"
+        );
         let last = pool.last_connect_error().unwrap();
         assert!(last.to_string().contains("no token today"), "{last}");
         assert_eq!(pool.stats().dead, 2);

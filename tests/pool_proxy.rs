@@ -435,7 +435,7 @@ fn execute_before_a_connect_to_a_down_server_is_done_fails_instead_of_hanging() 
         assert_eq!(err.kind(), ErrorKind::DatabaseNotAvailable, "{err:?}");
         assert_eq!(
             connecting.await.unwrap_err().kind(),
-            ErrorKind::PartiallyConnected
+            ErrorKind::DatabaseNotAvailable
         );
         assert_none_busy(&pool);
     });

@@ -133,6 +133,43 @@ fn parse_key_value(s: &str) -> Result<Given, Error> {
     Ok(given)
 }
 
+/// [`decode`] for a secret: an error says libpq's words with the value as `***`.
+fn decode_secret(raw: &str, what: &str) -> Result<String, Error> {
+    decode(raw).map_err(|e| {
+        let said = e.without_kind().replace(&format!("\"{raw}\""), "\"***\"");
+        Error::usage(format!("{said} (the {what})"))
+    })
+}
+
+/// The URI as an error may quote it: the password of `user:password@` and the values of
+/// `password=` and `sslpassword=` in the query as `***`.
+fn shown_uri(s: &str, prefix_len: usize) -> String {
+    let (head, query) = match s.find('?') {
+        Some(q) => (&s[..q], Some(&s[q + 1..])),
+        None => (s, None),
+    };
+    let rest = &head[prefix_len..];
+    let end = rest.find(['@', '/']).unwrap_or(rest.len());
+    let mut out = match rest[..end].find(':') {
+        Some(colon) if rest[end..].starts_with('@') => {
+            format!("{}{}:***{}", &s[..prefix_len], &rest[..colon], &rest[end..])
+        }
+        _ => head.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|part| match part.split_once('=') {
+                Some((k, _)) if k == "password" || k == "sslpassword" => format!("{k}=***"),
+                _ => part.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
 /// Percent-decoding as libpq's `conninfo_uri_decode`: `+` stays `+`, `%00` is refused, and
 /// the result must be UTF-8 because every value here is a Rust string.
 fn decode(raw: &str) -> Result<String, Error> {
@@ -172,6 +209,7 @@ fn decode(raw: &str) -> Result<String, Error> {
 /// `postgresql://[user[:password]@][netloc][:port][,...][/dbname][?param=value&...]`, as
 /// libpq's `conninfo_uri_parse_options`.
 fn parse_uri(s: &str, prefix_len: usize) -> Result<Given, Error> {
+    let shown = shown_uri(s, prefix_len);
     let b = s.as_bytes();
     let len = b.len();
     let mut given = Given::new();
@@ -195,7 +233,7 @@ fn parse_uri(s: &str, prefix_len: usize) -> Result<Given, Error> {
             // The password runs to that first '@'; an '@' inside must be percent-encoded.
             let password = &s[r + 1..q];
             if !password.is_empty() {
-                given.insert(Kw::Password, decode(password)?);
+                given.insert(Kw::Password, decode_secret(password, "password")?);
             }
         }
         p = q + 1;
@@ -216,12 +254,12 @@ fn parse_uri(s: &str, prefix_len: usize) -> Result<Given, Error> {
             if p == len {
                 return Err(Error::usage(format!(
                     "end of string reached when looking for matching \"]\" in IPv6 host \
-                     address in URI: \"{s}\""
+                     address in URI: \"{shown}\""
                 )));
             }
             if p == start {
                 return Err(Error::usage(format!(
-                    "IPv6 host address may not be empty in URI: \"{s}\""
+                    "IPv6 host address may not be empty in URI: \"{shown}\""
                 )));
             }
             hosts.push_str(&s[start..p]);
@@ -230,7 +268,7 @@ fn parse_uri(s: &str, prefix_len: usize) -> Result<Given, Error> {
                 let c = s[p..].chars().next().unwrap_or('?');
                 return Err(Error::usage(format!(
                     "unexpected character \"{c}\" at position {} in URI (expected \":\" or \
-                     \"/\"): \"{s}\"",
+                     \"/\"): \"{shown}\"",
                     p + 1
                 )));
             }
@@ -305,7 +343,10 @@ fn parse_uri_params(mut rest: &str, given: &mut Given) -> Result<(), Error> {
             )));
         }
         let key = decode(key)?;
-        let value = decode(value)?;
+        let value = match key.as_str() {
+            "password" | "sslpassword" => decode_secret(value, &key)?,
+            _ => decode(value)?,
+        };
         // libpq's one concession to JDBC URIs.
         if key == "ssl" && value == "true" {
             given.insert(Kw::Sslmode, "require".to_owned());

@@ -388,6 +388,36 @@ fn uri_query_syntax_errors() {
 }
 
 #[test]
+fn no_uri_error_shows_the_password() {
+    assert_eq!(
+        parse_err("postgresql://u:s3cr%zzet@h/db"),
+        "invalid percent-encoded token: \"***\" (the password)"
+    );
+    assert_eq!(
+        parse_err("postgresql://h/db?password=s3cr%zzet"),
+        "invalid percent-encoded token: \"***\" (the password)"
+    );
+    assert_eq!(
+        parse_err("postgresql://u:s3cret@[::1/db?sslpassword=k3y"),
+        "end of string reached when looking for matching \"]\" in IPv6 host address in \
+         URI: \"postgresql://u:***@[::1/db?sslpassword=***\""
+    );
+    assert_eq!(
+        parse_err("postgresql://u:s3cret@[::1]x/db"),
+        "unexpected character \"x\" at position 28 in URI (expected \":\" or \"/\"): \
+         \"postgresql://u:***@[::1]x/db\""
+    );
+    assert_eq!(
+        super::redacted("host=h password=s3cret user='a b' sslpassword=k3y"),
+        "host=h user='a b' password=*** sslpassword=***"
+    );
+    assert_eq!(
+        super::redacted("postgresql://u:s3cret@h:5/db?application_name=x"),
+        "host=h port=5 dbname=db user=u password=*** application_name=x"
+    );
+}
+
+#[test]
 fn uri_bad_percent_encoding_is_an_error() {
     assert_eq!(
         parse_err("postgresql://h/%zzdb"),
@@ -399,7 +429,7 @@ fn uri_bad_percent_encoding_is_an_error() {
     );
     assert_eq!(
         parse_err("postgresql://u:a%00b@h"),
-        "forbidden value %00 in percent-encoded value: \"a%00b\""
+        "forbidden value %00 in percent-encoded value: \"***\" (the password)"
     );
     assert_eq!(
         parse_err("postgresql://h/%ff"),

@@ -11,6 +11,7 @@ use momoko_loop::{IoLoop, PeriodicCallback};
 
 use super::{Inner, Pool, State};
 use crate::connection::Connection;
+use crate::conninfo::Dsn;
 use crate::error::Error;
 
 /// A boxed future a hook returns, run on the pool's loop.
@@ -104,10 +105,10 @@ pub enum RetryPolicy {
     Never,
 }
 
-/// Builds a [`Pool`]; see each option.
+/// Builds a [`Pool`]; see each option. Its Debug never shows the password.
 #[derive(Debug, Clone)]
 pub struct PoolBuilder {
-    dsn: String,
+    dsn: Dsn,
     size: usize,
     max_size: Option<usize>,
     ioloop: Option<IoLoop>,
@@ -134,10 +135,20 @@ pub struct PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// The defaults, Momoko's where it has one.
+    /// A builder for a pool configured in code instead of by a connection string
+    /// (`Config::new().host("db").user("app")…`).
+    pub fn from_config(config: crate::Config) -> PoolBuilder {
+        PoolBuilder::with_dsn(Dsn::Config(Box::new(config)))
+    }
+
     pub(super) fn new(dsn: &str) -> PoolBuilder {
+        PoolBuilder::with_dsn(Dsn::Text(dsn.to_owned()))
+    }
+
+    /// The defaults, Momoko's where it has one.
+    fn with_dsn(dsn: Dsn) -> PoolBuilder {
         PoolBuilder {
-            dsn: dsn.to_owned(),
+            dsn,
             size: 1,
             max_size: None,
             ioloop: None,
@@ -179,8 +190,9 @@ impl PoolBuilder {
         self.ioloop = Some(ioloop.clone());
         self
     }
-    /// Whether `connect()` fails with `PartiallyConnected` when any connection failed
-    /// (default true, as in Momoko).
+    /// Whether `connect()` fails when any connection failed (default true, as in Momoko):
+    /// with `PartiallyConnected` when some opened, `DatabaseNotAvailable` when none did,
+    /// either way with the first failure as the cause (see [`Pool::connect`]).
     pub fn raise_connect_errors(mut self, raise: bool) -> Self {
         self.raise_connect_errors = raise;
         self
@@ -327,13 +339,16 @@ impl PoolBuilder {
         self
     }
 
-    /// The pool, not yet connected. A size of 0 or a `max_size` below `size` is a Usage error.
+    /// The pool, not yet connected. A size of 0, a `max_size` below `size`, and a mistake
+    /// in the connection string (`invalid connection option "usr"`, a bad `sslmode` or port,
+    /// a malformed URI: libpq's words) are Usage errors.
     pub fn build(self) -> Result<Pool, Error> {
         let max_size = match self.max_size {
             None | Some(0) => self.size,
             Some(m) => m,
         };
         check_sizes(self.size, max_size)?;
+        self.dsn.config()?;
         let ioloop = self.ioloop.clone().unwrap_or_else(IoLoop::current);
         let config = self.into_config();
         config.max_size.set(max_size);
@@ -410,7 +425,7 @@ impl Config {
 
 #[derive(Debug)]
 pub(super) struct Config {
-    pub(super) dsn: RefCell<String>,
+    pub(super) dsn: RefCell<Dsn>,
     /// `size` and `max_size` change with `Pool::resize`.
     pub(super) size: Cell<usize>,
     pub(super) max_size: Cell<usize>,

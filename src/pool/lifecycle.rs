@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use super::builder::{check_sizes, Reset};
 use super::{id_of, pool_closed, Id, Inner, Phase, Request, Retired};
-use crate::connection::Connection;
+use crate::connection::{Connection, TransactionStatus};
 use crate::error::Error;
 use crate::session::ops::Done;
 
@@ -403,7 +403,10 @@ impl Inner {
     /// Runs the pool's `reset` on a connection that came back, then settles it. It stays
     /// busy (and refuses a `putconn`) meanwhile; a failed reset retires it.
     pub(super) fn reset(this: &Rc<Inner>, conn: Connection) {
-        let needs_rollback = conn.transaction_status() != b'I' || conn.in_flight() > 0;
+        let needs_rollback = matches!(
+            conn.transaction_status(),
+            TransactionStatus::InTransaction | TransactionStatus::InError
+        ) || conn.in_flight() > 0;
         let reset = this.config.reset.clone();
         if matches!(reset, Reset::Rollback) && !needs_rollback {
             return Inner::settle(this, conn);

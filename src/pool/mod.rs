@@ -158,10 +158,13 @@ impl State {
     }
 }
 
-/// The first `connect()`: which connections it opened, how many failed.
+/// The first `connect()`: which connections it opened, how many failed, the first failure.
 struct Initial {
     ids: std::collections::HashSet<Id>,
+    /// Attempts finished.
+    tried: usize,
     failed: usize,
+    first_error: Option<Error>,
 }
 
 struct Inner {
@@ -268,8 +271,12 @@ impl Pool {
     }
 
     /// Opens `size` connections in parallel and resolves to the pool once every attempt has
-    /// finished. With `raise_connect_errors`, any failure gives a `PartiallyConnected` error
-    /// while the pool stays usable. A second call opens nothing new.
+    /// finished. With `raise_connect_errors` (the default), a failure fails the future with
+    /// the first failed connect as its cause (its text, [`Error::code`], [`Error::cause`]):
+    /// `PartiallyConnected` when some connections opened (`1 of 2 connections could be
+    /// made: …`), `DatabaseNotAvailable` when none did (`0 of 2 connections could be made:
+    /// …`). Either way the pool stays usable and keeps reconnecting. A second call opens
+    /// nothing new.
     pub fn connect(&self) -> Future<Result<Pool, Error>> {
         let fut = Future::with_loop(&self.0.ioloop);
         let mut st = self.0.state.borrow_mut();
@@ -293,7 +300,9 @@ impl Pool {
         st.phase = Phase::Open;
         st.initial = Some(Initial {
             ids: Default::default(),
+            tried: 0,
             failed: 0,
+            first_error: None,
         });
         st.connect_waiters.push(fut.clone());
         drop(st);
@@ -309,7 +318,7 @@ impl Pool {
     /// Changes the connection string of every later connect and reconnect (new credentials,
     /// a moved server). Connections that are up stay as they are.
     pub fn set_dsn(&self, dsn: &str) {
-        *self.0.config.dsn.borrow_mut() = dsn.to_owned();
+        *self.0.config.dsn.borrow_mut() = crate::conninfo::Dsn::Text(dsn.to_owned());
         for c in self.connections() {
             c.set_dsn(dsn);
         }
@@ -409,9 +418,21 @@ impl Pool {
 
     /// [`Connection::query`] (server-side `$n` parameters, cached prepared statements) on a
     /// pooled connection, with the same retry as `execute`.
+    /// A wrong number of parameters fails at once (`ErrorKind::Usage`), before any
+    /// connection is taken.
     pub fn query<P: Params>(&self, sql: &str, params: P) -> Future<Result<Cursor, Error>> {
         let sql = sql.to_owned();
         let values = params.to_values();
+        if let (ParamValues::Positional(v), Some(takes)) =
+            (&values, crate::session::ops::placeholders::count(&sql))
+        {
+            if v.len() != takes {
+                let fut = Future::with_loop(&self.0.ioloop);
+                let e = crate::session::ops::placeholders::mismatch(takes, v.len());
+                let _ = fut.set_result(Err(e));
+                return fut;
+            }
+        }
         self.operate(
             Rc::new(move |conn: &Connection, done| conn.query_cb(&sql, &values, done)),
             true,
@@ -760,10 +781,36 @@ fn not_connected() -> Error {
     )
 }
 
-fn not_available() -> Error {
-    Error::new(
-        ErrorKind::DatabaseNotAvailable,
-        "no database connection available",
+/// A request found no live connection: the last connect error says why, when there was one.
+fn not_available(last_connect_error: Option<&Error>) -> Error {
+    const NONE: &str = "no database connection available";
+    match last_connect_error {
+        Some(e) => Error::caused_by(
+            ErrorKind::DatabaseNotAvailable,
+            format!("{NONE}; the last connect failed"),
+            e,
+        ),
+        None => Error::new(ErrorKind::DatabaseNotAvailable, NONE),
+    }
+}
+
+/// `connect()`'s failure with `raise_connect_errors`: how many of how many opened, and why
+/// the first that failed did. "Partially" only when some did open.
+fn connect_failed(opened: usize, tried: usize, first: &Error) -> Error {
+    let kind = if opened > 0 {
+        ErrorKind::PartiallyConnected
+    } else {
+        ErrorKind::DatabaseNotAvailable
+    };
+    let noun = if tried == 1 {
+        "connection"
+    } else {
+        "connections"
+    };
+    Error::caused_by(
+        kind,
+        format!("{opened} of {tried} {noun} could be made"),
+        first,
     )
 }
 
@@ -781,7 +828,7 @@ impl Inner {
         let dsn = this.config.dsn.borrow().clone();
         // Safe retry needs to know that a request was never written (see
         // ConnectionBuilder::poll_before_write).
-        let mut b = Connection::builder(&dsn)
+        let mut b = crate::ConnectionBuilder::with_dsn(dsn)
             .ioloop(&this.ioloop)
             .setsession(this.config.setsession.iter().cloned())
             .poll_before_write(this.config.retry == RetryPolicy::Safe);
@@ -842,7 +889,6 @@ impl Inner {
             conn.close();
             return;
         }
-        let ok = result.is_ok();
         let requested = st.requested.remove(&id);
         let failure = result.as_ref().err().cloned();
         if failure.is_some() {
@@ -857,10 +903,16 @@ impl Inner {
         }
         let initial_done = match st.initial.as_mut() {
             Some(init) => {
-                if init.ids.remove(&id) && !ok {
-                    init.failed += 1;
+                if init.ids.remove(&id) {
+                    init.tried += 1;
+                    if let Some(e) = &failure {
+                        init.failed += 1;
+                        init.first_error.get_or_insert_with(|| e.clone());
+                    }
                 }
-                init.ids.is_empty().then_some(init.failed)
+                init.ids
+                    .is_empty()
+                    .then(|| (init.tried, init.first_error.clone()))
             }
             None => None,
         };
@@ -871,23 +923,21 @@ impl Inner {
         } else {
             Inner::settle(this, conn);
         }
-        if let Some(failed) = initial_done {
-            let waiters = {
+        if let Some((tried, first_error)) = initial_done {
+            let (waiters, failed) = {
                 let mut st = this.state.borrow_mut();
-                st.initial = None;
-                std::mem::take(&mut st.connect_waiters)
+                let failed = st.initial.take().map_or(0, |i| i.failed);
+                (std::mem::take(&mut st.connect_waiters), failed)
             };
             Inner::schedule_reconnect(this);
+            let result = match first_error {
+                Some(e) if this.config.raise_connect_errors => {
+                    Err(connect_failed(tried - failed, tried, &e))
+                }
+                _ => Ok(Pool(this.clone())),
+            };
             for f in waiters {
-                let r = if failed > 0 && this.config.raise_connect_errors {
-                    Err(Error::new(
-                        ErrorKind::PartiallyConnected,
-                        format!("{failed} connection(s) failed to connect"),
-                    ))
-                } else {
-                    Ok(Pool(this.clone()))
-                };
-                let _ = f.set_result(r);
+                let _ = f.set_result(result.clone());
             }
         }
     }
@@ -981,7 +1031,8 @@ impl Inner {
                 "pool: every connection is dead; requests fail with DatabaseNotAvailable \
                  until a reconnect succeeds"
             );
-            Inner::abort_waiters(this, not_available());
+            let e = not_available(this.state.borrow().last_connect_error.as_ref());
+            Inner::abort_waiters(this, e);
         }
         Inner::schedule_reconnect(this);
     }
@@ -1204,8 +1255,12 @@ impl Inner {
                 Inner::reanimate(this, true);
                 let nothing_pending = this.state.borrow().pending.is_empty();
                 if nothing_pending && !this.config.wait_for_reconnect {
-                    this.state.borrow_mut().counters.requests_unavailable += 1;
-                    return cb(Err(not_available()));
+                    let e = {
+                        let mut st = this.state.borrow_mut();
+                        st.counters.requests_unavailable += 1;
+                        not_available(st.last_connect_error.as_ref())
+                    };
+                    return cb(Err(e));
                 }
                 if nothing_pending {
                     // Too soon after a failed batch: the next one is on a timer.
@@ -1413,7 +1468,11 @@ impl Inner {
     fn give_up<T>(this: &Rc<Inner>, c: Connection, run: &Run, e: Error, done: Done<T>) {
         let dead = c.closed();
         let e = if dead && ((run.attempt > 0 && e.is_connection_lost()) || run.keep) {
-            not_available()
+            Error::caused_by(
+                ErrorKind::DatabaseNotAvailable,
+                "no database connection available",
+                &e,
+            )
         } else {
             e
         };
@@ -1438,7 +1497,7 @@ impl Inner {
             return c;
         }
         let dsn = this.config.dsn.borrow().clone();
-        let mut b = Connection::builder(&dsn)
+        let mut b = crate::ConnectionBuilder::with_dsn(dsn)
             .ioloop(&this.ioloop)
             .setsession(this.config.setsession.iter().cloned());
         if let Some(t) = this.config.connect_timeout {

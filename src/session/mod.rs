@@ -216,6 +216,9 @@ pub(crate) struct Options {
     /// A password that overrides the connection string's and the password file's: set by
     /// a pool's password callback before each connect (rotating credentials).
     pub(crate) password: Option<String>,
+    /// A configuration built in code, used instead of the connection string until
+    /// `set_dsn` gives one.
+    pub(crate) config: Option<Config>,
 }
 
 impl std::fmt::Debug for Options {
@@ -227,6 +230,7 @@ impl std::fmt::Debug for Options {
             .field("query_timeout", &self.query_timeout)
             .field("statement_cache_size", &self.statement_cache_size)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
@@ -263,6 +267,9 @@ struct Resolving {
     target: Target,
     second_try: bool,
 }
+
+/// What a request on a closed connection is told, before the cause.
+const CLOSED: &str = "the connection is closed";
 
 /// How long a cancelled request may take to be answered before the connection is given up.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
@@ -342,6 +349,9 @@ pub(crate) struct Session {
     actions: Vec<Action>,
     last_error: Option<Error>,
     setsession_error: Option<Error>,
+    /// Why the last connect failed, while no connect has been started since: what a request
+    /// made on the closed connection is told.
+    connect_error: Option<Error>,
     config: Option<Config>,
     /// The `now` of the latest call that passed one: the clock of requests released by a
     /// connect, whose query_timeout starts when the connection became ready.
@@ -403,6 +413,7 @@ impl Session {
             actions: Vec::new(),
             last_error: None,
             setsession_error: None,
+            connect_error: None,
             config: None,
             now: None,
         }
@@ -736,6 +747,7 @@ impl Session {
     /// Changes the connection string of the next connect.
     pub(crate) fn set_dsn(&mut self, dsn: &str) {
         dsn.clone_into(&mut self.dsn);
+        self.options.config = None;
     }
 
     /// Sets the password every later connect sends, over the connection string's.
@@ -777,6 +789,7 @@ impl Session {
         self.targets.clear();
         self.last_error = None;
         self.setsession_error = None;
+        self.connect_error = None;
         self.discard_deadline = None;
         self.discards = 0;
         self.setsession = self.options.setsession.clone();
@@ -786,7 +799,10 @@ impl Session {
             self.setsession
                 .push(format!("LISTEN {}", ops::quote_ident(channel)));
         }
-        let config = Config::parse(&self.dsn);
+        let config = match &self.options.config {
+            Some(c) => Ok(c.clone()),
+            None => Config::parse(&self.dsn),
+        };
         let config = match config {
             Ok(c) => c,
             Err(e) => return self.finish_connect(Err(e)),
@@ -1140,6 +1156,7 @@ impl Session {
             }
             Err(e) => {
                 self.phase = Phase::Closed;
+                self.connect_error = Some(e.clone());
                 self.connect_deadline = None;
                 if let Some(s) = self.socket.take() {
                     s.shutdown();
@@ -1210,13 +1227,21 @@ impl Session {
             }
             Phase::Closed => {
                 self.actions.push(Action::Release(Box::new(req)));
-                let e = self
-                    .proto
-                    .as_ref()
-                    .and_then(|p| p.close_error().cloned())
-                    .map(|e| e.with_kind(ErrorKind::Connection))
-                    .unwrap_or_else(|| Error::connection("the connection is closed"));
-                let e = Error::connection(format!("the connection is closed ({e})"));
+                let closed_by = self.proto.as_ref().and_then(|p| p.close_error().cloned());
+                // The cause once, never "closed" twice (see error.rs's rule).
+                let e = match (&self.connect_error, closed_by) {
+                    (Some(cause), _) => Error::caused_by(
+                        ErrorKind::Connection,
+                        "the connection failed to connect",
+                        cause,
+                    ),
+                    (None, Some(cause)) if cause.without_kind() != CLOSED => Error::caused_by(
+                        ErrorKind::Connection,
+                        CLOSED,
+                        &cause.with_kind(ErrorKind::Connection),
+                    ),
+                    (None, _) => Error::connection(CLOSED),
+                };
                 self.fail_waiter(waiter, e);
                 return;
             }

@@ -14,6 +14,7 @@
 pub(crate) mod copy;
 pub(crate) mod execute;
 pub(crate) mod listen;
+pub(crate) mod placeholders;
 pub(crate) mod prepared;
 pub(crate) mod register;
 pub(crate) mod transaction;

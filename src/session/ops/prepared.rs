@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{to_cursor, Done};
+use super::{placeholders, to_cursor, Done};
 use crate::error::Error;
 use crate::params::Params;
 use crate::proto::{Request, Response};
@@ -114,11 +114,10 @@ pub(crate) fn execute_prepared<D: Drive, P: Params + ?Sized>(
         Err(e) => return done(Err(e)),
     };
     if values.len() != st.param_types.len() {
-        return done(Err(Error::usage(format!(
-            "the statement takes {} parameter(s), {} given",
+        return done(Err(placeholders::mismatch(
             st.param_types.len(),
-            values.len()
-        ))));
+            values.len(),
+        )));
     }
     let (encoded, formats) = match encode_params(&values, &st.param_types) {
         Ok(x) => x,
@@ -196,6 +195,13 @@ pub(crate) fn query<D: Drive, P: Params + ?Sized>(
         Ok(v) => v,
         Err(e) => return done(Err(e)),
     };
+    // Before anything is sent: the server would take extra values silently (see
+    // placeholders.rs) and refuse missing ones only at Bind.
+    if let Some(takes) = placeholders::count(sql) {
+        if takes != values.len() {
+            return done(Err(placeholders::mismatch(takes, values.len())));
+        }
+    }
     let types: Vec<u32> = values.iter().map(Value::type_oid).collect();
     let capacity = core.with(|s| s.options().statement_cache_size);
     if capacity == Some(0) {
