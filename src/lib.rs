@@ -264,6 +264,12 @@
 #[doc = include_str!("../docs/migrating-from-momoko.md")]
 pub mod migrating_from_momoko {}
 
+/// The README's Rust blocks, compiled with the doc tests so that the Quick start a new user
+/// copies cannot drift from the API (blocks that need a live server or features are `ignore`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use momoko_loop as ioloop;
 
 pub mod conninfo;
