@@ -201,17 +201,15 @@ fn rustls_config(ca: &std::path::Path) -> Result<rustls::ClientConfig, String> {
     for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
         roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| bad(&e))?;
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-        .map_err(|e| bad(&e))?
-        .with_webpki_verifier(verifier)
+    // The process's crypto provider (ring, from the rustls features), as momoko takes it.
+    let verifier = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots))
+        .build()
+        .map_err(|e| bad(&e))?;
+    Ok(rustls::ClientConfig::builder_with_protocol_versions(&[
+        &rustls::version::TLS12,
+        &rustls::version::TLS13,
+    ])
+    .with_webpki_verifier(verifier)
         .with_no_client_auth())
 }
 

@@ -110,10 +110,10 @@ impl TlsRelay {
         }
         let key = PrivateKeyDer::from_pem_slice(key_pem)
             .map_err(|e| invalid(format!("private key: {e}")))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| invalid(e.to_string()))?
+        // The process's crypto provider (ring, from this crate's rustls features, unless the
+        // program installed another), as momoko takes it: rustls 0.23.48 deprecated naming
+        // ring's provider directly.
+        let mut config = ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .map_err(|e| invalid(format!("certificate and key: {e}")))?;

@@ -56,10 +56,7 @@ fn client_config(t: &momoko_testpg::TlsInfo, alpn: &[&[u8]]) -> Arc<ClientConfig
     for c in CertificateDer::pem_file_iter(&t.ca_file).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
+    let mut config = ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
