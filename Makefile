@@ -146,7 +146,7 @@ msrv:
 	  echo "==> MSRV check skipped: Rust $(MSRV) could not be installed here"; \
 	fi
 
-# momoko as a user's project gets it: a dependency of a scratch crate (under
+# momoko (and momoko-tcproxy, which publishes too) as a user's project gets it: a dependency of a scratch crate (under
 # $(TARGET_DIR)/deps-fresh, with its own target dir), resolved afresh with no lock copied, so
 # with the newest releases semver allows, then checked with the default features and with every
 # feature, warnings denied. momoko and momoko-loop are path dependencies, so their warnings are
@@ -159,7 +159,8 @@ deps-fresh:
 	@mkdir -p $(DEPS_FRESH)/src
 	@printf '%s\n' \
 	  '[package]' 'name = "momoko-deps-fresh"' 'version = "0.0.0"' 'edition = "2021"' 'publish = false' '' \
-	  '[dependencies]' 'momoko = { path = "$(CURDIR)" }' '' \
+	  '[dependencies]' 'momoko = { path = "$(CURDIR)" }' \
+	  'momoko-tcproxy = { path = "$(CURDIR)/tcproxy" }' '' \
 	  '[features]' 'all = [$(foreach f,$(DEPS_FRESH_ALL),"momoko/$(f)",)]' '' \
 	  '[workspace]' >$(DEPS_FRESH)/Cargo.toml
 	@printf '%s\n' '//! Nothing of its own: momoko built as a dependency (make deps-fresh).' >$(DEPS_FRESH)/src/lib.rs
