@@ -16,12 +16,13 @@ use bytes::Bytes;
 use momoko_loop::{Future, HandlerId, IoLoop, Ready, TimeoutId};
 
 use crate::conninfo::{Config, Dsn};
+use crate::driver::{CancelTarget, Driver};
 use crate::error::{DbError, Error};
 use crate::params::Params;
-use crate::proto::{BackendKey, CopySource};
+use crate::proto::CopySource;
 use crate::row::Cursor;
 use crate::session::ops::{self, Done};
-use crate::session::{Action, Core, Drive, Notification, Notify, Options, Phase};
+use crate::session::{Core, Drive, Notification, Notify, Options, Phase};
 
 pub use crate::session::ops::prepared::Prepared;
 pub use crate::session::ops::Statement;
@@ -224,6 +225,8 @@ struct Registration {
     generation: u64,
     timer: Option<(TimeoutId, Instant)>,
     flush_scheduled: bool,
+    /// A delivery waits in the loop's callbacks (see `Drive::wake`).
+    delivery_scheduled: bool,
 }
 
 impl Drop for LoopDriver {
@@ -243,8 +246,23 @@ impl Drive for LoopDriver {
         Instant::now()
     }
 
+    /// A request was queued: registration now, and an answer known before anything was
+    /// sent (a local failure) from the loop's next turn, never inside the caller's call.
     fn wake(core: &Rc<Core<Self>>) {
-        sync(core);
+        register(core);
+        let d = &core.driver;
+        if d.delivering.get() || !core.with(|s| s.has_actions()) {
+            return;
+        }
+        let mut reg = d.reg.borrow_mut();
+        if !reg.delivery_scheduled {
+            reg.delivery_scheduled = true;
+            let me = core.clone();
+            d.ioloop.add_callback(move || {
+                me.driver.reg.borrow_mut().delivery_scheduled = false;
+                sync(&me);
+            });
+        }
     }
 
     /// A finished name lookup reaches the loop through its cross-thread handle; the core is
@@ -383,74 +401,7 @@ impl Connection {
         self.core.with_mut(|s| s.forget_statements());
     }
 
-    /// Whether the connection is closed: never connected, closed by `close()`, or lost.
-    pub fn closed(&self) -> bool {
-        self.core.with(|s| s.is_closed())
-    }
-
-    /// The server version as libpq reports it (150018 for 15.18), once connected.
-    pub fn server_version(&self) -> Option<i32> {
-        self.core.with(|s| s.server_version())
-    }
-
-    /// A server parameter (`TimeZone`, `standard_conforming_strings`, `application_name`…).
-    pub fn parameter(&self, name: &str) -> Option<String> {
-        self.core.with(|s| s.parameter(name).map(str::to_owned))
-    }
-
-    /// The host this connection reached, as given in the connection string (a name, an
-    /// address, or the Unix socket directory): libpq's `PQhost`. With a host list it says
-    /// which one target_session_attrs settled on. `None` while not connected.
-    pub fn host(&self) -> Option<String> {
-        self.core.with(|s| s.reached().map(|(h, _)| h))
-    }
-
-    /// The port of [`host`](Self::host): libpq's `PQport`.
-    pub fn port(&self) -> Option<u16> {
-        self.core.with(|s| s.reached().map(|(_, p)| p))
-    }
-
-    /// The backend process id of this session (for `pg_terminate_backend`, logs).
-    pub fn backend_pid(&self) -> Option<i32> {
-        self.core.with(|s| s.backend_key().map(|k| k.pid()))
-    }
-
-    /// The protocol version this connection speaks, as `(major, minor)`: `(3, 2)` with
-    /// `max_protocol_version=3.2` (or `latest`) on PostgreSQL 18 and later, `(3, 0)`
-    /// otherwise (libpq's default is 3.0). `(0, 0)` while not connected.
-    pub fn protocol_version(&self) -> (u16, u16) {
-        self.core.with(|s| s.protocol_version())
-    }
-
-    /// Idle, in a transaction, in a failed one, or unknown (not connected).
-    pub fn transaction_status(&self) -> TransactionStatus {
-        self.core
-            .with(|s| TransactionStatus::of(s.phase() == Phase::Ready, s.transaction_status()))
-    }
-
-    /// Whether the connection runs over TLS (libpq's `PQsslInUse`).
-    pub fn ssl_in_use(&self) -> bool {
-        self.core.with(|s| s.ssl_in_use())
-    }
-
-    /// libpq's `PQsslAttribute`: `"library"` (`"rustls"`), `"protocol"` (`"TLSv1.3"`),
-    /// `"cipher"` (`"TLS_AES_256_GCM_SHA384"`), `"key_bits"`, `"compression"` (`"off"`),
-    /// `"alpn"` (`"postgresql"`, empty when none was chosen);
-    /// `None` when the connection is not TLS or the name is unknown.
-    pub fn ssl_attribute(&self, name: &str) -> Option<String> {
-        self.core.with(|s| s.ssl_attribute(name))
-    }
-
-    /// Requests sent and not yet answered.
-    pub fn in_flight(&self) -> usize {
-        self.core.with(|s| s.pending())
-    }
-
-    /// The query with its parameters rendered as psycopg2 renders them. Synchronous, like
-    /// Momoko's; mistakes in placeholders are `ErrorKind::Usage` errors.
-    pub fn mogrify<P: Params>(&self, query: &str, params: P) -> Result<String, Error> {
-        crate::params::mogrify(query, &params, &self.core.with(|s| s.quote_context()))
-    }
+    crate::driver::session_getters!();
 
     /// A future of this connection's loop and the callback that resolves it.
     fn future<T: 'static>(&self) -> (Future<T>, Box<dyn FnOnce(T)>) {
@@ -633,35 +584,9 @@ impl Connection {
     /// new socket). The query then fails with SQLSTATE 57014 and the connection stays
     /// usable. Resolves once the server took the request.
     pub fn cancel(&self) -> Future<Result<(), Error>> {
-        let target = self.core.with_mut(|s| s.cancel_target());
-        match target {
-            Some(((peer, key), head, tls)) => {
-                let timeout = self
-                    .core
-                    .with(|s| s.options().connect_timeout)
-                    .unwrap_or(Duration::from_secs(10));
-                let lp = &self.core.driver.ioloop;
-                let fut = send_cancel(lp, &peer, key.clone(), timeout, tls.clone());
-                if let Some(head) = head {
-                    // A backend still reading its next command ignores a cancel, and the
-                    // query may reach it just after our request did: while that same
-                    // request is still running, ask again a few times.
-                    let weak = Rc::downgrade(&self.core);
-                    let retry = move |_: &Future<Result<(), Error>>| {
-                        cancel_again(weak, peer, key, head, timeout, tls, 20);
-                    };
-                    fut.add_done_callback(retry);
-                }
-                fut
-            }
-            None => {
-                let (fut, done) = self.future();
-                done(Err(Error::connection(
-                    "the connection is not established: nothing to cancel",
-                )));
-                fut
-            }
-        }
+        let (fut, done) = self.future();
+        self.core.cancel(done);
+        fut
     }
 
     /// `COPY … FROM STDIN` with the data given whole; resolves to the number of rows copied.
@@ -784,49 +709,6 @@ fn handle(core: &Rc<Core<LoopDriver>>) -> Connection {
     }
 }
 
-/// A CancelRequest, over TLS when the connection is TLS (as libpq's PQcancelCreate).
-fn send_cancel(
-    lp: &IoLoop,
-    peer: &crate::session::transport::Peer,
-    key: BackendKey,
-    timeout: Duration,
-    tls: Option<crate::cancel::TlsCancel>,
-) -> Future<Result<(), Error>> {
-    match tls {
-        Some(tls) => crate::cancel::cancel_over_tls(lp, peer, key, timeout, tls),
-        None => crate::cancel::cancel(lp, peer, &key, timeout),
-    }
-}
-
-/// Sends the cancel again after a short wait if request `head` is still the one running.
-#[allow(clippy::too_many_arguments)]
-fn cancel_again(
-    weak: Weak<Core<LoopDriver>>,
-    peer: crate::session::transport::Peer,
-    key: BackendKey,
-    head: u64,
-    timeout: Duration,
-    tls: Option<crate::cancel::TlsCancel>,
-    tries: u32,
-) {
-    let Some(core) = weak.upgrade() else { return };
-    if tries == 0 {
-        return;
-    }
-    let lp = core.driver.ioloop.clone();
-    drop(core);
-    lp.clone().call_later(Duration::from_millis(50), move || {
-        let Some(core) = weak.upgrade() else { return };
-        if core.with(|s| s.head_sequence()) != Some(head) {
-            return;
-        }
-        let f = send_cancel(&lp, &peer, key.clone(), timeout, tls.clone());
-        f.add_done_callback(move |_| {
-            cancel_again(weak, peer, key, head, timeout, tls, tries - 1);
-        });
-    });
-}
-
 fn on_ready(core: &Rc<Core<LoopDriver>>, ready: Ready) {
     core.with_mut(|s| {
         s.handle_ready(
@@ -926,71 +808,65 @@ fn register(core: &Rc<Core<LoopDriver>>) {
     }
 }
 
-/// Registration in line, then the session's actions delivered with no borrow held, in the
-/// order the session produced them. A wake from inside a delivered callback only registers:
-/// the delivery under way picks up what that callback queued, after what came before it.
+/// Registration in line, then the session's actions delivered (see `Core::deliver`). A
+/// wake from inside a delivered callback only registers: the delivery under way picks up
+/// what that callback queued, after what came before it.
 fn sync(core: &Rc<Core<LoopDriver>>) {
-    register(core);
-    if core.driver.delivering.replace(true) {
-        return;
-    }
-    struct Delivering<'a>(&'a Cell<bool>);
-    impl Drop for Delivering<'_> {
-        fn drop(&mut self) {
-            self.0.set(false);
+    match core.deliver() {
+        None => register(core),
+        Some(0) => {}
+        Some(_) => {
+            // Callbacks may have given up the last handle.
+            close_if_abandoned(core);
+            register(core);
         }
-    }
-    let guard = Delivering(&core.driver.delivering);
-    let mut delivered = false;
-    loop {
-        let actions = core.with_mut(|s| s.take_actions());
-        if actions.is_empty() {
-            break;
-        }
-        delivered = true;
-        for action in actions.into_iter().filter_map(Action::deliver) {
-            run(core, action);
-        }
-        register(core);
-    }
-    drop(guard);
-    if delivered {
-        // Callbacks may have given up the last handle.
-        close_if_abandoned(core);
-        register(core);
     }
 }
 
-/// Runs one action the driver handles itself.
-fn run(core: &Rc<Core<LoopDriver>>, action: Action) {
-    match action {
-        Action::Complete(cb, result) => cb(result),
-        // Already run by `Action::deliver`.
-        Action::Notify(..) | Action::Notice(..) | Action::CopyData(..) | Action::Release(_) => {}
-        Action::Cancel => {
-            let f = handle(core).cancel();
-            core.driver.ioloop.add_future(&f, |f| {
-                if let Some(Err(e)) = f.take() {
-                    log::warn!("cancelling a timed-out query failed: {e}");
-                }
-            });
+impl Driver for LoopDriver {
+    fn delivering(&self) -> &Cell<bool> {
+        &self.delivering
+    }
+
+    fn turn(core: &Rc<Core<Self>>) {
+        register(core);
+    }
+
+    fn connected(core: &Rc<Core<Self>>, result: Result<(), Error>) {
+        let waiters = std::mem::take(&mut *core.driver.connect_waiters.borrow_mut());
+        for f in waiters {
+            let r = match &result {
+                Ok(()) => Ok(handle(core)),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = f.set_result(r);
         }
-        Action::Connected(result) => {
-            let waiters = std::mem::take(&mut *core.driver.connect_waiters.borrow_mut());
-            for f in waiters {
-                let r = match &result {
-                    Ok(()) => Ok(handle(core)),
-                    Err(e) => Err(e.clone()),
-                };
-                let _ = f.set_result(r);
-            }
+    }
+
+    fn closed(core: &Rc<Core<Self>>, e: &Error) {
+        let hooks: Vec<_> = core.driver.on_close.borrow().clone();
+        for h in hooks {
+            h(e);
         }
-        Action::Closed(e) => {
-            log::debug!("connection closed: {e}");
-            let hooks: Vec<_> = core.driver.on_close.borrow().clone();
-            for h in hooks {
-                h(&e);
-            }
-        }
+    }
+
+    /// A CancelRequest on a socket of the loop, over TLS when the connection is TLS.
+    fn send_cancel(core: &Rc<Core<Self>>, target: &CancelTarget, done: Done<()>) {
+        let lp = &core.driver.ioloop;
+        let (peer, key, timeout) = (&target.peer, target.key.clone(), target.timeout);
+        let fut = match target.tls.clone() {
+            Some(tls) => crate::cancel::cancel_over_tls(lp, peer, key, timeout, tls),
+            None => crate::cancel::cancel(lp, peer, &key, timeout),
+        };
+        fut.add_done_callback(move |f| {
+            let r = f
+                .take()
+                .unwrap_or_else(|| Err(Error::connection("the cancel was lost")));
+            done(r);
+        });
+    }
+
+    fn call_later(core: &Rc<Core<Self>>, delay: Duration, f: Box<dyn FnOnce()>) {
+        core.driver.ioloop.call_later(delay, f);
     }
 }

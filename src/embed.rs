@@ -18,14 +18,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mio::{Interest, Registry, Token};
 
-use crate::cancel::TlsCancel;
+use crate::driver::{CancelTarget, Driver};
 use crate::error::Error;
 use crate::params::Params;
-use crate::proto::{BackendKey, CopySource};
+use crate::proto::CopySource;
 use crate::row::Cursor;
 use crate::session::ops::{self, Done, Statement};
-use crate::session::transport::Peer;
-use crate::session::{Action, Core, Drive, Notification, Options, Phase};
+use crate::session::{Core, Drive, Notification, Options};
 use crate::Prepared;
 
 /// How often `next_deadline` asks to be called back while a cancel is under way on its
@@ -71,19 +70,17 @@ pub(crate) struct MioDriver {
     on_connect: RefCell<Option<Done<()>>>,
     delivering: Cell<bool>,
     cancels: RefCell<Vec<CancelTask>>,
+    /// Library code to run once its instant has passed (a cancel asked again), from
+    /// `dispatch`; `next_deadline` includes the earliest.
+    later: RefCell<Vec<(Instant, Box<dyn FnOnce()>)>>,
     /// The error of a failed re-registration, reported from `dispatch`.
     register_error: RefCell<Option<io::Error>>,
 }
-
-/// Where, with which key, for which request, how many more times and over what to ask again.
-type CancelAgain = (Peer, BackendKey, u64, u32, Option<TlsCancel>);
 
 /// A CancelRequest under way on a helper thread.
 struct CancelTask {
     answer: mpsc::Receiver<Result<(), Error>>,
     done: Done<()>,
-    /// Asked again while this request is still the one running (see `Connection::cancel`).
-    again: Option<CancelAgain>,
 }
 
 impl Drive for MioDriver {
@@ -94,6 +91,55 @@ impl Drive for MioDriver {
     fn wake(core: &Rc<Core<Self>>) {
         // Delivery is the program's `dispatch`; only a replaced socket needs doing now.
         sync_registration(core);
+    }
+}
+
+impl Driver for MioDriver {
+    fn delivering(&self) -> &Cell<bool> {
+        &self.delivering
+    }
+
+    /// Writes what is queued (requests that callbacks made go out in the same `dispatch`)
+    /// and registers a replaced socket.
+    fn turn(core: &Rc<Core<Self>>) {
+        core.pump();
+        sync_registration(core);
+    }
+
+    fn connected(core: &Rc<Core<Self>>, result: Result<(), Error>) {
+        let cb = core.driver.on_connect.borrow_mut().take();
+        if let Some(cb) = cb {
+            cb(result);
+        }
+    }
+
+    /// A CancelRequest from a short-lived helper thread (blocking sockets bounded by the
+    /// target's timeout): the program's poll cannot watch a second socket for us.
+    fn send_cancel(core: &Rc<Core<Self>>, target: &CancelTarget, done: Done<()>) {
+        let (tx, rx) = mpsc::channel();
+        let t = target.clone();
+        let spawned = std::thread::Builder::new()
+            .name("momoko-cancel".into())
+            .spawn(move || {
+                let r = crate::cancel::cancel_blocking(&t.peer, &t.key, t.timeout, t.tls.as_ref());
+                let _ = tx.send(r);
+            });
+        match spawned {
+            Ok(_) => core
+                .driver
+                .cancels
+                .borrow_mut()
+                .push(CancelTask { answer: rx, done }),
+            Err(e) => core.answer_later(
+                done,
+                Err(Error::io("could not start the cancel request", e)),
+            ),
+        }
+    }
+
+    fn call_later(core: &Rc<Core<Self>>, delay: Duration, f: Box<dyn FnOnce()>) {
+        let at = MioDriver::now() + delay;
+        core.driver.later.borrow_mut().push((at, f));
     }
 }
 
@@ -149,6 +195,7 @@ impl MioConnection {
             on_connect: RefCell::new(None),
             delivering: Cell::new(false),
             cancels: RefCell::new(Vec::new()),
+            later: RefCell::new(Vec::new()),
             register_error: RefCell::new(None),
         };
         let core = Core::new(dsn.to_owned(), options, driver);
@@ -167,7 +214,7 @@ impl MioConnection {
         if !self.core.with(|s| s.is_closed()) {
             let e = Error::usage("the connection is already connected or connecting");
             // Delivered from dispatch like every other callback.
-            return self.spawn_failed(Box::new(on_connect), e);
+            return self.core.answer_later(Box::new(on_connect), Err(e));
         }
         *self.core.driver.on_connect.borrow_mut() = Some(Box::new(on_connect));
         self.core.with_mut(|s| s.connect(MioDriver::now()));
@@ -209,9 +256,15 @@ impl MioConnection {
     /// called (a connect timeout, a query timeout, a cancel under way), if any: use it to
     /// bound the poll's timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let d = &self.core.driver;
         let (own, resolving) = self.core.with(|s| (s.next_deadline(), s.is_resolving()));
+        let later = d.later.borrow().iter().map(|(at, _)| *at).min();
+        let own = match (own, later) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // A name lookup or a cancel runs on a helper thread: look for its answer soon.
-        if self.core.driver.cancels.borrow().is_empty() && !resolving {
+        if d.cancels.borrow().is_empty() && !resolving {
             return own;
         }
         let soon = MioDriver::now() + CANCEL_POLL;
@@ -235,64 +288,24 @@ impl MioConnection {
     pub fn dispatch(&self, registry: &Registry) -> usize {
         let _ = registry;
         let core = &self.core;
-        if core.driver.delivering.replace(true) {
+        if core.driver.delivering.get() {
             core.pump();
             return 0;
         }
-        struct Delivering<'a>(&'a Cell<bool>);
-        impl Drop for Delivering<'_> {
-            fn drop(&mut self) {
-                self.0.set(false);
-            }
-        }
-        let _guard = Delivering(&core.driver.delivering);
         if core.with(|s| s.is_resolving()) {
             core.with_mut(|s| s.poll_resolved(MioDriver::now()));
             sync_registration(core);
         }
-        let mut ran = self.poll_cancels();
-        loop {
-            core.pump();
-            sync_registration(core);
-            let actions = core.with_mut(|s| s.take_actions());
-            if actions.is_empty() {
-                return ran;
-            }
-            for action in actions {
-                ran += 1;
-                if let Some(action) = action.deliver() {
-                    self.run(action);
-                }
-            }
-        }
+        self.poll_cancels();
+        core.deliver().unwrap_or(0)
     }
 
-    fn run(&self, action: Action) {
-        match action {
-            Action::Complete(cb, r) => cb(r),
-            // Already run by `Action::deliver`.
-            Action::Notify(..) | Action::Notice(..) | Action::CopyData(..) | Action::Release(_) => {
-            }
-            Action::Connected(r) => {
-                let cb = self.core.driver.on_connect.borrow_mut().take();
-                if let Some(cb) = cb {
-                    cb(r);
-                }
-            }
-            Action::Closed(e) => log::debug!("connection closed: {e}"),
-            Action::Cancel => self.cancel(|r| {
-                if let Err(e) = r {
-                    log::warn!("cancelling a timed-out query failed: {e}");
-                }
-            }),
-        }
-    }
-
-    /// Runs the callbacks of cancels whose helper thread answered; asks again while the
-    /// cancelled request is still the one running.
-    fn poll_cancels(&self) -> usize {
+    /// Queues the answers of cancels whose helper thread answered, and runs what
+    /// `call_later` set for now or before.
+    fn poll_cancels(&self) {
+        let d = &self.core.driver;
         let finished: Vec<(CancelTask, Result<(), Error>)> = {
-            let mut cancels = self.core.driver.cancels.borrow_mut();
+            let mut cancels = d.cancels.borrow_mut();
             let mut out = Vec::new();
             let mut i = 0;
             while i < cancels.len() {
@@ -307,53 +320,18 @@ impl MioConnection {
             }
             out
         };
-        let n = finished.len();
         for (task, r) in finished {
-            if let Some((peer, key, head, tries, tls)) = task.again {
-                let still = self.core.with(|s| s.head_sequence()) == Some(head);
-                if still && tries > 0 {
-                    let again = Some((head, tries - 1));
-                    self.spawn_cancel(peer, key, again, tls, Box::new(|_| {}), true);
-                }
-            }
-            (task.done)(r);
+            self.core.answer_later(task.done, r);
         }
-        n
-    }
-
-    fn spawn_cancel(
-        &self,
-        peer: Peer,
-        key: BackendKey,
-        head: Option<(u64, u32)>,
-        tls: Option<TlsCancel>,
-        done: Done<()>,
-        wait_first: bool,
-    ) {
-        let timeout = self
-            .core
-            .with(|s| s.options().connect_timeout)
-            .unwrap_or(Duration::from_secs(10));
-        let (tx, rx) = mpsc::channel();
-        let p = peer.clone();
-        let k = key.clone();
-        let t = tls.clone();
-        let spawned = std::thread::Builder::new()
-            .name("momoko-cancel".into())
-            .spawn(move || {
-                if wait_first {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let r = crate::cancel::cancel_blocking(&p, &k, timeout, t.as_ref());
-                let _ = tx.send(r);
-            });
-        match spawned {
-            Ok(_) => self.core.driver.cancels.borrow_mut().push(CancelTask {
-                answer: rx,
-                done,
-                again: head.map(|(h, tries)| (peer, key, h, tries, tls)),
-            }),
-            Err(e) => done(Err(Error::io("could not start the cancel request", e))),
+        let now = MioDriver::now();
+        let due: Vec<Box<dyn FnOnce()>> = {
+            let mut later = d.later.borrow_mut();
+            let (due, kept) = later.drain(..).partition(|(at, _)| *at <= now);
+            *later = kept;
+            due.into_iter().map(|(_, f)| f).collect::<Vec<_>>()
+        };
+        for f in due {
+            f();
         }
     }
 
@@ -467,24 +445,7 @@ impl MioConnection {
     /// thread, bounded by the connect timeout or 10 s); `callback` runs from `dispatch` once
     /// the server took the request.
     pub fn cancel(&self, callback: impl FnOnce(Result<(), Error>) + 'static) {
-        let target = self.core.with_mut(|s| s.cancel_target());
-        match target {
-            Some(((peer, key), head, tls)) => {
-                let again = head.map(|h| (h, 20));
-                self.spawn_cancel(peer, key, again, tls, Box::new(callback), false)
-            }
-            None => {
-                let e = Error::connection("the connection is not established: nothing to cancel");
-                self.spawn_failed(Box::new(callback), e);
-            }
-        }
-    }
-
-    /// Delivers an immediate failure from `dispatch`, like every other callback, in order
-    /// with them.
-    fn spawn_failed(&self, done: Done<()>, e: Error) {
-        self.core
-            .with_mut(|s| s.fail_later(Box::new(move |r| done(r.map(drop))), e));
+        self.core.cancel(Box::new(callback));
     }
 
     /// `COPY … FROM STDIN` with the data given whole.
@@ -552,79 +513,7 @@ impl MioConnection {
 
     // ---- getters ----
 
-    /// The query with its parameters rendered as psycopg2 renders them.
-    pub fn mogrify<P: Params>(&self, query: &str, params: P) -> Result<String, Error> {
-        crate::params::mogrify(query, &params, &self.core.with(|s| s.quote_context()))
-    }
-
-    /// Whether the connection runs over TLS (libpq's `PQsslInUse`).
-    pub fn ssl_in_use(&self) -> bool {
-        self.core.with(|s| s.ssl_in_use())
-    }
-
-    /// libpq's `PQsslAttribute`: `"library"` (`"rustls"`), `"protocol"` (`"TLSv1.3"`),
-    /// `"cipher"` (`"TLS_AES_256_GCM_SHA384"`), `"key_bits"`, `"compression"` (`"off"`),
-    /// `"alpn"` (`"postgresql"`, empty when none was chosen);
-    /// `None` when the connection is not TLS or the name is unknown.
-    pub fn ssl_attribute(&self, name: &str) -> Option<String> {
-        self.core.with(|s| s.ssl_attribute(name))
-    }
-
-    /// Requests queued or waiting for an answer.
-    pub fn pending(&self) -> usize {
-        self.core.with(|s| s.pending())
-    }
-
-    /// Whether the connection is ready for requests.
-    pub fn is_ready(&self) -> bool {
-        self.core.with(|s| s.phase() == Phase::Ready)
-    }
-
-    /// Whether the connection is closed (or failed to connect).
-    pub fn is_closed(&self) -> bool {
-        self.core.with(|s| s.is_closed())
-    }
-
-    /// The host this connection reached, as given in the connection string (a name, an
-    /// address, or the Unix socket directory): libpq's `PQhost`. With a host list it says
-    /// which one target_session_attrs settled on. `None` while not connected.
-    pub fn host(&self) -> Option<String> {
-        self.core.with(|s| s.reached().map(|(h, _)| h))
-    }
-
-    /// The port of [`host`](Self::host): libpq's `PQport`.
-    pub fn port(&self) -> Option<u16> {
-        self.core.with(|s| s.reached().map(|(_, p)| p))
-    }
-
-    /// The backend process id of this session.
-    pub fn backend_pid(&self) -> Option<i32> {
-        self.core.with(|s| s.backend_key().map(|k| k.pid()))
-    }
-
-    /// The protocol version this connection speaks, as `(major, minor)`: `(3, 2)` with
-    /// `max_protocol_version=3.2` (or `latest`) on PostgreSQL 18 and later, `(3, 0)`
-    /// otherwise. `(0, 0)` while not connected.
-    pub fn protocol_version(&self) -> (u16, u16) {
-        self.core.with(|s| s.protocol_version())
-    }
-
-    /// A server parameter as last reported.
-    pub fn parameter(&self, name: &str) -> Option<String> {
-        self.core.with(|s| s.parameter(name).map(str::to_owned))
-    }
-
-    /// Idle, in a transaction, in a failed one, or unknown (not connected).
-    pub fn transaction_status(&self) -> crate::TransactionStatus {
-        self.core.with(|s| {
-            crate::TransactionStatus::of(s.phase() == Phase::Ready, s.transaction_status())
-        })
-    }
-
-    /// The server version as libpq reports it, once connected.
-    pub fn server_version(&self) -> Option<i32> {
-        self.core.with(|s| s.server_version())
-    }
+    crate::driver::session_getters!();
 
     /// Closes the connection; queued requests fail from the next `dispatch`. Deregister the
     /// token afterwards if your loop keeps a table of them.

@@ -277,6 +277,7 @@ mod error;
 
 mod cancel;
 mod connection;
+mod driver;
 mod embed;
 mod params;
 mod pool;

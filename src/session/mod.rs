@@ -39,6 +39,7 @@ use crate::proto::{
 };
 use crate::types::QuoteContext;
 use cache::StatementCache;
+use ops::Done;
 use transport::{open, Peer, Socket};
 
 /// A completion callback for one request.
@@ -133,6 +134,9 @@ impl Notification {
 pub(crate) enum Action {
     /// A request finished.
     Complete(Callback, Result<Response, Error>),
+    /// A caller answered before anything was sent (a parameter that does not render, a
+    /// wrong count): run in order with the completions, never inside the call that queued it.
+    Answer(Box<dyn FnOnce()>),
     /// The connect attempt finished (after setsession).
     Connected(Result<(), Error>),
     /// A notification for a listener.
@@ -767,6 +771,11 @@ impl Session {
         std::mem::take(&mut self.actions)
     }
 
+    /// Whether actions wait for the driver's delivery.
+    pub(crate) fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
     /// Registers or removes the listener of a channel (the LISTEN itself is a request).
     pub(crate) fn set_listener(&mut self, channel: &str, listener: Option<Listener>) {
         match listener {
@@ -1186,12 +1195,6 @@ impl Session {
             }
             Waiter::Setsession { .. } | Waiter::Discard => {}
         }
-    }
-
-    /// Answers `cb` with `e` from the driver's next delivery, in order with every other
-    /// completion: for a failure known before anything could be sent.
-    pub(crate) fn fail_later(&mut self, cb: Callback, e: Error) {
-        self.actions.push(Action::Complete(cb, Err(e)));
     }
 
     /// Queues a request with its completion callback.
@@ -1773,6 +1776,21 @@ impl<D: Drive> Core<D> {
             let now = s.options.query_timeout.map(|_| D::now());
             s.request(req, cb, now);
         }
+        D::wake(self);
+    }
+
+    /// Answers `done` from the driver's delivery, in order with every other completion:
+    /// for an answer known before anything is sent. The caller of an operation never sees
+    /// its callback run inside the call.
+    pub(crate) fn answer_later<T: 'static>(
+        self: &Rc<Self>,
+        done: Done<T>,
+        result: Result<T, Error>,
+    ) {
+        self.with_mut(|s| {
+            s.actions
+                .push(Action::Answer(Box::new(move || done(result))))
+        });
         D::wake(self);
     }
 

@@ -21,7 +21,7 @@ pub(crate) fn execute<D: Drive, P: Params + ?Sized>(
 ) {
     match render(query, params) {
         Ok(sql) => simple(core, sql, done),
-        Err(e) => done(Err(e)),
+        Err(e) => core.answer_later(done, Err(e)),
     }
 }
 

@@ -111,17 +111,15 @@ pub(crate) fn execute_prepared<D: Drive, P: Params + ?Sized>(
     let st = &statement.0;
     let values = match params.positional() {
         Ok(v) => v,
-        Err(e) => return done(Err(e)),
+        Err(e) => return core.answer_later(done, Err(e)),
     };
     if values.len() != st.param_types.len() {
-        return done(Err(placeholders::mismatch(
-            st.param_types.len(),
-            values.len(),
-        )));
+        let e = placeholders::mismatch(st.param_types.len(), values.len());
+        return core.answer_later(done, Err(e));
     }
     let (encoded, formats) = match encode_params(&values, &st.param_types) {
         Ok(x) => x,
-        Err(e) => return done(Err(e)),
+        Err(e) => return core.answer_later(done, Err(e)),
     };
     let current = core.with(|s| s.is_current(&st.at.borrow().0));
     let mut reprepare_error: Option<Rc<RefCell<Option<Error>>>> = None;
@@ -169,7 +167,7 @@ pub(crate) fn execute_prepared<D: Drive, P: Params + ?Sized>(
 pub(crate) fn close_prepared<D: Drive>(core: &Rc<Core<D>>, statement: &Prepared, done: Done<()>) {
     let current = core.with(|s| s.is_current(&statement.0.at.borrow().0));
     if !current {
-        return done(Ok(()));
+        return core.answer_later(done, Ok(()));
     }
     let name = {
         let mut at = statement.0.at.borrow_mut();
@@ -193,13 +191,14 @@ pub(crate) fn query<D: Drive, P: Params + ?Sized>(
 ) {
     let values = match params.positional() {
         Ok(v) => v,
-        Err(e) => return done(Err(e)),
+        Err(e) => return core.answer_later(done, Err(e)),
     };
     // Before anything is sent: the server would take extra values silently (see
     // placeholders.rs) and refuse missing ones only at Bind.
     if let Some(takes) = placeholders::count(sql) {
         if takes != values.len() {
-            return done(Err(placeholders::mismatch(takes, values.len())));
+            let e = placeholders::mismatch(takes, values.len());
+            return core.answer_later(done, Err(e));
         }
     }
     let types: Vec<u32> = values.iter().map(Value::type_oid).collect();
@@ -223,7 +222,7 @@ fn query_unnamed<D: Drive>(
 ) {
     let (encoded, formats) = match encode_params(values, &types) {
         Ok(x) => x,
-        Err(e) => return done(Err(e)),
+        Err(e) => return core.answer_later(done, Err(e)),
     };
     let query = sql.to_owned();
     core.request(
@@ -256,7 +255,7 @@ fn query_values<D: Drive>(
         Some(st) => {
             let (encoded, formats) = match encode_params(&values, &st.param_types) {
                 Ok(x) => x,
-                Err(e) => return done(Err(e)),
+                Err(e) => return core.answer_later(done, Err(e)),
             };
             let c = core.clone();
             core.request(
@@ -282,7 +281,7 @@ fn query_values<D: Drive>(
             // for the server to infer and sent as text.
             let (encoded, formats) = match encode_params(&values, &types) {
                 Ok(x) => x,
-                Err(e) => return done(Err(e)),
+                Err(e) => return core.answer_later(done, Err(e)),
             };
             let name = statement_name("q");
             let (key_sql, key_types, stmt_name) = (sql.clone(), types.clone(), name.clone());

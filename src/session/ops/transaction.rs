@@ -28,9 +28,9 @@ pub(crate) fn batch<D: Drive>(
     done: Done<Vec<Cursor>>,
 ) {
     let queries = match render_all(statements) {
-        Ok(q) if q.is_empty() => return done(Ok(Vec::new())),
+        Ok(q) if q.is_empty() => return core.answer_later(done, Ok(Vec::new())),
         Ok(q) => q,
-        Err(e) => return done(Err(e)),
+        Err(e) => return core.answer_later(done, Err(e)),
     };
     let texts = queries.clone();
     core.request(
@@ -61,7 +61,7 @@ pub(crate) fn transaction<D: Drive>(
 ) {
     let rendered = match render_all(statements) {
         Ok(r) => r,
-        Err(e) => return done(Err(e)),
+        Err(e) => return core.answer_later(done, Err(e)),
     };
     if auto_rollback {
         pipelined(core, rendered, done);
