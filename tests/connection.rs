@@ -826,3 +826,91 @@ fn requests_pipelined_behind_a_failed_transaction_run_outside_it() {
         assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
     });
 }
+
+/// The message of a future's error, once the loop completed it.
+async fn error_of<T: 'static>(f: momoko::ioloop::Future<Result<T, momoko::Error>>) -> String {
+    match f.await {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => format!("{:?}: {e}", e.kind()),
+    }
+}
+
+#[test]
+fn requests_that_fail_before_they_are_sent_complete_from_the_loop_not_inside_the_call() {
+    run(async {
+        let conn = connect().await;
+        let st = conn.prepare("SELECT $1::int").await.unwrap();
+        conn.close_prepared(&st).await.unwrap();
+        let execute = conn.execute("SELECT %d", (1,));
+        let callproc = conn.callproc("f%d", (1,));
+        let transaction = conn.transaction(vec![Statement::from(("SELECT %s", (1, 2)))]);
+        let batch = conn.batch(Vec::<Statement>::new());
+        let query = conn.query("SELECT $1::int", (1, 2));
+        let prepared = conn.execute_prepared(&st, (1, 2));
+        let closed_again = conn.close_prepared(&st);
+        // None is done inside its call: each completes from the loop, in request order.
+        let done = [
+            execute.done(),
+            callproc.done(),
+            transaction.done(),
+            batch.done(),
+            query.done(),
+            prepared.done(),
+            closed_again.done(),
+        ];
+        assert_eq!(done, [false; 7]);
+        let usage = "Usage: usage error:";
+        assert_eq!(
+            error_of(execute).await,
+            format!("{usage} unsupported format character 'd' (0x64) at index 8")
+        );
+        assert_eq!(
+            error_of(callproc).await,
+            format!("{usage} unsupported format character 'd' (0x64) at index 16")
+        );
+        assert_eq!(
+            error_of(transaction).await,
+            format!("{usage} not all arguments converted during string formatting: 2 parameters given, 1 placeholders")
+        );
+        assert_eq!(batch.await.unwrap().len(), 0);
+        let count = format!("{usage} the statement takes 1 parameter but 2 were given");
+        assert_eq!(error_of(query).await, count);
+        assert_eq!(error_of(prepared).await, count);
+        closed_again.await.unwrap();
+
+        // Closed: requests and a cancel fail from the loop too.
+        conn.close();
+        let execute = conn.execute("SELECT 1", ());
+        let ping = conn.ping();
+        let cancel = conn.cancel();
+        assert_eq!([execute.done(), ping.done(), cancel.done()], [false; 3]);
+        let closed = "Connection: connection error: the connection is closed: the connection was closed by the client";
+        assert_eq!(error_of(execute).await, closed);
+        assert_eq!(error_of(ping).await, closed);
+        assert_eq!(
+            error_of(cancel).await,
+            "Connection: connection error: the connection is not established: nothing to cancel"
+        );
+    });
+}
+
+#[test]
+fn requests_on_a_connection_whose_connect_failed_complete_from_the_loop() {
+    run(async {
+        let dsn = format!("host=127.0.0.1 port={} user=u dbname=d", refused_port());
+        let conn = Connection::new(&dsn);
+        assert!(conn.connect().await.is_err());
+        let execute = conn.execute("SELECT 1", ());
+        let bad = conn.execute("SELECT %d", (1,));
+        assert_eq!([execute.done(), bad.done()], [false; 2]);
+        let e = error_of(execute).await;
+        assert!(
+            e.starts_with("Connection: connection error: the connection failed to connect"),
+            "{e}"
+        );
+        assert_eq!(
+            error_of(bad).await,
+            "Usage: usage error: unsupported format character 'd' (0x64) at index 8"
+        );
+    });
+}

@@ -335,3 +335,131 @@ fn cancel_and_reconnect_refused_up_front_are_answered_from_dispatch() {
         .to_string()
         .contains("nothing to cancel"));
 }
+
+/// A callback that notes its outcome in `state`, as an embedding program's would: it
+/// borrows the program's state, so it must never run while the program holds that borrow.
+fn note<T: 'static>(
+    state: &Rc<RefCell<Vec<String>>>,
+    label: &'static str,
+) -> impl FnOnce(Result<T, momoko::Error>) + 'static {
+    let state = state.clone();
+    move |r| {
+        let outcome = match r {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("{:?}: {e}", e.kind()),
+        };
+        state.borrow_mut().push(format!("{label}: {outcome}"));
+    }
+}
+
+#[test]
+fn requests_that_fail_before_they_are_sent_are_answered_from_dispatch_not_inside_the_call() {
+    let mut poll = Poll::new().unwrap();
+    let conn = ready_connection(&mut poll);
+    // A statement prepared and closed: closing it again is answered without the server.
+    let prepared = Rc::new(RefCell::new(None));
+    let p = prepared.clone();
+    conn.prepare("SELECT $1::int", move |r| {
+        *p.borrow_mut() = Some(r.unwrap())
+    });
+    drive(&mut poll, &conn, |_| prepared.borrow().is_some());
+    let st = prepared.borrow().clone().unwrap();
+    let closed = Rc::new(RefCell::new(false));
+    let c = closed.clone();
+    conn.close_prepared(&st, move |r| *c.borrow_mut() = r.is_ok());
+    drive(&mut poll, &conn, |_| *closed.borrow());
+
+    let state: Rc<RefCell<Vec<String>>> = Rc::default();
+    {
+        // The program's own borrow, held across every call (a panic "already borrowed"
+        // if a callback ran inside one).
+        let _held = state.borrow_mut();
+        conn.execute("SELECT %d", (1,), note(&state, "execute"));
+        conn.execute("SELECT %s, %s", (1,), note(&state, "execute count"));
+        conn.callproc("f%d", (1,), note(&state, "callproc"));
+        let bad = || vec![momoko::Statement::from(("SELECT %s", (1, 2)))];
+        conn.transaction(bad(), note(&state, "transaction"));
+        conn.transaction_with(bad(), false, note(&state, "transaction_with"));
+        conn.batch(bad(), note(&state, "batch"));
+        conn.batch(Vec::<momoko::Statement>::new(), note(&state, "empty batch"));
+        conn.query("SELECT $1::int", (1, 2), note(&state, "query"));
+        conn.execute_prepared(&st, (1, 2), note(&state, "execute_prepared"));
+        conn.close_prepared(&st, note(&state, "close_prepared"));
+    }
+    assert_eq!(conn.dispatch(poll.registry()), 10);
+    assert_eq!(
+        *state.borrow(),
+        vec![
+            "execute: Usage: usage error: unsupported format character 'd' (0x64) at index 8",
+            "execute count: Usage: usage error: not enough parameters: 1 given, but the query has more %s placeholders",
+            "callproc: Usage: usage error: unsupported format character 'd' (0x64) at index 16",
+            "transaction: Usage: usage error: not all arguments converted during string formatting: 2 parameters given, 1 placeholders",
+            "transaction_with: Usage: usage error: not all arguments converted during string formatting: 2 parameters given, 1 placeholders",
+            "batch: Usage: usage error: not all arguments converted during string formatting: 2 parameters given, 1 placeholders",
+            "empty batch: ok",
+            "query: Usage: usage error: the statement takes 1 parameter but 2 were given",
+            "execute_prepared: Usage: usage error: the statement takes 1 parameter but 2 were given",
+            "close_prepared: ok",
+        ]
+    );
+    assert!(conn.is_ready());
+
+    // Closed by the client: every request fails from dispatch.
+    conn.close();
+    conn.dispatch(poll.registry());
+    state.borrow_mut().clear();
+    {
+        let _held = state.borrow_mut();
+        conn.execute("SELECT 1", (), note(&state, "execute"));
+        conn.ping(note(&state, "ping"));
+        conn.query("SELECT $1::int", (1,), note(&state, "query"));
+        conn.copy_in("COPY t FROM STDIN", &b"1\n"[..], note(&state, "copy_in"));
+        conn.cancel(note(&state, "cancel"));
+    }
+    conn.dispatch(poll.registry());
+    let closed = "Connection: connection error: the connection is closed: the connection was closed by the client";
+    assert_eq!(
+        *state.borrow(),
+        vec![
+            format!("execute: {closed}"),
+            format!("ping: {closed}"),
+            format!("query: {closed}"),
+            format!("copy_in: {closed}"),
+            "cancel: Connection: connection error: the connection is not established: nothing to cancel".to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn requests_on_a_connection_whose_connect_failed_are_answered_from_dispatch() {
+    let mut poll = Poll::new().unwrap();
+    let dsn = format!("host=127.0.0.1 port={} user=u dbname=d", refused_port());
+    let conn = MioConnection::connect(&dsn, |r| assert!(r.is_err()));
+    conn.register(poll.registry(), Token(3)).unwrap();
+    drive(&mut poll, &conn, |c| c.is_closed());
+    let state: Rc<RefCell<Vec<String>>> = Rc::default();
+    {
+        let _held = state.borrow_mut();
+        conn.execute("SELECT 1", (), note(&state, "execute"));
+        conn.execute("SELECT %d", (1,), note(&state, "bad"));
+        conn.transaction(vec!["SELECT 1"], note(&state, "transaction"));
+    }
+    conn.dispatch(poll.registry());
+    let got = state.borrow();
+    assert_eq!(got.len(), 3);
+    assert!(
+        got[0]
+            .starts_with("execute: Connection: connection error: the connection failed to connect"),
+        "{got:?}"
+    );
+    assert_eq!(
+        got[1],
+        "bad: Usage: usage error: unsupported format character 'd' (0x64) at index 8"
+    );
+    assert!(
+        got[2].starts_with(
+            "transaction: Connection: connection error: the connection failed to connect"
+        ),
+        "{got:?}"
+    );
+}
