@@ -59,8 +59,9 @@ impl TransactionStatus {
     }
 }
 
-/// Builds a [`Connection`] with options beyond the connection string. Its Debug never
-/// shows the password.
+/// Builds a [`Connection`] (or, with [`build_mio`](Self::build_mio), a
+/// [`MioConnection`](crate::MioConnection)) with options beyond the connection string. Its
+/// Debug never shows the password.
 #[derive(Debug)]
 pub struct ConnectionBuilder {
     dsn: Dsn,
@@ -85,7 +86,8 @@ impl ConnectionBuilder {
         }
     }
 
-    /// The loop that drives the connection (default: [`IoLoop::current`]).
+    /// The loop that drives the connection (default: [`IoLoop::current`]); a
+    /// [`MioConnection`](crate::MioConnection) has none and ignores it.
     pub fn ioloop(mut self, ioloop: &IoLoop) -> Self {
         self.ioloop = Some(ioloop.clone());
         self
@@ -157,8 +159,29 @@ impl ConnectionBuilder {
     /// which checks the connection string first (a mistake in it fails the connect with
     /// `ErrorKind::Usage`, in libpq's words, before any I/O).
     pub fn build(self) -> Connection {
-        let ioloop = self.ioloop.unwrap_or_else(IoLoop::current);
+        let ioloop = self.ioloop.clone().unwrap_or_else(IoLoop::current);
+        let (dsn, options) = self.into_parts();
+        Connection::from_parts(dsn, ioloop, options)
+    }
+
+    /// A [`MioConnection`](crate::MioConnection) with these options, connecting at once
+    /// (as [`MioConnection::connect`](crate::MioConnection::connect)): register it before
+    /// polling; `on_connect` runs from `dispatch`. With
+    /// [`poll_before_write`](Self::poll_before_write), requests that callbacks make wait for
+    /// the program's next poll before they are written, and `next_deadline` asks for that
+    /// poll at once.
+    pub fn build_mio(
+        self,
+        on_connect: impl FnOnce(Result<(), Error>) + 'static,
+    ) -> crate::MioConnection {
+        let (dsn, options) = self.into_parts();
+        crate::MioConnection::connect_with(dsn, options, on_connect)
+    }
+
+    /// The connection string (empty for a configuration built in code) and the options.
+    fn into_parts(self) -> (String, Options) {
         let mut options = self.options;
+        options.poll_before_write = self.poll_before_write;
         let dsn = match self.dsn {
             Dsn::Text(s) => s,
             Dsn::Config(c) => {
@@ -166,7 +189,7 @@ impl ConnectionBuilder {
                 String::new()
             }
         };
-        Connection::from_parts(dsn, ioloop, options, self.poll_before_write)
+        (dsn, options)
     }
 
     /// Builds and connects.
@@ -320,15 +343,10 @@ impl Connection {
         ConnectionBuilder::with_dsn(Dsn::Text(dsn.to_owned()))
     }
 
-    fn from_parts(
-        dsn: String,
-        ioloop: IoLoop,
-        options: Options,
-        poll_before_write: bool,
-    ) -> Connection {
+    fn from_parts(dsn: String, ioloop: IoLoop, options: Options) -> Connection {
         let driver = LoopDriver {
             ioloop,
-            poll_before_write,
+            poll_before_write: options.poll_before_write,
             reg: RefCell::new(Registration::default()),
             connect_waiters: RefCell::new(Vec::new()),
             user: RefCell::new(Weak::new()),

@@ -6,8 +6,12 @@
 //! loop, which writes what was queued and runs callbacks. It offers the whole operation set
 //! (the same `session/ops` as `Connection`). Callbacks run from `dispatch` with no borrow of
 //! the connection held, so a callback may issue further requests on a clone of its handle;
-//! they are delivered in request order. It owns no timer and no poll of its own and never
-//! blocks the program's thread: a CancelRequest goes out from a short-lived helper thread.
+//! they are delivered in request order; a request that fails before it is sent (a bad
+//! parameter, a closed connection) is answered from `dispatch` too, never inside the call.
+//! [`MioConnection::builder`] takes the options `Connection` has (the same
+//! [`ConnectionBuilder`]). It owns no timer and no poll of its own and never blocks the
+//! program's thread: a CancelRequest goes out from a short-lived helper thread. Delivery,
+//! cancel and the accessors are the shared ones of `driver/`.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -25,7 +29,7 @@ use crate::proto::CopySource;
 use crate::row::Cursor;
 use crate::session::ops::{self, Done, Statement};
 use crate::session::{Core, Drive, Notification, Options};
-use crate::Prepared;
+use crate::{ConnectionBuilder, Prepared};
 
 /// How often `next_deadline` asks to be called back while a cancel is under way on its
 /// helper thread (its answer cannot wake the program's poll).
@@ -64,6 +68,11 @@ impl Drop for UserToken {
 
 /// The program's side of one connection: its token and registry, delivery, cancels.
 pub(crate) struct MioDriver {
+    /// See [`ConnectionBuilder::poll_before_write`].
+    poll_before_write: bool,
+    /// With `poll_before_write`: whether this turn of `dispatch` may still write, that is
+    /// whether the program polled since the last write.
+    may_write: Cell<bool>,
     token: Cell<Option<Token>>,
     registry: RefCell<Option<Registry>>,
     registered: Cell<u64>,
@@ -99,10 +108,16 @@ impl Driver for MioDriver {
         &self.delivering
     }
 
-    /// Writes what is queued (requests that callbacks made go out in the same `dispatch`)
-    /// and registers a replaced socket.
+    /// Writes what is queued (requests that callbacks made go out in the same `dispatch`,
+    /// unless they must wait for the program's next poll) and registers a replaced socket.
     fn turn(core: &Rc<Core<Self>>) {
-        core.pump();
+        if core.driver.may_write.get() {
+            core.pump();
+            // Written: what callbacks queue next waits for the next poll.
+            core.driver.may_write.set(!core.driver.poll_before_write);
+        } else {
+            core.with_mut(|s| s.process_events(MioDriver::now()));
+        }
         sync_registration(core);
     }
 
@@ -180,15 +195,24 @@ impl MioConnection {
     /// with [`MioConnection::register`] before polling. `on_connect` runs from `dispatch`
     /// once the connection is ready or has failed.
     pub fn connect(dsn: &str, on_connect: impl FnOnce(Result<(), Error>) + 'static) -> Self {
-        MioConnection::connect_with(dsn, Options::default(), on_connect)
+        MioConnection::connect_with(dsn.to_owned(), Options::default(), on_connect)
     }
 
-    fn connect_with(
-        dsn: &str,
+    /// A builder for options beyond the connection string (the same as
+    /// [`Connection::builder`](crate::Connection::builder)); finish it with
+    /// [`ConnectionBuilder::build_mio`].
+    pub fn builder(dsn: &str) -> ConnectionBuilder {
+        crate::Connection::builder(dsn)
+    }
+
+    pub(crate) fn connect_with(
+        dsn: String,
         options: Options,
         on_connect: impl FnOnce(Result<(), Error>) + 'static,
     ) -> Self {
         let driver = MioDriver {
+            poll_before_write: options.poll_before_write,
+            may_write: Cell::new(true),
             token: Cell::new(None),
             registry: RefCell::new(None),
             registered: Cell::new(0),
@@ -198,7 +222,7 @@ impl MioConnection {
             later: RefCell::new(Vec::new()),
             register_error: RefCell::new(None),
         };
-        let core = Core::new(dsn.to_owned(), options, driver);
+        let core = Core::new(dsn, options, driver);
         let conn = MioConnection {
             _user: Rc::new(UserToken(core.clone())),
             core,
@@ -248,6 +272,7 @@ impl MioConnection {
                 MioDriver::now(),
             )
         });
+        self.core.driver.may_write.set(true);
         self.core.pump_copy();
         sync_registration(&self.core);
     }
@@ -263,6 +288,10 @@ impl MioConnection {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // Requests wait for the program's next poll: one right away.
+        if d.poll_before_write && self.core.with(|s| s.wants_write()) {
+            return Some(MioDriver::now());
+        }
         // A name lookup or a cancel runs on a helper thread: look for its answer soon.
         if d.cancels.borrow().is_empty() && !resolving {
             return own;
@@ -278,6 +307,8 @@ impl MioConnection {
             s.poll_resolved(now);
             s.handle_timeout(now);
         });
+        // Called after the program's poll: what waits for one may be written.
+        self.core.driver.may_write.set(true);
         sync_registration(&self.core);
     }
 
@@ -289,8 +320,13 @@ impl MioConnection {
         let _ = registry;
         let core = &self.core;
         if core.driver.delivering.get() {
-            core.pump();
+            if core.driver.may_write.get() {
+                core.pump();
+            }
             return 0;
+        }
+        if !core.driver.poll_before_write {
+            core.driver.may_write.set(true);
         }
         if core.with(|s| s.is_resolving()) {
             core.with_mut(|s| s.poll_resolved(MioDriver::now()));

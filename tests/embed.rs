@@ -463,3 +463,115 @@ fn requests_on_a_connection_whose_connect_failed_are_answered_from_dispatch() {
         "{got:?}"
     );
 }
+
+#[test]
+fn a_mio_connection_from_the_builder_acts_on_its_options() {
+    let mut poll = Poll::new().unwrap();
+    let notices: Rc<RefCell<Vec<String>>> = Rc::default();
+    let n = notices.clone();
+    let conn = MioConnection::builder(&dsn())
+        .setsession(["SET application_name = 'mio_built'"])
+        .notice_handler(move |db| n.borrow_mut().push(db.message.clone()))
+        .statement_cache_size(0)
+        .query_timeout(Duration::from_millis(300))
+        .build_mio(|r| r.unwrap());
+    conn.register(poll.registry(), Token(3)).unwrap();
+    drive(&mut poll, &conn, |c| c.is_ready());
+    assert_eq!(
+        conn.parameter("application_name").as_deref(),
+        Some("mio_built")
+    );
+
+    // statement_cache_size(0): `query` runs on the unnamed statement, nothing stays prepared.
+    let got: Rc<RefCell<Vec<i64>>> = Rc::default();
+    let g = got.clone();
+    conn.query("SELECT $1::int8 + 1", (41i64,), move |r| {
+        g.borrow_mut().push(r.unwrap().fetchone().unwrap().get(0))
+    });
+    let g = got.clone();
+    conn.execute(
+        "SELECT count(*) FROM pg_prepared_statements",
+        (),
+        move |r| g.borrow_mut().push(r.unwrap().fetchone().unwrap().get(0)),
+    );
+    drive(&mut poll, &conn, |_| got.borrow().len() == 2);
+    assert_eq!(*got.borrow(), vec![42, 0]);
+
+    // notice_handler: every NoticeResponse.
+    let done = Rc::new(RefCell::new(false));
+    let d = done.clone();
+    conn.execute(
+        "DO $$ BEGIN RAISE NOTICE 'from mio'; END $$",
+        (),
+        move |r| {
+            r.unwrap();
+            *d.borrow_mut() = true;
+        },
+    );
+    drive(&mut poll, &conn, |_| *done.borrow());
+    assert_eq!(*notices.borrow(), vec!["from mio".to_owned()]);
+
+    // query_timeout: the query fails with Timeout, is cancelled on the server, and the
+    // connection stays usable.
+    let started = Instant::now();
+    let failed: Rc<RefCell<Option<momoko::Error>>> = Rc::default();
+    let f = failed.clone();
+    conn.execute("SELECT pg_sleep(5)", (), move |r| *f.borrow_mut() = r.err());
+    drive(&mut poll, &conn, |_| failed.borrow().is_some());
+    let waited = started.elapsed();
+    assert_eq!(failed.borrow().as_ref().unwrap().kind(), ErrorKind::Timeout);
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    let after: Rc<RefCell<Option<i32>>> = Rc::default();
+    let a = after.clone();
+    conn.execute("SELECT 7", (), move |r| {
+        *a.borrow_mut() = Some(r.unwrap().fetchone().unwrap().get(0))
+    });
+    drive(&mut poll, &conn, |_| after.borrow().is_some());
+    assert_eq!(*after.borrow(), Some(7));
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+/// Runs one query whose callback queues a second, and returns the connection's
+/// `next_deadline` as it stands right after the `dispatch` that ran the first callback,
+/// then the two results once both are in.
+fn follow_up_from_a_callback(poll: &mut Poll, conn: &MioConnection) -> (Option<Instant>, Vec<i32>) {
+    let got: Rc<RefCell<Vec<i32>>> = Rc::default();
+    let (g, c) = (got.clone(), conn.clone());
+    conn.execute("SELECT 1", (), move |r| {
+        g.borrow_mut().push(r.unwrap().fetchone().unwrap().get(0));
+        let g = g.clone();
+        c.execute("SELECT 2", (), move |r| {
+            g.borrow_mut().push(r.unwrap().fetchone().unwrap().get(0))
+        });
+    });
+    drive(poll, conn, |_| !got.borrow().is_empty());
+    let deadline = conn.next_deadline();
+    drive(poll, conn, |_| got.borrow().len() == 2);
+    let got = got.borrow().clone();
+    (deadline, got)
+}
+
+#[test]
+fn with_poll_before_write_a_request_made_in_a_callback_waits_for_the_programs_next_poll() {
+    let mut poll = Poll::new().unwrap();
+    let conn = MioConnection::builder(&dsn())
+        .poll_before_write(true)
+        .build_mio(|r| r.unwrap());
+    conn.register(poll.registry(), Token(3)).unwrap();
+    drive(&mut poll, &conn, |c| c.is_ready());
+    let (deadline, got) = follow_up_from_a_callback(&mut poll, &conn);
+    // Not written by the dispatch that queued it: the connection asks for a poll at once.
+    assert!(
+        deadline.is_some_and(|d| d <= Instant::now()),
+        "{deadline:?}"
+    );
+    assert_eq!(got, vec![1, 2]);
+
+    // Without the option the same request went out from that dispatch: nothing is due.
+    let mut poll = Poll::new().unwrap();
+    let plain = ready_connection(&mut poll);
+    let (deadline, got) = follow_up_from_a_callback(&mut poll, &plain);
+    assert_eq!(deadline, None);
+    assert_eq!(got, vec![1, 2]);
+}

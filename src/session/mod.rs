@@ -223,6 +223,9 @@ pub(crate) struct Options {
     /// A configuration built in code, used instead of the connection string until
     /// `set_dsn` gives one.
     pub(crate) config: Option<Config>,
+    /// Requests wait for the driver's next poll before they are written (see
+    /// `ConnectionBuilder::poll_before_write`); the session itself never reads it.
+    pub(crate) poll_before_write: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -235,6 +238,7 @@ impl std::fmt::Debug for Options {
             .field("statement_cache_size", &self.statement_cache_size)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("config", &self.config)
+            .field("poll_before_write", &self.poll_before_write)
             .finish_non_exhaustive()
     }
 }
