@@ -16,7 +16,7 @@ use bytes::Bytes;
 use momoko_loop::{Future, HandlerId, IoLoop, Ready, TimeoutId};
 
 use crate::conninfo::{Config, Dsn};
-use crate::driver::{CancelTarget, Driver};
+use crate::driver::{CancelTarget, Driver, UserToken};
 use crate::error::{DbError, Error};
 use crate::params::Params;
 use crate::proto::CopySource;
@@ -206,17 +206,7 @@ impl ConnectionBuilder {
 #[derive(Clone)]
 pub struct Connection {
     core: Rc<Core<LoopDriver>>,
-    _user: Rc<UserToken>,
-}
-
-/// Dropped with the last user handle: closes the connection once it is idle.
-struct UserToken(Rc<Core<LoopDriver>>);
-
-impl Drop for UserToken {
-    fn drop(&mut self) {
-        self.0.driver.abandoned.set(true);
-        close_if_abandoned(&self.0);
-    }
+    _user: Rc<UserToken<LoopDriver>>,
 }
 
 /// Run when an established connection is lost or closed.
@@ -229,7 +219,7 @@ pub(crate) struct LoopDriver {
     poll_before_write: bool,
     reg: RefCell<Registration>,
     connect_waiters: RefCell<Vec<Future<Result<Connection, Error>>>>,
-    user: RefCell<Weak<UserToken>>,
+    user: RefCell<Weak<UserToken<LoopDriver>>>,
     abandoned: Cell<bool>,
     /// True while actions are being delivered: a wake from inside a callback only brings the
     /// registration in line, and the delivery already under way runs what it queued, after
@@ -886,5 +876,11 @@ impl Driver for LoopDriver {
 
     fn call_later(core: &Rc<Core<Self>>, delay: Duration, f: Box<dyn FnOnce()>) {
         core.driver.ioloop.call_later(delay, f);
+    }
+
+    /// The connection closes once it is idle: what is in flight still completes.
+    fn abandoned(core: &Rc<Core<Self>>) {
+        core.driver.abandoned.set(true);
+        close_if_abandoned(core);
     }
 }

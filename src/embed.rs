@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mio::{Interest, Registry, Token};
 
-use crate::driver::{CancelTarget, Driver};
+use crate::driver::{CancelTarget, Driver, UserToken};
 use crate::error::Error;
 use crate::params::Params;
 use crate::proto::CopySource;
@@ -43,27 +43,7 @@ const CANCEL_POLL: Duration = Duration::from_millis(10);
 #[derive(Clone)]
 pub struct MioConnection {
     core: Rc<Core<MioDriver>>,
-    _user: Rc<UserToken>,
-}
-
-/// Dropped with the last handle: closes the connection; callbacks that can no longer be
-/// delivered are dropped with no borrow held.
-struct UserToken(Rc<Core<MioDriver>>);
-
-impl Drop for UserToken {
-    fn drop(&mut self) {
-        let core = &self.0;
-        core.with_mut(|s| {
-            s.close(
-                Error::connection("the connection was dropped"),
-                MioDriver::now(),
-            )
-        });
-        if !core.driver.delivering.get() {
-            let actions = core.with_mut(|s| s.take_actions());
-            drop(actions);
-        }
-    }
+    _user: Rc<UserToken<MioDriver>>,
 }
 
 /// The program's side of one connection: its token and registry, delivery, cancels.
@@ -155,6 +135,17 @@ impl Driver for MioDriver {
     fn call_later(core: &Rc<Core<Self>>, delay: Duration, f: Box<dyn FnOnce()>) {
         let at = MioDriver::now() + delay;
         core.driver.later.borrow_mut().push((at, f));
+    }
+
+    /// The connection closes at once; callbacks that can no longer be delivered are
+    /// dropped with no borrow held.
+    fn abandoned(core: &Rc<Core<Self>>) {
+        let e = Error::connection("the connection was dropped");
+        core.with_mut(|s| s.close(e, MioDriver::now()));
+        if !core.driver.delivering.get() {
+            let actions = core.with_mut(|s| s.take_actions());
+            drop(actions);
+        }
     }
 }
 

@@ -39,6 +39,18 @@ pub(crate) trait Driver: Drive {
     fn send_cancel(core: &Rc<Core<Self>>, target: &CancelTarget, done: Done<()>);
     /// Runs `f` after `delay`, from the driver's own turn (library code only).
     fn call_later(core: &Rc<Core<Self>>, delay: Duration, f: Box<dyn FnOnce()>);
+    /// The last user handle is gone (see [`UserToken`]).
+    fn abandoned(core: &Rc<Core<Self>>);
+}
+
+/// Shared by every user handle of one connection and dropped with the last: the driver
+/// then closes the connection as its promise says (at once, or once idle).
+pub(crate) struct UserToken<D: Driver>(pub(crate) Rc<Core<D>>);
+
+impl<D: Driver> Drop for UserToken<D> {
+    fn drop(&mut self) {
+        D::abandoned(&self.0);
+    }
 }
 
 /// Clears the delivery flag however the delivery ends (a callback may panic).
