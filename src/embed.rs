@@ -61,10 +61,13 @@ pub(crate) struct MioDriver {
     cancels: RefCell<Vec<CancelTask>>,
     /// Library code to run once its instant has passed (a cancel asked again), from
     /// `dispatch`; `next_deadline` includes the earliest.
-    later: RefCell<Vec<(Instant, Box<dyn FnOnce()>)>>,
+    later: RefCell<Vec<Later>>,
     /// The error of a failed re-registration, reported from `dispatch`.
     register_error: RefCell<Option<io::Error>>,
 }
+
+/// Library code due at an instant (see `Driver::call_later`).
+type Later = (Instant, Box<dyn FnOnce()>);
 
 /// A CancelRequest under way on a helper thread.
 struct CancelTask {
