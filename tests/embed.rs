@@ -575,3 +575,49 @@ fn with_poll_before_write_a_request_made_in_a_callback_waits_for_the_programs_ne
     assert_eq!(deadline, None);
     assert_eq!(got, vec![1, 2]);
 }
+
+#[test]
+fn both_handles_answer_to_every_accessor_name_with_one_meaning() {
+    let mut poll = Poll::new().unwrap();
+    let conn = ready_connection(&mut poll);
+    let done = Rc::new(RefCell::new(false));
+    let d = done.clone();
+    conn.execute("SELECT 1", (), move |_| *d.borrow_mut() = true);
+    conn.execute("SELECT 2", (), |_| {});
+    assert_eq!((conn.in_flight(), conn.pending()), (2, 2));
+    assert_eq!(
+        (conn.closed(), conn.is_closed(), conn.is_ready()),
+        (false, false, true)
+    );
+    drive(&mut poll, &conn, |c| *done.borrow() && c.in_flight() == 0);
+    assert_eq!((conn.in_flight(), conn.pending()), (0, 0));
+    conn.close();
+    assert_eq!(
+        (conn.closed(), conn.is_closed(), conn.is_ready()),
+        (true, true, false)
+    );
+    assert_eq!(
+        conn.transaction_status(),
+        momoko::TransactionStatus::Unknown
+    );
+
+    // The IoLoop handle has the same names, with the same answers.
+    common::run(async {
+        let conn = momoko::connect(&dsn()).await.unwrap();
+        let a = conn.execute("SELECT 1", ());
+        let b = conn.execute("SELECT 2", ());
+        assert_eq!((conn.in_flight(), conn.pending()), (2, 2));
+        assert_eq!(
+            (conn.closed(), conn.is_closed(), conn.is_ready()),
+            (false, false, true)
+        );
+        a.await.unwrap();
+        b.await.unwrap();
+        assert_eq!((conn.in_flight(), conn.pending()), (0, 0));
+        conn.close();
+        assert_eq!(
+            (conn.closed(), conn.is_closed(), conn.is_ready()),
+            (true, true, false)
+        );
+    });
+}
