@@ -392,7 +392,9 @@ impl Connection {
                     .borrow_mut()
                     .push(fut.clone());
                 self.core.with_mut(|s| s.connect(Instant::now()));
-                sync(&self.core);
+                // A connection string refused before any I/O fails the future from the
+                // loop, like every other local failure.
+                LoopDriver::wake(&self.core);
             }
         }
         fut

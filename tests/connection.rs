@@ -914,3 +914,14 @@ fn requests_on_a_connection_whose_connect_failed_complete_from_the_loop() {
         );
     });
 }
+
+#[test]
+fn a_connection_string_refused_before_any_io_fails_the_connect_future_from_the_loop() {
+    run(async {
+        let fut = Connection::new("host=localhost frobnicate=1").connect();
+        assert!(!fut.done());
+        let err = fut.await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Usage);
+        assert!(err.to_string().contains("frobnicate"), "{err}");
+    });
+}
