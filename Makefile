@@ -147,7 +147,7 @@ test: postgres pgbouncer
 	$(MAKE) msrv
 
 # SERVER_TESTS on PostgreSQL 18 (installed into PG_CACHE first, about 10 s the first time).
-test-pg18: testpg-bin
+test-pg18: postgres testpg-bin
 	$(PG_TESTS) 18 $(SERVER_TESTS)
 
 # OLD_SERVER_TESTS on PostgreSQL OLD_PG (13: server programs only; momoko-testpg takes psql

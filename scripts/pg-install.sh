@@ -28,6 +28,18 @@ NPM_13_VERSION=${MOMOKO_PG13_NPM_VERSION:-13.23.0-beta.16}
 
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
+# As root the server runs as the account momoko-testpg uses (MOMOKO_PG_USER, `postgres`),
+# which must reach the binaries: a checkout under /root (mode 0700) is out of its reach, so
+# the cache goes to a machine-wide place then (directories above the cache are not opened).
+pg_user=${MOMOKO_PG_USER:-postgres}
+if [ "$(id -u)" = 0 ] && id "$pg_user" >/dev/null 2>&1 \
+   && ! runuser -u "$pg_user" -- test -x "$cache" 2>/dev/null; then
+  fallback=/var/cache/momoko/pg
+  say "$cache is out of reach of the server's account ($pg_user): using $fallback"
+  mkdir -p "$fallback"
+  chmod 755 /var/cache/momoko "$fallback"
+  cache=$fallback
+fi
 dest="$cache/$major"
 if [ -f "$dest/.complete" ] && [ -x "$dest/bin/initdb" ]; then
   echo "$dest/bin"
@@ -126,11 +138,7 @@ rm -rf "$dest"
 mv "$root" "$dest"
 # As root the server runs as `postgres`: it must read and run the whole tree, and reach it.
 chmod -R a+rX "$dest"
-d=$dest
-while [ "$d" != / ]; do
-  d=$(dirname "$d")
-  [ -x "$d" ] || chmod a+x "$d" 2>/dev/null || true
-done
+chmod a+rx "$cache"
 version=$("$dest/bin/postgres" --version) || die "the installed postgres does not run: $dest/bin/postgres --version failed"
 touch "$dest/.complete"
 say "PostgreSQL $major installed in $dest ($version)"
