@@ -158,7 +158,7 @@ test-old-server: postgres testpg-bin
 # Every version in turn, whatever an earlier one did; a table at the end, and a failure
 # status if any version failed. Each version's output is kept in PG_CACHE/logs/.
 test-matrix: postgres testpg-bin
-	@$(CARGO) build -q --tests
+	@$(CARGO) build -q --workspace --tests
 	@rows=(); failed=0; \
 	for run in $(addsuffix :server,$(MATRIX_VERSIONS)) $(OLD_PG):old; do \
 	  v=$${run%%:*}; \
@@ -167,10 +167,10 @@ test-matrix: postgres testpg-bin
 	  echo; echo "==> PostgreSQL $$v: $$tests"; \
 	  if PG_TESTS_LOG=$$log $(PG_TESTS) $$v $$tests; then result=ok; else result=FAILED; failed=1; fi; \
 	  summary=$$(tail -n1 "$$log" 2>/dev/null | grep '^PostgreSQL ' || echo "PostgreSQL $$v: no result (see above)"); \
-	  rows+=("$$(printf '%-8s %-7s %s  [%s]' "$$v" "$$result" "$${summary#PostgreSQL }" "$$tests")"); \
+	  rows+=("$$(printf '%-6s %-7s %s' "$$v" "$$result" "$${summary#PostgreSQL }")"); \
 	done; \
 	echo; echo "==> make test-matrix: per PostgreSQL version (logs in $(PG_CACHE)/logs/)"; \
-	printf '%-8s %-7s %s\n' major result "version: tests passed, failed, time  [test files]"; \
+	printf '%-6s %-7s %s\n' major result "version: tests passed, failed, time (test files)"; \
 	printf '%s\n' "$${rows[@]}"; \
 	exit $$failed
 

@@ -8,7 +8,7 @@
 #
 # Environment: CARGO (default cargo), TESTPG (the momoko-testpg binary, required),
 # PG_CACHE (required), PG_TESTS_LOG (optional: the run's output is also written there, and
-# its last line is the summary `PostgreSQL VERSION: N passed, N failed in S s`).
+# its last line is the summary `PostgreSQL VERSION: N passed, N failed in S s (TESTS)`).
 # Exits with cargo test's status. `--workspace` keeps the feature set of `make test`'s main
 # run (the bench crate's dependencies unify features), so nothing is compiled again.
 set -euo pipefail
@@ -22,11 +22,15 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 bin=$("$here/scripts/pg-install.sh" "$major" "$cache" | tail -n1)
 args=()
+ran=()
+missing=()
 for t in "$@"; do
   if [ -f "$here/tests/$t.rs" ]; then
     args+=(--test "$t")
+    ran+=("$t")
   else
     echo "==> tests/$t.rs is not in this checkout: skipped" >&2
+    missing+=("$t")
   fi
 done
 [ ${#args[@]} -gt 0 ] || { echo "pg-tests: none of the tests named ($*) is here" >&2; exit 1; }
@@ -46,7 +50,9 @@ took=$(( $(date +%s) - start ))
 if [ -n "$log" ]; then
   # cargo's "test result: ok. 12 passed; 0 failed; ..." lines, one per test binary.
   read -r passed failed < <(awk '/^test result:/ { p += $4; f += $6 } END { print p+0, f+0 }' "$log")
-  summary="PostgreSQL $version: $passed passed, $failed failed in $took s"
+  summary="PostgreSQL $version: $passed passed, $failed failed in $took s (${ran[*]}"
+  [ ${#missing[@]} -eq 0 ] || summary+="; not here: ${missing[*]}"
+  summary+=")"
   echo "$summary" | tee -a "$log"
 else
   echo "==> PostgreSQL $version: done in $took s (status $status)"
