@@ -1,6 +1,7 @@
 //! Host lists as libpq walks them, against the suite's server and small listeners of the
 //! tests' own: every place tried in order, connect_timeout per attempt, an authentication
-//! failure ending the walk, target_session_attrs decided from what the server reports,
+//! failure ending the walk, target_session_attrs decided from what the server reports (or,
+//! before PostgreSQL 14, from what it answers when asked),
 //! load_balance_hosts=random, TCP keepalives on the socket, and `query` without a statement
 //! cache (PgBouncer's transaction pooling). Replication itself is in tests/replicas.rs.
 
