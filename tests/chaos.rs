@@ -1,0 +1,365 @@
+//! Real network faults between momoko and a server (issue 27): each test runs its own
+//! cluster inside a network namespace reached over a veth pair (`NetnsServer`), cuts or
+//! degrades that link with nftables, and checks that every request ends within the bound
+//! momoko relies on, that outcome-unknown is marked where a request was sent, that the pool
+//! recovers when the link heals, and that nothing of the test is left on the machine.
+//!
+//! Needs root (namespaces, nftables); without it each test says why and passes, except
+//! under `CI=true`, where it fails. Figures are printed: run with `--nocapture` to read them.
+//!
+//! The bounds: with `keepalives_idle=2 keepalives_interval=1 keepalives_count=3
+//! tcp_user_timeout=5000` a dead link is found 5 s after the last packet received (the
+//! kernel drops the connection when keepalive probes or sent data stay unanswered for
+//! `tcp_user_timeout`); with no keyword, momoko's defaults (15 s idle, 5 s interval, 3
+//! probes, `tcp_user_timeout` 30 s) find it within 30 s.
+
+mod common;
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use common::{run_for, sleep};
+use momoko::ioloop::IoLoop;
+use momoko::{ErrorKind, Pool};
+use momoko_testpg::{Fault, NetnsServer};
+
+/// The tight bounds of scenarios 2 and 3.
+const TIGHT: &str = "keepalives_idle=2 keepalives_interval=1 keepalives_count=3 \
+                     tcp_user_timeout=5000 connect_timeout=3";
+/// How long a dead link may take to be found under `TIGHT`: `tcp_user_timeout` counted from
+/// the last packet received, plus the kernel's timer granularity and the loop's reaction.
+const TIGHT_BOUND: Duration = Duration::from_millis(5000 + 1500);
+
+/// A server in a namespace of its own, or None (with the reason printed) where this
+/// machine can't make one; under CI that is a failure.
+fn host() -> Option<NetnsServer> {
+    if let Some(why) = NetnsServer::unavailable() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the chaos tests must run in CI: {why}"
+        );
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    Some(NetnsServer::start().expect("the server in a namespace starts"))
+}
+
+/// Removes the namespace, link and server and checks that none of them is left.
+fn finish(net: NetnsServer) {
+    let ns = net.namespace().to_owned();
+    let left = net.close();
+    assert!(left.is_empty(), "{ns} left behind: {left:?}");
+}
+
+/// The backend pid a query ran on.
+async fn backend_pid(pool: &Pool, sql: &str) -> Result<i32, momoko::Error> {
+    Ok(pool.execute(sql, ()).await?.fetchone().unwrap().get(0))
+}
+
+#[test]
+fn the_harness_cuts_each_direction_and_leaves_nothing_behind() {
+    let Some(net) = host() else { return };
+    let addr = net.addr();
+    let reach = || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500));
+    assert!(reach().is_ok(), "the server answers over the veth pair");
+    for fault in [
+        Fault::Partition,
+        Fault::DropToServer,
+        Fault::DropFromServer,
+        Fault::Loss(99),
+    ] {
+        net.apply(fault).unwrap();
+        assert_eq!(net.faults(), vec![fault]);
+        assert!(reach().is_err(), "{fault:?} stops a TCP handshake");
+        net.heal().unwrap();
+        assert!(reach().is_ok(), "the link heals after {fault:?}");
+    }
+    net.apply(Fault::RateKbit(1000)).unwrap();
+    assert!(reach().is_ok(), "a rate limit only slows the link");
+    net.heal().unwrap();
+    assert_eq!(
+        net.apply(Fault::Loss(0)).unwrap_err().kind(),
+        std::io::ErrorKind::InvalidInput
+    );
+    let dsn = net.dsn();
+    let one: i32 = run_for(30, async move {
+        let c = momoko::connect(&dsn).await.unwrap();
+        c.execute("SELECT 1", ())
+            .await
+            .unwrap()
+            .fetchone()
+            .unwrap()
+            .get(0)
+    });
+    assert_eq!(one, 1);
+    finish(net);
+}
+
+/// The socket behind a connection of this process whose local port is `port`, found
+/// through /proc, with its keepalive and user-timeout options read back by getsockopt.
+fn socket_options(port: u16) -> (bool, Duration, Duration, u32, Option<Duration>) {
+    use std::os::fd::BorrowedFd;
+    let want = format!(":{port:04X}");
+    let inode = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .find(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(&want))
+        })
+        .and_then(|l| l.split_whitespace().nth(9).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no socket on local port {port}"));
+    let link = format!("socket:[{inode}]");
+    let fd: i32 = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy() == link))
+        .expect("the socket is one of this process's descriptors")
+        .file_name()
+        .to_string_lossy()
+        .parse()
+        .unwrap();
+    // SAFETY: the descriptor belongs to a connection that stays open during this call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let s = socket2::SockRef::from(&fd);
+    (
+        s.keepalive().unwrap(),
+        s.tcp_keepalive_time().unwrap(),
+        s.tcp_keepalive_interval().unwrap(),
+        s.tcp_keepalive_retries().unwrap(),
+        s.tcp_user_timeout().unwrap(),
+    )
+}
+
+#[test]
+fn with_no_keyword_set_the_socket_carries_bounded_keepalives_and_user_timeout() {
+    let base = common::dsn();
+    let zero = format!("{base} keepalives=0 tcp_user_timeout=0");
+    let tight = format!("{base} {TIGHT}");
+    run_for(30, async move {
+        let port = |c: momoko::Connection| async move {
+            let p: i32 = c
+                .execute("SELECT inet_client_port()", ())
+                .await
+                .unwrap()
+                .fetchone()
+                .unwrap()
+                .get(0);
+            (c, p as u16)
+        };
+        let (c, p) = port(momoko::connect(&base).await.unwrap()).await;
+        assert_eq!(
+            socket_options(p),
+            (
+                true,
+                Duration::from_secs(15),
+                Duration::from_secs(5),
+                3,
+                Some(Duration::from_secs(30))
+            )
+        );
+        c.close();
+        let (c, p) = port(momoko::connect(&tight).await.unwrap()).await;
+        assert_eq!(
+            socket_options(p),
+            (
+                true,
+                Duration::from_secs(2),
+                Duration::from_secs(1),
+                3,
+                Some(Duration::from_millis(5000))
+            )
+        );
+        c.close();
+        // The system's behaviour: no keepalives, no user timeout.
+        let (c, p) = port(momoko::connect(&zero).await.unwrap()).await;
+        let (on, .., user) = socket_options(p);
+        assert_eq!((on, user), (false, None));
+        c.close();
+    });
+}
+
+/// How long `f` took, and its output.
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (Duration, T) {
+    let start = Instant::now();
+    let out = f.await;
+    (start.elapsed(), out)
+}
+
+/// Runs `f` beside the test's own code on the test's loop.
+fn spawn<T: 'static>(
+    f: impl std::future::Future<Output = T> + 'static,
+) -> momoko::ioloop::Future<T> {
+    IoLoop::current().spawn(f)
+}
+
+/// A pool of `size` connections to `dsn`, connected; dead connections are reconnected every
+/// 500 ms.
+async fn pool(dsn: &str, size: usize, wait_for_reconnect: bool) -> Pool {
+    Pool::builder(dsn)
+        .size(size)
+        .reconnect_interval(Duration::from_millis(500))
+        .wait_for_reconnect(wait_for_reconnect)
+        .acquire_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// The distinct backends of `n` queries run at once on `pool`: one per connection when
+/// every connection is live.
+async fn backends(pool: &Pool, n: usize) -> Vec<i32> {
+    let all: Vec<_> = (0..n)
+        .map(|_| {
+            let p = pool.clone();
+            spawn(async move {
+                backend_pid(&p, "SELECT pg_backend_pid() FROM pg_sleep(0.3)")
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut pids = momoko::ioloop::gather(all).await;
+    pids.sort();
+    pids.dedup();
+    pids
+}
+
+/// Waits until all `size` connections of `pool` are free, and returns how long that took.
+async fn all_live(pool: &Pool, size: usize, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let s = pool.stats();
+        if s.free == size && s.dead == 0 && s.pending == 0 {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "the pool did not recover: {s:?}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn a_partition_ends_every_request_within_its_bound_and_the_pool_recovers() {
+    let Some(net) = host() else { return };
+    let net = Rc::new(net);
+    let dsn = format!("{} {TIGHT}", net.dsn());
+    let n = net.clone();
+    run_for(90, async move {
+        let net = n;
+        let fast = pool(&dsn, 4, false).await;
+        let patient = pool(&dsn, 2, true).await;
+        assert_eq!(backends(&fast, 4).await.len(), 4);
+        assert_eq!(backends(&patient, 2).await.len(), 2);
+        // Two requests running on the server when the link is cut: sent, so their outcome
+        // is unknown to the client.
+        let running: Vec<_> = (0..2)
+            .map(|_| {
+                let p = fast.clone();
+                spawn(async move { timed(p.execute("SELECT pg_sleep(3)", ())).await })
+            })
+            .collect();
+        sleep(Duration::from_millis(300)).await;
+        net.apply(Fault::Partition).unwrap();
+        let cut = Instant::now();
+        // Two more sent into the dead link (or stopped by the health check before).
+        let late: Vec<_> = (0..2)
+            .map(|_| {
+                let p = fast.clone();
+                spawn(async move { timed(p.execute("SELECT 1", ())).await })
+            })
+            .collect();
+        sleep(Duration::from_secs(1)).await;
+        // Requests that wait for the link to heal.
+        let waiting: Vec<_> = (0..2)
+            .map(|_| {
+                let p = patient.clone();
+                spawn(async move { backend_pid(&p, "SELECT pg_backend_pid()").await })
+            })
+            .collect();
+        let mut unknown = 0;
+        for (i, r) in momoko::ioloop::gather(running)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let (took, result) = r;
+            let err = result.expect_err("a request on a cut link fails");
+            let detect = cut.elapsed().min(took);
+            println!(
+                "scenario 2, in flight {i}: failed after {:.1} s from the cut ({:?}, outcome unknown: {})",
+                detect.as_secs_f64(),
+                err.kind(),
+                err.outcome_unknown()
+            );
+            assert!(err.outcome_unknown(), "a request that was sent: {err}");
+            assert!(detect <= TIGHT_BOUND, "took {detect:?}: {err}");
+            unknown += 1;
+        }
+        for (i, (took, result)) in momoko::ioloop::gather(late).await.into_iter().enumerate() {
+            let err = result.expect_err("a request on a cut link fails");
+            println!(
+                "scenario 2, issued after the cut {i}: failed after {:.1} s ({:?}, outcome unknown: {})",
+                took.as_secs_f64(),
+                err.kind(),
+                err.outcome_unknown()
+            );
+            // The TCP bound of a request written to the dead link (or of the health check
+            // that found its connection dead), then a reconnect bounded by connect_timeout.
+            assert!(
+                took <= TIGHT_BOUND + Duration::from_secs(3),
+                "took {took:?}: {err}"
+            );
+            if err.outcome_unknown() {
+                unknown += 1;
+            } else {
+                assert!(
+                    matches!(
+                        err.kind(),
+                        ErrorKind::DatabaseNotAvailable | ErrorKind::Connection
+                    ),
+                    "{err}"
+                );
+            }
+        }
+        // A partition of about 10 s.
+        let rest = Duration::from_secs(10).saturating_sub(cut.elapsed());
+        sleep(rest).await;
+        net.heal().unwrap();
+        let healed = Instant::now();
+        let mut ok = 0;
+        for pid in momoko::ioloop::gather(waiting).await {
+            pid.expect("a request of wait_for_reconnect succeeds once the link heals");
+            ok += 1;
+        }
+        let waited = healed.elapsed();
+        all_live(&fast, 4, Duration::from_secs(15)).await;
+        let recovered = healed.elapsed();
+        all_live(&patient, 2, Duration::from_secs(15)).await;
+        let pids = backends(&fast, 4).await;
+        println!(
+            "scenario 2: partition {:.1} s; {unknown} requests outcome unknown; {ok} waiting \
+             requests served {:.1} s after the heal; pool of 4 all live {:.1} s after the heal",
+            (healed - cut).as_secs_f64(),
+            waited.as_secs_f64(),
+            recovered.as_secs_f64()
+        );
+        assert_eq!(ok, 2);
+        assert!(unknown >= 2);
+        assert!(
+            waited <= Duration::from_secs(4),
+            "waited {waited:?} after the heal"
+        );
+        assert_eq!(
+            pids.len(),
+            4,
+            "every connection of the pool is live: {pids:?}"
+        );
+        fast.close().unwrap();
+        patient.close().unwrap();
+    });
+    finish(Rc::try_unwrap(net).unwrap());
+}
