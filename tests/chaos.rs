@@ -363,3 +363,146 @@ fn a_partition_ends_every_request_within_its_bound_and_the_pool_recovers() {
     });
     finish(Rc::try_unwrap(net).unwrap());
 }
+
+#[test]
+fn with_no_keyword_set_a_partitioned_link_is_found_dead_within_a_minute() {
+    let Some(net) = host() else { return };
+    let net = Rc::new(net);
+    // No keepalive or timeout keyword at all: momoko's defaults alone bound the wait.
+    let dsn = net.dsn();
+    let n = net.clone();
+    run_for(120, async move {
+        let net = n;
+        let busy = pool(&dsn, 1, false).await;
+        let idle = pool(&dsn, 1, false).await;
+        busy.execute("SELECT 1", ()).await.unwrap();
+        idle.execute("SELECT 1", ()).await.unwrap();
+        net.apply(Fault::Partition).unwrap();
+        let cut = Instant::now();
+        // Written to the dead link at once (idle for less than health_check_after).
+        let request = spawn(timed(busy.execute("SELECT 1", ())));
+        let minute = Duration::from_secs(60);
+        let found = loop {
+            if idle.stats().counters.connections_lost == 1 {
+                break cut.elapsed();
+            }
+            assert!(
+                cut.elapsed() < minute,
+                "the idle connection is still taken for live after a minute: {:?}",
+                idle.stats()
+            );
+            sleep(Duration::from_millis(50)).await;
+        };
+        let (took, result) = request.await;
+        let err = result.expect_err("a request on a cut link fails");
+        println!(
+            "defaults: request on the cut link failed after {:.1} s ({:?}, outcome unknown: {}); \
+             idle pooled connection found dead after {:.1} s",
+            took.as_secs_f64(),
+            err.kind(),
+            err.outcome_unknown(),
+            found.as_secs_f64()
+        );
+        assert!(took < minute, "took {took:?}");
+        assert!(err.outcome_unknown(), "{err}");
+        assert_eq!(busy.stats().counters.connections_lost, 1);
+        net.heal().unwrap();
+        all_live(&busy, 1, Duration::from_secs(30)).await;
+        all_live(&idle, 1, Duration::from_secs(30)).await;
+        busy.close().unwrap();
+        idle.close().unwrap();
+    });
+    finish(Rc::try_unwrap(net).unwrap());
+}
+
+/// Scenario 3: one direction of the link dropped while a connection taken with `getconn`
+/// runs a query and the pool's other connection sits idle past `health_check_after`.
+fn half_open(fault: Fault) {
+    let Some(net) = host() else { return };
+    let net = Rc::new(net);
+    let dsn = format!("{} {TIGHT}", net.dsn());
+    let n = net.clone();
+    run_for(90, async move {
+        let net = n;
+        let pool = pool(&dsn, 2, true).await;
+        let before = backends(&pool, 2).await;
+        assert_eq!(before.len(), 2);
+        let held = pool.getconn(false).await.unwrap();
+        let h = held.clone();
+        let running = spawn(async move { timed(h.execute("SELECT pg_sleep(2)", ())).await });
+        // The other connection is now idle longer than health_check_after (1 s).
+        sleep(Duration::from_millis(1200)).await;
+        net.apply(fault).unwrap();
+        let cut = Instant::now();
+        // Handed the idle connection only once its check passes: it cannot.
+        let p = pool.clone();
+        let request = spawn(async move { backend_pid(&p, "SELECT pg_backend_pid()").await });
+        let (took, result) = running.await;
+        let (detect, err) = match fault {
+            // The answer is lost: the query fails by the TCP bounds.
+            Fault::DropFromServer => (
+                cut.elapsed().min(took),
+                result.expect_err("a query whose answer is dropped fails"),
+            ),
+            // The answer still arrives; the next query written is lost.
+            _ => {
+                result.expect("the answer of a query sent before the cut still arrives");
+                let sent = Instant::now();
+                let err = held
+                    .execute("SELECT 1", ())
+                    .await
+                    .expect_err("a query written to a link that drops it fails");
+                (sent.elapsed(), err)
+            }
+        };
+        pool.putconn(held).unwrap();
+        sleep(Duration::from_secs(8).saturating_sub(cut.elapsed())).await;
+        assert!(
+            !request.done(),
+            "the request waits while the link is half-open"
+        );
+        net.heal().unwrap();
+        let healed = Instant::now();
+        let pid = request
+            .await
+            .expect("the request is served once the link heals");
+        let served = healed.elapsed();
+        let c = pool.stats().counters;
+        println!(
+            "scenario 3, {fault:?}: the query in use failed after {:.1} s ({:?}, outcome \
+             unknown: {}); idle connections that failed the health check: {}, lost: {}; the \
+             waiting request was served {:.1} s after the heal on a new backend",
+            detect.as_secs_f64(),
+            err.kind(),
+            err.outcome_unknown(),
+            c.connections_failed_check,
+            c.connections_lost,
+            served.as_secs_f64()
+        );
+        assert!(err.outcome_unknown(), "{err}");
+        assert!(detect <= TIGHT_BOUND, "took {detect:?}: {err}");
+        assert_eq!(c.connections_failed_check, 1, "{c:?}");
+        assert!(
+            !before.contains(&pid),
+            "served by a new connection, not a dead one: {pid} in {before:?}"
+        );
+        assert!(
+            served <= Duration::from_secs(4),
+            "served {served:?} after the heal"
+        );
+        all_live(&pool, 2, Duration::from_secs(15)).await;
+        assert_eq!(backends(&pool, 2).await.len(), 2);
+        pool.close().unwrap();
+    });
+    finish(Rc::try_unwrap(net).unwrap());
+}
+
+#[test]
+fn half_open_with_replies_dropped_finds_idle_and_busy_connections_dead_within_bounds() {
+    half_open(Fault::DropFromServer);
+}
+
+#[test]
+fn half_open_with_requests_dropped_finds_idle_and_busy_connections_dead_within_bounds() {
+    half_open(Fault::DropToServer);
+}
