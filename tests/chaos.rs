@@ -506,3 +506,190 @@ fn half_open_with_replies_dropped_finds_idle_and_busy_connections_dead_within_bo
 fn half_open_with_requests_dropped_finds_idle_and_busy_connections_dead_within_bounds() {
     half_open(Fault::DropToServer);
 }
+
+/// What the client learnt of one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Acknowledged,
+    /// Failed, provably without effect.
+    Failed,
+    /// Failed after it was sent: it may or may not have been applied.
+    Unknown,
+}
+
+#[test]
+fn tpcb_through_a_pool_under_loss_keeps_every_acknowledged_transaction_exactly_once() {
+    const BRANCHES: i32 = 2;
+    const TELLERS: i32 = 8;
+    const ACCOUNTS: i32 = 200;
+    const WORKERS: i64 = 4;
+    const RUN: Duration = Duration::from_secs(20);
+    const LOSS: u8 = 5;
+    let Some(net) = host() else { return };
+    let net = Rc::new(net);
+    // No keyword: momoko's defaults must not mistake a lossy link for a dead one.
+    let dsn = net.dsn();
+    let n = net.clone();
+    run_for(120, async move {
+        let net = n;
+        let pool = pool(&dsn, 4, true).await;
+        pool.transaction(vec![
+            "CREATE TABLE chaos_branches (bid int PRIMARY KEY, bbalance bigint NOT NULL DEFAULT 0)"
+                .to_owned(),
+            "CREATE TABLE chaos_tellers (tid int PRIMARY KEY, bid int NOT NULL, \
+             tbalance bigint NOT NULL DEFAULT 0)"
+                .to_owned(),
+            "CREATE TABLE chaos_accounts (aid int PRIMARY KEY, bid int NOT NULL, \
+             abalance bigint NOT NULL DEFAULT 0)"
+                .to_owned(),
+            // No unique key on txid: a transaction applied twice must show.
+            "CREATE TABLE chaos_history (txid bigint NOT NULL, tid int, bid int, aid int, \
+             delta int, mtime timestamptz NOT NULL DEFAULT now())"
+                .to_owned(),
+            format!("INSERT INTO chaos_branches (bid) SELECT generate_series(1, {BRANCHES})"),
+            format!(
+                "INSERT INTO chaos_tellers (tid, bid) SELECT t, 1 + t % {BRANCHES} \
+                 FROM generate_series(1, {TELLERS}) t"
+            ),
+            format!(
+                "INSERT INTO chaos_accounts (aid, bid) SELECT a, 1 + a % {BRANCHES} \
+                 FROM generate_series(1, {ACCOUNTS}) a"
+            ),
+        ])
+        .await
+        .unwrap();
+        net.apply(Fault::Loss(LOSS)).unwrap();
+        let start = Instant::now();
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let p = pool.clone();
+                spawn(async move {
+                    let mut log: Vec<(i64, Outcome)> = Vec::new();
+                    let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (w as u64 + 1);
+                    let mut i = 0;
+                    while start.elapsed() < RUN {
+                        seed = seed
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1_442_695_040_888_963_407);
+                        let r = (seed >> 33) as i32;
+                        let aid = 1 + r % ACCOUNTS;
+                        let tid = 1 + (r / 7) % TELLERS;
+                        let bid = 1 + tid % BRANCHES;
+                        let delta = (r / 13) % 1999 - 999;
+                        let txid = w * 1_000_000 + i;
+                        i += 1;
+                        let result = p
+                            .transaction(vec![
+                                momoko::Statement::from((
+                                    "UPDATE chaos_accounts SET abalance = abalance + %s \
+                                     WHERE aid = %s",
+                                    (delta, aid),
+                                )),
+                                momoko::Statement::from((
+                                    "UPDATE chaos_tellers SET tbalance = tbalance + %s \
+                                     WHERE tid = %s",
+                                    (delta, tid),
+                                )),
+                                momoko::Statement::from((
+                                    "UPDATE chaos_branches SET bbalance = bbalance + %s \
+                                     WHERE bid = %s",
+                                    (delta, bid),
+                                )),
+                                momoko::Statement::from((
+                                    "INSERT INTO chaos_history (txid, tid, bid, aid, delta) \
+                                     VALUES (%s, %s, %s, %s, %s)",
+                                    (txid, tid, bid, aid, delta),
+                                )),
+                            ])
+                            .await;
+                        log.push((
+                            txid,
+                            match result {
+                                Ok(_) => Outcome::Acknowledged,
+                                Err(e) if e.outcome_unknown() => Outcome::Unknown,
+                                Err(_) => Outcome::Failed,
+                            },
+                        ));
+                    }
+                    log
+                })
+            })
+            .collect();
+        let log: Vec<(i64, Outcome)> = momoko::ioloop::gather(workers)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let ran = start.elapsed();
+        net.heal().unwrap();
+        let sums = pool
+            .execute(
+                "SELECT (SELECT sum(abalance) FROM chaos_accounts)::bigint, \
+                 (SELECT sum(tbalance) FROM chaos_tellers)::bigint, \
+                 (SELECT sum(bbalance) FROM chaos_branches)::bigint, \
+                 (SELECT coalesce(sum(delta), 0) FROM chaos_history)::bigint",
+                (),
+            )
+            .await
+            .unwrap()
+            .fetchone()
+            .unwrap();
+        let sums: [i64; 4] = [sums.get(0), sums.get(1), sums.get(2), sums.get(3)];
+        let mut applied = std::collections::HashMap::new();
+        for row in pool
+            .execute("SELECT txid, count(*) FROM chaos_history GROUP BY txid", ())
+            .await
+            .unwrap()
+            .fetchall()
+        {
+            applied.insert(row.get::<_, i64>(0), row.get::<_, i64>(1));
+        }
+        let count = |o: Outcome| log.iter().filter(|(_, x)| *x == o).count();
+        let times = |txid: &i64| applied.get(txid).copied().unwrap_or(0);
+        let lost = log
+            .iter()
+            .filter(|(t, o)| *o == Outcome::Acknowledged && times(t) == 0)
+            .count();
+        let duplicated = applied.values().filter(|&&n| n > 1).count();
+        let failed_applied = log
+            .iter()
+            .filter(|(t, o)| *o == Outcome::Failed && times(t) > 0)
+            .count();
+        let unknown_applied = log
+            .iter()
+            .filter(|(t, o)| *o == Outcome::Unknown && times(t) > 0)
+            .count();
+        let phantom = applied
+            .keys()
+            .filter(|t| !log.iter().any(|(x, _)| x == *t))
+            .count();
+        println!(
+            "scenario 1, TPC-B under {LOSS} % loss each way for {:.1} s through a pool of 4: \
+             {} acknowledged ({:.0}/s), {} failed without effect, {} outcome unknown \
+             ({unknown_applied} of them applied); lost {lost}, duplicated {duplicated}, \
+             failed but applied {failed_applied}, applied but never sent {phantom}; \
+             balances accounts/tellers/branches/history {sums:?}; connections lost {}",
+            ran.as_secs_f64(),
+            count(Outcome::Acknowledged),
+            count(Outcome::Acknowledged) as f64 / ran.as_secs_f64(),
+            count(Outcome::Failed),
+            count(Outcome::Unknown),
+            pool.stats().counters.connections_lost,
+        );
+        assert!(
+            count(Outcome::Acknowledged) >= 100,
+            "too few transactions went through"
+        );
+        assert_eq!(
+            (lost, duplicated, failed_applied, phantom),
+            (0, 0, 0, 0),
+            "lost, duplicated, failed but applied, never sent"
+        );
+        assert!(
+            sums.iter().all(|s| *s == sums[0]),
+            "the balances disagree: {sums:?}"
+        );
+        pool.close().unwrap();
+    });
+    finish(Rc::try_unwrap(net).unwrap());
+}
