@@ -30,18 +30,47 @@ const TIGHT: &str = "keepalives_idle=2 keepalives_interval=1 keepalives_count=3 
 /// the last packet received, plus the kernel's timer granularity and the loop's reaction.
 const TIGHT_BOUND: Duration = Duration::from_millis(5000 + 1500);
 
-/// A server in a namespace of its own, or None (with the reason printed) where this
-/// machine can't make one; under CI that is a failure.
+/// `make chaos` sets `MOMOKO_CHAOS_FULL=1`: the scenarios at the issue's full length
+/// (a 20 s partition, 60 s of TPC-B) instead of the short version `make test` runs (10 s
+/// each).
+fn full() -> bool {
+    std::env::var("MOMOKO_CHAOS_FULL").is_ok_and(|v| v == "1")
+}
+
+/// Whether this machine can make servers in namespaces; if not, says why (and under CI
+/// fails the test).
+fn available() -> bool {
+    let Some(why) = NetnsServer::unavailable() else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "the chaos tests must run in CI: {why}"
+    );
+    eprintln!("skipped: {why}");
+    false
+}
+
+/// A server in a namespace of its own, or None where this machine can't make one.
 fn host() -> Option<NetnsServer> {
-    if let Some(why) = NetnsServer::unavailable() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the chaos tests must run in CI: {why}"
-        );
-        eprintln!("skipped: {why}");
+    available().then(|| NetnsServer::start().expect("the server in a namespace starts"))
+}
+
+/// `n` such servers, started at once.
+fn hosts(n: usize) -> Option<Vec<NetnsServer>> {
+    if !available() {
         return None;
     }
-    Some(NetnsServer::start().expect("the server in a namespace starts"))
+    let started: Vec<std::io::Result<NetnsServer>> = std::thread::scope(|s| {
+        let all: Vec<_> = (0..n).map(|_| s.spawn(NetnsServer::start)).collect();
+        all.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    Some(
+        started
+            .into_iter()
+            .map(|r| r.expect("the server in a namespace starts"))
+            .collect(),
+    )
 }
 
 /// Removes the namespace, link and server and checks that none of them is left.
@@ -74,25 +103,45 @@ fn the_harness_cuts_each_direction_and_leaves_nothing_behind() {
         net.heal().unwrap();
         assert!(reach().is_ok(), "the link heals after {fault:?}");
     }
-    net.apply(Fault::RateKbit(1000)).unwrap();
-    assert!(reach().is_ok(), "a rate limit only slows the link");
-    net.heal().unwrap();
     assert_eq!(
         net.apply(Fault::Loss(0)).unwrap_err().kind(),
         std::io::ErrorKind::InvalidInput
     );
+    let net = Rc::new(net);
     let dsn = net.dsn();
-    let one: i32 = run_for(30, async move {
+    let n = net.clone();
+    run_for(30, async move {
         let c = momoko::connect(&dsn).await.unwrap();
-        c.execute("SELECT 1", ())
-            .await
-            .unwrap()
-            .fetchone()
-            .unwrap()
-            .get(0)
+        let fetch = || async {
+            let start = Instant::now();
+            let text: String = c
+                .execute("SELECT repeat('x', 500000)", ())
+                .await
+                .unwrap()
+                .fetchone()
+                .unwrap()
+                .get(0);
+            assert_eq!(text.len(), 500_000);
+            start.elapsed()
+        };
+        let clean = fetch().await;
+        // 500 kB at 2 Mbit/s: 2 s.
+        n.apply(Fault::RateKbit(2000)).unwrap();
+        let slow = fetch().await;
+        n.heal().unwrap();
+        println!(
+            "harness: 500 kB in {:.2} s clean, {:.2} s at 2 Mbit/s",
+            clean.as_secs_f64(),
+            slow.as_secs_f64()
+        );
+        assert!(slow >= Duration::from_millis(1500), "{slow:?}");
+        assert!(
+            fetch().await < Duration::from_secs(1),
+            "the rate limit is lifted"
+        );
+        c.close();
     });
-    assert_eq!(one, 1);
-    finish(net);
+    finish(Rc::try_unwrap(net).unwrap());
 }
 
 /// The socket behind a connection of this process whose local port is `port`, found
@@ -325,8 +374,9 @@ fn a_partition_ends_every_request_within_its_bound_and_the_pool_recovers() {
                 );
             }
         }
-        // A partition of about 10 s.
-        let rest = Duration::from_secs(10).saturating_sub(cut.elapsed());
+        // A partition of about 10 s (20 s in full).
+        let length = Duration::from_secs(if full() { 20 } else { 10 });
+        let rest = length.saturating_sub(cut.elapsed());
         sleep(rest).await;
         net.heal().unwrap();
         let healed = Instant::now();
@@ -365,7 +415,7 @@ fn a_partition_ends_every_request_within_its_bound_and_the_pool_recovers() {
 }
 
 #[test]
-fn with_no_keyword_set_a_partitioned_link_is_found_dead_within_a_minute() {
+fn a_dead_link_is_found_within_a_minute_with_no_keyword_set() {
     let Some(net) = host() else { return };
     let net = Rc::new(net);
     // No keepalive or timeout keyword at all: momoko's defaults alone bound the wait.
@@ -417,94 +467,93 @@ fn with_no_keyword_set_a_partitioned_link_is_found_dead_within_a_minute() {
 
 /// Scenario 3: one direction of the link dropped while a connection taken with `getconn`
 /// runs a query and the pool's other connection sits idle past `health_check_after`.
-fn half_open(fault: Fault) {
-    let Some(net) = host() else { return };
-    let net = Rc::new(net);
+async fn half_open(net: Rc<NetnsServer>, fault: Fault) {
     let dsn = format!("{} {TIGHT}", net.dsn());
-    let n = net.clone();
+    let pool = pool(&dsn, 2, true).await;
+    let before = backends(&pool, 2).await;
+    assert_eq!(before.len(), 2);
+    let held = pool.getconn(false).await.unwrap();
+    let h = held.clone();
+    let running = spawn(async move { timed(h.execute("SELECT pg_sleep(2)", ())).await });
+    // The other connection is now idle longer than health_check_after (1 s).
+    sleep(Duration::from_millis(1200)).await;
+    net.apply(fault).unwrap();
+    let cut = Instant::now();
+    // Handed the idle connection only once its check passes: it cannot.
+    let p = pool.clone();
+    let request = spawn(async move { backend_pid(&p, "SELECT pg_backend_pid()").await });
+    let (took, result) = running.await;
+    let (detect, err) = match fault {
+        // The answer is lost: the query fails by the TCP bounds.
+        Fault::DropFromServer => (
+            cut.elapsed().min(took),
+            result.expect_err("a query whose answer is dropped fails"),
+        ),
+        // The answer still arrives; the next query written is lost.
+        _ => {
+            result.expect("the answer of a query sent before the cut still arrives");
+            let sent = Instant::now();
+            let err = held
+                .execute("SELECT 1", ())
+                .await
+                .expect_err("a query written to a link that drops it fails");
+            (sent.elapsed(), err)
+        }
+    };
+    pool.putconn(held).unwrap();
+    sleep(Duration::from_secs(8).saturating_sub(cut.elapsed())).await;
+    assert!(
+        !request.done(),
+        "the request waits while the link is half-open"
+    );
+    net.heal().unwrap();
+    let healed = Instant::now();
+    let pid = request
+        .await
+        .expect("the request is served once the link heals");
+    let served = healed.elapsed();
+    let c = pool.stats().counters;
+    println!(
+        "scenario 3, {fault:?}: the query in use failed after {:.1} s ({:?}, outcome \
+         unknown: {}); idle connections that failed the health check: {}, lost: {}; the \
+         waiting request was served {:.1} s after the heal on a new backend",
+        detect.as_secs_f64(),
+        err.kind(),
+        err.outcome_unknown(),
+        c.connections_failed_check,
+        c.connections_lost,
+        served.as_secs_f64()
+    );
+    assert!(err.outcome_unknown(), "{err}");
+    assert!(detect <= TIGHT_BOUND, "took {detect:?}: {err}");
+    assert_eq!(c.connections_failed_check, 1, "{c:?}");
+    assert!(
+        !before.contains(&pid),
+        "served by a new connection, not a dead one: {pid} in {before:?}"
+    );
+    assert!(
+        served <= Duration::from_secs(4),
+        "served {served:?} after the heal"
+    );
+    all_live(&pool, 2, Duration::from_secs(15)).await;
+    assert_eq!(backends(&pool, 2).await.len(), 2);
+    pool.close().unwrap();
+}
+
+#[test]
+fn half_open_either_way_finds_idle_and_busy_connections_dead_within_bounds() {
+    let Some(nets) = hosts(2) else { return };
+    let nets: Vec<Rc<NetnsServer>> = nets.into_iter().map(Rc::new).collect();
+    let (replies, requests) = (nets[0].clone(), nets[1].clone());
     run_for(90, async move {
-        let net = n;
-        let pool = pool(&dsn, 2, true).await;
-        let before = backends(&pool, 2).await;
-        assert_eq!(before.len(), 2);
-        let held = pool.getconn(false).await.unwrap();
-        let h = held.clone();
-        let running = spawn(async move { timed(h.execute("SELECT pg_sleep(2)", ())).await });
-        // The other connection is now idle longer than health_check_after (1 s).
-        sleep(Duration::from_millis(1200)).await;
-        net.apply(fault).unwrap();
-        let cut = Instant::now();
-        // Handed the idle connection only once its check passes: it cannot.
-        let p = pool.clone();
-        let request = spawn(async move { backend_pid(&p, "SELECT pg_backend_pid()").await });
-        let (took, result) = running.await;
-        let (detect, err) = match fault {
-            // The answer is lost: the query fails by the TCP bounds.
-            Fault::DropFromServer => (
-                cut.elapsed().min(took),
-                result.expect_err("a query whose answer is dropped fails"),
-            ),
-            // The answer still arrives; the next query written is lost.
-            _ => {
-                result.expect("the answer of a query sent before the cut still arrives");
-                let sent = Instant::now();
-                let err = held
-                    .execute("SELECT 1", ())
-                    .await
-                    .expect_err("a query written to a link that drops it fails");
-                (sent.elapsed(), err)
-            }
-        };
-        pool.putconn(held).unwrap();
-        sleep(Duration::from_secs(8).saturating_sub(cut.elapsed())).await;
-        assert!(
-            !request.done(),
-            "the request waits while the link is half-open"
-        );
-        net.heal().unwrap();
-        let healed = Instant::now();
-        let pid = request
-            .await
-            .expect("the request is served once the link heals");
-        let served = healed.elapsed();
-        let c = pool.stats().counters;
-        println!(
-            "scenario 3, {fault:?}: the query in use failed after {:.1} s ({:?}, outcome \
-             unknown: {}); idle connections that failed the health check: {}, lost: {}; the \
-             waiting request was served {:.1} s after the heal on a new backend",
-            detect.as_secs_f64(),
-            err.kind(),
-            err.outcome_unknown(),
-            c.connections_failed_check,
-            c.connections_lost,
-            served.as_secs_f64()
-        );
-        assert!(err.outcome_unknown(), "{err}");
-        assert!(detect <= TIGHT_BOUND, "took {detect:?}: {err}");
-        assert_eq!(c.connections_failed_check, 1, "{c:?}");
-        assert!(
-            !before.contains(&pid),
-            "served by a new connection, not a dead one: {pid} in {before:?}"
-        );
-        assert!(
-            served <= Duration::from_secs(4),
-            "served {served:?} after the heal"
-        );
-        all_live(&pool, 2, Duration::from_secs(15)).await;
-        assert_eq!(backends(&pool, 2).await.len(), 2);
-        pool.close().unwrap();
+        let a = spawn(half_open(replies, Fault::DropFromServer));
+        let b = spawn(half_open(requests, Fault::DropToServer));
+        a.await;
+        b.await;
     });
-    finish(Rc::try_unwrap(net).unwrap());
-}
-
-#[test]
-fn half_open_with_replies_dropped_finds_idle_and_busy_connections_dead_within_bounds() {
-    half_open(Fault::DropFromServer);
-}
-
-#[test]
-fn half_open_with_requests_dropped_finds_idle_and_busy_connections_dead_within_bounds() {
-    half_open(Fault::DropToServer);
+    for net in nets {
+        finish(Rc::try_unwrap(net).unwrap());
+    }
 }
 
 /// What the client learnt of one transaction.
@@ -523,14 +572,14 @@ fn tpcb_through_a_pool_under_loss_keeps_every_acknowledged_transaction_exactly_o
     const TELLERS: i32 = 8;
     const ACCOUNTS: i32 = 200;
     const WORKERS: i64 = 4;
-    const RUN: Duration = Duration::from_secs(20);
     const LOSS: u8 = 5;
+    let run = Duration::from_secs(if full() { 60 } else { 10 });
     let Some(net) = host() else { return };
     let net = Rc::new(net);
     // No keyword: momoko's defaults must not mistake a lossy link for a dead one.
     let dsn = net.dsn();
     let n = net.clone();
-    run_for(120, async move {
+    run_for(180, async move {
         let net = n;
         let pool = pool(&dsn, 4, true).await;
         pool.transaction(vec![
@@ -567,7 +616,7 @@ fn tpcb_through_a_pool_under_loss_keeps_every_acknowledged_transaction_exactly_o
                     let mut log: Vec<(i64, Outcome)> = Vec::new();
                     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (w as u64 + 1);
                     let mut i = 0;
-                    while start.elapsed() < RUN {
+                    while start.elapsed() < run {
                         seed = seed
                             .wrapping_mul(6_364_136_223_846_793_005)
                             .wrapping_add(1_442_695_040_888_963_407);
