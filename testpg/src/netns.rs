@@ -169,11 +169,11 @@ impl NetnsServer {
         ])?;
         self.ip_in(&["link", "set", &self.veth_ns, "up"])?;
         self.ip_in(&["link", "set", "lo", "up"])?;
-        self.nft(&format!(
+        self.nft(
             "add table inet momoko_chaos\n\
-             add chain inet momoko_chaos input {{ type filter hook input priority 0; policy accept; }}\n\
-             add chain inet momoko_chaos output {{ type filter hook output priority 0; policy accept; }}\n"
-        ))
+             add chain inet momoko_chaos input { type filter hook input priority 0; policy accept; }\n\
+             add chain inet momoko_chaos output { type filter hook output priority 0; policy accept; }\n",
+        )
     }
 
     /// Starts the cluster again, now inside the namespace and listening on its address
