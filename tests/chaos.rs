@@ -86,7 +86,7 @@ async fn backend_pid(pool: &Pool, sql: &str) -> Result<i32, momoko::Error> {
 }
 
 #[test]
-fn the_harness_cuts_each_direction_and_leaves_nothing_behind() {
+fn the_harness_cuts_each_direction_and_leaves_nothing_behind_even_on_panic() {
     let Some(net) = host() else { return };
     let addr = net.addr();
     let reach = || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500));
@@ -141,7 +141,24 @@ fn the_harness_cuts_each_direction_and_leaves_nothing_behind() {
         );
         c.close();
     });
-    finish(Rc::try_unwrap(net).unwrap());
+    let net = Rc::try_unwrap(net).unwrap();
+    net.apply(Fault::Partition).unwrap();
+    let (ns, link, pid) = (
+        net.namespace().to_owned(),
+        net.link().to_owned(),
+        net.server().pid(),
+    );
+    assert!(pid.is_some());
+    // A test failing with the link cut: unwinding alone removes everything.
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _net = net;
+        panic!("a test failing with a fault applied (on purpose)");
+    }));
+    assert!(unwound.is_err());
+    assert_eq!(
+        NetnsServer::leftovers(&ns, &link, pid),
+        Vec::<String>::new()
+    );
 }
 
 /// The socket behind a connection of this process whose local port is `port`, found
@@ -431,6 +448,10 @@ fn a_dead_link_is_found_within_a_minute_with_no_keyword_set() {
         let cut = Instant::now();
         // Written to the dead link at once (idle for less than health_check_after).
         let request = spawn(timed(busy.execute("SELECT 1", ())));
+        // A new connection's SYN blackholed: TCP_USER_TIMEOUT bounds it too (Linux >= 5.4),
+        // where the kernel alone would retry for about 127 s.
+        let d = dsn.clone();
+        let connect = spawn(async move { timed(momoko::connect(&d)).await });
         let minute = Duration::from_secs(60);
         let found = loop {
             if idle.stats().counters.connections_lost == 1 {
@@ -453,8 +474,17 @@ fn a_dead_link_is_found_within_a_minute_with_no_keyword_set() {
             err.outcome_unknown(),
             found.as_secs_f64()
         );
+        let (connect_took, connected) = connect.await;
+        let connect_err = connected.expect_err("a connect over a cut link fails");
+        println!(
+            "defaults: a new connection over the cut link failed after {:.1} s ({:?})",
+            connect_took.as_secs_f64(),
+            connect_err.kind()
+        );
         assert!(took < minute, "took {took:?}");
         assert!(err.outcome_unknown(), "{err}");
+        assert!(connect_took < minute, "connect took {connect_took:?}");
+        assert_eq!(connect_err.kind(), ErrorKind::Connection, "{connect_err}");
         assert_eq!(busy.stats().counters.connections_lost, 1);
         net.heal().unwrap();
         all_live(&busy, 1, Duration::from_secs(30)).await;

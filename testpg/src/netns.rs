@@ -237,6 +237,11 @@ impl NetnsServer {
         &self.ns
     }
 
+    /// The root side of the veth pair (the namespace's side is gone with the namespace).
+    pub fn link(&self) -> &str {
+        &self.veth_root
+    }
+
     /// The cluster (its directory, log and pid).
     pub fn server(&self) -> &TestServer {
         self.server.as_ref().expect("server present until drop")
