@@ -166,17 +166,16 @@ fn the_harness_cuts_each_direction_and_leaves_nothing_behind_even_on_panic() {
 fn socket_options(port: u16) -> (bool, Duration, Duration, u32, Option<Duration>) {
     use std::os::fd::BorrowedFd;
     let want = format!(":{port:04X}");
+    // An established socket with an inode: a closed connection that used the same port
+    // may linger in TIME_WAIT (state 06, inode 0).
     let inode = std::fs::read_to_string("/proc/net/tcp")
         .unwrap()
         .lines()
         .skip(1)
-        .find(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|a| a.ends_with(&want))
-        })
-        .and_then(|l| l.split_whitespace().nth(9).map(str::to_owned))
-        .unwrap_or_else(|| panic!("no socket on local port {port}"));
+        .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .find(|f| f.len() > 9 && f[1].ends_with(&want) && f[3] == "01" && f[9] != "0")
+        .map(|f| f[9].clone())
+        .unwrap_or_else(|| panic!("no established socket on local port {port}"));
     let link = format!("socket:[{inode}]");
     let fd: i32 = std::fs::read_dir("/proc/self/fd")
         .unwrap()
@@ -596,179 +595,256 @@ enum Outcome {
     Unknown,
 }
 
-#[test]
-fn tpcb_through_a_pool_under_loss_keeps_every_acknowledged_transaction_exactly_once() {
+/// Scenario 1: TPC-B transfers through a pool of 4 for `run` under `LOSS` % loss each way,
+/// with the link also cut for `cut` = (from, length) when given; then the invariants: the
+/// balances of accounts, tellers, branches and history agree, and no acknowledged
+/// transaction is lost or applied twice (history has no unique key, so a second application
+/// would show), none that failed without effect is applied, none appears that was never sent.
+async fn tpcb(
+    net: Rc<NetnsServer>,
+    keywords: &str,
+    run: Duration,
+    cut: Option<(Duration, Duration)>,
+) {
     const BRANCHES: i32 = 2;
     const TELLERS: i32 = 8;
     const ACCOUNTS: i32 = 200;
     const WORKERS: i64 = 4;
     const LOSS: u8 = 5;
-    let run = Duration::from_secs(if full() { 60 } else { 10 });
-    let Some(net) = host() else { return };
-    let net = Rc::new(net);
-    // No keyword: momoko's defaults must not mistake a lossy link for a dead one.
-    let dsn = net.dsn();
-    let n = net.clone();
-    run_for(180, async move {
-        let net = n;
-        let pool = pool(&dsn, 4, true).await;
-        pool.transaction(vec![
-            "CREATE TABLE chaos_branches (bid int PRIMARY KEY, bbalance bigint NOT NULL DEFAULT 0)"
-                .to_owned(),
-            "CREATE TABLE chaos_tellers (tid int PRIMARY KEY, bid int NOT NULL, \
-             tbalance bigint NOT NULL DEFAULT 0)"
-                .to_owned(),
-            "CREATE TABLE chaos_accounts (aid int PRIMARY KEY, bid int NOT NULL, \
-             abalance bigint NOT NULL DEFAULT 0)"
-                .to_owned(),
-            // No unique key on txid: a transaction applied twice must show.
-            "CREATE TABLE chaos_history (txid bigint NOT NULL, tid int, bid int, aid int, \
-             delta int, mtime timestamptz NOT NULL DEFAULT now())"
-                .to_owned(),
-            format!("INSERT INTO chaos_branches (bid) SELECT generate_series(1, {BRANCHES})"),
-            format!(
-                "INSERT INTO chaos_tellers (tid, bid) SELECT t, 1 + t % {BRANCHES} \
-                 FROM generate_series(1, {TELLERS}) t"
-            ),
-            format!(
-                "INSERT INTO chaos_accounts (aid, bid) SELECT a, 1 + a % {BRANCHES} \
-                 FROM generate_series(1, {ACCOUNTS}) a"
-            ),
-        ])
-        .await
-        .unwrap();
-        net.apply(Fault::Loss(LOSS)).unwrap();
-        let start = Instant::now();
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|w| {
-                let p = pool.clone();
-                spawn(async move {
-                    let mut log: Vec<(i64, Outcome)> = Vec::new();
-                    let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (w as u64 + 1);
-                    let mut i = 0;
-                    while start.elapsed() < run {
-                        seed = seed
-                            .wrapping_mul(6_364_136_223_846_793_005)
-                            .wrapping_add(1_442_695_040_888_963_407);
-                        let r = (seed >> 33) as i32;
-                        let aid = 1 + r % ACCOUNTS;
-                        let tid = 1 + (r / 7) % TELLERS;
-                        let bid = 1 + tid % BRANCHES;
-                        let delta = (r / 13) % 1999 - 999;
-                        let txid = w * 1_000_000 + i;
-                        i += 1;
-                        let result = p
-                            .transaction(vec![
-                                momoko::Statement::from((
-                                    "UPDATE chaos_accounts SET abalance = abalance + %s \
-                                     WHERE aid = %s",
-                                    (delta, aid),
-                                )),
-                                momoko::Statement::from((
-                                    "UPDATE chaos_tellers SET tbalance = tbalance + %s \
-                                     WHERE tid = %s",
-                                    (delta, tid),
-                                )),
-                                momoko::Statement::from((
-                                    "UPDATE chaos_branches SET bbalance = bbalance + %s \
-                                     WHERE bid = %s",
-                                    (delta, bid),
-                                )),
-                                momoko::Statement::from((
-                                    "INSERT INTO chaos_history (txid, tid, bid, aid, delta) \
-                                     VALUES (%s, %s, %s, %s, %s)",
-                                    (txid, tid, bid, aid, delta),
-                                )),
-                            ])
-                            .await;
-                        log.push((
-                            txid,
-                            match result {
-                                Ok(_) => Outcome::Acknowledged,
-                                Err(e) if e.outcome_unknown() => Outcome::Unknown,
-                                Err(_) => Outcome::Failed,
-                            },
-                        ));
-                    }
-                    log
-                })
+    let dsn = format!("{} {keywords}", net.dsn());
+    let pool = pool(&dsn, 4, true).await;
+    pool.transaction(vec![
+        "CREATE TABLE chaos_branches (bid int PRIMARY KEY, bbalance bigint NOT NULL DEFAULT 0)"
+            .to_owned(),
+        "CREATE TABLE chaos_tellers (tid int PRIMARY KEY, bid int NOT NULL, \
+         tbalance bigint NOT NULL DEFAULT 0)"
+            .to_owned(),
+        "CREATE TABLE chaos_accounts (aid int PRIMARY KEY, bid int NOT NULL, \
+         abalance bigint NOT NULL DEFAULT 0)"
+            .to_owned(),
+        // No unique key on txid: a transaction applied twice must show.
+        "CREATE TABLE chaos_history (txid bigint NOT NULL, tid int, bid int, aid int, \
+         delta int, mtime timestamptz NOT NULL DEFAULT now())"
+            .to_owned(),
+        format!("INSERT INTO chaos_branches (bid) SELECT generate_series(1, {BRANCHES})"),
+        format!(
+            "INSERT INTO chaos_tellers (tid, bid) SELECT t, 1 + t % {BRANCHES} \
+             FROM generate_series(1, {TELLERS}) t"
+        ),
+        format!(
+            "INSERT INTO chaos_accounts (aid, bid) SELECT a, 1 + a % {BRANCHES} \
+             FROM generate_series(1, {ACCOUNTS}) a"
+        ),
+    ])
+    .await
+    .unwrap();
+    net.apply(Fault::Loss(LOSS)).unwrap();
+    let start = Instant::now();
+    let healed_at = std::rc::Rc::new(std::cell::Cell::new(None::<Instant>));
+    let controller = {
+        let (net, healed_at) = (net.clone(), healed_at.clone());
+        spawn(async move {
+            if let Some((from, length)) = cut {
+                sleep(from).await;
+                net.apply(Fault::Partition).unwrap();
+                sleep(length).await;
+                net.heal().unwrap();
+                healed_at.set(Some(Instant::now()));
+                net.apply(Fault::Loss(LOSS)).unwrap();
+            }
+        })
+    };
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let p = pool.clone();
+            spawn(async move {
+                let mut log: Vec<(i64, Outcome, Instant)> = Vec::new();
+                let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (w as u64 + 1);
+                let mut i = 0;
+                while start.elapsed() < run {
+                    seed = seed
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    let r = (seed >> 33) as i32;
+                    let aid = 1 + r % ACCOUNTS;
+                    let tid = 1 + (r / 7) % TELLERS;
+                    let bid = 1 + tid % BRANCHES;
+                    let delta = (r / 13) % 1999 - 999;
+                    let txid = w * 1_000_000 + i;
+                    i += 1;
+                    let result = p
+                        .transaction(vec![
+                            momoko::Statement::from((
+                                "UPDATE chaos_accounts SET abalance = abalance + %s \
+                                 WHERE aid = %s",
+                                (delta, aid),
+                            )),
+                            momoko::Statement::from((
+                                "UPDATE chaos_tellers SET tbalance = tbalance + %s \
+                                 WHERE tid = %s",
+                                (delta, tid),
+                            )),
+                            momoko::Statement::from((
+                                "UPDATE chaos_branches SET bbalance = bbalance + %s \
+                                 WHERE bid = %s",
+                                (delta, bid),
+                            )),
+                            momoko::Statement::from((
+                                "INSERT INTO chaos_history (txid, tid, bid, aid, delta) \
+                                 VALUES (%s, %s, %s, %s, %s)",
+                                (txid, tid, bid, aid, delta),
+                            )),
+                        ])
+                        .await;
+                    log.push((
+                        txid,
+                        match result {
+                            Ok(_) => Outcome::Acknowledged,
+                            Err(e) if e.outcome_unknown() => Outcome::Unknown,
+                            Err(_) => Outcome::Failed,
+                        },
+                        Instant::now(),
+                    ));
+                }
+                log
             })
-            .collect();
-        let log: Vec<(i64, Outcome)> = momoko::ioloop::gather(workers)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        let ran = start.elapsed();
-        net.heal().unwrap();
-        let sums = pool
-            .execute(
-                "SELECT (SELECT sum(abalance) FROM chaos_accounts)::bigint, \
-                 (SELECT sum(tbalance) FROM chaos_tellers)::bigint, \
-                 (SELECT sum(bbalance) FROM chaos_branches)::bigint, \
-                 (SELECT coalesce(sum(delta), 0) FROM chaos_history)::bigint",
-                (),
-            )
-            .await
-            .unwrap()
-            .fetchone()
-            .unwrap();
-        let sums: [i64; 4] = [sums.get(0), sums.get(1), sums.get(2), sums.get(3)];
-        let mut applied = std::collections::HashMap::new();
-        for row in pool
-            .execute("SELECT txid, count(*) FROM chaos_history GROUP BY txid", ())
-            .await
-            .unwrap()
-            .fetchall()
-        {
-            applied.insert(row.get::<_, i64>(0), row.get::<_, i64>(1));
-        }
-        let count = |o: Outcome| log.iter().filter(|(_, x)| *x == o).count();
-        let times = |txid: &i64| applied.get(txid).copied().unwrap_or(0);
-        let lost = log
+        })
+        .collect();
+    let timed_log: Vec<(i64, Outcome, Instant)> = momoko::ioloop::gather(workers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let ran = start.elapsed();
+    controller.await;
+    net.heal().unwrap();
+    // From the heal to the first transaction acknowledged after it.
+    let recovered = healed_at.get().map(|h| {
+        timed_log
             .iter()
-            .filter(|(t, o)| *o == Outcome::Acknowledged && times(t) == 0)
-            .count();
-        let duplicated = applied.values().filter(|&&n| n > 1).count();
-        let failed_applied = log
-            .iter()
-            .filter(|(t, o)| *o == Outcome::Failed && times(t) > 0)
-            .count();
-        let unknown_applied = log
-            .iter()
-            .filter(|(t, o)| *o == Outcome::Unknown && times(t) > 0)
-            .count();
-        let phantom = applied
-            .keys()
-            .filter(|t| !log.iter().any(|(x, _)| x == *t))
-            .count();
-        println!(
-            "scenario 1, TPC-B under {LOSS} % loss each way for {:.1} s through a pool of 4: \
-             {} acknowledged ({:.0}/s), {} failed without effect, {} outcome unknown \
-             ({unknown_applied} of them applied); lost {lost}, duplicated {duplicated}, \
-             failed but applied {failed_applied}, applied but never sent {phantom}; \
-             balances accounts/tellers/branches/history {sums:?}; connections lost {}",
-            ran.as_secs_f64(),
-            count(Outcome::Acknowledged),
-            count(Outcome::Acknowledged) as f64 / ran.as_secs_f64(),
-            count(Outcome::Failed),
-            count(Outcome::Unknown),
-            pool.stats().counters.connections_lost,
-        );
-        assert!(
-            count(Outcome::Acknowledged) >= 100,
-            "too few transactions went through"
-        );
-        assert_eq!(
-            (lost, duplicated, failed_applied, phantom),
-            (0, 0, 0, 0),
-            "lost, duplicated, failed but applied, never sent"
-        );
-        assert!(
-            sums.iter().all(|s| *s == sums[0]),
-            "the balances disagree: {sums:?}"
-        );
-        pool.close().unwrap();
+            .filter(|(_, o, at)| *o == Outcome::Acknowledged && *at >= h)
+            .map(|(_, _, at)| *at - h)
+            .min()
+            .expect("transactions are acknowledged after the heal")
     });
-    finish(Rc::try_unwrap(net).unwrap());
+    let log: Vec<(i64, Outcome)> = timed_log.iter().map(|(t, o, _)| (*t, *o)).collect();
+    let sums = pool
+        .execute(
+            "SELECT (SELECT sum(abalance) FROM chaos_accounts)::bigint, \
+             (SELECT sum(tbalance) FROM chaos_tellers)::bigint, \
+             (SELECT sum(bbalance) FROM chaos_branches)::bigint, \
+             (SELECT coalesce(sum(delta), 0) FROM chaos_history)::bigint",
+            (),
+        )
+        .await
+        .unwrap()
+        .fetchone()
+        .unwrap();
+    let sums: [i64; 4] = [sums.get(0), sums.get(1), sums.get(2), sums.get(3)];
+    let mut applied = std::collections::HashMap::new();
+    for row in pool
+        .execute("SELECT txid, count(*) FROM chaos_history GROUP BY txid", ())
+        .await
+        .unwrap()
+        .fetchall()
+    {
+        applied.insert(row.get::<_, i64>(0), row.get::<_, i64>(1));
+    }
+    let count = |o: Outcome| log.iter().filter(|(_, x)| *x == o).count();
+    let times = |txid: &i64| applied.get(txid).copied().unwrap_or(0);
+    let lost = log
+        .iter()
+        .filter(|(t, o)| *o == Outcome::Acknowledged && times(t) == 0)
+        .count();
+    let duplicated = applied.values().filter(|&&n| n > 1).count();
+    let failed_applied = log
+        .iter()
+        .filter(|(t, o)| *o == Outcome::Failed && times(t) > 0)
+        .count();
+    let unknown_applied = log
+        .iter()
+        .filter(|(t, o)| *o == Outcome::Unknown && times(t) > 0)
+        .count();
+    let phantom = applied
+        .keys()
+        .filter(|t| !log.iter().any(|(x, _)| x == *t))
+        .count();
+    let what = match cut {
+        Some((_, length)) => format!(
+            "cut for {:.0} s midway ({keywords}), first ack {:.1} s after the heal",
+            length.as_secs_f64(),
+            recovered.unwrap_or_default().as_secs_f64()
+        ),
+        None => "no keyword".to_owned(),
+    };
+    println!(
+        "scenario 1, TPC-B under {LOSS} % loss each way for {:.1} s through a pool of 4, \
+         {what}: {} acknowledged ({:.0}/s), {} failed without effect, {} outcome unknown \
+         ({unknown_applied} of them applied); lost {lost}, duplicated {duplicated}, \
+         failed but applied {failed_applied}, applied but never sent {phantom}; \
+         balances accounts/tellers/branches/history {sums:?}; connections lost {}",
+        ran.as_secs_f64(),
+        count(Outcome::Acknowledged),
+        count(Outcome::Acknowledged) as f64 / ran.as_secs_f64(),
+        count(Outcome::Failed),
+        count(Outcome::Unknown),
+        pool.stats().counters.connections_lost,
+    );
+    assert!(
+        count(Outcome::Acknowledged) >= 100,
+        "too few transactions went through"
+    );
+    assert_eq!(
+        (lost, duplicated, failed_applied, phantom),
+        (0, 0, 0, 0),
+        "lost, duplicated, failed but applied, never sent"
+    );
+    assert!(
+        sums.iter().all(|s| *s == sums[0]),
+        "the balances disagree: {sums:?}"
+    );
+    let lost_connections = pool.stats().counters.connections_lost;
+    match cut {
+        // Loss alone never passes for a dead link.
+        None => assert_eq!(lost_connections, 0),
+        // Each connection dies at most once in the cut, with at most its one request in
+        // doubt.
+        Some(_) => {
+            assert!(lost_connections >= 1, "the cut killed no connection");
+            assert!(
+                count(Outcome::Unknown) <= 4,
+                "{} unknown",
+                count(Outcome::Unknown)
+            );
+            assert!(
+                recovered.unwrap() <= Duration::from_secs(4),
+                "first ack {recovered:?} after the heal"
+            );
+        }
+    }
+    pool.close().unwrap();
+}
+
+#[test]
+fn tpcb_through_a_pool_under_loss_and_a_cut_keeps_every_acknowledged_transaction_exactly_once() {
+    let Some(nets) = hosts(2) else { return };
+    let nets: Vec<Rc<NetnsServer>> = nets.into_iter().map(Rc::new).collect();
+    let (lossy, cut) = (nets[0].clone(), nets[1].clone());
+    let (run, from, length) = if full() { (60, 20, 20) } else { (12, 3, 7) };
+    run_for(180, async move {
+        // No keyword: momoko's defaults must not mistake a lossy link for a dead one.
+        let a = spawn(tpcb(lossy, "", Duration::from_secs(run), None));
+        // The link also cut long enough for the tight bounds to drop every connection.
+        let b = spawn(tpcb(
+            cut,
+            TIGHT,
+            Duration::from_secs(run),
+            Some((Duration::from_secs(from), Duration::from_secs(length))),
+        ));
+        a.await;
+        b.await;
+    });
+    for net in nets {
+        finish(Rc::try_unwrap(net).unwrap());
+    }
 }
