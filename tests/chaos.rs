@@ -342,7 +342,10 @@ fn a_partition_ends_every_request_within_its_bound_and_the_pool_recovers() {
         let waiting: Vec<_> = (0..2)
             .map(|_| {
                 let p = patient.clone();
-                spawn(async move { backend_pid(&p, "SELECT pg_backend_pid()").await })
+                spawn(async move {
+                    let pid = backend_pid(&p, "SELECT pg_backend_pid()").await;
+                    (pid, Instant::now())
+                })
             })
             .collect();
         let mut unknown = 0;
@@ -397,18 +400,20 @@ fn a_partition_ends_every_request_within_its_bound_and_the_pool_recovers() {
         net.heal().unwrap();
         let healed = Instant::now();
         let mut ok = 0;
-        for pid in momoko::ioloop::gather(waiting).await {
+        let mut waited = Duration::ZERO;
+        for (pid, at) in momoko::ioloop::gather(waiting).await {
             pid.expect("a request of wait_for_reconnect succeeds once the link heals");
+            assert!(at >= healed, "served {:?} before the heal", healed - at);
+            waited = waited.max(at - healed);
             ok += 1;
         }
-        let waited = healed.elapsed();
         all_live(&fast, 4, Duration::from_secs(15)).await;
         let recovered = healed.elapsed();
         all_live(&patient, 2, Duration::from_secs(15)).await;
         let pids = backends(&fast, 4).await;
         println!(
             "scenario 2: partition {:.1} s; {unknown} requests outcome unknown; {ok} waiting \
-             requests served {:.1} s after the heal; pool of 4 all live {:.1} s after the heal",
+             requests served {:.2} s after the heal; pool of 4 all live {:.2} s after the heal",
             (healed - cut).as_secs_f64(),
             waited.as_secs_f64(),
             recovered.as_secs_f64()

@@ -67,8 +67,8 @@ const IP_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl NetnsServer {
     /// Why a `NetnsServer` cannot be made here (not root, no `ip`, `tc` or `nft` and no
-    /// way to install it), or None when it can. Installs nftables with apt-get when `nft`
-    /// is missing and we are root.
+    /// way to install it, no right to make a namespace), or None when it can. Installs
+    /// nftables with apt-get when `nft` is missing and we are root.
     pub fn unavailable() -> Option<String> {
         if !sys::is_root() {
             return Some(
@@ -105,7 +105,20 @@ impl NetnsServer {
                 }
             }
         }
-        None
+        // Root without CAP_NET_ADMIN (a default container) cannot make namespaces.
+        static PROBE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        PROBE
+            .get_or_init(|| {
+                let name = format!("momoko-chaos-probe-{}", std::process::id());
+                match ip(&["netns", "add", &name]) {
+                    Ok(_) => {
+                        let _ = ip(&["netns", "delete", &name]);
+                        None
+                    }
+                    Err(e) => Some(format!("cannot make a network namespace here: {e}")),
+                }
+            })
+            .clone()
     }
 
     /// Starts a cluster (as [`TestServer::start`]), then moves it into a fresh network
