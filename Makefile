@@ -52,6 +52,7 @@ help:
 	@echo "make package   cargo package the crates that publish: momoko-loop, momoko, momoko-tcproxy"
 	@echo "make msrv      check the publishable crates with the declared rust-version (1.85)"
 	@echo "make deps-fresh  build momoko as a user's dependency, freshly resolved, warnings denied"
+	@echo "make chaos     network faults at full length: partitions, half-open links, loss (root; ~80 s)"
 	@echo "make clean     stop the make-pg server and remove build output"
 
 # PostgreSQL's server binaries must be installed; as root we install them (Debian/Ubuntu).
