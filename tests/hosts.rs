@@ -1,6 +1,7 @@
 //! Host lists as libpq walks them, against the suite's server and small listeners of the
 //! tests' own: every place tried in order, connect_timeout per attempt, an authentication
-//! failure ending the walk, target_session_attrs decided from what the server reports,
+//! failure ending the walk, target_session_attrs decided from what the server reports (or,
+//! before PostgreSQL 14, from what it answers when asked),
 //! load_balance_hosts=random, TCP keepalives on the socket, and `query` without a statement
 //! cache (PgBouncer's transaction pooling). Replication itself is in tests/replicas.rs.
 
@@ -119,6 +120,62 @@ fn target_session_attrs_keep_a_primary_only_where_it_fits() {
             (want, got) => panic!("{attrs}: wanted {want:?}, got {got:?}"),
         }
     }
+}
+
+#[test]
+fn a_server_before_14_is_asked_what_it_did_not_report_on_the_same_connection() {
+    // PostgreSQL 14 and later report in_hot_standby and default_transaction_read_only at
+    // startup; before 14 nothing is reported, and momoko asks as libpq does (SHOW
+    // transaction_read_only, SELECT pg_catalog.pg_is_in_recovery()) before handing the
+    // connection out. Either way the same servers fit: this test runs on both kinds (the
+    // suite's PostgreSQL 15, and `make test`'s pass on PostgreSQL 13).
+    let port = server().port;
+    let dsn = |attrs: &str| {
+        format!(
+            "host=127.0.0.1 port={port} target_session_attrs={attrs} {}",
+            base()
+        )
+    };
+    let (rw, primary, prefer) = (dsn("read-write"), dsn("primary"), dsn("prefer-standby"));
+    run(async move {
+        for dsn in [&rw, &primary, &prefer] {
+            let conn = momoko::connect(dsn).await.unwrap();
+            let version = conn.server_version().unwrap();
+            let reported = conn.parameter("in_hot_standby");
+            if version >= 140000 {
+                assert_eq!(reported.as_deref(), Some("off"), "{dsn}");
+            } else {
+                assert_eq!(reported, None, "{version}: {dsn}");
+            }
+            // The question's answer was read whole: the caller's first query gets its own.
+            let (one, in_recovery): (i32, bool) = {
+                let mut c = conn
+                    .execute("SELECT 1, pg_is_in_recovery()", ())
+                    .await
+                    .unwrap();
+                let row = c.fetchone().unwrap();
+                (row.get(0), row.get(1))
+            };
+            assert_eq!((one, in_recovery), (1, false), "{dsn}");
+            conn.close();
+        }
+    });
+    // And a server that does not fit is left with libpq's reason, whichever way it was
+    // found out, and the walk goes on to the next host.
+    let dead = refused_port();
+    let walk = format!(
+        "host=127.0.0.1,127.0.0.1 port={port},{dead} target_session_attrs=standby {}",
+        base()
+    );
+    let e = run(async move { momoko::connect(&walk).await.unwrap_err() });
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!(
+            "127.0.0.1:{port}: server is not in hot standby mode"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("127.0.0.1:{dead}: ")), "{text}");
 }
 
 #[test]

@@ -481,7 +481,22 @@ fn direct_tls_against_a_server_without_it_fails_clearly_and_at_once() {
         return;
     }
     run(async move {
-        // PostgreSQL 15 takes the ClientHello for a startup packet and refuses it.
+        let probe = connect(&dsn_with("")).await.unwrap();
+        let version = probe.server_version().unwrap();
+        probe.close();
+        if version >= 170000 {
+            // PostgreSQL 17 and later accept direct TLS (ALPN "postgresql"): it just works.
+            let conn = connect(&dsn_with("sslnegotiation=direct")).await.unwrap();
+            assert!(conn.ssl_in_use());
+            assert_eq!(
+                conn.ssl_attribute("alpn").as_deref(),
+                Some("postgresql"),
+                "{version}"
+            );
+            conn.close();
+            return;
+        }
+        // Before 17 the server takes the ClientHello for a startup packet and refuses it.
         let started = Instant::now();
         let e = connect(&dsn_with("sslnegotiation=direct connect_timeout=5"))
             .await

@@ -210,7 +210,7 @@ fn rustls_config(ca: &std::path::Path) -> Result<rustls::ClientConfig, String> {
         &rustls::version::TLS13,
     ])
     .with_webpki_verifier(verifier)
-        .with_no_client_auth())
+    .with_no_client_auth())
 }
 
 /// `key=value key=value` DSN pairs (no quoting: momoko-testpg's DSNs have none).

@@ -1056,26 +1056,78 @@ fn startup_params_use_fallback_application_name_and_default_database() {
 // ---- other keywords ----
 
 #[test]
-fn keepalive_and_tcp_settings_are_read_as_libpq_reads_them() {
+fn keepalive_and_tcp_settings_left_out_are_bounded_by_default() {
     for ok in [
+        "",
         "keepalives=1",
         "keepalives=' 1 '",
         "keepalives=2",
         "keepalives=''",
-        "tcp_user_timeout=0",
-        "tcp_user_timeout=-5",
         "tcp_user_timeout=''",
         "keepalives_idle='' keepalives_interval='' keepalives_count=''",
-        "keepalives_idle=-1 keepalives_count=0",
-        "postgresql://h/db?keepalives=1&tcp_user_timeout=0&keepalives_count=",
+        "postgresql://h/db?keepalives=1&keepalives_count=",
     ] {
         let c = parse(ok);
         assert!(c.get_keepalives(), "{ok}");
-        assert_eq!(c.get_keepalives_idle(), None, "{ok}");
-        assert_eq!(c.get_keepalives_interval(), None, "{ok}");
-        assert_eq!(c.get_keepalives_count(), None, "{ok}");
-        assert_eq!(c.get_tcp_user_timeout(), None, "{ok}");
+        assert_eq!(
+            c.get_keepalives_idle(),
+            Some(Duration::from_secs(15)),
+            "{ok}"
+        );
+        assert_eq!(
+            c.get_keepalives_interval(),
+            Some(Duration::from_secs(5)),
+            "{ok}"
+        );
+        assert_eq!(c.get_keepalives_count(), Some(3), "{ok}");
+        assert_eq!(
+            c.get_tcp_user_timeout(),
+            Some(Duration::from_secs(30)),
+            "{ok}"
+        );
     }
+    let c = Config::new();
+    assert_eq!(c.get_keepalives_idle(), Some(Duration::from_secs(15)));
+    assert_eq!(c.get_tcp_user_timeout(), Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn keepalive_and_tcp_settings_of_zero_keep_the_systems_values() {
+    let c = parse("keepalives_idle=0 keepalives_interval=-1 keepalives_count=0 tcp_user_timeout=0");
+    assert!(c.get_keepalives());
+    assert_eq!(c.get_keepalives_idle(), None);
+    assert_eq!(c.get_keepalives_interval(), None);
+    assert_eq!(c.get_keepalives_count(), None);
+    assert_eq!(c.get_tcp_user_timeout(), None);
+    // Each keyword alone: the others keep momoko's defaults.
+    let c = parse("postgresql://h/db?tcp_user_timeout=-5");
+    assert_eq!(c.get_tcp_user_timeout(), None);
+    assert_eq!(c.get_keepalives_idle(), Some(Duration::from_secs(15)));
+    let c = parse("keepalives=0");
+    assert!(!c.get_keepalives());
+    assert_eq!(c.get_tcp_user_timeout(), Some(Duration::from_secs(30)));
+    let c = Config::new()
+        .keepalives_idle(Duration::ZERO)
+        .keepalives_interval(Duration::ZERO)
+        .keepalives_count(0)
+        .tcp_user_timeout(Duration::ZERO);
+    assert_eq!(c.get_keepalives_idle(), None);
+    assert_eq!(c.get_keepalives_interval(), None);
+    assert_eq!(c.get_keepalives_count(), None);
+    assert_eq!(c.get_tcp_user_timeout(), None);
+    let c = Config::new()
+        .keepalives_idle(Duration::from_secs(2))
+        .keepalives_interval(Duration::from_secs(1))
+        .keepalives_count(4)
+        .tcp_user_timeout(Duration::from_millis(2500));
+    assert_eq!(c.get_keepalives_idle(), Some(Duration::from_secs(2)));
+    assert_eq!(c.get_keepalives_interval(), Some(Duration::from_secs(1)));
+    assert_eq!(c.get_keepalives_count(), Some(4));
+    assert_eq!(c.get_tcp_user_timeout(), Some(Duration::from_millis(2500)));
+}
+
+#[test]
+fn keepalive_and_tcp_settings_given_are_read_as_libpq_reads_them() {
     let c =
         parse("keepalives_idle=30 keepalives_interval=5 keepalives_count=3 tcp_user_timeout=1500");
     assert!(c.get_keepalives());

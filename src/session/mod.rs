@@ -19,6 +19,7 @@
 
 pub(crate) mod cache;
 pub(crate) mod ops;
+mod target;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
 pub(crate) mod transport;
@@ -40,6 +41,7 @@ use crate::proto::{
 use crate::types::QuoteContext;
 use cache::StatementCache;
 use ops::Done;
+use target::{Fit, Probe, ServerState};
 use transport::{open, Peer, Socket};
 
 /// A completion callback for one request.
@@ -58,42 +60,6 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// A process-wide unique number.
 pub(crate) fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Whether a server that reports its parameters through `param` fits `want`, with libpq's
-/// reasons when it does not. PostgreSQL 14 and later report `in_hot_standby` and
-/// `default_transaction_read_only` at startup; an older server is refused clearly rather
-/// than guessed at.
-fn server_fits(
-    want: TargetSessionAttrs,
-    param: impl Fn(&str) -> Option<String>,
-) -> Result<(), Error> {
-    if want == TargetSessionAttrs::Any {
-        return Ok(());
-    }
-    let flag = |name: &str| -> Result<bool, Error> {
-        match param(name).as_deref() {
-            Some("on") => Ok(true),
-            Some("off") => Ok(false),
-            other => Err(Error::connection(format!(
-                "target_session_attrs={} needs the server to report {name} (PostgreSQL 14 \
-                 or later); it reported {other:?}",
-                want.as_str()
-            ))),
-        }
-    };
-    let standby = flag("in_hot_standby")?;
-    let read_only = standby || flag("default_transaction_read_only")?;
-    let refuse = |why: &str| Err(Error::connection(why.to_owned()));
-    match want {
-        TargetSessionAttrs::ReadWrite if read_only => refuse("session is read-only"),
-        TargetSessionAttrs::ReadOnly if !read_only => refuse("session is not read-only"),
-        TargetSessionAttrs::Primary if standby => refuse("server is in hot standby mode"),
-        TargetSessionAttrs::Standby | TargetSessionAttrs::PreferStandby if !standby => {
-            refuse("server is not in hot standby mode")
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Shuffles in place (load_balance_hosts=random), with fastrand's per-thread generator: a
@@ -260,6 +226,8 @@ pub(crate) enum Phase {
     SslRequest,
     /// The server said `S`: the TLS handshake runs before anything of PostgreSQL's.
     TlsHandshake,
+    /// Startup and authentication; then, for target_session_attrs on a server that did not
+    /// report enough (before 14), its answer to libpq's question.
     Starting,
     Setsession,
     Ready,
@@ -315,6 +283,9 @@ pub(crate) struct Session {
     /// The server stopped fitting target_session_attrs (a ParameterStatus change): the
     /// connection is closed as soon as nothing is in flight.
     retire: Option<Error>,
+    /// A question on target_session_attrs in flight to a server that did not report enough
+    /// at startup (before 14), with what was known before it.
+    probing: Option<(Probe, ServerState)>,
     /// A host name being looked up on a helper thread (never on the loop's thread).
     resolving: Option<Resolving>,
     /// Tells the driver, from the lookup thread, that a lookup finished (None: the driver
@@ -395,6 +366,7 @@ impl Session {
             stop_walk: false,
             attempts: Vec::new(),
             retire: None,
+            probing: None,
             resolving: None,
             notify: None,
             startup_params: Vec::new(),
@@ -1129,22 +1101,94 @@ impl Session {
         self.next_target(now);
     }
 
-    /// Whether the server just connected to fits target_session_attrs, from what it reported
-    /// at startup: `Err` says why not.
-    fn check_target(&self) -> Result<(), Error> {
+    /// Whether the server just connected to fits target_session_attrs, given what is known
+    /// of it (`known`: what it reported, plus the answers to questions asked).
+    fn check_target(&self, known: ServerState) -> Fit {
         let Some(config) = self.config.as_ref() else {
-            return Ok(());
+            return Fit::Fits;
         };
         let want = match config.get_target_session_attrs() {
             TargetSessionAttrs::PreferStandby if self.standby_pass => TargetSessionAttrs::Standby,
-            TargetSessionAttrs::PreferStandby => return Ok(()),
+            TargetSessionAttrs::PreferStandby => TargetSessionAttrs::Any,
             w => w,
         };
-        server_fits(want, |name| self.parameter(name).map(str::to_owned))
+        target::decide(want, known)
+    }
+
+    /// What the server reported of itself at startup (PostgreSQL 14 and later).
+    fn reported_state(&self) -> ServerState {
+        ServerState::reported(|name| self.parameter(name).map(str::to_owned))
+    }
+
+    /// Accepts or leaves the server just connected to; one that did not say enough is asked
+    /// first, on the same connection, as libpq asks (the answer comes back through
+    /// `take_probe_answer`).
+    fn judge_target(&mut self, known: ServerState, now: Instant) {
+        match self.check_target(known) {
+            Fit::Fits => self.on_connected(),
+            Fit::Refused(e) => self.leave_target(e, now),
+            Fit::Ask(probe) => {
+                let query = probe.query().to_owned();
+                let Some(proto) = self.proto.as_mut() else {
+                    return;
+                };
+                match proto.send(Request::Simple { query }) {
+                    Ok(()) => {
+                        self.probing = Some((probe, known));
+                        self.flush();
+                    }
+                    Err(e) => self.leave_target(e, now),
+                }
+            }
+        }
+    }
+
+    /// The answer to the question of `judge_target`, then the decision made again with it.
+    fn take_probe_answer(
+        &mut self,
+        probe: Probe,
+        mut known: ServerState,
+        answer: Result<Response, Error>,
+        now: Instant,
+    ) {
+        let learnt = match answer {
+            Ok(Response::Query(result)) => {
+                let value = match result.rows.as_slice() {
+                    [row] => row.get_raw(0).and_then(|v| std::str::from_utf8(v).ok()),
+                    _ => None,
+                };
+                probe.learn(value, &mut known)
+            }
+            Ok(other) => Err(Error::connection(format!(
+                "\"{}\" failed: unexpected answer {other:?}",
+                probe.query()
+            ))),
+            Err(e) => Err(Error::connection(format!(
+                "\"{}\" failed: {}",
+                probe.query(),
+                e.without_kind()
+            ))),
+        };
+        match learnt {
+            Ok(()) => self.judge_target(known, now),
+            Err(e) => self.leave_target(e, now),
+        }
+    }
+
+    /// Not the kind of server asked for (or it could not say): leave it politely, try the
+    /// next target.
+    fn leave_target(&mut self, e: Error, now: Instant) {
+        if let Some(p) = self.proto.as_mut() {
+            p.terminate(e.clone());
+        }
+        self.flush();
+        self.attempt_failed(e, now);
     }
 
     /// Drops the protocol core, handing whatever user code it still holds to the driver.
     fn drop_proto(&mut self) {
+        // A question to this server dies with its connection.
+        self.probing = None;
         if let Some(mut p) = self.proto.take() {
             while p.poll_event().is_some() {}
             for src in p.take_spent_sources() {
@@ -1552,16 +1596,13 @@ impl Session {
             };
             match event {
                 Event::Connected => {
-                    if let Err(e) = self.check_target() {
-                        // Not the kind of server asked for: leave it politely, try the next.
-                        if let Some(p) = self.proto.as_mut() {
-                            p.terminate(e.clone());
-                        }
-                        self.flush();
-                        self.attempt_failed(e, now);
-                        continue;
+                    let known = self.reported_state();
+                    self.judge_target(known, now);
+                }
+                Event::Completed(result) if self.probing.is_some() => {
+                    if let Some((probe, known)) = self.probing.take() {
+                        self.take_probe_answer(probe, known, result, now);
                     }
-                    self.on_connected()
                 }
                 Event::Completed(result) => {
                     let Some(Pending { waiter, .. }) = self.waiters.pop_front() else {
@@ -1640,7 +1681,9 @@ impl Session {
                     {
                         // A promotion or a reload changed what this server is: a connection
                         // that no longer fits target_session_attrs is retired once idle.
-                        if let Err(e) = self.check_target() {
+                        // Only what the server reports counts here: one that reports
+                        // nothing (before 14) sends no such change either.
+                        if let Fit::Refused(e) = self.check_target(self.reported_state()) {
                             log::info!("retiring the connection: {e}");
                             self.retire = Some(e);
                         }

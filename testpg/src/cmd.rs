@@ -23,7 +23,8 @@ pub(crate) fn pg_os_user() -> String {
         .unwrap_or_else(|| "postgres".to_owned())
 }
 
-/// The directory holding initdb, pg_ctl, postgres and psql.
+/// The directory holding initdb, pg_ctl and postgres (and usually psql and pg_basebackup:
+/// see `client_program` for builds without them).
 ///
 /// `MOMOKO_PG_BIN` wins; otherwise the highest `/usr/lib/postgresql/*/bin` (Debian, Ubuntu),
 /// then `/usr/pgsql-*/bin` (RPM), `/usr/local/pgsql/bin`, then `initdb` on `PATH` (with
@@ -47,6 +48,18 @@ fn find_bin_dir() -> Result<PathBuf, String> {
             ))
         };
     }
+    system_bin_dirs().into_iter().next().ok_or_else(|| {
+        "PostgreSQL server binaries not found (no initdb under /usr/lib/postgresql/*/bin, \
+         /usr/pgsql-*/bin, /usr/local/pgsql/bin or on PATH); install them (Debian/Ubuntu: \
+         apt-get install postgresql postgresql-contrib) or set MOMOKO_PG_BIN"
+            .to_owned()
+    })
+}
+
+/// The installed PostgreSQL binary directories that hold initdb, best first: the highest
+/// `/usr/lib/postgresql/*/bin`, then `/usr/pgsql-*/bin`, `/usr/local/pgsql/bin`, then the
+/// directory of `initdb` on `PATH` (symlinks resolved, so that its siblings are found too).
+fn system_bin_dirs() -> Vec<PathBuf> {
     let mut candidates: Vec<(Vec<u32>, PathBuf)> = Vec::new();
     for (parent, prefix) in [("/usr/lib/postgresql", ""), ("/usr", "pgsql-")] {
         let Ok(entries) = fs::read_dir(parent) else {
@@ -64,11 +77,10 @@ fn find_bin_dir() -> Result<PathBuf, String> {
             }
         }
     }
-    if let Some((_, bin)) = candidates.into_iter().max() {
-        return Ok(bin);
-    }
+    candidates.sort();
+    let mut dirs: Vec<PathBuf> = candidates.into_iter().rev().map(|(_, bin)| bin).collect();
     if Path::new("/usr/local/pgsql/bin/initdb").is_file() {
-        return Ok(PathBuf::from("/usr/local/pgsql/bin"));
+        dirs.push(PathBuf::from("/usr/local/pgsql/bin"));
     }
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
@@ -76,17 +88,39 @@ fn find_bin_dir() -> Result<PathBuf, String> {
             if initdb.is_file() {
                 let real = fs::canonicalize(&initdb).unwrap_or(initdb);
                 if let Some(parent) = real.parent() {
-                    return Ok(parent.to_path_buf());
+                    dirs.push(parent.to_path_buf());
+                    break;
                 }
             }
         }
     }
-    Err(
-        "PostgreSQL server binaries not found (no initdb under /usr/lib/postgresql/*/bin, \
-         /usr/pgsql-*/bin, /usr/local/pgsql/bin or on PATH); install them (Debian/Ubuntu: \
-         apt-get install postgresql postgresql-contrib) or set MOMOKO_PG_BIN"
-            .to_owned(),
-    )
+    dirs
+}
+
+/// A client program (`psql`, `pg_basebackup`): the server's own from [`bin_dir`] when it has
+/// one, else the first installed PostgreSQL's that does. Some builds are server-only (npm's
+/// embedded-postgres has no psql and no pg_basebackup), and a newer client serves an older
+/// server. Whether the answer is the server's own is the second value.
+pub(crate) fn client_program(name: &str) -> io::Result<(PathBuf, bool)> {
+    let bin = bin_dir()?;
+    if bin.join(name).is_file() {
+        return Ok((bin.join(name), true));
+    }
+    system_bin_dirs()
+        .into_iter()
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .map(|p| (p, false))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{name} is neither in {} nor in an installed PostgreSQL (Debian/Ubuntu: \
+                     apt-get install postgresql-client)",
+                    bin.display()
+                ),
+            )
+        })
 }
 
 /// A command for one of the server binaries (initdb, pg_ctl, postgres), wrapped in
@@ -261,7 +295,7 @@ pub(crate) fn run(cmd: &mut Command, what: &str, timeout: Duration) -> io::Resul
 pub fn psql(dsn: &str, sql: &str, env: &[(&str, &str)]) -> io::Result<String> {
     let script = scratch_path("sql");
     fs::write(&script, sql)?;
-    let mut cmd = Command::new(bin_dir()?.join("psql"));
+    let mut cmd = Command::new(client_program("psql")?.0);
     scrub_pg_env(&mut cmd);
     cmd.env("PGCONNECT_TIMEOUT", "10")
         .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])

@@ -412,7 +412,8 @@ impl TestServer {
         watchdog: bool,
         extra_conf: String,
     ) -> io::Result<TestServer> {
-        let bin = checked_bin_dir(&["initdb", "pg_ctl", "postgres", "psql"])?;
+        let bin = checked_bin_dir(&["initdb", "pg_ctl", "postgres"])?;
+        cmd::client_program("psql")?;
         let ids = server_ids()?;
 
         let (base, link) = match dir {
@@ -520,7 +521,8 @@ impl TestServer {
         name: &str,
         extra_conf: String,
     ) -> io::Result<TestServer> {
-        let bin = checked_bin_dir(&["pg_basebackup", "pg_ctl", "postgres", "psql"])?;
+        let bin = checked_bin_dir(&["pg_ctl", "postgres"])?;
+        let (basebackup, _) = cmd::client_program("pg_basebackup")?;
         let ids = server_ids()?;
         let base = unique_temp_dir("standby-")?;
         let mut server = TestServer {
@@ -544,7 +546,7 @@ impl TestServer {
             "host=127.0.0.1 port={} user=postgres application_name={name} sslmode=disable",
             primary.info.port
         );
-        let mut c = cmd::server_command(&server.bin, "pg_basebackup");
+        let mut c = cmd::as_server_user(&basebackup);
         cmd::scrub_pg_env(&mut c);
         c.current_dir(&server.base)
             .arg("-D")
@@ -553,6 +555,19 @@ impl TestServer {
             .args(["--no-sync", "-w", "-d", &source]);
         cmd::run(&mut c, "pg_basebackup", Duration::from_secs(120))
             .map_err(|e| primary.with_log(e))?;
+        // `-R` writes the connection options of pg_basebackup's own libpq, which a server
+        // of another version may refuse (a newer pg_basebackup's `channel_binding` or
+        // `sslnegotiation` against an older server): the standby gets a plain one instead,
+        // the last setting in the file winning.
+        let mut auto = fs::OpenOptions::new()
+            .append(true)
+            .open(server.data.join("postgresql.auto.conf"))?;
+        writeln!(
+            auto,
+            "# Written by momoko-testpg: the options every server version knows.\n\
+             primary_conninfo = '{}'",
+            source.replace('\'', "''")
+        )?;
         server.start_on_free_port(&socket_dir, &tls_dir)?;
         server.wait_ready()?;
         server.write_env_file()?;
@@ -752,7 +767,9 @@ impl TestServer {
         let sql = format!(
             "CREATE ROLE {USER} LOGIN SUPERUSER;\n\
              SET password_encryption = 'md5';\n\
+             SET client_min_messages = error;\n\
              CREATE ROLE {MD5_USER} LOGIN PASSWORD '{MD5_PASSWORD}';\n\
+             RESET client_min_messages;\n\
              SET password_encryption = 'scram-sha-256';\n\
              CREATE ROLE {SCRAM_USER} LOGIN PASSWORD '{SCRAM_PASSWORD}';\n\
              CREATE ROLE {SCRAM_TLS_USER} LOGIN PASSWORD '{SCRAM_TLS_PASSWORD}';\n\

@@ -208,6 +208,24 @@ fn session(dsn: &str) -> Result<String, String> {
     .map_err(|e| e.to_string())
 }
 
+/// pg_hba's refusal of a login over TLS (`tls`) or plain text that the file does not allow
+/// that way. The last words changed in PostgreSQL 14: "SSL encryption" and "no encryption"
+/// from then on, "SSL on" and "SSL off" before.
+fn refused_by_hba(dsn: &str, tls: bool) {
+    let (now, before) = if tls {
+        ("SSL encryption", "SSL on")
+    } else {
+        ("no encryption", "SSL off")
+    };
+    match session(dsn) {
+        Ok(s) => panic!("{dsn}: logged in ({s}), expected pg_hba's refusal"),
+        Err(e) => assert!(
+            e.contains("pg_hba.conf rejects connection") && (e.contains(now) || e.contains(before)),
+            "{dsn}: expected pg_hba's refusal ending {now:?} or {before:?}, got: {e}"
+        ),
+    }
+}
+
 fn refused(dsn: &str, why: &str) {
     match session(dsn) {
         Ok(s) => panic!("{dsn}: logged in ({s}), expected a refusal with {why:?}"),
@@ -304,15 +322,12 @@ fn tls_certificates_and_tls_bound_users() {
         &format!("{} password=wrong", tls.scram_tls_dsn),
         "password authentication failed",
     );
-    refused(
-        &format!("{} sslmode=disable", tls.scram_tls_dsn),
-        "no encryption",
-    );
+    refused_by_hba(&format!("{} sslmode=disable", tls.scram_tls_dsn), false);
 
     // The TLS-only and plain-only users show which way a connection went: libpq's allow
     // and prefer retry the other way after the refusal.
     let tls_only = format!("{} user={}", info.dsn, tls.tls_only_user);
-    refused(&format!("{tls_only} sslmode=disable"), "no encryption");
+    refused_by_hba(&format!("{tls_only} sslmode=disable"), false);
     assert_eq!(
         session(&format!("{tls_only} sslmode=require")).unwrap(),
         "momoko_tls_only|t|"
@@ -322,7 +337,7 @@ fn tls_certificates_and_tls_bound_users() {
         "momoko_tls_only|t|"
     );
     let plain_only = format!("{} user={}", info.dsn, tls.plain_only_user);
-    refused(&format!("{plain_only} sslmode=require"), "SSL encryption");
+    refused_by_hba(&format!("{plain_only} sslmode=require"), true);
     assert_eq!(
         session(&format!("{plain_only} sslmode=disable")).unwrap(),
         "momoko_plain_only|f|"
