@@ -120,8 +120,8 @@ pub(crate) struct Inner {
     /// a borrow of `poll`.
     #[cfg(unix)]
     fd: RawFd,
-    /// True from the start to the end of `start()` or `turn()`, whatever `stop()` says
-    /// meanwhile: what makes re-entering the loop an error.
+    /// True from the start to the end of `start()`, `turn()` or `run_sync`, whatever `stop()`
+    /// says meanwhile: what makes re-entering the loop an error.
     active: Cell<bool>,
     /// False once `stop()` was called in the current run (see `is_running`).
     running: Cell<bool>,
@@ -467,8 +467,8 @@ impl Drop for DueBatch<'_> {
     }
 }
 
-/// Marks the loop active, running and current for the duration of `start()` or `turn()`,
-/// and undoes all three however it ends, panics included. A `stop()` made during the run is
+/// Marks the loop active, running and current for the duration of `start()`, `turn()` or
+/// `run_sync`, and undoes all three however it ends, panics included. A `stop()` made during the run is
 /// consumed here.
 struct RunGuard<'a> {
     inner: &'a Inner,
