@@ -268,6 +268,8 @@
 //!
 //! This crate root only wires the modules together and re-exports the public surface; it
 //! holds no logic of its own.
+// No unsafe code, here or in momoko-loop (run_sync's future lives in its caller's frame).
+#![forbid(unsafe_code)]
 // Every public item is documented and printable; `make test` (clippy -D warnings) holds it.
 #![warn(missing_docs, missing_debug_implementations)]
 // docs.rs (package.metadata.docs.rs) marks each item with the feature it needs.

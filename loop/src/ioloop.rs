@@ -20,27 +20,27 @@
 //!
 //! `start` runs iterations until stopped; `turn` runs exactly one, for a program that nests
 //! the loop in an event loop of its own through the poll's descriptor (`AsRawFd`) and
-//! `next_timeout`. Neither may be entered from code the loop runs.
+//! `next_timeout`; `run_sync` runs them until its root future, pinned in its own frame (not
+//! in the task table), completes, polling it after step 4 whenever its waker fired. None of
+//! them may be entered from code the loop runs.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future as StdFuture;
 use std::io;
 #[cfg(unix)]
 use std::os::fd::{AsRawFd, RawFd};
-use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::task::Context;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::arena::{Arena, Key};
 use crate::future::Future;
 use crate::handlers::{self, HandlerCallback, HandlerId, HandlerSlot, Ready, WAKER_TOKEN};
 use crate::remote::{Inbox, LoopHandle, Remote};
-use crate::tasks::{self, BoxedTask, Task, TaskState};
+use crate::tasks::{self, BoxedTask, RootWaker, Task, TaskState};
 use crate::timers::{Scheduled, Timers};
 
 /// Poll for at most this long when nothing is scheduled, as Tornado's `_POLL_TIMEOUT`; it
@@ -120,8 +120,8 @@ pub(crate) struct Inner {
     /// a borrow of `poll`.
     #[cfg(unix)]
     fd: RawFd,
-    /// True from the start to the end of `start()` or `turn()`, whatever `stop()` says
-    /// meanwhile: what makes re-entering the loop an error.
+    /// True from the start to the end of `start()`, `turn()` or `run_sync`, whatever `stop()`
+    /// says meanwhile: what makes re-entering the loop an error.
     active: Cell<bool>,
     /// False once `stop()` was called in the current run (see `is_running`).
     running: Cell<bool>,
@@ -266,21 +266,6 @@ impl Inner {
         };
         // Dropped here, with no borrow held: a task's captures may call into the loop.
         drop(leftover);
-    }
-
-    /// Removes and drops a task (`run_until`'s, whose future may borrow from its caller's
-    /// stack and so must be gone before it returns). The table is never borrowed outside a
-    /// statement of the loop's own code; if it were, aborting is the only sound way out.
-    fn remove_task_or_abort(&self, key: Key) {
-        let removed = match self.tasks.try_borrow_mut() {
-            Ok(mut tasks) => tasks.remove(key),
-            Err(_) => {
-                log::error!("momoko-loop: run_sync's task table is borrowed at its end");
-                std::process::abort();
-            }
-        };
-        // Dropped with no borrow held: a task's captures may call into the loop.
-        drop(removed);
     }
 
     /// Steps 1 to 4 of an iteration: take in what other threads queued, then run the
@@ -482,8 +467,8 @@ impl Drop for DueBatch<'_> {
     }
 }
 
-/// Marks the loop active, running and current for the duration of `start()` or `turn()`,
-/// and undoes all three however it ends, panics included. A `stop()` made during the run is
+/// Marks the loop active, running and current for the duration of `start()`, `turn()` or
+/// `run_sync`, and undoes all three however it ends, panics included. A `stop()` made during the run is
 /// consumed here.
 struct RunGuard<'a> {
     inner: &'a Inner,
@@ -1144,8 +1129,9 @@ impl IoLoop {
         deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()))
     }
 
-    /// Runs the loop until `future` completes and returns its output: `block_on`. It is
-    /// polled as a task, first in the loop's first iteration, and the loop is current
+    /// Runs the loop until `future` completes and returns its output: `block_on`. The
+    /// future is polled by `run_sync` itself, after the callbacks and timeouts of the loop's
+    /// first iteration and of every iteration after its waker fired; the loop is current
     /// meanwhile. Handy for scripts and tests.
     ///
     /// The future may borrow from the caller's stack (it need not be `'static`; its output
@@ -1209,48 +1195,20 @@ impl IoLoop {
         self.run_until(future, Some(timeout))
     }
 
-    fn run_until<'a, F>(&self, future: F, timeout: Option<Duration>) -> Result<F::Output, TimedOut>
+    /// `run_sync`'s block_on: the root future lives pinned in this frame, not in the task
+    /// table, and is polled here, right after the callbacks and timeouts of each iteration
+    /// in which its waker fired (the first iteration counts as woken). So it may borrow from
+    /// the caller with no lifetime erased: it is dropped with this frame, whether it
+    /// completed, panicked, timed out or the loop was stopped.
+    fn run_until<F>(&self, future: F, timeout: Option<Duration>) -> Result<F::Output, TimedOut>
     where
-        F: std::future::Future + 'a,
-        F::Output: 'static,
+        F: std::future::Future,
     {
-        // Checked before the task exists: the only iteration that may poll it is the start()
-        // below (see the SAFETY comment).
-        assert!(!self.0.active.get(), "{}", ALREADY_RUNNING);
-        let result = Future::with_loop(self);
-        let task: Pin<Box<dyn StdFuture<Output = ()> + 'a>> =
-            Box::pin(resolve_with(future, result.clone()));
-        // SAFETY: only the lifetime bound of the trait object changes ('a to 'static), which
-        // does not change its layout. The erased bound is never relied on, because the box
-        // (and with it `future` and every borrow it holds) is dropped before this function
-        // returns or unwinds, while 'a is still alive:
-        //
-        // 1. The box has exactly one owner at any time: its slot in the task table, or, while
-        //    it is polled, the stack frame of `Inner::poll_task` (the slot then says Running).
-        //    Nothing else can hold it: its waker and the queued `PollTask` entries hold only
-        //    its key, and what it hands out (the output, through `result`) is 'static.
-        // 2. It is polled only by an iteration of this loop. None is running now (asserted
-        //    above) and none can start on this thread before `cleanup` is dropped except the
-        //    `start()` below, so every `poll_task` frame holding the box has returned, or
-        //    unwound (its `TaskGuard` then drops the box), before `start()` does.
-        // 3. Every way out of the slot drops the box inside that `start()`: completion
-        //    (`poll_task` drops it), a panic in its poll (the `TaskGuard`), `close()` called by
-        //    code the loop runs. Any other end (the timeout, a stop, a panic elsewhere,
-        //    `start()` returning at once) leaves it in its slot, and `Cleanup::drop`, which
-        //    runs right after `start()` returns or unwinds, removes and drops it, aborting
-        //    the process rather than returning if the table could not be borrowed.
-        // 4. Removing the slot bumps its generation, so a later wake of its key, or a stale
-        //    `PollTask(key)`, finds nothing: the loop never reaches the box again.
-        let task: BoxedTask = unsafe {
-            std::mem::transmute::<Pin<Box<dyn StdFuture<Output = ()> + 'a>>, BoxedTask>(task)
-        };
-        let task = self.insert_task(task);
-        let weak = self.downgrade_inner();
-        result.add_done_callback(move |_| {
-            if let Some(inner) = weak.upgrade() {
-                inner.stop();
-            }
-        });
+        let inner = &*self.0;
+        assert!(!inner.active.get(), "{}", ALREADY_RUNNING);
+        let mut future = std::pin::pin!(future);
+        let root = Arc::new(RootWaker::new(&inner.remote));
+        let waker = Waker::from(Arc::clone(&root));
         let timed_out = Rc::new(Cell::new(false));
         let timer = timeout.map(|timeout| {
             let weak = self.downgrade_inner();
@@ -1262,30 +1220,48 @@ impl IoLoop {
                 }
             })
         });
-        // However start() ends, the task and the timer must not outlive this call; the task
-        // goes first, as soundness rests on it.
-        struct Cleanup<'l> {
+        // However this ends (output, timeout, stop, a panic), the timer must not outlive it.
+        struct RemoveTimer<'l> {
             ioloop: &'l IoLoop,
-            task: Key,
             timer: Option<TimeoutId>,
         }
-        impl Drop for Cleanup<'_> {
+        impl Drop for RemoveTimer<'_> {
             fn drop(&mut self) {
-                self.ioloop.0.remove_task_or_abort(self.task);
                 if let Some(timer) = self.timer {
                     self.ioloop.remove_timeout(timer);
                 }
             }
         }
-        let cleanup = Cleanup {
+        let _timer = RemoveTimer {
             ioloop: self,
-            task,
             timer,
         };
-        self.start();
-        drop(cleanup);
-        if let Some(output) = result.take() {
-            return Ok(output);
+        // A stop requested before counts, as it makes start() return at once.
+        if inner.remote.take_stop_request() {
+            inner.stopped.set(true);
+        }
+        if !inner.stopped.replace(false) {
+            let _running = RunGuard::enter(self);
+            let mut due = Vec::new();
+            loop {
+                inner.run_ready(&mut due);
+                if root.take_woken() {
+                    let mut cx = Context::from_waker(&waker);
+                    if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                        return Ok(output);
+                    }
+                }
+                inner.run_before_poll();
+                // A wake of the root goes through the remote, so the poll does not wait.
+                let timeout = inner.poll_timeout();
+                if !inner.running.get() {
+                    break;
+                }
+                if let Err(err) = inner.poll_once(timeout) {
+                    panic!("momoko_loop::IoLoop::run_sync: polling failed: {err}");
+                }
+                inner.dispatch_events();
+            }
         }
         if timed_out.get() {
             return Err(TimedOut);

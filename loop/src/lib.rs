@@ -39,6 +39,7 @@
 //! assert_eq!(reply, "pong");
 //! ```
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod arena;

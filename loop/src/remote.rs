@@ -93,6 +93,12 @@ impl Remote {
         self.push(|inbox| inbox.woken_tasks.push(key));
     }
 
+    /// Makes the loop run an iteration without queuing anything: it ends a blocked poll, or
+    /// (from the loop's thread) makes the next one not wait.
+    pub(crate) fn notify(&self) {
+        self.push(|_| {});
+    }
+
     pub(crate) fn request_stop(&self) {
         self.stop_requested.store(true, Ordering::Release);
         self.push(|_| {});

@@ -8,6 +8,7 @@
 
 use std::future::Future as StdFuture;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Wake, Waker};
 
@@ -22,8 +23,8 @@ pub(crate) type BoxedTask = Pin<Box<dyn StdFuture<Output = ()>>>;
 ///   spawn ──▶ Idle(future) ──poll_task: taken out──▶ Running
 ///                  ▲                                    │
 ///                  └───────────── Pending ──────────────┤
-///                                                       │ Ready, panic, or cancelled
-///                                                       ▼ (run_sync timed out)
+///                                                       │ Ready, panic, or close()
+///                                                       ▼
 ///                                                  slot freed
 /// ```
 pub(crate) enum TaskState {
@@ -59,4 +60,40 @@ pub(crate) fn make_waker(remote: &Arc<Remote>, key: Key) -> Waker {
         remote: Arc::clone(remote),
         key,
     }))
+}
+
+/// The waker of `run_sync`'s root future, which is polled by `run_until` itself rather than
+/// kept in the task table. Waking it, from any thread, sets its flag and pushes an empty
+/// item through the remote: that ends a blocked poll (or, from the loop's thread, makes the
+/// next poll not wait), and the iteration that follows polls the root.
+pub(crate) struct RootWaker {
+    woken: AtomicBool,
+    remote: Arc<Remote>,
+}
+
+impl RootWaker {
+    /// Starts woken: the root is polled in the first iteration.
+    pub(crate) fn new(remote: &Arc<Remote>) -> RootWaker {
+        RootWaker {
+            woken: AtomicBool::new(true),
+            remote: Arc::clone(remote),
+        }
+    }
+
+    /// Whether it was woken since the last call.
+    pub(crate) fn take_woken(&self) -> bool {
+        self.woken.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Wake for RootWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.woken.swap(true, Ordering::AcqRel) {
+            self.remote.notify();
+        }
+    }
 }

@@ -678,3 +678,60 @@ fn a_wake_after_run_sync_returned_never_reaches_its_future() {
     assert_eq!(polls.get(), 1);
     assert_eq!(new_polls.get(), 1);
 }
+
+#[test]
+fn run_sync_future_lives_in_run_syncs_frame_so_close_inside_it_does_not_cancel_it() {
+    // close() drops every task of the loop; the root future is not one of them: it is
+    // polled by run_sync's own frame, so it goes on and completes.
+    let ioloop = IoLoop::new();
+    // close() drops the loop's timeouts too: the bound comes from another thread.
+    let handle = ioloop.handle();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        handle.stop();
+    });
+    let mut steps = Vec::new();
+    let l = ioloop.clone();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        ioloop.run_sync(async {
+            steps.push("before close");
+            l.close();
+            sleep(&l, Duration::from_millis(1)).await;
+            steps.push("after close");
+            7
+        })
+    }));
+    assert_eq!(
+        result.ok(),
+        Some(7),
+        "the root future was cancelled by close()"
+    );
+    assert_eq!(steps, ["before close", "after close"]);
+}
+
+#[test]
+fn run_sync_future_woken_from_another_thread_is_polled_again_and_completes() {
+    let ioloop = IoLoop::new();
+    let done = Arc::new(AtomicBool::new(false));
+    let polls = Cell::new(0);
+    let result = ioloop.run_sync_timeout(
+        std::future::poll_fn(|cx| {
+            polls.set(polls.get() + 1);
+            if done.load(Ordering::SeqCst) {
+                return Poll::Ready("woken");
+            }
+            if polls.get() == 1 {
+                let (waker, done) = (cx.waker().clone(), done.clone());
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(5));
+                    done.store(true, Ordering::SeqCst);
+                    waker.wake();
+                });
+            }
+            Poll::Pending
+        }),
+        Duration::from_secs(2),
+    );
+    assert_eq!(result, Ok("woken"));
+    assert_eq!(polls.get(), 2);
+}

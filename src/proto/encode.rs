@@ -1,0 +1,250 @@
+//! Requests and their encoding: what the driver may ask of the server, written as frontend
+//! messages into the transmit buffer (or, behind a COPY being sent, the held buffer), each
+//! one sync unit.
+//!
+//! A request that cannot be encoded (a NUL byte in a query, a parameter too long) fails
+//! before anything of it is queued: the buffer is cut back to where it was.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use postgres_protocol::message::frontend;
+
+use super::copy::Upload;
+use super::in_flight::{InFlight, Queued};
+use super::{CopySource, Protocol, QueryResult, Stage};
+use crate::error::Error;
+use crate::row::Column;
+
+/// A request the protocol can send: each is one sync unit.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// A simple-protocol Query message (possibly several statements).
+    Simple { query: String },
+    /// Parse + Describe(statement) + Sync: prepares a named statement.
+    Prepare {
+        name: String,
+        query: String,
+        param_types: Vec<u32>,
+    },
+    /// Bind + Execute + Sync on a prepared statement whose result columns are known.
+    ExecutePrepared {
+        statement: Rc<str>,
+        /// Already-encoded parameter values (None = NULL) and their formats.
+        params: Vec<Option<Bytes>>,
+        param_formats: Vec<i16>,
+        /// Columns of the result, with the formats asked for in Bind.
+        columns: Option<Arc<[Column]>>,
+        /// One format per result column (0 text, 1 binary), as Bind sends them; shared by
+        /// every execution of the statement.
+        result_formats: Rc<[i16]>,
+        /// Ask for the portal's columns (Describe), when `columns` is not known yet.
+        describe: bool,
+    },
+    /// Parse + Bind + Describe + Execute + Sync on the unnamed statement, in one piece: a
+    /// parameterized query with no statement kept on the server (for transaction poolers
+    /// such as PgBouncer, where the next Sync may land on another server connection).
+    /// Results come back as text.
+    ExecuteUnnamed {
+        query: String,
+        /// Parameter types for Parse (0: the server infers it).
+        param_types: Vec<u32>,
+        params: Vec<Option<Bytes>>,
+        param_formats: Vec<i16>,
+    },
+    /// Several statements, each Parse + Bind + Describe + Execute on the unnamed statement,
+    /// and one Sync: one round trip, one implicit transaction (all or nothing).
+    Batch { queries: Vec<String> },
+    /// Close(statement) + Sync: drops a prepared statement on the server.
+    CloseStatement { name: String },
+    /// A COPY FROM STDIN; its data is pulled from `source` as the socket takes it.
+    CopyIn { query: String, source: CopySource },
+    /// A COPY TO STDOUT; its data comes out as [`Event::CopyData`](super::Event::CopyData)
+    /// before the completion.
+    CopyOut { query: String },
+}
+
+impl Protocol {
+    /// Queues a request. Fails (without queuing) when the connection is closed or not ready,
+    /// or when the request cannot be encoded (e.g. a NUL byte in the query).
+    pub(crate) fn send(&mut self, request: Request) -> Result<(), Error> {
+        match &self.stage {
+            Stage::Ready => {}
+            Stage::Closed(e) => return Err(e.clone()),
+            _ => {
+                return Err(Error::usage(
+                    "the connection is not ready: startup is in progress",
+                ))
+            }
+        }
+        let hold = self.copy_in_progress();
+        let mut buf = if hold {
+            std::mem::take(&mut self.held)
+        } else {
+            std::mem::take(&mut self.out)
+        };
+        let mark = buf.len();
+        let encoded = encode(request, &mut buf);
+        if encoded.is_err() {
+            buf.truncate(mark);
+        }
+        let len = (buf.len() - mark) as u64;
+        if hold {
+            self.held = buf;
+        } else {
+            self.out = buf;
+        }
+        let answers = encoded?;
+        if matches!(answers, InFlight::CopyIn { .. }) {
+            self.copy_flights += 1;
+        }
+        let start = if hold { 0 } else { self.queued_total() - len };
+        self.in_flight.push_back(Queued {
+            answers,
+            error: None,
+            len,
+            held: hold,
+            start,
+        });
+        Ok(())
+    }
+}
+
+fn enc(e: std::io::Error) -> Error {
+    Error::usage(format!("cannot encode the request: {e}"))
+}
+
+/// Writes `request` into `out` and returns what its answers will be collected in.
+fn encode(request: Request, out: &mut BytesMut) -> Result<InFlight, Error> {
+    Ok(match request {
+        Request::Simple { query } => {
+            frontend::query(&query, out).map_err(enc)?;
+            InFlight::Simple(QueryResult {
+                query,
+                ..QueryResult::default()
+            })
+        }
+        Request::Prepare {
+            name,
+            query,
+            param_types,
+        } => {
+            frontend::parse(&name, &query, param_types.iter().copied(), out).map_err(enc)?;
+            frontend::describe(b'S', &name, out).map_err(enc)?;
+            frontend::sync(out);
+            InFlight::Prepare {
+                param_types: Vec::new(),
+                columns: None,
+            }
+        }
+        Request::ExecutePrepared {
+            statement,
+            params,
+            param_formats,
+            columns,
+            result_formats,
+            describe,
+        } => {
+            bind(
+                &statement,
+                param_formats,
+                &params,
+                result_formats.iter().copied(),
+                out,
+            )?;
+            if describe {
+                frontend::describe(b'P', "", out).map_err(enc)?;
+            }
+            frontend::execute("", 0, out).map_err(enc)?;
+            frontend::sync(out);
+            InFlight::Execute(QueryResult {
+                columns,
+                ..QueryResult::default()
+            })
+        }
+        Request::ExecuteUnnamed {
+            query,
+            param_types,
+            params,
+            param_formats,
+        } => {
+            frontend::parse("", &query, param_types.iter().copied(), out).map_err(enc)?;
+            bind("", param_formats, &params, std::iter::empty(), out)?;
+            frontend::describe(b'P', "", out).map_err(enc)?;
+            frontend::execute("", 0, out).map_err(enc)?;
+            frontend::sync(out);
+            InFlight::Unnamed(QueryResult {
+                query,
+                ..QueryResult::default()
+            })
+        }
+        Request::Batch { queries } => {
+            for q in &queries {
+                frontend::parse("", q, std::iter::empty(), out).map_err(enc)?;
+                frontend::bind(
+                    "",
+                    "",
+                    std::iter::empty(),
+                    std::iter::empty::<&[u8]>(),
+                    |_, _| Ok(postgres_protocol::IsNull::No),
+                    std::iter::empty(),
+                    out,
+                )
+                .map_err(|_| Error::usage("cannot encode a batch statement"))?;
+                frontend::describe(b'P', "", out).map_err(enc)?;
+                frontend::execute("", 0, out).map_err(enc)?;
+            }
+            frontend::sync(out);
+            InFlight::Batch {
+                current: QueryResult::default(),
+                done: Vec::new(),
+            }
+        }
+        Request::CloseStatement { name } => {
+            frontend::close(b'S', &name, out).map_err(enc)?;
+            frontend::sync(out);
+            InFlight::Close
+        }
+        Request::CopyIn { query, source } => {
+            frontend::query(&query, out).map_err(enc)?;
+            InFlight::CopyIn {
+                upload: Upload::Waiting(source),
+                result: QueryResult::default(),
+            }
+        }
+        Request::CopyOut { query } => {
+            frontend::query(&query, out).map_err(enc)?;
+            InFlight::CopyOut(QueryResult::default())
+        }
+    })
+}
+
+/// Bind on the unnamed portal: parameters already encoded (None is NULL).
+fn bind(
+    statement: &str,
+    param_formats: Vec<i16>,
+    params: &[Option<Bytes>],
+    result_formats: impl IntoIterator<Item = i16>,
+    out: &mut BytesMut,
+) -> Result<(), Error> {
+    frontend::bind(
+        "",
+        statement,
+        param_formats,
+        params.iter(),
+        |v, buf| match v {
+            Some(b) => {
+                buf.extend_from_slice(b);
+                Ok(postgres_protocol::IsNull::No)
+            }
+            None => Ok(postgres_protocol::IsNull::Yes),
+        },
+        result_formats,
+        out,
+    )
+    .map_err(|e| match e {
+        frontend::BindError::Conversion(e) => Error::conversion(e.to_string()),
+        frontend::BindError::Serialization(e) => enc(e),
+    })
+}
