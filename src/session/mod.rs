@@ -20,13 +20,11 @@
 pub(crate) mod cache;
 pub(crate) mod ops;
 mod target;
-#[cfg(feature = "tls")]
-pub(crate) mod tls;
 pub(crate) mod transport;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -42,7 +40,7 @@ use crate::types::QuoteContext;
 use cache::StatementCache;
 use ops::Done;
 use target::{Fit, Probe, ServerState};
-use transport::{open, Peer, Socket};
+use transport::{Negotiated, Peer, Socket, Transport};
 
 /// A completion callback for one request.
 pub(crate) type Callback = Box<dyn FnOnce(Result<Response, Error>)>;
@@ -250,12 +248,6 @@ const CLOSED: &str = "the connection is closed";
 /// How long a cancelled request may take to be answered before the connection is given up.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
-thread_local! {
-    /// One read buffer per thread: connections read into it in turn, so an idle connection
-    /// holds no read buffer of its own beyond what the protocol core keeps.
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 256 * 1024]);
-}
-
 /// See the module documentation.
 pub(crate) struct Session {
     // What survives reconnects.
@@ -300,16 +292,10 @@ pub(crate) struct Session {
     connect_deadline: Option<Instant>,
     max_message_size: usize,
     setsession: Vec<String>,
-    socket: Option<Socket>,
-    /// The TLS session over `socket`, once the server said `S`.
-    #[cfg(feature = "tls")]
-    tls: Option<Box<rustls::ClientConnection>>,
-    /// How the current attempt uses TLS (kept once TLS is up: cancel requests use it too).
-    #[cfg(feature = "tls")]
-    plan: Option<tls::Plan>,
+    /// The socket and the TLS session over it.
+    transport: Transport,
     /// The target being tried, and whether this is sslmode=allow's second (TLS) try of it.
     target: Option<(Target, bool)>,
-    socket_generation: u64,
     proto: Option<Protocol>,
     waiters: VecDeque<Pending>,
     /// Requests made before the connection was ready; sent after setsession.
@@ -317,12 +303,8 @@ pub(crate) struct Session {
     /// A timed-out request still unanswered must be answered by then, or the connection
     /// is given up (the server or the network is gone).
     discard_deadline: Option<Instant>,
-    /// Where the socket is connected: the CancelRequest goes to the same place.
-    peer: Option<Peer>,
     /// Requests answered so far: the oldest in flight is number `answered`.
     answered: u64,
-    /// The socket refused a write (its buffer is full) and no writable event came since.
-    write_blocked: bool,
     /// How many waiters are `Discard` (timed out, answer still to come).
     discards: usize,
     actions: Vec<Action>,
@@ -375,20 +357,13 @@ impl Session {
             connect_timeout: None,
             connect_deadline: None,
             setsession: Vec::new(),
-            socket: None,
-            #[cfg(feature = "tls")]
-            tls: None,
-            #[cfg(feature = "tls")]
-            plan: None,
+            transport: Transport::default(),
             target: None,
-            socket_generation: 0,
             proto: None,
             waiters: VecDeque::new(),
             held: VecDeque::new(),
             discard_deadline: None,
-            peer: None,
             answered: 0,
-            write_blocked: false,
             discards: 0,
             actions: Vec::new(),
             last_error: None,
@@ -495,12 +470,12 @@ impl Session {
 
     /// The socket to register for readable and writable events, while there is one.
     pub(crate) fn source(&mut self) -> Option<&mut Socket> {
-        self.socket.as_mut()
+        self.transport.source()
     }
 
     /// Changes whenever the socket is replaced or dropped: the driver re-registers then.
     pub(crate) fn socket_generation(&self) -> u64 {
-        self.socket_generation
+        self.transport.generation()
     }
 
     /// The earliest instant at which [`Session::handle_timeout`] must be called.
@@ -519,7 +494,7 @@ impl Session {
 
     /// Where the socket is connected, for a CancelRequest.
     pub(crate) fn peer(&self) -> Option<&Peer> {
-        self.peer.as_ref()
+        self.transport.peer()
     }
 
     /// Requests sent and not yet answered, plus requests held until the connection is ready.
@@ -530,38 +505,21 @@ impl Session {
     /// Whether there are bytes to write now: some are queued and the socket did not say it
     /// is full (then the next writable event flushes them).
     pub(crate) fn wants_write(&self) -> bool {
-        if self.write_blocked {
-            return false;
-        }
-        #[cfg(feature = "tls")]
-        if self.tls.as_ref().is_some_and(|t| t.wants_write()) {
-            return true;
-        }
-        self.proto
-            .as_ref()
-            .is_some_and(|p| p.wants_write() && !p.holds_for_batch())
+        self.transport.wants_write(self.proto.as_ref())
     }
 
     /// Whether the connection runs over TLS (libpq's `PQsslInUse`).
     pub(crate) fn ssl_in_use(&self) -> bool {
-        #[cfg(feature = "tls")]
-        if let Some(t) = &self.tls {
-            return self.phase == Phase::Ready && !t.is_handshaking();
-        }
-        false
+        self.phase == Phase::Ready && self.transport.tls_up()
     }
 
     /// libpq's `PQsslAttribute`: "library", "protocol", "cipher", "key_bits", "compression",
     /// "alpn".
     pub(crate) fn ssl_attribute(&self, name: &str) -> Option<String> {
-        #[cfg(feature = "tls")]
-        if let Some(t) = &self.tls {
-            if self.ssl_in_use() {
-                return tls::attribute(t, name);
-            }
+        if !self.ssl_in_use() {
+            return None;
         }
-        let _ = name;
-        None
+        self.transport.ssl_attribute(name)
     }
 
     /// Everything a CancelRequest needs: where, the backend's key, the request it would hit
@@ -585,141 +543,10 @@ impl Session {
 
     /// What a cancel request needs to go over TLS, when this connection is TLS.
     pub(crate) fn cancel_tls(&self) -> Option<crate::cancel::TlsCancel> {
-        #[cfg(feature = "tls")]
-        if let (true, Some(tls::Plan::Tls { config, name, .. })) = (self.ssl_in_use(), &self.plan) {
-            return Some(crate::cancel::TlsCancel {
-                config: config.clone(),
-                name: name.clone(),
-            });
+        if !self.ssl_in_use() {
+            return None;
         }
-        None
-    }
-
-    /// Whether the current attempt starts with an SSLRequest.
-    fn wants_tls(&self) -> bool {
-        #[cfg(feature = "tls")]
-        if matches!(self.plan, Some(tls::Plan::Tls { .. })) {
-            return true;
-        }
-        false
-    }
-
-    /// Whether the current attempt starts TLS at once (sslnegotiation=direct).
-    fn wants_direct_tls(&self) -> bool {
-        #[cfg(feature = "tls")]
-        if matches!(self.plan, Some(tls::Plan::Tls { direct: true, .. })) {
-            return true;
-        }
-        false
-    }
-
-    /// Starts the TLS handshake of this attempt's plan.
-    #[cfg(feature = "tls")]
-    fn start_tls(&mut self) -> Result<(), Error> {
-        let Some(tls::Plan::Tls {
-            config, name, mode, ..
-        }) = &self.plan
-        else {
-            return Err(Error::connection("no TLS plan for this attempt"));
-        };
-        let conn = rustls::ClientConnection::new(config.clone(), name.clone())
-            .map_err(|e| Error::connection(format!("could not start TLS: {e}")))?;
-        self.tls = Some(Box::new(conn));
-        log::debug!("TLS handshake (sslmode {})", mode.as_str());
-        self.phase = Phase::TlsHandshake;
-        Ok(())
-    }
-
-    #[cfg(not(feature = "tls"))]
-    fn start_tls(&mut self) -> Result<(), Error> {
-        Err(Error::connection(
-            "TLS support is not compiled in (feature \"tls\")",
-        ))
-    }
-
-    /// Writes the SSLRequest: eight bytes on a fresh socket, which one write takes whole.
-    fn send_ssl_request(&mut self) -> Result<(), Error> {
-        let socket = self
-            .socket
-            .as_mut()
-            .ok_or_else(|| Error::connection("no socket"))?;
-        let mut req = bytes::BytesMut::with_capacity(8);
-        postgres_protocol::message::frontend::ssl_request(&mut req);
-        match socket.write(&req) {
-            Ok(8) => {
-                self.phase = Phase::SslRequest;
-                Ok(())
-            }
-            Ok(_) => Err(Error::connection(
-                "could not send the SSL negotiation packet whole",
-            )),
-            Err(e) => Err(Error::io("could not send SSL negotiation packet", e)),
-        }
-    }
-
-    /// Runs the TLS handshake as far as the socket allows; true once it is complete, the
-    /// channel binding data taken from the server's certificate and the protocol started.
-    #[cfg(feature = "tls")]
-    fn drive_handshake(&mut self) -> Result<bool, Error> {
-        let (Some(socket), Some(conn)) = (self.socket.as_mut(), self.tls.as_mut()) else {
-            return Err(Error::connection("no TLS session"));
-        };
-        let direct = matches!(self.plan, Some(tls::Plan::Tls { direct: true, .. }));
-        match tls::drive_handshake(socket, conn, direct)? {
-            tls::Handshake::Blocked { on_write } => {
-                self.write_blocked |= on_write;
-                Ok(false)
-            }
-            tls::Handshake::Done { server_cert } => {
-                // SCRAM-SHA-256-PLUS binds the login to this server certificate.
-                if let Some(der) = server_cert {
-                    self.credentials.set_server_certificate(&der)?;
-                }
-                self.start_protocol();
-                Ok(true)
-            }
-        }
-    }
-
-    #[cfg(not(feature = "tls"))]
-    fn drive_handshake(&mut self) -> Result<bool, Error> {
-        Err(Error::connection(
-            "TLS support is not compiled in (feature \"tls\")",
-        ))
-    }
-
-    /// Reads the server's answer to the SSLRequest. `Ok(None)`: nothing yet.
-    #[cfg(not(feature = "tls"))]
-    fn read_ssl_answer(&mut self) -> Result<Option<()>, Error> {
-        Err(Error::connection(
-            "TLS support is not compiled in (feature \"tls\")",
-        ))
-    }
-
-    /// Reads the server's answer to the SSLRequest and starts TLS (`S`) or plain text (`N`,
-    /// when the sslmode allows it). `Ok(None)`: nothing yet.
-    #[cfg(feature = "tls")]
-    fn read_ssl_answer(&mut self) -> Result<Option<()>, Error> {
-        let socket = self
-            .socket
-            .as_mut()
-            .ok_or_else(|| Error::connection("no socket"))?;
-        let (fallback, mode) = match &self.plan {
-            Some(tls::Plan::Tls { fallback, mode, .. }) => (*fallback, *mode),
-            _ => return Err(Error::connection("no TLS plan for this attempt")),
-        };
-        match tls::read_ssl_answer(socket, fallback, mode)? {
-            None => Ok(None),
-            Some(tls::SslAnswer::Tls) => {
-                self.start_tls()?;
-                Ok(Some(()))
-            }
-            Some(tls::SslAnswer::Plain) => {
-                self.plan = None;
-                self.start_protocol();
-                Ok(Some(()))
-            }
-        }
+        self.transport.cancel_tls()
     }
 
     // ---- mutators ----
@@ -865,14 +692,8 @@ impl Session {
     fn reset_transport(&mut self) {
         // A lookup still running answers into a dropped channel.
         self.resolving = None;
-        self.socket = None;
-        #[cfg(feature = "tls")]
-        {
-            self.tls = None;
-            self.plan = None;
-        }
+        self.transport.reset();
         self.drop_proto();
-        self.socket_generation += 1;
     }
 
     /// Opens a socket to `target` (its first address; the others are queued next). False
@@ -889,27 +710,14 @@ impl Session {
             self.credentials.password = Some(p.clone().into_bytes());
         }
         self.credentials.tls_server_end_point = None;
-        #[cfg(feature = "tls")]
+        if let Err(e) = self
+            .transport
+            .plan(&target, self.config.as_ref(), second_try)
         {
-            let planned = match (&target, self.config.as_ref()) {
-                // Unix sockets ignore sslmode, as libpq.
-                (Target::Tcp { host, .. }, Some(config)) => tls::plan(config, host, second_try),
-                _ => Ok(tls::Plan::Plain),
-            };
-            match planned {
-                Ok(p) => self.plan = Some(p),
-                Err(e) => {
-                    self.note_failure(&target, e);
-                    return false;
-                }
-            }
+            self.note_failure(&target, e);
+            return false;
         }
         self.target = Some((target.clone(), second_try));
-        let tcp = self
-            .config
-            .as_ref()
-            .map(transport::TcpSettings::from_config)
-            .unwrap_or_default();
         if let Target::Tcp {
             host,
             addr: None,
@@ -920,11 +728,8 @@ impl Session {
                 return self.start_lookup(target.clone(), host.clone(), *port, second_try, now);
             }
         }
-        match open(&target, &tcp) {
-            Ok((socket, peer)) => {
-                self.peer = Some(peer);
-                self.socket = Some(socket);
-                self.write_blocked = false;
+        match self.transport.open(&target, self.config.as_ref()) {
+            Ok(()) => {
                 self.phase = Phase::Connecting;
                 self.connect_deadline = self.connect_timeout.map(|t| now + t);
                 true
@@ -1069,14 +874,13 @@ impl Session {
                 }
             }
         }
-        #[cfg(feature = "tls")]
-        {
+        if transport::TLS_COMPILED {
             // allow: plain text refused, try TLS; prefer: the TLS session refused (not a
             // failed handshake: the server's own error), try plain text. As libpq.
             let mode = self.config.as_ref().map(|c| c.get_ssl_mode());
             let retry = match mode {
-                Some(crate::conninfo::SslMode::Allow) => self.tls.is_none(),
-                Some(crate::conninfo::SslMode::Prefer) => self.tls.is_some(),
+                Some(crate::conninfo::SslMode::Allow) => !self.transport.has_tls(),
+                Some(crate::conninfo::SslMode::Prefer) => self.transport.has_tls(),
                 _ => false,
             };
             if retry && e.as_db_error().is_some() {
@@ -1215,14 +1019,7 @@ impl Session {
                 self.phase = Phase::Closed;
                 self.connect_error = Some(e.clone());
                 self.connect_deadline = None;
-                if let Some(s) = self.socket.take() {
-                    s.shutdown();
-                }
-                #[cfg(feature = "tls")]
-                {
-                    self.tls = None;
-                }
-                self.socket_generation += 1;
+                self.transport.shut_down();
                 let e = e.clone();
                 for (req, waiter) in std::mem::take(&mut self.held) {
                     self.actions.push(Action::Release(Box::new(req)));
@@ -1335,30 +1132,28 @@ impl Session {
     ) {
         self.now = Some(now);
         if writable {
-            self.write_blocked = false;
+            self.transport.set_writable();
         }
         if self.phase == Phase::Connecting {
             if !(writable || error || readable) {
                 return;
             }
-            let Some(socket) = self.socket.as_ref() else {
+            let Some(state) = self.transport.connected() else {
                 return;
-            };
-            let state = match socket.take_error() {
-                Ok(Some(e)) | Err(e) => Err(e),
-                Ok(None) => socket.is_connected(),
             };
             match state {
                 Ok(true) => {
-                    if !self.wants_tls() {
+                    if !self.transport.wants_tls() {
                         self.start_protocol();
-                    } else if self.wants_direct_tls() {
-                        if let Err(e) = self.start_tls() {
+                    } else if self.transport.wants_direct_tls() {
+                        if let Err(e) = self.transport.start_tls() {
                             return self.attempt_failed(e, now);
                         }
-                    } else if let Err(e) = self.send_ssl_request() {
+                        self.phase = Phase::TlsHandshake;
+                    } else if let Err(e) = self.transport.send_ssl_request() {
                         return self.attempt_failed(e, now);
                     } else {
+                        self.phase = Phase::SslRequest;
                         return self.handle_ready(readable, false, error, read_closed, now);
                     }
                 }
@@ -1373,16 +1168,25 @@ impl Session {
             if !(readable || error) {
                 return;
             }
-            match self.read_ssl_answer() {
+            match self.transport.read_ssl_answer() {
                 Ok(None) => return, // not yet
-                Ok(Some(())) => {}
+                Ok(Some(Negotiated::Tls)) => self.phase = Phase::TlsHandshake,
+                Ok(Some(Negotiated::Plain)) => self.start_protocol(),
                 Err(e) => return self.attempt_failed(e, now),
             }
         }
         if self.phase == Phase::TlsHandshake {
-            match self.drive_handshake() {
-                Ok(false) => return, // not yet
-                Ok(true) => {}
+            match self.transport.drive_handshake() {
+                Ok(None) => return, // not yet
+                Ok(Some(server_cert)) => {
+                    // SCRAM-SHA-256-PLUS binds the login to this server certificate.
+                    if let Some(der) = server_cert {
+                        if let Err(e) = self.credentials.set_server_certificate(&der) {
+                            return self.attempt_failed(e, now);
+                        }
+                    }
+                    self.start_protocol();
+                }
                 Err(e) => return self.attempt_failed(e, now),
             }
         }
@@ -1479,91 +1283,25 @@ impl Session {
         self.actions.push(Action::Cancel);
     }
 
-    /// Reads what the socket has. The loop is edge-triggered (mio), so every byte that is
-    /// there must be taken now; a read that fills less than the buffer proves the stream
-    /// socket empty for now, and the EAGAIN read that would confirm it is skipped (the next
-    /// byte to arrive raises a new event). With `to_end` (the peer closed, or an error) it
-    /// reads on to the end of the stream, which no further event would announce.
+    /// Reads what the socket has (see `Transport::read`). With `to_end` (the peer closed,
+    /// or an error) it reads on to the end of the stream.
     fn read(&mut self, to_end: bool) {
-        let (Some(socket), Some(proto)) = (self.socket.as_mut(), self.proto.as_mut()) else {
-            return;
-        };
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            #[cfg(feature = "tls")]
-            if let Some(tls) = self.tls.as_mut() {
-                return transport::read_tls(socket, tls, proto, &mut scratch, to_end);
-            }
-            loop {
-                match socket.read(&mut scratch) {
-                    Ok(0) => {
-                        proto.handle_eof(None);
-                        break;
-                    }
-                    Ok(n) => {
-                        proto.handle_input(&scratch[..n]);
-                        if proto.is_closed() || (n < scratch.len() && !to_end) {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        proto.handle_eof(Some(e));
-                        break;
-                    }
-                }
-            }
-        });
+        if let Some(proto) = self.proto.as_mut() {
+            self.transport.read(proto, to_end);
+        }
     }
 
     /// Writes what the protocol has to send, until the socket would block.
     pub(crate) fn flush(&mut self) {
-        let (Some(socket), Some(proto)) = (self.socket.as_mut(), self.proto.as_mut()) else {
-            return;
-        };
-        if proto.holds_for_batch() {
-            #[cfg(feature = "tls")]
-            if let Some(tls) = self.tls.as_mut() {
-                // Records rustls already made still go out.
-                if tls.wants_write() && transport::flush_tls_records(socket, tls, proto) {
-                    self.write_blocked = true;
-                }
-            }
-            return;
-        }
-        #[cfg(feature = "tls")]
-        if let Some(tls) = self.tls.as_mut() {
-            if transport::flush_tls(socket, tls, proto) {
-                self.write_blocked = true;
-            }
-            return;
-        }
-        while proto.wants_write() {
-            match socket.write(proto.transmit_buf()) {
-                Ok(0) => {
-                    proto.handle_eof(None);
-                    break;
-                }
-                Ok(n) => proto.advance_transmit(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Only a writable event can help now: trying again sooner would spin.
-                    self.write_blocked = true;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    proto.handle_eof(Some(e));
-                    break;
-                }
-            }
+        if let Some(proto) = self.proto.as_mut() {
+            self.transport.flush(proto);
         }
     }
 
     /// The COPY source to pull from now, if the COPY being sent has room for more data and
     /// the socket is not full. The driver pulls it with no borrow held.
     pub(crate) fn take_copy_source(&mut self) -> Option<CopySource> {
-        if self.write_blocked {
+        if self.transport.write_blocked() {
             return None;
         }
         self.proto.as_mut()?.take_copy_source()
@@ -1718,10 +1456,7 @@ impl Session {
 
     fn on_closed(&mut self, e: Error, now: Instant) {
         // The protocol failed every request in flight before reporting Closed.
-        if let Some(s) = self.socket.take() {
-            s.shutdown();
-        }
-        self.socket_generation += 1;
+        self.transport.close_socket();
         match self.phase {
             Phase::Connecting | Phase::SslRequest | Phase::TlsHandshake | Phase::Starting => {
                 // A server that refuses us (authentication, too many clients) may be one of
