@@ -21,17 +21,17 @@ pub(crate) mod cache;
 pub(crate) mod ops;
 mod target;
 pub(crate) mod transport;
+mod walk;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::io;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::conninfo::{Config, Target, TargetSessionAttrs};
+use crate::conninfo::{Config, Target};
 use crate::error::{DbError, Error, ErrorKind};
 use crate::proto::{
     CopySource, Credentials, Event, Protocol, Request, Response, Types, DEFAULT_MAX_MESSAGE_SIZE,
@@ -41,6 +41,7 @@ use cache::StatementCache;
 use ops::Done;
 use target::{Fit, Probe, ServerState};
 use transport::{Negotiated, Peer, Socket, Transport};
+use walk::{Again, Step, Walk};
 
 /// A completion callback for one request.
 pub(crate) type Callback = Box<dyn FnOnce(Result<Response, Error>)>;
@@ -235,13 +236,6 @@ pub(crate) enum Phase {
 /// A wake-up from another thread: the driver brings the session's news to its own thread.
 pub(crate) type Notify = std::sync::Arc<dyn Fn() + Send + Sync>;
 
-/// A name lookup under way for one target.
-struct Resolving {
-    answer: std::sync::mpsc::Receiver<io::Result<Vec<std::net::SocketAddr>>>,
-    target: Target,
-    second_try: bool,
-}
-
 /// What a request on a closed connection is told, before the cause.
 const CLOSED: &str = "the connection is closed";
 
@@ -263,23 +257,14 @@ pub(crate) struct Session {
 
     // One connect attempt and what it established.
     phase: Phase,
-    targets: VecDeque<Target>,
-    /// Every target of this connect, for prefer-standby's second pass.
-    all_targets: Vec<Target>,
-    /// prefer-standby's first pass: only a standby will do.
-    standby_pass: bool,
-    /// An authentication failure: libpq tries no further host.
-    stop_walk: bool,
-    /// One line per failed attempt, `host:port: why`, for the final error.
-    attempts: Vec<String>,
+    /// The connect walk: the attempts listed, the one under way, the lookup.
+    walk: Walk,
     /// The server stopped fitting target_session_attrs (a ParameterStatus change): the
     /// connection is closed as soon as nothing is in flight.
     retire: Option<Error>,
     /// A question on target_session_attrs in flight to a server that did not report enough
     /// at startup (before 14), with what was known before it.
     probing: Option<(Probe, ServerState)>,
-    /// A host name being looked up on a helper thread (never on the loop's thread).
-    resolving: Option<Resolving>,
     /// Tells the driver, from the lookup thread, that a lookup finished (None: the driver
     /// polls, see `is_resolving`).
     pub(crate) notify: Option<Notify>,
@@ -294,8 +279,6 @@ pub(crate) struct Session {
     setsession: Vec<String>,
     /// The socket and the TLS session over it.
     transport: Transport,
-    /// The target being tried, and whether this is sslmode=allow's second (TLS) try of it.
-    target: Option<(Target, bool)>,
     proto: Option<Protocol>,
     waiters: VecDeque<Pending>,
     /// Requests made before the connection was ready; sent after setsession.
@@ -308,7 +291,6 @@ pub(crate) struct Session {
     /// How many waiters are `Discard` (timed out, answer still to come).
     discards: usize,
     actions: Vec<Action>,
-    last_error: Option<Error>,
     setsession_error: Option<Error>,
     /// Why the last connect failed, while no connect has been started since: what a request
     /// made on the closed connection is told.
@@ -342,14 +324,9 @@ impl Session {
             identity: Rc::new(()),
             server_version: None,
             phase: Phase::New,
-            targets: VecDeque::new(),
-            all_targets: Vec::new(),
-            standby_pass: false,
-            stop_walk: false,
-            attempts: Vec::new(),
+            walk: Walk::default(),
             retire: None,
             probing: None,
-            resolving: None,
             notify: None,
             startup_params: Vec::new(),
             refused_params: Vec::new(),
@@ -358,7 +335,6 @@ impl Session {
             connect_deadline: None,
             setsession: Vec::new(),
             transport: Transport::default(),
-            target: None,
             proto: None,
             waiters: VecDeque::new(),
             held: VecDeque::new(),
@@ -366,7 +342,6 @@ impl Session {
             answered: 0,
             discards: 0,
             actions: Vec::new(),
-            last_error: None,
             setsession_error: None,
             connect_error: None,
             config: None,
@@ -422,7 +397,7 @@ impl Session {
         if !matches!(self.phase, Phase::Ready | Phase::Setsession) {
             return None;
         }
-        match &self.target.as_ref()?.0 {
+        match &self.walk.current()?.target {
             Target::Tcp { host, port, .. } => Some((host.clone(), *port)),
             Target::Unix { path, port } => Some((
                 path.parent()
@@ -598,8 +573,7 @@ impl Session {
     pub(crate) fn connect(&mut self, now: Instant) {
         self.now = Some(now);
         self.phase = Phase::Connecting;
-        self.targets.clear();
-        self.last_error = None;
+        self.walk.abandon();
         self.setsession_error = None;
         self.connect_error = None;
         self.discard_deadline = None;
@@ -633,57 +607,36 @@ impl Session {
             .options
             .connect_timeout
             .or(config.get_connect_timeout());
-        match config.targets() {
-            Ok(mut t) => {
-                if config.get_load_balance_hosts() == crate::conninfo::LoadBalanceHosts::Random {
-                    shuffle(&mut t);
-                }
-                self.all_targets = t.clone();
-                self.targets = t.into();
-            }
+        self.walk = match Walk::list(&config) {
+            Ok(w) => w,
             Err(e) => return self.finish_connect(Err(e)),
-        }
-        self.standby_pass = config.get_target_session_attrs() == TargetSessionAttrs::PreferStandby;
-        self.stop_walk = false;
-        self.attempts.clear();
+        };
         self.retire = None;
         self.config = Some(config);
-        self.next_target(now);
+        let first = self.walk.next();
+        self.follow(first, now);
     }
 
-    /// Tries the next target; reports the last error when none is left.
-    fn next_target(&mut self, now: Instant) {
+    /// Follows the walk from `next` until an attempt is under way or none is left.
+    fn follow(&mut self, mut next: Step, now: Instant) {
         loop {
-            if self.targets.is_empty() && self.standby_pass && !self.stop_walk {
-                // prefer-standby: no standby answered, so any server will do now.
-                self.standby_pass = false;
-                self.targets = self.all_targets.clone().into();
-            }
-            let Some(target) = self.targets.pop_front() else {
-                self.reset_transport();
-                let err = self
-                    .last_error
-                    .take()
-                    .unwrap_or_else(|| Error::connection("no host to connect to"));
-                let err = if self.attempts.len() > 1 {
-                    // Name every place tried, as libpq does; keep the last SQLSTATE.
-                    let mut e = Error::connection(format!(
-                        "could not connect to any of {} servers tried:\n  {}",
-                        self.attempts.len(),
-                        self.attempts.join("\n  ")
-                    ));
-                    if let Some(code) = err.code() {
-                        e = e.with_code(code);
-                    }
-                    e
-                } else {
-                    err
-                };
-                self.finish_connect(Err(err));
-                return;
+            let attempt = match next {
+                Step::Retry(a) => {
+                    log::debug!("trying {} again", a.target);
+                    a
+                }
+                Step::Next(a) => a,
+                Step::GiveUp(e) => {
+                    self.reset_transport();
+                    return self.finish_connect(Err(e));
+                }
             };
-            if self.open_target(target, false, now) {
-                return;
+            match self.open_attempt(&attempt, now) {
+                Ok(()) => return,
+                Err(e) => {
+                    log::debug!("connecting to {:?} failed: {e}", attempt.target);
+                    next = self.walk.failed(e, None);
+                }
             }
         }
     }
@@ -691,173 +644,68 @@ impl Session {
     /// Drops the socket, the TLS session and the protocol core of an attempt.
     fn reset_transport(&mut self) {
         // A lookup still running answers into a dropped channel.
-        self.resolving = None;
+        self.walk.drop_lookup();
         self.transport.reset();
         self.drop_proto();
     }
 
-    /// Opens a socket to `target` (its first address; the others are queued next). False
-    /// when that failed, with the reason in `last_error`.
-    fn open_target(&mut self, target: Target, second_try: bool, now: Instant) -> bool {
+    /// Starts `attempt`: its password, its TLS plan, then a lookup of its host name (on a
+    /// helper thread; the connect deadline covers it) or its socket.
+    fn open_attempt(&mut self, attempt: &walk::Attempt, now: Instant) -> Result<(), Error> {
         self.reset_transport();
+        let target = &attempt.target;
         // The password file is read per host, as libpq does.
         self.credentials.password = self
             .config
             .as_ref()
-            .and_then(|c| c.password_for(&target))
+            .and_then(|c| c.password_for(target))
             .map(String::into_bytes);
         if let Some(p) = &self.options.password {
             self.credentials.password = Some(p.clone().into_bytes());
         }
         self.credentials.tls_server_end_point = None;
-        if let Err(e) = self
-            .transport
-            .plan(&target, self.config.as_ref(), second_try)
-        {
-            self.note_failure(&target, e);
-            return false;
+        self.transport
+            .plan(target, self.config.as_ref(), attempt.second_try)?;
+        let named = matches!(target, Target::Tcp { host, addr: None, .. }
+            if host.parse::<std::net::IpAddr>().is_err());
+        if named {
+            self.walk.start_lookup(self.notify.clone())?;
+        } else {
+            self.transport.open(target, self.config.as_ref())?;
         }
-        self.target = Some((target.clone(), second_try));
-        if let Target::Tcp {
-            host,
-            addr: None,
-            port,
-        } = &target
-        {
-            if host.parse::<std::net::IpAddr>().is_err() {
-                return self.start_lookup(target.clone(), host.clone(), *port, second_try, now);
-            }
-        }
-        match self.transport.open(&target, self.config.as_ref()) {
-            Ok(()) => {
-                self.phase = Phase::Connecting;
-                self.connect_deadline = self.connect_timeout.map(|t| now + t);
-                true
-            }
-            Err(e) => {
-                log::debug!("connecting to {target:?} failed: {e}");
-                self.note_failure(&target, e);
-                false
-            }
-        }
-    }
-
-    /// One attempt at `target` failed: its line for the final error, and the error itself.
-    fn note_failure(&mut self, target: &Target, e: Error) {
-        self.attempts.push(attempt_line(target, &e));
-        self.last_error = Some(e);
-    }
-
-    /// The line for the final error of the attempt under way failing with `e`.
-    fn note_attempt(&mut self, e: &Error) {
-        if let Some((target, _)) = &self.target {
-            self.attempts.push(attempt_line(target, e));
-        }
-    }
-
-    /// Looks `host` up on a helper thread; the connect deadline covers the lookup. True: the
-    /// attempt is under way (its outcome comes through `poll_resolved`).
-    fn start_lookup(
-        &mut self,
-        target: Target,
-        host: String,
-        port: u16,
-        second_try: bool,
-        now: Instant,
-    ) -> bool {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let notify = self.notify.clone();
-        let spawned = std::thread::Builder::new()
-            .name("momoko-resolve".into())
-            .spawn(move || {
-                use std::net::ToSocketAddrs;
-                let r = (host.as_str(), port)
-                    .to_socket_addrs()
-                    .map(Iterator::collect);
-                if tx.send(r).is_ok() {
-                    if let Some(n) = notify {
-                        n();
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            let e = Error::io("could not start a name lookup", e);
-            self.note_failure(&target, e);
-            return false;
-        }
-        self.resolving = Some(Resolving {
-            answer: rx,
-            target,
-            second_try,
-        });
         self.phase = Phase::Connecting;
         self.connect_deadline = self.connect_timeout.map(|t| now + t);
-        true
+        Ok(())
     }
 
     /// Whether a name lookup is under way (a driver without a cross-thread wake-up polls
     /// `poll_resolved` while it is).
     pub(crate) fn is_resolving(&self) -> bool {
-        self.resolving.is_some()
+        self.walk.is_looking_up()
     }
 
-    /// Takes a finished name lookup: connects to its first address (the others queued next,
-    /// shuffled under load_balance_hosts=random), or fails the attempt.
+    /// Takes a finished name lookup: connects to its first address (the others listed next),
+    /// or fails the attempt.
     pub(crate) fn poll_resolved(&mut self, now: Instant) {
         self.now = Some(now);
-        let Some(r) = &self.resolving else { return };
-        let answer = match r.answer.try_recv() {
-            Ok(a) => a,
-            Err(std::sync::mpsc::TryRecvError::Empty) => return,
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                Err(io::Error::other("the name lookup thread ended"))
+        match self.walk.poll_lookup() {
+            None => return,
+            Some(Ok(first)) => {
+                if let Err(e) = self.open_attempt(&first, now) {
+                    let next = self.walk.failed(e, None);
+                    self.follow(next, now);
+                }
             }
-        };
-        let Some(Resolving {
-            target, second_try, ..
-        }) = self.resolving.take()
-        else {
-            return;
-        };
-        let Target::Tcp { host, port, .. } = &target else {
-            return;
-        };
-        let mut addrs = match answer {
-            Ok(a) if !a.is_empty() => a,
-            Ok(_) => {
-                let e = Error::connection(format!("host name {host:?} has no address"));
-                self.target = Some((target, second_try));
-                return self.attempt_failed(e, now);
-            }
-            Err(e) => {
-                let e = Error::io(&format!("could not translate host name {host:?}"), e);
-                self.target = Some((target, second_try));
-                return self.attempt_failed(e, now);
-            }
-        };
-        if self.config.as_ref().is_some_and(|c| {
-            c.get_load_balance_hosts() == crate::conninfo::LoadBalanceHosts::Random
-        }) {
-            shuffle(&mut addrs);
-        }
-        let mut each = addrs.into_iter().map(|a| Target::Tcp {
-            host: host.clone(),
-            addr: Some(a.ip()),
-            port: *port,
-        });
-        let first = each.next().expect("not empty");
-        for (i, t) in each.enumerate() {
-            self.targets.insert(i, t);
-        }
-        if !self.open_target(first, second_try, now) {
-            self.next_target(now);
+            Some(Err(e)) => self.attempt_failed(e, now),
         }
         self.process_events(now);
     }
 
-    /// The attempt failed before the connection was established: sslmode=allow tries the
-    /// same target again over TLS when the server refused plain text; else the next target.
+    /// The attempt failed before the connection was established: the walk says whether the
+    /// same target is tried again (a refused startup parameter, sslmode), the next one, or
+    /// none.
     fn attempt_failed(&mut self, e: Error, now: Instant) {
+        let mut again = None;
         // A pooler that knows no IntervalStyle (PgBouncer before 1.20 refuses any startup
         // parameter it does not track): the styles are ours to pin, not the caller's, so
         // the same target is tried again without it, and so are later connects.
@@ -866,43 +714,17 @@ impl Session {
                 log::info!("the server refuses the startup parameter {name}; not sending it");
                 self.startup_params.remove(i);
                 self.refused_params.push(name);
-                if let Some((target, second_try)) = self.target.clone() {
-                    if self.open_target(target, second_try, now) {
-                        return;
-                    }
-                    return self.next_target(now);
-                }
+                again = Some(Again::WithoutParameter);
             }
         }
-        if transport::TLS_COMPILED {
-            // allow: plain text refused, try TLS; prefer: the TLS session refused (not a
-            // failed handshake: the server's own error), try plain text. As libpq.
-            let mode = self.config.as_ref().map(|c| c.get_ssl_mode());
-            let retry = match mode {
-                Some(crate::conninfo::SslMode::Allow) => !self.transport.has_tls(),
-                Some(crate::conninfo::SslMode::Prefer) => self.transport.has_tls(),
-                _ => false,
-            };
-            if retry && e.as_db_error().is_some() {
-                if let Some((target, false)) = self.target.clone() {
-                    if matches!(target, Target::Tcp { .. }) {
-                        self.last_error = Some(e);
-                        if self.open_target(target, true, now) {
-                            return;
-                        }
-                        return self.next_target(now);
-                    }
-                }
-            }
+        if again.is_none() {
+            again = self.config.as_ref().map(|c| Again::SslMode {
+                mode: c.get_ssl_mode(),
+                had_tls: self.transport.has_tls(),
+            });
         }
-        self.note_attempt(&e);
-        // The server refused these credentials: libpq tries no further host.
-        if e.code().is_some_and(|c| c.starts_with("28")) {
-            self.stop_walk = true;
-            self.targets.clear();
-        }
-        self.last_error = Some(e);
-        self.next_target(now);
+        let next = self.walk.failed(e, again);
+        self.follow(next, now);
     }
 
     /// Whether the server just connected to fits target_session_attrs, given what is known
@@ -911,11 +733,10 @@ impl Session {
         let Some(config) = self.config.as_ref() else {
             return Fit::Fits;
         };
-        let want = match config.get_target_session_attrs() {
-            TargetSessionAttrs::PreferStandby if self.standby_pass => TargetSessionAttrs::Standby,
-            TargetSessionAttrs::PreferStandby => TargetSessionAttrs::Any,
-            w => w,
-        };
+        let want = self
+            .walk
+            .current()
+            .map_or(config.get_target_session_attrs(), |a| a.want);
         target::decide(want, known)
     }
 
@@ -1231,10 +1052,9 @@ impl Session {
                     ErrorKind::Timeout,
                     format!("connection timed out after {t:?}"),
                 );
-                self.note_attempt(&e);
-                self.last_error = Some(e);
-                self.target = None; // a timeout is no refusal: allow does not retry it
-                self.next_target(now);
+                // A timeout is no refusal: no sslmode retries it.
+                let next = self.walk.failed(e, None);
+                self.follow(next, now);
                 self.process_events(now);
             }
         }
@@ -1489,8 +1309,7 @@ impl Session {
         // Best effort: the Terminate message is tiny, one write either takes it or not.
         self.flush();
         if self.phase != Phase::Ready {
-            self.targets.clear();
-            self.last_error = Some(reason.clone());
+            self.walk.abandon();
             self.drop_proto();
             self.finish_connect(Err(reason));
         } else {
@@ -1642,11 +1461,6 @@ impl<D: Drive> Core<D> {
             self.session.borrow_mut().process_events(D::now());
         }
     }
-}
-
-/// One line of "could not connect to any of N servers tried": where, and why.
-fn attempt_line(target: &Target, e: &Error) -> String {
-    format!("{target}: {}", e.without_kind())
 }
 
 /// The pinned startup parameter (see `types::pin_text_styles`) that `e` refuses, from
