@@ -18,6 +18,8 @@
 //! statement holds weakly, so a statement can only ever run as itself.
 
 pub(crate) mod cache;
+mod connect;
+mod core;
 pub(crate) mod ops;
 mod target;
 pub(crate) mod transport;
@@ -38,10 +40,11 @@ use crate::proto::{
 };
 use crate::types::QuoteContext;
 use cache::StatementCache;
-use ops::Done;
 use target::{Fit, Probe, ServerState};
-use transport::{Negotiated, Peer, Socket, Transport};
-use walk::{Again, Step, Walk};
+use transport::{Peer, Socket, Transport};
+use walk::Walk;
+
+pub(crate) use self::core::{Core, Drive};
 
 /// A completion callback for one request.
 pub(crate) type Callback = Box<dyn FnOnce(Result<Response, Error>)>;
@@ -566,250 +569,6 @@ impl Session {
         }
     }
 
-    /// Starts connecting (or reconnecting) to the first target of the connection string.
-    /// Failures are reported as `Action::Connected(Err(..))`, never returned, so that every
-    /// caller sees them the same way. Listeners, types and options carry over; LISTEN is
-    /// issued again for every listener after setsession.
-    pub(crate) fn connect(&mut self, now: Instant) {
-        self.now = Some(now);
-        self.phase = Phase::Connecting;
-        self.walk.abandon();
-        self.setsession_error = None;
-        self.connect_error = None;
-        self.discard_deadline = None;
-        self.discards = 0;
-        self.setsession = self.options.setsession.clone();
-        let mut channels: Vec<&String> = self.listeners.keys().collect();
-        channels.sort();
-        for channel in channels {
-            self.setsession
-                .push(format!("LISTEN {}", ops::quote_ident(channel)));
-        }
-        let config = match &self.options.config {
-            Some(c) => Ok(c.clone()),
-            None => Config::parse(&self.dsn),
-        };
-        let config = match config {
-            Ok(c) => c,
-            Err(e) => return self.finish_connect(Err(e)),
-        };
-        self.startup_params = config.startup_params();
-        crate::types::pin_text_styles(&mut self.startup_params);
-        let refused = &self.refused_params;
-        self.startup_params.retain(|(k, _)| !refused.contains(k));
-        self.credentials = Credentials {
-            user: config.get_user().unwrap_or_default().to_owned(),
-            password: None,
-            channel_binding: config.get_tls().channel_binding(),
-            tls_server_end_point: None,
-        };
-        self.connect_timeout = self
-            .options
-            .connect_timeout
-            .or(config.get_connect_timeout());
-        self.walk = match Walk::list(&config) {
-            Ok(w) => w,
-            Err(e) => return self.finish_connect(Err(e)),
-        };
-        self.retire = None;
-        self.config = Some(config);
-        let first = self.walk.next();
-        self.follow(first, now);
-    }
-
-    /// Follows the walk from `next` until an attempt is under way or none is left.
-    fn follow(&mut self, mut next: Step, now: Instant) {
-        loop {
-            let attempt = match next {
-                Step::Retry(a) => {
-                    log::debug!("trying {} again", a.target);
-                    a
-                }
-                Step::Next(a) => a,
-                Step::GiveUp(e) => {
-                    self.reset_transport();
-                    return self.finish_connect(Err(e));
-                }
-            };
-            match self.open_attempt(&attempt, now) {
-                Ok(()) => return,
-                Err(e) => {
-                    log::debug!("connecting to {:?} failed: {e}", attempt.target);
-                    next = self.walk.failed(e, None);
-                }
-            }
-        }
-    }
-
-    /// Drops the socket, the TLS session and the protocol core of an attempt.
-    fn reset_transport(&mut self) {
-        // A lookup still running answers into a dropped channel.
-        self.walk.drop_lookup();
-        self.transport.reset();
-        self.drop_proto();
-    }
-
-    /// Starts `attempt`: its password, its TLS plan, then a lookup of its host name (on a
-    /// helper thread; the connect deadline covers it) or its socket.
-    fn open_attempt(&mut self, attempt: &walk::Attempt, now: Instant) -> Result<(), Error> {
-        self.reset_transport();
-        let target = &attempt.target;
-        // The password file is read per host, as libpq does.
-        self.credentials.password = self
-            .config
-            .as_ref()
-            .and_then(|c| c.password_for(target))
-            .map(String::into_bytes);
-        if let Some(p) = &self.options.password {
-            self.credentials.password = Some(p.clone().into_bytes());
-        }
-        self.credentials.tls_server_end_point = None;
-        self.transport
-            .plan(target, self.config.as_ref(), attempt.second_try)?;
-        let named = matches!(target, Target::Tcp { host, addr: None, .. }
-            if host.parse::<std::net::IpAddr>().is_err());
-        if named {
-            self.walk.start_lookup(self.notify.clone())?;
-        } else {
-            self.transport.open(target, self.config.as_ref())?;
-        }
-        self.phase = Phase::Connecting;
-        self.connect_deadline = self.connect_timeout.map(|t| now + t);
-        Ok(())
-    }
-
-    /// Whether a name lookup is under way (a driver without a cross-thread wake-up polls
-    /// `poll_resolved` while it is).
-    pub(crate) fn is_resolving(&self) -> bool {
-        self.walk.is_looking_up()
-    }
-
-    /// Takes a finished name lookup: connects to its first address (the others listed next),
-    /// or fails the attempt.
-    pub(crate) fn poll_resolved(&mut self, now: Instant) {
-        self.now = Some(now);
-        match self.walk.poll_lookup() {
-            None => return,
-            Some(Ok(first)) => {
-                if let Err(e) = self.open_attempt(&first, now) {
-                    let next = self.walk.failed(e, None);
-                    self.follow(next, now);
-                }
-            }
-            Some(Err(e)) => self.attempt_failed(e, now),
-        }
-        self.process_events(now);
-    }
-
-    /// The attempt failed before the connection was established: the walk says whether the
-    /// same target is tried again (a refused startup parameter, sslmode), the next one, or
-    /// none.
-    fn attempt_failed(&mut self, e: Error, now: Instant) {
-        let mut again = None;
-        // A pooler that knows no IntervalStyle (PgBouncer before 1.20 refuses any startup
-        // parameter it does not track): the styles are ours to pin, not the caller's, so
-        // the same target is tried again without it, and so are later connects.
-        if let Some(name) = refused_pin(&e) {
-            if let Some(i) = self.startup_params.iter().position(|(k, _)| *k == name) {
-                log::info!("the server refuses the startup parameter {name}; not sending it");
-                self.startup_params.remove(i);
-                self.refused_params.push(name);
-                again = Some(Again::WithoutParameter);
-            }
-        }
-        if again.is_none() {
-            again = self.config.as_ref().map(|c| Again::SslMode {
-                mode: c.get_ssl_mode(),
-                had_tls: self.transport.has_tls(),
-            });
-        }
-        let next = self.walk.failed(e, again);
-        self.follow(next, now);
-    }
-
-    /// Whether the server just connected to fits target_session_attrs, given what is known
-    /// of it (`known`: what it reported, plus the answers to questions asked).
-    fn check_target(&self, known: ServerState) -> Fit {
-        let Some(config) = self.config.as_ref() else {
-            return Fit::Fits;
-        };
-        let want = self
-            .walk
-            .current()
-            .map_or(config.get_target_session_attrs(), |a| a.want);
-        target::decide(want, known)
-    }
-
-    /// What the server reported of itself at startup (PostgreSQL 14 and later).
-    fn reported_state(&self) -> ServerState {
-        ServerState::reported(|name| self.parameter(name).map(str::to_owned))
-    }
-
-    /// Accepts or leaves the server just connected to; one that did not say enough is asked
-    /// first, on the same connection, as libpq asks (the answer comes back through
-    /// `take_probe_answer`).
-    fn judge_target(&mut self, known: ServerState, now: Instant) {
-        match self.check_target(known) {
-            Fit::Fits => self.on_connected(),
-            Fit::Refused(e) => self.leave_target(e, now),
-            Fit::Ask(probe) => {
-                let query = probe.query().to_owned();
-                let Some(proto) = self.proto.as_mut() else {
-                    return;
-                };
-                match proto.send(Request::Simple { query }) {
-                    Ok(()) => {
-                        self.probing = Some((probe, known));
-                        self.flush();
-                    }
-                    Err(e) => self.leave_target(e, now),
-                }
-            }
-        }
-    }
-
-    /// The answer to the question of `judge_target`, then the decision made again with it.
-    fn take_probe_answer(
-        &mut self,
-        probe: Probe,
-        mut known: ServerState,
-        answer: Result<Response, Error>,
-        now: Instant,
-    ) {
-        let learnt = match answer {
-            Ok(Response::Query(result)) => {
-                let value = match result.rows.as_slice() {
-                    [row] => row.get_raw(0).and_then(|v| std::str::from_utf8(v).ok()),
-                    _ => None,
-                };
-                probe.learn(value, &mut known)
-            }
-            Ok(other) => Err(Error::connection(format!(
-                "\"{}\" failed: unexpected answer {other:?}",
-                probe.query()
-            ))),
-            Err(e) => Err(Error::connection(format!(
-                "\"{}\" failed: {}",
-                probe.query(),
-                e.without_kind()
-            ))),
-        };
-        match learnt {
-            Ok(()) => self.judge_target(known, now),
-            Err(e) => self.leave_target(e, now),
-        }
-    }
-
-    /// Not the kind of server asked for (or it could not say): leave it politely, try the
-    /// next target.
-    fn leave_target(&mut self, e: Error, now: Instant) {
-        if let Some(p) = self.proto.as_mut() {
-            p.terminate(e.clone());
-        }
-        self.flush();
-        self.attempt_failed(e, now);
-    }
-
     /// Drops the protocol core, handing whatever user code it still holds to the driver.
     fn drop_proto(&mut self) {
         // A question to this server dies with its connection.
@@ -955,61 +714,8 @@ impl Session {
         if writable {
             self.transport.set_writable();
         }
-        if self.phase == Phase::Connecting {
-            if !(writable || error || readable) {
-                return;
-            }
-            let Some(state) = self.transport.connected() else {
-                return;
-            };
-            match state {
-                Ok(true) => {
-                    if !self.transport.wants_tls() {
-                        self.start_protocol();
-                    } else if self.transport.wants_direct_tls() {
-                        if let Err(e) = self.transport.start_tls() {
-                            return self.attempt_failed(e, now);
-                        }
-                        self.phase = Phase::TlsHandshake;
-                    } else if let Err(e) = self.transport.send_ssl_request() {
-                        return self.attempt_failed(e, now);
-                    } else {
-                        self.phase = Phase::SslRequest;
-                        return self.handle_ready(readable, false, error, read_closed, now);
-                    }
-                }
-                Ok(false) => return, // spurious: the handshake is still going
-                Err(e) => {
-                    return self
-                        .attempt_failed(Error::io("could not connect to the server", e), now)
-                }
-            }
-        }
-        if self.phase == Phase::SslRequest {
-            if !(readable || error) {
-                return;
-            }
-            match self.transport.read_ssl_answer() {
-                Ok(None) => return, // not yet
-                Ok(Some(Negotiated::Tls)) => self.phase = Phase::TlsHandshake,
-                Ok(Some(Negotiated::Plain)) => self.start_protocol(),
-                Err(e) => return self.attempt_failed(e, now),
-            }
-        }
-        if self.phase == Phase::TlsHandshake {
-            match self.transport.drive_handshake() {
-                Ok(None) => return, // not yet
-                Ok(Some(server_cert)) => {
-                    // SCRAM-SHA-256-PLUS binds the login to this server certificate.
-                    if let Some(der) = server_cert {
-                        if let Err(e) = self.credentials.set_server_certificate(&der) {
-                            return self.attempt_failed(e, now);
-                        }
-                    }
-                    self.start_protocol();
-                }
-                Err(e) => return self.attempt_failed(e, now),
-            }
+        if !self.advance_handshake(readable, writable, error, now) {
+            return;
         }
         if self.proto.is_some() {
             if readable || error || read_closed {
@@ -1020,44 +726,12 @@ impl Session {
         }
     }
 
-    fn start_protocol(&mut self) {
-        self.phase = Phase::Starting;
-        let versions = self.config.as_ref().map_or_else(Default::default, |c| {
-            crate::proto::Versions::new(c.get_min_protocol_version(), c.get_max_protocol_version())
-        });
-        let mut proto = Protocol::new(
-            &self.startup_params,
-            self.credentials.clone(),
-            self.max_message_size,
-            versions,
-        );
-        proto.set_types(self.types.clone());
-        self.proto = Some(proto);
-    }
-
     /// Deadlines passed: a connect attempt past its connect_timeout fails (and the next
     /// target is tried); a request past its query_timeout is answered with a Timeout.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
         self.check_query_timeout(now);
-        if let Some(deadline) = self.connect_deadline {
-            if now >= deadline
-                && matches!(
-                    self.phase,
-                    Phase::Connecting | Phase::SslRequest | Phase::TlsHandshake | Phase::Starting
-                )
-            {
-                let t = self.connect_timeout.unwrap_or_default();
-                let e = Error::new(
-                    ErrorKind::Timeout,
-                    format!("connection timed out after {t:?}"),
-                );
-                // A timeout is no refusal: no sslmode retries it.
-                let next = self.walk.failed(e, None);
-                self.follow(next, now);
-                self.process_events(now);
-            }
-        }
+        self.check_connect_timeout(now);
     }
 
     /// The oldest request is past its query_timeout: its caller gets a Timeout error now,
@@ -1257,23 +931,6 @@ impl Session {
         }
     }
 
-    fn on_connected(&mut self) {
-        if self.setsession.is_empty() {
-            self.finish_connect(Ok(()));
-            return;
-        }
-        self.phase = Phase::Setsession;
-        let n = self.setsession.len();
-        for (i, stmt) in std::mem::take(&mut self.setsession).into_iter().enumerate() {
-            self.send(
-                Request::Simple { query: stmt },
-                Waiter::Setsession { last: i + 1 == n },
-                None,
-            );
-        }
-        self.flush();
-    }
-
     fn on_closed(&mut self, e: Error, now: Instant) {
         // The protocol failed every request in flight before reporting Closed.
         self.transport.close_socket();
@@ -1316,160 +973,4 @@ impl Session {
             self.process_events(now);
         }
     }
-}
-
-/// What a driver provides to the operations: the clock, and a way to be told that the
-/// session changed outside the driver's own event handling (a request was queued).
-pub(crate) trait Drive: Sized + 'static {
-    /// Reads the clock: drivers do, the session never does.
-    fn now() -> Instant;
-    /// The session changed: bring the registration in line and deliver what is due, now or
-    /// on the driver's next turn. Called with no borrow of the session held.
-    fn wake(core: &Rc<Core<Self>>);
-    /// A wake-up another thread may call when a name lookup finished; it must bring the
-    /// core to `Session::poll_resolved` on the driver's thread. `None`: the driver polls
-    /// while `Session::is_resolving`.
-    fn notifier(core: &Rc<Core<Self>>) -> Option<Notify> {
-        let _ = core;
-        None
-    }
-    /// The core with this id is gone: forget what `notifier` kept for it.
-    fn forget(id: u64) {
-        let _ = id;
-    }
-}
-
-impl<D> Drop for Core<D> {
-    fn drop(&mut self) {
-        (self.forget)(self.id);
-    }
-}
-
-/// A session beside the driver that drives it: the one seam of every operation.
-pub(crate) struct Core<D> {
-    /// Process-wide, never reused.
-    pub(crate) id: u64,
-    pub(crate) session: RefCell<Session>,
-    pub(crate) driver: D,
-    /// `D::forget`, kept so that dropping needs no bound on `D`.
-    forget: fn(u64),
-}
-
-impl<D: Drive> Core<D> {
-    /// A new, unconnected core.
-    pub(crate) fn new(dsn: String, options: Options, driver: D) -> Rc<Core<D>> {
-        let core = Rc::new(Core {
-            id: next_id(),
-            session: RefCell::new(Session::new(dsn, options)),
-            driver,
-            forget: D::forget,
-        });
-        let notify = D::notifier(&core);
-        core.session.borrow_mut().notify = notify;
-        core
-    }
-
-    /// Queues one request; `cb` runs from the driver's delivery with no borrow held.
-    pub(crate) fn request(self: &Rc<Self>, req: Request, cb: Callback) {
-        {
-            let mut s = self.session.borrow_mut();
-            // The clock is read only where a query_timeout needs it.
-            let now = s.options.query_timeout.map(|_| D::now());
-            s.request(req, cb, now);
-        }
-        D::wake(self);
-    }
-
-    /// Answers `done` from the driver's delivery, in order with every other completion:
-    /// for an answer known before anything is sent. The caller of an operation never sees
-    /// its callback run inside the call.
-    pub(crate) fn answer_later<T: 'static>(
-        self: &Rc<Self>,
-        done: Done<T>,
-        result: Result<T, Error>,
-    ) {
-        self.with_mut(|s| {
-            s.actions
-                .push(Action::Answer(Box::new(move || done(result))))
-        });
-        D::wake(self);
-    }
-
-    /// Queues a COPY TO STDOUT whose data goes to `sink`.
-    pub(crate) fn request_copy_out(self: &Rc<Self>, req: Request, sink: CopySink, cb: Callback) {
-        {
-            let mut s = self.session.borrow_mut();
-            let now = s.options.query_timeout.map(|_| D::now());
-            s.request_copy_out(req, sink, cb, now);
-        }
-        D::wake(self);
-    }
-
-    /// Reads the session.
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&Session) -> T) -> T {
-        f(&self.session.borrow())
-    }
-
-    /// Changes the session. `f` is library code only: it must not call back into the core.
-    pub(crate) fn with_mut<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
-        f(&mut self.session.borrow_mut())
-    }
-
-    /// Sends what is queued: COPY data is pulled from its source with no borrow held, and
-    /// the socket is written until it would block. Then the protocol's events become actions.
-    pub(crate) fn pump(&self) {
-        self.pump_copy();
-        let mut s = self.session.borrow_mut();
-        s.flush();
-        s.process_events(D::now());
-    }
-
-    /// Pulls COPY data, with no borrow held, while the COPY being sent has room for it, and
-    /// writes it. After a readiness event the session has flushed and processed events
-    /// already: only a COPY needs more, and then its events are processed here.
-    pub(crate) fn pump_copy(&self) {
-        let mut pulled = false;
-        loop {
-            let source = self.session.borrow_mut().take_copy_source();
-            let Some(mut source) = source else { break };
-            // User code: the source may call into this very connection.
-            let mut chunks = Vec::new();
-            let mut size = 0;
-            let mut end = None;
-            while size < Protocol::COPY_CHUNK_BUDGET {
-                match source.0.next() {
-                    Some(Ok(chunk)) => {
-                        size += chunk.len().max(1);
-                        chunks.push(chunk);
-                    }
-                    Some(Err(msg)) => {
-                        end = Some(Err(msg));
-                        break;
-                    }
-                    None => {
-                        end = Some(Ok(()));
-                        break;
-                    }
-                }
-            }
-            let mut s = self.session.borrow_mut();
-            s.feed_copy(source, chunks, end);
-            s.flush();
-            pulled = true;
-        }
-        if pulled {
-            self.session.borrow_mut().process_events(D::now());
-        }
-    }
-}
-
-/// The pinned startup parameter (see `types::pin_text_styles`) that `e` refuses, from
-/// PgBouncer's "unsupported startup parameter: NAME" (08P01).
-fn refused_pin(e: &Error) -> Option<String> {
-    let db = e.as_db_error().filter(|db| db.code == "08P01")?;
-    let name = db.message.strip_prefix("unsupported startup parameter: ")?;
-    crate::types::PINNED_STYLES
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name.trim()))
-        .map(|(k, _)| (*k).to_owned())
 }
