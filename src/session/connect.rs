@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::target::{self, Fit, Probe, ServerState};
 use super::transport::Negotiated;
 use super::walk::{self, Again, Step, Walk};
-use super::{ops, Phase, Session, Waiter};
+use super::{ops, Phase, Recipient, Session, Stage};
 use crate::conninfo::{Config, Target};
 use crate::error::{Error, ErrorKind};
 use crate::proto::{Credentials, Protocol, Request, Response};
@@ -24,8 +24,6 @@ impl Session {
         self.now = Some(now);
         self.phase = Phase::Connecting;
         self.walk.abandon();
-        self.setsession_error = None;
-        self.connect_error = None;
         self.discard_deadline = None;
         self.discards = 0;
         self.setsession = self.options.setsession.clone();
@@ -61,7 +59,6 @@ impl Session {
             Ok(w) => w,
             Err(e) => return self.finish_connect(Err(e)),
         };
-        self.retire = None;
         self.config = Some(config);
         let first = self.walk.next();
         self.follow(first, now);
@@ -213,7 +210,9 @@ impl Session {
                 };
                 match proto.send(Request::Simple { query }) {
                     Ok(()) => {
-                        self.probing = Some((probe, known));
+                        self.phase = Phase::Starting {
+                            probing: Some((probe, known)),
+                        };
                         self.flush();
                     }
                     Err(e) => self.leave_target(e, now),
@@ -274,7 +273,7 @@ impl Session {
         error: bool,
         now: Instant,
     ) -> bool {
-        if self.phase == Phase::Connecting {
+        if self.stage() == Stage::Connecting {
             if !(writable || error || readable) {
                 return false;
             }
@@ -309,7 +308,7 @@ impl Session {
                 }
             }
         }
-        if self.phase == Phase::SslRequest {
+        if self.stage() == Stage::SslRequest {
             if !(readable || error) {
                 return false;
             }
@@ -323,7 +322,7 @@ impl Session {
                 }
             }
         }
-        if self.phase == Phase::TlsHandshake {
+        if self.stage() == Stage::TlsHandshake {
             match self.transport.drive_handshake() {
                 Ok(None) => return false, // not yet
                 Ok(Some(server_cert)) => {
@@ -348,7 +347,7 @@ impl Session {
     }
 
     pub(super) fn start_protocol(&mut self) {
-        self.phase = Phase::Starting;
+        self.phase = Phase::Starting { probing: None };
         let versions = self.config.as_ref().map_or_else(Default::default, |c| {
             crate::proto::Versions::new(c.get_min_protocol_version(), c.get_max_protocol_version())
         });
@@ -367,8 +366,8 @@ impl Session {
         if let Some(deadline) = self.connect_deadline {
             if now >= deadline
                 && matches!(
-                    self.phase,
-                    Phase::Connecting | Phase::SslRequest | Phase::TlsHandshake | Phase::Starting
+                    self.stage(),
+                    Stage::Connecting | Stage::SslRequest | Stage::TlsHandshake | Stage::Starting
                 )
             {
                 let t = self.connect_timeout.unwrap_or_default();
@@ -390,12 +389,12 @@ impl Session {
             self.finish_connect(Ok(()));
             return;
         }
-        self.phase = Phase::Setsession;
+        self.phase = Phase::Setsession { error: None };
         let n = self.setsession.len();
         for (i, stmt) in std::mem::take(&mut self.setsession).into_iter().enumerate() {
             self.send(
                 Request::Simple { query: stmt },
-                Waiter::Setsession { last: i + 1 == n },
+                Recipient::Setsession { last: i + 1 == n },
                 None,
             );
         }

@@ -151,7 +151,7 @@ impl Action {
 }
 
 /// What waits for each request in flight, in order.
-enum Waiter {
+enum Recipient {
     User(Callback),
     /// A setsession statement; the last one finishes the connect.
     Setsession {
@@ -165,7 +165,7 @@ enum Waiter {
 
 /// A waiter with the instant its request must be answered by.
 struct Pending {
-    waiter: Waiter,
+    waiter: Recipient,
     deadline: Option<Instant>,
 }
 
@@ -211,18 +211,19 @@ impl std::fmt::Debug for Options {
     }
 }
 
-/// Where the session stands.
+/// Where the session stands, with what belongs to that phase alone.
 ///
 /// ```text
 ///   New ──connect──▶ Connecting ──socket up──▶ [SslRequest ──S──▶ TlsHandshake | N: plain──▶] Starting ──ReadyForQuery──▶ Setsession ──last ok──▶ Ready
-///                       │  ▲                     │                            │                     │
-///                       │  └──next target────────┤                            │                     │
-///                       └────────────────────────┴────── failure ─────────────┴─────────────────────┴──▶ Closed
-///   Closed ──connect──▶ Connecting (a reconnect keeps listeners, types and options)
+///                       │  ▲                     │                      (probing) │             (error) │             (retire)
+///                       │  └──next attempt───────┤                                │                     │
+///                       └────────────────────────┴────── the walk gives up ───────┴─────────────────────┴──▶ Closed (connect_error)
+///   Ready ──lost, closed or retired──▶ Closed        Closed ──connect──▶ Connecting (a reconnect keeps listeners, types and options)
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
+#[derive(Debug)]
+enum Phase {
     New,
+    /// A name lookup or the socket's connect is under way.
     Connecting,
     /// The SSLRequest is sent; the server's one-byte answer is awaited.
     SslRequest,
@@ -230,6 +231,48 @@ pub(crate) enum Phase {
     TlsHandshake,
     /// Startup and authentication; then, for target_session_attrs on a server that did not
     /// report enough (before 14), its answer to libpq's question.
+    Starting {
+        /// The question in flight, with what was known before it.
+        probing: Option<(Probe, ServerState)>,
+    },
+    /// The setsession statements run; the first failure fails the connect.
+    Setsession {
+        error: Option<Error>,
+    },
+    Ready {
+        /// The server stopped fitting target_session_attrs (a ParameterStatus change): the
+        /// connection is closed as soon as nothing is in flight.
+        retire: Option<Error>,
+    },
+    Closed {
+        /// Why the last connect failed (None: it closed once ready): what a request made on
+        /// the closed connection is told.
+        connect_error: Option<Error>,
+    },
+}
+
+impl Phase {
+    fn stage(&self) -> Stage {
+        match self {
+            Phase::New => Stage::New,
+            Phase::Connecting => Stage::Connecting,
+            Phase::SslRequest => Stage::SslRequest,
+            Phase::TlsHandshake => Stage::TlsHandshake,
+            Phase::Starting { .. } => Stage::Starting,
+            Phase::Setsession { .. } => Stage::Setsession,
+            Phase::Ready { .. } => Stage::Ready,
+            Phase::Closed { .. } => Stage::Closed,
+        }
+    }
+}
+
+/// The session's [`Phase`] without its data, for drivers and operations to compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    New,
+    Connecting,
+    SslRequest,
+    TlsHandshake,
     Starting,
     Setsession,
     Ready,
@@ -262,12 +305,6 @@ pub(crate) struct Session {
     phase: Phase,
     /// The connect walk: the attempts listed, the one under way, the lookup.
     walk: Walk,
-    /// The server stopped fitting target_session_attrs (a ParameterStatus change): the
-    /// connection is closed as soon as nothing is in flight.
-    retire: Option<Error>,
-    /// A question on target_session_attrs in flight to a server that did not report enough
-    /// at startup (before 14), with what was known before it.
-    probing: Option<(Probe, ServerState)>,
     /// Tells the driver, from the lookup thread, that a lookup finished (None: the driver
     /// polls, see `is_resolving`).
     pub(crate) notify: Option<Notify>,
@@ -285,7 +322,7 @@ pub(crate) struct Session {
     proto: Option<Protocol>,
     waiters: VecDeque<Pending>,
     /// Requests made before the connection was ready; sent after setsession.
-    held: VecDeque<(Request, Waiter)>,
+    held: VecDeque<(Request, Recipient)>,
     /// A timed-out request still unanswered must be answered by then, or the connection
     /// is given up (the server or the network is gone).
     discard_deadline: Option<Instant>,
@@ -294,10 +331,6 @@ pub(crate) struct Session {
     /// How many waiters are `Discard` (timed out, answer still to come).
     discards: usize,
     actions: Vec<Action>,
-    setsession_error: Option<Error>,
-    /// Why the last connect failed, while no connect has been started since: what a request
-    /// made on the closed connection is told.
-    connect_error: Option<Error>,
     config: Option<Config>,
     /// The `now` of the latest call that passed one: the clock of requests released by a
     /// connect, whose query_timeout starts when the connection became ready.
@@ -328,8 +361,6 @@ impl Session {
             server_version: None,
             phase: Phase::New,
             walk: Walk::default(),
-            retire: None,
-            probing: None,
             notify: None,
             startup_params: Vec::new(),
             refused_params: Vec::new(),
@@ -345,8 +376,6 @@ impl Session {
             answered: 0,
             discards: 0,
             actions: Vec::new(),
-            setsession_error: None,
-            connect_error: None,
             config: None,
             now: None,
         }
@@ -364,14 +393,14 @@ impl Session {
         &self.options
     }
 
-    /// The phase of the session.
-    pub(crate) fn phase(&self) -> Phase {
-        self.phase
+    /// Where the session stands.
+    pub(crate) fn stage(&self) -> Stage {
+        self.phase.stage()
     }
 
     /// Whether the session is closed or was never opened.
     pub(crate) fn is_closed(&self) -> bool {
-        matches!(self.phase, Phase::New | Phase::Closed)
+        matches!(self.stage(), Stage::New | Stage::Closed)
     }
 
     /// The type registry, shared with the protocol core.
@@ -386,7 +415,7 @@ impl Session {
 
     /// Whether `owner` is the current server session of this connection.
     pub(crate) fn is_current(&self, owner: &Weak<()>) -> bool {
-        self.phase == Phase::Ready && std::ptr::eq(owner.as_ptr(), Rc::as_ptr(&self.identity))
+        self.stage() == Stage::Ready && std::ptr::eq(owner.as_ptr(), Rc::as_ptr(&self.identity))
     }
 
     /// The server version as libpq reports it, once connected.
@@ -397,7 +426,7 @@ impl Session {
     /// Where the current connection went (libpq's PQhost / PQport): the host as given (or the
     /// socket directory), and the port. `None` until a connect succeeded.
     pub(crate) fn reached(&self) -> Option<(String, u16)> {
-        if !matches!(self.phase, Phase::Ready | Phase::Setsession) {
+        if !matches!(self.stage(), Stage::Ready | Stage::Setsession) {
             return None;
         }
         match &self.walk.current()?.target {
@@ -488,7 +517,7 @@ impl Session {
 
     /// Whether the connection runs over TLS (libpq's `PQsslInUse`).
     pub(crate) fn ssl_in_use(&self) -> bool {
-        self.phase == Phase::Ready && self.transport.tls_up()
+        self.stage() == Stage::Ready && self.transport.tls_up()
     }
 
     /// libpq's `PQsslAttribute`: "library", "protocol", "cipher", "key_bits", "compression",
@@ -572,7 +601,9 @@ impl Session {
     /// Drops the protocol core, handing whatever user code it still holds to the driver.
     fn drop_proto(&mut self) {
         // A question to this server dies with its connection.
-        self.probing = None;
+        if let Phase::Starting { probing } = &mut self.phase {
+            *probing = None;
+        }
         if let Some(mut p) = self.proto.take() {
             while p.poll_event().is_some() {}
             for src in p.take_spent_sources() {
@@ -584,7 +615,7 @@ impl Session {
     fn finish_connect(&mut self, result: Result<(), Error>) {
         match &result {
             Ok(()) => {
-                self.phase = Phase::Ready;
+                self.phase = Phase::Ready { retire: None };
                 self.connect_deadline = None;
                 // A new server session: statements of the last one are gone.
                 self.identity = Rc::new(());
@@ -596,8 +627,9 @@ impl Session {
                 }
             }
             Err(e) => {
-                self.phase = Phase::Closed;
-                self.connect_error = Some(e.clone());
+                self.phase = Phase::Closed {
+                    connect_error: Some(e.clone()),
+                };
                 self.connect_deadline = None;
                 self.transport.shut_down();
                 let e = e.clone();
@@ -613,12 +645,12 @@ impl Session {
         self.actions.push(Action::Connected(result));
     }
 
-    fn fail_waiter(&mut self, waiter: Waiter, e: Error) {
+    fn fail_waiter(&mut self, waiter: Recipient, e: Error) {
         match waiter {
-            Waiter::User(cb) | Waiter::CopyOut(cb, _) => {
+            Recipient::User(cb) | Recipient::CopyOut(cb, _) => {
                 self.actions.push(Action::Complete(cb, Err(e)))
             }
-            Waiter::Setsession { .. } | Waiter::Discard => {}
+            Recipient::Setsession { .. } | Recipient::Discard => {}
         }
     }
 
@@ -628,7 +660,7 @@ impl Session {
         if now.is_some() {
             self.now = now;
         }
-        self.send(req, Waiter::User(cb), now);
+        self.send(req, Recipient::User(cb), now);
     }
 
     /// Queues a COPY TO STDOUT; its data goes to `sink` as it arrives.
@@ -639,25 +671,29 @@ impl Session {
         cb: Callback,
         now: Option<Instant>,
     ) {
-        self.send(req, Waiter::CopyOut(cb, sink), now);
+        self.send(req, Recipient::CopyOut(cb, sink), now);
     }
 
     /// `now` starts the request's query_timeout; `None` for requests released after the
     /// connect (their clock starts then, from the connect's own `now`).
-    fn send(&mut self, req: Request, waiter: Waiter, now: Option<Instant>) {
-        match self.phase {
-            Phase::Ready => {}
-            Phase::New => {
+    fn send(&mut self, req: Request, waiter: Recipient, now: Option<Instant>) {
+        match self.stage() {
+            Stage::Ready => {}
+            Stage::New => {
                 self.actions.push(Action::Release(Box::new(req)));
                 let e = Error::usage("the connection is not connected: call connect() first");
                 self.fail_waiter(waiter, e);
                 return;
             }
-            Phase::Closed => {
+            Stage::Closed => {
                 self.actions.push(Action::Release(Box::new(req)));
                 let closed_by = self.proto.as_ref().and_then(|p| p.close_error().cloned());
                 // The cause once, never "closed" twice (see error.rs's rule).
-                let e = match (&self.connect_error, closed_by) {
+                let connect_error = match &self.phase {
+                    Phase::Closed { connect_error } => connect_error.as_ref(),
+                    _ => None,
+                };
+                let e = match (connect_error, closed_by) {
                     (Some(cause), _) => Error::caused_by(
                         ErrorKind::Connection,
                         "the connection failed to connect",
@@ -673,7 +709,7 @@ impl Session {
                 self.fail_waiter(waiter, e);
                 return;
             }
-            _ if !matches!(waiter, Waiter::Setsession { .. }) => {
+            _ if !matches!(waiter, Recipient::Setsession { .. }) => {
                 self.held.push_back((req, waiter));
                 return;
             }
@@ -686,7 +722,7 @@ impl Session {
         match proto.send(req) {
             Ok(()) => {
                 let deadline = match waiter {
-                    Waiter::User(_) | Waiter::CopyOut(..) => self
+                    Recipient::User(_) | Recipient::CopyOut(..) => self
                         .options
                         .query_timeout
                         .zip(now.or(self.now))
@@ -743,7 +779,7 @@ impl Session {
                 && self
                     .waiters
                     .front()
-                    .is_some_and(|p| matches!(p.waiter, Waiter::Discard))
+                    .is_some_and(|p| matches!(p.waiter, Recipient::Discard))
             {
                 let e = Error::new(
                     ErrorKind::Timeout,
@@ -764,7 +800,7 @@ impl Session {
             return;
         }
         head.deadline = None;
-        let waiter = std::mem::replace(&mut head.waiter, Waiter::Discard);
+        let waiter = std::mem::replace(&mut head.waiter, Recipient::Discard);
         self.discards += 1;
         let t = self.options.query_timeout.unwrap_or_default();
         let e = Error::new(
@@ -831,8 +867,14 @@ impl Session {
                     let known = self.reported_state();
                     self.judge_target(known, now);
                 }
-                Event::Completed(result) if self.probing.is_some() => {
-                    if let Some((probe, known)) = self.probing.take() {
+                Event::Completed(result)
+                    if matches!(self.phase, Phase::Starting { probing: Some(_) }) =>
+                {
+                    let probing = match &mut self.phase {
+                        Phase::Starting { probing } => probing.take(),
+                        _ => None,
+                    };
+                    if let Some((probe, known)) = probing {
                         self.take_probe_answer(probe, known, result, now);
                     }
                 }
@@ -842,25 +884,31 @@ impl Session {
                         continue;
                     };
                     self.answered += 1;
-                    if matches!(waiter, Waiter::Discard) {
+                    if matches!(waiter, Recipient::Discard) {
                         self.discards -= 1;
                     }
                     if self.discards == 0 {
                         self.discard_deadline = None;
                     }
                     match waiter {
-                        Waiter::Discard => {
+                        Recipient::Discard => {
                             log::debug!("dropped the answer of a timed-out request");
                         }
-                        Waiter::User(cb) | Waiter::CopyOut(cb, _) => {
+                        Recipient::User(cb) | Recipient::CopyOut(cb, _) => {
                             self.actions.push(Action::Complete(cb, result))
                         }
-                        Waiter::Setsession { last } => {
+                        Recipient::Setsession { last } => {
                             if let Err(e) = result {
-                                self.setsession_error.get_or_insert(e);
+                                if let Phase::Setsession { error } = &mut self.phase {
+                                    error.get_or_insert(e);
+                                }
                             }
-                            if last && self.phase == Phase::Setsession {
-                                match self.setsession_error.take() {
+                            if last && self.stage() == Stage::Setsession {
+                                let failed = match &mut self.phase {
+                                    Phase::Setsession { error } => error.take(),
+                                    _ => None,
+                                };
+                                match failed {
                                     None => self.finish_connect(Ok(())),
                                     Some(e) => {
                                         if let Some(p) = self.proto.as_mut() {
@@ -876,7 +924,7 @@ impl Session {
                 }
                 Event::CopyData(data) => {
                     if let Some(Pending {
-                        waiter: Waiter::CopyOut(_, sink),
+                        waiter: Recipient::CopyOut(_, sink),
                         ..
                     }) = self.waiters.front()
                     {
@@ -905,7 +953,7 @@ impl Session {
                 }
                 Event::ParameterChanged { name, value } => {
                     log::debug!("server parameter {name} is now {value:?}");
-                    if self.phase == Phase::Ready
+                    if self.stage() == Stage::Ready
                         && matches!(
                             name.as_str(),
                             "in_hot_standby" | "default_transaction_read_only"
@@ -917,15 +965,21 @@ impl Session {
                         // nothing (before 14) sends no such change either.
                         if let Fit::Refused(e) = self.check_target(self.reported_state()) {
                             log::info!("retiring the connection: {e}");
-                            self.retire = Some(e);
+                            if let Phase::Ready { retire } = &mut self.phase {
+                                *retire = Some(e);
+                            }
                         }
                     }
                 }
                 Event::Closed(e) => self.on_closed(e, now),
             }
         }
-        if self.phase == Phase::Ready && self.waiters.is_empty() && self.held.is_empty() {
-            if let Some(e) = self.retire.take() {
+        if self.stage() == Stage::Ready && self.waiters.is_empty() && self.held.is_empty() {
+            let retire = match &mut self.phase {
+                Phase::Ready { retire } => retire.take(),
+                _ => None,
+            };
+            if let Some(e) = retire {
                 self.close(e, now);
             }
         }
@@ -934,22 +988,24 @@ impl Session {
     fn on_closed(&mut self, e: Error, now: Instant) {
         // The protocol failed every request in flight before reporting Closed.
         self.transport.close_socket();
-        match self.phase {
-            Phase::Connecting | Phase::SslRequest | Phase::TlsHandshake | Phase::Starting => {
+        match self.stage() {
+            Stage::Connecting | Stage::SslRequest | Stage::TlsHandshake | Stage::Starting => {
                 // A server that refuses us (authentication, too many clients) may be one of
                 // several: libpq tries the next host.
                 self.attempt_failed(e, now);
             }
-            Phase::Setsession => self.finish_connect(Err(e)),
-            Phase::Ready => {
-                self.phase = Phase::Closed;
+            Stage::Setsession => self.finish_connect(Err(e)),
+            Stage::Ready => {
+                self.phase = Phase::Closed {
+                    connect_error: None,
+                };
                 for (req, waiter) in std::mem::take(&mut self.held) {
                     self.actions.push(Action::Release(Box::new(req)));
                     self.fail_waiter(waiter, e.clone());
                 }
                 self.actions.push(Action::Closed(e));
             }
-            Phase::New | Phase::Closed => {}
+            Stage::New | Stage::Closed => {}
         }
     }
 
@@ -957,7 +1013,7 @@ impl Session {
     /// flight fails with `reason`.
     pub(crate) fn close(&mut self, reason: Error, now: Instant) {
         self.now = Some(now);
-        if matches!(self.phase, Phase::Closed | Phase::New) {
+        if matches!(self.stage(), Stage::Closed | Stage::New) {
             return;
         }
         if let Some(p) = self.proto.as_mut() {
@@ -965,7 +1021,7 @@ impl Session {
         }
         // Best effort: the Terminate message is tiny, one write either takes it or not.
         self.flush();
-        if self.phase != Phase::Ready {
+        if self.stage() != Stage::Ready {
             self.walk.abandon();
             self.drop_proto();
             self.finish_connect(Err(reason));
