@@ -24,7 +24,7 @@ impl Session {
         self.now = Some(now);
         self.phase = Phase::Connecting;
         self.walk.abandon();
-        self.discard_deadline = None;
+        self.deadlines.discard = None;
         self.discards = 0;
         self.setsession = self.options.setsession.clone();
         let mut channels: Vec<&String> = self.listeners.keys().collect();
@@ -125,7 +125,7 @@ impl Session {
             self.transport.open(target, self.config.as_ref())?;
         }
         self.phase = Phase::Connecting;
-        self.connect_deadline = self.connect_timeout.map(|t| now + t);
+        self.deadlines.connect = self.connect_timeout.map(|t| now + t);
         Ok(())
     }
 
@@ -363,7 +363,7 @@ impl Session {
 
     /// A connect attempt past its connect_timeout fails, and the walk moves on.
     pub(super) fn check_connect_timeout(&mut self, now: Instant) {
-        if let Some(deadline) = self.connect_deadline {
+        if let Some(deadline) = self.deadlines.connect {
             if now >= deadline
                 && matches!(
                     self.stage(),

@@ -1,17 +1,40 @@
 //! The session core: one PostgreSQL connection's state, held exactly once, under any driver.
 //!
-//! [`Session`] owns the transport (a socket of either family), the protocol core, the type
-//! registry, the NOTIFY listeners, the statement cache, the requests in flight and the
-//! options that shape every connect; it survives reconnects, so nothing is copied from one
-//! connect to the next by hand. It is loop-free: it never registers itself anywhere, never
-//! reads the clock (every call that needs the time takes `now`) and never runs user code.
-//! What must reach user code (a completion, a notification, a notice, COPY data, a value to
-//! drop) comes out as an [`Action`] that a driver runs once it holds no borrow of the session.
+//! [`Session`] owns the durable state of a connection (the options, the type registry, the
+//! NOTIFY listeners, the statement cache, the server session's identity), the requests in
+//! flight and held ([`Recipient`]s), one deadline table, the [`Phase`] with what belongs to
+//! it, and the [`Action`]s waiting for the driver; it survives reconnects, so nothing is
+//! copied from one connect to the next by hand. It is loop-free: it never registers itself
+//! anywhere, never reads the clock (every call that needs the time takes `now`) and never
+//! runs user code. What must reach user code (a completion, a notification, a notice, COPY
+//! data, a value to drop) comes out as an [`Action`] that a driver runs once it holds no
+//! borrow of the session.
 //!
-//! [`Core`] is the one seam every operation goes through: a session in a `RefCell` beside the
-//! driver that drives it. Operations (`ops/`, one per file) call [`Core::request`] and never
-//! see a socket; drivers (the IoLoop's `Connection`, the embedding `MioConnection`) feed
-//! readiness and deadlines in, pump COPY data, and deliver actions.
+//! The rest of the session lives beside it, each part in a file of its own:
+//! - `walk.rs`: the connect walk (the attempts listed before connecting; retry / next /
+//!   give up), `target.rs`: whether a server fits target_session_attrs;
+//! - `connect.rs`: the session's side of a connect (`connect` to `Action::Connected`);
+//! - `transport/`: the socket and TLS together (the only place that knows of TLS);
+//! - `core.rs`: [`Core`], the session in a `RefCell` beside its driver, and [`Drive`];
+//! - `ops/`: one operation per file, all going through [`Core::request`].
+//!
+//! The methods, by group:
+//! - setup and durable state: `new`, `set_dsn`, `set_password`, `set_listener`,
+//!   `forget_statements`;
+//! - getters: `stage`, `is_closed`, `parameter`, `server_version`, `reached`, `pending`,
+//!   `ssl_in_use`, `cancel_target`, …;
+//! - requests: `request`, `request_copy_out`, `take_copy_source` / `feed_copy`;
+//! - events in: `connect`, `handle_ready`, `handle_timeout`, `poll_resolved`, `close`;
+//! - what a driver polls after each: `source` / `socket_generation`, `wants_write`,
+//!   `next_deadline`, `take_actions`.
+//!
+//! The order a driver follows: `connect(now)`; then on every turn (1) register `source()`
+//! again when `socket_generation()` changed, for readable, and writable while
+//! `wants_write()`; (2) feed what happened: `handle_ready(..)` for readiness,
+//! `handle_timeout(now)` once `next_deadline()` passed, `poll_resolved(now)` when a lookup
+//! finished (a driver with no `Notify` polls while `is_resolving()`); (3) pump COPY sources
+//! with no borrow held (`Core::pump_copy`); (4) `take_actions()` and run them with no borrow
+//! held (`Action::deliver`, then its own `Complete` / `Connected` / `Closed` / `Cancel`).
 //!
 //! Identities are process-wide: each core has an id from one counter, statement names come
 //! from another, and each server session (one successful connect) has an identity a prepared
@@ -169,6 +192,18 @@ struct Pending {
     deadline: Option<Instant>,
 }
 
+/// The session's deadline table: with the oldest request's query_timeout (kept on its
+/// waiter), everything [`Session::next_deadline`] reports and [`Session::handle_timeout`]
+/// acts on.
+#[derive(Debug, Clone, Copy, Default)]
+struct Deadlines {
+    /// The connect attempt under way fails then (connect_timeout, per attempt).
+    connect: Option<Instant>,
+    /// A timed-out request still unanswered must be answered by then, or the connection
+    /// is given up (the server or the network is gone).
+    discard: Option<Instant>,
+}
+
 /// Options that shape a connection, beyond the connection string.
 #[derive(Clone, Default)]
 pub(crate) struct Options {
@@ -314,7 +349,6 @@ pub(crate) struct Session {
     refused_params: Vec<String>,
     credentials: Credentials,
     connect_timeout: Option<Duration>,
-    connect_deadline: Option<Instant>,
     max_message_size: usize,
     setsession: Vec<String>,
     /// The socket and the TLS session over it.
@@ -323,9 +357,8 @@ pub(crate) struct Session {
     waiters: VecDeque<Pending>,
     /// Requests made before the connection was ready; sent after setsession.
     held: VecDeque<(Request, Recipient)>,
-    /// A timed-out request still unanswered must be answered by then, or the connection
-    /// is given up (the server or the network is gone).
-    discard_deadline: Option<Instant>,
+    /// Every instant the session must be woken at, but the requests' own (on `waiters`).
+    deadlines: Deadlines,
     /// Requests answered so far: the oldest in flight is number `answered`.
     answered: u64,
     /// How many waiters are `Discard` (timed out, answer still to come).
@@ -366,13 +399,12 @@ impl Session {
             refused_params: Vec::new(),
             credentials: Credentials::default(),
             connect_timeout: None,
-            connect_deadline: None,
             setsession: Vec::new(),
             transport: Transport::default(),
             proto: None,
             waiters: VecDeque::new(),
             held: VecDeque::new(),
-            discard_deadline: None,
+            deadlines: Deadlines::default(),
             answered: 0,
             discards: 0,
             actions: Vec::new(),
@@ -488,10 +520,8 @@ impl Session {
     /// The earliest instant at which [`Session::handle_timeout`] must be called.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let head = self.waiters.front().and_then(|p| p.deadline);
-        [self.connect_deadline, head, self.discard_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        let Deadlines { connect, discard } = self.deadlines;
+        [connect, head, discard].into_iter().flatten().min()
     }
 
     /// A number naming the oldest request in flight (the one a cancel would hit), if any.
@@ -616,7 +646,7 @@ impl Session {
         match &result {
             Ok(()) => {
                 self.phase = Phase::Ready { retire: None };
-                self.connect_deadline = None;
+                self.deadlines.connect = None;
                 // A new server session: statements of the last one are gone.
                 self.identity = Rc::new(());
                 self.cache.clear();
@@ -630,7 +660,7 @@ impl Session {
                 self.phase = Phase::Closed {
                     connect_error: Some(e.clone()),
                 };
-                self.connect_deadline = None;
+                self.deadlines.connect = None;
                 self.transport.shut_down();
                 let e = e.clone();
                 for (req, waiter) in std::mem::take(&mut self.held) {
@@ -774,7 +804,7 @@ impl Session {
     /// the server is asked to cancel it, and its answer will be dropped. If no answer comes
     /// within a grace period the connection is given up.
     fn check_query_timeout(&mut self, now: Instant) {
-        if let Some(d) = self.discard_deadline {
+        if let Some(d) = self.deadlines.discard {
             if now >= d
                 && self
                     .waiters
@@ -785,7 +815,7 @@ impl Session {
                     ErrorKind::Timeout,
                     "the server did not answer a cancelled request: the connection is given up",
                 );
-                self.discard_deadline = None;
+                self.deadlines.discard = None;
                 self.close(e, now);
                 return;
             }
@@ -809,7 +839,7 @@ impl Session {
         )
         .with_code("57014");
         self.fail_waiter(waiter, e);
-        self.discard_deadline = Some(now + CANCEL_GRACE.max(t / 2));
+        self.deadlines.discard = Some(now + CANCEL_GRACE.max(t / 2));
         self.actions.push(Action::Cancel);
     }
 
@@ -888,7 +918,7 @@ impl Session {
                         self.discards -= 1;
                     }
                     if self.discards == 0 {
-                        self.discard_deadline = None;
+                        self.deadlines.discard = None;
                     }
                     match waiter {
                         Recipient::Discard => {
