@@ -22,7 +22,7 @@ use crate::params::Params;
 use crate::proto::CopySource;
 use crate::row::Cursor;
 use crate::session::ops::{self, Done};
-use crate::session::{Core, Drive, Notification, Notify, Options, Phase};
+use crate::session::{Core, Drive, Notification, Notify, Options, Stage};
 
 pub use crate::session::ops::prepared::Prepared;
 pub use crate::session::ops::Statement;
@@ -308,9 +308,9 @@ thread_local! {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (phase, pending) = self.core.with(|s| (s.phase(), s.pending()));
+        let (phase, pending) = self.core.with(|s| (s.stage(), s.pending()));
         let phase = match phase {
-            Phase::New => "New".to_owned(),
+            Stage::New => "New".to_owned(),
             p => format!("{p:?}"),
         };
         write!(
@@ -369,23 +369,23 @@ impl Connection {
     /// port, a missing socket, a wrong password and a failing setsession statement all fail it.
     pub fn connect(&self) -> Future<Result<Connection, Error>> {
         let fut = Future::with_loop(&self.core.driver.ioloop);
-        let phase = self.core.with(|s| s.phase());
+        let phase = self.core.with(|s| s.stage());
         match phase {
-            Phase::Ready => {
+            Stage::Ready => {
                 let _ = fut.set_result(Ok(self.clone()));
             }
-            Phase::Connecting
-            | Phase::SslRequest
-            | Phase::TlsHandshake
-            | Phase::Starting
-            | Phase::Setsession => {
+            Stage::Connecting
+            | Stage::SslRequest
+            | Stage::TlsHandshake
+            | Stage::Starting
+            | Stage::Setsession => {
                 self.core
                     .driver
                     .connect_waiters
                     .borrow_mut()
                     .push(fut.clone());
             }
-            Phase::New | Phase::Closed => {
+            Stage::New | Stage::Closed => {
                 self.core
                     .driver
                     .connect_waiters
@@ -754,7 +754,7 @@ fn close_if_abandoned(core: &Rc<Core<LoopDriver>>) {
     if !core.driver.abandoned.get() {
         return;
     }
-    let idle = core.with(|s| s.phase() == Phase::Ready && s.pending() == 0);
+    let idle = core.with(|s| s.stage() == Stage::Ready && s.pending() == 0);
     if idle {
         close(core, Error::connection("the connection was dropped"));
     }

@@ -537,7 +537,7 @@ impl std::io::Write for Wire<'_> {
 pub fn ssl_negotiation(data: &[u8]) {
     use crate::conninfo::SslMode;
     use crate::error::ErrorKind;
-    use crate::session::tls;
+    use crate::session::transport::tls;
 
     static PLAN: std::sync::OnceLock<(
         Arc<rustls::ClientConfig>,

@@ -22,7 +22,7 @@ macro_rules! session_getters {
         /// Whether the connection is connected and ready for requests.
         pub fn is_ready(&self) -> bool {
             self.core
-                .with(|s| s.phase() == $crate::session::Phase::Ready)
+                .with(|s| s.stage() == $crate::session::Stage::Ready)
         }
 
         /// Requests not yet answered: sent and awaiting their answer, or held until the
@@ -75,7 +75,7 @@ macro_rules! session_getters {
         pub fn transaction_status(&self) -> $crate::TransactionStatus {
             self.core.with(|s| {
                 $crate::TransactionStatus::of(
-                    s.phase() == $crate::session::Phase::Ready,
+                    s.stage() == $crate::session::Stage::Ready,
                     s.transaction_status(),
                 )
             })

@@ -1,48 +1,73 @@
 //! The session core: one PostgreSQL connection's state, held exactly once, under any driver.
 //!
-//! [`Session`] owns the transport (a socket of either family), the protocol core, the type
-//! registry, the NOTIFY listeners, the statement cache, the requests in flight and the
-//! options that shape every connect; it survives reconnects, so nothing is copied from one
-//! connect to the next by hand. It is loop-free: it never registers itself anywhere, never
-//! reads the clock (every call that needs the time takes `now`) and never runs user code.
-//! What must reach user code (a completion, a notification, a notice, COPY data, a value to
-//! drop) comes out as an [`Action`] that a driver runs once it holds no borrow of the session.
+//! [`Session`] owns the durable state of a connection (the options, the type registry, the
+//! NOTIFY listeners, the statement cache, the server session's identity), the requests in
+//! flight and held ([`Recipient`]s), one deadline table, the [`Phase`] with what belongs to
+//! it, and the [`Action`]s waiting for the driver; it survives reconnects, so nothing is
+//! copied from one connect to the next by hand. It is loop-free: it never registers itself
+//! anywhere, never reads the clock (every call that needs the time takes `now`) and never
+//! runs user code. What must reach user code (a completion, a notification, a notice, COPY
+//! data, a value to drop) comes out as an [`Action`] that a driver runs once it holds no
+//! borrow of the session.
 //!
-//! [`Core`] is the one seam every operation goes through: a session in a `RefCell` beside the
-//! driver that drives it. Operations (`ops/`, one per file) call [`Core::request`] and never
-//! see a socket; drivers (the IoLoop's `Connection`, the embedding `MioConnection`) feed
-//! readiness and deadlines in, pump COPY data, and deliver actions.
+//! The rest of the session lives beside it, each part in a file of its own:
+//! - `walk.rs`: the connect walk (the attempts listed before connecting; retry / next /
+//!   give up), `target.rs`: whether a server fits target_session_attrs;
+//! - `connect.rs`: the session's side of a connect (`connect` to `Action::Connected`);
+//! - `transport/`: the socket and TLS together (the only place that knows of TLS);
+//! - `core.rs`: [`Core`], the session in a `RefCell` beside its driver, and [`Drive`];
+//! - `ops/`: one operation per file, all going through [`Core::request`].
+//!
+//! The methods, by group:
+//! - setup and durable state: `new`, `set_dsn`, `set_password`, `set_listener`,
+//!   `forget_statements`;
+//! - getters: `stage`, `is_closed`, `parameter`, `server_version`, `reached`, `pending`,
+//!   `ssl_in_use`, `cancel_target`, …;
+//! - requests: `request`, `request_copy_out`, `take_copy_source` / `feed_copy`;
+//! - events in: `connect`, `handle_ready`, `handle_timeout`, `poll_resolved`, `close`;
+//! - what a driver polls after each: `source` / `socket_generation`, `wants_write`,
+//!   `next_deadline`, `take_actions`.
+//!
+//! The order a driver follows: `connect(now)`; then on every turn (1) register `source()`
+//! again when `socket_generation()` changed, for readable, and writable while
+//! `wants_write()`; (2) feed what happened: `handle_ready(..)` for readiness,
+//! `handle_timeout(now)` once `next_deadline()` passed, `poll_resolved(now)` when a lookup
+//! finished (a driver with no `Notify` polls while `is_resolving()`); (3) pump COPY sources
+//! with no borrow held (`Core::pump_copy`); (4) `take_actions()` and run them with no borrow
+//! held (`Action::deliver`, then its own `Complete` / `Connected` / `Closed` / `Cancel`).
 //!
 //! Identities are process-wide: each core has an id from one counter, statement names come
 //! from another, and each server session (one successful connect) has an identity a prepared
 //! statement holds weakly, so a statement can only ever run as itself.
 
 pub(crate) mod cache;
+mod connect;
+mod core;
 pub(crate) mod ops;
 mod target;
-#[cfg(feature = "tls")]
-pub(crate) mod tls;
 pub(crate) mod transport;
+mod walk;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::conninfo::{Config, Target, TargetSessionAttrs};
+use crate::conninfo::{Config, Target};
 use crate::error::{DbError, Error, ErrorKind};
 use crate::proto::{
     CopySource, Credentials, Event, Protocol, Request, Response, Types, DEFAULT_MAX_MESSAGE_SIZE,
 };
 use crate::types::QuoteContext;
 use cache::StatementCache;
-use ops::Done;
 use target::{Fit, Probe, ServerState};
-use transport::{open, Peer, Socket};
+use transport::{Peer, Socket, Transport};
+use walk::Walk;
+
+pub(crate) use self::core::{Core, Drive};
 
 /// A completion callback for one request.
 pub(crate) type Callback = Box<dyn FnOnce(Result<Response, Error>)>;
@@ -149,7 +174,7 @@ impl Action {
 }
 
 /// What waits for each request in flight, in order.
-enum Waiter {
+enum Recipient {
     User(Callback),
     /// A setsession statement; the last one finishes the connect.
     Setsession {
@@ -163,8 +188,20 @@ enum Waiter {
 
 /// A waiter with the instant its request must be answered by.
 struct Pending {
-    waiter: Waiter,
+    waiter: Recipient,
     deadline: Option<Instant>,
+}
+
+/// The session's deadline table: with the oldest request's query_timeout (kept on its
+/// waiter), everything [`Session::next_deadline`] reports and [`Session::handle_timeout`]
+/// acts on.
+#[derive(Debug, Clone, Copy, Default)]
+struct Deadlines {
+    /// The connect attempt under way fails then (connect_timeout, per attempt).
+    connect: Option<Instant>,
+    /// A timed-out request still unanswered must be answered by then, or the connection
+    /// is given up (the server or the network is gone).
+    discard: Option<Instant>,
 }
 
 /// Options that shape a connection, beyond the connection string.
@@ -209,18 +246,19 @@ impl std::fmt::Debug for Options {
     }
 }
 
-/// Where the session stands.
+/// Where the session stands, with what belongs to that phase alone.
 ///
 /// ```text
 ///   New ──connect──▶ Connecting ──socket up──▶ [SslRequest ──S──▶ TlsHandshake | N: plain──▶] Starting ──ReadyForQuery──▶ Setsession ──last ok──▶ Ready
-///                       │  ▲                     │                            │                     │
-///                       │  └──next target────────┤                            │                     │
-///                       └────────────────────────┴────── failure ─────────────┴─────────────────────┴──▶ Closed
-///   Closed ──connect──▶ Connecting (a reconnect keeps listeners, types and options)
+///                       │  ▲                     │                      (probing) │             (error) │             (retire)
+///                       │  └──next attempt───────┤                                │                     │
+///                       └────────────────────────┴────── the walk gives up ───────┴─────────────────────┴──▶ Closed (connect_error)
+///   Ready ──lost, closed or retired──▶ Closed        Closed ──connect──▶ Connecting (a reconnect keeps listeners, types and options)
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
+#[derive(Debug)]
+enum Phase {
     New,
+    /// A name lookup or the socket's connect is under way.
     Connecting,
     /// The SSLRequest is sent; the server's one-byte answer is awaited.
     SslRequest,
@@ -228,6 +266,48 @@ pub(crate) enum Phase {
     TlsHandshake,
     /// Startup and authentication; then, for target_session_attrs on a server that did not
     /// report enough (before 14), its answer to libpq's question.
+    Starting {
+        /// The question in flight, with what was known before it.
+        probing: Option<(Probe, ServerState)>,
+    },
+    /// The setsession statements run; the first failure fails the connect.
+    Setsession {
+        error: Option<Error>,
+    },
+    Ready {
+        /// The server stopped fitting target_session_attrs (a ParameterStatus change): the
+        /// connection is closed as soon as nothing is in flight.
+        retire: Option<Error>,
+    },
+    Closed {
+        /// Why the last connect failed (None: it closed once ready): what a request made on
+        /// the closed connection is told.
+        connect_error: Option<Error>,
+    },
+}
+
+impl Phase {
+    fn stage(&self) -> Stage {
+        match self {
+            Phase::New => Stage::New,
+            Phase::Connecting => Stage::Connecting,
+            Phase::SslRequest => Stage::SslRequest,
+            Phase::TlsHandshake => Stage::TlsHandshake,
+            Phase::Starting { .. } => Stage::Starting,
+            Phase::Setsession { .. } => Stage::Setsession,
+            Phase::Ready { .. } => Stage::Ready,
+            Phase::Closed { .. } => Stage::Closed,
+        }
+    }
+}
+
+/// The session's [`Phase`] without its data, for drivers and operations to compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    New,
+    Connecting,
+    SslRequest,
+    TlsHandshake,
     Starting,
     Setsession,
     Ready,
@@ -237,24 +317,11 @@ pub(crate) enum Phase {
 /// A wake-up from another thread: the driver brings the session's news to its own thread.
 pub(crate) type Notify = std::sync::Arc<dyn Fn() + Send + Sync>;
 
-/// A name lookup under way for one target.
-struct Resolving {
-    answer: std::sync::mpsc::Receiver<io::Result<Vec<std::net::SocketAddr>>>,
-    target: Target,
-    second_try: bool,
-}
-
 /// What a request on a closed connection is told, before the cause.
 const CLOSED: &str = "the connection is closed";
 
 /// How long a cancelled request may take to be answered before the connection is given up.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
-
-thread_local! {
-    /// One read buffer per thread: connections read into it in turn, so an idle connection
-    /// holds no read buffer of its own beyond what the protocol core keeps.
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 256 * 1024]);
-}
 
 /// See the module documentation.
 pub(crate) struct Session {
@@ -271,23 +338,8 @@ pub(crate) struct Session {
 
     // One connect attempt and what it established.
     phase: Phase,
-    targets: VecDeque<Target>,
-    /// Every target of this connect, for prefer-standby's second pass.
-    all_targets: Vec<Target>,
-    /// prefer-standby's first pass: only a standby will do.
-    standby_pass: bool,
-    /// An authentication failure: libpq tries no further host.
-    stop_walk: bool,
-    /// One line per failed attempt, `host:port: why`, for the final error.
-    attempts: Vec<String>,
-    /// The server stopped fitting target_session_attrs (a ParameterStatus change): the
-    /// connection is closed as soon as nothing is in flight.
-    retire: Option<Error>,
-    /// A question on target_session_attrs in flight to a server that did not report enough
-    /// at startup (before 14), with what was known before it.
-    probing: Option<(Probe, ServerState)>,
-    /// A host name being looked up on a helper thread (never on the loop's thread).
-    resolving: Option<Resolving>,
+    /// The connect walk: the attempts listed, the one under way, the lookup.
+    walk: Walk,
     /// Tells the driver, from the lookup thread, that a lookup finished (None: the driver
     /// polls, see `is_resolving`).
     pub(crate) notify: Option<Notify>,
@@ -297,40 +349,21 @@ pub(crate) struct Session {
     refused_params: Vec<String>,
     credentials: Credentials,
     connect_timeout: Option<Duration>,
-    connect_deadline: Option<Instant>,
     max_message_size: usize,
     setsession: Vec<String>,
-    socket: Option<Socket>,
-    /// The TLS session over `socket`, once the server said `S`.
-    #[cfg(feature = "tls")]
-    tls: Option<Box<rustls::ClientConnection>>,
-    /// How the current attempt uses TLS (kept once TLS is up: cancel requests use it too).
-    #[cfg(feature = "tls")]
-    plan: Option<tls::Plan>,
-    /// The target being tried, and whether this is sslmode=allow's second (TLS) try of it.
-    target: Option<(Target, bool)>,
-    socket_generation: u64,
+    /// The socket and the TLS session over it.
+    transport: Transport,
     proto: Option<Protocol>,
     waiters: VecDeque<Pending>,
     /// Requests made before the connection was ready; sent after setsession.
-    held: VecDeque<(Request, Waiter)>,
-    /// A timed-out request still unanswered must be answered by then, or the connection
-    /// is given up (the server or the network is gone).
-    discard_deadline: Option<Instant>,
-    /// Where the socket is connected: the CancelRequest goes to the same place.
-    peer: Option<Peer>,
+    held: VecDeque<(Request, Recipient)>,
+    /// Every instant the session must be woken at, but the requests' own (on `waiters`).
+    deadlines: Deadlines,
     /// Requests answered so far: the oldest in flight is number `answered`.
     answered: u64,
-    /// The socket refused a write (its buffer is full) and no writable event came since.
-    write_blocked: bool,
     /// How many waiters are `Discard` (timed out, answer still to come).
     discards: usize,
     actions: Vec<Action>,
-    last_error: Option<Error>,
-    setsession_error: Option<Error>,
-    /// Why the last connect failed, while no connect has been started since: what a request
-    /// made on the closed connection is told.
-    connect_error: Option<Error>,
     config: Option<Config>,
     /// The `now` of the latest call that passed one: the clock of requests released by a
     /// connect, whose query_timeout starts when the connection became ready.
@@ -360,40 +393,21 @@ impl Session {
             identity: Rc::new(()),
             server_version: None,
             phase: Phase::New,
-            targets: VecDeque::new(),
-            all_targets: Vec::new(),
-            standby_pass: false,
-            stop_walk: false,
-            attempts: Vec::new(),
-            retire: None,
-            probing: None,
-            resolving: None,
+            walk: Walk::default(),
             notify: None,
             startup_params: Vec::new(),
             refused_params: Vec::new(),
             credentials: Credentials::default(),
             connect_timeout: None,
-            connect_deadline: None,
             setsession: Vec::new(),
-            socket: None,
-            #[cfg(feature = "tls")]
-            tls: None,
-            #[cfg(feature = "tls")]
-            plan: None,
-            target: None,
-            socket_generation: 0,
+            transport: Transport::default(),
             proto: None,
             waiters: VecDeque::new(),
             held: VecDeque::new(),
-            discard_deadline: None,
-            peer: None,
+            deadlines: Deadlines::default(),
             answered: 0,
-            write_blocked: false,
             discards: 0,
             actions: Vec::new(),
-            last_error: None,
-            setsession_error: None,
-            connect_error: None,
             config: None,
             now: None,
         }
@@ -411,14 +425,14 @@ impl Session {
         &self.options
     }
 
-    /// The phase of the session.
-    pub(crate) fn phase(&self) -> Phase {
-        self.phase
+    /// Where the session stands.
+    pub(crate) fn stage(&self) -> Stage {
+        self.phase.stage()
     }
 
     /// Whether the session is closed or was never opened.
     pub(crate) fn is_closed(&self) -> bool {
-        matches!(self.phase, Phase::New | Phase::Closed)
+        matches!(self.stage(), Stage::New | Stage::Closed)
     }
 
     /// The type registry, shared with the protocol core.
@@ -433,7 +447,7 @@ impl Session {
 
     /// Whether `owner` is the current server session of this connection.
     pub(crate) fn is_current(&self, owner: &Weak<()>) -> bool {
-        self.phase == Phase::Ready && std::ptr::eq(owner.as_ptr(), Rc::as_ptr(&self.identity))
+        self.stage() == Stage::Ready && std::ptr::eq(owner.as_ptr(), Rc::as_ptr(&self.identity))
     }
 
     /// The server version as libpq reports it, once connected.
@@ -444,10 +458,10 @@ impl Session {
     /// Where the current connection went (libpq's PQhost / PQport): the host as given (or the
     /// socket directory), and the port. `None` until a connect succeeded.
     pub(crate) fn reached(&self) -> Option<(String, u16)> {
-        if !matches!(self.phase, Phase::Ready | Phase::Setsession) {
+        if !matches!(self.stage(), Stage::Ready | Stage::Setsession) {
             return None;
         }
-        match &self.target.as_ref()?.0 {
+        match &self.walk.current()?.target {
             Target::Tcp { host, port, .. } => Some((host.clone(), *port)),
             Target::Unix { path, port } => Some((
                 path.parent()
@@ -495,21 +509,19 @@ impl Session {
 
     /// The socket to register for readable and writable events, while there is one.
     pub(crate) fn source(&mut self) -> Option<&mut Socket> {
-        self.socket.as_mut()
+        self.transport.source()
     }
 
     /// Changes whenever the socket is replaced or dropped: the driver re-registers then.
     pub(crate) fn socket_generation(&self) -> u64 {
-        self.socket_generation
+        self.transport.generation()
     }
 
     /// The earliest instant at which [`Session::handle_timeout`] must be called.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let head = self.waiters.front().and_then(|p| p.deadline);
-        [self.connect_deadline, head, self.discard_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        let Deadlines { connect, discard } = self.deadlines;
+        [connect, head, discard].into_iter().flatten().min()
     }
 
     /// A number naming the oldest request in flight (the one a cancel would hit), if any.
@@ -519,7 +531,7 @@ impl Session {
 
     /// Where the socket is connected, for a CancelRequest.
     pub(crate) fn peer(&self) -> Option<&Peer> {
-        self.peer.as_ref()
+        self.transport.peer()
     }
 
     /// Requests sent and not yet answered, plus requests held until the connection is ready.
@@ -530,38 +542,21 @@ impl Session {
     /// Whether there are bytes to write now: some are queued and the socket did not say it
     /// is full (then the next writable event flushes them).
     pub(crate) fn wants_write(&self) -> bool {
-        if self.write_blocked {
-            return false;
-        }
-        #[cfg(feature = "tls")]
-        if self.tls.as_ref().is_some_and(|t| t.wants_write()) {
-            return true;
-        }
-        self.proto
-            .as_ref()
-            .is_some_and(|p| p.wants_write() && !p.holds_for_batch())
+        self.transport.wants_write(self.proto.as_ref())
     }
 
     /// Whether the connection runs over TLS (libpq's `PQsslInUse`).
     pub(crate) fn ssl_in_use(&self) -> bool {
-        #[cfg(feature = "tls")]
-        if let Some(t) = &self.tls {
-            return self.phase == Phase::Ready && !t.is_handshaking();
-        }
-        false
+        self.stage() == Stage::Ready && self.transport.tls_up()
     }
 
     /// libpq's `PQsslAttribute`: "library", "protocol", "cipher", "key_bits", "compression",
     /// "alpn".
     pub(crate) fn ssl_attribute(&self, name: &str) -> Option<String> {
-        #[cfg(feature = "tls")]
-        if let Some(t) = &self.tls {
-            if self.ssl_in_use() {
-                return tls::attribute(t, name);
-            }
+        if !self.ssl_in_use() {
+            return None;
         }
-        let _ = name;
-        None
+        self.transport.ssl_attribute(name)
     }
 
     /// Everything a CancelRequest needs: where, the backend's key, the request it would hit
@@ -585,141 +580,10 @@ impl Session {
 
     /// What a cancel request needs to go over TLS, when this connection is TLS.
     pub(crate) fn cancel_tls(&self) -> Option<crate::cancel::TlsCancel> {
-        #[cfg(feature = "tls")]
-        if let (true, Some(tls::Plan::Tls { config, name, .. })) = (self.ssl_in_use(), &self.plan) {
-            return Some(crate::cancel::TlsCancel {
-                config: config.clone(),
-                name: name.clone(),
-            });
+        if !self.ssl_in_use() {
+            return None;
         }
-        None
-    }
-
-    /// Whether the current attempt starts with an SSLRequest.
-    fn wants_tls(&self) -> bool {
-        #[cfg(feature = "tls")]
-        if matches!(self.plan, Some(tls::Plan::Tls { .. })) {
-            return true;
-        }
-        false
-    }
-
-    /// Whether the current attempt starts TLS at once (sslnegotiation=direct).
-    fn wants_direct_tls(&self) -> bool {
-        #[cfg(feature = "tls")]
-        if matches!(self.plan, Some(tls::Plan::Tls { direct: true, .. })) {
-            return true;
-        }
-        false
-    }
-
-    /// Starts the TLS handshake of this attempt's plan.
-    #[cfg(feature = "tls")]
-    fn start_tls(&mut self) -> Result<(), Error> {
-        let Some(tls::Plan::Tls {
-            config, name, mode, ..
-        }) = &self.plan
-        else {
-            return Err(Error::connection("no TLS plan for this attempt"));
-        };
-        let conn = rustls::ClientConnection::new(config.clone(), name.clone())
-            .map_err(|e| Error::connection(format!("could not start TLS: {e}")))?;
-        self.tls = Some(Box::new(conn));
-        log::debug!("TLS handshake (sslmode {})", mode.as_str());
-        self.phase = Phase::TlsHandshake;
-        Ok(())
-    }
-
-    #[cfg(not(feature = "tls"))]
-    fn start_tls(&mut self) -> Result<(), Error> {
-        Err(Error::connection(
-            "TLS support is not compiled in (feature \"tls\")",
-        ))
-    }
-
-    /// Writes the SSLRequest: eight bytes on a fresh socket, which one write takes whole.
-    fn send_ssl_request(&mut self) -> Result<(), Error> {
-        let socket = self
-            .socket
-            .as_mut()
-            .ok_or_else(|| Error::connection("no socket"))?;
-        let mut req = bytes::BytesMut::with_capacity(8);
-        postgres_protocol::message::frontend::ssl_request(&mut req);
-        match socket.write(&req) {
-            Ok(8) => {
-                self.phase = Phase::SslRequest;
-                Ok(())
-            }
-            Ok(_) => Err(Error::connection(
-                "could not send the SSL negotiation packet whole",
-            )),
-            Err(e) => Err(Error::io("could not send SSL negotiation packet", e)),
-        }
-    }
-
-    /// Runs the TLS handshake as far as the socket allows; true once it is complete, the
-    /// channel binding data taken from the server's certificate and the protocol started.
-    #[cfg(feature = "tls")]
-    fn drive_handshake(&mut self) -> Result<bool, Error> {
-        let (Some(socket), Some(conn)) = (self.socket.as_mut(), self.tls.as_mut()) else {
-            return Err(Error::connection("no TLS session"));
-        };
-        let direct = matches!(self.plan, Some(tls::Plan::Tls { direct: true, .. }));
-        match tls::drive_handshake(socket, conn, direct)? {
-            tls::Handshake::Blocked { on_write } => {
-                self.write_blocked |= on_write;
-                Ok(false)
-            }
-            tls::Handshake::Done { server_cert } => {
-                // SCRAM-SHA-256-PLUS binds the login to this server certificate.
-                if let Some(der) = server_cert {
-                    self.credentials.set_server_certificate(&der)?;
-                }
-                self.start_protocol();
-                Ok(true)
-            }
-        }
-    }
-
-    #[cfg(not(feature = "tls"))]
-    fn drive_handshake(&mut self) -> Result<bool, Error> {
-        Err(Error::connection(
-            "TLS support is not compiled in (feature \"tls\")",
-        ))
-    }
-
-    /// Reads the server's answer to the SSLRequest. `Ok(None)`: nothing yet.
-    #[cfg(not(feature = "tls"))]
-    fn read_ssl_answer(&mut self) -> Result<Option<()>, Error> {
-        Err(Error::connection(
-            "TLS support is not compiled in (feature \"tls\")",
-        ))
-    }
-
-    /// Reads the server's answer to the SSLRequest and starts TLS (`S`) or plain text (`N`,
-    /// when the sslmode allows it). `Ok(None)`: nothing yet.
-    #[cfg(feature = "tls")]
-    fn read_ssl_answer(&mut self) -> Result<Option<()>, Error> {
-        let socket = self
-            .socket
-            .as_mut()
-            .ok_or_else(|| Error::connection("no socket"))?;
-        let (fallback, mode) = match &self.plan {
-            Some(tls::Plan::Tls { fallback, mode, .. }) => (*fallback, *mode),
-            _ => return Err(Error::connection("no TLS plan for this attempt")),
-        };
-        match tls::read_ssl_answer(socket, fallback, mode)? {
-            None => Ok(None),
-            Some(tls::SslAnswer::Tls) => {
-                self.start_tls()?;
-                Ok(Some(()))
-            }
-            Some(tls::SslAnswer::Plain) => {
-                self.plan = None;
-                self.start_protocol();
-                Ok(Some(()))
-            }
-        }
+        self.transport.cancel_tls()
     }
 
     // ---- mutators ----
@@ -764,431 +628,12 @@ impl Session {
         }
     }
 
-    /// Starts connecting (or reconnecting) to the first target of the connection string.
-    /// Failures are reported as `Action::Connected(Err(..))`, never returned, so that every
-    /// caller sees them the same way. Listeners, types and options carry over; LISTEN is
-    /// issued again for every listener after setsession.
-    pub(crate) fn connect(&mut self, now: Instant) {
-        self.now = Some(now);
-        self.phase = Phase::Connecting;
-        self.targets.clear();
-        self.last_error = None;
-        self.setsession_error = None;
-        self.connect_error = None;
-        self.discard_deadline = None;
-        self.discards = 0;
-        self.setsession = self.options.setsession.clone();
-        let mut channels: Vec<&String> = self.listeners.keys().collect();
-        channels.sort();
-        for channel in channels {
-            self.setsession
-                .push(format!("LISTEN {}", ops::quote_ident(channel)));
-        }
-        let config = match &self.options.config {
-            Some(c) => Ok(c.clone()),
-            None => Config::parse(&self.dsn),
-        };
-        let config = match config {
-            Ok(c) => c,
-            Err(e) => return self.finish_connect(Err(e)),
-        };
-        self.startup_params = config.startup_params();
-        crate::types::pin_text_styles(&mut self.startup_params);
-        let refused = &self.refused_params;
-        self.startup_params.retain(|(k, _)| !refused.contains(k));
-        self.credentials = Credentials {
-            user: config.get_user().unwrap_or_default().to_owned(),
-            password: None,
-            channel_binding: config.get_tls().channel_binding(),
-            tls_server_end_point: None,
-        };
-        self.connect_timeout = self
-            .options
-            .connect_timeout
-            .or(config.get_connect_timeout());
-        match config.targets() {
-            Ok(mut t) => {
-                if config.get_load_balance_hosts() == crate::conninfo::LoadBalanceHosts::Random {
-                    shuffle(&mut t);
-                }
-                self.all_targets = t.clone();
-                self.targets = t.into();
-            }
-            Err(e) => return self.finish_connect(Err(e)),
-        }
-        self.standby_pass = config.get_target_session_attrs() == TargetSessionAttrs::PreferStandby;
-        self.stop_walk = false;
-        self.attempts.clear();
-        self.retire = None;
-        self.config = Some(config);
-        self.next_target(now);
-    }
-
-    /// Tries the next target; reports the last error when none is left.
-    fn next_target(&mut self, now: Instant) {
-        loop {
-            if self.targets.is_empty() && self.standby_pass && !self.stop_walk {
-                // prefer-standby: no standby answered, so any server will do now.
-                self.standby_pass = false;
-                self.targets = self.all_targets.clone().into();
-            }
-            let Some(target) = self.targets.pop_front() else {
-                self.reset_transport();
-                let err = self
-                    .last_error
-                    .take()
-                    .unwrap_or_else(|| Error::connection("no host to connect to"));
-                let err = if self.attempts.len() > 1 {
-                    // Name every place tried, as libpq does; keep the last SQLSTATE.
-                    let mut e = Error::connection(format!(
-                        "could not connect to any of {} servers tried:\n  {}",
-                        self.attempts.len(),
-                        self.attempts.join("\n  ")
-                    ));
-                    if let Some(code) = err.code() {
-                        e = e.with_code(code);
-                    }
-                    e
-                } else {
-                    err
-                };
-                self.finish_connect(Err(err));
-                return;
-            };
-            if self.open_target(target, false, now) {
-                return;
-            }
-        }
-    }
-
-    /// Drops the socket, the TLS session and the protocol core of an attempt.
-    fn reset_transport(&mut self) {
-        // A lookup still running answers into a dropped channel.
-        self.resolving = None;
-        self.socket = None;
-        #[cfg(feature = "tls")]
-        {
-            self.tls = None;
-            self.plan = None;
-        }
-        self.drop_proto();
-        self.socket_generation += 1;
-    }
-
-    /// Opens a socket to `target` (its first address; the others are queued next). False
-    /// when that failed, with the reason in `last_error`.
-    fn open_target(&mut self, target: Target, second_try: bool, now: Instant) -> bool {
-        self.reset_transport();
-        // The password file is read per host, as libpq does.
-        self.credentials.password = self
-            .config
-            .as_ref()
-            .and_then(|c| c.password_for(&target))
-            .map(String::into_bytes);
-        if let Some(p) = &self.options.password {
-            self.credentials.password = Some(p.clone().into_bytes());
-        }
-        self.credentials.tls_server_end_point = None;
-        #[cfg(feature = "tls")]
-        {
-            let planned = match (&target, self.config.as_ref()) {
-                // Unix sockets ignore sslmode, as libpq.
-                (Target::Tcp { host, .. }, Some(config)) => tls::plan(config, host, second_try),
-                _ => Ok(tls::Plan::Plain),
-            };
-            match planned {
-                Ok(p) => self.plan = Some(p),
-                Err(e) => {
-                    self.note_failure(&target, e);
-                    return false;
-                }
-            }
-        }
-        self.target = Some((target.clone(), second_try));
-        let tcp = self
-            .config
-            .as_ref()
-            .map(transport::TcpSettings::from_config)
-            .unwrap_or_default();
-        if let Target::Tcp {
-            host,
-            addr: None,
-            port,
-        } = &target
-        {
-            if host.parse::<std::net::IpAddr>().is_err() {
-                return self.start_lookup(target.clone(), host.clone(), *port, second_try, now);
-            }
-        }
-        match open(&target, &tcp) {
-            Ok((socket, peer)) => {
-                self.peer = Some(peer);
-                self.socket = Some(socket);
-                self.write_blocked = false;
-                self.phase = Phase::Connecting;
-                self.connect_deadline = self.connect_timeout.map(|t| now + t);
-                true
-            }
-            Err(e) => {
-                log::debug!("connecting to {target:?} failed: {e}");
-                self.note_failure(&target, e);
-                false
-            }
-        }
-    }
-
-    /// One attempt at `target` failed: its line for the final error, and the error itself.
-    fn note_failure(&mut self, target: &Target, e: Error) {
-        self.attempts.push(attempt_line(target, &e));
-        self.last_error = Some(e);
-    }
-
-    /// The line for the final error of the attempt under way failing with `e`.
-    fn note_attempt(&mut self, e: &Error) {
-        if let Some((target, _)) = &self.target {
-            self.attempts.push(attempt_line(target, e));
-        }
-    }
-
-    /// Looks `host` up on a helper thread; the connect deadline covers the lookup. True: the
-    /// attempt is under way (its outcome comes through `poll_resolved`).
-    fn start_lookup(
-        &mut self,
-        target: Target,
-        host: String,
-        port: u16,
-        second_try: bool,
-        now: Instant,
-    ) -> bool {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let notify = self.notify.clone();
-        let spawned = std::thread::Builder::new()
-            .name("momoko-resolve".into())
-            .spawn(move || {
-                use std::net::ToSocketAddrs;
-                let r = (host.as_str(), port)
-                    .to_socket_addrs()
-                    .map(Iterator::collect);
-                if tx.send(r).is_ok() {
-                    if let Some(n) = notify {
-                        n();
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            let e = Error::io("could not start a name lookup", e);
-            self.note_failure(&target, e);
-            return false;
-        }
-        self.resolving = Some(Resolving {
-            answer: rx,
-            target,
-            second_try,
-        });
-        self.phase = Phase::Connecting;
-        self.connect_deadline = self.connect_timeout.map(|t| now + t);
-        true
-    }
-
-    /// Whether a name lookup is under way (a driver without a cross-thread wake-up polls
-    /// `poll_resolved` while it is).
-    pub(crate) fn is_resolving(&self) -> bool {
-        self.resolving.is_some()
-    }
-
-    /// Takes a finished name lookup: connects to its first address (the others queued next,
-    /// shuffled under load_balance_hosts=random), or fails the attempt.
-    pub(crate) fn poll_resolved(&mut self, now: Instant) {
-        self.now = Some(now);
-        let Some(r) = &self.resolving else { return };
-        let answer = match r.answer.try_recv() {
-            Ok(a) => a,
-            Err(std::sync::mpsc::TryRecvError::Empty) => return,
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                Err(io::Error::other("the name lookup thread ended"))
-            }
-        };
-        let Some(Resolving {
-            target, second_try, ..
-        }) = self.resolving.take()
-        else {
-            return;
-        };
-        let Target::Tcp { host, port, .. } = &target else {
-            return;
-        };
-        let mut addrs = match answer {
-            Ok(a) if !a.is_empty() => a,
-            Ok(_) => {
-                let e = Error::connection(format!("host name {host:?} has no address"));
-                self.target = Some((target, second_try));
-                return self.attempt_failed(e, now);
-            }
-            Err(e) => {
-                let e = Error::io(&format!("could not translate host name {host:?}"), e);
-                self.target = Some((target, second_try));
-                return self.attempt_failed(e, now);
-            }
-        };
-        if self.config.as_ref().is_some_and(|c| {
-            c.get_load_balance_hosts() == crate::conninfo::LoadBalanceHosts::Random
-        }) {
-            shuffle(&mut addrs);
-        }
-        let mut each = addrs.into_iter().map(|a| Target::Tcp {
-            host: host.clone(),
-            addr: Some(a.ip()),
-            port: *port,
-        });
-        let first = each.next().expect("not empty");
-        for (i, t) in each.enumerate() {
-            self.targets.insert(i, t);
-        }
-        if !self.open_target(first, second_try, now) {
-            self.next_target(now);
-        }
-        self.process_events(now);
-    }
-
-    /// The attempt failed before the connection was established: sslmode=allow tries the
-    /// same target again over TLS when the server refused plain text; else the next target.
-    fn attempt_failed(&mut self, e: Error, now: Instant) {
-        // A pooler that knows no IntervalStyle (PgBouncer before 1.20 refuses any startup
-        // parameter it does not track): the styles are ours to pin, not the caller's, so
-        // the same target is tried again without it, and so are later connects.
-        if let Some(name) = refused_pin(&e) {
-            if let Some(i) = self.startup_params.iter().position(|(k, _)| *k == name) {
-                log::info!("the server refuses the startup parameter {name}; not sending it");
-                self.startup_params.remove(i);
-                self.refused_params.push(name);
-                if let Some((target, second_try)) = self.target.clone() {
-                    if self.open_target(target, second_try, now) {
-                        return;
-                    }
-                    return self.next_target(now);
-                }
-            }
-        }
-        #[cfg(feature = "tls")]
-        {
-            // allow: plain text refused, try TLS; prefer: the TLS session refused (not a
-            // failed handshake: the server's own error), try plain text. As libpq.
-            let mode = self.config.as_ref().map(|c| c.get_ssl_mode());
-            let retry = match mode {
-                Some(crate::conninfo::SslMode::Allow) => self.tls.is_none(),
-                Some(crate::conninfo::SslMode::Prefer) => self.tls.is_some(),
-                _ => false,
-            };
-            if retry && e.as_db_error().is_some() {
-                if let Some((target, false)) = self.target.clone() {
-                    if matches!(target, Target::Tcp { .. }) {
-                        self.last_error = Some(e);
-                        if self.open_target(target, true, now) {
-                            return;
-                        }
-                        return self.next_target(now);
-                    }
-                }
-            }
-        }
-        self.note_attempt(&e);
-        // The server refused these credentials: libpq tries no further host.
-        if e.code().is_some_and(|c| c.starts_with("28")) {
-            self.stop_walk = true;
-            self.targets.clear();
-        }
-        self.last_error = Some(e);
-        self.next_target(now);
-    }
-
-    /// Whether the server just connected to fits target_session_attrs, given what is known
-    /// of it (`known`: what it reported, plus the answers to questions asked).
-    fn check_target(&self, known: ServerState) -> Fit {
-        let Some(config) = self.config.as_ref() else {
-            return Fit::Fits;
-        };
-        let want = match config.get_target_session_attrs() {
-            TargetSessionAttrs::PreferStandby if self.standby_pass => TargetSessionAttrs::Standby,
-            TargetSessionAttrs::PreferStandby => TargetSessionAttrs::Any,
-            w => w,
-        };
-        target::decide(want, known)
-    }
-
-    /// What the server reported of itself at startup (PostgreSQL 14 and later).
-    fn reported_state(&self) -> ServerState {
-        ServerState::reported(|name| self.parameter(name).map(str::to_owned))
-    }
-
-    /// Accepts or leaves the server just connected to; one that did not say enough is asked
-    /// first, on the same connection, as libpq asks (the answer comes back through
-    /// `take_probe_answer`).
-    fn judge_target(&mut self, known: ServerState, now: Instant) {
-        match self.check_target(known) {
-            Fit::Fits => self.on_connected(),
-            Fit::Refused(e) => self.leave_target(e, now),
-            Fit::Ask(probe) => {
-                let query = probe.query().to_owned();
-                let Some(proto) = self.proto.as_mut() else {
-                    return;
-                };
-                match proto.send(Request::Simple { query }) {
-                    Ok(()) => {
-                        self.probing = Some((probe, known));
-                        self.flush();
-                    }
-                    Err(e) => self.leave_target(e, now),
-                }
-            }
-        }
-    }
-
-    /// The answer to the question of `judge_target`, then the decision made again with it.
-    fn take_probe_answer(
-        &mut self,
-        probe: Probe,
-        mut known: ServerState,
-        answer: Result<Response, Error>,
-        now: Instant,
-    ) {
-        let learnt = match answer {
-            Ok(Response::Query(result)) => {
-                let value = match result.rows.as_slice() {
-                    [row] => row.get_raw(0).and_then(|v| std::str::from_utf8(v).ok()),
-                    _ => None,
-                };
-                probe.learn(value, &mut known)
-            }
-            Ok(other) => Err(Error::connection(format!(
-                "\"{}\" failed: unexpected answer {other:?}",
-                probe.query()
-            ))),
-            Err(e) => Err(Error::connection(format!(
-                "\"{}\" failed: {}",
-                probe.query(),
-                e.without_kind()
-            ))),
-        };
-        match learnt {
-            Ok(()) => self.judge_target(known, now),
-            Err(e) => self.leave_target(e, now),
-        }
-    }
-
-    /// Not the kind of server asked for (or it could not say): leave it politely, try the
-    /// next target.
-    fn leave_target(&mut self, e: Error, now: Instant) {
-        if let Some(p) = self.proto.as_mut() {
-            p.terminate(e.clone());
-        }
-        self.flush();
-        self.attempt_failed(e, now);
-    }
-
     /// Drops the protocol core, handing whatever user code it still holds to the driver.
     fn drop_proto(&mut self) {
         // A question to this server dies with its connection.
-        self.probing = None;
+        if let Phase::Starting { probing } = &mut self.phase {
+            *probing = None;
+        }
         if let Some(mut p) = self.proto.take() {
             while p.poll_event().is_some() {}
             for src in p.take_spent_sources() {
@@ -1200,8 +645,8 @@ impl Session {
     fn finish_connect(&mut self, result: Result<(), Error>) {
         match &result {
             Ok(()) => {
-                self.phase = Phase::Ready;
-                self.connect_deadline = None;
+                self.phase = Phase::Ready { retire: None };
+                self.deadlines.connect = None;
                 // A new server session: statements of the last one are gone.
                 self.identity = Rc::new(());
                 self.cache.clear();
@@ -1212,17 +657,11 @@ impl Session {
                 }
             }
             Err(e) => {
-                self.phase = Phase::Closed;
-                self.connect_error = Some(e.clone());
-                self.connect_deadline = None;
-                if let Some(s) = self.socket.take() {
-                    s.shutdown();
-                }
-                #[cfg(feature = "tls")]
-                {
-                    self.tls = None;
-                }
-                self.socket_generation += 1;
+                self.phase = Phase::Closed {
+                    connect_error: Some(e.clone()),
+                };
+                self.deadlines.connect = None;
+                self.transport.shut_down();
                 let e = e.clone();
                 for (req, waiter) in std::mem::take(&mut self.held) {
                     self.actions.push(Action::Release(Box::new(req)));
@@ -1236,12 +675,12 @@ impl Session {
         self.actions.push(Action::Connected(result));
     }
 
-    fn fail_waiter(&mut self, waiter: Waiter, e: Error) {
+    fn fail_waiter(&mut self, waiter: Recipient, e: Error) {
         match waiter {
-            Waiter::User(cb) | Waiter::CopyOut(cb, _) => {
+            Recipient::User(cb) | Recipient::CopyOut(cb, _) => {
                 self.actions.push(Action::Complete(cb, Err(e)))
             }
-            Waiter::Setsession { .. } | Waiter::Discard => {}
+            Recipient::Setsession { .. } | Recipient::Discard => {}
         }
     }
 
@@ -1251,7 +690,7 @@ impl Session {
         if now.is_some() {
             self.now = now;
         }
-        self.send(req, Waiter::User(cb), now);
+        self.send(req, Recipient::User(cb), now);
     }
 
     /// Queues a COPY TO STDOUT; its data goes to `sink` as it arrives.
@@ -1262,25 +701,29 @@ impl Session {
         cb: Callback,
         now: Option<Instant>,
     ) {
-        self.send(req, Waiter::CopyOut(cb, sink), now);
+        self.send(req, Recipient::CopyOut(cb, sink), now);
     }
 
     /// `now` starts the request's query_timeout; `None` for requests released after the
     /// connect (their clock starts then, from the connect's own `now`).
-    fn send(&mut self, req: Request, waiter: Waiter, now: Option<Instant>) {
-        match self.phase {
-            Phase::Ready => {}
-            Phase::New => {
+    fn send(&mut self, req: Request, waiter: Recipient, now: Option<Instant>) {
+        match self.stage() {
+            Stage::Ready => {}
+            Stage::New => {
                 self.actions.push(Action::Release(Box::new(req)));
                 let e = Error::usage("the connection is not connected: call connect() first");
                 self.fail_waiter(waiter, e);
                 return;
             }
-            Phase::Closed => {
+            Stage::Closed => {
                 self.actions.push(Action::Release(Box::new(req)));
                 let closed_by = self.proto.as_ref().and_then(|p| p.close_error().cloned());
                 // The cause once, never "closed" twice (see error.rs's rule).
-                let e = match (&self.connect_error, closed_by) {
+                let connect_error = match &self.phase {
+                    Phase::Closed { connect_error } => connect_error.as_ref(),
+                    _ => None,
+                };
+                let e = match (connect_error, closed_by) {
                     (Some(cause), _) => Error::caused_by(
                         ErrorKind::Connection,
                         "the connection failed to connect",
@@ -1296,7 +739,7 @@ impl Session {
                 self.fail_waiter(waiter, e);
                 return;
             }
-            _ if !matches!(waiter, Waiter::Setsession { .. }) => {
+            _ if !matches!(waiter, Recipient::Setsession { .. }) => {
                 self.held.push_back((req, waiter));
                 return;
             }
@@ -1309,7 +752,7 @@ impl Session {
         match proto.send(req) {
             Ok(()) => {
                 let deadline = match waiter {
-                    Waiter::User(_) | Waiter::CopyOut(..) => self
+                    Recipient::User(_) | Recipient::CopyOut(..) => self
                         .options
                         .query_timeout
                         .zip(now.or(self.now))
@@ -1335,56 +778,10 @@ impl Session {
     ) {
         self.now = Some(now);
         if writable {
-            self.write_blocked = false;
+            self.transport.set_writable();
         }
-        if self.phase == Phase::Connecting {
-            if !(writable || error || readable) {
-                return;
-            }
-            let Some(socket) = self.socket.as_ref() else {
-                return;
-            };
-            let state = match socket.take_error() {
-                Ok(Some(e)) | Err(e) => Err(e),
-                Ok(None) => socket.is_connected(),
-            };
-            match state {
-                Ok(true) => {
-                    if !self.wants_tls() {
-                        self.start_protocol();
-                    } else if self.wants_direct_tls() {
-                        if let Err(e) = self.start_tls() {
-                            return self.attempt_failed(e, now);
-                        }
-                    } else if let Err(e) = self.send_ssl_request() {
-                        return self.attempt_failed(e, now);
-                    } else {
-                        return self.handle_ready(readable, false, error, read_closed, now);
-                    }
-                }
-                Ok(false) => return, // spurious: the handshake is still going
-                Err(e) => {
-                    return self
-                        .attempt_failed(Error::io("could not connect to the server", e), now)
-                }
-            }
-        }
-        if self.phase == Phase::SslRequest {
-            if !(readable || error) {
-                return;
-            }
-            match self.read_ssl_answer() {
-                Ok(None) => return, // not yet
-                Ok(Some(())) => {}
-                Err(e) => return self.attempt_failed(e, now),
-            }
-        }
-        if self.phase == Phase::TlsHandshake {
-            match self.drive_handshake() {
-                Ok(false) => return, // not yet
-                Ok(true) => {}
-                Err(e) => return self.attempt_failed(e, now),
-            }
+        if !self.advance_handshake(readable, writable, error, now) {
+            return;
         }
         if self.proto.is_some() {
             if readable || error || read_closed {
@@ -1395,63 +792,30 @@ impl Session {
         }
     }
 
-    fn start_protocol(&mut self) {
-        self.phase = Phase::Starting;
-        let versions = self.config.as_ref().map_or_else(Default::default, |c| {
-            crate::proto::Versions::new(c.get_min_protocol_version(), c.get_max_protocol_version())
-        });
-        let mut proto = Protocol::new(
-            &self.startup_params,
-            self.credentials.clone(),
-            self.max_message_size,
-            versions,
-        );
-        proto.set_types(self.types.clone());
-        self.proto = Some(proto);
-    }
-
     /// Deadlines passed: a connect attempt past its connect_timeout fails (and the next
     /// target is tried); a request past its query_timeout is answered with a Timeout.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
         self.check_query_timeout(now);
-        if let Some(deadline) = self.connect_deadline {
-            if now >= deadline
-                && matches!(
-                    self.phase,
-                    Phase::Connecting | Phase::SslRequest | Phase::TlsHandshake | Phase::Starting
-                )
-            {
-                let t = self.connect_timeout.unwrap_or_default();
-                let e = Error::new(
-                    ErrorKind::Timeout,
-                    format!("connection timed out after {t:?}"),
-                );
-                self.note_attempt(&e);
-                self.last_error = Some(e);
-                self.target = None; // a timeout is no refusal: allow does not retry it
-                self.next_target(now);
-                self.process_events(now);
-            }
-        }
+        self.check_connect_timeout(now);
     }
 
     /// The oldest request is past its query_timeout: its caller gets a Timeout error now,
     /// the server is asked to cancel it, and its answer will be dropped. If no answer comes
     /// within a grace period the connection is given up.
     fn check_query_timeout(&mut self, now: Instant) {
-        if let Some(d) = self.discard_deadline {
+        if let Some(d) = self.deadlines.discard {
             if now >= d
                 && self
                     .waiters
                     .front()
-                    .is_some_and(|p| matches!(p.waiter, Waiter::Discard))
+                    .is_some_and(|p| matches!(p.waiter, Recipient::Discard))
             {
                 let e = Error::new(
                     ErrorKind::Timeout,
                     "the server did not answer a cancelled request: the connection is given up",
                 );
-                self.discard_deadline = None;
+                self.deadlines.discard = None;
                 self.close(e, now);
                 return;
             }
@@ -1466,7 +830,7 @@ impl Session {
             return;
         }
         head.deadline = None;
-        let waiter = std::mem::replace(&mut head.waiter, Waiter::Discard);
+        let waiter = std::mem::replace(&mut head.waiter, Recipient::Discard);
         self.discards += 1;
         let t = self.options.query_timeout.unwrap_or_default();
         let e = Error::new(
@@ -1475,95 +839,29 @@ impl Session {
         )
         .with_code("57014");
         self.fail_waiter(waiter, e);
-        self.discard_deadline = Some(now + CANCEL_GRACE.max(t / 2));
+        self.deadlines.discard = Some(now + CANCEL_GRACE.max(t / 2));
         self.actions.push(Action::Cancel);
     }
 
-    /// Reads what the socket has. The loop is edge-triggered (mio), so every byte that is
-    /// there must be taken now; a read that fills less than the buffer proves the stream
-    /// socket empty for now, and the EAGAIN read that would confirm it is skipped (the next
-    /// byte to arrive raises a new event). With `to_end` (the peer closed, or an error) it
-    /// reads on to the end of the stream, which no further event would announce.
+    /// Reads what the socket has (see `Transport::read`). With `to_end` (the peer closed,
+    /// or an error) it reads on to the end of the stream.
     fn read(&mut self, to_end: bool) {
-        let (Some(socket), Some(proto)) = (self.socket.as_mut(), self.proto.as_mut()) else {
-            return;
-        };
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            #[cfg(feature = "tls")]
-            if let Some(tls) = self.tls.as_mut() {
-                return transport::read_tls(socket, tls, proto, &mut scratch, to_end);
-            }
-            loop {
-                match socket.read(&mut scratch) {
-                    Ok(0) => {
-                        proto.handle_eof(None);
-                        break;
-                    }
-                    Ok(n) => {
-                        proto.handle_input(&scratch[..n]);
-                        if proto.is_closed() || (n < scratch.len() && !to_end) {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        proto.handle_eof(Some(e));
-                        break;
-                    }
-                }
-            }
-        });
+        if let Some(proto) = self.proto.as_mut() {
+            self.transport.read(proto, to_end);
+        }
     }
 
     /// Writes what the protocol has to send, until the socket would block.
     pub(crate) fn flush(&mut self) {
-        let (Some(socket), Some(proto)) = (self.socket.as_mut(), self.proto.as_mut()) else {
-            return;
-        };
-        if proto.holds_for_batch() {
-            #[cfg(feature = "tls")]
-            if let Some(tls) = self.tls.as_mut() {
-                // Records rustls already made still go out.
-                if tls.wants_write() && transport::flush_tls_records(socket, tls, proto) {
-                    self.write_blocked = true;
-                }
-            }
-            return;
-        }
-        #[cfg(feature = "tls")]
-        if let Some(tls) = self.tls.as_mut() {
-            if transport::flush_tls(socket, tls, proto) {
-                self.write_blocked = true;
-            }
-            return;
-        }
-        while proto.wants_write() {
-            match socket.write(proto.transmit_buf()) {
-                Ok(0) => {
-                    proto.handle_eof(None);
-                    break;
-                }
-                Ok(n) => proto.advance_transmit(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Only a writable event can help now: trying again sooner would spin.
-                    self.write_blocked = true;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    proto.handle_eof(Some(e));
-                    break;
-                }
-            }
+        if let Some(proto) = self.proto.as_mut() {
+            self.transport.flush(proto);
         }
     }
 
     /// The COPY source to pull from now, if the COPY being sent has room for more data and
     /// the socket is not full. The driver pulls it with no borrow held.
     pub(crate) fn take_copy_source(&mut self) -> Option<CopySource> {
-        if self.write_blocked {
+        if self.transport.write_blocked() {
             return None;
         }
         self.proto.as_mut()?.take_copy_source()
@@ -1599,8 +897,14 @@ impl Session {
                     let known = self.reported_state();
                     self.judge_target(known, now);
                 }
-                Event::Completed(result) if self.probing.is_some() => {
-                    if let Some((probe, known)) = self.probing.take() {
+                Event::Completed(result)
+                    if matches!(self.phase, Phase::Starting { probing: Some(_) }) =>
+                {
+                    let probing = match &mut self.phase {
+                        Phase::Starting { probing } => probing.take(),
+                        _ => None,
+                    };
+                    if let Some((probe, known)) = probing {
                         self.take_probe_answer(probe, known, result, now);
                     }
                 }
@@ -1610,25 +914,31 @@ impl Session {
                         continue;
                     };
                     self.answered += 1;
-                    if matches!(waiter, Waiter::Discard) {
+                    if matches!(waiter, Recipient::Discard) {
                         self.discards -= 1;
                     }
                     if self.discards == 0 {
-                        self.discard_deadline = None;
+                        self.deadlines.discard = None;
                     }
                     match waiter {
-                        Waiter::Discard => {
+                        Recipient::Discard => {
                             log::debug!("dropped the answer of a timed-out request");
                         }
-                        Waiter::User(cb) | Waiter::CopyOut(cb, _) => {
+                        Recipient::User(cb) | Recipient::CopyOut(cb, _) => {
                             self.actions.push(Action::Complete(cb, result))
                         }
-                        Waiter::Setsession { last } => {
+                        Recipient::Setsession { last } => {
                             if let Err(e) = result {
-                                self.setsession_error.get_or_insert(e);
+                                if let Phase::Setsession { error } = &mut self.phase {
+                                    error.get_or_insert(e);
+                                }
                             }
-                            if last && self.phase == Phase::Setsession {
-                                match self.setsession_error.take() {
+                            if last && self.stage() == Stage::Setsession {
+                                let failed = match &mut self.phase {
+                                    Phase::Setsession { error } => error.take(),
+                                    _ => None,
+                                };
+                                match failed {
                                     None => self.finish_connect(Ok(())),
                                     Some(e) => {
                                         if let Some(p) = self.proto.as_mut() {
@@ -1644,7 +954,7 @@ impl Session {
                 }
                 Event::CopyData(data) => {
                     if let Some(Pending {
-                        waiter: Waiter::CopyOut(_, sink),
+                        waiter: Recipient::CopyOut(_, sink),
                         ..
                     }) = self.waiters.front()
                     {
@@ -1673,7 +983,7 @@ impl Session {
                 }
                 Event::ParameterChanged { name, value } => {
                     log::debug!("server parameter {name} is now {value:?}");
-                    if self.phase == Phase::Ready
+                    if self.stage() == Stage::Ready
                         && matches!(
                             name.as_str(),
                             "in_hot_standby" | "default_transaction_read_only"
@@ -1685,59 +995,47 @@ impl Session {
                         // nothing (before 14) sends no such change either.
                         if let Fit::Refused(e) = self.check_target(self.reported_state()) {
                             log::info!("retiring the connection: {e}");
-                            self.retire = Some(e);
+                            if let Phase::Ready { retire } = &mut self.phase {
+                                *retire = Some(e);
+                            }
                         }
                     }
                 }
                 Event::Closed(e) => self.on_closed(e, now),
             }
         }
-        if self.phase == Phase::Ready && self.waiters.is_empty() && self.held.is_empty() {
-            if let Some(e) = self.retire.take() {
+        if self.stage() == Stage::Ready && self.waiters.is_empty() && self.held.is_empty() {
+            let retire = match &mut self.phase {
+                Phase::Ready { retire } => retire.take(),
+                _ => None,
+            };
+            if let Some(e) = retire {
                 self.close(e, now);
             }
         }
     }
 
-    fn on_connected(&mut self) {
-        if self.setsession.is_empty() {
-            self.finish_connect(Ok(()));
-            return;
-        }
-        self.phase = Phase::Setsession;
-        let n = self.setsession.len();
-        for (i, stmt) in std::mem::take(&mut self.setsession).into_iter().enumerate() {
-            self.send(
-                Request::Simple { query: stmt },
-                Waiter::Setsession { last: i + 1 == n },
-                None,
-            );
-        }
-        self.flush();
-    }
-
     fn on_closed(&mut self, e: Error, now: Instant) {
         // The protocol failed every request in flight before reporting Closed.
-        if let Some(s) = self.socket.take() {
-            s.shutdown();
-        }
-        self.socket_generation += 1;
-        match self.phase {
-            Phase::Connecting | Phase::SslRequest | Phase::TlsHandshake | Phase::Starting => {
+        self.transport.close_socket();
+        match self.stage() {
+            Stage::Connecting | Stage::SslRequest | Stage::TlsHandshake | Stage::Starting => {
                 // A server that refuses us (authentication, too many clients) may be one of
                 // several: libpq tries the next host.
                 self.attempt_failed(e, now);
             }
-            Phase::Setsession => self.finish_connect(Err(e)),
-            Phase::Ready => {
-                self.phase = Phase::Closed;
+            Stage::Setsession => self.finish_connect(Err(e)),
+            Stage::Ready => {
+                self.phase = Phase::Closed {
+                    connect_error: None,
+                };
                 for (req, waiter) in std::mem::take(&mut self.held) {
                     self.actions.push(Action::Release(Box::new(req)));
                     self.fail_waiter(waiter, e.clone());
                 }
                 self.actions.push(Action::Closed(e));
             }
-            Phase::New | Phase::Closed => {}
+            Stage::New | Stage::Closed => {}
         }
     }
 
@@ -1745,7 +1043,7 @@ impl Session {
     /// flight fails with `reason`.
     pub(crate) fn close(&mut self, reason: Error, now: Instant) {
         self.now = Some(now);
-        if matches!(self.phase, Phase::Closed | Phase::New) {
+        if matches!(self.stage(), Stage::Closed | Stage::New) {
             return;
         }
         if let Some(p) = self.proto.as_mut() {
@@ -1753,174 +1051,12 @@ impl Session {
         }
         // Best effort: the Terminate message is tiny, one write either takes it or not.
         self.flush();
-        if self.phase != Phase::Ready {
-            self.targets.clear();
-            self.last_error = Some(reason.clone());
+        if self.stage() != Stage::Ready {
+            self.walk.abandon();
             self.drop_proto();
             self.finish_connect(Err(reason));
         } else {
             self.process_events(now);
         }
     }
-}
-
-/// What a driver provides to the operations: the clock, and a way to be told that the
-/// session changed outside the driver's own event handling (a request was queued).
-pub(crate) trait Drive: Sized + 'static {
-    /// Reads the clock: drivers do, the session never does.
-    fn now() -> Instant;
-    /// The session changed: bring the registration in line and deliver what is due, now or
-    /// on the driver's next turn. Called with no borrow of the session held.
-    fn wake(core: &Rc<Core<Self>>);
-    /// A wake-up another thread may call when a name lookup finished; it must bring the
-    /// core to `Session::poll_resolved` on the driver's thread. `None`: the driver polls
-    /// while `Session::is_resolving`.
-    fn notifier(core: &Rc<Core<Self>>) -> Option<Notify> {
-        let _ = core;
-        None
-    }
-    /// The core with this id is gone: forget what `notifier` kept for it.
-    fn forget(id: u64) {
-        let _ = id;
-    }
-}
-
-impl<D> Drop for Core<D> {
-    fn drop(&mut self) {
-        (self.forget)(self.id);
-    }
-}
-
-/// A session beside the driver that drives it: the one seam of every operation.
-pub(crate) struct Core<D> {
-    /// Process-wide, never reused.
-    pub(crate) id: u64,
-    pub(crate) session: RefCell<Session>,
-    pub(crate) driver: D,
-    /// `D::forget`, kept so that dropping needs no bound on `D`.
-    forget: fn(u64),
-}
-
-impl<D: Drive> Core<D> {
-    /// A new, unconnected core.
-    pub(crate) fn new(dsn: String, options: Options, driver: D) -> Rc<Core<D>> {
-        let core = Rc::new(Core {
-            id: next_id(),
-            session: RefCell::new(Session::new(dsn, options)),
-            driver,
-            forget: D::forget,
-        });
-        let notify = D::notifier(&core);
-        core.session.borrow_mut().notify = notify;
-        core
-    }
-
-    /// Queues one request; `cb` runs from the driver's delivery with no borrow held.
-    pub(crate) fn request(self: &Rc<Self>, req: Request, cb: Callback) {
-        {
-            let mut s = self.session.borrow_mut();
-            // The clock is read only where a query_timeout needs it.
-            let now = s.options.query_timeout.map(|_| D::now());
-            s.request(req, cb, now);
-        }
-        D::wake(self);
-    }
-
-    /// Answers `done` from the driver's delivery, in order with every other completion:
-    /// for an answer known before anything is sent. The caller of an operation never sees
-    /// its callback run inside the call.
-    pub(crate) fn answer_later<T: 'static>(
-        self: &Rc<Self>,
-        done: Done<T>,
-        result: Result<T, Error>,
-    ) {
-        self.with_mut(|s| {
-            s.actions
-                .push(Action::Answer(Box::new(move || done(result))))
-        });
-        D::wake(self);
-    }
-
-    /// Queues a COPY TO STDOUT whose data goes to `sink`.
-    pub(crate) fn request_copy_out(self: &Rc<Self>, req: Request, sink: CopySink, cb: Callback) {
-        {
-            let mut s = self.session.borrow_mut();
-            let now = s.options.query_timeout.map(|_| D::now());
-            s.request_copy_out(req, sink, cb, now);
-        }
-        D::wake(self);
-    }
-
-    /// Reads the session.
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&Session) -> T) -> T {
-        f(&self.session.borrow())
-    }
-
-    /// Changes the session. `f` is library code only: it must not call back into the core.
-    pub(crate) fn with_mut<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
-        f(&mut self.session.borrow_mut())
-    }
-
-    /// Sends what is queued: COPY data is pulled from its source with no borrow held, and
-    /// the socket is written until it would block. Then the protocol's events become actions.
-    pub(crate) fn pump(&self) {
-        self.pump_copy();
-        let mut s = self.session.borrow_mut();
-        s.flush();
-        s.process_events(D::now());
-    }
-
-    /// Pulls COPY data, with no borrow held, while the COPY being sent has room for it, and
-    /// writes it. After a readiness event the session has flushed and processed events
-    /// already: only a COPY needs more, and then its events are processed here.
-    pub(crate) fn pump_copy(&self) {
-        let mut pulled = false;
-        loop {
-            let source = self.session.borrow_mut().take_copy_source();
-            let Some(mut source) = source else { break };
-            // User code: the source may call into this very connection.
-            let mut chunks = Vec::new();
-            let mut size = 0;
-            let mut end = None;
-            while size < Protocol::COPY_CHUNK_BUDGET {
-                match source.0.next() {
-                    Some(Ok(chunk)) => {
-                        size += chunk.len().max(1);
-                        chunks.push(chunk);
-                    }
-                    Some(Err(msg)) => {
-                        end = Some(Err(msg));
-                        break;
-                    }
-                    None => {
-                        end = Some(Ok(()));
-                        break;
-                    }
-                }
-            }
-            let mut s = self.session.borrow_mut();
-            s.feed_copy(source, chunks, end);
-            s.flush();
-            pulled = true;
-        }
-        if pulled {
-            self.session.borrow_mut().process_events(D::now());
-        }
-    }
-}
-
-/// One line of "could not connect to any of N servers tried": where, and why.
-fn attempt_line(target: &Target, e: &Error) -> String {
-    format!("{target}: {}", e.without_kind())
-}
-
-/// The pinned startup parameter (see `types::pin_text_styles`) that `e` refuses, from
-/// PgBouncer's "unsupported startup parameter: NAME" (08P01).
-fn refused_pin(e: &Error) -> Option<String> {
-    let db = e.as_db_error().filter(|db| db.code == "08P01")?;
-    let name = db.message.strip_prefix("unsupported startup parameter: ")?;
-    crate::types::PINNED_STYLES
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name.trim()))
-        .map(|(k, _)| (*k).to_owned())
 }

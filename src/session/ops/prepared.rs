@@ -247,7 +247,7 @@ fn query_values<D: Drive>(
     // The cache belongs to the current session only if the session is ready: before that
     // (a reconnect under way) it still holds the last session's statements.
     let cached = core.with_mut(|s| {
-        (s.phase() == crate::session::Phase::Ready)
+        (s.stage() == crate::session::Stage::Ready)
             .then(|| s.cache.get(&sql, &types))
             .flatten()
     });

@@ -4,9 +4,13 @@
 //! attributes libpq's `PQsslAttribute` reports.
 //!
 //! It owns the trust decisions (which verifier each sslmode gets, which files are read and
-//! how a client key's permissions are checked); it never touches a socket: the transport
-//! (`transport.rs`) moves the bytes. Every refusal is an error that names the file, the mode or
-//! the certificate problem; nothing here blocks longer than reading a few small files.
+//! how a client key's permissions are checked) and the two exchanges before PostgreSQL's own
+//! bytes: the answer to the SSLRequest and the handshake, each run on whatever non-blocking
+//! `Read + Write` it is handed (the transport's socket, or a scripted exchange in tests and
+//! fuzzing). It never owns a socket and never keeps state between calls: the transport
+//! (`transport/mod.rs`) holds the socket and the rustls session together. Every refusal is an
+//! error that names the file, the mode or the certificate problem; nothing here blocks longer
+//! than reading a few small files.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -497,7 +501,7 @@ pub(crate) fn drive_handshake<S: Read + Write>(
                 if let Err(e) = conn.process_new_packets() {
                     // Tell the server why (an alert), then give up.
                     let _ = conn.write_tls(socket);
-                    return Err(Error::connection(super::transport::tls_failure(&e)));
+                    return Err(Error::connection(super::tls_failure(&e)));
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
