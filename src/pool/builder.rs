@@ -450,3 +450,18 @@ pub(super) struct Config {
     pub(super) wait_for_reconnect: bool,
     pub(super) leak_warning: Option<Duration>,
 }
+
+impl Config {
+    /// The settings the container decides by, as they stand now.
+    pub(super) fn limits(&self) -> super::container::Limits {
+        super::container::Limits {
+            size: self.size.get(),
+            max_size: self.max_size.get(),
+            max_waiting: self.max_waiting,
+            reconnect_interval: self.reconnect_interval,
+            shrink_delay: self.shrink_delay,
+            health_check_after: self.health_check_after,
+            pipeline_depth: self.pipeline_depth,
+        }
+    }
+}

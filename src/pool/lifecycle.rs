@@ -27,7 +27,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::builder::{check_sizes, Reset};
-use super::{id_of, pool_closed, Id, Inner, Phase, Request, Retired};
+use super::container::{lifetime_end, Id, Retired};
+use super::{id_of, pool_closed, Inner, Phase, Request};
 use crate::connection::{Connection, TransactionStatus};
 use crate::error::Error;
 use crate::session::ops::Done;
@@ -50,7 +51,7 @@ impl Inner {
         conn: Connection,
         done: Box<dyn FnOnce(Result<(), Error>)>,
     ) {
-        let generation = this.state.borrow().generation;
+        let generation = this.state.borrow().pool.generation();
         let weak = Rc::downgrade(this);
         let c = conn.clone();
         Inner::connect_with_password(
@@ -102,10 +103,12 @@ impl Inner {
                 Ok(()) => {
                     st.counters.connections_opened += 1;
                     let now = this.ioloop.time();
-                    let expires = this.config.max_lifetime.map(|l| now + jittered(l));
+                    let expires = this
+                        .config
+                        .max_lifetime
+                        .map(|l| lifetime_end(now, l, fastrand::f64()));
+                    st.pool.opened(id_of(conn), expires, generation);
                     if let Some(m) = st.meta.get_mut(&id_of(conn)) {
-                        m.expires = expires;
-                        m.generation = generation;
                         m.quiet = false;
                     }
                 }
@@ -186,7 +189,7 @@ impl Inner {
     fn leak_suspected(this: &Rc<Inner>, id: Id, hold: u64, after: Duration) {
         let conn = {
             let mut st = this.state.borrow_mut();
-            let conn = st.busy.get(&id).cloned();
+            let conn = st.pool.busy_conn(id);
             let Some(m) = st.meta.get_mut(&id) else {
                 return;
             };
@@ -239,8 +242,8 @@ impl Inner {
                         if let Some(m) = st.meta.get_mut(&id) {
                             m.quiet = false;
                         }
-                        if req.shareable && inner.config.pipeline_depth > 1 {
-                            st.sharers.insert(id, 1);
+                        if req.shareable {
+                            st.pool.shared(id, &inner.config.limits());
                         }
                     }
                     Inner::handed_out(&inner, &c, &req);
@@ -256,14 +259,14 @@ impl Inner {
                 }
                 let closed_pool = {
                     let mut st = inner.state.borrow_mut();
-                    st.busy.remove(&id);
+                    st.pool.failed_check(id);
                     st.counters.connections_failed_check += 1;
                     st.phase == Phase::Closed
                 };
                 if closed_pool {
                     return cb(Err(pool_closed()));
                 }
-                inner.state.borrow_mut().dead.push(c);
+                inner.state.borrow_mut().pool.add_dead(c);
                 Inner::reanimate(&inner, true);
                 Inner::acquire(&inner, req, cb);
             }),
@@ -277,22 +280,7 @@ impl Inner {
             return;
         }
         let now = this.ioloop.time();
-        let mut expired = Vec::new();
-        {
-            let mut st = this.state.borrow_mut();
-            while let Some((c, _)) = st.free.back() {
-                let id = id_of(c);
-                let outlived = st
-                    .meta
-                    .get(&id)
-                    .and_then(|m| m.expires)
-                    .is_some_and(|t| t <= now);
-                if !outlived {
-                    break;
-                }
-                expired.push(st.free.pop_back().expect("checked").0);
-            }
-        }
+        let expired = this.state.borrow_mut().pool.expired_at_handout(now);
         if expired.is_empty() {
             return;
         }
@@ -309,11 +297,7 @@ impl Inner {
         }
         let at = {
             let st = this.state.borrow();
-            let earliest = st
-                .free
-                .iter()
-                .filter_map(|(c, _)| st.meta.get(&id_of(c)).and_then(|m| m.expires))
-                .min();
+            let earliest = st.pool.next_expiry();
             match (earliest, st.expiry_timer) {
                 (None, _) => return,
                 (Some(at), Some((_, armed))) if armed <= at => return,
@@ -340,14 +324,7 @@ impl Inner {
             if st.phase != Phase::Open {
                 return;
             }
-            let free = std::mem::take(&mut st.free);
-            let (gone, kept): (Vec<_>, Vec<_>) = free.into_iter().partition(|(c, _)| {
-                st.meta
-                    .get(&id_of(c))
-                    .is_some_and(|m| m.expires.is_some_and(|t| t <= now))
-            });
-            st.free = kept.into();
-            gone.into_iter().map(|(c, _)| c).collect()
+            st.pool.expire_idle(now)
         };
         for c in expired {
             Inner::retire(this, c, Retired::Expired);
@@ -361,6 +338,7 @@ impl Inner {
     pub(super) fn retire(this: &Rc<Inner>, conn: Connection, why: Retired) {
         {
             let mut st = this.state.borrow_mut();
+            st.pool.forget(id_of(&conn));
             if let Some(m) = st.meta.remove(&id_of(&conn)) {
                 if let Some(t) = m.leak_timer {
                     this.ioloop.remove_timeout(t);
@@ -383,19 +361,14 @@ impl Inner {
     /// without a connect in flight (up to `max_size`): a retired connection's waiters get
     /// its replacement.
     pub(super) fn replenish(this: &Rc<Inner>) {
-        loop {
-            let open = {
-                let st = this.state.borrow();
-                let total = st.total();
-                st.phase == Phase::Open
-                    && (total < this.config.size.get()
-                        || (st.waiting.len() > st.pending.len()
-                            && st.free.is_empty()
-                            && total < this.config.max_size.get()))
-            };
-            if !open {
+        let n = {
+            let st = this.state.borrow();
+            if st.phase != Phase::Open {
                 return;
             }
+            st.pool.to_open(&this.config.limits())
+        };
+        for _ in 0..n {
             Inner::new_connection(this, false);
         }
     }
@@ -414,7 +387,7 @@ impl Inner {
         let id = id_of(&conn);
         {
             let mut st = this.state.borrow_mut();
-            st.busy.insert(id, conn.clone());
+            st.pool.hold(conn.clone());
             if let Some(m) = st.meta.get_mut(&id) {
                 m.resetting = true;
             }
@@ -425,7 +398,7 @@ impl Inner {
             let Some(inner) = weak.upgrade() else { return };
             {
                 let mut st = inner.state.borrow_mut();
-                st.busy.remove(&id);
+                st.pool.release(id);
                 if let Some(m) = st.meta.get_mut(&id) {
                     m.resetting = false;
                 }
@@ -491,21 +464,7 @@ impl Inner {
             return Ok(());
         }
         log::debug!("pool: resized to size {size}, max_size {max}");
-        let excess: Vec<Connection> = {
-            let mut st = this.state.borrow_mut();
-            let mut out = Vec::new();
-            // Dead ones serve nobody: they go first, then the least recently used idle.
-            while st.total() > max {
-                if let Some(c) = st.dead.pop() {
-                    out.push(c);
-                } else if let Some((c, _)) = st.free.pop_front() {
-                    out.push(c);
-                } else {
-                    break; // busy and pending ones go as they settle
-                }
-            }
-            out
-        };
+        let excess = this.state.borrow_mut().pool.resize_excess(max);
         for c in excess {
             Inner::retire(this, c, Retired::Shrunk);
         }
@@ -523,8 +482,7 @@ impl Inner {
                 Phase::New => return Ok(()),
                 Phase::Open => {}
             }
-            st.generation += 1;
-            st.free.drain(..).map(|(c, _)| c).collect()
+            st.pool.drain()
         };
         log::debug!(
             "pool: draining; {} idle connection(s) replaced now",
@@ -535,28 +493,5 @@ impl Inner {
         }
         Inner::replenish(this);
         Ok(())
-    }
-}
-
-/// `lifetime` shortened by a random 0 to 10 % (fastrand's per-thread generator), so that
-/// connections opened together do not all expire together.
-fn jittered(lifetime: Duration) -> Duration {
-    lifetime.mul_f64(1.0 - 0.1 * fastrand::f64())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_shortens_by_at_most_ten_percent_and_spreads() {
-        let l = Duration::from_secs(100);
-        let samples: Vec<Duration> = (0..1000).map(|_| jittered(l)).collect();
-        assert!(samples
-            .iter()
-            .all(|d| *d <= l && *d >= Duration::from_secs(90)));
-        let min = samples.iter().min().unwrap();
-        let max = samples.iter().max().unwrap();
-        assert!(*max - *min > Duration::from_secs(8), "{min:?}..{max:?}");
     }
 }

@@ -1,19 +1,21 @@
 //! `Pool`: Momoko's connection pool, with its hangs fixed and safe automatic recovery.
 //!
-//! The pool owns its connections and the container that says where each one is: free (a
-//! LIFO with last-used times), busy, dead or pending, plus a FIFO of waiters. It decides
-//! when to stretch towards `max_size`, when to shrink back to `size`, when to reconnect dead
-//! connections (batches spaced by `reconnect_interval`), and when an operation may be run a
-//! second time. It never retries a request whose effect on the server is unknown (unless the
-//! caller chose Momoko's rule), never lets a waiter wait forever once nothing can serve it,
-//! and never runs user code while it holds a borrow of its state.
+//! This file is the pool's driver: it owns the connections, the loop's timers and the
+//! callbacks. Where each connection is (free as a LIFO with last-used times, busy, dead,
+//! pending), the FIFO of waiters and every decision that depends on time (stretch towards
+//! `max_size`, shrink back to `size`, reconnect batches spaced by `reconnect_interval`,
+//! health checks, lifetimes, the queue's deadlines) live in `container.rs`, which takes the
+//! time as an argument; the driver applies its answers. The driver also decides when an
+//! operation may be run a second time: never a request whose effect on the server is
+//! unknown (unless the caller chose Momoko's rule). It never lets a waiter wait forever once
+//! nothing can serve it, and never runs user code while it holds a borrow of its state.
 //!
 //! The production side (connections that age out, checks before hand-out, hooks, rotating
 //! passwords, resizing, counters, leak warnings) lives in `lifecycle.rs`; the options in
 //! `builder.rs`; what an operator reads in `stats.rs`.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
@@ -26,18 +28,23 @@ use crate::row::Cursor;
 use crate::session::ops::Done;
 
 mod builder;
+mod container;
 mod lifecycle;
 mod stats;
 
 use builder::Config;
 pub use builder::{CustomReset, PoolBuilder, Reset, RetryPolicy};
+use container::{Container, Handle, Handout, Id, Released, Retired, Stretch};
 pub use stats::{PoolCounters, PoolStats};
-
-/// A pooled connection's identity: the address of its shared state, stable while it lives.
-type Id = usize;
 
 fn id_of(conn: &Connection) -> Id {
     conn.shared_id()
+}
+
+impl Handle for Connection {
+    fn id(&self) -> Id {
+        self.shared_id()
+    }
 }
 
 /// One request for a connection, as it goes through `acquire` (again after a failed health
@@ -56,21 +63,24 @@ struct Request {
 }
 
 struct Waiter {
-    seq: u64,
     req: Request,
     cb: Done<Connection>,
-    timer: Option<TimeoutId>,
-    /// When it joined the queue.
-    since: Instant,
+}
+
+/// A waiting request as the container holds it.
+type Queued = container::Queued<Waiter>;
+
+fn abandoned(w: &Waiter) -> bool {
+    (w.req.abandoned)()
+}
+
+fn shareable(w: &Waiter) -> bool {
+    w.req.shareable
 }
 
 /// What the pool knows of one of its connections beyond where it is.
 #[derive(Default)]
 struct Meta {
-    /// When its server session must end (max_lifetime, jittered); set at each connect.
-    expires: Option<Instant>,
-    /// The drain generation it connected in: older ones are replaced (`Pool::drain`).
-    generation: u64,
     /// Since when it is handed out, for `usage_time`.
     busy_since: Option<Instant>,
     /// Numbers the holds by `getconn`: a leak warning is for one hold only.
@@ -100,26 +110,11 @@ enum Phase {
 #[derive(Default)]
 struct State {
     phase: Phase,
-    /// Right end = most recently used: taken from the right (LIFO), shrunk from the left.
-    free: VecDeque<(Connection, Instant)>,
-    busy: HashMap<Id, Connection>,
-    /// For busy connections taken by shareable operations: how many run on each.
-    sharers: HashMap<Id, usize>,
-    dead: Vec<Connection>,
-    pending: HashMap<Id, Connection>,
-    waiting: VecDeque<Waiter>,
-    next_seq: u64,
+    /// Where each connection is, and the waiting requests.
+    pool: Container<Connection, Waiter>,
     /// Futures of `connect()` calls made while the first connect is running.
     connect_waiters: Vec<Future<Result<Pool, Error>>>,
     initial: Option<Initial>,
-    /// When a connect attempt last failed: background reconnects wait `reconnect_interval`.
-    last_failed_connect: Option<Instant>,
-    /// When an attempt made on demand (by `connect()` or a request that found every
-    /// connection dead) last failed: within `reconnect_interval` of it, such a request fails
-    /// at once with DatabaseNotAvailable, as in Momoko.
-    last_failed_requested: Option<Instant>,
-    /// Pending connects made on demand.
-    requested: std::collections::HashSet<Id>,
     reconnect_timer: Option<TimeoutId>,
     shrinker: Option<PeriodicCallback>,
     hstore: Option<(u32, u32)>,
@@ -127,8 +122,8 @@ struct State {
     /// Per connection: lifetime, generation, usage, leak timer.
     meta: HashMap<Id, Meta>,
     counters: PoolCounters,
-    /// Bumped by `drain()`.
-    generation: u64,
+    /// The timer that fails waiting requests at the earliest deadline, and that deadline.
+    waiter_timer: Option<(TimeoutId, Instant)>,
     /// The timer that retires idle connections at the earliest expiry, and that expiry.
     expiry_timer: Option<(TimeoutId, Instant)>,
     /// The error of the last connect attempt that failed.
@@ -138,24 +133,6 @@ struct State {
     listener_timer: Option<TimeoutId>,
     /// Told after the listener reconnected: notifications may have been missed meanwhile.
     on_gap: Option<Rc<dyn Fn()>>,
-}
-
-impl State {
-    /// free + busy + dead + pending.
-    fn total(&self) -> usize {
-        self.free.len() + self.busy.len() + self.dead.len() + self.pending.len()
-    }
-
-    /// Every connection of the container, whatever its state.
-    fn all_connections(&self) -> Vec<Connection> {
-        self.free
-            .iter()
-            .map(|(c, _)| c.clone())
-            .chain(self.busy.values().cloned())
-            .chain(self.pending.values().cloned())
-            .chain(self.dead.iter().cloned())
-            .collect()
-    }
 }
 
 /// The first `connect()`: which connections it opened, how many failed, the first failure.
@@ -228,19 +205,6 @@ type Abandoned = Rc<dyn Fn() -> bool>;
 
 /// An operation the pool runs on a connection, again on another one for a retry.
 type Op<T> = Rc<dyn Fn(&Connection, Done<T>)>;
-
-/// Why the pool closed one of its connections for good.
-#[derive(Debug, Clone, Copy)]
-enum Retired {
-    /// It outlived `max_lifetime`.
-    Expired,
-    /// `Pool::drain`.
-    Drained,
-    /// Above `size` idle too long (auto_shrink), or above `max_size` after a resize.
-    Shrunk,
-    /// Its reset failed.
-    ResetFailed,
-}
 
 /// Where an operation stands in `Inner::attempt`.
 struct Run {
@@ -326,30 +290,25 @@ impl Pool {
 
     /// Every connection of the pool, whatever its state.
     fn connections(&self) -> Vec<Connection> {
-        self.0.state.borrow().all_connections()
+        self.0.state.borrow().pool.all()
     }
 
     /// The free and busy connections, for tests that close them under the pool (Momoko's
     /// `shutter`).
     #[doc(hidden)]
     pub fn connections_for_tests(&self) -> Vec<Connection> {
-        let st = self.0.state.borrow();
-        st.free
-            .iter()
-            .map(|(c, _)| c.clone())
-            .chain(st.busy.values().cloned())
-            .collect()
+        self.0.state.borrow().pool.live()
     }
 
     /// Counts of connections and waiters, the sizes, and the cumulative counters.
     pub fn stats(&self) -> PoolStats {
         let st = self.0.state.borrow();
         PoolStats {
-            free: st.free.len(),
-            busy: st.busy.len(),
-            dead: st.dead.len(),
-            pending: st.pending.len(),
-            waiting: st.waiting.len(),
+            free: st.pool.free_len(),
+            busy: st.pool.busy_len(),
+            dead: st.pool.dead_len(),
+            pending: st.pool.pending_len(),
+            waiting: st.pool.waiting_len(),
             size: self.0.config.size.get(),
             max_size: self.0.config.max_size.get(),
             counters: st.counters,
@@ -588,7 +547,7 @@ impl Pool {
         let id = id_of(&conn);
         let held = {
             let st = self.0.state.borrow();
-            st.busy.contains_key(&id) && !st.meta.get(&id).is_some_and(|m| m.resetting)
+            st.pool.is_busy(id) && !st.meta.get(&id).is_some_and(|m| m.resetting)
         };
         if !held {
             return Err(Error::usage(
@@ -690,30 +649,24 @@ impl Pool {
             if let Some((t, _)) = st.expiry_timer.take() {
                 self.0.ioloop.remove_timeout(t);
             }
+            if let Some((t, _)) = st.waiter_timer.take() {
+                self.0.ioloop.remove_timeout(t);
+            }
             for m in st.meta.values_mut() {
                 if let Some(t) = m.leak_timer.take() {
                     self.0.ioloop.remove_timeout(t);
                 }
             }
-            let mut conns: Vec<Connection> = st.free.drain(..).map(|(c, _)| c).collect();
-            conns.extend(st.busy.drain().map(|(_, c)| c));
-            st.sharers.clear();
-            conns.extend(st.pending.drain().map(|(_, c)| c));
-            conns.append(&mut st.dead);
-            st.requested.clear();
+            let (mut conns, waiters) = st.pool.close();
             conns.extend(st.listener.take());
             if let Some(t) = st.listener_timer.take() {
                 self.0.ioloop.remove_timeout(t);
             }
             st.initial = None;
-            let waiters: Vec<Waiter> = st.waiting.drain(..).collect();
             (conns, waiters, std::mem::take(&mut st.connect_waiters))
         };
         for w in waiters {
-            if let Some(t) = w.timer {
-                self.0.ioloop.remove_timeout(t);
-            }
-            (w.cb)(Err(pool_closed()));
+            (w.item.cb)(Err(pool_closed()));
         }
         for f in connect_waiters {
             let _ = f.set_result(Err(pool_closed()));
@@ -863,11 +816,10 @@ impl Inner {
     /// Starts connecting `conn` (new or dead); it joins `pending`.
     fn connect_one(this: &Rc<Inner>, conn: Connection, requested: bool) {
         {
-            let mut st = this.state.borrow_mut();
-            st.pending.insert(id_of(&conn), conn.clone());
-            if requested {
-                st.requested.insert(id_of(&conn));
-            }
+            this.state
+                .borrow_mut()
+                .pool
+                .connecting(conn.clone(), requested);
         }
         let weak = Rc::downgrade(this);
         let c = conn.clone();
@@ -883,22 +835,17 @@ impl Inner {
 
     fn connect_done(this: &Rc<Inner>, conn: Connection, result: Result<(), Error>) {
         let id = id_of(&conn);
+        let now = this.ioloop.time();
         let mut st = this.state.borrow_mut();
-        if st.phase == Phase::Closed || st.pending.remove(&id).is_none() {
+        let known =
+            st.phase != Phase::Closed && st.pool.connected(now, id, result.is_ok()).is_some();
+        if !known {
             drop(st);
             conn.close();
             return;
         }
-        let requested = st.requested.remove(&id);
         let failure = result.as_ref().err().cloned();
-        if failure.is_some() {
-            // Reconnect batches after a failure are spaced by reconnect_interval.
-            let now = this.ioloop.time();
-            st.last_failed_connect = Some(now);
-            if requested {
-                st.last_failed_requested = Some(now);
-            }
-        } else {
+        if failure.is_none() {
             st.server_version = conn.server_version().or(st.server_version);
         }
         let initial_done = match st.initial.as_mut() {
@@ -954,20 +901,11 @@ impl Inner {
             return;
         }
         let now = this.ioloop.time();
-        let why = {
-            let st = this.state.borrow();
-            let meta = st.meta.get(&id_of(&conn));
-            if meta.is_some_and(|m| m.expires.is_some_and(|t| t <= now)) {
-                Some(Retired::Expired)
-            } else if meta.is_some_and(|m| m.generation < st.generation) {
-                Some(Retired::Drained)
-            } else if st.total() >= this.config.max_size.get() {
-                // `conn` is in none of the sets: with it the pool would be above max_size.
-                Some(Retired::Shrunk)
-            } else {
-                None
-            }
-        };
+        let why = this
+            .state
+            .borrow()
+            .pool
+            .verdict(now, id_of(&conn), &this.config.limits());
         match why {
             Some(why) => {
                 Inner::retire(this, conn, why);
@@ -980,37 +918,24 @@ impl Inner {
     /// A connection is ready for work: the oldest waiter gets it, or it joins `free`.
     fn add_free(this: &Rc<Inner>, conn: Connection) {
         let now = this.ioloop.time();
-        let waiter = {
+        let served = {
             let mut st = this.state.borrow_mut();
-            while st.waiting.front().is_some_and(|w| (w.req.abandoned)()) {
-                let w = st.waiting.pop_front().expect("checked");
+            let served = st
+                .pool
+                .serve(now, conn, &this.config.limits(), abandoned, shareable);
+            for w in served
+                .abandoned
+                .iter()
+                .chain(served.to.as_ref().map(|(_, w)| w))
+            {
                 st.counters.requests_wait_time += now.saturating_duration_since(w.since);
-                if let Some(t) = w.timer {
-                    this.ioloop.remove_timeout(t);
-                }
             }
-            match st.waiting.pop_front() {
-                Some(w) => {
-                    st.counters.requests_wait_time += now.saturating_duration_since(w.since);
-                    st.busy.insert(id_of(&conn), conn.clone());
-                    if w.req.shareable && this.config.pipeline_depth > 1 {
-                        st.sharers.insert(id_of(&conn), 1);
-                    }
-                    Some(w)
-                }
-                None => {
-                    st.free.push_back((conn.clone(), now));
-                    None
-                }
-            }
+            served
         };
-        match waiter {
-            Some(w) => {
-                if let Some(t) = w.timer {
-                    this.ioloop.remove_timeout(t);
-                }
-                Inner::handed_out(this, &conn, &w.req);
-                (w.cb)(Ok(conn));
+        match served.to {
+            Some((conn, w)) => {
+                Inner::handed_out(this, &conn, &w.item.req);
+                (w.item.cb)(Ok(conn));
             }
             None => Inner::arm_expiry(this),
         }
@@ -1019,11 +944,7 @@ impl Inner {
     /// A connection failed or was lost: it waits for the next reconnect batch. Waiters fail
     /// when nothing is left that could serve them, unless they may wait for a reconnect.
     fn add_dead(this: &Rc<Inner>, conn: Connection) {
-        let all_dead = {
-            let mut st = this.state.borrow_mut();
-            st.dead.push(conn);
-            st.pending.is_empty() && st.free.is_empty() && st.busy.is_empty()
-        };
+        let all_dead = { this.state.borrow_mut().pool.add_dead(conn) };
         if all_dead && this.config.wait_for_reconnect {
             log::warn!("pool: every connection is dead; requests wait for a reconnect");
         } else if all_dead {
@@ -1039,9 +960,9 @@ impl Inner {
 
     fn abort_waiters(this: &Rc<Inner>, err: Error) {
         let now = this.ioloop.time();
-        let waiters: Vec<Waiter> = {
+        let waiters: Vec<Queued> = {
             let mut st = this.state.borrow_mut();
-            let waiters: Vec<Waiter> = st.waiting.drain(..).collect();
+            let waiters = st.pool.take_waiting();
             for w in &waiters {
                 st.counters.requests_wait_time += now.saturating_duration_since(w.since);
             }
@@ -1051,10 +972,7 @@ impl Inner {
             waiters
         };
         for w in waiters {
-            if let Some(t) = w.timer {
-                this.ioloop.remove_timeout(t);
-            }
-            (w.cb)(Err(err.clone()));
+            (w.item.cb)(Err(err.clone()));
         }
     }
 
@@ -1073,9 +991,7 @@ impl Inner {
                 Some(m) if m.quiet => {}
                 Some(_) => st.counters.connections_lost += 1,
             }
-            let (gone, kept): (Vec<_>, Vec<_>) = st.free.drain(..).partition(|(c, _)| c.closed());
-            st.free = kept.into();
-            gone.into_iter().map(|(c, _)| c).collect()
+            st.pool.take_closed_idle(Connection::closed)
         };
         for conn in lost {
             log::debug!("pool: an idle connection was lost: {e}");
@@ -1090,18 +1006,12 @@ impl Inner {
         let at = {
             let st = this.state.borrow();
             // During the first connect, its own failures are judged when it ends.
-            if st.phase != Phase::Open
-                || st.dead.is_empty()
-                || st.reconnect_timer.is_some()
-                || st.initial.is_some()
-            {
+            if st.phase != Phase::Open || st.reconnect_timer.is_some() || st.initial.is_some() {
                 return;
             }
-            match st.last_failed_connect {
-                Some(t) if now < t + this.config.reconnect_interval => {
-                    t + this.config.reconnect_interval
-                }
-                _ => now,
+            match st.pool.reconnect_at(now, &this.config.limits()) {
+                Some(at) => at,
+                None => return,
             }
         };
         if at <= now {
@@ -1121,16 +1031,11 @@ impl Inner {
     /// Whether a reconnect batch may start now: on demand, unless an on-demand attempt
     /// failed within `reconnect_interval`; in the background, unless any attempt did.
     fn may_reconnect(this: &Rc<Inner>, requested: bool) -> bool {
-        let st = this.state.borrow();
-        let last = if requested {
-            st.last_failed_requested
-        } else {
-            st.last_failed_connect
-        };
-        match last {
-            Some(t) => this.ioloop.time() >= t + this.config.reconnect_interval,
-            None => true,
-        }
+        let now = this.ioloop.time();
+        this.state
+            .borrow()
+            .pool
+            .may_reconnect(now, requested, &this.config.limits())
     }
 
     /// Starts a reconnect batch of every dead connection, unless that is too soon after a
@@ -1146,7 +1051,7 @@ impl Inner {
             if st.phase != Phase::Open {
                 return;
             }
-            std::mem::take(&mut st.dead)
+            st.pool.take_dead()
         };
         if !dead.is_empty() {
             log::debug!("pool: reconnecting {} connection(s)", dead.len());
@@ -1159,21 +1064,14 @@ impl Inner {
     /// Momoko's `_reanimate_and_stretch_if_needed`, run after each acquisition that got or
     /// queued for a connection.
     fn stretch_if_needed(this: &Rc<Inner>) {
-        let grow = {
-            let st = this.state.borrow();
-            if !st.dead.is_empty() {
-                drop(st);
-                Inner::schedule_reconnect(this);
-                return;
+        let stretch = this.state.borrow().pool.stretch(&this.config.limits());
+        match stretch {
+            Stretch::Reconnect => Inner::schedule_reconnect(this),
+            Stretch::Grow => {
+                log::debug!("pool: stretching by one connection");
+                Inner::new_connection(this, true);
             }
-            // Momoko's order: at max_size, a free connection left, or enough connects in
-            // flight for the waiters all mean no growth.
-            let enough_pending = !st.pending.is_empty() && st.pending.len() >= st.waiting.len();
-            st.total() < this.config.max_size.get() && st.free.is_empty() && !enough_pending
-        };
-        if grow {
-            log::debug!("pool: stretching by one connection");
-            Inner::new_connection(this, true);
+            Stretch::Nothing => {}
         }
     }
 
@@ -1188,72 +1086,31 @@ impl Inner {
         }
         Inner::expire_before_handout(this);
         let now = this.ioloop.time();
-        enum Got {
-            Conn(Connection),
-            Check(Connection),
-            Queue,
-            AllDead,
-        }
         let got = {
             let mut st = this.state.borrow_mut();
-            let depth = this.config.pipeline_depth;
-            let shared = if req.shareable && depth > 1 && st.free.is_empty() {
-                // The least loaded connection that other shareable operations run on.
-                st.sharers
-                    .iter()
-                    .filter(|(_, n)| **n < depth)
-                    .min_by_key(|(_, n)| **n)
-                    .map(|(id, _)| *id)
-            } else {
-                None
-            };
-            if let Some(id) = shared {
-                *st.sharers.get_mut(&id).expect("present") += 1;
-                let conn = st.busy.get(&id).expect("sharers are busy").clone();
-                drop(st);
-                Inner::stretch_if_needed(this);
-                Inner::handed_out(this, &conn, &req);
-                return cb(Ok(conn));
-            }
-            match st.free.pop_back() {
-                Some((conn, last_used)) => {
-                    let id = id_of(&conn);
-                    st.busy.insert(id, conn.clone());
-                    let stale = this
-                        .config
-                        .health_check_after
-                        .is_some_and(|t| now.saturating_duration_since(last_used) >= t);
-                    if stale {
-                        if let Some(m) = st.meta.get_mut(&id) {
-                            m.quiet = true;
-                        }
-                        Got::Check(conn)
-                    } else {
-                        if req.shareable && depth > 1 {
-                            st.sharers.insert(id, 1);
-                        }
-                        Got::Conn(conn)
-                    }
+            let got = st.pool.acquire(now, req.shareable, &this.config.limits());
+            if let Handout::Check(conn) = &got {
+                if let Some(m) = st.meta.get_mut(&id_of(conn)) {
+                    m.quiet = true;
                 }
-                None if !st.busy.is_empty() || !st.pending.is_empty() => Got::Queue,
-                None => Got::AllDead,
             }
+            got
         };
         match got {
-            Got::Conn(conn) => {
+            Handout::Shared(conn) | Handout::Free(conn) => {
                 Inner::stretch_if_needed(this);
                 Inner::handed_out(this, &conn, &req);
                 cb(Ok(conn))
             }
-            Got::Check(conn) => {
+            Handout::Check(conn) => {
                 Inner::stretch_if_needed(this);
                 Inner::health_check(this, conn, req, cb);
             }
-            Got::Queue => Inner::enqueue(this, req, cb),
-            Got::AllDead => {
+            Handout::Wait => Inner::enqueue(this, req, cb),
+            Handout::AllDead => {
                 // Everything is dead: reconnect if allowed, then wait for it.
                 Inner::reanimate(this, true);
-                let nothing_pending = this.state.borrow().pending.is_empty();
+                let nothing_pending = this.state.borrow().pool.pending_len() == 0;
                 if nothing_pending && !this.config.wait_for_reconnect {
                     let e = {
                         let mut st = this.state.borrow_mut();
@@ -1273,90 +1130,80 @@ impl Inner {
 
     /// Queues a request (FIFO) with its acquire timer, or refuses it at `max_waiting`.
     fn enqueue(this: &Rc<Inner>, req: Request, cb: Done<Connection>) {
-        let refused = {
+        let now = this.ioloop.time();
+        let timeout = req.timeout;
+        let waiter = Waiter { req, cb };
+        let queued = {
             let mut st = this.state.borrow_mut();
-            // Requests whose callers gave up hold no place in the queue.
-            st.waiting.retain(|w| !(w.req.abandoned)());
-            let full = this
-                .config
-                .max_waiting
-                .is_some_and(|m| st.waiting.len() >= m);
-            if full {
-                st.counters.requests_refused += 1;
-                Some(st.waiting.len())
-            } else {
-                None
+            let limits = this.config.limits();
+            let queued = st.pool.enqueue(now, waiter, timeout, &limits, abandoned);
+            match &queued {
+                Ok(_) => st.counters.requests_waited += 1,
+                Err(_) => st.counters.requests_refused += 1,
             }
+            queued
         };
-        if let Some(n) = refused {
-            return cb(Err(Error::new(
+        if let Err((w, n)) = queued {
+            return (w.cb)(Err(Error::new(
                 ErrorKind::Pool,
                 format!("too many requests are waiting for a connection (max_waiting {n})"),
             )));
         }
-        let seq = {
-            let mut st = this.state.borrow_mut();
-            st.next_seq += 1;
-            st.next_seq
-        };
-        let timer = req.timeout.map(|t| {
-            let weak: Weak<Inner> = Rc::downgrade(this);
-            this.ioloop.call_later(t, move || {
-                if let Some(inner) = weak.upgrade() {
-                    Inner::waiter_timed_out(&inner, seq, t);
-                }
-            })
-        });
-        {
-            let mut st = this.state.borrow_mut();
-            st.counters.requests_waited += 1;
-            st.waiting.push_back(Waiter {
-                seq,
-                req,
-                cb,
-                timer,
-                since: this.ioloop.time(),
-            });
-        }
+        Inner::arm_waiter_timer(this);
         Inner::stretch_if_needed(this);
     }
 
-    fn waiter_timed_out(this: &Rc<Inner>, seq: u64, t: Duration) {
+    /// Arms the one timer of the queue for its earliest deadline.
+    fn arm_waiter_timer(this: &Rc<Inner>) {
+        let at = {
+            let st = this.state.borrow();
+            match (st.pool.next_deadline(), st.waiter_timer) {
+                (None, _) => return,
+                (Some(at), Some((_, armed))) if armed <= at => return,
+                (Some(at), _) => at,
+            }
+        };
+        let weak: Weak<Inner> = Rc::downgrade(this);
+        let timer = this.ioloop.call_at(at, move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.state.borrow_mut().waiter_timer = None;
+                Inner::waiters_timed_out(&inner);
+            }
+        });
+        if let Some((old, _)) = this.state.borrow_mut().waiter_timer.replace((timer, at)) {
+            this.ioloop.remove_timeout(old);
+        }
+    }
+
+    /// Fails every waiting request past its deadline, then re-arms the queue's timer.
+    fn waiters_timed_out(this: &Rc<Inner>) {
         let now = this.ioloop.time();
-        let w = {
+        let late = {
             let mut st = this.state.borrow_mut();
-            let pos = st.waiting.iter().position(|w| w.seq == seq);
-            let w = pos.and_then(|p| st.waiting.remove(p));
-            if let Some(w) = &w {
+            let late = st.pool.overdue(now);
+            for w in &late {
                 st.counters.requests_timed_out += 1;
                 st.counters.requests_wait_time += now.saturating_duration_since(w.since);
             }
-            w
+            late
         };
-        if let Some(w) = w {
-            (w.cb)(Err(timed_out(t)));
+        for w in late {
+            let t = w.item.req.timeout.unwrap_or_default();
+            (w.item.cb)(Err(timed_out(t)));
         }
+        Inner::arm_waiter_timer(this);
     }
 
     /// A busy connection comes back: dead if it closed, reset (see `Reset`), then settled
     /// (free for the next waiter, or replaced).
     fn release(this: &Rc<Inner>, conn: Connection) {
         let id = id_of(&conn);
-        {
-            let mut st = this.state.borrow_mut();
-            if let Some(n) = st.sharers.get_mut(&id) {
-                *n -= 1;
-                if *n > 0 {
-                    return; // others still run on it
-                }
-                st.sharers.remove(&id);
-            }
-        }
         let now = this.ioloop.time();
         {
             let mut st = this.state.borrow_mut();
-            if st.busy.remove(&id).is_none() {
-                return;
+            match st.pool.release(id) {
+                Released::StillShared | Released::NotBusy => return,
+                Released::Out => {}
             }
             let (since, leak) = match st.meta.get_mut(&id) {
                 Some(m) => (m.busy_since.take(), m.leak_timer.take()),
@@ -1560,7 +1407,7 @@ impl Inner {
         let conns: Vec<Connection> = {
             let mut st = this.state.borrow_mut();
             st.hstore = Some((oid, arr));
-            st.all_connections()
+            st.pool.all()
         };
         for c in conns {
             c.set_hstore_oids(oid, arr);
@@ -1571,21 +1418,11 @@ impl Inner {
     /// down to `size`.
     fn shrink(this: &Rc<Inner>) {
         let now = this.ioloop.time();
-        let closing: Vec<Connection> = {
-            let mut st = this.state.borrow_mut();
-            let mut out = Vec::new();
-            while st.free.len() > this.config.size.get() {
-                let Some((_, last_used)) = st.free.front() else {
-                    break;
-                };
-                if now.saturating_duration_since(*last_used) <= this.config.shrink_delay {
-                    break;
-                }
-                let (c, _) = st.free.pop_front().expect("checked");
-                out.push(c);
-            }
-            out
-        };
+        let closing = this
+            .state
+            .borrow_mut()
+            .pool
+            .shrink(now, &this.config.limits());
         if !closing.is_empty() {
             log::debug!("pool: shrinking by {} connection(s)", closing.len());
         }
