@@ -62,7 +62,7 @@ impl Inner {
                     c.close();
                     return done(Err(pool_closed()));
                 };
-                let hook = inner.config.on_connect.clone();
+                let hook = inner.config.settings.on_connect.clone();
                 match (r, hook) {
                     (Err(e), _) => Inner::opened(&inner, &c, generation, Err(e), done),
                     (Ok(()), None) => Inner::opened(&inner, &c, generation, Ok(()), done),
@@ -105,6 +105,7 @@ impl Inner {
                     let now = this.ioloop.time();
                     let expires = this
                         .config
+                        .settings
                         .max_lifetime
                         .map(|l| lifetime_end(now, l, fastrand::f64()));
                     st.pool.opened(id_of(conn), expires, generation);
@@ -133,7 +134,7 @@ impl Inner {
             conn.ioloop()
                 .add_future(&fut, move |f| done(f.take().expect("resolved").map(drop)));
         }
-        let Some(hook) = this.config.password.clone() else {
+        let Some(hook) = this.config.settings.password.clone() else {
             return connect(conn, done);
         };
         let asked = this.ioloop.spawn((hook.0)());
@@ -170,7 +171,7 @@ impl Inner {
             return;
         };
         m.busy_since.get_or_insert(now);
-        if let (true, Some(after)) = (req.held, this.config.leak_warning) {
+        if let (true, Some(after)) = (req.held, this.config.settings.leak_warning) {
             m.hold += 1;
             let hold = m.hold;
             let weak = Rc::downgrade(this);
@@ -216,7 +217,11 @@ impl Inner {
         req: Request,
         cb: Done<Connection>,
     ) {
-        let bound = this.config.connect_timeout.unwrap_or(CHECK_BOUND);
+        let bound = this
+            .config
+            .template
+            .connect_timeout()
+            .unwrap_or(CHECK_BOUND);
         let watchdog = {
             let c = conn.clone();
             this.ioloop.call_later(bound, move || {
@@ -276,7 +281,7 @@ impl Inner {
     /// Idle connections at the hand-out end that outlived `max_lifetime` are retired
     /// before one is taken (the expiry timer may be late on a busy loop).
     pub(super) fn expire_before_handout(this: &Rc<Inner>) {
-        if this.config.max_lifetime.is_none() {
+        if this.config.settings.max_lifetime.is_none() {
             return;
         }
         let now = this.ioloop.time();
@@ -292,7 +297,7 @@ impl Inner {
 
     /// Arms the expiry timer for the earliest `max_lifetime` among idle connections.
     pub(super) fn arm_expiry(this: &Rc<Inner>) {
-        if this.config.max_lifetime.is_none() {
+        if this.config.settings.max_lifetime.is_none() {
             return;
         }
         let at = {
@@ -380,7 +385,7 @@ impl Inner {
             conn.transaction_status(),
             TransactionStatus::InTransaction | TransactionStatus::InError
         ) || conn.in_flight() > 0;
-        let reset = this.config.reset.clone();
+        let reset = this.config.settings.reset.clone();
         if matches!(reset, Reset::Rollback) && !needs_rollback {
             return Inner::settle(this, conn);
         }

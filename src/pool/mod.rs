@@ -300,6 +300,13 @@ impl Pool {
         self.0.state.borrow().pool.live()
     }
 
+    /// The dedicated LISTEN connection, once [`Pool::listen`] made it, for tests that check
+    /// how it was built.
+    #[doc(hidden)]
+    pub fn listener_for_tests(&self) -> Option<Connection> {
+        self.0.state.borrow().listener.clone()
+    }
+
     /// Counts of connections and waiters, the sizes, and the cumulative counters.
     pub fn stats(&self) -> PoolStats {
         let st = self.0.state.borrow();
@@ -778,23 +785,7 @@ impl Inner {
     /// Opens one more connection; it joins `pending`. `requested`: on demand (`connect()`,
     /// stretching), as opposed to the pool's own replacements.
     fn new_connection(this: &Rc<Inner>, requested: bool) -> Id {
-        let dsn = this.config.dsn.borrow().clone();
-        // Safe retry needs to know that a request was never written (see
-        // ConnectionBuilder::poll_before_write).
-        let mut b = crate::ConnectionBuilder::with_dsn(dsn)
-            .ioloop(&this.ioloop)
-            .setsession(this.config.setsession.iter().cloned())
-            .poll_before_write(this.config.retry == RetryPolicy::Safe);
-        if let Some(t) = this.config.connect_timeout {
-            b = b.connect_timeout(t);
-        }
-        if let Some(t) = this.config.query_timeout {
-            b = b.query_timeout(t);
-        }
-        if let Some(n) = this.config.statement_cache_size {
-            b = b.statement_cache_size(n);
-        }
-        let conn = b.build();
+        let conn = this.config.connection(&this.ioloop);
         let id = id_of(&conn);
         {
             let mut st = this.state.borrow_mut();
@@ -878,7 +869,7 @@ impl Inner {
             };
             Inner::schedule_reconnect(this);
             let result = match first_error {
-                Some(e) if this.config.raise_connect_errors => {
+                Some(e) if this.config.settings.raise_connect_errors => {
                     Err(connect_failed(tried - failed, tried, &e))
                 }
                 _ => Ok(Pool(this.clone())),
@@ -945,7 +936,7 @@ impl Inner {
     /// when nothing is left that could serve them, unless they may wait for a reconnect.
     fn add_dead(this: &Rc<Inner>, conn: Connection) {
         let all_dead = { this.state.borrow_mut().pool.add_dead(conn) };
-        if all_dead && this.config.wait_for_reconnect {
+        if all_dead && this.config.settings.wait_for_reconnect {
             log::warn!("pool: every connection is dead; requests wait for a reconnect");
         } else if all_dead {
             log::warn!(
@@ -1111,7 +1102,7 @@ impl Inner {
                 // Everything is dead: reconnect if allowed, then wait for it.
                 Inner::reanimate(this, true);
                 let nothing_pending = this.state.borrow().pool.pending_len() == 0;
-                if nothing_pending && !this.config.wait_for_reconnect {
+                if nothing_pending && !this.config.settings.wait_for_reconnect {
                     let e = {
                         let mut st = this.state.borrow_mut();
                         st.counters.requests_unavailable += 1;
@@ -1245,7 +1236,7 @@ impl Inner {
                     done(Ok(v))
                 }
                 Err(e) => {
-                    let waits = inner.config.wait_for_reconnect;
+                    let waits = inner.config.settings.wait_for_reconnect;
                     let retry = (run.attempt == 0 || waits) && Inner::may_retry(&inner, &c, &e);
                     if retry && waits {
                         log::debug!("pool: running again on another connection after: {e}");
@@ -1331,7 +1322,7 @@ impl Inner {
         if this.state.borrow().phase != Phase::Open || !conn.closed() {
             return false;
         }
-        match this.config.retry {
+        match this.config.settings.retry {
             RetryPolicy::Never => false,
             RetryPolicy::Momoko => true,
             RetryPolicy::Safe => e.is_connection_lost() && !e.outcome_unknown(),
@@ -1343,14 +1334,7 @@ impl Inner {
         if let Some(c) = this.state.borrow().listener.clone() {
             return c;
         }
-        let dsn = this.config.dsn.borrow().clone();
-        let mut b = crate::ConnectionBuilder::with_dsn(dsn)
-            .ioloop(&this.ioloop)
-            .setsession(this.config.setsession.iter().cloned());
-        if let Some(t) = this.config.connect_timeout {
-            b = b.connect_timeout(t);
-        }
-        let conn = b.build();
+        let conn = this.config.connection(&this.ioloop);
         let weak = Rc::downgrade(this);
         conn.on_close(Rc::new(move |e: &Error| {
             if let Some(inner) = weak.upgrade() {
@@ -1392,7 +1376,7 @@ impl Inner {
                         }
                         Err(e) => {
                             log::debug!("pool: the LISTEN connection could not reconnect: {e}");
-                            Inner::relisten(&inner, inner.config.reconnect_interval);
+                            Inner::relisten(&inner, inner.config.settings.reconnect_interval);
                         }
                     }
                 }),
