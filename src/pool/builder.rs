@@ -1,5 +1,7 @@
-//! `PoolBuilder`: every option of a pool, checked once at `build()`, and the `Config` the
-//! pool runs with. It owns no state of a running pool and never opens a connection.
+//! `PoolBuilder`: every option of a pool, checked once at `build()`, and the `PoolConfig`
+//! the pool runs with: the `Template` every pooled connection is built from (the LISTEN one
+//! included) and the pool's own `Settings`. It owns no state of a running pool and never
+//! connects anything.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future as StdFuture;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use momoko_loop::{IoLoop, PeriodicCallback};
 
-use super::{Inner, Pool, State};
+use super::{Inner, Pool, PoolState};
 use crate::connection::Connection;
 use crate::conninfo::Dsn;
 use crate::error::Error;
@@ -401,7 +403,7 @@ impl PoolBuilder {
         let inner = Rc::new(Inner {
             ioloop,
             config,
-            state: RefCell::new(State::default()),
+            state: RefCell::new(PoolState::default()),
         });
         if inner.config.settings.auto_shrink {
             let weak = Rc::downgrade(&inner);
@@ -420,12 +422,12 @@ impl PoolBuilder {
         Ok(Pool(inner))
     }
 
-    fn into_config(self) -> Config {
+    fn into_config(self) -> PoolConfig {
         let template = Template {
             poll_before_write: self.settings.retry == RetryPolicy::Safe,
             ..self.template
         };
-        Config {
+        PoolConfig {
             dsn: RefCell::new(self.dsn),
             size: Cell::new(self.size),
             max_size: Cell::new(0),
@@ -450,7 +452,7 @@ pub(super) fn check_sizes(size: usize, max_size: usize) -> Result<(), Error> {
     Ok(())
 }
 
-impl Config {
+impl PoolConfig {
     /// How long a request may wait for a connection: `acquire_timeout`, else 30 s when it
     /// may wait for a reconnect (nothing waits forever), else unbounded (Momoko's queue).
     pub(super) fn wait_bound(&self) -> Option<Duration> {
@@ -461,8 +463,9 @@ impl Config {
     }
 }
 
+/// What a built pool runs by: its connection string, sizes, template and settings.
 #[derive(Debug)]
-pub(super) struct Config {
+pub(super) struct PoolConfig {
     pub(super) dsn: RefCell<Dsn>,
     /// `size` and `max_size` change with `Pool::resize`.
     pub(super) size: Cell<usize>,
@@ -471,14 +474,14 @@ pub(super) struct Config {
     pub(super) settings: Settings,
 }
 
-impl Config {
+impl PoolConfig {
     /// A pooled connection on the current connection string, not yet connected.
     pub(super) fn connection(&self, ioloop: &IoLoop) -> Connection {
         self.template.build(self.dsn.borrow().clone(), ioloop)
     }
 }
 
-impl Config {
+impl PoolConfig {
     /// The settings the container decides by, as they stand now.
     pub(super) fn limits(&self) -> super::container::Limits {
         super::container::Limits {

@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-/// A pooled connection's identity, stable while it lives (the connection's shared session).
+/// A pooled connection's identity: process-wide and never reused (`Connection::shared_id`).
 pub(super) type Id = usize;
 
 /// What the container needs of a connection: a stable id.

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use super::builder::{check_sizes, Reset};
 use super::container::{lifetime_end, Id, Retired};
-use super::{id_of, pool_closed, Inner, Phase, Request};
+use super::{id_of, pool_closed, Acquisition, Inner, PoolPhase};
 use crate::connection::{Connection, TransactionStatus};
 use crate::error::Error;
 use crate::session::ops::Done;
@@ -160,7 +160,7 @@ impl Inner {
 
     /// The bookkeeping of a hand-out: the request is served, usage time starts, and a
     /// connection held by `getconn` gets its leak timer.
-    pub(super) fn handed_out(this: &Rc<Inner>, conn: &Connection, req: &Request) {
+    pub(super) fn handed_out(this: &Rc<Inner>, conn: &Connection, req: &Acquisition) {
         let id = id_of(conn);
         let now = this.ioloop.time();
         let mut st = this.state.borrow_mut();
@@ -214,7 +214,7 @@ impl Inner {
     pub(super) fn health_check(
         this: &Rc<Inner>,
         conn: Connection,
-        req: Request,
+        req: Acquisition,
         cb: Done<Connection>,
     ) {
         let bound = this
@@ -266,7 +266,7 @@ impl Inner {
                     let mut st = inner.state.borrow_mut();
                     st.pool.failed_check(id);
                     st.counters.connections_failed_check += 1;
-                    st.phase == Phase::Closed
+                    st.phase == PoolPhase::Closed
                 };
                 if closed_pool {
                     return cb(Err(pool_closed()));
@@ -326,7 +326,7 @@ impl Inner {
         let now = this.ioloop.time();
         let expired: Vec<Connection> = {
             let mut st = this.state.borrow_mut();
-            if st.phase != Phase::Open {
+            if st.phase != PoolPhase::Open {
                 return;
             }
             st.pool.expire_idle(now)
@@ -368,7 +368,7 @@ impl Inner {
     pub(super) fn replenish(this: &Rc<Inner>) {
         let n = {
             let st = this.state.borrow();
-            if st.phase != Phase::Open {
+            if st.phase != PoolPhase::Open {
                 return;
             }
             st.pool.to_open(&this.config.limits())
@@ -409,7 +409,7 @@ impl Inner {
                 }
             }
             match r {
-                _ if inner.state.borrow().phase == Phase::Closed => c.close(),
+                _ if inner.state.borrow().phase == PoolPhase::Closed => c.close(),
                 _ if c.closed() => Inner::add_dead(&inner, c),
                 Ok(()) => Inner::settle(&inner, c),
                 Err(e) => {
@@ -460,12 +460,12 @@ impl Inner {
         };
         check_sizes(size, max)?;
         let phase = this.state.borrow().phase;
-        if phase == Phase::Closed {
+        if phase == PoolPhase::Closed {
             return Err(pool_closed());
         }
         this.config.size.set(size);
         this.config.max_size.set(max);
-        if phase == Phase::New {
+        if phase == PoolPhase::New {
             return Ok(());
         }
         log::debug!("pool: resized to size {size}, max_size {max}");
@@ -483,9 +483,9 @@ impl Inner {
         let idle: Vec<Connection> = {
             let mut st = this.state.borrow_mut();
             match st.phase {
-                Phase::Closed => return Err(pool_closed()),
-                Phase::New => return Ok(()),
-                Phase::Open => {}
+                PoolPhase::Closed => return Err(pool_closed()),
+                PoolPhase::New => return Ok(()),
+                PoolPhase::Open => {}
             }
             st.pool.drain()
         };

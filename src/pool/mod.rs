@@ -32,7 +32,7 @@ mod container;
 mod lifecycle;
 mod stats;
 
-use builder::Config;
+use builder::PoolConfig;
 pub use builder::{CustomReset, PoolBuilder, Reset, RetryPolicy};
 use container::{Container, Handle, Handout, Id, Released, Retired, Stretch};
 pub use stats::{PoolCounters, PoolStats};
@@ -50,7 +50,7 @@ impl Handle for Connection {
 /// One request for a connection, as it goes through `acquire` (again after a failed health
 /// check or, with `wait_for_reconnect`, after its connection died).
 #[derive(Clone)]
-struct Request {
+struct Acquisition {
     /// The operation may share its connection (see `pipeline_depth`).
     shareable: bool,
     /// Taken with `getconn`: held by the caller (leak warnings).
@@ -62,19 +62,20 @@ struct Request {
     retry: bool,
 }
 
-struct Waiter {
-    req: Request,
+/// A queued acquisition and the callback that gets its connection.
+struct Claim {
+    req: Acquisition,
     cb: Done<Connection>,
 }
 
 /// A waiting request as the container holds it.
-type Queued = container::Queued<Waiter>;
+type Queued = container::Queued<Claim>;
 
-fn abandoned(w: &Waiter) -> bool {
+fn abandoned(w: &Claim) -> bool {
     (w.req.abandoned)()
 }
 
-fn shareable(w: &Waiter) -> bool {
+fn shareable(w: &Claim) -> bool {
     w.req.shareable
 }
 
@@ -100,18 +101,19 @@ struct Meta {
 ///    └──────────────close()──────────────▲
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Phase {
+enum PoolPhase {
     #[default]
     New,
     Open,
     Closed,
 }
 
+/// The pool's mutable state, behind the one `RefCell` of `Inner`.
 #[derive(Default)]
-struct State {
-    phase: Phase,
+struct PoolState {
+    phase: PoolPhase,
     /// Where each connection is, and the waiting requests.
-    pool: Container<Connection, Waiter>,
+    pool: Container<Connection, Claim>,
     /// Futures of `connect()` calls made while the first connect is running.
     connect_waiters: Vec<Future<Result<Pool, Error>>>,
     initial: Option<Initial>,
@@ -144,10 +146,11 @@ struct Initial {
     first_error: Option<Error>,
 }
 
+/// The pool's driver: the loop, the configuration and the state, shared by every handle.
 struct Inner {
     ioloop: IoLoop,
-    config: Config,
-    state: RefCell<State>,
+    config: PoolConfig,
+    state: RefCell<PoolState>,
 }
 
 /// Momoko's connection pool. A cheap handle: clones share one pool.
@@ -213,7 +216,7 @@ struct Run {
     /// The connection stays busy afterwards (getconn's ping).
     keep: bool,
     /// The request, for an acquisition of another connection.
-    req: Request,
+    req: Acquisition,
     /// When the request was made: a retry waits only what is left of its bound.
     started: Instant,
 }
@@ -245,12 +248,12 @@ impl Pool {
         let fut = Future::with_loop(&self.0.ioloop);
         let mut st = self.0.state.borrow_mut();
         match st.phase {
-            Phase::Closed => {
+            PoolPhase::Closed => {
                 drop(st);
                 let _ = fut.set_result(Err(pool_closed()));
                 return fut;
             }
-            Phase::Open => {
+            PoolPhase::Open => {
                 if st.initial.is_some() {
                     st.connect_waiters.push(fut.clone());
                 } else {
@@ -259,9 +262,9 @@ impl Pool {
                 }
                 return fut;
             }
-            Phase::New => {}
+            PoolPhase::New => {}
         }
-        st.phase = Phase::Open;
+        st.phase = PoolPhase::Open;
         st.initial = Some(Initial {
             ids: Default::default(),
             tried: 0,
@@ -356,7 +359,7 @@ impl Pool {
 
     /// Whether `close()` was called.
     pub fn closed(&self) -> bool {
-        self.0.state.borrow().phase == Phase::Closed
+        self.0.state.borrow().phase == PoolPhase::Closed
     }
 
     /// The server version of the last connection that connected.
@@ -512,7 +515,7 @@ impl Pool {
             }
             resolve(r)
         });
-        let req = Request {
+        let req = Acquisition {
             shareable: false,
             held: true,
             abandoned,
@@ -576,15 +579,15 @@ impl Pool {
     ) -> Future<Result<(), Error>> {
         let fut = Future::with_loop(&self.0.ioloop);
         match self.0.state.borrow().phase {
-            Phase::New => {
+            PoolPhase::New => {
                 let _ = fut.set_result(Err(not_connected()));
                 return fut;
             }
-            Phase::Closed => {
+            PoolPhase::Closed => {
                 let _ = fut.set_result(Err(pool_closed()));
                 return fut;
             }
-            Phase::Open => {}
+            PoolPhase::Open => {}
         }
         let conn = Inner::listener_connection(&self.0);
         let f = fut.clone();
@@ -640,13 +643,13 @@ impl Pool {
     pub fn close(&self) -> Result<(), Error> {
         let (conns, waiters, connect_waiters) = {
             let mut st = self.0.state.borrow_mut();
-            if st.phase == Phase::Closed {
+            if st.phase == PoolPhase::Closed {
                 return Err(Error::new(
                     ErrorKind::Pool,
                     "connection pool is already closed",
                 ));
             }
-            st.phase = Phase::Closed;
+            st.phase = PoolPhase::Closed;
             if let Some(pc) = st.shrinker.take() {
                 pc.stop();
             }
@@ -691,7 +694,7 @@ impl Pool {
         let fut = Future::with_loop(&self.0.ioloop);
         let (done, abandoned) = resolver(&fut);
         let inner = self.0.clone();
-        let req = Request {
+        let req = Acquisition {
             shareable,
             held: false,
             abandoned,
@@ -829,7 +832,7 @@ impl Inner {
         let now = this.ioloop.time();
         let mut st = this.state.borrow_mut();
         let known =
-            st.phase != Phase::Closed && st.pool.connected(now, id, result.is_ok()).is_some();
+            st.phase != PoolPhase::Closed && st.pool.connected(now, id, result.is_ok()).is_some();
         if !known {
             drop(st);
             conn.close();
@@ -883,7 +886,7 @@ impl Inner {
     /// A connection that is up and nobody's: replaced if it outlived `max_lifetime` or a
     /// drain, closed if the pool is above `max_size`, otherwise ready for work.
     fn settle(this: &Rc<Inner>, conn: Connection) {
-        if this.state.borrow().phase == Phase::Closed {
+        if this.state.borrow().phase == PoolPhase::Closed {
             conn.close();
             return;
         }
@@ -973,7 +976,7 @@ impl Inner {
     fn on_connection_lost(this: &Rc<Inner>, id: Id, e: &Error) {
         let lost: Vec<Connection> = {
             let mut st = this.state.borrow_mut();
-            if st.phase == Phase::Closed {
+            if st.phase == PoolPhase::Closed {
                 return;
             }
             match st.meta.get(&id) {
@@ -997,7 +1000,7 @@ impl Inner {
         let at = {
             let st = this.state.borrow();
             // During the first connect, its own failures are judged when it ends.
-            if st.phase != Phase::Open || st.reconnect_timer.is_some() || st.initial.is_some() {
+            if st.phase != PoolPhase::Open || st.reconnect_timer.is_some() || st.initial.is_some() {
                 return;
             }
             match st.pool.reconnect_at(now, &this.config.limits()) {
@@ -1039,7 +1042,7 @@ impl Inner {
         }
         let dead: Vec<Connection> = {
             let mut st = this.state.borrow_mut();
-            if st.phase != Phase::Open {
+            if st.phase != PoolPhase::Open {
                 return;
             }
             st.pool.take_dead()
@@ -1068,12 +1071,12 @@ impl Inner {
 
     /// Hands a connection to `cb`: a free one at once (LIFO; checked first when it idled
     /// past `health_check_after`), or after waiting (FIFO).
-    fn acquire(this: &Rc<Inner>, req: Request, cb: Done<Connection>) {
+    fn acquire(this: &Rc<Inner>, req: Acquisition, cb: Done<Connection>) {
         let phase = this.state.borrow().phase;
         match phase {
-            Phase::New => return cb(Err(not_connected())),
-            Phase::Closed => return cb(Err(pool_closed())),
-            Phase::Open => {}
+            PoolPhase::New => return cb(Err(not_connected())),
+            PoolPhase::Closed => return cb(Err(pool_closed())),
+            PoolPhase::Open => {}
         }
         Inner::expire_before_handout(this);
         let now = this.ioloop.time();
@@ -1120,10 +1123,10 @@ impl Inner {
     }
 
     /// Queues a request (FIFO) with its acquire timer, or refuses it at `max_waiting`.
-    fn enqueue(this: &Rc<Inner>, req: Request, cb: Done<Connection>) {
+    fn enqueue(this: &Rc<Inner>, req: Acquisition, cb: Done<Connection>) {
         let now = this.ioloop.time();
         let timeout = req.timeout;
-        let waiter = Waiter { req, cb };
+        let waiter = Claim { req, cb };
         let queued = {
             let mut st = this.state.borrow_mut();
             let limits = this.config.limits();
@@ -1207,7 +1210,7 @@ impl Inner {
                 this.ioloop.remove_timeout(t);
             }
         }
-        if this.state.borrow().phase == Phase::Closed {
+        if this.state.borrow().phase == PoolPhase::Closed {
             conn.close();
             return;
         }
@@ -1275,7 +1278,7 @@ impl Inner {
         if left == Some(Duration::ZERO) {
             return done(Err(timed_out(run.req.timeout.unwrap_or_default())));
         }
-        let req = Request {
+        let req = Acquisition {
             timeout: left,
             retry: true,
             ..run.req.clone()
@@ -1319,7 +1322,7 @@ impl Inner {
     }
 
     fn may_retry(this: &Rc<Inner>, conn: &Connection, e: &Error) -> bool {
-        if this.state.borrow().phase != Phase::Open || !conn.closed() {
+        if this.state.borrow().phase != PoolPhase::Open || !conn.closed() {
             return false;
         }
         match this.config.settings.retry {
@@ -1355,7 +1358,7 @@ impl Inner {
             let conn = {
                 let mut st = inner.state.borrow_mut();
                 st.listener_timer = None;
-                if st.phase != Phase::Open {
+                if st.phase != PoolPhase::Open {
                     return;
                 }
                 st.listener.clone()
