@@ -149,8 +149,13 @@ impl<C, W> Default for Container<C, W> {
 
 /// `lifetime` shortened by `r` × 10 % (`r` in [0, 1), the driver's random draw), so that
 /// connections opened together do not all expire together.
-pub(super) fn lifetime_end(now: Instant, lifetime: Duration, r: f64) -> Instant {
-    now + lifetime.mul_f64(1.0 - 0.1 * r.clamp(0.0, 1.0))
+pub(super) fn jitter(lifetime: Duration, r: f64) -> Duration {
+    lifetime.mul_f64(1.0 - 0.1 * r.clamp(0.0, 1.0))
+}
+
+/// When a connection opened at `now` must end, given its (jittered) lifetime.
+pub(super) fn lifetime_end(now: Instant, lifetime: Duration) -> Instant {
+    now + lifetime
 }
 
 impl<C: Handle, W> Container<C, W> {

@@ -27,7 +27,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::builder::{check_sizes, Reset};
-use super::container::{lifetime_end, Id, Retired};
+use super::container::{jitter, lifetime_end, Id, Retired};
 use super::{id_of, pool_closed, Acquisition, Inner, PoolPhase};
 use crate::connection::{Connection, TransactionStatus};
 use crate::error::Error;
@@ -107,7 +107,7 @@ impl Inner {
                         .config
                         .settings
                         .max_lifetime
-                        .map(|l| lifetime_end(now, l, fastrand::f64()));
+                        .map(|l| lifetime_end(now, jittered(l)));
                     st.pool.opened(id_of(conn), expires, generation);
                     if let Some(m) = st.meta.get_mut(&id_of(conn)) {
                         m.quiet = false;
@@ -498,5 +498,28 @@ impl Inner {
         }
         Inner::replenish(this);
         Ok(())
+    }
+}
+
+/// `lifetime` shortened by a random 0 to 10 % (fastrand's per-thread generator), so that
+/// connections opened together do not all expire together.
+fn jittered(lifetime: Duration) -> Duration {
+    jitter(lifetime, fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_shortens_by_at_most_ten_percent_and_spreads() {
+        let l = Duration::from_secs(100);
+        let samples: Vec<Duration> = (0..1000).map(|_| jittered(l)).collect();
+        assert!(samples
+            .iter()
+            .all(|d| *d <= l && *d >= Duration::from_secs(90)));
+        let min = samples.iter().min().unwrap();
+        let max = samples.iter().max().unwrap();
+        assert!(*max - *min > Duration::from_secs(8), "{min:?}..{max:?}");
     }
 }

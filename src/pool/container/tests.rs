@@ -180,11 +180,11 @@ fn shrink_stops_at_the_first_recently_used_connection() {
 fn lifetime_jitter_is_bounded_to_ten_percent() {
     let clock = Clock::new();
     let l = Duration::from_secs(100);
-    assert_eq!(lifetime_end(clock.at(0), l, 0.0), clock.at(100_000));
-    assert_eq!(lifetime_end(clock.at(0), l, 0.5), clock.at(95_000));
-    assert_eq!(lifetime_end(clock.at(0), l, 1.0), clock.at(90_000));
+    assert_eq!(lifetime_end(clock.at(0), jitter(l, 0.0)), clock.at(100_000));
+    assert_eq!(lifetime_end(clock.at(0), jitter(l, 0.5)), clock.at(95_000));
+    assert_eq!(lifetime_end(clock.at(0), jitter(l, 1.0)), clock.at(90_000));
     assert_eq!(
-        lifetime_end(clock.at(0), l, 7.0),
+        lifetime_end(clock.at(0), jitter(l, 7.0)),
         clock.at(90_000),
         "clamped"
     );
@@ -196,9 +196,9 @@ fn connections_past_their_lifetime_are_retired_idle_and_at_hand_out() {
     let lim = limits(3, 3);
     let mut p = with_free(3, clock.at(0), &lim);
     let l = Duration::from_secs(10);
-    p.opened(1, Some(lifetime_end(clock.at(0), l, 0.0)), 0); // ends at 10 s
-    p.opened(2, Some(lifetime_end(clock.at(0), l, 1.0)), 0); // ends at 9 s
-    p.opened(3, Some(lifetime_end(clock.at(0), l, 0.5)), 0); // ends at 9.5 s
+    p.opened(1, Some(lifetime_end(clock.at(0), jitter(l, 0.0))), 0); // ends at 10 s
+    p.opened(2, Some(lifetime_end(clock.at(0), jitter(l, 1.0))), 0); // ends at 9 s
+    p.opened(3, Some(lifetime_end(clock.at(0), jitter(l, 0.5))), 0); // ends at 9.5 s
     assert_eq!(p.next_expiry(), Some(clock.at(9_000)));
     assert_eq!(p.expire_idle(clock.at(8_999)), vec![]);
     assert_eq!(p.expire_idle(clock.at(9_000)), vec![Conn(2)]);
