@@ -266,6 +266,32 @@ fn pool_query_timeout_applies_to_pooled_connections() {
     });
 }
 
+/// The LISTEN connection is built like every other pooled connection: a query on it gets
+/// the pool's `query_timeout`.
+#[test]
+fn pool_listen_connection_has_the_pools_query_timeout() {
+    run(async {
+        let pool = Pool::builder(&dsn())
+            .size(1)
+            .query_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        pool.listen(&unique("tmpl"), |_| {}).await.unwrap();
+        let listener = pool.listener_for_tests().expect("listening");
+        let start = Instant::now();
+        let err = listener
+            .execute("SELECT pg_sleep(3)", ())
+            .await
+            .unwrap_err();
+        let took = start.elapsed();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+    });
+}
+
 fn rows_text(n: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(n * 16);
     for i in 0..n {

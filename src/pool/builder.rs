@@ -1,5 +1,7 @@
-//! `PoolBuilder`: every option of a pool, checked once at `build()`, and the `Config` the
-//! pool runs with. It owns no state of a running pool and never opens a connection.
+//! `PoolBuilder`: every option of a pool, checked once at `build()`, and the `PoolConfig`
+//! the pool runs with: the `Template` every pooled connection is built from (the LISTEN one
+//! included) and the pool's own `Settings`. It owns no state of a running pool and never
+//! connects anything.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future as StdFuture;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use momoko_loop::{IoLoop, PeriodicCallback};
 
-use super::{Inner, Pool, State};
+use super::{Inner, Pool, PoolState};
 use crate::connection::Connection;
 use crate::conninfo::Dsn;
 use crate::error::Error;
@@ -112,26 +114,91 @@ pub struct PoolBuilder {
     size: usize,
     max_size: Option<usize>,
     ioloop: Option<IoLoop>,
-    raise_connect_errors: bool,
-    reconnect_interval: Duration,
+    template: Template,
+    settings: Settings,
+}
+
+/// What every pooled connection is built with, the LISTEN connection included: the
+/// connection options the pool passes on, beside the connection string (which `set_dsn`
+/// changes, so it is kept apart).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Template {
     setsession: Vec<String>,
-    auto_shrink: bool,
-    shrink_delay: Duration,
-    shrink_period: Duration,
-    retry: RetryPolicy,
-    acquire_timeout: Option<Duration>,
-    max_waiting: Option<usize>,
     connect_timeout: Option<Duration>,
     query_timeout: Option<Duration>,
     statement_cache_size: Option<usize>,
-    pipeline_depth: usize,
-    max_lifetime: Option<Duration>,
-    health_check_after: Option<Duration>,
-    on_connect: Option<ConnHook>,
-    reset: Reset,
-    password: Option<PasswordHook>,
-    wait_for_reconnect: bool,
-    leak_warning: Option<Duration>,
+    /// Set by `build` from the retry policy: safe retry needs to know that a request was
+    /// never written (see `ConnectionBuilder::poll_before_write`).
+    poll_before_write: bool,
+}
+
+impl Template {
+    pub(super) fn connect_timeout(&self) -> Option<Duration> {
+        self.connect_timeout
+    }
+
+    /// A connection on `dsn` with these options, not yet connected.
+    pub(super) fn build(&self, dsn: Dsn, ioloop: &IoLoop) -> Connection {
+        let mut b = crate::ConnectionBuilder::with_dsn(dsn)
+            .ioloop(ioloop)
+            .setsession(self.setsession.iter().cloned())
+            .poll_before_write(self.poll_before_write);
+        if let Some(t) = self.connect_timeout {
+            b = b.connect_timeout(t);
+        }
+        if let Some(t) = self.query_timeout {
+            b = b.query_timeout(t);
+        }
+        if let Some(n) = self.statement_cache_size {
+            b = b.statement_cache_size(n);
+        }
+        b.build()
+    }
+}
+
+/// The pool's own settings (everything but the sizes, which `resize` changes).
+#[derive(Debug, Clone)]
+pub(super) struct Settings {
+    pub(super) raise_connect_errors: bool,
+    pub(super) reconnect_interval: Duration,
+    pub(super) auto_shrink: bool,
+    pub(super) shrink_delay: Duration,
+    pub(super) shrink_period: Duration,
+    pub(super) retry: RetryPolicy,
+    pub(super) acquire_timeout: Option<Duration>,
+    pub(super) max_waiting: Option<usize>,
+    pub(super) pipeline_depth: usize,
+    pub(super) max_lifetime: Option<Duration>,
+    pub(super) health_check_after: Option<Duration>,
+    pub(super) on_connect: Option<ConnHook>,
+    pub(super) reset: Reset,
+    pub(super) password: Option<PasswordHook>,
+    pub(super) wait_for_reconnect: bool,
+    pub(super) leak_warning: Option<Duration>,
+}
+
+impl Default for Settings {
+    /// The defaults, Momoko's where it has one.
+    fn default() -> Self {
+        Settings {
+            raise_connect_errors: true,
+            reconnect_interval: Duration::from_millis(500),
+            auto_shrink: false,
+            shrink_delay: Duration::from_secs(120),
+            shrink_period: Duration::from_secs(120),
+            retry: RetryPolicy::Safe,
+            acquire_timeout: None,
+            max_waiting: None,
+            pipeline_depth: 1,
+            max_lifetime: None,
+            health_check_after: Some(Duration::from_secs(1)),
+            on_connect: None,
+            reset: Reset::Rollback,
+            password: None,
+            wait_for_reconnect: false,
+            leak_warning: None,
+        }
+    }
 }
 
 impl PoolBuilder {
@@ -145,33 +212,14 @@ impl PoolBuilder {
         PoolBuilder::with_dsn(Dsn::Text(dsn.to_owned()))
     }
 
-    /// The defaults, Momoko's where it has one.
     fn with_dsn(dsn: Dsn) -> PoolBuilder {
         PoolBuilder {
             dsn,
             size: 1,
             max_size: None,
             ioloop: None,
-            raise_connect_errors: true,
-            reconnect_interval: Duration::from_millis(500),
-            setsession: Vec::new(),
-            auto_shrink: false,
-            shrink_delay: Duration::from_secs(120),
-            shrink_period: Duration::from_secs(120),
-            retry: RetryPolicy::Safe,
-            acquire_timeout: None,
-            max_waiting: None,
-            connect_timeout: None,
-            query_timeout: None,
-            statement_cache_size: None,
-            pipeline_depth: 1,
-            max_lifetime: None,
-            health_check_after: Some(Duration::from_secs(1)),
-            on_connect: None,
-            reset: Reset::Rollback,
-            password: None,
-            wait_for_reconnect: false,
-            leak_warning: None,
+            template: Template::default(),
+            settings: Settings::default(),
         }
     }
 
@@ -194,12 +242,12 @@ impl PoolBuilder {
     /// with `PartiallyConnected` when some opened, `DatabaseNotAvailable` when none did,
     /// either way with the first failure as the cause (see [`Pool::connect`]).
     pub fn raise_connect_errors(mut self, raise: bool) -> Self {
-        self.raise_connect_errors = raise;
+        self.settings.raise_connect_errors = raise;
         self
     }
     /// The least time between two reconnect batches after a failed one (default 500 ms).
     pub fn reconnect_interval(mut self, interval: Duration) -> Self {
-        self.reconnect_interval = interval;
+        self.settings.reconnect_interval = interval;
         self
     }
     /// Statements run on every connection after each connect.
@@ -208,43 +256,43 @@ impl PoolBuilder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.setsession = statements.into_iter().map(Into::into).collect();
+        self.template.setsession = statements.into_iter().map(Into::into).collect();
         self
     }
     /// Close idle connections above `size` (default false).
     pub fn auto_shrink(mut self, on: bool) -> Self {
-        self.auto_shrink = on;
+        self.settings.auto_shrink = on;
         self
     }
     /// How long a connection must be idle before shrinking closes it (default 2 minutes).
     pub fn shrink_delay(mut self, delay: Duration) -> Self {
-        self.shrink_delay = delay;
+        self.settings.shrink_delay = delay;
         self
     }
     /// How often shrinking runs (default 2 minutes).
     pub fn shrink_period(mut self, period: Duration) -> Self {
-        self.shrink_period = period;
+        self.settings.shrink_period = period;
         self
     }
     /// When failed operations are run again (default [`RetryPolicy::Safe`]).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.settings.retry = policy;
         self
     }
     /// A request waiting longer than this for a connection fails with `ErrorKind::Timeout`.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = Some(timeout);
+        self.settings.acquire_timeout = Some(timeout);
         self
     }
     /// At most this many requests wait; beyond it a request fails at once (`ErrorKind::Pool`)
     /// and nothing is queued.
     pub fn max_waiting(mut self, max: usize) -> Self {
-        self.max_waiting = Some(max);
+        self.settings.max_waiting = Some(max);
         self
     }
     /// Gives up each connect attempt after this long.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
+        self.template.connect_timeout = Some(timeout);
         self
     }
     /// When no connection is free, up to this many pool operations may share one busy
@@ -255,13 +303,13 @@ impl PoolBuilder {
     /// connection instead of in the pool's queue, and a lost connection fails every
     /// operation sharing it.
     pub fn pipeline_depth(mut self, depth: usize) -> Self {
-        self.pipeline_depth = depth.max(1);
+        self.settings.pipeline_depth = depth.max(1);
         self
     }
     /// A query not answered within this long fails with `ErrorKind::Timeout` and is
     /// cancelled on the server (see [`crate::ConnectionBuilder::query_timeout`]).
     pub fn query_timeout(mut self, timeout: Duration) -> Self {
-        self.query_timeout = Some(timeout);
+        self.template.query_timeout = Some(timeout);
         self
     }
 
@@ -269,7 +317,7 @@ impl PoolBuilder {
     /// [`crate::ConnectionBuilder::statement_cache_size`]); `0` for PgBouncer's transaction
     /// pooling.
     pub fn statement_cache_size(mut self, n: usize) -> Self {
-        self.statement_cache_size = Some(n);
+        self.template.statement_cache_size = Some(n);
         self
     }
     /// A connection whose server session is older than this is closed when it is next idle
@@ -278,7 +326,7 @@ impl PoolBuilder {
     /// limit is shortened by a random jitter of up to 10 % so that they do not all expire
     /// together. Default: none (connections live as long as the server keeps them).
     pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
-        self.max_lifetime = Some(lifetime);
+        self.settings.max_lifetime = Some(lifetime);
         self
     }
     /// A connection that sat idle longer than this is checked with an empty query (one
@@ -287,7 +335,7 @@ impl PoolBuilder {
     /// another connection instead of failing. Default: 1 s, as pgxpool; `None` turns the
     /// check off (Momoko's behaviour: a dead idle connection is found by the retry).
     pub fn health_check_after(mut self, idle: impl Into<Option<Duration>>) -> Self {
-        self.health_check_after = idle.into();
+        self.settings.health_check_after = idle.into();
         self
     }
     /// An async hook run on every new connection (and every reconnect: each is a new
@@ -300,12 +348,12 @@ impl PoolBuilder {
         F: Fn(Connection) -> Fut + 'static,
         Fut: StdFuture<Output = Result<(), Error>> + 'static,
     {
-        self.on_connect = Some(ConnHook::new(hook));
+        self.settings.on_connect = Some(ConnHook::new(hook));
         self
     }
     /// What runs on a connection when it comes back (default [`Reset::Rollback`]).
     pub fn reset(mut self, reset: Reset) -> Self {
-        self.reset = reset;
+        self.settings.reset = reset;
         self
     }
     /// Asks `callback` for the password before every connect (new connections, reconnects,
@@ -318,7 +366,7 @@ impl PoolBuilder {
         F: Fn() -> Fut + 'static,
         Fut: StdFuture<Output = Result<String, Error>> + 'static,
     {
-        self.password = Some(PasswordHook(Rc::new(move || Box::pin(callback()))));
+        self.settings.password = Some(PasswordHook(Rc::new(move || Box::pin(callback()))));
         self
     }
     /// What a request does when no connection is alive (every one dead, none connecting):
@@ -329,13 +377,13 @@ impl PoolBuilder {
     /// because its connection died, provably without effect, waits for another connection
     /// too (within the same bound) instead of reconnecting in place.
     pub fn wait_for_reconnect(mut self, wait: bool) -> Self {
-        self.wait_for_reconnect = wait;
+        self.settings.wait_for_reconnect = wait;
         self
     }
     /// Logs a warning (with the `log` crate, target `momoko::pool`) when a connection taken
     /// with `getconn` has not been given back after this long, once per hold. Default: off.
     pub fn leak_warning(mut self, after: Duration) -> Self {
-        self.leak_warning = Some(after);
+        self.settings.leak_warning = Some(after);
         self
     }
 
@@ -355,46 +403,36 @@ impl PoolBuilder {
         let inner = Rc::new(Inner {
             ioloop,
             config,
-            state: RefCell::new(State::default()),
+            state: RefCell::new(PoolState::default()),
         });
-        if inner.config.auto_shrink {
+        if inner.config.settings.auto_shrink {
             let weak = Rc::downgrade(&inner);
-            let pc = PeriodicCallback::new(&inner.ioloop, inner.config.shrink_period, move || {
-                if let Some(inner) = weak.upgrade() {
-                    Inner::shrink(&inner);
-                }
-            });
+            let pc = PeriodicCallback::new(
+                &inner.ioloop,
+                inner.config.settings.shrink_period,
+                move || {
+                    if let Some(inner) = weak.upgrade() {
+                        Inner::shrink(&inner);
+                    }
+                },
+            );
             pc.start();
             inner.state.borrow_mut().shrinker = Some(pc);
         }
         Ok(Pool(inner))
     }
 
-    fn into_config(self) -> Config {
-        Config {
+    fn into_config(self) -> PoolConfig {
+        let template = Template {
+            poll_before_write: self.settings.retry == RetryPolicy::Safe,
+            ..self.template
+        };
+        PoolConfig {
             dsn: RefCell::new(self.dsn),
             size: Cell::new(self.size),
             max_size: Cell::new(0),
-            raise_connect_errors: self.raise_connect_errors,
-            reconnect_interval: self.reconnect_interval,
-            setsession: self.setsession,
-            auto_shrink: self.auto_shrink,
-            shrink_delay: self.shrink_delay,
-            shrink_period: self.shrink_period,
-            retry: self.retry,
-            acquire_timeout: self.acquire_timeout,
-            max_waiting: self.max_waiting,
-            connect_timeout: self.connect_timeout,
-            query_timeout: self.query_timeout,
-            statement_cache_size: self.statement_cache_size,
-            pipeline_depth: self.pipeline_depth,
-            max_lifetime: self.max_lifetime,
-            health_check_after: self.health_check_after,
-            on_connect: self.on_connect,
-            reset: self.reset,
-            password: self.password,
-            wait_for_reconnect: self.wait_for_reconnect,
-            leak_warning: self.leak_warning,
+            template,
+            settings: self.settings,
         }
     }
 }
@@ -414,39 +452,46 @@ pub(super) fn check_sizes(size: usize, max_size: usize) -> Result<(), Error> {
     Ok(())
 }
 
-impl Config {
+impl PoolConfig {
     /// How long a request may wait for a connection: `acquire_timeout`, else 30 s when it
     /// may wait for a reconnect (nothing waits forever), else unbounded (Momoko's queue).
     pub(super) fn wait_bound(&self) -> Option<Duration> {
-        self.acquire_timeout
-            .or(self.wait_for_reconnect.then_some(Duration::from_secs(30)))
+        self.settings.acquire_timeout.or(self
+            .settings
+            .wait_for_reconnect
+            .then_some(Duration::from_secs(30)))
     }
 }
 
+/// What a built pool runs by: its connection string, sizes, template and settings.
 #[derive(Debug)]
-pub(super) struct Config {
+pub(super) struct PoolConfig {
     pub(super) dsn: RefCell<Dsn>,
     /// `size` and `max_size` change with `Pool::resize`.
     pub(super) size: Cell<usize>,
     pub(super) max_size: Cell<usize>,
-    pub(super) raise_connect_errors: bool,
-    pub(super) reconnect_interval: Duration,
-    pub(super) setsession: Vec<String>,
-    pub(super) auto_shrink: bool,
-    pub(super) shrink_delay: Duration,
-    pub(super) shrink_period: Duration,
-    pub(super) retry: RetryPolicy,
-    pub(super) acquire_timeout: Option<Duration>,
-    pub(super) max_waiting: Option<usize>,
-    pub(super) connect_timeout: Option<Duration>,
-    pub(super) query_timeout: Option<Duration>,
-    pub(super) statement_cache_size: Option<usize>,
-    pub(super) pipeline_depth: usize,
-    pub(super) max_lifetime: Option<Duration>,
-    pub(super) health_check_after: Option<Duration>,
-    pub(super) on_connect: Option<ConnHook>,
-    pub(super) reset: Reset,
-    pub(super) password: Option<PasswordHook>,
-    pub(super) wait_for_reconnect: bool,
-    pub(super) leak_warning: Option<Duration>,
+    pub(super) template: Template,
+    pub(super) settings: Settings,
+}
+
+impl PoolConfig {
+    /// A pooled connection on the current connection string, not yet connected.
+    pub(super) fn connection(&self, ioloop: &IoLoop) -> Connection {
+        self.template.build(self.dsn.borrow().clone(), ioloop)
+    }
+}
+
+impl PoolConfig {
+    /// The settings the container decides by, as they stand now.
+    pub(super) fn limits(&self) -> super::container::Limits {
+        super::container::Limits {
+            size: self.size.get(),
+            max_size: self.max_size.get(),
+            max_waiting: self.settings.max_waiting,
+            reconnect_interval: self.settings.reconnect_interval,
+            shrink_delay: self.settings.shrink_delay,
+            health_check_after: self.settings.health_check_after,
+            pipeline_depth: self.settings.pipeline_depth,
+        }
+    }
 }

@@ -27,7 +27,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::builder::{check_sizes, Reset};
-use super::{id_of, pool_closed, Id, Inner, Phase, Request, Retired};
+use super::container::{jitter, lifetime_end, Id, Retired};
+use super::{id_of, pool_closed, Acquisition, Inner, PoolPhase};
 use crate::connection::{Connection, TransactionStatus};
 use crate::error::Error;
 use crate::session::ops::Done;
@@ -50,7 +51,7 @@ impl Inner {
         conn: Connection,
         done: Box<dyn FnOnce(Result<(), Error>)>,
     ) {
-        let generation = this.state.borrow().generation;
+        let generation = this.state.borrow().pool.generation();
         let weak = Rc::downgrade(this);
         let c = conn.clone();
         Inner::connect_with_password(
@@ -61,7 +62,7 @@ impl Inner {
                     c.close();
                     return done(Err(pool_closed()));
                 };
-                let hook = inner.config.on_connect.clone();
+                let hook = inner.config.settings.on_connect.clone();
                 match (r, hook) {
                     (Err(e), _) => Inner::opened(&inner, &c, generation, Err(e), done),
                     (Ok(()), None) => Inner::opened(&inner, &c, generation, Ok(()), done),
@@ -102,10 +103,13 @@ impl Inner {
                 Ok(()) => {
                     st.counters.connections_opened += 1;
                     let now = this.ioloop.time();
-                    let expires = this.config.max_lifetime.map(|l| now + jittered(l));
+                    let expires = this
+                        .config
+                        .settings
+                        .max_lifetime
+                        .map(|l| lifetime_end(now, jittered(l)));
+                    st.pool.opened(id_of(conn), expires, generation);
                     if let Some(m) = st.meta.get_mut(&id_of(conn)) {
-                        m.expires = expires;
-                        m.generation = generation;
                         m.quiet = false;
                     }
                 }
@@ -130,7 +134,7 @@ impl Inner {
             conn.ioloop()
                 .add_future(&fut, move |f| done(f.take().expect("resolved").map(drop)));
         }
-        let Some(hook) = this.config.password.clone() else {
+        let Some(hook) = this.config.settings.password.clone() else {
             return connect(conn, done);
         };
         let asked = this.ioloop.spawn((hook.0)());
@@ -156,7 +160,7 @@ impl Inner {
 
     /// The bookkeeping of a hand-out: the request is served, usage time starts, and a
     /// connection held by `getconn` gets its leak timer.
-    pub(super) fn handed_out(this: &Rc<Inner>, conn: &Connection, req: &Request) {
+    pub(super) fn handed_out(this: &Rc<Inner>, conn: &Connection, req: &Acquisition) {
         let id = id_of(conn);
         let now = this.ioloop.time();
         let mut st = this.state.borrow_mut();
@@ -167,7 +171,7 @@ impl Inner {
             return;
         };
         m.busy_since.get_or_insert(now);
-        if let (true, Some(after)) = (req.held, this.config.leak_warning) {
+        if let (true, Some(after)) = (req.held, this.config.settings.leak_warning) {
             m.hold += 1;
             let hold = m.hold;
             let weak = Rc::downgrade(this);
@@ -186,7 +190,7 @@ impl Inner {
     fn leak_suspected(this: &Rc<Inner>, id: Id, hold: u64, after: Duration) {
         let conn = {
             let mut st = this.state.borrow_mut();
-            let conn = st.busy.get(&id).cloned();
+            let conn = st.pool.busy_conn(id);
             let Some(m) = st.meta.get_mut(&id) else {
                 return;
             };
@@ -210,10 +214,14 @@ impl Inner {
     pub(super) fn health_check(
         this: &Rc<Inner>,
         conn: Connection,
-        req: Request,
+        req: Acquisition,
         cb: Done<Connection>,
     ) {
-        let bound = this.config.connect_timeout.unwrap_or(CHECK_BOUND);
+        let bound = this
+            .config
+            .template
+            .connect_timeout()
+            .unwrap_or(CHECK_BOUND);
         let watchdog = {
             let c = conn.clone();
             this.ioloop.call_later(bound, move || {
@@ -239,8 +247,8 @@ impl Inner {
                         if let Some(m) = st.meta.get_mut(&id) {
                             m.quiet = false;
                         }
-                        if req.shareable && inner.config.pipeline_depth > 1 {
-                            st.sharers.insert(id, 1);
+                        if req.shareable {
+                            st.pool.shared(id, &inner.config.limits());
                         }
                     }
                     Inner::handed_out(&inner, &c, &req);
@@ -256,14 +264,14 @@ impl Inner {
                 }
                 let closed_pool = {
                     let mut st = inner.state.borrow_mut();
-                    st.busy.remove(&id);
+                    st.pool.failed_check(id);
                     st.counters.connections_failed_check += 1;
-                    st.phase == Phase::Closed
+                    st.phase == PoolPhase::Closed
                 };
                 if closed_pool {
                     return cb(Err(pool_closed()));
                 }
-                inner.state.borrow_mut().dead.push(c);
+                inner.state.borrow_mut().pool.add_dead(c);
                 Inner::reanimate(&inner, true);
                 Inner::acquire(&inner, req, cb);
             }),
@@ -273,26 +281,11 @@ impl Inner {
     /// Idle connections at the hand-out end that outlived `max_lifetime` are retired
     /// before one is taken (the expiry timer may be late on a busy loop).
     pub(super) fn expire_before_handout(this: &Rc<Inner>) {
-        if this.config.max_lifetime.is_none() {
+        if this.config.settings.max_lifetime.is_none() {
             return;
         }
         let now = this.ioloop.time();
-        let mut expired = Vec::new();
-        {
-            let mut st = this.state.borrow_mut();
-            while let Some((c, _)) = st.free.back() {
-                let id = id_of(c);
-                let outlived = st
-                    .meta
-                    .get(&id)
-                    .and_then(|m| m.expires)
-                    .is_some_and(|t| t <= now);
-                if !outlived {
-                    break;
-                }
-                expired.push(st.free.pop_back().expect("checked").0);
-            }
-        }
+        let expired = this.state.borrow_mut().pool.expired_at_handout(now);
         if expired.is_empty() {
             return;
         }
@@ -304,16 +297,12 @@ impl Inner {
 
     /// Arms the expiry timer for the earliest `max_lifetime` among idle connections.
     pub(super) fn arm_expiry(this: &Rc<Inner>) {
-        if this.config.max_lifetime.is_none() {
+        if this.config.settings.max_lifetime.is_none() {
             return;
         }
         let at = {
             let st = this.state.borrow();
-            let earliest = st
-                .free
-                .iter()
-                .filter_map(|(c, _)| st.meta.get(&id_of(c)).and_then(|m| m.expires))
-                .min();
+            let earliest = st.pool.next_expiry();
             match (earliest, st.expiry_timer) {
                 (None, _) => return,
                 (Some(at), Some((_, armed))) if armed <= at => return,
@@ -337,17 +326,10 @@ impl Inner {
         let now = this.ioloop.time();
         let expired: Vec<Connection> = {
             let mut st = this.state.borrow_mut();
-            if st.phase != Phase::Open {
+            if st.phase != PoolPhase::Open {
                 return;
             }
-            let free = std::mem::take(&mut st.free);
-            let (gone, kept): (Vec<_>, Vec<_>) = free.into_iter().partition(|(c, _)| {
-                st.meta
-                    .get(&id_of(c))
-                    .is_some_and(|m| m.expires.is_some_and(|t| t <= now))
-            });
-            st.free = kept.into();
-            gone.into_iter().map(|(c, _)| c).collect()
+            st.pool.expire_idle(now)
         };
         for c in expired {
             Inner::retire(this, c, Retired::Expired);
@@ -361,6 +343,7 @@ impl Inner {
     pub(super) fn retire(this: &Rc<Inner>, conn: Connection, why: Retired) {
         {
             let mut st = this.state.borrow_mut();
+            st.pool.forget(id_of(&conn));
             if let Some(m) = st.meta.remove(&id_of(&conn)) {
                 if let Some(t) = m.leak_timer {
                     this.ioloop.remove_timeout(t);
@@ -383,19 +366,14 @@ impl Inner {
     /// without a connect in flight (up to `max_size`): a retired connection's waiters get
     /// its replacement.
     pub(super) fn replenish(this: &Rc<Inner>) {
-        loop {
-            let open = {
-                let st = this.state.borrow();
-                let total = st.total();
-                st.phase == Phase::Open
-                    && (total < this.config.size.get()
-                        || (st.waiting.len() > st.pending.len()
-                            && st.free.is_empty()
-                            && total < this.config.max_size.get()))
-            };
-            if !open {
+        let n = {
+            let st = this.state.borrow();
+            if st.phase != PoolPhase::Open {
                 return;
             }
+            st.pool.to_open(&this.config.limits())
+        };
+        for _ in 0..n {
             Inner::new_connection(this, false);
         }
     }
@@ -407,14 +385,14 @@ impl Inner {
             conn.transaction_status(),
             TransactionStatus::InTransaction | TransactionStatus::InError
         ) || conn.in_flight() > 0;
-        let reset = this.config.reset.clone();
+        let reset = this.config.settings.reset.clone();
         if matches!(reset, Reset::Rollback) && !needs_rollback {
             return Inner::settle(this, conn);
         }
         let id = id_of(&conn);
         {
             let mut st = this.state.borrow_mut();
-            st.busy.insert(id, conn.clone());
+            st.pool.hold(conn.clone());
             if let Some(m) = st.meta.get_mut(&id) {
                 m.resetting = true;
             }
@@ -425,13 +403,13 @@ impl Inner {
             let Some(inner) = weak.upgrade() else { return };
             {
                 let mut st = inner.state.borrow_mut();
-                st.busy.remove(&id);
+                st.pool.release(id);
                 if let Some(m) = st.meta.get_mut(&id) {
                     m.resetting = false;
                 }
             }
             match r {
-                _ if inner.state.borrow().phase == Phase::Closed => c.close(),
+                _ if inner.state.borrow().phase == PoolPhase::Closed => c.close(),
                 _ if c.closed() => Inner::add_dead(&inner, c),
                 Ok(()) => Inner::settle(&inner, c),
                 Err(e) => {
@@ -482,30 +460,16 @@ impl Inner {
         };
         check_sizes(size, max)?;
         let phase = this.state.borrow().phase;
-        if phase == Phase::Closed {
+        if phase == PoolPhase::Closed {
             return Err(pool_closed());
         }
         this.config.size.set(size);
         this.config.max_size.set(max);
-        if phase == Phase::New {
+        if phase == PoolPhase::New {
             return Ok(());
         }
         log::debug!("pool: resized to size {size}, max_size {max}");
-        let excess: Vec<Connection> = {
-            let mut st = this.state.borrow_mut();
-            let mut out = Vec::new();
-            // Dead ones serve nobody: they go first, then the least recently used idle.
-            while st.total() > max {
-                if let Some(c) = st.dead.pop() {
-                    out.push(c);
-                } else if let Some((c, _)) = st.free.pop_front() {
-                    out.push(c);
-                } else {
-                    break; // busy and pending ones go as they settle
-                }
-            }
-            out
-        };
+        let excess = this.state.borrow_mut().pool.resize_excess(max);
         for c in excess {
             Inner::retire(this, c, Retired::Shrunk);
         }
@@ -519,12 +483,11 @@ impl Inner {
         let idle: Vec<Connection> = {
             let mut st = this.state.borrow_mut();
             match st.phase {
-                Phase::Closed => return Err(pool_closed()),
-                Phase::New => return Ok(()),
-                Phase::Open => {}
+                PoolPhase::Closed => return Err(pool_closed()),
+                PoolPhase::New => return Ok(()),
+                PoolPhase::Open => {}
             }
-            st.generation += 1;
-            st.free.drain(..).map(|(c, _)| c).collect()
+            st.pool.drain()
         };
         log::debug!(
             "pool: draining; {} idle connection(s) replaced now",
@@ -541,7 +504,7 @@ impl Inner {
 /// `lifetime` shortened by a random 0 to 10 % (fastrand's per-thread generator), so that
 /// connections opened together do not all expire together.
 fn jittered(lifetime: Duration) -> Duration {
-    lifetime.mul_f64(1.0 - 0.1 * fastrand::f64())
+    jitter(lifetime, fastrand::f64())
 }
 
 #[cfg(test)]

@@ -1,49 +1,56 @@
 //! `Pool`: Momoko's connection pool, with its hangs fixed and safe automatic recovery.
 //!
-//! The pool owns its connections and the container that says where each one is: free (a
-//! LIFO with last-used times), busy, dead or pending, plus a FIFO of waiters. It decides
-//! when to stretch towards `max_size`, when to shrink back to `size`, when to reconnect dead
-//! connections (batches spaced by `reconnect_interval`), and when an operation may be run a
-//! second time. It never retries a request whose effect on the server is unknown (unless the
-//! caller chose Momoko's rule), never lets a waiter wait forever once nothing can serve it,
-//! and never runs user code while it holds a borrow of its state.
+//! This file is the pool's driver: it owns the connections, the loop's timers and the
+//! callbacks. Where each connection is (free as a LIFO with last-used times, busy, dead,
+//! pending), the FIFO of waiters and every decision that depends on time (stretch towards
+//! `max_size`, shrink back to `size`, reconnect batches spaced by `reconnect_interval`,
+//! health checks, lifetimes, the queue's deadlines) live in `container.rs`, which takes the
+//! time as an argument; the driver applies its answers. It never lets a waiter wait forever
+//! once nothing can serve it, and never runs user code while it holds a borrow of its state.
 //!
-//! The production side (connections that age out, checks before hand-out, hooks, rotating
-//! passwords, resizing, counters, leak warnings) lives in `lifecycle.rs`; the options in
-//! `builder.rs`; what an operator reads in `stats.rs`.
+//! The operations callers run and their retry live in `ops.rs`; the LISTEN connection in
+//! `listen.rs`; the production side (connections that age out, checks before hand-out,
+//! hooks, rotating passwords, resizing, counters, leak warnings) in `lifecycle.rs`; the
+//! options and the connection template in `builder.rs`; what an operator reads in
+//! `stats.rs`.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use momoko_loop::{Future, IoLoop, PeriodicCallback, TimeoutId};
 
-use crate::connection::{Connection, Statement};
+use crate::connection::Connection;
 use crate::error::{Error, ErrorKind};
-use crate::params::{ParamValues, Params};
-use crate::row::Cursor;
 use crate::session::ops::Done;
 
 mod builder;
+mod container;
 mod lifecycle;
+mod listen;
+mod ops;
 mod stats;
 
-use builder::Config;
+use builder::PoolConfig;
 pub use builder::{CustomReset, PoolBuilder, Reset, RetryPolicy};
+use container::{Container, Handle, Handout, Id, Released, Retired, Stretch};
 pub use stats::{PoolCounters, PoolStats};
-
-/// A pooled connection's identity: the address of its shared state, stable while it lives.
-type Id = usize;
 
 fn id_of(conn: &Connection) -> Id {
     conn.shared_id()
 }
 
+impl Handle for Connection {
+    fn id(&self) -> Id {
+        self.shared_id()
+    }
+}
+
 /// One request for a connection, as it goes through `acquire` (again after a failed health
 /// check or, with `wait_for_reconnect`, after its connection died).
 #[derive(Clone)]
-struct Request {
+struct Acquisition {
     /// The operation may share its connection (see `pipeline_depth`).
     shareable: bool,
     /// Taken with `getconn`: held by the caller (leak warnings).
@@ -55,22 +62,26 @@ struct Request {
     retry: bool,
 }
 
-struct Waiter {
-    seq: u64,
-    req: Request,
+/// A queued acquisition and the callback that gets its connection.
+struct Claim {
+    req: Acquisition,
     cb: Done<Connection>,
-    timer: Option<TimeoutId>,
-    /// When it joined the queue.
-    since: Instant,
+}
+
+/// A waiting request as the container holds it.
+type Queued = container::Queued<Claim>;
+
+fn abandoned(w: &Claim) -> bool {
+    (w.req.abandoned)()
+}
+
+fn shareable(w: &Claim) -> bool {
+    w.req.shareable
 }
 
 /// What the pool knows of one of its connections beyond where it is.
 #[derive(Default)]
 struct Meta {
-    /// When its server session must end (max_lifetime, jittered); set at each connect.
-    expires: Option<Instant>,
-    /// The drain generation it connected in: older ones are replaced (`Pool::drain`).
-    generation: u64,
     /// Since when it is handed out, for `usage_time`.
     busy_since: Option<Instant>,
     /// Numbers the holds by `getconn`: a leak warning is for one hold only.
@@ -90,36 +101,22 @@ struct Meta {
 ///    └──────────────close()──────────────▲
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Phase {
+enum PoolPhase {
     #[default]
     New,
     Open,
     Closed,
 }
 
+/// The pool's mutable state, behind the one `RefCell` of `Inner`.
 #[derive(Default)]
-struct State {
-    phase: Phase,
-    /// Right end = most recently used: taken from the right (LIFO), shrunk from the left.
-    free: VecDeque<(Connection, Instant)>,
-    busy: HashMap<Id, Connection>,
-    /// For busy connections taken by shareable operations: how many run on each.
-    sharers: HashMap<Id, usize>,
-    dead: Vec<Connection>,
-    pending: HashMap<Id, Connection>,
-    waiting: VecDeque<Waiter>,
-    next_seq: u64,
+struct PoolState {
+    phase: PoolPhase,
+    /// Where each connection is, and the waiting requests.
+    pool: Container<Connection, Claim>,
     /// Futures of `connect()` calls made while the first connect is running.
     connect_waiters: Vec<Future<Result<Pool, Error>>>,
     initial: Option<Initial>,
-    /// When a connect attempt last failed: background reconnects wait `reconnect_interval`.
-    last_failed_connect: Option<Instant>,
-    /// When an attempt made on demand (by `connect()` or a request that found every
-    /// connection dead) last failed: within `reconnect_interval` of it, such a request fails
-    /// at once with DatabaseNotAvailable, as in Momoko.
-    last_failed_requested: Option<Instant>,
-    /// Pending connects made on demand.
-    requested: std::collections::HashSet<Id>,
     reconnect_timer: Option<TimeoutId>,
     shrinker: Option<PeriodicCallback>,
     hstore: Option<(u32, u32)>,
@@ -127,8 +124,8 @@ struct State {
     /// Per connection: lifetime, generation, usage, leak timer.
     meta: HashMap<Id, Meta>,
     counters: PoolCounters,
-    /// Bumped by `drain()`.
-    generation: u64,
+    /// The timer that fails waiting requests at the earliest deadline, and that deadline.
+    waiter_timer: Option<(TimeoutId, Instant)>,
     /// The timer that retires idle connections at the earliest expiry, and that expiry.
     expiry_timer: Option<(TimeoutId, Instant)>,
     /// The error of the last connect attempt that failed.
@@ -140,24 +137,6 @@ struct State {
     on_gap: Option<Rc<dyn Fn()>>,
 }
 
-impl State {
-    /// free + busy + dead + pending.
-    fn total(&self) -> usize {
-        self.free.len() + self.busy.len() + self.dead.len() + self.pending.len()
-    }
-
-    /// Every connection of the container, whatever its state.
-    fn all_connections(&self) -> Vec<Connection> {
-        self.free
-            .iter()
-            .map(|(c, _)| c.clone())
-            .chain(self.busy.values().cloned())
-            .chain(self.pending.values().cloned())
-            .chain(self.dead.iter().cloned())
-            .collect()
-    }
-}
-
 /// The first `connect()`: which connections it opened, how many failed, the first failure.
 struct Initial {
     ids: std::collections::HashSet<Id>,
@@ -167,10 +146,11 @@ struct Initial {
     first_error: Option<Error>,
 }
 
+/// The pool's driver: the loop, the configuration and the state, shared by every handle.
 struct Inner {
     ioloop: IoLoop,
-    config: Config,
-    state: RefCell<State>,
+    config: PoolConfig,
+    state: RefCell<PoolState>,
 }
 
 /// Momoko's connection pool. A cheap handle: clones share one pool.
@@ -226,34 +206,6 @@ impl Drop for Managed {
 /// Whether the caller of a waiting request has given up on it.
 type Abandoned = Rc<dyn Fn() -> bool>;
 
-/// An operation the pool runs on a connection, again on another one for a retry.
-type Op<T> = Rc<dyn Fn(&Connection, Done<T>)>;
-
-/// Why the pool closed one of its connections for good.
-#[derive(Debug, Clone, Copy)]
-enum Retired {
-    /// It outlived `max_lifetime`.
-    Expired,
-    /// `Pool::drain`.
-    Drained,
-    /// Above `size` idle too long (auto_shrink), or above `max_size` after a resize.
-    Shrunk,
-    /// Its reset failed.
-    ResetFailed,
-}
-
-/// Where an operation stands in `Inner::attempt`.
-struct Run {
-    /// 0 for the first attempt.
-    attempt: u32,
-    /// The connection stays busy afterwards (getconn's ping).
-    keep: bool,
-    /// The request, for an acquisition of another connection.
-    req: Request,
-    /// When the request was made: a retry waits only what is left of its bound.
-    started: Instant,
-}
-
 impl Pool {
     /// A builder for a pool on `dsn`.
     pub fn builder(dsn: &str) -> PoolBuilder {
@@ -281,12 +233,12 @@ impl Pool {
         let fut = Future::with_loop(&self.0.ioloop);
         let mut st = self.0.state.borrow_mut();
         match st.phase {
-            Phase::Closed => {
+            PoolPhase::Closed => {
                 drop(st);
                 let _ = fut.set_result(Err(pool_closed()));
                 return fut;
             }
-            Phase::Open => {
+            PoolPhase::Open => {
                 if st.initial.is_some() {
                     st.connect_waiters.push(fut.clone());
                 } else {
@@ -295,9 +247,9 @@ impl Pool {
                 }
                 return fut;
             }
-            Phase::New => {}
+            PoolPhase::New => {}
         }
-        st.phase = Phase::Open;
+        st.phase = PoolPhase::Open;
         st.initial = Some(Initial {
             ids: Default::default(),
             tried: 0,
@@ -326,30 +278,32 @@ impl Pool {
 
     /// Every connection of the pool, whatever its state.
     fn connections(&self) -> Vec<Connection> {
-        self.0.state.borrow().all_connections()
+        self.0.state.borrow().pool.all()
     }
 
     /// The free and busy connections, for tests that close them under the pool (Momoko's
     /// `shutter`).
     #[doc(hidden)]
     pub fn connections_for_tests(&self) -> Vec<Connection> {
-        let st = self.0.state.borrow();
-        st.free
-            .iter()
-            .map(|(c, _)| c.clone())
-            .chain(st.busy.values().cloned())
-            .collect()
+        self.0.state.borrow().pool.live()
+    }
+
+    /// The dedicated LISTEN connection, once [`Pool::listen`] made it, for tests that check
+    /// how it was built.
+    #[doc(hidden)]
+    pub fn listener_for_tests(&self) -> Option<Connection> {
+        self.0.state.borrow().listener.clone()
     }
 
     /// Counts of connections and waiters, the sizes, and the cumulative counters.
     pub fn stats(&self) -> PoolStats {
         let st = self.0.state.borrow();
         PoolStats {
-            free: st.free.len(),
-            busy: st.busy.len(),
-            dead: st.dead.len(),
-            pending: st.pending.len(),
-            waiting: st.waiting.len(),
+            free: st.pool.free_len(),
+            busy: st.pool.busy_len(),
+            dead: st.pool.dead_len(),
+            pending: st.pool.pending_len(),
+            waiting: st.pool.waiting_len(),
             size: self.0.config.size.get(),
             max_size: self.0.config.max_size.get(),
             counters: st.counters,
@@ -390,195 +344,12 @@ impl Pool {
 
     /// Whether `close()` was called.
     pub fn closed(&self) -> bool {
-        self.0.state.borrow().phase == Phase::Closed
+        self.0.state.borrow().phase == PoolPhase::Closed
     }
 
     /// The server version of the last connection that connected.
     pub fn server_version(&self) -> Option<i32> {
         self.0.state.borrow().server_version
-    }
-
-    /// `execute` on a free connection (waiting for one if needed), retried once on another
-    /// connection when the first attempt provably did not take effect.
-    pub fn execute<P: Params>(&self, query: &str, params: P) -> Future<Result<Cursor, Error>> {
-        let query = query.to_owned();
-        let values: Option<ParamValues> = if params.is_empty() {
-            None
-        } else {
-            Some(params.to_values())
-        };
-        self.operate(
-            Rc::new(move |conn: &Connection, done| match &values {
-                Some(v) => conn.execute_cb(&query, v, done),
-                None => conn.execute_cb(&query, &(), done),
-            }),
-            true,
-        )
-    }
-
-    /// [`Connection::query`] (server-side `$n` parameters, cached prepared statements) on a
-    /// pooled connection, with the same retry as `execute`.
-    /// A wrong number of parameters fails at once (`ErrorKind::Usage`), before any
-    /// connection is taken.
-    pub fn query<P: Params>(&self, sql: &str, params: P) -> Future<Result<Cursor, Error>> {
-        let sql = sql.to_owned();
-        let values = params.to_values();
-        if let (ParamValues::Positional(v), Some(takes)) =
-            (&values, crate::session::ops::placeholders::count(&sql))
-        {
-            if v.len() != takes {
-                let fut = Future::with_loop(&self.0.ioloop);
-                let e = crate::session::ops::placeholders::mismatch(takes, v.len());
-                let _ = fut.set_result(Err(e));
-                return fut;
-            }
-        }
-        self.operate(
-            Rc::new(move |conn: &Connection, done| conn.query_cb(&sql, &values, done)),
-            true,
-        )
-    }
-
-    /// `callproc` on a pooled connection, with the same retry as `execute`.
-    pub fn callproc<P: Params>(&self, procname: &str, params: P) -> Future<Result<Cursor, Error>> {
-        let procname = procname.to_owned();
-        let values = params.to_values();
-        self.operate(
-            Rc::new(move |conn: &Connection, done| conn.callproc_cb(&procname, &values, done)),
-            true,
-        )
-    }
-
-    /// A whole transaction on one pooled connection: one unit of work and of retry. A
-    /// transaction whose COMMIT may have been executed is never replayed (with the default
-    /// retry policy).
-    pub fn transaction<S: Into<Statement>>(
-        &self,
-        statements: Vec<S>,
-    ) -> Future<Result<Vec<Cursor>, Error>> {
-        self.transaction_with(statements, true)
-    }
-
-    /// A batch (see [`Connection::batch`]) on one pooled connection, with the same retry.
-    pub fn batch<S: Into<Statement>>(
-        &self,
-        statements: Vec<S>,
-    ) -> Future<Result<Vec<Cursor>, Error>> {
-        let statements: Vec<Statement> = statements.into_iter().map(Into::into).collect();
-        self.operate(
-            Rc::new(move |conn: &Connection, done| conn.batch_cb(&statements, done)),
-            true,
-        )
-    }
-
-    /// [`Pool::transaction`] with Momoko's `auto_rollback` flag.
-    pub fn transaction_with<S: Into<Statement>>(
-        &self,
-        statements: Vec<S>,
-        auto_rollback: bool,
-    ) -> Future<Result<Vec<Cursor>, Error>> {
-        let statements: Vec<Statement> = statements.into_iter().map(Into::into).collect();
-        self.operate(
-            Rc::new(move |conn: &Connection, done| {
-                conn.transaction_cb(&statements, auto_rollback, done)
-            }),
-            auto_rollback,
-        )
-    }
-
-    /// Renders the query on a pooled connection (asynchronous at pool level, as in Momoko).
-    pub fn mogrify<P: Params>(&self, query: &str, params: P) -> Future<Result<String, Error>> {
-        let query = query.to_owned();
-        let values = params.to_values();
-        self.operate(
-            Rc::new(move |conn: &Connection, done| done(conn.mogrify(&query, &values))),
-            true,
-        )
-    }
-
-    /// `SELECT 1 AS ping` on a pooled connection, with the retry.
-    pub fn ping(&self) -> Future<Result<(), Error>> {
-        self.operate(Rc::new(|conn: &Connection, done| conn.ping_cb(done)), true)
-    }
-
-    /// Registers hstore for every connection of the pool, present and future.
-    pub fn register_hstore(&self) -> Future<Result<(), Error>> {
-        let weak = Rc::downgrade(&self.0);
-        self.operate(
-            Rc::new(move |conn: &Connection, done| {
-                let weak = weak.clone();
-                conn.hstore_oids_cb(Box::new(move |r| {
-                    done(r.map(|(oid, arr)| {
-                        if let Some(inner) = weak.upgrade() {
-                            Inner::set_hstore(&inner, oid, arr);
-                        }
-                    }))
-                }))
-            }),
-            false,
-        )
-    }
-
-    /// Checks json on one connection; JSON always decodes (kept for Momoko compatibility).
-    pub fn register_json(&self) -> Future<Result<(), Error>> {
-        self.operate(
-            Rc::new(|conn: &Connection, done| conn.register_json_cb(done)),
-            false,
-        )
-    }
-
-    /// Takes a connection for exclusive use; give it back with [`Pool::putconn`] or
-    /// [`Pool::manage`]. With `ping`, it is pinged first (a dead one is reconnected once)
-    /// and `DatabaseNotAvailable` is returned when no live connection can be had.
-    pub fn getconn(&self, ping: bool) -> Future<Result<Connection, Error>> {
-        let fut = Future::with_loop(&self.0.ioloop);
-        let (resolve, abandoned) = resolver(&fut);
-        let pool = self.clone();
-        let gone = abandoned.clone();
-        let done: Done<Connection> = Box::new(move |r| {
-            if gone() {
-                // The caller dropped its future: nobody will give this connection back.
-                if let Ok(conn) = r {
-                    log::debug!("pool: getconn was abandoned; the connection goes back");
-                    let _ = pool.putconn(conn);
-                }
-                return;
-            }
-            resolve(r)
-        });
-        let req = Request {
-            shareable: false,
-            held: true,
-            abandoned,
-            timeout: self.0.config.wait_bound(),
-            retry: false,
-        };
-        let inner = self.0.clone();
-        let started = self.0.ioloop.time();
-        Inner::acquire(
-            &self.0,
-            req.clone(),
-            Box::new(move |r| match r {
-                Err(e) => done(Err(e)),
-                Ok(conn) if !ping => done(Ok(conn)),
-                Ok(conn) => {
-                    // The ping hands back the connection it ran on: with wait_for_reconnect
-                    // a dead one is swapped for another.
-                    let op: Op<Connection> = Rc::new(|c: &Connection, d| {
-                        let c2 = c.clone();
-                        c.ping_cb(Box::new(move |r| d(r.map(|()| c2))))
-                    });
-                    let run = Run {
-                        attempt: 0,
-                        keep: true,
-                        req,
-                        started,
-                    };
-                    Inner::attempt(&inner, conn, op, run, done);
-                }
-            }),
-        );
-        fut
     }
 
     /// Gives back a connection taken with `getconn`. A connection given back inside a
@@ -588,7 +359,7 @@ impl Pool {
         let id = id_of(&conn);
         let held = {
             let st = self.0.state.borrow();
-            st.busy.contains_key(&id) && !st.meta.get(&id).is_some_and(|m| m.resetting)
+            st.pool.is_busy(id) && !st.meta.get(&id).is_some_and(|m| m.resetting)
         };
         if !held {
             return Err(Error::usage(
@@ -597,68 +368,6 @@ impl Pool {
         }
         Inner::release(&self.0, conn);
         Ok(())
-    }
-
-    /// Listens on `channel` on a dedicated connection of the pool (outside `size`). When that
-    /// connection is lost, it is reconnected (spaced by `reconnect_interval`) and LISTENs
-    /// again; then the callback of [`Pool::on_notifications_missed`] runs, because
-    /// notifications sent meanwhile were lost.
-    pub fn listen(
-        &self,
-        channel: &str,
-        callback: impl FnMut(&crate::Notification) + 'static,
-    ) -> Future<Result<(), Error>> {
-        let fut = Future::with_loop(&self.0.ioloop);
-        match self.0.state.borrow().phase {
-            Phase::New => {
-                let _ = fut.set_result(Err(not_connected()));
-                return fut;
-            }
-            Phase::Closed => {
-                let _ = fut.set_result(Err(pool_closed()));
-                return fut;
-            }
-            Phase::Open => {}
-        }
-        let conn = Inner::listener_connection(&self.0);
-        let f = fut.clone();
-        let channel = channel.to_owned();
-        let c = conn.clone();
-        Inner::connect_with_password(
-            &self.0,
-            &conn,
-            Box::new(move |r| {
-                if let Err(e) = r {
-                    let _ = f.set_result(Err(e));
-                    return;
-                }
-                let listened = c.listen(&channel, callback);
-                c.ioloop().add_future(&listened, move |l| {
-                    let _ = f.set_result(l.take().expect("resolved"));
-                });
-            }),
-        );
-        fut
-    }
-
-    /// Stops listening on `channel`.
-    pub fn unlisten(&self, channel: &str) -> Future<Result<(), Error>> {
-        let conn = self.0.state.borrow().listener.clone();
-        match conn {
-            Some(c) => c.unlisten(channel),
-            None => {
-                // Bound to the pool's loop, which need not be the thread's current one.
-                let fut = Future::with_loop(&self.0.ioloop);
-                let _ = fut.set_result(Ok(()));
-                fut
-            }
-        }
-    }
-
-    /// Runs `callback` each time the pool's LISTEN connection came back after being lost:
-    /// notifications sent while it was away were missed.
-    pub fn on_notifications_missed(&self, callback: impl Fn() + 'static) {
-        self.0.state.borrow_mut().on_gap = Some(Rc::new(callback));
     }
 
     /// A guard that gives `conn` back to the pool when dropped.
@@ -674,13 +383,13 @@ impl Pool {
     pub fn close(&self) -> Result<(), Error> {
         let (conns, waiters, connect_waiters) = {
             let mut st = self.0.state.borrow_mut();
-            if st.phase == Phase::Closed {
+            if st.phase == PoolPhase::Closed {
                 return Err(Error::new(
                     ErrorKind::Pool,
                     "connection pool is already closed",
                 ));
             }
-            st.phase = Phase::Closed;
+            st.phase = PoolPhase::Closed;
             if let Some(pc) = st.shrinker.take() {
                 pc.stop();
             }
@@ -690,30 +399,24 @@ impl Pool {
             if let Some((t, _)) = st.expiry_timer.take() {
                 self.0.ioloop.remove_timeout(t);
             }
+            if let Some((t, _)) = st.waiter_timer.take() {
+                self.0.ioloop.remove_timeout(t);
+            }
             for m in st.meta.values_mut() {
                 if let Some(t) = m.leak_timer.take() {
                     self.0.ioloop.remove_timeout(t);
                 }
             }
-            let mut conns: Vec<Connection> = st.free.drain(..).map(|(c, _)| c).collect();
-            conns.extend(st.busy.drain().map(|(_, c)| c));
-            st.sharers.clear();
-            conns.extend(st.pending.drain().map(|(_, c)| c));
-            conns.append(&mut st.dead);
-            st.requested.clear();
+            let (mut conns, waiters) = st.pool.close();
             conns.extend(st.listener.take());
             if let Some(t) = st.listener_timer.take() {
                 self.0.ioloop.remove_timeout(t);
             }
             st.initial = None;
-            let waiters: Vec<Waiter> = st.waiting.drain(..).collect();
             (conns, waiters, std::mem::take(&mut st.connect_waiters))
         };
         for w in waiters {
-            if let Some(t) = w.timer {
-                self.0.ioloop.remove_timeout(t);
-            }
-            (w.cb)(Err(pool_closed()));
+            (w.item.cb)(Err(pool_closed()));
         }
         for f in connect_waiters {
             let _ = f.set_result(Err(pool_closed()));
@@ -726,48 +429,6 @@ impl Pool {
         }
         Ok(())
     }
-
-    fn operate<T: 'static>(&self, op: Op<T>, shareable: bool) -> Future<Result<T, Error>> {
-        let fut = Future::with_loop(&self.0.ioloop);
-        let (done, abandoned) = resolver(&fut);
-        let inner = self.0.clone();
-        let req = Request {
-            shareable,
-            held: false,
-            abandoned,
-            timeout: self.0.config.wait_bound(),
-            retry: false,
-        };
-        let started = self.0.ioloop.time();
-        Inner::acquire(
-            &self.0,
-            req.clone(),
-            Box::new(move |r| match r {
-                Err(e) => done(Err(e)),
-                Ok(conn) => {
-                    let run = Run {
-                        attempt: 0,
-                        keep: false,
-                        req,
-                        started,
-                    };
-                    Inner::attempt(&inner, conn, op, run, done)
-                }
-            }),
-        );
-        fut
-    }
-}
-
-/// The callback that resolves `fut`, and a probe telling whether its caller dropped it (the
-/// pool's own handle is then the last one: a waiter nobody waits for leaves the queue).
-fn resolver<T: 'static>(fut: &Future<Result<T, Error>>) -> (Done<T>, Abandoned) {
-    let holder = Rc::new(fut.clone());
-    let h = holder.clone();
-    let done: Done<T> = Box::new(move |r| {
-        let _ = h.set_result(r);
-    });
-    (done, Rc::new(move || holder.is_sole_handle()))
 }
 
 fn pool_closed() -> Error {
@@ -825,23 +486,7 @@ impl Inner {
     /// Opens one more connection; it joins `pending`. `requested`: on demand (`connect()`,
     /// stretching), as opposed to the pool's own replacements.
     fn new_connection(this: &Rc<Inner>, requested: bool) -> Id {
-        let dsn = this.config.dsn.borrow().clone();
-        // Safe retry needs to know that a request was never written (see
-        // ConnectionBuilder::poll_before_write).
-        let mut b = crate::ConnectionBuilder::with_dsn(dsn)
-            .ioloop(&this.ioloop)
-            .setsession(this.config.setsession.iter().cloned())
-            .poll_before_write(this.config.retry == RetryPolicy::Safe);
-        if let Some(t) = this.config.connect_timeout {
-            b = b.connect_timeout(t);
-        }
-        if let Some(t) = this.config.query_timeout {
-            b = b.query_timeout(t);
-        }
-        if let Some(n) = this.config.statement_cache_size {
-            b = b.statement_cache_size(n);
-        }
-        let conn = b.build();
+        let conn = this.config.connection(&this.ioloop);
         let id = id_of(&conn);
         {
             let mut st = this.state.borrow_mut();
@@ -863,11 +508,10 @@ impl Inner {
     /// Starts connecting `conn` (new or dead); it joins `pending`.
     fn connect_one(this: &Rc<Inner>, conn: Connection, requested: bool) {
         {
-            let mut st = this.state.borrow_mut();
-            st.pending.insert(id_of(&conn), conn.clone());
-            if requested {
-                st.requested.insert(id_of(&conn));
-            }
+            this.state
+                .borrow_mut()
+                .pool
+                .connecting(conn.clone(), requested);
         }
         let weak = Rc::downgrade(this);
         let c = conn.clone();
@@ -883,22 +527,17 @@ impl Inner {
 
     fn connect_done(this: &Rc<Inner>, conn: Connection, result: Result<(), Error>) {
         let id = id_of(&conn);
+        let now = this.ioloop.time();
         let mut st = this.state.borrow_mut();
-        if st.phase == Phase::Closed || st.pending.remove(&id).is_none() {
+        let known =
+            st.phase != PoolPhase::Closed && st.pool.connected(now, id, result.is_ok()).is_some();
+        if !known {
             drop(st);
             conn.close();
             return;
         }
-        let requested = st.requested.remove(&id);
         let failure = result.as_ref().err().cloned();
-        if failure.is_some() {
-            // Reconnect batches after a failure are spaced by reconnect_interval.
-            let now = this.ioloop.time();
-            st.last_failed_connect = Some(now);
-            if requested {
-                st.last_failed_requested = Some(now);
-            }
-        } else {
+        if failure.is_none() {
             st.server_version = conn.server_version().or(st.server_version);
         }
         let initial_done = match st.initial.as_mut() {
@@ -931,7 +570,7 @@ impl Inner {
             };
             Inner::schedule_reconnect(this);
             let result = match first_error {
-                Some(e) if this.config.raise_connect_errors => {
+                Some(e) if this.config.settings.raise_connect_errors => {
                     Err(connect_failed(tried - failed, tried, &e))
                 }
                 _ => Ok(Pool(this.clone())),
@@ -945,7 +584,7 @@ impl Inner {
     /// A connection that is up and nobody's: replaced if it outlived `max_lifetime` or a
     /// drain, closed if the pool is above `max_size`, otherwise ready for work.
     fn settle(this: &Rc<Inner>, conn: Connection) {
-        if this.state.borrow().phase == Phase::Closed {
+        if this.state.borrow().phase == PoolPhase::Closed {
             conn.close();
             return;
         }
@@ -954,20 +593,11 @@ impl Inner {
             return;
         }
         let now = this.ioloop.time();
-        let why = {
-            let st = this.state.borrow();
-            let meta = st.meta.get(&id_of(&conn));
-            if meta.is_some_and(|m| m.expires.is_some_and(|t| t <= now)) {
-                Some(Retired::Expired)
-            } else if meta.is_some_and(|m| m.generation < st.generation) {
-                Some(Retired::Drained)
-            } else if st.total() >= this.config.max_size.get() {
-                // `conn` is in none of the sets: with it the pool would be above max_size.
-                Some(Retired::Shrunk)
-            } else {
-                None
-            }
-        };
+        let why = this
+            .state
+            .borrow()
+            .pool
+            .verdict(now, id_of(&conn), &this.config.limits());
         match why {
             Some(why) => {
                 Inner::retire(this, conn, why);
@@ -980,37 +610,24 @@ impl Inner {
     /// A connection is ready for work: the oldest waiter gets it, or it joins `free`.
     fn add_free(this: &Rc<Inner>, conn: Connection) {
         let now = this.ioloop.time();
-        let waiter = {
+        let served = {
             let mut st = this.state.borrow_mut();
-            while st.waiting.front().is_some_and(|w| (w.req.abandoned)()) {
-                let w = st.waiting.pop_front().expect("checked");
+            let served = st
+                .pool
+                .serve(now, conn, &this.config.limits(), abandoned, shareable);
+            for w in served
+                .abandoned
+                .iter()
+                .chain(served.to.as_ref().map(|(_, w)| w))
+            {
                 st.counters.requests_wait_time += now.saturating_duration_since(w.since);
-                if let Some(t) = w.timer {
-                    this.ioloop.remove_timeout(t);
-                }
             }
-            match st.waiting.pop_front() {
-                Some(w) => {
-                    st.counters.requests_wait_time += now.saturating_duration_since(w.since);
-                    st.busy.insert(id_of(&conn), conn.clone());
-                    if w.req.shareable && this.config.pipeline_depth > 1 {
-                        st.sharers.insert(id_of(&conn), 1);
-                    }
-                    Some(w)
-                }
-                None => {
-                    st.free.push_back((conn.clone(), now));
-                    None
-                }
-            }
+            served
         };
-        match waiter {
-            Some(w) => {
-                if let Some(t) = w.timer {
-                    this.ioloop.remove_timeout(t);
-                }
-                Inner::handed_out(this, &conn, &w.req);
-                (w.cb)(Ok(conn));
+        match served.to {
+            Some((conn, w)) => {
+                Inner::handed_out(this, &conn, &w.item.req);
+                (w.item.cb)(Ok(conn));
             }
             None => Inner::arm_expiry(this),
         }
@@ -1019,12 +636,8 @@ impl Inner {
     /// A connection failed or was lost: it waits for the next reconnect batch. Waiters fail
     /// when nothing is left that could serve them, unless they may wait for a reconnect.
     fn add_dead(this: &Rc<Inner>, conn: Connection) {
-        let all_dead = {
-            let mut st = this.state.borrow_mut();
-            st.dead.push(conn);
-            st.pending.is_empty() && st.free.is_empty() && st.busy.is_empty()
-        };
-        if all_dead && this.config.wait_for_reconnect {
+        let all_dead = { this.state.borrow_mut().pool.add_dead(conn) };
+        if all_dead && this.config.settings.wait_for_reconnect {
             log::warn!("pool: every connection is dead; requests wait for a reconnect");
         } else if all_dead {
             log::warn!(
@@ -1039,9 +652,9 @@ impl Inner {
 
     fn abort_waiters(this: &Rc<Inner>, err: Error) {
         let now = this.ioloop.time();
-        let waiters: Vec<Waiter> = {
+        let waiters: Vec<Queued> = {
             let mut st = this.state.borrow_mut();
-            let waiters: Vec<Waiter> = st.waiting.drain(..).collect();
+            let waiters = st.pool.take_waiting();
             for w in &waiters {
                 st.counters.requests_wait_time += now.saturating_duration_since(w.since);
             }
@@ -1051,10 +664,7 @@ impl Inner {
             waiters
         };
         for w in waiters {
-            if let Some(t) = w.timer {
-                this.ioloop.remove_timeout(t);
-            }
-            (w.cb)(Err(err.clone()));
+            (w.item.cb)(Err(err.clone()));
         }
     }
 
@@ -1064,7 +674,7 @@ impl Inner {
     fn on_connection_lost(this: &Rc<Inner>, id: Id, e: &Error) {
         let lost: Vec<Connection> = {
             let mut st = this.state.borrow_mut();
-            if st.phase == Phase::Closed {
+            if st.phase == PoolPhase::Closed {
                 return;
             }
             match st.meta.get(&id) {
@@ -1073,9 +683,7 @@ impl Inner {
                 Some(m) if m.quiet => {}
                 Some(_) => st.counters.connections_lost += 1,
             }
-            let (gone, kept): (Vec<_>, Vec<_>) = st.free.drain(..).partition(|(c, _)| c.closed());
-            st.free = kept.into();
-            gone.into_iter().map(|(c, _)| c).collect()
+            st.pool.take_closed_idle(Connection::closed)
         };
         for conn in lost {
             log::debug!("pool: an idle connection was lost: {e}");
@@ -1090,18 +698,12 @@ impl Inner {
         let at = {
             let st = this.state.borrow();
             // During the first connect, its own failures are judged when it ends.
-            if st.phase != Phase::Open
-                || st.dead.is_empty()
-                || st.reconnect_timer.is_some()
-                || st.initial.is_some()
-            {
+            if st.phase != PoolPhase::Open || st.reconnect_timer.is_some() || st.initial.is_some() {
                 return;
             }
-            match st.last_failed_connect {
-                Some(t) if now < t + this.config.reconnect_interval => {
-                    t + this.config.reconnect_interval
-                }
-                _ => now,
+            match st.pool.reconnect_at(now, &this.config.limits()) {
+                Some(at) => at,
+                None => return,
             }
         };
         if at <= now {
@@ -1121,16 +723,11 @@ impl Inner {
     /// Whether a reconnect batch may start now: on demand, unless an on-demand attempt
     /// failed within `reconnect_interval`; in the background, unless any attempt did.
     fn may_reconnect(this: &Rc<Inner>, requested: bool) -> bool {
-        let st = this.state.borrow();
-        let last = if requested {
-            st.last_failed_requested
-        } else {
-            st.last_failed_connect
-        };
-        match last {
-            Some(t) => this.ioloop.time() >= t + this.config.reconnect_interval,
-            None => true,
-        }
+        let now = this.ioloop.time();
+        this.state
+            .borrow()
+            .pool
+            .may_reconnect(now, requested, &this.config.limits())
     }
 
     /// Starts a reconnect batch of every dead connection, unless that is too soon after a
@@ -1143,10 +740,10 @@ impl Inner {
         }
         let dead: Vec<Connection> = {
             let mut st = this.state.borrow_mut();
-            if st.phase != Phase::Open {
+            if st.phase != PoolPhase::Open {
                 return;
             }
-            std::mem::take(&mut st.dead)
+            st.pool.take_dead()
         };
         if !dead.is_empty() {
             log::debug!("pool: reconnecting {} connection(s)", dead.len());
@@ -1159,102 +756,54 @@ impl Inner {
     /// Momoko's `_reanimate_and_stretch_if_needed`, run after each acquisition that got or
     /// queued for a connection.
     fn stretch_if_needed(this: &Rc<Inner>) {
-        let grow = {
-            let st = this.state.borrow();
-            if !st.dead.is_empty() {
-                drop(st);
-                Inner::schedule_reconnect(this);
-                return;
+        let stretch = this.state.borrow().pool.stretch(&this.config.limits());
+        match stretch {
+            Stretch::Reconnect => Inner::schedule_reconnect(this),
+            Stretch::Grow => {
+                log::debug!("pool: stretching by one connection");
+                Inner::new_connection(this, true);
             }
-            // Momoko's order: at max_size, a free connection left, or enough connects in
-            // flight for the waiters all mean no growth.
-            let enough_pending = !st.pending.is_empty() && st.pending.len() >= st.waiting.len();
-            st.total() < this.config.max_size.get() && st.free.is_empty() && !enough_pending
-        };
-        if grow {
-            log::debug!("pool: stretching by one connection");
-            Inner::new_connection(this, true);
+            Stretch::Nothing => {}
         }
     }
 
     /// Hands a connection to `cb`: a free one at once (LIFO; checked first when it idled
     /// past `health_check_after`), or after waiting (FIFO).
-    fn acquire(this: &Rc<Inner>, req: Request, cb: Done<Connection>) {
+    fn acquire(this: &Rc<Inner>, req: Acquisition, cb: Done<Connection>) {
         let phase = this.state.borrow().phase;
         match phase {
-            Phase::New => return cb(Err(not_connected())),
-            Phase::Closed => return cb(Err(pool_closed())),
-            Phase::Open => {}
+            PoolPhase::New => return cb(Err(not_connected())),
+            PoolPhase::Closed => return cb(Err(pool_closed())),
+            PoolPhase::Open => {}
         }
         Inner::expire_before_handout(this);
         let now = this.ioloop.time();
-        enum Got {
-            Conn(Connection),
-            Check(Connection),
-            Queue,
-            AllDead,
-        }
         let got = {
             let mut st = this.state.borrow_mut();
-            let depth = this.config.pipeline_depth;
-            let shared = if req.shareable && depth > 1 && st.free.is_empty() {
-                // The least loaded connection that other shareable operations run on.
-                st.sharers
-                    .iter()
-                    .filter(|(_, n)| **n < depth)
-                    .min_by_key(|(_, n)| **n)
-                    .map(|(id, _)| *id)
-            } else {
-                None
-            };
-            if let Some(id) = shared {
-                *st.sharers.get_mut(&id).expect("present") += 1;
-                let conn = st.busy.get(&id).expect("sharers are busy").clone();
-                drop(st);
-                Inner::stretch_if_needed(this);
-                Inner::handed_out(this, &conn, &req);
-                return cb(Ok(conn));
-            }
-            match st.free.pop_back() {
-                Some((conn, last_used)) => {
-                    let id = id_of(&conn);
-                    st.busy.insert(id, conn.clone());
-                    let stale = this
-                        .config
-                        .health_check_after
-                        .is_some_and(|t| now.saturating_duration_since(last_used) >= t);
-                    if stale {
-                        if let Some(m) = st.meta.get_mut(&id) {
-                            m.quiet = true;
-                        }
-                        Got::Check(conn)
-                    } else {
-                        if req.shareable && depth > 1 {
-                            st.sharers.insert(id, 1);
-                        }
-                        Got::Conn(conn)
-                    }
+            let got = st.pool.acquire(now, req.shareable, &this.config.limits());
+            if let Handout::Check(conn) = &got {
+                if let Some(m) = st.meta.get_mut(&id_of(conn)) {
+                    m.quiet = true;
                 }
-                None if !st.busy.is_empty() || !st.pending.is_empty() => Got::Queue,
-                None => Got::AllDead,
             }
+            got
         };
         match got {
-            Got::Conn(conn) => {
+            Handout::Shared(conn) | Handout::Free(conn) => {
                 Inner::stretch_if_needed(this);
                 Inner::handed_out(this, &conn, &req);
                 cb(Ok(conn))
             }
-            Got::Check(conn) => {
+            Handout::Check(conn) => {
                 Inner::stretch_if_needed(this);
                 Inner::health_check(this, conn, req, cb);
             }
-            Got::Queue => Inner::enqueue(this, req, cb),
-            Got::AllDead => {
+            Handout::Wait => Inner::enqueue(this, req, cb),
+            Handout::AllDead => {
                 // Everything is dead: reconnect if allowed, then wait for it.
                 Inner::reanimate(this, true);
-                let nothing_pending = this.state.borrow().pending.is_empty();
-                if nothing_pending && !this.config.wait_for_reconnect {
+                let nothing_pending = this.state.borrow().pool.pending_len() == 0;
+                if nothing_pending && !this.config.settings.wait_for_reconnect {
                     let e = {
                         let mut st = this.state.borrow_mut();
                         st.counters.requests_unavailable += 1;
@@ -1272,91 +821,81 @@ impl Inner {
     }
 
     /// Queues a request (FIFO) with its acquire timer, or refuses it at `max_waiting`.
-    fn enqueue(this: &Rc<Inner>, req: Request, cb: Done<Connection>) {
-        let refused = {
+    fn enqueue(this: &Rc<Inner>, req: Acquisition, cb: Done<Connection>) {
+        let now = this.ioloop.time();
+        let timeout = req.timeout;
+        let waiter = Claim { req, cb };
+        let queued = {
             let mut st = this.state.borrow_mut();
-            // Requests whose callers gave up hold no place in the queue.
-            st.waiting.retain(|w| !(w.req.abandoned)());
-            let full = this
-                .config
-                .max_waiting
-                .is_some_and(|m| st.waiting.len() >= m);
-            if full {
-                st.counters.requests_refused += 1;
-                Some(st.waiting.len())
-            } else {
-                None
+            let limits = this.config.limits();
+            let queued = st.pool.enqueue(now, waiter, timeout, &limits, abandoned);
+            match &queued {
+                Ok(_) => st.counters.requests_waited += 1,
+                Err(_) => st.counters.requests_refused += 1,
             }
+            queued
         };
-        if let Some(n) = refused {
-            return cb(Err(Error::new(
+        if let Err((w, n)) = queued {
+            return (w.cb)(Err(Error::new(
                 ErrorKind::Pool,
                 format!("too many requests are waiting for a connection (max_waiting {n})"),
             )));
         }
-        let seq = {
-            let mut st = this.state.borrow_mut();
-            st.next_seq += 1;
-            st.next_seq
-        };
-        let timer = req.timeout.map(|t| {
-            let weak: Weak<Inner> = Rc::downgrade(this);
-            this.ioloop.call_later(t, move || {
-                if let Some(inner) = weak.upgrade() {
-                    Inner::waiter_timed_out(&inner, seq, t);
-                }
-            })
-        });
-        {
-            let mut st = this.state.borrow_mut();
-            st.counters.requests_waited += 1;
-            st.waiting.push_back(Waiter {
-                seq,
-                req,
-                cb,
-                timer,
-                since: this.ioloop.time(),
-            });
-        }
+        Inner::arm_waiter_timer(this);
         Inner::stretch_if_needed(this);
     }
 
-    fn waiter_timed_out(this: &Rc<Inner>, seq: u64, t: Duration) {
+    /// Arms the one timer of the queue for its earliest deadline.
+    fn arm_waiter_timer(this: &Rc<Inner>) {
+        let at = {
+            let st = this.state.borrow();
+            match (st.pool.next_deadline(), st.waiter_timer) {
+                (None, _) => return,
+                (Some(at), Some((_, armed))) if armed <= at => return,
+                (Some(at), _) => at,
+            }
+        };
+        let weak: Weak<Inner> = Rc::downgrade(this);
+        let timer = this.ioloop.call_at(at, move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.state.borrow_mut().waiter_timer = None;
+                Inner::waiters_timed_out(&inner);
+            }
+        });
+        if let Some((old, _)) = this.state.borrow_mut().waiter_timer.replace((timer, at)) {
+            this.ioloop.remove_timeout(old);
+        }
+    }
+
+    /// Fails every waiting request past its deadline, then re-arms the queue's timer.
+    fn waiters_timed_out(this: &Rc<Inner>) {
         let now = this.ioloop.time();
-        let w = {
+        let late = {
             let mut st = this.state.borrow_mut();
-            let pos = st.waiting.iter().position(|w| w.seq == seq);
-            let w = pos.and_then(|p| st.waiting.remove(p));
-            if let Some(w) = &w {
+            let late = st.pool.overdue(now);
+            for w in &late {
                 st.counters.requests_timed_out += 1;
                 st.counters.requests_wait_time += now.saturating_duration_since(w.since);
             }
-            w
+            late
         };
-        if let Some(w) = w {
-            (w.cb)(Err(timed_out(t)));
+        for w in late {
+            let t = w.item.req.timeout.unwrap_or_default();
+            (w.item.cb)(Err(timed_out(t)));
         }
+        Inner::arm_waiter_timer(this);
     }
 
     /// A busy connection comes back: dead if it closed, reset (see `Reset`), then settled
     /// (free for the next waiter, or replaced).
     fn release(this: &Rc<Inner>, conn: Connection) {
         let id = id_of(&conn);
-        {
-            let mut st = this.state.borrow_mut();
-            if let Some(n) = st.sharers.get_mut(&id) {
-                *n -= 1;
-                if *n > 0 {
-                    return; // others still run on it
-                }
-                st.sharers.remove(&id);
-            }
-        }
         let now = this.ioloop.time();
         {
             let mut st = this.state.borrow_mut();
-            if st.busy.remove(&id).is_none() {
-                return;
+            match st.pool.release(id) {
+                Released::StillShared | Released::NotBusy => return,
+                Released::Out => {}
             }
             let (since, leak) = match st.meta.get_mut(&id) {
                 Some(m) => (m.busy_since.take(), m.leak_timer.take()),
@@ -1369,7 +908,7 @@ impl Inner {
                 this.ioloop.remove_timeout(t);
             }
         }
-        if this.state.borrow().phase == Phase::Closed {
+        if this.state.borrow().phase == PoolPhase::Closed {
             conn.close();
             return;
         }
@@ -1380,187 +919,11 @@ impl Inner {
         Inner::reset(this, conn);
     }
 
-    /// Runs `op` on `conn`; on a failure that allows it, runs it once more: on `conn`
-    /// reconnected in place (Momoko's way), or with `wait_for_reconnect` on whichever
-    /// connection the pool hands out next, within the request's bound. `keep` leaves the
-    /// connection busy afterwards (getconn's ping).
-    fn attempt<T: 'static>(this: &Rc<Inner>, conn: Connection, op: Op<T>, run: Run, done: Done<T>) {
-        let inner = this.clone();
-        let c = conn.clone();
-        let op2 = op.clone();
-        op(
-            &conn,
-            Box::new(move |r| match r {
-                Ok(v) => {
-                    if !run.keep {
-                        Inner::release(&inner, c);
-                    }
-                    done(Ok(v))
-                }
-                Err(e) => {
-                    let waits = inner.config.wait_for_reconnect;
-                    let retry = (run.attempt == 0 || waits) && Inner::may_retry(&inner, &c, &e);
-                    if retry && waits {
-                        log::debug!("pool: running again on another connection after: {e}");
-                        Inner::release(&inner, c);
-                        Inner::retry_elsewhere(&inner, op2, run, done);
-                        return;
-                    }
-                    if retry {
-                        log::debug!("pool: retrying once after: {e}");
-                        let inner2 = inner.clone();
-                        let c2 = c.clone();
-                        Inner::open(
-                            &inner,
-                            c,
-                            Box::new(move |r| match r {
-                                Ok(()) => {
-                                    let run = Run { attempt: 1, ..run };
-                                    Inner::attempt(&inner2, c2, op2, run, done)
-                                }
-                                Err(ce) => Inner::give_up(&inner2, c2, &run, ce, done),
-                            }),
-                        );
-                        return;
-                    }
-                    Inner::give_up(&inner, c, &run, e, done)
-                }
-            }),
-        );
-    }
-
-    /// Another attempt on the next connection handed out, within what is left of the
-    /// request's bound (wait_for_reconnect).
-    fn retry_elsewhere<T: 'static>(this: &Rc<Inner>, op: Op<T>, run: Run, done: Done<T>) {
-        let elapsed = this.ioloop.time().saturating_duration_since(run.started);
-        let left = run.req.timeout.map(|t| t.saturating_sub(elapsed));
-        if left == Some(Duration::ZERO) {
-            return done(Err(timed_out(run.req.timeout.unwrap_or_default())));
-        }
-        let req = Request {
-            timeout: left,
-            retry: true,
-            ..run.req.clone()
-        };
-        let inner = this.clone();
-        Inner::acquire(
-            this,
-            req,
-            Box::new(move |r| match r {
-                Ok(conn) => {
-                    let run = Run {
-                        attempt: run.attempt + 1,
-                        ..run
-                    };
-                    Inner::attempt(&inner, conn, op, run, done)
-                }
-                // A timeout says how long the request itself waited, retries included.
-                Err(e) if e.kind() == ErrorKind::Timeout => {
-                    done(Err(timed_out(run.req.timeout.unwrap_or_default())))
-                }
-                Err(e) => done(Err(e)),
-            }),
-        );
-    }
-
-    /// The operation failed for good: the connection goes back, the caller gets the error
-    /// (DatabaseNotAvailable when a connection proved dead where one was needed).
-    fn give_up<T>(this: &Rc<Inner>, c: Connection, run: &Run, e: Error, done: Done<T>) {
-        let dead = c.closed();
-        let e = if dead && ((run.attempt > 0 && e.is_connection_lost()) || run.keep) {
-            Error::caused_by(
-                ErrorKind::DatabaseNotAvailable,
-                "no database connection available",
-                &e,
-            )
-        } else {
-            e
-        };
-        Inner::release(this, c);
-        done(Err(e))
-    }
-
-    fn may_retry(this: &Rc<Inner>, conn: &Connection, e: &Error) -> bool {
-        if this.state.borrow().phase != Phase::Open || !conn.closed() {
-            return false;
-        }
-        match this.config.retry {
-            RetryPolicy::Never => false,
-            RetryPolicy::Momoko => true,
-            RetryPolicy::Safe => e.is_connection_lost() && !e.outcome_unknown(),
-        }
-    }
-
-    /// The dedicated LISTEN connection, made on first use.
-    fn listener_connection(this: &Rc<Inner>) -> Connection {
-        if let Some(c) = this.state.borrow().listener.clone() {
-            return c;
-        }
-        let dsn = this.config.dsn.borrow().clone();
-        let mut b = crate::ConnectionBuilder::with_dsn(dsn)
-            .ioloop(&this.ioloop)
-            .setsession(this.config.setsession.iter().cloned());
-        if let Some(t) = this.config.connect_timeout {
-            b = b.connect_timeout(t);
-        }
-        let conn = b.build();
-        let weak = Rc::downgrade(this);
-        conn.on_close(Rc::new(move |e: &Error| {
-            if let Some(inner) = weak.upgrade() {
-                log::warn!("pool: the LISTEN connection was lost: {e}");
-                Inner::relisten(&inner, Duration::ZERO);
-            }
-        }));
-        this.state.borrow_mut().listener = Some(conn.clone());
-        conn
-    }
-
-    /// Reconnects the LISTEN connection after `delay`; its channels are LISTENed again by
-    /// the connection itself. Failures retry every `reconnect_interval`.
-    fn relisten(this: &Rc<Inner>, delay: Duration) {
-        let weak = Rc::downgrade(this);
-        let timer = this.ioloop.call_later(delay, move || {
-            let Some(inner) = weak.upgrade() else { return };
-            let conn = {
-                let mut st = inner.state.borrow_mut();
-                st.listener_timer = None;
-                if st.phase != Phase::Open {
-                    return;
-                }
-                st.listener.clone()
-            };
-            let Some(conn) = conn else { return };
-            let weak = Rc::downgrade(&inner);
-            Inner::connect_with_password(
-                &inner,
-                &conn,
-                Box::new(move |r| {
-                    let Some(inner) = weak.upgrade() else { return };
-                    match r {
-                        Ok(()) => {
-                            let gap = inner.state.borrow().on_gap.clone();
-                            if let Some(g) = gap {
-                                g();
-                            }
-                        }
-                        Err(e) => {
-                            log::debug!("pool: the LISTEN connection could not reconnect: {e}");
-                            Inner::relisten(&inner, inner.config.reconnect_interval);
-                        }
-                    }
-                }),
-            );
-        });
-        if let Some(old) = this.state.borrow_mut().listener_timer.replace(timer) {
-            this.ioloop.remove_timeout(old);
-        }
-    }
-
     fn set_hstore(this: &Rc<Inner>, oid: u32, arr: u32) {
         let conns: Vec<Connection> = {
             let mut st = this.state.borrow_mut();
             st.hstore = Some((oid, arr));
-            st.all_connections()
+            st.pool.all()
         };
         for c in conns {
             c.set_hstore_oids(oid, arr);
@@ -1571,21 +934,11 @@ impl Inner {
     /// down to `size`.
     fn shrink(this: &Rc<Inner>) {
         let now = this.ioloop.time();
-        let closing: Vec<Connection> = {
-            let mut st = this.state.borrow_mut();
-            let mut out = Vec::new();
-            while st.free.len() > this.config.size.get() {
-                let Some((_, last_used)) = st.free.front() else {
-                    break;
-                };
-                if now.saturating_duration_since(*last_used) <= this.config.shrink_delay {
-                    break;
-                }
-                let (c, _) = st.free.pop_front().expect("checked");
-                out.push(c);
-            }
-            out
-        };
+        let closing = this
+            .state
+            .borrow_mut()
+            .pool
+            .shrink(now, &this.config.limits());
         if !closing.is_empty() {
             log::debug!("pool: shrinking by {} connection(s)", closing.len());
         }
