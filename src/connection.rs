@@ -86,8 +86,9 @@ impl ConnectionBuilder {
         }
     }
 
-    /// The loop that drives the connection (default: [`IoLoop::current`]); a
-    /// [`MioConnection`](crate::MioConnection) has none and ignores it.
+    /// The loop that drives the connection (default: [`IoLoop::current`]). A
+    /// [`MioConnection`](crate::MioConnection) runs on the program's own `mio::Poll`, so
+    /// [`build_mio`](Self::build_mio) refuses a builder that names a loop.
     pub fn ioloop(mut self, ioloop: &IoLoop) -> Self {
         self.ioloop = Some(ioloop.clone());
         self
@@ -169,13 +170,20 @@ impl ConnectionBuilder {
     /// polling; `on_connect` runs from `dispatch`. With
     /// [`poll_before_write`](Self::poll_before_write), requests that callbacks make wait for
     /// the program's next poll before they are written, and `next_deadline` asks for that
-    /// poll at once.
+    /// poll at once. A builder that names a loop ([`ioloop`](Self::ioloop)) is refused:
+    /// the connection stays closed and `on_connect` gets a Usage error from `dispatch`.
     pub fn build_mio(
         self,
         on_connect: impl FnOnce(Result<(), Error>) + 'static,
     ) -> crate::MioConnection {
+        let refused = self.ioloop.is_some().then(|| {
+            Error::usage(
+                "ioloop() names the IoLoop a Connection runs on; a MioConnection runs on the \
+                 program's own mio::Poll: build it without ioloop()",
+            )
+        });
         let (dsn, options) = self.into_parts();
-        crate::MioConnection::connect_with(dsn, options, on_connect)
+        crate::MioConnection::connect_with(dsn, options, refused, on_connect)
     }
 
     /// The connection string (empty for a configuration built in code) and the options.

@@ -189,7 +189,7 @@ impl MioConnection {
     /// with [`MioConnection::register`] before polling. `on_connect` runs from `dispatch`
     /// once the connection is ready or has failed.
     pub fn connect(dsn: &str, on_connect: impl FnOnce(Result<(), Error>) + 'static) -> Self {
-        MioConnection::connect_with(dsn.to_owned(), Options::default(), on_connect)
+        MioConnection::connect_with(dsn.to_owned(), Options::default(), None, on_connect)
     }
 
     /// A builder for options beyond the connection string (the same as
@@ -199,9 +199,12 @@ impl MioConnection {
         crate::Connection::builder(dsn)
     }
 
+    /// A connection with `options`, connecting at once unless `refused` says why it must
+    /// not (then it stays closed and `on_connect` gets that error from `dispatch`).
     pub(crate) fn connect_with(
         dsn: String,
         options: Options,
+        refused: Option<Error>,
         on_connect: impl FnOnce(Result<(), Error>) + 'static,
     ) -> Self {
         let driver = MioDriver {
@@ -221,7 +224,10 @@ impl MioConnection {
             _user: Rc::new(UserToken(core.clone())),
             core,
         };
-        conn.reconnect(on_connect);
+        match refused {
+            Some(e) => conn.core.answer_later(Box::new(on_connect), Err(e)),
+            None => conn.reconnect(on_connect),
+        }
         conn
     }
 

@@ -621,3 +621,25 @@ fn both_handles_answer_to_every_accessor_name_with_one_meaning() {
         );
     });
 }
+
+#[test]
+fn a_builder_that_names_an_ioloop_is_refused_by_build_mio_from_dispatch() {
+    let mut poll = Poll::new().unwrap();
+    let got: Rc<RefCell<Option<momoko::Error>>> = Rc::default();
+    let g = got.clone();
+    let conn = MioConnection::builder(&dsn())
+        .ioloop(&momoko::ioloop::IoLoop::current())
+        .build_mio(move |r| *g.borrow_mut() = Some(r.unwrap_err()));
+    // Not inside the call: the answer waits for dispatch.
+    assert!(got.borrow().is_none());
+    conn.register(poll.registry(), Token(3)).unwrap();
+    drive(&mut poll, &conn, |_| got.borrow().is_some());
+    let e = got.borrow_mut().take().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Usage);
+    assert!(
+        e.to_string()
+            .contains("a MioConnection runs on the program's own mio::Poll"),
+        "{e}"
+    );
+    assert!(conn.is_closed());
+}
