@@ -263,8 +263,8 @@ impl Drop for LoopDriver {
 }
 
 impl Drive for LoopDriver {
-    fn now() -> Instant {
-        Instant::now()
+    fn now(&self) -> Instant {
+        self.ioloop.time()
     }
 
     /// A request was queued: registration now, and an answer known before anything was
@@ -296,7 +296,7 @@ impl Drive for LoopDriver {
             handle.add_callback(move || {
                 let core = LOOKUPS.with(|m| m.borrow().get(&id).and_then(Weak::upgrade));
                 if let Some(core) = core {
-                    core.with_mut(|s| s.poll_resolved(LoopDriver::now()));
+                    core.with_mut(|s| s.poll_resolved(core.driver.now()));
                     sync(&core);
                 }
             });
@@ -399,7 +399,7 @@ impl Connection {
                     .connect_waiters
                     .borrow_mut()
                     .push(fut.clone());
-                self.core.with_mut(|s| s.connect(Instant::now()));
+                self.core.with_mut(|s| s.connect(self.core.driver.now()));
                 // A connection string refused before any I/O fails the future from the
                 // loop, like every other local failure.
                 LoopDriver::wake(&self.core);
@@ -728,13 +728,14 @@ fn handle(core: &Rc<Core<LoopDriver>>) -> Connection {
 }
 
 fn on_ready(core: &Rc<Core<LoopDriver>>, ready: Ready) {
+    let now = core.driver.now();
     core.with_mut(|s| {
         s.handle_ready(
             ready.readable,
             ready.writable,
             ready.error,
             ready.read_closed,
-            Instant::now(),
+            now,
         )
     });
     core.pump_copy();
@@ -743,7 +744,8 @@ fn on_ready(core: &Rc<Core<LoopDriver>>, ready: Ready) {
 
 fn on_timer(core: &Rc<Core<LoopDriver>>) {
     core.driver.reg.borrow_mut().timer = None;
-    core.with_mut(|s| s.handle_timeout(Instant::now()));
+    let now = core.driver.now();
+    core.with_mut(|s| s.handle_timeout(now));
     sync(core);
 }
 
@@ -754,7 +756,8 @@ fn flush_now(core: &Rc<Core<LoopDriver>>) {
 }
 
 fn close(core: &Rc<Core<LoopDriver>>, reason: Error) {
-    core.with_mut(|s| s.close(reason, Instant::now()));
+    let now = core.driver.now();
+    core.with_mut(|s| s.close(reason, now));
     sync(core);
 }
 
@@ -795,7 +798,7 @@ fn register(core: &Rc<Core<LoopDriver>>) {
             );
             match added {
                 Ok(id) => reg.handler = Some(id),
-                Err(e) => s.close(Error::io("cannot watch the socket", e), Instant::now()),
+                Err(e) => s.close(Error::io("cannot watch the socket", e), d.ioloop.time()),
             }
         }
     }

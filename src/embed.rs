@@ -76,7 +76,7 @@ struct CancelTask {
 }
 
 impl Drive for MioDriver {
-    fn now() -> Instant {
+    fn now(&self) -> Instant {
         Instant::now()
     }
 
@@ -99,7 +99,7 @@ impl Driver for MioDriver {
             // Written: what callbacks queue next waits for the next poll.
             core.driver.may_write.set(!core.driver.poll_before_write);
         } else {
-            core.with_mut(|s| s.process_events(MioDriver::now()));
+            core.with_mut(|s| s.process_events(core.driver.now()));
         }
         sync_registration(core);
     }
@@ -136,7 +136,7 @@ impl Driver for MioDriver {
     }
 
     fn call_later(core: &Rc<Core<Self>>, delay: Duration, f: Box<dyn FnOnce()>) {
-        let at = MioDriver::now() + delay;
+        let at = core.driver.now() + delay;
         core.driver.later.borrow_mut().push((at, f));
     }
 
@@ -144,7 +144,7 @@ impl Driver for MioDriver {
     /// dropped with no borrow held.
     fn abandoned(core: &Rc<Core<Self>>) {
         let e = Error::connection("the connection was dropped");
-        core.with_mut(|s| s.close(e, MioDriver::now()));
+        core.with_mut(|s| s.close(e, core.driver.now()));
         if !core.driver.delivering.get() {
             let actions = core.with_mut(|s| s.take_actions());
             drop(actions);
@@ -179,7 +179,10 @@ fn sync_registration(core: &Rc<Core<MioDriver>>) {
     };
     if let Err(e) = registry.register(socket, token, Interest::READABLE | Interest::WRITABLE) {
         let msg = format!("cannot register the socket: {e}");
-        s.close(Error::io("cannot register the socket", e), MioDriver::now());
+        s.close(
+            Error::io("cannot register the socket", e),
+            core.driver.now(),
+        );
         *d.register_error.borrow_mut() = Some(io::Error::other(msg));
     }
 }
@@ -241,7 +244,7 @@ impl MioConnection {
             return self.core.answer_later(Box::new(on_connect), Err(e));
         }
         *self.core.driver.on_connect.borrow_mut() = Some(Box::new(on_connect));
-        self.core.with_mut(|s| s.connect(MioDriver::now()));
+        self.core.with_mut(|s| s.connect(self.core.driver.now()));
         sync_registration(&self.core);
     }
 
@@ -269,7 +272,7 @@ impl MioConnection {
                 event.is_writable(),
                 event.is_error(),
                 event.is_read_closed(),
-                MioDriver::now(),
+                self.core.driver.now(),
             )
         });
         self.core.driver.may_write.set(true);
@@ -290,13 +293,13 @@ impl MioConnection {
         };
         // Requests wait for the program's next poll: one right away.
         if d.poll_before_write && self.core.with(|s| s.wants_write()) {
-            return Some(MioDriver::now());
+            return Some(self.core.driver.now());
         }
         // A name lookup or a cancel runs on a helper thread: look for its answer soon.
         if d.cancels.borrow().is_empty() && !resolving {
             return own;
         }
-        let soon = MioDriver::now() + CANCEL_POLL;
+        let soon = self.core.driver.now() + CANCEL_POLL;
         Some(own.map_or(soon, |d| d.min(soon)))
     }
 
@@ -329,7 +332,7 @@ impl MioConnection {
             core.driver.may_write.set(true);
         }
         if core.with(|s| s.is_resolving()) {
-            core.with_mut(|s| s.poll_resolved(MioDriver::now()));
+            core.with_mut(|s| s.poll_resolved(core.driver.now()));
             sync_registration(core);
         }
         self.poll_cancels();
@@ -359,7 +362,7 @@ impl MioConnection {
         for (task, r) in finished {
             self.core.answer_later(task.done, r);
         }
-        let now = MioDriver::now();
+        let now = self.core.driver.now();
         let due: Vec<Box<dyn FnOnce()>> = {
             let mut later = d.later.borrow_mut();
             let (due, kept) = later.drain(..).partition(|(at, _)| *at <= now);
@@ -557,7 +560,7 @@ impl MioConnection {
         self.core.with_mut(|s| {
             s.close(
                 Error::connection("the connection was closed by the client"),
-                MioDriver::now(),
+                self.core.driver.now(),
             )
         });
     }

@@ -132,6 +132,10 @@ pub(crate) struct Inner {
     more_events: Cell<bool>,
     /// `add_before_poll`'s queue: run at step 5 of an iteration.
     before_poll: RefCell<VecDeque<Box<dyn FnOnce()>>>,
+    /// How far [`IoLoop::advance_time`] moved this loop's clock ahead of the system's: every
+    /// deadline (timers, the poll's wait) is read through [`Inner::now`], so a test moves
+    /// time without sleeping.
+    skew: Cell<Duration>,
 }
 
 /// Rounds of before-poll callbacks one iteration runs at most: a callback that keeps adding
@@ -139,6 +143,11 @@ pub(crate) struct Inner {
 const BEFORE_POLL_ROUNDS: usize = 8;
 
 impl Inner {
+    /// The loop's clock: the system's monotonic clock plus what `advance_time` added.
+    fn now(&self) -> Instant {
+        Instant::now() + self.skew.get()
+    }
+
     /// Step 5: the before-poll callbacks, and those they add, for a bounded number of
     /// rounds (what is left runs in the next iteration, which then polls without waiting).
     fn run_before_poll(&self) {
@@ -273,7 +282,7 @@ impl Inner {
     fn run_ready(&self, due: &mut Vec<Scheduled>) {
         self.drain_remote();
         let ncallbacks = self.callbacks.borrow().len();
-        self.timers.borrow_mut().collect_due(Instant::now(), due);
+        self.timers.borrow_mut().collect_due(self.now(), due);
         let mut batch = DueBatch {
             inner: self,
             due: std::mem::take(due),
@@ -302,7 +311,7 @@ impl Inner {
         }
         match self.timers.borrow_mut().next_deadline() {
             Some(deadline) => deadline
-                .saturating_duration_since(Instant::now())
+                .saturating_duration_since(self.now())
                 .min(MAX_POLL_TIMEOUT),
             None => MAX_POLL_TIMEOUT,
         }
@@ -678,6 +687,7 @@ impl IoLoop {
             stopped: Cell::new(false),
             more_events: Cell::new(false),
             before_poll: RefCell::new(VecDeque::new()),
+            skew: Cell::new(Duration::ZERO),
         })))
     }
 
@@ -878,7 +888,7 @@ impl IoLoop {
     /// Runs `callback` once `delay` has passed (from now), in the first iteration after the
     /// deadline. A delay too large for `Instant` means "never".
     pub fn call_later(&self, delay: Duration, callback: impl FnOnce() + 'static) -> TimeoutId {
-        let now = Instant::now();
+        let now = self.time();
         let deadline = now
             .checked_add(delay)
             .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
@@ -913,9 +923,35 @@ impl IoLoop {
         drop(removed);
     }
 
-    /// The loop's clock: the base for [`call_at`](IoLoop::call_at).
+    /// The loop's clock: the base for [`call_at`](IoLoop::call_at). The system's monotonic
+    /// clock, plus whatever [`advance_time`](IoLoop::advance_time) added.
     pub fn time(&self) -> Instant {
-        Instant::now()
+        self.0.now()
+    }
+
+    /// Moves this loop's clock forward by `by`, for tests of time-driven behaviour that must
+    /// not sleep: timeouts due by the new [`time`](IoLoop::time) run in the next iteration,
+    /// and everything that reads the loop's clock (momoko's query timeouts, a pool's
+    /// lifetimes, health checks and reconnect spacing) sees the new time. The clock never
+    /// goes back; other loops and the system's clock are unaffected.
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use std::time::Duration;
+    /// use momoko_loop::IoLoop;
+    ///
+    /// let ioloop = IoLoop::new();
+    /// let fired = Rc::new(Cell::new(false));
+    /// let f = fired.clone();
+    /// ioloop.call_later(Duration::from_secs(3600), move || f.set(true));
+    /// ioloop.advance_time(Duration::from_secs(3600));
+    /// ioloop.turn(Some(Duration::ZERO)).unwrap();
+    /// assert!(fired.get());
+    /// ```
+    pub fn advance_time(&self, by: Duration) {
+        let inner = &*self.0;
+        inner.skew.set(inner.skew.get().saturating_add(by));
     }
 
     /// Runs `callback(&future)` on this loop once `future` is done: always in a later
@@ -1126,7 +1162,7 @@ impl IoLoop {
             return Some(Duration::ZERO);
         }
         let deadline = inner.timers.borrow_mut().next_deadline();
-        deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()))
+        deadline.map(|deadline| deadline.saturating_duration_since(inner.now()))
     }
 
     /// Runs the loop until `future` completes and returns its output: `block_on`. The

@@ -105,7 +105,7 @@ impl PeriodicCallback {
             period,
             callback: RefCell::new(Some(Box::new(callback))),
             state: Cell::new(State::Stopped),
-            next: Cell::new(Instant::now()),
+            next: Cell::new(ioloop.time()),
         }))
     }
 
@@ -114,7 +114,9 @@ impl PeriodicCallback {
         if self.0.state.get() != State::Stopped {
             return;
         }
-        self.0.next.set(Instant::now());
+        if let Some(ioloop) = IoLoop::from_weak(&self.0.ioloop) {
+            self.0.next.set(ioloop.time());
+        }
         schedule_next(&self.0);
     }
 

@@ -15,8 +15,10 @@ use crate::proto::{Protocol, Request};
 /// What a driver provides to the operations: the clock, and a way to be told that the
 /// session changed outside the driver's own event handling (a request was queued).
 pub(crate) trait Drive: Sized + 'static {
-    /// Reads the clock: drivers do, the session never does.
-    fn now() -> Instant;
+    /// Reads the clock: drivers do, the session never does. The IoLoop driver reads its
+    /// loop's clock, so a test that moves the loop's time (`IoLoop::advance_time`) moves the
+    /// session's deadlines with it.
+    fn now(&self) -> Instant;
     /// The session changed: bring the registration in line and deliver what is due, now or
     /// on the driver's next turn. Called with no borrow of the session held.
     fn wake(core: &Rc<Core<Self>>);
@@ -68,7 +70,7 @@ impl<D: Drive> Core<D> {
         {
             let mut s = self.session.borrow_mut();
             // The clock is read only where a query_timeout needs it.
-            let now = s.options.query_timeout.map(|_| D::now());
+            let now = s.options.query_timeout.map(|_| self.driver.now());
             s.request(req, cb, now);
         }
         D::wake(self);
@@ -93,7 +95,7 @@ impl<D: Drive> Core<D> {
     pub(crate) fn request_copy_out(self: &Rc<Self>, req: Request, sink: CopySink, cb: Callback) {
         {
             let mut s = self.session.borrow_mut();
-            let now = s.options.query_timeout.map(|_| D::now());
+            let now = s.options.query_timeout.map(|_| self.driver.now());
             s.request_copy_out(req, sink, cb, now);
         }
         D::wake(self);
@@ -115,7 +117,7 @@ impl<D: Drive> Core<D> {
         self.pump_copy();
         let mut s = self.session.borrow_mut();
         s.flush();
-        s.process_events(D::now());
+        s.process_events(self.driver.now());
     }
 
     /// Pulls COPY data, with no borrow held, while the COPY being sent has room for it, and
@@ -152,7 +154,7 @@ impl<D: Drive> Core<D> {
             pulled = true;
         }
         if pulled {
-            self.session.borrow_mut().process_events(D::now());
+            self.session.borrow_mut().process_events(self.driver.now());
         }
     }
 }
