@@ -755,10 +755,13 @@ fn flush_now(core: &Rc<Core<LoopDriver>>) {
     sync(core);
 }
 
+/// Closes the session at once (the socket is deregistered now); what was in flight is
+/// answered from the loop's next turn, like every other answer, never inside the caller's
+/// `close()`.
 fn close(core: &Rc<Core<LoopDriver>>, reason: Error) {
     let now = core.driver.now();
     core.with_mut(|s| s.close(reason, now));
-    sync(core);
+    LoopDriver::wake(core);
 }
 
 fn close_if_abandoned(core: &Rc<Core<LoopDriver>>) {

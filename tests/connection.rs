@@ -626,6 +626,21 @@ fn close_fails_requests_in_flight_and_later_ones() {
 }
 
 #[test]
+fn close_answers_what_was_in_flight_from_the_loop_not_inside_the_call() {
+    run(async {
+        let conn = connect().await;
+        let slow = conn.execute("SELECT pg_sleep(5)", ());
+        conn.close();
+        // The socket is gone at once, but the answer comes from the loop's next turn, like
+        // every other answer: code after `close()` runs before any completion does.
+        assert!(conn.closed());
+        assert!(!slow.done(), "close() answered the request inside the call");
+        let err = slow.await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Connection);
+    });
+}
+
+#[test]
 fn execute_before_connect_is_a_usage_error() {
     run(async {
         let conn = Connection::new(&dsn());
