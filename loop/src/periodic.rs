@@ -27,7 +27,7 @@ use crate::ioloop::{Inner, IoLoop, TimeoutId};
 /// `start()` from inside the callback after `stop()` goes Stopped → Scheduled directly, and
 /// the return from the callback then leaves that schedule alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+enum Schedule {
     Stopped,
     Scheduled(TimeoutId),
     Calling,
@@ -39,7 +39,7 @@ struct Periodic {
     ioloop: Weak<Inner>,
     period: Duration,
     callback: RefCell<Option<Box<dyn FnMut()>>>,
-    state: Cell<State>,
+    state: Cell<Schedule>,
     next: Cell<Instant>,
 }
 
@@ -104,14 +104,14 @@ impl PeriodicCallback {
             ioloop: ioloop.downgrade_inner(),
             period,
             callback: RefCell::new(Some(Box::new(callback))),
-            state: Cell::new(State::Stopped),
+            state: Cell::new(Schedule::Stopped),
             next: Cell::new(ioloop.time()),
         }))
     }
 
     /// Starts it: the first run is one period from now. Does nothing if already running.
     pub fn start(&self) {
-        if self.0.state.get() != State::Stopped {
+        if self.0.state.get() != Schedule::Stopped {
             return;
         }
         if let Some(ioloop) = IoLoop::from_weak(&self.0.ioloop) {
@@ -123,8 +123,8 @@ impl PeriodicCallback {
     /// Stops it: no further run, also when called from inside the callback. Does nothing if
     /// already stopped.
     pub fn stop(&self) {
-        let previous = self.0.state.replace(State::Stopped);
-        if let State::Scheduled(id) = previous {
+        let previous = self.0.state.replace(Schedule::Stopped);
+        if let Schedule::Scheduled(id) = previous {
             if let Some(ioloop) = IoLoop::from_weak(&self.0.ioloop) {
                 ioloop.remove_timeout(id);
             }
@@ -133,7 +133,7 @@ impl PeriodicCallback {
 
     /// True between `start()` and `stop()`.
     pub fn is_running(&self) -> bool {
-        self.0.state.get() != State::Stopped
+        self.0.state.get() != Schedule::Stopped
     }
 }
 
@@ -156,21 +156,21 @@ fn next_deadline(next: Instant, now: Instant, period: Duration) -> Instant {
 
 fn schedule_next(periodic: &Rc<Periodic>) {
     let Some(ioloop) = IoLoop::from_weak(&periodic.ioloop) else {
-        periodic.state.set(State::Stopped);
+        periodic.state.set(Schedule::Stopped);
         return;
     };
     let next = next_deadline(periodic.next.get(), ioloop.time(), periodic.period);
     periodic.next.set(next);
     let this = Rc::clone(periodic);
     let id = ioloop.call_at(next, move || fire(&this));
-    periodic.state.set(State::Scheduled(id));
+    periodic.state.set(Schedule::Scheduled(id));
 }
 
 fn fire(periodic: &Rc<Periodic>) {
-    if !matches!(periodic.state.get(), State::Scheduled(_)) {
+    if !matches!(periodic.state.get(), Schedule::Scheduled(_)) {
         return;
     }
-    periodic.state.set(State::Calling);
+    periodic.state.set(Schedule::Calling);
     let callback = periodic.callback.borrow_mut().take();
     let mut guard = FireGuard { periodic, callback };
     if let Some(callback) = guard.callback.as_mut() {
@@ -192,7 +192,7 @@ impl Drop for FireGuard<'_> {
                 *slot = Some(callback);
             }
         }
-        if self.periodic.state.get() == State::Calling {
+        if self.periodic.state.get() == Schedule::Calling {
             schedule_next(self.periodic);
         }
     }
