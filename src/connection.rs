@@ -20,7 +20,7 @@ use crate::driver::{CancelTarget, Driver, UserToken};
 use crate::error::{DbError, Error};
 use crate::params::Params;
 use crate::proto::CopySource;
-use crate::row::Cursor;
+use crate::row::{Cursor, Row};
 use crate::session::ops::{self, Done};
 use crate::session::{Core, Drive, Notification, Notify, Options, Stage};
 
@@ -570,6 +570,37 @@ impl Connection {
 
     pub(crate) fn query_cb<P: Params + ?Sized>(&self, sql: &str, params: &P, done: Done<Cursor>) {
         ops::prepared::query(&self.core, sql, params, done);
+    }
+
+    /// Runs `sql` like [`Connection::query`] (server-side `$1`, `$2`… parameters, the
+    /// statement cache, binary results where momoko decodes them) and hands each row to
+    /// `f` as it is read, keeping none: memory stays flat whatever the row count. Resolves
+    /// to the number of rows handed out.
+    ///
+    /// `f` runs from the loop with no borrow of the connection held, one read's rows at a
+    /// time, never inside this call: it may queue other work on this connection (which
+    /// runs after the stream). An error mid-stream (the server's, a lost connection, a
+    /// `query_timeout`) resolves the future with it, once; the rows handed out before it
+    /// stay handed out. A panic in `f` unwinds out of the loop, as in every callback.
+    pub fn stream<P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnMut(&Row) + 'static,
+    ) -> Future<Result<u64, Error>> {
+        let (fut, done) = self.future();
+        self.stream_cb(sql, &params, f, done);
+        fut
+    }
+
+    pub(crate) fn stream_cb<P: Params + ?Sized>(
+        &self,
+        sql: &str,
+        params: &P,
+        f: impl FnMut(&Row) + 'static,
+        done: Done<u64>,
+    ) {
+        ops::stream::stream(&self.core, sql, params, f, done);
     }
 
     /// Drops a prepared statement on the server (a no-op where it is not prepared).

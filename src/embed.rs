@@ -26,7 +26,7 @@ use crate::driver::{CancelTarget, Driver, UserToken};
 use crate::error::Error;
 use crate::params::Params;
 use crate::proto::CopySource;
-use crate::row::Cursor;
+use crate::row::{Cursor, Row};
 use crate::session::ops::{self, Done, Statement};
 use crate::session::{Core, Drive, Notification, Options};
 use crate::{ConnectionBuilder, Prepared};
@@ -451,6 +451,18 @@ impl MioConnection {
         callback: impl FnOnce(Result<Cursor, Error>) + 'static,
     ) {
         ops::prepared::query(&self.core, sql, &params, Box::new(callback));
+    }
+
+    /// Streams the rows of `sql` to `f` as they are read, none kept (see
+    /// `Connection::stream`); `f` runs from `dispatch`, then `callback` with the row count.
+    pub fn stream<P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnMut(&Row) + 'static,
+        callback: impl FnOnce(Result<u64, Error>) + 'static,
+    ) {
+        ops::stream::stream(&self.core, sql, &params, f, Box::new(callback));
     }
 
     /// Drops a prepared statement on the server.

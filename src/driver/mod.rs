@@ -93,8 +93,11 @@ impl<D: Driver> Core<D> {
             Action::Complete(cb, result) => cb(result),
             Action::Answer(answer) => answer(),
             // Already run by `Action::deliver`.
-            Action::Notify(..) | Action::Notice(..) | Action::CopyData(..) | Action::Release(_) => {
-            }
+            Action::Notify(..)
+            | Action::Notice(..)
+            | Action::CopyData(..)
+            | Action::Rows(..)
+            | Action::Release(_) => {}
             Action::Connected(result) => D::connected(self, result),
             Action::Closed(e) => {
                 log::debug!("connection closed: {e}");

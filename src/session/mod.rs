@@ -77,6 +77,8 @@ pub(crate) type Listener = Rc<RefCell<dyn FnMut(&Notification)>>;
 pub(crate) type NoticeHandler = Rc<RefCell<dyn FnMut(&DbError)>>;
 /// Where COPY TO STDOUT data goes.
 pub(crate) type CopySink = Rc<RefCell<dyn FnMut(&[u8])>>;
+/// Where a streamed query's rows go (`stream`).
+pub(crate) type RowSink = Rc<RefCell<dyn FnMut(&crate::row::Row)>>;
 
 /// Numbers connections and statements across the whole process: never a heap address, never
 /// reused.
@@ -136,6 +138,9 @@ pub(crate) enum Action {
     Notice(NoticeHandler, Box<DbError>),
     /// COPY TO STDOUT data for a sink.
     CopyData(CopySink, Bytes),
+    /// Rows of a streamed query, those one read produced, for its sink: each is dropped
+    /// once the sink has seen it.
+    Rows(RowSink, Vec<crate::row::Row>),
     /// The established connection was lost or closed.
     Closed(Error),
     /// A request ran past its query_timeout: the driver sends a CancelRequest.
@@ -166,6 +171,13 @@ impl Action {
                     s(&data);
                 }
             }
+            Action::Rows(sink, rows) => match sink.try_borrow_mut() {
+                Ok(mut s) => rows.into_iter().for_each(|row| s(&row)),
+                Err(_) => log::warn!(
+                    "a stream callback was re-entered; dropped {} rows",
+                    rows.len()
+                ),
+            },
             Action::Release(value) => drop(value),
             other => return Some(other),
         }
@@ -182,6 +194,8 @@ enum Recipient {
     },
     /// A COPY TO STDOUT with its sink.
     CopyOut(Callback, CopySink),
+    /// A streamed query with the sink of its rows.
+    Rows(Callback, RowSink),
     /// A request that timed out: its caller was answered already, its answer is dropped.
     Discard,
 }
@@ -677,7 +691,7 @@ impl Session {
 
     fn fail_waiter(&mut self, waiter: Recipient, e: Error) {
         match waiter {
-            Recipient::User(cb) | Recipient::CopyOut(cb, _) => {
+            Recipient::User(cb) | Recipient::CopyOut(cb, _) | Recipient::Rows(cb, _) => {
                 self.actions.push(Action::Complete(cb, Err(e)))
             }
             Recipient::Setsession { .. } | Recipient::Discard => {}
@@ -702,6 +716,20 @@ impl Session {
         now: Option<Instant>,
     ) {
         self.send(req, Recipient::CopyOut(cb, sink), now);
+    }
+
+    /// Queues a query whose rows go to `sink` as they arrive, none kept.
+    pub(crate) fn request_rows(
+        &mut self,
+        req: Request,
+        sink: RowSink,
+        cb: Callback,
+        now: Option<Instant>,
+    ) {
+        if now.is_some() {
+            self.now = now;
+        }
+        self.send(req, Recipient::Rows(cb, sink), now);
     }
 
     /// `now` starts the request's query_timeout; `None` for requests released after the
@@ -751,8 +779,11 @@ impl Session {
             .expect("a ready connection has a protocol");
         match proto.send(req) {
             Ok(()) => {
+                if matches!(waiter, Recipient::Rows(..)) {
+                    proto.stream_last();
+                }
                 let deadline = match waiter {
-                    Recipient::User(_) | Recipient::CopyOut(..) => self
+                    Recipient::User(_) | Recipient::CopyOut(..) | Recipient::Rows(..) => self
                         .options
                         .query_timeout
                         .zip(now.or(self.now))
@@ -924,9 +955,9 @@ impl Session {
                         Recipient::Discard => {
                             log::debug!("dropped the answer of a timed-out request");
                         }
-                        Recipient::User(cb) | Recipient::CopyOut(cb, _) => {
-                            self.actions.push(Action::Complete(cb, result))
-                        }
+                        Recipient::User(cb)
+                        | Recipient::CopyOut(cb, _)
+                        | Recipient::Rows(cb, _) => self.actions.push(Action::Complete(cb, result)),
                         Recipient::Setsession { last } => {
                             if let Err(e) = result {
                                 if let Phase::Setsession { error } = &mut self.phase {
@@ -959,6 +990,21 @@ impl Session {
                     }) = self.waiters.front()
                     {
                         self.actions.push(Action::CopyData(sink.clone(), data));
+                    }
+                }
+                Event::Row(row) => {
+                    let Some(Pending {
+                        waiter: Recipient::Rows(_, sink),
+                        ..
+                    }) = self.waiters.front()
+                    else {
+                        // Its caller timed out: the rest of the answer is dropped.
+                        continue;
+                    };
+                    // The rows of one read go out together, in one action.
+                    match self.actions.last_mut() {
+                        Some(Action::Rows(s, rows)) if Rc::ptr_eq(s, sink) => rows.push(row),
+                        _ => self.actions.push(Action::Rows(sink.clone(), vec![row])),
                     }
                 }
                 Event::Notification {
