@@ -78,6 +78,11 @@ impl<D: Driver> Core<D> {
             D::turn(self);
             let actions = self.with_mut(|s| s.take_actions());
             if actions.is_empty() {
+                // A streamed query's read stopped at its budget: its rows are delivered,
+                // the next part is read now (no readiness event would announce it).
+                if self.with_mut(|s| s.read_on(D::now())) {
+                    continue;
+                }
                 return Some(ran);
             }
             ran += actions.len();

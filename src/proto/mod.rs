@@ -561,6 +561,11 @@ impl Protocol {
         flight.answers.take_row(body)
     }
 
+    /// Whether the oldest request in flight streams its rows.
+    pub(crate) fn streaming(&self) -> bool {
+        self.in_flight.front().is_some_and(|f| f.stream)
+    }
+
     /// The request just sent hands its rows out as [`Event::Row`]s as they arrive instead of
     /// collecting them: its response then carries none.
     pub(crate) fn stream_last(&mut self) {

@@ -882,6 +882,17 @@ impl Session {
         }
     }
 
+    /// A read stopped at its budget while rows stream (see `Transport::read`), and the
+    /// rows it yielded have been delivered: reads on as a readable event would. False when
+    /// there is nothing left that no event would announce.
+    pub(crate) fn read_on(&mut self, now: Instant) -> bool {
+        if !self.transport.read_more() || self.proto.is_none() {
+            return false;
+        }
+        self.handle_ready(true, false, false, false, now);
+        true
+    }
+
     /// Writes what the protocol has to send, until the socket would block.
     pub(crate) fn flush(&mut self) {
         if let Some(proto) = self.proto.as_mut() {
