@@ -94,6 +94,12 @@ impl ConnectionBuilder {
         self
     }
 
+    /// The TLS client configuration to share (a pool's, for each of its connections).
+    pub(crate) fn tls_cache(mut self, cache: crate::session::transport::TlsCache) -> Self {
+        self.options.tls = cache;
+        self
+    }
+
     /// Statements run after every connect, in order; one that fails fails the connect with
     /// its error and the connection is closed (Momoko ignored such failures).
     pub fn setsession<I, S>(mut self, statements: I) -> Self

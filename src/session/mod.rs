@@ -16,6 +16,7 @@
 //! - `connect.rs`: the session's side of a connect (`connect` to `Action::Connected`);
 //! - `transport/`: the socket and TLS together (the only place that knows of TLS);
 //! - `core.rs`: [`Core`], the session in a `RefCell` beside its driver, and [`Drive`];
+//! - `rows.rs`: a streamed query's rows, one read's worth at a time;
 //! - `ops/`: one operation per file, all going through [`Core::request`].
 //!
 //! The methods, by group:
@@ -44,6 +45,7 @@ pub(crate) mod cache;
 mod connect;
 mod core;
 pub(crate) mod ops;
+mod rows;
 mod target;
 pub(crate) mod transport;
 mod walk;
@@ -68,6 +70,7 @@ use transport::{Peer, Socket, Transport};
 use walk::Walk;
 
 pub(crate) use self::core::{Core, Drive};
+pub(crate) use rows::RowSink;
 
 /// A completion callback for one request.
 pub(crate) type Callback = Box<dyn FnOnce(Result<Response, Error>)>;
@@ -77,8 +80,6 @@ pub(crate) type Listener = Rc<RefCell<dyn FnMut(&Notification)>>;
 pub(crate) type NoticeHandler = Rc<RefCell<dyn FnMut(&DbError)>>;
 /// Where COPY TO STDOUT data goes.
 pub(crate) type CopySink = Rc<RefCell<dyn FnMut(&[u8])>>;
-/// Where a streamed query's rows go (`stream`).
-pub(crate) type RowSink = Rc<RefCell<dyn FnMut(&crate::row::Row)>>;
 
 /// Numbers connections and statements across the whole process: never a heap address, never
 /// reused.
@@ -243,6 +244,9 @@ pub(crate) struct Options {
     /// Requests wait for the driver's next poll before they are written (see
     /// `ConnectionBuilder::poll_before_write`); the session itself never reads it.
     pub(crate) poll_before_write: bool,
+    /// The TLS client configuration, built once and shared by every connection these
+    /// options are cloned into (a pool's) and by their reconnects, so that they resume.
+    pub(crate) tls: transport::TlsCache,
 }
 
 impl std::fmt::Debug for Options {
@@ -566,6 +570,11 @@ impl Session {
 
     /// libpq's `PQsslAttribute`: "library", "protocol", "cipher", "key_bits", "compression",
     /// "alpn".
+    /// Whether the TLS session in use was resumed; `None` without TLS.
+    pub(crate) fn tls_resumed(&self) -> Option<bool> {
+        self.transport.tls_resumed()
+    }
+
     pub(crate) fn ssl_attribute(&self, name: &str) -> Option<String> {
         if !self.ssl_in_use() {
             return None;
@@ -718,20 +727,6 @@ impl Session {
         self.send(req, Recipient::CopyOut(cb, sink), now);
     }
 
-    /// Queues a query whose rows go to `sink` as they arrive, none kept.
-    pub(crate) fn request_rows(
-        &mut self,
-        req: Request,
-        sink: RowSink,
-        cb: Callback,
-        now: Option<Instant>,
-    ) {
-        if now.is_some() {
-            self.now = now;
-        }
-        self.send(req, Recipient::Rows(cb, sink), now);
-    }
-
     /// `now` starts the request's query_timeout; `None` for requests released after the
     /// connect (their clock starts then, from the connect's own `now`).
     fn send(&mut self, req: Request, waiter: Recipient, now: Option<Instant>) {
@@ -882,17 +877,6 @@ impl Session {
         }
     }
 
-    /// A read stopped at its budget while rows stream (see `Transport::read`), and the
-    /// rows it yielded have been delivered: reads on as a readable event would. False when
-    /// there is nothing left that no event would announce.
-    pub(crate) fn read_on(&mut self, now: Instant) -> bool {
-        if !self.transport.read_more() || self.proto.is_none() {
-            return false;
-        }
-        self.handle_ready(true, false, false, false, now);
-        true
-    }
-
     /// Writes what the protocol has to send, until the socket would block.
     pub(crate) fn flush(&mut self) {
         if let Some(proto) = self.proto.as_mut() {
@@ -1003,21 +987,7 @@ impl Session {
                         self.actions.push(Action::CopyData(sink.clone(), data));
                     }
                 }
-                Event::Row(row) => {
-                    let Some(Pending {
-                        waiter: Recipient::Rows(_, sink),
-                        ..
-                    }) = self.waiters.front()
-                    else {
-                        // Its caller timed out: the rest of the answer is dropped.
-                        continue;
-                    };
-                    // The rows of one read go out together, in one action.
-                    match self.actions.last_mut() {
-                        Some(Action::Rows(s, rows)) if Rc::ptr_eq(s, sink) => rows.push(row),
-                        _ => self.actions.push(Action::Rows(sink.clone(), vec![row])),
-                    }
-                }
+                Event::Row(row) => self.on_row(row),
                 Event::Notification {
                     process_id,
                     channel,

@@ -19,6 +19,14 @@ use crate::proto::Protocol;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
 
+/// The TLS client configuration shared by the connections of one configuration (see
+/// `tls::ConfigCache`); nothing without TLS.
+#[cfg(feature = "tls")]
+pub(crate) use tls::ConfigCache as TlsCache;
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsCache;
+
 /// Whether TLS is compiled in (feature "tls"): without it, sslmode's retries have nothing to
 /// retry with.
 pub(crate) const TLS_COMPILED: bool = cfg!(feature = "tls");
@@ -130,15 +138,18 @@ impl Transport {
         target: &Target,
         config: Option<&Config>,
         second_try: bool,
+        cache: &TlsCache,
     ) -> Result<(), Error> {
         #[cfg(feature = "tls")]
         {
             self.plan = Some(match (target, config) {
-                (Target::Tcp { host, .. }, Some(config)) => tls::plan(config, host, second_try)?,
+                (Target::Tcp { host, .. }, Some(config)) => {
+                    tls::plan(config, host, second_try, cache)?
+                }
                 _ => tls::Plan::Plain,
             });
         }
-        let _ = (target, config, second_try);
+        let _ = (target, config, second_try, cache);
         Ok(())
     }
 
@@ -199,6 +210,18 @@ impl Transport {
     }
 
     /// libpq's `PQsslAttribute` of the TLS session, while it is up.
+    /// Whether the TLS session in use was resumed (no certificate exchange, no key exchange
+    /// of its own); `None` without TLS or before its handshake finished.
+    pub(crate) fn tls_resumed(&self) -> Option<bool> {
+        #[cfg(feature = "tls")]
+        if let (true, Some(t)) = (self.tls_up(), &self.tls) {
+            return t
+                .handshake_kind()
+                .map(|k| k == rustls::HandshakeKind::Resumed);
+        }
+        None
+    }
+
     pub(crate) fn ssl_attribute(&self, name: &str) -> Option<String> {
         #[cfg(feature = "tls")]
         if let (true, Some(t)) = (self.tls_up(), &self.tls) {
