@@ -925,6 +925,19 @@ impl Driver for LoopDriver {
         core.driver.ioloop.call_later(delay, f);
     }
 
+    fn read_again(core: &Rc<Core<Self>>) {
+        let weak = Rc::downgrade(core);
+        core.driver.ioloop.add_callback(move || {
+            if let Some(core) = weak.upgrade() {
+                let ready = Ready {
+                    readable: true,
+                    ..Ready::default()
+                };
+                on_ready(&core, ready);
+            }
+        });
+    }
+
     /// The connection closes once it is idle: what is in flight still completes.
     fn abandoned(core: &Rc<Core<Self>>) {
         core.driver.abandoned.set(true);

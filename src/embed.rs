@@ -140,6 +140,21 @@ impl Driver for MioDriver {
         core.driver.later.borrow_mut().push((at, f));
     }
 
+    /// From `dispatch`'s `call_later` queue, due at once: `next_deadline` says so.
+    fn read_again(core: &Rc<Core<Self>>) {
+        let weak = Rc::downgrade(core);
+        MioDriver::call_later(
+            core,
+            Duration::ZERO,
+            Box::new(move || {
+                if let Some(core) = weak.upgrade() {
+                    core.with_mut(|s| s.handle_ready(true, false, false, false, MioDriver::now()));
+                    sync_registration(&core);
+                }
+            }),
+        );
+    }
+
     /// The connection closes at once; callbacks that can no longer be delivered are
     /// dropped with no borrow held.
     fn abandoned(core: &Rc<Core<Self>>) {

@@ -313,6 +313,55 @@ fn a_pool_streams_on_a_connection_of_its_own_and_reports_an_error_once() {
     });
 }
 
+#[test]
+fn a_pool_stream_cut_off_mid_way_is_not_replayed_even_under_momokos_retry_rule() {
+    run(async {
+        // Momoko's rule runs an operation again on the reconnected connection whatever
+        // happened: for a stream that would hand the first rows out twice.
+        let pool = Pool::builder(&dsn())
+            .size(1)
+            .retry(momoko::RetryPolicy::Momoko)
+            .build()
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let pid = pool.connections_for_tests()[0].backend_pid().unwrap();
+        let killer = momoko::connect(&dsn()).await.unwrap();
+        let next = Rc::new(Cell::new(1i32));
+        let kill: Rc<RefCell<Option<momoko::ioloop::Future<_>>>> = Rc::default();
+        let (nx, k) = (next.clone(), kill.clone());
+        let err = pool
+            .stream(
+                "SELECT g FROM generate_series(1, 3000000) g",
+                (),
+                move |row: &Row| {
+                    let g: i32 = row.get(0);
+                    assert_eq!(g, nx.get(), "a row handed out twice or skipped");
+                    nx.set(g + 1);
+                    if g == 1000 {
+                        // The stream yields to the loop between reads: this runs meanwhile.
+                        let f = killer.execute("SELECT pg_terminate_backend(%s)", (pid,));
+                        *k.borrow_mut() = Some(f);
+                    }
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("57P01"), "{err}");
+        let delivered = next.get() - 1;
+        assert!(
+            (1000..3_000_000).contains(&delivered),
+            "{delivered} rows before the cut"
+        );
+        let terminated = kill.borrow_mut().take().unwrap().await.unwrap();
+        assert!(terminated.into_iter().next().unwrap().get::<_, bool>(0));
+        // The pool goes on, on a new connection.
+        let n = pool.stream(SERIES, (10i32,), |_: &Row| {}).await.unwrap();
+        assert_eq!(n, 10);
+    });
+}
+
 /// Turns the test's own poll until `done` holds or 10 s pass.
 fn drive(poll: &mut mio::Poll, conn: &momoko::MioConnection, mut done: impl FnMut() -> bool) {
     let mut events = mio::Events::with_capacity(16);

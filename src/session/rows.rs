@@ -49,14 +49,9 @@ impl Session {
         }
     }
 
-    /// A read stopped at its budget while rows stream (see `Transport::read`), and the
-    /// rows it yielded have been delivered: reads on as a readable event would. False when
-    /// there is nothing left that no event would announce.
-    pub(crate) fn read_on(&mut self, now: Instant) -> bool {
-        if !self.transport.read_more() || self.proto.is_none() {
-            return false;
-        }
-        self.handle_ready(true, false, false, false, now);
-        true
+    /// A read stopped at its budget while rows stream (see `Transport::read`): the driver
+    /// must read again itself, as a readable event would, for no event will come.
+    pub(crate) fn read_pending(&self) -> bool {
+        self.transport.read_more() && self.proto.is_some()
     }
 }
