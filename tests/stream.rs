@@ -354,7 +354,8 @@ fn a_pool_stream_cut_off_mid_way_is_not_replayed_even_under_momokos_retry_rule()
             (1000..3_000_000).contains(&delivered),
             "{delivered} rows before the cut"
         );
-        let terminated = kill.borrow_mut().take().unwrap().await.unwrap();
+        let kill = kill.borrow_mut().take().unwrap();
+        let terminated = kill.await.unwrap();
         assert!(terminated.into_iter().next().unwrap().get::<_, bool>(0));
         // The pool goes on, on a new connection.
         let n = pool.stream(SERIES, (10i32,), |_: &Row| {}).await.unwrap();
