@@ -99,8 +99,8 @@ macro_rules! session_getters {
         /// same pool, or this connection before a reconnect) established, skipping the
         /// certificate exchange and its signatures; `Some(false)` for a full handshake;
         /// `None` without TLS. A server resumes only if it issues session tickets (or keeps
-        /// a session cache): PostgreSQL's own TLS does neither, a TLS terminator in front of
-        /// it (PgBouncer, a proxy) may.
+        /// a session cache): PostgreSQL's own TLS does neither (it turns both off), a TLS
+        /// end point in front of it that keeps sessions (a terminating proxy) may.
         pub fn tls_resumed(&self) -> Option<bool> {
             self.core.with(|s| s.tls_resumed())
         }
