@@ -20,7 +20,7 @@ use crate::driver::{CancelTarget, Driver, UserToken};
 use crate::error::{DbError, Error};
 use crate::params::Params;
 use crate::proto::CopySource;
-use crate::row::Cursor;
+use crate::row::{Cursor, Row};
 use crate::session::ops::{self, Done};
 use crate::session::{Core, Drive, Notification, Notify, Options, Stage};
 
@@ -91,6 +91,12 @@ impl ConnectionBuilder {
     /// [`build_mio`](Self::build_mio) refuses a builder that names a loop.
     pub fn ioloop(mut self, ioloop: &IoLoop) -> Self {
         self.ioloop = Some(ioloop.clone());
+        self
+    }
+
+    /// The TLS client configuration to share (a pool's, for each of its connections).
+    pub(crate) fn tls_cache(mut self, cache: crate::session::transport::TlsCache) -> Self {
+        self.options.tls = cache;
         self
     }
 
@@ -572,6 +578,37 @@ impl Connection {
         ops::prepared::query(&self.core, sql, params, done);
     }
 
+    /// Runs `sql` like [`Connection::query`] (server-side `$1`, `$2`… parameters, the
+    /// statement cache, binary results where momoko decodes them) and hands each row to
+    /// `f` as it is read, keeping none: memory stays flat whatever the row count. Resolves
+    /// to the number of rows handed out.
+    ///
+    /// `f` runs from the loop with no borrow of the connection held, one read's rows at a
+    /// time, never inside this call: it may queue other work on this connection (which
+    /// runs after the stream). An error mid-stream (the server's, a lost connection, a
+    /// `query_timeout`) resolves the future with it, once; the rows handed out before it
+    /// stay handed out. A panic in `f` unwinds out of the loop, as in every callback.
+    pub fn stream<P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnMut(&Row) + 'static,
+    ) -> Future<Result<u64, Error>> {
+        let (fut, done) = self.future();
+        self.stream_cb(sql, &params, f, done);
+        fut
+    }
+
+    pub(crate) fn stream_cb<P: Params + ?Sized>(
+        &self,
+        sql: &str,
+        params: &P,
+        f: impl FnMut(&Row) + 'static,
+        done: Done<u64>,
+    ) {
+        ops::stream::stream(&self.core, sql, params, f, done);
+    }
+
     /// Drops a prepared statement on the server (a no-op where it is not prepared).
     pub fn close_prepared(&self, statement: &Prepared) -> Future<Result<(), Error>> {
         let (fut, done) = self.future();
@@ -892,6 +929,19 @@ impl Driver for LoopDriver {
 
     fn call_later(core: &Rc<Core<Self>>, delay: Duration, f: Box<dyn FnOnce()>) {
         core.driver.ioloop.call_later(delay, f);
+    }
+
+    fn read_again(core: &Rc<Core<Self>>) {
+        let weak = Rc::downgrade(core);
+        core.driver.ioloop.add_callback(move || {
+            if let Some(core) = weak.upgrade() {
+                let ready = Ready {
+                    readable: true,
+                    ..Ready::default()
+                };
+                on_ready(&core, ready);
+            }
+        });
     }
 
     /// The connection closes once it is idle: what is in flight still completes.

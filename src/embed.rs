@@ -26,7 +26,7 @@ use crate::driver::{CancelTarget, Driver, UserToken};
 use crate::error::Error;
 use crate::params::Params;
 use crate::proto::CopySource;
-use crate::row::Cursor;
+use crate::row::{Cursor, Row};
 use crate::session::ops::{self, Done, Statement};
 use crate::session::{Core, Drive, Notification, Options};
 use crate::{ConnectionBuilder, Prepared};
@@ -138,6 +138,21 @@ impl Driver for MioDriver {
     fn call_later(core: &Rc<Core<Self>>, delay: Duration, f: Box<dyn FnOnce()>) {
         let at = core.driver.now() + delay;
         core.driver.later.borrow_mut().push((at, f));
+    }
+
+    /// From `dispatch`'s `call_later` queue, due at once: `next_deadline` says so.
+    fn read_again(core: &Rc<Core<Self>>) {
+        let weak = Rc::downgrade(core);
+        MioDriver::call_later(
+            core,
+            Duration::ZERO,
+            Box::new(move || {
+                if let Some(core) = weak.upgrade() {
+                    core.with_mut(|s| s.handle_ready(true, false, false, false, MioDriver::now()));
+                    sync_registration(&core);
+                }
+            }),
+        );
     }
 
     /// The connection closes at once; callbacks that can no longer be delivered are
@@ -454,6 +469,18 @@ impl MioConnection {
         callback: impl FnOnce(Result<Cursor, Error>) + 'static,
     ) {
         ops::prepared::query(&self.core, sql, &params, Box::new(callback));
+    }
+
+    /// Streams the rows of `sql` to `f` as they are read, none kept (see
+    /// `Connection::stream`); `f` runs from `dispatch`, then `callback` with the row count.
+    pub fn stream<P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnMut(&Row) + 'static,
+        callback: impl FnOnce(Result<u64, Error>) + 'static,
+    ) {
+        ops::stream::stream(&self.core, sql, &params, f, Box::new(callback));
     }
 
     /// Drops a prepared statement on the server.

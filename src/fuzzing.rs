@@ -550,7 +550,7 @@ pub fn ssl_negotiation(data: &[u8]) {
             "host=localhost sslmode=require sslrootcert=/nonexistent/momoko-fuzz/root.crt",
         )
         .expect("a valid DSN");
-        match tls::plan(&c, "localhost", false).expect("a TLS plan") {
+        match tls::plan(&c, "localhost", false, &tls::ConfigCache::default()).expect("a TLS plan") {
             tls::Plan::Tls { config, name, .. } => (config, name),
             tls::Plan::Plain => unreachable!("sslmode=require plans TLS"),
         }

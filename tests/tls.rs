@@ -699,3 +699,120 @@ fn a_server_certificate_for_another_host_is_refused_by_verify_full_only() {
         conn.close();
     });
 }
+
+/// A pool of `size` (growing to `max`) on `dsn`, connected.
+async fn tls_pool(dsn: &str, size: usize, max: usize) -> momoko::Pool {
+    momoko::Pool::builder(dsn)
+        .size(size)
+        .max_size(max)
+        .build()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[test]
+fn a_pools_second_connection_resumes_the_tls_session_of_the_first() {
+    let Some(t) = tls() else { return };
+    // A TLS end point that keeps sessions (rustls's server: TLS 1.3 tickets).
+    let relay = tls_relay(
+        &t.server_cert,
+        &t.server_key,
+        tcproxy::Negotiation::Postgres,
+    );
+    let dsn = relay_dsn(
+        &relay,
+        &t.plain_only_user,
+        &format!("sslmode=verify-full sslrootcert={}", q(&t.ca_file)),
+    );
+    run(async move {
+        let pool = tls_pool(&dsn, 1, 2).await;
+        let first = pool.getconn(false).await.unwrap();
+        // The pool grows for the second caller: a new connection, the same configuration.
+        let second = pool.getconn(false).await.unwrap();
+        assert!(!first.same(&second));
+        assert_eq!(first.ssl_attribute("protocol").as_deref(), Some("TLSv1.3"));
+        assert_eq!(
+            first.tls_resumed(),
+            Some(false),
+            "the first handshake is a full one"
+        );
+        assert_eq!(
+            second.tls_resumed(),
+            Some(true),
+            "the second resumes the first's session"
+        );
+        let mut c = second.execute("SELECT 'resumed'::text", ()).await.unwrap();
+        assert_eq!(c.fetchone().unwrap().get::<_, String>(0), "resumed");
+        pool.putconn(first).unwrap();
+        pool.putconn(second).unwrap();
+        pool.close().unwrap();
+        // A connection of its own has a configuration of its own: nothing to resume.
+        let alone = connect(&dsn).await.unwrap();
+        assert_eq!(alone.tls_resumed(), Some(false));
+        alone.close();
+    });
+}
+
+#[test]
+fn a_reconnect_resumes_the_tls_session_of_the_connection_before_it() {
+    let Some(t) = tls() else { return };
+    let relay = tls_relay(
+        &t.server_cert,
+        &t.server_key,
+        tcproxy::Negotiation::Postgres,
+    );
+    let dsn = relay_dsn(
+        &relay,
+        &t.plain_only_user,
+        &format!("sslmode=verify-full sslrootcert={}", q(&t.ca_file)),
+    );
+    run(async move {
+        let conn = Connection::new(&dsn);
+        conn.connect().await.unwrap();
+        assert_eq!(conn.tls_resumed(), Some(false));
+        conn.close();
+        conn.connect().await.unwrap();
+        assert_eq!(conn.tls_resumed(), Some(true));
+        assert_eq!(
+            conn.execute("SELECT 8", ())
+                .await
+                .unwrap()
+                .fetchone()
+                .unwrap()
+                .get::<_, i32>(0),
+            8
+        );
+        conn.close();
+    });
+}
+
+#[test]
+fn postgresql_itself_never_resumes_and_plain_text_has_no_tls_session() {
+    let Some(t) = tls() else { return };
+    let plain = dsn_with("sslmode=disable");
+    let verified = dsn_with(&format!(
+        "sslmode=verify-full sslrootcert={}",
+        q(&t.ca_file)
+    ));
+    run(async move {
+        let conn = connect(&plain).await.unwrap();
+        assert_eq!(conn.tls_resumed(), None);
+        conn.close();
+        // PostgreSQL's server turns off both TLS session tickets and its session cache
+        // (be-secure-openssl.c: SSL_CTX_set_num_tickets(0), SSL_OP_NO_TICKET,
+        // SSL_SESS_CACHE_OFF; no ssl_* setting changes it): every handshake with it is a
+        // full one, whatever the client keeps.
+        let pool = tls_pool(&verified, 1, 2).await;
+        let first = pool.getconn(false).await.unwrap();
+        let second = pool.getconn(false).await.unwrap();
+        assert_eq!(
+            (first.tls_resumed(), second.tls_resumed()),
+            (Some(false), Some(false))
+        );
+        pool.putconn(first).unwrap();
+        pool.putconn(second).unwrap();
+        pool.close().unwrap();
+    });
+}

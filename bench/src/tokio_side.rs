@@ -18,7 +18,7 @@ use crate::workloads::{Proto, IN_FLIGHT, MIXED_SQL, POOL_SIZE};
 
 type Res<T> = Result<T, tokio_postgres::Error>;
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -27,7 +27,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A client of `env`'s server, its connection task spawned: plain text, or TLS when `env`
 /// is the [`Env::over_tls`] one.
-async fn connect(env: &Env) -> Res<Client> {
+pub(crate) async fn connect(env: &Env) -> Res<Client> {
     let client = match &env.tls {
         None => {
             let (client, connection) = tokio_postgres::connect(&env.dsn, NoTls).await?;

@@ -371,6 +371,22 @@ pub fn all(env: &Env) -> Vec<Workload> {
         ],
     });
     w.push(Workload {
+        id: "W4s",
+        title: "W4 generate_series, streamed",
+        unit: "rows",
+        note: format!(
+            "W4a's `SELECT i FROM generate_series(1, {})` read as the rows arrive, none kept: \
+             momoko `stream` (statement cache, binary), tokio-postgres `query_raw`; the floor \
+             frames the rows as they come and decodes nothing.",
+            s.w4_series
+        ),
+        contenders: vec![
+            contender!("momoko stream", env, crate::streamed::momoko_stream(&env)),
+            contender!("tokio-postgres", env, crate::streamed::tokio_raw(&env)),
+            contender!("floor", env, floor::w4_series(&env)),
+        ],
+    });
+    w.push(Workload {
         id: "W4b",
         title: "W4 10 mixed-type columns",
         unit: "rows",

@@ -94,6 +94,17 @@ macro_rules! session_getters {
             self.core.with(|s| s.ssl_attribute(name))
         }
 
+        /// Whether this connection's TLS session was resumed: `Some(true)` when the
+        /// handshake reused a session an earlier connection of the same configuration (the
+        /// same pool, or this connection before a reconnect) established, skipping the
+        /// certificate exchange and its signatures; `Some(false)` for a full handshake;
+        /// `None` without TLS. A server resumes only if it issues session tickets (or keeps
+        /// a session cache): PostgreSQL's own TLS does neither (it turns both off), a TLS
+        /// end point in front of it that keeps sessions (a terminating proxy) may.
+        pub fn tls_resumed(&self) -> Option<bool> {
+            self.core.with(|s| s.tls_resumed())
+        }
+
         /// The query with its parameters rendered as psycopg2 renders them. Synchronous,
         /// like Momoko's; mistakes in placeholders are `ErrorKind::Usage` errors.
         pub fn mogrify<P: $crate::Params>(

@@ -39,6 +39,9 @@ pub(crate) trait Driver: Drive {
     fn send_cancel(core: &Rc<Core<Self>>, target: &CancelTarget, done: Done<()>);
     /// Runs `f` after `delay`, from the driver's own turn (library code only).
     fn call_later(core: &Rc<Core<Self>>, delay: Duration, f: Box<dyn FnOnce()>);
+    /// Reads again from the driver's next turn, as a readable event would (see
+    /// `Session::read_pending`), then delivers.
+    fn read_again(core: &Rc<Core<Self>>);
     /// The last user handle is gone (see [`UserToken`]).
     fn abandoned(core: &Rc<Core<Self>>);
 }
@@ -78,6 +81,12 @@ impl<D: Driver> Core<D> {
             D::turn(self);
             let actions = self.with_mut(|s| s.take_actions());
             if actions.is_empty() {
+                // A streamed query's read stopped at its budget: its rows are delivered,
+                // the next part waits for the driver's next turn (no readiness event will
+                // announce it), so that the rest of the program runs in between.
+                if self.with(|s| s.read_pending()) {
+                    D::read_again(self);
+                }
                 return Some(ran);
             }
             ran += actions.len();
@@ -93,8 +102,11 @@ impl<D: Driver> Core<D> {
             Action::Complete(cb, result) => cb(result),
             Action::Answer(answer) => answer(),
             // Already run by `Action::deliver`.
-            Action::Notify(..) | Action::Notice(..) | Action::CopyData(..) | Action::Release(_) => {
-            }
+            Action::Notify(..)
+            | Action::Notice(..)
+            | Action::CopyData(..)
+            | Action::Rows(..)
+            | Action::Release(_) => {}
             Action::Connected(result) => D::connected(self, result),
             Action::Closed(e) => {
                 log::debug!("connection closed: {e}");

@@ -130,6 +130,8 @@ pub(super) struct Template {
     /// Set by `build` from the retry policy: safe retry needs to know that a request was
     /// never written (see `ConnectionBuilder::poll_before_write`).
     poll_before_write: bool,
+    /// One TLS client configuration for every connection of the pool (see `build`).
+    tls: crate::session::transport::TlsCache,
 }
 
 impl Template {
@@ -142,7 +144,8 @@ impl Template {
         let mut b = crate::ConnectionBuilder::with_dsn(dsn)
             .ioloop(ioloop)
             .setsession(self.setsession.iter().cloned())
-            .poll_before_write(self.poll_before_write);
+            .poll_before_write(self.poll_before_write)
+            .tls_cache(self.tls.clone());
         if let Some(t) = self.connect_timeout {
             b = b.connect_timeout(t);
         }
@@ -425,6 +428,8 @@ impl PoolBuilder {
     fn into_config(self) -> PoolConfig {
         let template = Template {
             poll_before_write: self.settings.retry == RetryPolicy::Safe,
+            // Each pool its own, even from a cloned builder.
+            tls: Default::default(),
             ..self.template
         };
         PoolConfig {

@@ -5,6 +5,7 @@
 //! (unless the caller chose Momoko's rule), and never holds a borrow of the pool's state
 //! while a callback runs.
 
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use super::{timed_out, Abandoned, Acquisition, Inner, Pool, PoolPhase};
 use crate::connection::{Connection, Statement};
 use crate::error::{Error, ErrorKind};
 use crate::params::{ParamValues, Params};
-use crate::row::Cursor;
+use crate::row::{Cursor, Row};
 use crate::session::ops::Done;
 
 /// An operation the pool runs on a connection, again on another one for a retry.
@@ -72,6 +73,61 @@ impl Pool {
         self.operate(
             Rc::new(move |conn: &Connection, done| conn.query_cb(&sql, &values, done)),
             true,
+        )
+    }
+
+    /// [`Connection::stream`] on a pooled connection: each row goes to `f` as it is read,
+    /// none kept; resolves to the number of rows. The connection is held alone for the
+    /// stream (nothing is pipelined behind it). An attempt that fails before handing out
+    /// any row is retried like `query`; once a row was handed out, the error is the
+    /// answer (a replay would hand the rows out twice).
+    pub fn stream<P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnMut(&Row) + 'static,
+    ) -> Future<Result<u64, Error>> {
+        let sql = sql.to_owned();
+        let values = params.to_values();
+        if let (ParamValues::Positional(v), Some(takes)) =
+            (&values, crate::session::ops::placeholders::count(&sql))
+        {
+            if v.len() != takes {
+                let fut = Future::with_loop(&self.0.ioloop);
+                let e = crate::session::ops::placeholders::mismatch(takes, v.len());
+                let _ = fut.set_result(Err(e));
+                return fut;
+            }
+        }
+        let f = Rc::new(RefCell::new(f));
+        // Rows handed out by earlier attempts, and the error that ended the last one.
+        let handed = Rc::new(Cell::new(0u64));
+        let last_error: Rc<RefCell<Option<Error>>> = Rc::default();
+        self.operate(
+            Rc::new(move |conn: &Connection, done: Done<u64>| {
+                if handed.get() > 0 {
+                    if let Some(e) = last_error.borrow_mut().take() {
+                        return done(Err(e));
+                    }
+                }
+                let (f, count, slot) = (f.clone(), handed.clone(), last_error.clone());
+                let rows = move |row: &Row| {
+                    count.set(count.get() + 1);
+                    (f.borrow_mut())(row)
+                };
+                conn.stream_cb(
+                    &sql,
+                    &values,
+                    rows,
+                    Box::new(move |r| {
+                        if let Err(e) = &r {
+                            *slot.borrow_mut() = Some(e.clone());
+                        }
+                        done(r)
+                    }),
+                )
+            }),
+            false,
         )
     }
 

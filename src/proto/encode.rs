@@ -106,6 +106,7 @@ impl Protocol {
             len,
             held: hold,
             start,
+            stream: false,
         });
         Ok(())
     }

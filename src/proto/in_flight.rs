@@ -29,6 +29,9 @@ pub(super) struct Queued {
     /// Where the request starts in the stream of bytes written to the server: if the writes
     /// never got that far, the server never saw it.
     pub(super) start: u64,
+    /// Its rows go out one by one as events ([`Event::Row`](super::Event::Row)) instead of
+    /// being collected: `stream`, which keeps none.
+    pub(super) stream: bool,
 }
 
 /// One request in flight, by kind, with what it has collected so far.
@@ -217,6 +220,14 @@ impl InFlight {
 
     /// Takes a DataRow, the hot path: kept as received, decoded lazily.
     pub(super) fn take_row(&mut self, body: Bytes) -> Result<(), Error> {
+        let (result, row) = self.row(body)?;
+        result.rows.push(row);
+        Ok(())
+    }
+
+    /// Builds a DataRow's row against the statement's columns, without keeping it: the one
+    /// place a row is made, for collected and streamed results alike.
+    pub(super) fn row(&mut self, body: Bytes) -> Result<(&mut QueryResult, Row), Error> {
         let result = match self {
             InFlight::Simple(r)
             | InFlight::Execute(r)
@@ -235,8 +246,7 @@ impl InFlight {
             return Err(Error::protocol("DataRow received before RowDescription"));
         };
         let row = Row::new(columns.clone(), body)?;
-        result.rows.push(row);
-        Ok(())
+        Ok((result, row))
     }
 
     /// The server failed the request: the rows of the failed statement go, and a COPY FROM

@@ -94,6 +94,9 @@ pub(crate) enum Event {
     Completed(Result<Response, Error>),
     /// A chunk of COPY TO STDOUT data for the oldest in-flight request.
     CopyData(Bytes),
+    /// A row of the oldest in-flight request, which streams its rows (see
+    /// [`Protocol::stream_last`]).
+    Row(Row),
     /// A NOTIFY delivered to this session.
     Notification {
         process_id: i32,
@@ -550,7 +553,25 @@ impl Protocol {
         if flight.error.is_some() {
             return Ok(());
         }
+        if flight.stream {
+            let (_, row) = flight.answers.row(body)?;
+            self.events.push_back(Event::Row(row));
+            return Ok(());
+        }
         flight.answers.take_row(body)
+    }
+
+    /// Whether the oldest request in flight streams its rows.
+    pub(crate) fn streaming(&self) -> bool {
+        self.in_flight.front().is_some_and(|f| f.stream)
+    }
+
+    /// The request just sent hands its rows out as [`Event::Row`]s as they arrive instead of
+    /// collecting them: its response then carries none.
+    pub(crate) fn stream_last(&mut self) {
+        if let Some(flight) = self.in_flight.back_mut() {
+            flight.stream = true;
+        }
     }
 
     fn on_ready_message(&mut self, msg: Message) -> Result<(), Error> {

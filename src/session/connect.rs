@@ -115,8 +115,12 @@ impl Session {
             self.credentials.password = Some(p.clone().into_bytes());
         }
         self.credentials.tls_server_end_point = None;
-        self.transport
-            .plan(target, self.config.as_ref(), attempt.second_try)?;
+        self.transport.plan(
+            target,
+            self.config.as_ref(),
+            attempt.second_try,
+            &self.options.tls,
+        )?;
         let named = matches!(target, Target::Tcp { host, addr: None, .. }
             if host.parse::<std::net::IpAddr>().is_err());
         if named {

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::ops::Done;
-use super::{next_id, Action, Callback, CopySink, Notify, Options, Session};
+use super::{next_id, Action, Callback, CopySink, Notify, Options, RowSink, Session};
 use crate::error::Error;
 use crate::proto::{Protocol, Request};
 
@@ -97,6 +97,16 @@ impl<D: Drive> Core<D> {
             let mut s = self.session.borrow_mut();
             let now = s.options.query_timeout.map(|_| self.driver.now());
             s.request_copy_out(req, sink, cb, now);
+        }
+        D::wake(self);
+    }
+
+    /// Queues a query whose rows go to `sink` as they arrive (`stream`).
+    pub(crate) fn request_rows(self: &Rc<Self>, req: Request, sink: RowSink, cb: Callback) {
+        {
+            let mut s = self.session.borrow_mut();
+            let now = s.options.query_timeout.map(|_| D::now());
+            s.request_rows(req, sink, cb, now);
         }
         D::wake(self);
     }

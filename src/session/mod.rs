@@ -16,6 +16,7 @@
 //! - `connect.rs`: the session's side of a connect (`connect` to `Action::Connected`);
 //! - `transport/`: the socket and TLS together (the only place that knows of TLS);
 //! - `core.rs`: [`Core`], the session in a `RefCell` beside its driver, and [`Drive`];
+//! - `rows.rs`: a streamed query's rows, one read's worth at a time;
 //! - `ops/`: one operation per file, all going through [`Core::request`].
 //!
 //! The methods, by group:
@@ -44,6 +45,7 @@ pub(crate) mod cache;
 mod connect;
 mod core;
 pub(crate) mod ops;
+mod rows;
 mod target;
 pub(crate) mod transport;
 mod walk;
@@ -68,6 +70,7 @@ use transport::{Peer, Socket, Transport};
 use walk::Walk;
 
 pub(crate) use self::core::{Core, Drive};
+pub(crate) use rows::RowSink;
 
 /// A completion callback for one request.
 pub(crate) type Callback = Box<dyn FnOnce(Result<Response, Error>)>;
@@ -136,6 +139,9 @@ pub(crate) enum Action {
     Notice(NoticeHandler, Box<DbError>),
     /// COPY TO STDOUT data for a sink.
     CopyData(CopySink, Bytes),
+    /// Rows of a streamed query, those one read produced, for its sink: each is dropped
+    /// once the sink has seen it.
+    Rows(RowSink, Vec<crate::row::Row>),
     /// The established connection was lost or closed.
     Closed(Error),
     /// A request ran past its query_timeout: the driver sends a CancelRequest.
@@ -166,6 +172,13 @@ impl Action {
                     s(&data);
                 }
             }
+            Action::Rows(sink, rows) => match sink.try_borrow_mut() {
+                Ok(mut s) => rows.into_iter().for_each(|row| s(&row)),
+                Err(_) => log::warn!(
+                    "a stream callback was re-entered; dropped {} rows",
+                    rows.len()
+                ),
+            },
             Action::Release(value) => drop(value),
             other => return Some(other),
         }
@@ -182,6 +195,8 @@ enum Recipient {
     },
     /// A COPY TO STDOUT with its sink.
     CopyOut(Callback, CopySink),
+    /// A streamed query with the sink of its rows.
+    Rows(Callback, RowSink),
     /// A request that timed out: its caller was answered already, its answer is dropped.
     Discard,
 }
@@ -229,6 +244,9 @@ pub(crate) struct Options {
     /// Requests wait for the driver's next poll before they are written (see
     /// `ConnectionBuilder::poll_before_write`); the session itself never reads it.
     pub(crate) poll_before_write: bool,
+    /// The TLS client configuration, built once and shared by every connection these
+    /// options are cloned into (a pool's) and by their reconnects, so that they resume.
+    pub(crate) tls: transport::TlsCache,
 }
 
 impl std::fmt::Debug for Options {
@@ -552,6 +570,11 @@ impl Session {
 
     /// libpq's `PQsslAttribute`: "library", "protocol", "cipher", "key_bits", "compression",
     /// "alpn".
+    /// Whether the TLS session in use was resumed; `None` without TLS.
+    pub(crate) fn tls_resumed(&self) -> Option<bool> {
+        self.transport.tls_resumed()
+    }
+
     pub(crate) fn ssl_attribute(&self, name: &str) -> Option<String> {
         if !self.ssl_in_use() {
             return None;
@@ -677,7 +700,7 @@ impl Session {
 
     fn fail_waiter(&mut self, waiter: Recipient, e: Error) {
         match waiter {
-            Recipient::User(cb) | Recipient::CopyOut(cb, _) => {
+            Recipient::User(cb) | Recipient::CopyOut(cb, _) | Recipient::Rows(cb, _) => {
                 self.actions.push(Action::Complete(cb, Err(e)))
             }
             Recipient::Setsession { .. } | Recipient::Discard => {}
@@ -751,8 +774,11 @@ impl Session {
             .expect("a ready connection has a protocol");
         match proto.send(req) {
             Ok(()) => {
+                if matches!(waiter, Recipient::Rows(..)) {
+                    proto.stream_last();
+                }
                 let deadline = match waiter {
-                    Recipient::User(_) | Recipient::CopyOut(..) => self
+                    Recipient::User(_) | Recipient::CopyOut(..) | Recipient::Rows(..) => self
                         .options
                         .query_timeout
                         .zip(now.or(self.now))
@@ -924,9 +950,9 @@ impl Session {
                         Recipient::Discard => {
                             log::debug!("dropped the answer of a timed-out request");
                         }
-                        Recipient::User(cb) | Recipient::CopyOut(cb, _) => {
-                            self.actions.push(Action::Complete(cb, result))
-                        }
+                        Recipient::User(cb)
+                        | Recipient::CopyOut(cb, _)
+                        | Recipient::Rows(cb, _) => self.actions.push(Action::Complete(cb, result)),
                         Recipient::Setsession { last } => {
                             if let Err(e) = result {
                                 if let Phase::Setsession { error } = &mut self.phase {
@@ -961,6 +987,7 @@ impl Session {
                         self.actions.push(Action::CopyData(sink.clone(), data));
                     }
                 }
+                Event::Row(row) => self.on_row(row),
                 Event::Notification {
                     process_id,
                     channel,

@@ -17,6 +17,7 @@ pub(crate) mod listen;
 pub(crate) mod placeholders;
 pub(crate) mod prepared;
 pub(crate) mod register;
+pub(crate) mod stream;
 pub(crate) mod transaction;
 
 use crate::error::Error;

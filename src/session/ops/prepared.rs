@@ -19,7 +19,7 @@ use crate::params::Params;
 use crate::proto::{Request, Response};
 use crate::row::{Column, Cursor};
 use crate::session::cache::CachedStatement;
-use crate::session::{statement_name, Core, Drive};
+use crate::session::{statement_name, Callback, Core, Drive, RowSink};
 use crate::types::{TypeRegistry, Value};
 
 /// A statement prepared with `prepare`.
@@ -189,6 +189,18 @@ pub(crate) fn query<D: Drive, P: Params + ?Sized>(
     params: &P,
     done: Done<Cursor>,
 ) {
+    query_into(core, sql, params, None, done);
+}
+
+/// `query`, its rows handed to `sink` as they arrive when there is one (`stream`): the
+/// cursor it completes with then holds none.
+pub(crate) fn query_into<D: Drive, P: Params + ?Sized>(
+    core: &Rc<Core<D>>,
+    sql: &str,
+    params: &P,
+    sink: Option<RowSink>,
+    done: Done<Cursor>,
+) {
     let values = match params.positional() {
         Ok(v) => v,
         Err(e) => return core.answer_later(done, Err(e)),
@@ -204,9 +216,9 @@ pub(crate) fn query<D: Drive, P: Params + ?Sized>(
     let types: Vec<u32> = values.iter().map(Value::type_oid).collect();
     let capacity = core.with(|s| s.options().statement_cache_size);
     if capacity == Some(0) {
-        return query_unnamed(core, sql, &values, types, done);
+        return query_unnamed(core, sql, &values, types, sink, done);
     }
-    query_values(core, sql.to_owned(), values, types, true, done);
+    query_values(core, sql.to_owned(), values, types, true, sink, done);
 }
 
 /// `query` with the statement cache off: Parse, Bind, Describe, Execute and Sync on the
@@ -218,6 +230,7 @@ fn query_unnamed<D: Drive>(
     sql: &str,
     values: &[Value],
     types: Vec<u32>,
+    sink: Option<RowSink>,
     done: Done<Cursor>,
 ) {
     let (encoded, formats) = match encode_params(values, &types) {
@@ -225,13 +238,15 @@ fn query_unnamed<D: Drive>(
         Err(e) => return core.answer_later(done, Err(e)),
     };
     let query = sql.to_owned();
-    core.request(
+    send(
+        core,
         Request::ExecuteUnnamed {
             query: query.clone(),
             param_types: types,
             params: encoded,
             param_formats: formats,
         },
+        sink,
         Box::new(move |r| done(r.and_then(|resp| to_cursor(query, resp)))),
     );
 }
@@ -242,6 +257,7 @@ fn query_values<D: Drive>(
     values: Vec<Value>,
     types: Vec<u32>,
     may_retry: bool,
+    sink: Option<RowSink>,
     done: Done<Cursor>,
 ) {
     // The cache belongs to the current session only if the session is ready: before that
@@ -258,7 +274,8 @@ fn query_values<D: Drive>(
                 Err(e) => return core.answer_later(done, Err(e)),
             };
             let c = core.clone();
-            core.request(
+            send(
+                core,
                 Request::ExecutePrepared {
                     statement: st.name.clone(),
                     params: encoded,
@@ -267,10 +284,12 @@ fn query_values<D: Drive>(
                     result_formats: st.result_formats.clone(),
                     describe: false,
                 },
+                sink.clone(),
+                // Both errors come at Bind, before any row: a streamed query delivered none.
                 Box::new(move |r| match r {
                     Err(e) if may_retry && matches!(e.code(), Some("0A000" | "26000")) => {
                         c.with_mut(|s| s.cache.remove(&sql, &types));
-                        query_values(&c, sql, values, types, false, done);
+                        query_values(&c, sql, values, types, false, sink, done);
                     }
                     r => done(r.and_then(|resp| to_cursor(sql, resp))),
                 }),
@@ -334,7 +353,8 @@ fn query_values<D: Drive>(
                     }
                 }),
             );
-            core.request(
+            send(
+                core,
                 Request::ExecutePrepared {
                     statement: Rc::from(name),
                     params: encoded,
@@ -343,6 +363,7 @@ fn query_values<D: Drive>(
                     result_formats: Rc::from([]),
                     describe: true,
                 },
+                sink,
                 Box::new(move |r| {
                     // The statement's own error says more than "does not exist".
                     if let Some(e) = prepare_error.borrow_mut().take() {
@@ -352,6 +373,14 @@ fn query_values<D: Drive>(
                 }),
             );
         }
+    }
+}
+
+/// Queues a query's execution: its rows collected, or handed to `sink` as they arrive.
+fn send<D: Drive>(core: &Rc<Core<D>>, req: Request, sink: Option<RowSink>, cb: Callback) {
+    match sink {
+        Some(sink) => core.request_rows(req, sink, cb),
+        None => core.request(req, cb),
     }
 }
 

@@ -19,6 +19,14 @@ use crate::proto::Protocol;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
 
+/// The TLS client configuration shared by the connections of one configuration (see
+/// `tls::ConfigCache`); nothing without TLS.
+#[cfg(feature = "tls")]
+pub(crate) use tls::ConfigCache as TlsCache;
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsCache;
+
 /// Whether TLS is compiled in (feature "tls"): without it, sslmode's retries have nothing to
 /// retry with.
 pub(crate) const TLS_COMPILED: bool = cfg!(feature = "tls");
@@ -28,6 +36,11 @@ thread_local! {
     /// holds no read buffer of its own beyond what the protocol core keeps.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 256 * 1024]);
 }
+
+/// What one read takes while a streamed query's rows arrive: the rows it yields are
+/// delivered (and dropped) before the next is read, so a stream's memory stays flat
+/// however fast the server sends.
+const STREAM_READ_BUDGET: usize = 256 * 1024;
 
 /// How the SSLRequest was answered, once it was.
 #[cfg_attr(not(feature = "tls"), allow(dead_code))]
@@ -56,6 +69,9 @@ pub(crate) struct Transport {
     /// How the current attempt uses TLS (kept once TLS is up: cancel requests use it too).
     #[cfg(feature = "tls")]
     plan: Option<tls::Plan>,
+    /// The last read stopped at [`STREAM_READ_BUDGET`] with bytes left to read: no
+    /// readiness event will say so (edge-triggered), the delivery reads on (`read_on`).
+    read_more: bool,
 }
 
 impl Transport {
@@ -122,15 +138,18 @@ impl Transport {
         target: &Target,
         config: Option<&Config>,
         second_try: bool,
+        cache: &TlsCache,
     ) -> Result<(), Error> {
         #[cfg(feature = "tls")]
         {
             self.plan = Some(match (target, config) {
-                (Target::Tcp { host, .. }, Some(config)) => tls::plan(config, host, second_try)?,
+                (Target::Tcp { host, .. }, Some(config)) => {
+                    tls::plan(config, host, second_try, cache)?
+                }
                 _ => tls::Plan::Plain,
             });
         }
-        let _ = (target, config, second_try);
+        let _ = (target, config, second_try, cache);
         Ok(())
     }
 
@@ -191,6 +210,18 @@ impl Transport {
     }
 
     /// libpq's `PQsslAttribute` of the TLS session, while it is up.
+    /// Whether the TLS session in use was resumed (no certificate exchange, no key exchange
+    /// of its own); `None` without TLS or before its handshake finished.
+    pub(crate) fn tls_resumed(&self) -> Option<bool> {
+        #[cfg(feature = "tls")]
+        if let (true, Some(t)) = (self.tls_up(), &self.tls) {
+            return t
+                .handshake_kind()
+                .map(|k| k == rustls::HandshakeKind::Resumed);
+        }
+        None
+    }
+
     pub(crate) fn ssl_attribute(&self, name: &str) -> Option<String> {
         #[cfg(feature = "tls")]
         if let (true, Some(t)) = (self.tls_up(), &self.tls) {
@@ -322,15 +353,17 @@ impl Transport {
     /// (the next byte to arrive raises a new event). With `to_end` (the peer closed, or an
     /// error) it reads on to the end of the stream, which no further event would announce.
     pub(crate) fn read(&mut self, proto: &mut Protocol, to_end: bool) {
+        self.read_more = false;
         let Some(socket) = self.socket.as_mut() else {
             return;
         };
-        SCRATCH.with(|scratch| {
+        self.read_more = SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             #[cfg(feature = "tls")]
             if let Some(tls) = self.tls.as_mut() {
                 return read_tls(socket, tls, proto, &mut scratch, to_end);
             }
+            let mut taken = 0;
             loop {
                 match socket.read(&mut scratch) {
                     Ok(0) => {
@@ -342,6 +375,10 @@ impl Transport {
                         if proto.is_closed() || (n < scratch.len() && !to_end) {
                             break;
                         }
+                        taken += n;
+                        if taken >= STREAM_READ_BUDGET && !to_end && proto.streaming() {
+                            return true;
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -351,7 +388,13 @@ impl Transport {
                     }
                 }
             }
+            false
         });
+    }
+
+    /// See the field; cleared by the next read.
+    pub(crate) fn read_more(&self) -> bool {
+        self.read_more
     }
 
     /// Writes what `proto` has to send, until the socket would block.
@@ -587,7 +630,7 @@ fn open(target: &Target, tcp: &TcpSettings) -> Result<(Socket, Peer), Error> {
 /// every byte of plaintext rustls has, so that no record waits in rustls's buffers for a
 /// readiness event that will not come (mio is edge-triggered). As for plain text, a socket
 /// read that returned less than rustls asked for proves the socket empty (unless `to_end`).
-/// Failures end the protocol.
+/// Failures end the protocol. True when it stopped at [`STREAM_READ_BUDGET`].
 #[cfg(feature = "tls")]
 fn read_tls(
     socket: &mut Socket,
@@ -595,8 +638,9 @@ fn read_tls(
     proto: &mut Protocol,
     plain: &mut [u8],
     to_end: bool,
-) {
+) -> bool {
     let mut drained = false;
+    let mut taken = 0;
     loop {
         // Plaintext first: rustls refuses more records while its plaintext buffer is full.
         loop {
@@ -604,27 +648,31 @@ fn read_tls(
                 Ok(0) => {
                     // The server's close_notify.
                     proto.handle_eof(None);
-                    return;
+                    return false;
                 }
                 Ok(n) => {
                     proto.handle_input(&plain[..n]);
                     if proto.is_closed() {
-                        return;
+                        return false;
+                    }
+                    taken += n;
+                    if taken >= STREAM_READ_BUDGET && !to_end && proto.streaming() {
+                        return true;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     proto.handle_eof(None);
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     proto.handle_eof(Some(e));
-                    return;
+                    return false;
                 }
             }
         }
         if drained {
-            return;
+            return false;
         }
         let mut reader = ShortReads {
             socket: &mut *socket,
@@ -635,21 +683,21 @@ fn read_tls(
         match read {
             Ok(0) => {
                 proto.handle_eof(None);
-                return;
+                return false;
             }
             Ok(_) => {
                 if let Err(e) = tls.process_new_packets() {
                     // Tell the server why (an alert), then give up.
                     let _ = tls.write_tls(socket);
                     proto.fail(Error::connection(tls_failure(&e)));
-                    return;
+                    return false;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 proto.handle_eof(Some(e));
-                return;
+                return false;
             }
         }
     }

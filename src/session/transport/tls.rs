@@ -14,16 +14,16 @@
 
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::conninfo::{Config, RootCert, SslMode, TlsVersion};
+use crate::conninfo::{Config, RootCert, SslMode, TlsSettings, TlsVersion};
 use crate::error::Error;
 
 /// Whether and how one connect attempt uses TLS.
@@ -69,10 +69,105 @@ fn tls_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::connection(format!("{what}: {e}"))
 }
 
-/// The plan for a TCP attempt to `host` under `config`. `second_try` is the same target
-/// tried again because the server refused the first attempt's choice: allow's TLS try after
-/// plain text was refused, prefer's plain-text try after the server refused the TLS session.
-pub(crate) fn plan(config: &Config, host: &str, second_try: bool) -> Result<Plan, Error> {
+/// The rustls client configuration of one connection configuration (a pool's template, a
+/// connection's options), built on first use and then shared by every connection made from
+/// it, their reconnects and their cancel requests: one session cache for all of them, so a
+/// reconnect resumes the TLS session (TLS 1.3 tickets, TLS 1.2 session ids) where the
+/// server allows it. It is rebuilt when a setting it was built from changed, or one of
+/// its files (sslrootcert, sslcert, sslkey) changed on disk, as libpq reads them per connect.
+#[derive(Clone, Default)]
+pub(crate) struct ConfigCache(Arc<Mutex<Option<Cached>>>);
+
+/// A client configuration with what it was built from.
+struct Cached {
+    key: CacheKey,
+    config: Arc<ClientConfig>,
+    /// The sslmode in force (a root file makes the weaker modes verify).
+    effective: SslMode,
+}
+
+/// Everything the client configuration depends on.
+#[derive(PartialEq)]
+struct CacheKey {
+    mode: SslMode,
+    tls: TlsSettings,
+    files: Vec<Option<FileStamp>>,
+}
+
+/// What says a file changed: its inode, size and modification time.
+#[derive(PartialEq)]
+struct FileStamp {
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        inode: m.ino(),
+        len: m.len(),
+        modified: m.modified().ok(),
+    })
+}
+
+impl std::fmt::Debug for ConfigCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let built = self.0.lock().map(|c| c.is_some()).unwrap_or(false);
+        f.debug_struct("ConfigCache")
+            .field("built", &built)
+            .finish()
+    }
+}
+
+impl ConfigCache {
+    /// The client configuration for `config`, from the cache when nothing it depends on
+    /// changed. A failure is not kept: the next attempt tries again.
+    fn get(&self, config: &Config) -> Result<(Arc<ClientConfig>, SslMode), Error> {
+        let tls = config.get_tls();
+        let files = [
+            match tls.root_cert() {
+                RootCert::File { path, .. } => Some(path.as_path()),
+                _ => None,
+            },
+            tls.cert().map(|(p, _)| p),
+            tls.key().map(|(p, _)| p),
+        ];
+        let key = CacheKey {
+            mode: config.get_ssl_mode(),
+            tls: tls.clone(),
+            files: files.iter().map(|p| p.and_then(stamp)).collect(),
+        };
+        // A poisoned lock only means another thread panicked while building: rebuild.
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = slot.as_ref().filter(|c| c.key == key) {
+            return Ok((c.config.clone(), c.effective));
+        }
+        let (config, effective) = client_config(config)?;
+        *slot = Some(Cached {
+            key,
+            config: config.clone(),
+            effective,
+        });
+        Ok((config, effective))
+    }
+}
+
+/// How many TLS sessions one client configuration remembers for resumption (per server
+/// name; rustls's default too).
+const RESUMPTION_SESSIONS: usize = 256;
+
+/// The plan for a TCP attempt to `host` under `config`, its client configuration from
+/// `cache`. `second_try` is the same target tried again because the server refused the
+/// first attempt's choice: allow's TLS try after plain text was refused, prefer's
+/// plain-text try after the server refused the TLS session.
+pub(crate) fn plan(
+    config: &Config,
+    host: &str,
+    second_try: bool,
+    cache: &ConfigCache,
+) -> Result<Plan, Error> {
     let want = config.get_ssl_mode();
     let fallback = match want {
         SslMode::Disable => return Ok(Plan::Plain),
@@ -81,6 +176,25 @@ pub(crate) fn plan(config: &Config, host: &str, second_try: bool) -> Result<Plan
         SslMode::Prefer => true,
         _ => false,
     };
+    let (client, effective) = cache.get(config)?;
+    let direct = config.get_tls().negotiation() == crate::conninfo::SslNegotiation::Direct;
+    // The session cache is keyed by server name: each host of a list resumes its own.
+    let name = ServerName::try_from(host.to_owned())
+        .or_else(|_| ServerName::try_from("localhost".to_owned()))
+        .map_err(|e| tls_error("invalid host name for TLS", e))?;
+    Ok(Plan::Tls {
+        config: client,
+        name,
+        fallback,
+        mode: effective,
+        direct,
+    })
+}
+
+/// Builds the client configuration `config`'s TLS settings call for, and the sslmode in
+/// force.
+fn client_config(config: &Config) -> Result<(Arc<ClientConfig>, SslMode), Error> {
+    let want = config.get_ssl_mode();
     let tls = config.get_tls();
     // Which certificates are trusted, and the sslmode that is really in force: a root
     // certificate file present makes the weaker modes verify as verify-ca, as libpq does.
@@ -152,20 +266,11 @@ pub(crate) fn plan(config: &Config, host: &str, second_try: bool) -> Result<Plan
     // SNI for host names only, never for address literals (rustls never sends one for an
     // IP address either).
     client.enable_sni = tls.sni();
-    let direct = tls.negotiation() == crate::conninfo::SslNegotiation::Direct;
-    if direct {
+    if tls.negotiation() == crate::conninfo::SslNegotiation::Direct {
         client.alpn_protocols = vec![ALPN.to_vec()];
     }
-    let name = ServerName::try_from(host.to_owned())
-        .or_else(|_| ServerName::try_from("localhost".to_owned()))
-        .map_err(|e| tls_error("invalid host name for TLS", e))?;
-    Ok(Plan::Tls {
-        config: Arc::new(client),
-        name,
-        fallback,
-        mode: effective,
-        direct,
-    })
+    client.resumption = Resumption::in_memory_sessions(RESUMPTION_SESSIONS);
+    Ok((Arc::new(client), effective))
 }
 
 fn system_roots() -> Result<RootCertStore, Error> {
@@ -672,7 +777,9 @@ mod tests {
     fn client() -> rustls::ClientConnection {
         let config =
             Config::parse("host=localhost sslmode=require sslrootcert=/nonexistent/r.crt").unwrap();
-        let Plan::Tls { config, name, .. } = plan(&config, "localhost", false).unwrap() else {
+        let Plan::Tls { config, name, .. } =
+            plan(&config, "localhost", false, &ConfigCache::default()).unwrap()
+        else {
             panic!("require plans TLS")
         };
         rustls::ClientConnection::new(config, name).unwrap()
