@@ -148,7 +148,7 @@ impl Driver for MioDriver {
             Duration::ZERO,
             Box::new(move || {
                 if let Some(core) = weak.upgrade() {
-                    core.with_mut(|s| s.handle_ready(true, false, false, false, MioDriver::now()));
+                    core.with_mut(|s| s.handle_ready(true, false, false, false, core.driver.now()));
                     sync_registration(&core);
                 }
             }),

@@ -105,7 +105,7 @@ impl<D: Drive> Core<D> {
     pub(crate) fn request_rows(self: &Rc<Self>, req: Request, sink: RowSink, cb: Callback) {
         {
             let mut s = self.session.borrow_mut();
-            let now = s.options.query_timeout.map(|_| D::now());
+            let now = s.options.query_timeout.map(|_| self.driver.now());
             s.request_rows(req, sink, cb, now);
         }
         D::wake(self);
