@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod change;
 pub mod copy_both;
+pub mod feedback;
 mod lsn;
 pub mod pgoutput;
 mod tuple;
