@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use crate::error::Error;
 use crate::row::Column;
-use crate::types::{oid, FromSql};
+use crate::types::{oid, FromSql, ToSql, Value};
 
 /// A WAL position (log sequence number): PostgreSQL's `pg_lsn`.
 ///
@@ -125,6 +125,16 @@ impl FromSql for Lsn {
     }
 }
 
+/// An LSN parameter is a `pg_lsn` (`'16/B374D848'::pg_lsn` when rendered client-side).
+impl ToSql for Lsn {
+    fn to_value(&self) -> Value {
+        Value::Unknown {
+            type_oid: oid::PG_LSN,
+            text: self.to_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +217,17 @@ mod tests {
             ErrorKind::Conversion
         );
         assert_eq!(String::from_sql(&bin, Some(&raw)).unwrap(), "16/B374D848");
+    }
+
+    #[test]
+    fn parameter_is_a_pg_lsn_literal() {
+        let ctx = crate::QuoteContext::default();
+        assert_eq!(
+            Lsn::from(0x16_B374_D848)
+                .to_value()
+                .to_literal(&ctx)
+                .unwrap(),
+            "'16/B374D848'::pg_lsn"
+        );
     }
 }

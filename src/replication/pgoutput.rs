@@ -137,11 +137,11 @@ impl<'a> Reader<'a> {
 /// use momoko::replication::{pgoutput::Decoder, Change};
 /// let mut d = Decoder::new();
 /// // StreamStart of xid 7, first segment.
-/// let c = d.decode(bytes::Bytes::from_static(&[b'S', 0, 0, 0, 7, 1])).unwrap();
+/// let c = d.decode(vec![b'S', 0, 0, 0, 7, 1]).unwrap();
 /// assert!(matches!(c, Change::StreamStart { xid: 7, first: true, .. }));
 /// assert_eq!(d.streaming_xid(), Some(7));
 /// // A truncated message is an error, never a panic.
-/// assert!(d.decode(bytes::Bytes::from_static(&[b'B', 0])).is_err());
+/// assert!(d.decode(vec![b'B', 0]).is_err());
 /// ```
 #[derive(Default)]
 pub struct Decoder {
@@ -190,8 +190,10 @@ impl Decoder {
     }
 
     /// Decodes one message (the data of one XLogData, or one row of
-    /// `pg_logical_slot_get_binary_changes`). The bytes are shared by the tuples it returns.
-    pub fn decode(&mut self, data: Bytes) -> Result<Change, Error> {
+    /// `pg_logical_slot_get_binary_changes`): `Bytes` (shared by the tuples it returns,
+    /// without a copy) or a `Vec<u8>`.
+    pub fn decode(&mut self, data: impl Into<Bytes>) -> Result<Change, Error> {
+        let data: Bytes = data.into();
         let Some(&tag) = data.first() else {
             return Err(Error::protocol("empty pgoutput message"));
         };
