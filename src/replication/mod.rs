@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 mod change;
 pub mod copy_both;
 pub mod feedback;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
 mod lsn;
 pub mod pgoutput;
 mod tuple;
