@@ -1034,3 +1034,124 @@ fn lsn_reads_from_pg_lsn_columns_in_text_and_binary_results() {
         );
     });
 }
+
+/// The contract's uses of this half's types (`../shared/contract/replication.rs`), compiled
+/// with exactly its signatures: the callback's match on `Change`, and `lsns`.
+#[allow(dead_code, unused_variables, clippy::all)]
+mod contract {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::SystemTime;
+
+    use momoko::ioloop::IoLoop;
+    use momoko::replication::{Change, Lsn, Table, Tuple, XLogData};
+    use momoko::Error;
+
+    fn callback(confirm: impl Fn(Lsn), change: Change) {
+        let applied: Rc<RefCell<Vec<i32>>> = Rc::default();
+        let sink = applied.clone();
+        match change {
+            Change::Begin {
+                xid,
+                final_lsn,
+                commit_time,
+                ..
+            } => {
+                let _: (u32, Lsn, SystemTime) = (xid, final_lsn, commit_time);
+            }
+            Change::Relation { table, .. } => {
+                let t: &Table = &table;
+            }
+            Change::Insert {
+                table, new, xid, ..
+            } => {
+                let (schema, name, oid): (&str, &str, u32) =
+                    (table.schema(), table.name(), table.oid());
+                let keys: Vec<&str> = table
+                    .columns()
+                    .iter()
+                    .filter(|c| c.is_key())
+                    .map(|c| c.name())
+                    .collect();
+                let type_oid: u32 = table.columns()[0].type_oid();
+                let id: i32 = new.get("id");
+                let note: Option<String> = new.get(1);
+                let tried: Result<Option<String>, Error> = new.try_get("note");
+                let toasted: bool = new.is_unchanged("body");
+                let n: usize = new.len();
+                let _: Option<u32> = xid;
+                sink.borrow_mut().push(id);
+            }
+            Change::Update {
+                table,
+                key,
+                old,
+                new,
+                ..
+            } => {
+                let _: (Option<Tuple>, Option<Tuple>, Tuple) = (key, old, new);
+            }
+            Change::Delete {
+                table, key, old, ..
+            } => {
+                let _: (Option<Tuple>, Option<Tuple>) = (key, old);
+            }
+            Change::Truncate {
+                tables,
+                cascade,
+                restart_identity,
+                ..
+            } => {
+                let _: (Vec<Table>, bool, bool) = (tables, cascade, restart_identity);
+            }
+            Change::Message {
+                transactional,
+                lsn,
+                prefix,
+                content,
+                ..
+            } => {
+                let _: (bool, Lsn, String, Vec<u8>) = (transactional, lsn, prefix, content);
+            }
+            Change::Commit {
+                commit_lsn,
+                end_lsn,
+                commit_time,
+                ..
+            } => confirm(end_lsn),
+            Change::StreamStart { xid, first, .. } => {
+                let _: (u32, bool) = (xid, first);
+            }
+            Change::StreamStop { .. } => {}
+            Change::StreamCommit {
+                xid,
+                commit_lsn,
+                end_lsn,
+                ..
+            } => confirm(end_lsn),
+            Change::StreamAbort { xid, subxid, .. } => {
+                let _: (u32, u32) = (xid, subxid);
+            }
+            _ => {}
+        }
+    }
+
+    fn raw(msg: XLogData) {
+        let (start, end, at, data): (Lsn, Lsn, SystemTime, &[u8]) =
+            (msg.data_start(), msg.wal_end(), msg.send_time(), msg.data());
+    }
+
+    pub fn lsns(conn: &momoko::Connection) -> Result<(), Error> {
+        let a: Lsn = "16/B374D848".parse()?;
+        let b: Lsn = Lsn::from(0x16_B374_D848u64);
+        let raw: u64 = u64::from(a);
+        let text: String = a.to_string();
+        let ordered: bool = Lsn::ZERO < a && a == b;
+        let conn = conn.clone();
+        IoLoop::current().run_sync(async move {
+            let mut c = conn.execute("SELECT pg_current_wal_lsn()", ()).await?;
+            let at: Lsn = c.fetchone().unwrap().get(0);
+            Ok(())
+        })
+    }
+}

@@ -50,7 +50,12 @@ fn exercise(change: &Change) {
 pub(crate) fn session(data: &[u8]) {
     let t0 = Instant::now();
     let mut decoder = Decoder::new();
-    let mut feedback = Feedback::new(Tracking::Transactions, Lsn::ZERO, Duration::from_secs(10), t0);
+    let mut feedback = Feedback::new(
+        Tracking::Transactions,
+        Lsn::ZERO,
+        Duration::from_secs(10),
+        t0,
+    );
     let mut raw = Feedback::new(Tracking::Messages, Lsn::ZERO, Duration::from_secs(10), t0);
     let mut rest = data;
     let mut now = t0;
@@ -107,7 +112,9 @@ pub(crate) fn session(data: &[u8]) {
             assert!(st.written >= was.written, "written went backward");
             assert!(st.written >= st.flushed);
             assert_eq!(st.applied, st.flushed);
-            assert!(st.flushed <= f.confirmed() || !f.has_unconfirmed() || st.flushed == was.flushed);
+            assert!(
+                st.flushed <= f.confirmed() || !f.has_unconfirmed() || st.flushed == was.flushed
+            );
             let _ = f.poll_status(now);
         }
     }
