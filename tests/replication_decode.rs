@@ -607,6 +607,68 @@ fn relation_sent_again_after_alter_table_and_type_message_for_an_enum() {
 }
 
 #[test]
+fn hstore_columns_read_as_hstore_once_its_type_message_named_it() {
+    run_for(60, async {
+        let conn = connect().await;
+        let (t, publ, slot) = (unique("rd_hstore"), unique("rd_pub"), unique("rd_slot"));
+        sql(
+            &conn,
+            &format!("CREATE TABLE {t} (id int PRIMARY KEY, h hstore, hs hstore[])"),
+        )
+        .await;
+        sql(&conn, &format!("CREATE PUBLICATION {publ} FOR TABLE {t}")).await;
+        create_slot(&conn, &slot, false).await;
+        sql(
+            &conn,
+            &format!("INSERT INTO {t} VALUES (1, 'a=>1, b=>NULL', ARRAY['c=>2']::hstore[])"),
+        )
+        .await;
+        let msgs = peek(
+            &conn,
+            &slot,
+            &[("proto_version", "1"), ("publication_names", &publ)],
+        )
+        .await;
+        let changes = decode_all(&msgs);
+        let names: Vec<&str> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Type { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["hstore", "_hstore"]);
+        let row = insert_of(dml(&changes).get(1).unwrap()).clone();
+        let want: std::collections::HashMap<String, Option<String>> = [
+            ("a".to_owned(), Some("1".to_owned())),
+            ("b".to_owned(), None),
+        ]
+        .into();
+        assert_eq!(
+            row.get::<_, std::collections::HashMap<String, Option<String>>>("h"),
+            want
+        );
+        assert_eq!(
+            row.get::<_, Value>("h"),
+            Value::Hstore(want.into_iter().collect())
+        );
+        let Value::Array(items) = row.get::<_, Value>("hs") else {
+            panic!("{:?}", row.get::<_, Value>("hs"))
+        };
+        assert_eq!(
+            items,
+            [Value::Hstore(
+                [("c".to_owned(), Some("2".to_owned()))]
+                    .into_iter()
+                    .collect()
+            )]
+        );
+        save_seed("hstore", &msgs);
+        sql(&conn, &format!("DROP PUBLICATION {publ}")).await;
+    });
+}
+
+#[test]
 fn origin_of_a_replicated_transaction_is_decoded() {
     run_for(60, async {
         let conn = connect().await;

@@ -26,6 +26,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::error::Error;
+use crate::types::TypeRegistry;
 
 use super::change::{ReplicaIdentity, TableColumn};
 use super::tuple::Field;
@@ -149,6 +150,9 @@ pub struct Decoder {
     types: HashMap<u32, (String, String)>,
     /// The xid of the open streamed block, if one is open.
     stream: Option<u32>,
+    /// hstore's and hstore[]'s OIDs once Type messages named them (0 until then), so that
+    /// such columns read as [`Value::Hstore`](crate::Value::Hstore) as in query results.
+    hstore: (u32, u32),
 }
 
 impl fmt::Debug for Decoder {
@@ -272,7 +276,11 @@ impl Decoder {
                 name: r.string()?,
             },
             b'R' => {
-                let table = read_relation(&mut r)?;
+                let mut types = TypeRegistry::new();
+                if self.hstore.0 != 0 {
+                    types.register_hstore(self.hstore.0, self.hstore.1);
+                }
+                let table = read_relation(&mut r, &types)?;
                 r.done()?;
                 self.relations.insert(table.oid(), table.clone());
                 return Ok(Change::Relation { table, xid });
@@ -282,6 +290,11 @@ impl Decoder {
                 let schema = r.string()?;
                 let name = r.string()?;
                 r.done()?;
+                match name.as_str() {
+                    "hstore" => self.hstore.0 = oid,
+                    "_hstore" => self.hstore.1 = oid,
+                    _ => {}
+                }
                 self.types.insert(oid, (schema.clone(), name.clone()));
                 return Ok(Change::Type {
                     oid,
@@ -498,7 +511,7 @@ impl Decoder {
     }
 }
 
-fn read_relation(r: &mut Reader<'_>) -> Result<Table, Error> {
+fn read_relation(r: &mut Reader<'_>, types: &TypeRegistry) -> Result<Table, Error> {
     let oid = r.u32()?;
     let mut schema = r.string()?;
     if schema.is_empty() {
@@ -524,7 +537,7 @@ fn read_relation(r: &mut Reader<'_>) -> Result<Table, Error> {
             is_key: flags & 1 != 0,
         });
     }
-    Ok(Table::new(oid, schema, name, identity, columns))
+    Ok(Table::new(oid, schema, name, identity, columns, types))
 }
 
 /// Reads a TupleData of `table`, recording where each value sits in `data` (the whole
