@@ -1049,8 +1049,9 @@ fn lsn_reads_from_pg_lsn_columns_in_text_and_binary_results() {
             assert_eq!(row.columns()[0].format(), format);
             let at: Lsn = row.get(0);
             let text: String = row.get(1);
-            assert_eq!(at.to_string(), text);
+            // Compared as values: servers before 19 do not pad the low half.
             assert_eq!(text.parse::<Lsn>().unwrap(), at);
+            assert_eq!(at.to_string().parse::<Lsn>().unwrap(), at);
             assert!(at > Lsn::ZERO);
             assert_eq!(row.get::<_, Lsn>(2), Lsn::from(0x16_B374_D848));
             // As a Value: the server's text, in either format.
@@ -1080,10 +1081,13 @@ fn lsn_reads_from_pg_lsn_columns_in_text_and_binary_results() {
             .unwrap();
         assert!(c.fetchone().unwrap().get::<_, bool>(0));
         let mut c = conn
-            .query("SELECT $1::pg_lsn::text", vec![momoko::ToSql::to_value(&l)])
+            .query(
+                "SELECT $1::pg_lsn = '1/AB'",
+                vec![momoko::ToSql::to_value(&l)],
+            )
             .await
             .unwrap();
-        assert_eq!(c.fetchone().unwrap().get::<_, String>(0), "1/AB");
+        assert!(c.fetchone().unwrap().get::<_, bool>(0));
         // Malformed text in a column is a Conversion error, not a wrong LSN.
         let mut c = conn.execute("SELECT 'nope'::text", ()).await.unwrap();
         assert_eq!(
