@@ -298,6 +298,7 @@ mod embed;
 mod params;
 mod pool;
 mod proto;
+pub mod replication;
 mod row;
 mod session;
 pub mod sqlstate;

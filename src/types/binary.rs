@@ -213,6 +213,10 @@ pub(crate) fn temporal_to_string(type_oid: u32, raw: &[u8]) -> Result<Option<Str
                 super::quote::push_hex(chunk, &mut out);
             }
         }
+        oid::PG_LSN => {
+            let b = <[u8; 8]>::try_from(raw).map_err(|_| conv("pg_lsn")("not 8 bytes"))?;
+            out = crate::replication::Lsn::from(u64::from_be_bytes(b)).to_string();
+        }
         oid::INTERVAL => out = super::interval::binary_to_string(raw)?,
         oid::INET | oid::CIDR => out = super::net::binary_to_string(raw, type_oid == oid::CIDR)?,
         t if super::range::range_element(t).is_some() => {

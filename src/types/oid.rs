@@ -56,6 +56,8 @@ pub const NUMERIC: u32 = 1700;
 pub const UUID: u32 = 2950;
 /// `jsonb`.
 pub const JSONB: u32 = 3802;
+/// `pg_lsn`, a WAL position (read it as [`Lsn`](crate::replication::Lsn)).
+pub const PG_LSN: u32 = 3220;
 
 /// `inet`.
 pub const INET: u32 = 869;
@@ -120,6 +122,8 @@ pub const INTERVAL_ARRAY: u32 = 1187;
 pub const TIMETZ_ARRAY: u32 = 1270;
 /// `uuid[]`.
 pub const UUID_ARRAY: u32 = 2951;
+/// `pg_lsn[]`.
+pub const PG_LSN_ARRAY: u32 = 3221;
 /// `xml[]`.
 pub const XML_ARRAY: u32 = 143;
 /// `money[]`.
@@ -167,6 +171,7 @@ pub fn array_element(array_oid: u32) -> Option<u32> {
         INTERVAL_ARRAY => INTERVAL,
         TIMETZ_ARRAY => TIMETZ,
         UUID_ARRAY => UUID,
+        PG_LSN_ARRAY => PG_LSN,
         XML_ARRAY => XML,
         MONEY_ARRAY => MONEY,
         INET_ARRAY => INET,
@@ -210,6 +215,7 @@ pub fn array_of(element_oid: u32) -> Option<u32> {
         INTERVAL => INTERVAL_ARRAY,
         TIMETZ => TIMETZ_ARRAY,
         UUID => UUID_ARRAY,
+        PG_LSN => PG_LSN_ARRAY,
         INET => INET_ARRAY,
         CIDR => CIDR_ARRAY,
         INT4RANGE => INT4RANGE_ARRAY,
@@ -249,6 +255,7 @@ pub fn binary_decodable(oid: u32) -> bool {
                 | INTERVAL
                 | NUMERIC
                 | UUID
+                | PG_LSN
                 | JSONB
                 | INET
                 | CIDR
@@ -279,6 +286,7 @@ pub fn cast_name(oid: u32) -> Option<&'static str> {
         TIMESTAMPTZ => "timestamptz",
         INTERVAL => "interval",
         UUID => "uuid",
+        PG_LSN => "pg_lsn",
         MONEY => "money",
         XML => "xml",
         INET => "inet",
