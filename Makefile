@@ -139,9 +139,10 @@ test: postgres pgbouncer
 	$(TESTPG) run -- $(CARGO) test --workspace
 	# With every feature on: the library's own tests (the typed fuzz target's invariants
 	# among them) and the typed-values test; the rest of the suite does not change with them.
-	$(TESTPG) run -- $(CARGO) test -p momoko --all-features --lib --test typed
-	# The example that needs the typed-value features.
-	$(TESTPG) run -- $(CARGO) test -p momoko --all-features --test examples typed_rows
+	# With them, observability's span and tracing-event tests (the `tracing` feature).
+	$(TESTPG) run -- $(CARGO) test -p momoko --all-features --lib --test typed --test observability
+	# The examples that need features (typed values; tracing).
+	$(TESTPG) run -- $(CARGO) test -p momoko --all-features --test examples -- typed_rows observability
 	# The same client on the current release and on a server before 14.
 	$(MAKE) test-pg18
 	$(MAKE) test-old-server

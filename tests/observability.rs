@@ -292,6 +292,7 @@ fn log_lines() -> &'static Mutex<Vec<String>> {
 }
 
 /// The log lines that mention `marker` (tests run in parallel: each query carries its own).
+#[cfg(not(feature = "tracing"))]
 fn logged(marker: &str) -> Vec<String> {
     log_lines()
         .lock()

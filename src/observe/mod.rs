@@ -63,6 +63,22 @@ pub trait Observer {
     }
 }
 
+/// A shared observer observes as the one it shares (keep an `Rc` to read what it gathered).
+impl<O: Observer + ?Sized> Observer for Rc<O> {
+    fn operation_start(&self, op: &Operation) {
+        (**self).operation_start(op)
+    }
+    fn operation_end(&self, op: &Operation, outcome: &OperationOutcome<'_>) {
+        (**self).operation_end(op, outcome)
+    }
+    fn pool_acquire(&self, acquire: &PoolAcquire) {
+        (**self).pool_acquire(acquire)
+    }
+    fn pool_release(&self, release: &PoolRelease) {
+        (**self).pool_release(release)
+    }
+}
+
 /// Declares the operations: the enum, each one's name (the span's name and
 /// [`Operation::kind`]) and its span. A new operation is one line here.
 macro_rules! operations {
@@ -459,7 +475,8 @@ struct Finish<D> {
 fn finish<D: Drive, T: Returned>(f: Finish<D>, r: &Result<T, Error>) {
     let duration = D::now().saturating_duration_since(f.started);
     let mut op = f.op;
-    if op.server.is_none() {
+    let server_known = op.server.is_some();
+    if !server_known {
         // Queued before the connection was up: where it went is known now.
         if let Some(server) = f.core.upgrade().and_then(|c| c.with(|s| s.reached())) {
             Rc::make_mut(&mut op).server = Some(server);
@@ -472,10 +489,10 @@ fn finish<D: Drive, T: Returned>(f: Finish<D>, r: &Result<T, Error>) {
     };
     {
         let _entered = f.span.enter();
-        f.span.end(&op, &outcome);
+        f.span.end(&op, &outcome, !server_known);
         statement::log(&f.observing.log, &op, &outcome, f.rendered.as_deref());
     }
-    drop(f.span);
+    f.span.close();
     if let Some(observer) = &f.observing.observer {
         observer.operation_end(&op, &outcome);
     }

@@ -95,13 +95,16 @@ mod imp {
             }
         }
 
-        /// The answer.
-        pub(crate) fn end(&self, op: &Operation, outcome: &OperationOutcome<'_>) {
+        /// Closes the span (this handle is the last but the caller's clones, all gone).
+        pub(crate) fn close(self) {}
+
+        /// The answer; `server`: where the connection went was learnt since the start.
+        pub(crate) fn end(&self, op: &Operation, outcome: &OperationOutcome<'_>, server: bool) {
             let s = &self.0;
             if s.is_disabled() {
                 return;
             }
-            if let Some((host, port)) = op.server() {
+            if let Some((host, port)) = op.server().filter(|_| server) {
                 s.record("server.address", host);
                 s.record("server.port", u64::from(port));
             }
@@ -344,7 +347,9 @@ mod noop {
         #[inline(always)]
         pub(crate) fn start(&self, _: &Operation) {}
         #[inline(always)]
-        pub(crate) fn end(&self, _: &Operation, _: &OperationOutcome<'_>) {}
+        pub(crate) fn end(&self, _: &Operation, _: &OperationOutcome<'_>, _: bool) {}
+        #[inline(always)]
+        pub(crate) fn close(self) {}
     }
 
     #[derive(Default)]
