@@ -142,6 +142,7 @@ impl LogSettings {
     };
 
     /// The most verbose of the two levels: whether the logger could want any line.
+    #[inline]
     fn enabled(&self) -> bool {
         statement::enabled(self.statements.max(self.slow_statements))
     }
@@ -211,6 +212,7 @@ impl Observing {
     }
 
     /// Whether anything could want to hear of an operation (a span already told).
+    #[inline]
     fn active(&self) -> bool {
         self.observer.is_some() || self.log.enabled()
     }
@@ -401,6 +403,7 @@ fn next_operation_id() -> u64 {
 /// Runs one operation under observation: see the module documentation. `describe` is asked
 /// only when something observes (its argument: whether the rendered SQL is wanted); `run`
 /// queues the operation with the completion it is given.
+#[inline]
 pub(crate) fn operation<D: Drive, T: Returned>(
     core: &Rc<Core<D>>,
     kind: OpKind,
@@ -413,9 +416,25 @@ pub(crate) fn operation<D: Drive, T: Returned>(
         let o = s.observing();
         (span.is_enabled() || o.active()).then(|| o.clone())
     });
-    let Some(observing) = observing else {
-        return run(done);
-    };
+    match observing {
+        // Nothing observes: the operation as it is, inlined into its caller.
+        None => run(done),
+        Some(observing) => observed(core, kind, span, observing, describe, done, run),
+    }
+}
+
+/// [`operation`] when something observes it: kept out of line, so that the path where
+/// nothing does stays as short as the operation itself.
+#[inline(never)]
+fn observed<D: Drive, T: Returned>(
+    core: &Rc<Core<D>>,
+    kind: OpKind,
+    span: spans::OpSpan,
+    observing: Rc<Observing>,
+    describe: impl FnOnce(bool) -> Text,
+    done: Box<dyn FnOnce(Result<T, Error>)>,
+    run: impl FnOnce(Box<dyn FnOnce(Result<T, Error>)>),
+) {
     let started = D::now();
     let text = describe(observing.log.rendered_sql);
     let (name, batch_size) = match &text.statements {

@@ -19,6 +19,7 @@ const SLOW: &str = "slow statement: execution time exceeded alert threshold";
 
 /// Whether the logger would take a line at `level` (or any more severe) of the statement
 /// target.
+#[inline]
 pub(super) fn enabled(level: LevelFilter) -> bool {
     let Some(level) = level.to_level() else {
         return false;
