@@ -757,6 +757,122 @@ mod spans {
     }
 
     #[test]
+    fn a_scram_login_records_its_method_and_a_wrong_password_its_sqlstate() {
+        let Some(scram) = server().dsn_scram.clone() else {
+            eprintln!("skipped: no SCRAM login on this server");
+            return;
+        };
+        let ((), seen) = record(|| {
+            run(async move {
+                momoko::connect(&scram).await.unwrap();
+                momoko::connect(&format!("{scram} password=wrong"))
+                    .await
+                    .unwrap_err();
+            })
+        });
+        let attempts = named(&seen, "connect_attempt");
+        // The wrong password is tried over TLS, then (sslmode=prefer, as libpq) without.
+        assert_eq!(attempts.len(), 3, "{:?}", seen.spans);
+        assert_eq!(attempts[0].fields["momoko.auth"], "SCRAM-SHA-256-PLUS");
+        assert!(!attempts[0].fields.contains_key("error.type"));
+        assert_eq!(attempts[1].fields["momoko.auth"], "SCRAM-SHA-256-PLUS");
+        assert_eq!(attempts[1].fields["error.type"], "28P01");
+        assert_eq!(attempts[2].fields["momoko.second_try"], "true");
+        assert_eq!(attempts[2].fields["momoko.auth"], "SCRAM-SHA-256");
+        assert_eq!(attempts[2].fields["error.type"], "28P01");
+        let connects = named(&seen, "connect");
+        assert_eq!(connects[1].fields["error.type"], "28P01");
+    }
+
+    #[test]
+    fn a_reconnect_is_marked_and_one_that_lands_elsewhere_is_a_failover() {
+        let (_relay, through_relay) = common::relay();
+        let ((), seen) = record(|| {
+            run(async move {
+                let conn = momoko::connect(&dsn()).await.unwrap();
+                conn.close();
+                conn.connect().await.unwrap();
+                conn.close();
+                conn.set_dsn(&through_relay);
+                conn.connect().await.unwrap();
+            })
+        });
+        let connects: Vec<_> = named(&seen, "connect")
+            .iter()
+            .map(|s| {
+                (
+                    s.fields["momoko.reconnect"].clone(),
+                    s.fields.get("momoko.failover").cloned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            connects,
+            [
+                ("false".to_owned(), None),
+                ("true".to_owned(), Some("false".to_owned())),
+                ("true".to_owned(), Some("true".to_owned())),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_health_check_and_a_retirement_have_spans_of_their_own() {
+        let ((), seen) = record(|| {
+            run(async {
+                let pool = Pool::builder(&dsn())
+                    .size(1)
+                    .name("aging")
+                    .health_check_after(Duration::ZERO)
+                    .build()
+                    .unwrap();
+                pool.connect().await.unwrap();
+                let pid: i32 = pool
+                    .execute("SELECT pg_backend_pid()", ())
+                    .await
+                    .unwrap()
+                    .fetchone()
+                    .unwrap()
+                    .get(0);
+                // Terminated from another thread while this loop does not poll: the pool
+                // has not seen the socket close when it hands the connection out.
+                let dsn = dsn();
+                std::thread::spawn(move || {
+                    momoko::ioloop::IoLoop::new()
+                        .run_sync_timeout(
+                            async move {
+                                let admin = momoko::connect(&dsn).await.unwrap();
+                                admin
+                                    .execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+                                    .await
+                                    .unwrap();
+                            },
+                            Duration::from_secs(20),
+                        )
+                        .unwrap()
+                })
+                .join()
+                .unwrap();
+                // The idle connection is found dead by its check, replaced, and the query
+                // runs on the new one.
+                pool.execute("SELECT 1", ()).await.unwrap();
+                pool.drain().unwrap();
+                common::sleep(Duration::from_millis(50)).await;
+            })
+        });
+        let checks = named(&seen, "pool.health_check_failed");
+        let retired = named(&seen, "pool.retire");
+        assert_eq!(checks.len(), 1, "{:?}", seen.spans);
+        assert_eq!(checks[0].fields["db.client.connection.pool.name"], "aging");
+        // The server's goodbye (57P01) when it was read first, else the closed socket.
+        let t = &checks[0].fields["error.type"];
+        assert!(t == "57P01" || t == "connection", "{t}");
+        assert_eq!(retired.len(), 1, "{:?}", seen.spans);
+        assert_eq!(retired[0].fields["momoko.reason"], "drained");
+        assert_eq!(retired[0].fields["db.client.connection.pool.name"], "aging");
+    }
+
+    #[test]
     fn a_slow_statement_is_a_warn_event_inside_its_span() {
         let ((), seen) = record(|| {
             run(async {

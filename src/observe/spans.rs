@@ -174,6 +174,7 @@ mod imp {
                 network.peer.address = Empty,
                 momoko.second_try = second_try,
                 momoko.tls = Empty,
+                momoko.auth = Empty,
                 "error.type" = Empty,
                 momoko.error = Empty,
             );
@@ -193,6 +194,14 @@ mod imp {
         pub(crate) fn tls(&self, on: bool) {
             if let Some(s) = &self.attempt {
                 s.record("momoko.tls", on);
+            }
+        }
+
+        /// The attempt's authentication method (`trust`, `password`, `md5`,
+        /// `SCRAM-SHA-256`, `SCRAM-SHA-256-PLUS`).
+        pub(crate) fn auth(&self, method: &str) {
+            if let Some(s) = &self.attempt {
+                s.record("momoko.auth", method);
             }
         }
 
@@ -359,6 +368,7 @@ mod noop {
         pub(crate) fn connect(&mut self, _: Option<&str>, _: bool) {}
         pub(crate) fn attempt(&mut self, _: &Target, _: bool) {}
         pub(crate) fn tls(&self, _: bool) {}
+        pub(crate) fn auth(&self, _: &str) {}
         pub(crate) fn attempt_failed(&mut self, _: &Error) {}
         pub(crate) fn done(&mut self, _: Result<Option<(String, u16)>, &Error>) {}
     }

@@ -69,6 +69,9 @@ impl Session {
 
     /// The attempt under way failed with `e`: its span closes, and the walk says what next.
     fn walk_failed(&mut self, e: Error, again: Option<Again>) -> Step {
+        if let Some(method) = self.proto.as_ref().and_then(Protocol::auth_method) {
+            self.trace.auth(method);
+        }
         self.trace.attempt_failed(&e);
         self.walk.failed(e, again)
     }

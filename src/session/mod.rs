@@ -922,6 +922,9 @@ impl Session {
             };
             match event {
                 Event::Connected => {
+                    if let Some(method) = proto.auth_method() {
+                        self.trace.auth(method);
+                    }
                     let known = self.reported_state();
                     self.judge_target(known, now);
                 }
