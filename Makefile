@@ -210,7 +210,7 @@ msrv:
 # ring::default_provider) fails here before a `cargo update` of the committed lock meets it.
 # Without network the resolve falls back to the local registry cache.
 DEPS_FRESH := $(abspath $(TARGET_DIR))/deps-fresh
-DEPS_FRESH_ALL := chrono time uuid rust_decimal serde json tls fuzzing
+DEPS_FRESH_ALL := chrono time uuid rust_decimal serde json tls fuzzing tracing
 deps-fresh:
 	@mkdir -p $(DEPS_FRESH)/src
 	@printf '%s\n' \

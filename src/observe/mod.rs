@@ -1,20 +1,39 @@
 //! Observing momoko: the statement log, the [`Observer`] hooks, and (with the `tracing`
 //! feature) the spans, all fed from one place per operation.
 //!
-//! Every operation a driver runs goes through [`operation`] (called from `driver/ops.rs`):
-//! when nothing observes (no observer registered, the statement log's levels disabled in the
-//! logger, no span enabled) it runs the operation untouched, at the cost of a few loads;
-//! otherwise it times the operation, tells the observer it started (from the driver's
-//! deferred path, never inside the call), and wraps the completion so that the span is
-//! closed, the statement logged and the observer told the outcome before the caller's
-//! callback runs, outside every span. What it records is the query as the caller wrote it
-//! (`%s`, `%(name)s`, `$n`): a parameter value, a rendered query or an error message (which
-//! may quote a value) never reaches a span, a log line or an observer, unless the caller
-//! turned on [`ConnectionBuilder::log_rendered_sql`](crate::ConnectionBuilder::log_rendered_sql)
-//! for the statement log. It never decides anything about the operation itself.
+//! - The statement log: every statement at one level (default debug), slow ones at another
+//!   (default warn from 1 s), at the target [`STATEMENT_TARGET`], through `log` (as
+//!   `tracing` events with the feature); set on
+//!   [`ConnectionBuilder`](crate::ConnectionBuilder) and [`PoolBuilder`](crate::PoolBuilder)
+//!   or by the connection string's `momoko_log_statements`, `momoko_log_slow_statements`
+//!   and `momoko_slow_statement_ms`.
+//! - [`Observer`]: the start and end of each operation ([`Operation`],
+//!   [`OperationOutcome`]), the pool's acquisitions and releases ([`PoolAcquire`],
+//!   [`PoolRelease`]), from the driver's delivery.
+//! - The pool's figures under OpenTelemetry's names: [`PoolStats::metrics`](crate::PoolStats::metrics).
+//! - With the `tracing` feature: one span per operation (`execute`, `query`, `prepare`,
+//!   `execute_prepared`, `close_prepared`, `transaction`, `batch`, `callproc`, `copy_in`,
+//!   `copy_out`, `listen`, `unlisten`, `cancel`), per connect (`connect`, with a
+//!   `connect_attempt` per host attempt), per pool acquisition (`pool.acquire`), per failed
+//!   health check (`pool.health_check_failed`) and per retirement (`pool.retire`), at INFO,
+//!   target `momoko`, with OpenTelemetry's database attribute names.
 //!
-//! Files: `statement.rs` (the statement log on `log` or `tracing`), `spans.rs` (the spans;
-//! no-ops without the feature), `pool.rs` (the pool's acquisition and figures).
+//! What is recorded is the query as the caller wrote it (`%s`, `%(name)s`, `$n`): a
+//! parameter value, a rendered query or an error message (which may quote a value) never
+//! reaches a span, a log line or an observer, unless the caller turned on
+//! [`ConnectionBuilder::log_rendered_sql`](crate::ConnectionBuilder::log_rendered_sql) for
+//! the statement log.
+
+// How it works: every operation a driver runs goes through `operation` (called from
+// `driver/ops.rs`). When nothing observes (no observer registered, the statement log's
+// levels disabled in the logger, no span enabled) it runs the operation untouched, at the
+// cost of a few loads; otherwise it times the operation, tells the observer it started
+// (from the driver's deferred path, never inside the call), and wraps the completion so
+// that the span is closed, the statement logged and the observer told the outcome before
+// the caller's callback runs, outside every span. It never decides anything about the
+// operation itself. Files: `statement.rs` (the statement log on `log` or `tracing`),
+// `spans.rs` (the spans; no-ops without the feature), `pool.rs` (the pool's acquisition and
+// figures).
 
 mod pool;
 pub(crate) mod spans;
