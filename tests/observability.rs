@@ -217,6 +217,41 @@ fn a_pool_observer_hears_acquire_and_release_with_the_pools_figures() {
 }
 
 #[test]
+fn a_pool_observer_hears_an_acquisition_that_opened_a_connection_and_one_that_timed_out() {
+    let heard = Heard::default();
+    let h = heard.clone();
+    run(async move {
+        let pool = Pool::builder(&dsn())
+            .size(1)
+            .max_size(2)
+            .name("stretchy")
+            .acquire_timeout(Duration::from_millis(50))
+            .observer(h.clone())
+            .build()
+            .unwrap();
+        pool.connect().await.unwrap();
+        // Taking the last free connection stretches the pool by one (Momoko's rule: the
+        // next request finds it opening).
+        let first = pool.getconn(false).await.unwrap();
+        let second = pool.getconn(false).await.unwrap();
+        // Both held, at max_size: this one waits 50 ms and gives up.
+        let e = pool.execute("SELECT 1", ()).await.unwrap_err();
+        assert_eq!(e.kind(), momoko::ErrorKind::Timeout);
+        common::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            h.lines(),
+            [
+                "acquire stretchy created=true error=None used=1",
+                "acquire stretchy created=false error=None used=2",
+                "acquire stretchy created=false error=Some(Timeout) used=2",
+            ]
+        );
+        pool.putconn(first).unwrap();
+        pool.putconn(second).unwrap();
+    });
+}
+
+#[test]
 fn pool_figures_carry_the_opentelemetry_names() {
     run(async move {
         let pool = Pool::builder(&dsn()).size(2).build().unwrap();
