@@ -139,9 +139,10 @@ test: postgres pgbouncer
 	$(TESTPG) run -- $(CARGO) test --workspace
 	# With every feature on: the library's own tests (the typed fuzz target's invariants
 	# among them) and the typed-values test; the rest of the suite does not change with them.
-	$(TESTPG) run -- $(CARGO) test -p momoko --all-features --lib --test typed
-	# The example that needs the typed-value features.
-	$(TESTPG) run -- $(CARGO) test -p momoko --all-features --test examples typed_rows
+	# With them, observability's span and tracing-event tests (the `tracing` feature).
+	$(TESTPG) run -- $(CARGO) test -p momoko --all-features --lib --test typed --test observability
+	# The examples that need features (typed values; tracing).
+	$(TESTPG) run -- $(CARGO) test -p momoko --all-features --test examples -- typed_rows observability
 	# The same client on the current release and on a server before 14.
 	$(MAKE) test-pg18
 	$(MAKE) test-old-server
@@ -209,7 +210,7 @@ msrv:
 # ring::default_provider) fails here before a `cargo update` of the committed lock meets it.
 # Without network the resolve falls back to the local registry cache.
 DEPS_FRESH := $(abspath $(TARGET_DIR))/deps-fresh
-DEPS_FRESH_ALL := chrono time uuid rust_decimal serde json tls fuzzing
+DEPS_FRESH_ALL := chrono time uuid rust_decimal serde json tls fuzzing tracing
 deps-fresh:
 	@mkdir -p $(DEPS_FRESH)/src
 	@printf '%s\n' \

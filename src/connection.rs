@@ -16,6 +16,7 @@ use bytes::Bytes;
 use momoko_loop::{Future, HandlerId, IoLoop, Ready, TimeoutId};
 
 use crate::conninfo::{Config, Dsn};
+use crate::driver::ops as observed;
 use crate::driver::{CancelTarget, Driver, UserToken};
 use crate::error::{DbError, Error};
 use crate::params::Params;
@@ -159,6 +160,60 @@ impl ConnectionBuilder {
     /// Called with every NoticeResponse (warnings, notices); they are also logged.
     pub fn notice_handler(mut self, handler: impl FnMut(&DbError) + 'static) -> Self {
         self.options.notice_handler = Some(Rc::new(RefCell::new(handler)));
+        self
+    }
+
+    /// Logs every statement at `level` (default `Debug`), through `log` (or, with the
+    /// `tracing` feature, as a `tracing` event inside the operation's span) at the target
+    /// `momoko::statement`: the operation, the query as written (placeholders, never the
+    /// values), the rows returned, the time taken and, on failure, the SQLSTATE or the kind
+    /// of error (never the error's message, which may quote a value). `LevelFilter::Off`
+    /// turns it off. Overrides the connection string's `momoko_log_statements`.
+    pub fn log_statements(mut self, level: crate::LevelFilter) -> Self {
+        self.options.observe.log.statements = Some(level);
+        self
+    }
+
+    /// Logs statements that took `threshold` or more (from the call to the answer) at
+    /// `level` instead (default `Warn` and 1 s, as sqlx), with sqlx's words "slow
+    /// statement: execution time exceeded alert threshold". Overrides the connection
+    /// string's `momoko_log_slow_statements` and `momoko_slow_statement_ms`.
+    pub fn log_slow_statements(mut self, level: crate::LevelFilter, threshold: Duration) -> Self {
+        self.options.observe.log.slow_statements = Some(level);
+        self.options.observe.log.slow_threshold = Some(threshold);
+        self
+    }
+
+    /// Turns the statement log off, slow statements included.
+    pub fn disable_statement_logging(self) -> Self {
+        self.log_statements(crate::LevelFilter::Off)
+            .log_slow_statements(crate::LevelFilter::Off, Duration::from_secs(1))
+    }
+
+    /// Adds the rendered SQL, parameter values quoted in, to each statement log line
+    /// (default off: values can be personal data or secrets). It never reaches a span or
+    /// an observer.
+    pub fn log_rendered_sql(mut self, on: bool) -> Self {
+        self.options.observe.log.rendered_sql = Some(on);
+        self
+    }
+
+    /// Tells `observer` of every operation's start and end (see
+    /// [`Observer`](crate::Observer)).
+    pub fn observer(mut self, observer: impl crate::Observer + 'static) -> Self {
+        self.options.observe.observer = Some(Rc::new(observer));
+        self
+    }
+
+    /// The observer as the pool shares it.
+    pub(crate) fn shared_observer(mut self, observer: Option<Rc<dyn crate::Observer>>) -> Self {
+        self.options.observe.observer = observer;
+        self
+    }
+
+    /// The statement log settings as the pool passes them on.
+    pub(crate) fn log_overrides(mut self, log: crate::observe::LogOverrides) -> Self {
+        self.options.observe.log = log;
         self
     }
 
@@ -453,7 +508,7 @@ impl Connection {
         params: &P,
         done: Done<Cursor>,
     ) {
-        ops::execute::execute(&self.core, query, params, done);
+        observed::execute(&self.core, query, params, done);
     }
 
     /// Sends one simple-protocol query whose cursor goes to `done`.
@@ -486,7 +541,7 @@ impl Connection {
         params: &P,
         done: Done<Cursor>,
     ) {
-        ops::execute::callproc(&self.core, procname, params, done);
+        observed::callproc(&self.core, procname, params, done);
     }
 
     /// Runs the statements in one transaction and resolves to one cursor per statement. On
@@ -515,7 +570,7 @@ impl Connection {
     }
 
     pub(crate) fn batch_cb(&self, statements: &[Statement], done: Done<Vec<Cursor>>) {
-        ops::transaction::batch(&self.core, statements, done);
+        observed::batch(&self.core, statements, done);
     }
 
     /// [`Connection::transaction`] with Momoko's `auto_rollback` flag. With `false`, the
@@ -538,7 +593,7 @@ impl Connection {
         auto_rollback: bool,
         done: Done<Vec<Cursor>>,
     ) {
-        ops::transaction::transaction(&self.core, statements, auto_rollback, done);
+        observed::transaction(&self.core, statements, auto_rollback, done);
     }
 
     /// Prepares `query` (with `$1`, `$2`… parameters) on the server. The statement belongs
@@ -546,7 +601,7 @@ impl Connection {
     /// prepared again there, transparently.
     pub fn prepare(&self, query: &str) -> Future<Result<Prepared, Error>> {
         let (fut, done) = self.future();
-        ops::prepared::prepare(&self.core, query, done);
+        observed::prepare(&self.core, query, done);
         fut
     }
 
@@ -558,7 +613,7 @@ impl Connection {
         params: P,
     ) -> Future<Result<Cursor, Error>> {
         let (fut, done) = self.future();
-        ops::prepared::execute_prepared(&self.core, statement, &params, done);
+        observed::execute_prepared(&self.core, statement, &params, done);
         fut
     }
 
@@ -575,7 +630,7 @@ impl Connection {
     }
 
     pub(crate) fn query_cb<P: Params + ?Sized>(&self, sql: &str, params: &P, done: Done<Cursor>) {
-        ops::prepared::query(&self.core, sql, params, done);
+        observed::query(&self.core, sql, params, done);
     }
 
     /// Runs `sql` like [`Connection::query`] (server-side `$1`, `$2`… parameters, the
@@ -606,13 +661,13 @@ impl Connection {
         f: impl FnMut(&Row) + 'static,
         done: Done<u64>,
     ) {
-        ops::stream::stream(&self.core, sql, params, f, done);
+        observed::stream(&self.core, sql, params, f, done);
     }
 
     /// Drops a prepared statement on the server (a no-op where it is not prepared).
     pub fn close_prepared(&self, statement: &Prepared) -> Future<Result<(), Error>> {
         let (fut, done) = self.future();
-        ops::prepared::close_prepared(&self.core, statement, done);
+        observed::close_prepared(&self.core, statement, done);
         fut
     }
 
@@ -624,14 +679,14 @@ impl Connection {
         callback: impl FnMut(&Notification) + 'static,
     ) -> Future<Result<(), Error>> {
         let (fut, done) = self.future();
-        ops::listen::listen(&self.core, channel, callback, done);
+        observed::listen(&self.core, channel, callback, done);
         fut
     }
 
     /// Stops listening on `channel`.
     pub fn unlisten(&self, channel: &str) -> Future<Result<(), Error>> {
         let (fut, done) = self.future();
-        ops::listen::unlisten(&self.core, channel, done);
+        observed::unlisten(&self.core, channel, done);
         fut
     }
 
@@ -640,7 +695,7 @@ impl Connection {
     /// usable. Resolves once the server took the request.
     pub fn cancel(&self) -> Future<Result<(), Error>> {
         let (fut, done) = self.future();
-        self.core.cancel(done);
+        observed::cancel(&self.core, done);
         fut
     }
 
@@ -673,7 +728,7 @@ impl Connection {
 
     fn copy_in_source(&self, query: &str, source: CopySource) -> Future<Result<u64, Error>> {
         let (fut, done) = self.future();
-        ops::copy::copy_in(&self.core, query, source, done);
+        observed::copy_in(&self.core, query, source, done);
         fut
     }
 
@@ -684,7 +739,7 @@ impl Connection {
         sink: impl FnMut(&[u8]) + 'static,
     ) -> Future<Result<u64, Error>> {
         let (fut, done) = self.future();
-        ops::copy::copy_out(&self.core, query, sink, done);
+        observed::copy_out(&self.core, query, sink, done);
         fut
     }
 

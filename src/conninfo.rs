@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 
+mod logging;
 mod modes;
 mod parse;
 mod pgpass;
@@ -133,6 +134,10 @@ enum Kw {
     TargetSessionAttrs,
     MinProtocolVersion,
     MaxProtocolVersion,
+    // momoko's own (see logging.rs).
+    MomokoLogStatements,
+    MomokoLogSlowStatements,
+    MomokoSlowStatementMs,
 }
 
 const KEYWORDS: &[(&str, Kw, Option<&str>)] = &[
@@ -212,6 +217,13 @@ const KEYWORDS: &[(&str, Kw, Option<&str>)] = &[
         Kw::MaxProtocolVersion,
         Some("PGMAXPROTOCOLVERSION"),
     ),
+    ("momoko_log_statements", Kw::MomokoLogStatements, None),
+    (
+        "momoko_log_slow_statements",
+        Kw::MomokoLogSlowStatements,
+        None,
+    ),
+    ("momoko_slow_statement_ms", Kw::MomokoSlowStatementMs, None),
 ];
 
 /// Keywords libpq knows but momoko does not implement. Refusing them by name tells the user
@@ -316,6 +328,8 @@ pub struct Config {
     target_session_attrs: TargetSessionAttrs,
     load_balance_hosts: LoadBalanceHosts,
     protocol: protocol::ProtocolRange,
+    /// The statement log settings of the `momoko_*` keywords.
+    pub(crate) statement_log: crate::observe::LogOverrides,
 }
 
 impl fmt::Debug for Config {
@@ -345,6 +359,7 @@ impl fmt::Debug for Config {
             .field("load_balance_hosts", &self.load_balance_hosts)
             .field("min_protocol_version", &self.get_min_protocol_version())
             .field("max_protocol_version", &self.get_max_protocol_version())
+            .field("statement_log", &self.statement_log)
             .finish()
     }
 }
@@ -424,6 +439,7 @@ impl Config {
             target_session_attrs: TargetSessionAttrs::Any,
             load_balance_hosts: LoadBalanceHosts::Disable,
             protocol: protocol::ProtocolRange::default(),
+            statement_log: Default::default(),
         }
     }
 
@@ -563,6 +579,7 @@ impl Config {
             value(Kw::MinProtocolVersion),
             value(Kw::MaxProtocolVersion),
         )?;
+        config.statement_log = logging::parse(&non_empty)?;
         // libpq only finds a mismatched host list or a bad address when it connects; finding
         // it here reports a bad string where it was written.
         config.targets()?;

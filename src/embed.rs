@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mio::{Interest, Registry, Token};
 
+use crate::driver::ops as observed;
 use crate::driver::{CancelTarget, Driver, UserToken};
 use crate::error::Error;
 use crate::params::Params;
@@ -398,7 +399,7 @@ impl MioConnection {
         params: P,
         callback: impl FnOnce(Result<Cursor, Error>) + 'static,
     ) {
-        ops::execute::execute(&self.core, query, &params, Box::new(callback));
+        observed::execute(&self.core, query, &params, Box::new(callback));
     }
 
     /// `SELECT 1 AS ping`.
@@ -413,7 +414,7 @@ impl MioConnection {
         params: P,
         callback: impl FnOnce(Result<Cursor, Error>) + 'static,
     ) {
-        ops::execute::callproc(&self.core, procname, &params, Box::new(callback));
+        observed::callproc(&self.core, procname, &params, Box::new(callback));
     }
 
     /// A transaction: one cursor per statement, rolled back on any error.
@@ -433,7 +434,7 @@ impl MioConnection {
         callback: impl FnOnce(Result<Vec<Cursor>, Error>) + 'static,
     ) {
         let statements: Vec<Statement> = statements.into_iter().map(Into::into).collect();
-        ops::transaction::transaction(&self.core, &statements, auto_rollback, Box::new(callback));
+        observed::transaction(&self.core, &statements, auto_rollback, Box::new(callback));
     }
 
     /// The statements as one batch (see `Connection::batch`).
@@ -443,12 +444,12 @@ impl MioConnection {
         callback: impl FnOnce(Result<Vec<Cursor>, Error>) + 'static,
     ) {
         let statements: Vec<Statement> = statements.into_iter().map(Into::into).collect();
-        ops::transaction::batch(&self.core, &statements, Box::new(callback));
+        observed::batch(&self.core, &statements, Box::new(callback));
     }
 
     /// Prepares a statement (see `Connection::prepare`).
     pub fn prepare(&self, query: &str, callback: impl FnOnce(Result<Prepared, Error>) + 'static) {
-        ops::prepared::prepare(&self.core, query, Box::new(callback));
+        observed::prepare(&self.core, query, Box::new(callback));
     }
 
     /// Runs a prepared statement (prepared again here if it belongs elsewhere).
@@ -458,7 +459,7 @@ impl MioConnection {
         params: P,
         callback: impl FnOnce(Result<Cursor, Error>) + 'static,
     ) {
-        ops::prepared::execute_prepared(&self.core, statement, &params, Box::new(callback));
+        observed::execute_prepared(&self.core, statement, &params, Box::new(callback));
     }
 
     /// Server-side parameters with the statement cache (see `Connection::query`).
@@ -468,7 +469,7 @@ impl MioConnection {
         params: P,
         callback: impl FnOnce(Result<Cursor, Error>) + 'static,
     ) {
-        ops::prepared::query(&self.core, sql, &params, Box::new(callback));
+        observed::query(&self.core, sql, &params, Box::new(callback));
     }
 
     /// Streams the rows of `sql` to `f` as they are read, none kept (see
@@ -480,7 +481,7 @@ impl MioConnection {
         f: impl FnMut(&Row) + 'static,
         callback: impl FnOnce(Result<u64, Error>) + 'static,
     ) {
-        ops::stream::stream(&self.core, sql, &params, f, Box::new(callback));
+        observed::stream(&self.core, sql, &params, f, Box::new(callback));
     }
 
     /// Drops a prepared statement on the server.
@@ -489,7 +490,7 @@ impl MioConnection {
         statement: &Prepared,
         callback: impl FnOnce(Result<(), Error>) + 'static,
     ) {
-        ops::prepared::close_prepared(&self.core, statement, Box::new(callback));
+        observed::close_prepared(&self.core, statement, Box::new(callback));
     }
 
     /// Listens on `channel`; `listener` runs from `dispatch` for every notification.
@@ -499,19 +500,19 @@ impl MioConnection {
         listener: impl FnMut(&Notification) + 'static,
         callback: impl FnOnce(Result<(), Error>) + 'static,
     ) {
-        ops::listen::listen(&self.core, channel, listener, Box::new(callback));
+        observed::listen(&self.core, channel, listener, Box::new(callback));
     }
 
     /// Stops listening on `channel`.
     pub fn unlisten(&self, channel: &str, callback: impl FnOnce(Result<(), Error>) + 'static) {
-        ops::listen::unlisten(&self.core, channel, Box::new(callback));
+        observed::unlisten(&self.core, channel, Box::new(callback));
     }
 
     /// Asks the server to cancel the running query (a CancelRequest sent from a helper
     /// thread, bounded by the connect timeout or 10 s); `callback` runs from `dispatch` once
     /// the server took the request.
     pub fn cancel(&self, callback: impl FnOnce(Result<(), Error>) + 'static) {
-        self.core.cancel(Box::new(callback));
+        observed::cancel(&self.core, Box::new(callback));
     }
 
     /// `COPY … FROM STDIN` with the data given whole.
@@ -536,7 +537,7 @@ impl MioConnection {
         I: IntoIterator + 'static,
         I::Item: Into<Bytes>,
     {
-        ops::copy::copy_in(
+        observed::copy_in(
             &self.core,
             query,
             ops::copy::chunks(chunks),
@@ -554,7 +555,7 @@ impl MioConnection {
         I: IntoIterator<Item = Result<Bytes, String>> + 'static,
     {
         let source = CopySource(Box::new(chunks.into_iter()));
-        ops::copy::copy_in(&self.core, query, source, Box::new(callback));
+        observed::copy_in(&self.core, query, source, Box::new(callback));
     }
 
     /// `COPY … TO STDOUT`: `sink` gets the data from `dispatch` as it arrives.
@@ -564,7 +565,7 @@ impl MioConnection {
         sink: impl FnMut(&[u8]) + 'static,
         callback: impl FnOnce(Result<u64, Error>) + 'static,
     ) {
-        ops::copy::copy_out(&self.core, query, sink, Box::new(callback));
+        observed::copy_out(&self.core, query, sink, Box::new(callback));
     }
 
     /// Registers hstore for this connection and its reconnects.

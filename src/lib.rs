@@ -295,6 +295,7 @@ mod cancel;
 mod connection;
 mod driver;
 mod embed;
+pub mod observe;
 mod params;
 mod pool;
 mod proto;
@@ -315,6 +316,9 @@ pub use connection::{
 pub use conninfo::Config;
 pub use embed::MioConnection;
 pub use error::{DbError, Error, ErrorKind};
+/// The level type of the statement log settings (`log`'s, as sqlx takes it).
+pub use log::LevelFilter;
+pub use observe::Observer;
 pub use params::{mogrify, named, Named, ParamValues, Params};
 pub use pool::{
     CustomReset, Managed, Pool, PoolBuilder, PoolCounters, PoolStats, Reset, RetryPolicy,

@@ -501,3 +501,30 @@ fn typed_rows() {
         ],
     );
 }
+
+#[cfg(feature = "tracing")]
+#[test]
+fn observability() {
+    let path = example_binary_with("observability", &["tracing"]);
+    let out = run_binary("observability", path, &dsn(), &[], Duration::from_secs(30));
+    assert_lines_in_order(
+        "observability",
+        &out,
+        &[
+            "}:connect_attempt{otel.kind=\"client\" server.address=",
+            "momoko.attempts=1 server.address=",
+            "INFO pool.acquire{otel.kind=\"client\" db.system.name=\"postgresql\" \
+             db.client.connection.pool.name=\"example\" db.client.connection.wait_time=",
+            "db.query.text=\"SELECT $1::int * 2 AS doubled\"",
+            "query: doubled = 42",
+            "momoko::statement: slow statement: execution time exceeded alert threshold",
+            "db.response.status_code=\"22012\" error.type=\"22012\"}: momoko: close",
+            "observer: execute failed with SQLSTATE 22012",
+            "execute: failed as expected: 22012",
+            "db.query.text=\"SELECT 1; SELECT 2\" db.operation.batch.size=2",
+            "observer: 4 operations, 4 acquisitions, true in all",
+            "metric: db.client.connection.count{state=idle} = 2 {connection}",
+            "metric: db.client.connection.pending_requests = 0 {request}",
+        ],
+    );
+}

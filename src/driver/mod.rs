@@ -10,6 +10,7 @@
 
 pub(crate) mod cancel;
 mod getters;
+pub(crate) mod ops;
 
 use std::cell::Cell;
 use std::rc::Rc;

@@ -132,6 +132,8 @@ pub(super) struct Template {
     poll_before_write: bool,
     /// One TLS client configuration for every connection of the pool (see `build`).
     tls: crate::session::transport::TlsCache,
+    /// The observer and the statement log settings, for every connection.
+    observe: crate::observe::ObserveOptions,
 }
 
 impl Template {
@@ -145,7 +147,9 @@ impl Template {
             .ioloop(ioloop)
             .setsession(self.setsession.iter().cloned())
             .poll_before_write(self.poll_before_write)
-            .tls_cache(self.tls.clone());
+            .tls_cache(self.tls.clone())
+            .shared_observer(self.observe.observer.clone())
+            .log_overrides(self.observe.log);
         if let Some(t) = self.connect_timeout {
             b = b.connect_timeout(t);
         }
@@ -178,6 +182,8 @@ pub(super) struct Settings {
     pub(super) password: Option<PasswordHook>,
     pub(super) wait_for_reconnect: bool,
     pub(super) leak_warning: Option<Duration>,
+    /// The pool's name and observer (the name is set by `build` when none was given).
+    pub(super) observing: crate::observe::PoolObserving,
 }
 
 impl Default for Settings {
@@ -200,6 +206,7 @@ impl Default for Settings {
             password: None,
             wait_for_reconnect: false,
             leak_warning: None,
+            observing: Default::default(),
         }
     }
 }
@@ -390,6 +397,47 @@ impl PoolBuilder {
         self
     }
 
+    /// The pool's name: `db.client.connection.pool.name` in its spans and figures, and
+    /// what the observer is told (default: `DBNAME@HOST:PORT` of the first host of the
+    /// connection string).
+    pub fn name(mut self, name: &str) -> Self {
+        self.settings.observing.name = Rc::from(name);
+        self
+    }
+    /// Tells `observer` of every operation on the pool's connections (as
+    /// [`ConnectionBuilder::observer`](crate::ConnectionBuilder::observer)) and of every
+    /// acquisition and release (see [`Observer`](crate::Observer)).
+    pub fn observer(mut self, observer: impl crate::Observer + 'static) -> Self {
+        let observer: Rc<dyn crate::Observer> = Rc::new(observer);
+        self.template.observe.observer = Some(observer.clone());
+        self.settings.observing.observer = Some(observer);
+        self
+    }
+    /// The statement log level of every pooled connection (see
+    /// [`ConnectionBuilder::log_statements`](crate::ConnectionBuilder::log_statements)).
+    pub fn log_statements(mut self, level: crate::LevelFilter) -> Self {
+        self.template.observe.log.statements = Some(level);
+        self
+    }
+    /// The slow statement log of every pooled connection (see
+    /// [`ConnectionBuilder::log_slow_statements`](crate::ConnectionBuilder::log_slow_statements)).
+    pub fn log_slow_statements(mut self, level: crate::LevelFilter, threshold: Duration) -> Self {
+        self.template.observe.log.slow_statements = Some(level);
+        self.template.observe.log.slow_threshold = Some(threshold);
+        self
+    }
+    /// Turns the statement log of every pooled connection off.
+    pub fn disable_statement_logging(self) -> Self {
+        self.log_statements(crate::LevelFilter::Off)
+            .log_slow_statements(crate::LevelFilter::Off, Duration::from_secs(1))
+    }
+    /// Adds the rendered SQL to the statement log lines (see
+    /// [`ConnectionBuilder::log_rendered_sql`](crate::ConnectionBuilder::log_rendered_sql)).
+    pub fn log_rendered_sql(mut self, on: bool) -> Self {
+        self.template.observe.log.rendered_sql = Some(on);
+        self
+    }
+
     /// The pool, not yet connected. A size of 0, a `max_size` below `size`, and a mistake
     /// in the connection string (`invalid connection option "usr"`, a bad `sslmode` or port,
     /// a malformed URI: libpq's words) are Usage errors.
@@ -399,9 +447,12 @@ impl PoolBuilder {
             Some(m) => m,
         };
         check_sizes(self.size, max_size)?;
-        self.dsn.config()?;
+        let dsn_config = self.dsn.config()?;
         let ioloop = self.ioloop.clone().unwrap_or_else(IoLoop::current);
-        let config = self.into_config();
+        let mut config = self.into_config();
+        if config.settings.observing.name.is_empty() {
+            config.settings.observing.name = Rc::from(default_name(&dsn_config).as_str());
+        }
         config.max_size.set(max_size);
         let inner = Rc::new(Inner {
             ioloop,
@@ -439,6 +490,15 @@ impl PoolBuilder {
             template,
             settings: self.settings,
         }
+    }
+}
+
+/// A pool's default name: `DBNAME@HOST:PORT` of its first target.
+fn default_name(config: &crate::Config) -> String {
+    let db = config.get_dbname().or(config.get_user()).unwrap_or("");
+    match config.targets().ok().and_then(|t| t.into_iter().next()) {
+        Some(t) => format!("{db}@{t}"),
+        None => db.to_owned(),
     }
 }
 

@@ -31,6 +31,7 @@ use super::container::{jitter, lifetime_end, Id, Retired};
 use super::{id_of, pool_closed, Acquisition, Inner, PoolPhase};
 use crate::connection::{Connection, TransactionStatus};
 use crate::error::Error;
+use crate::observe::spans::{self, PoolEvent};
 use crate::session::ops::Done;
 
 /// What `CLOSE ALL`…`DISCARD SEQUENCES` of [`Reset::Clean`] sends, in one round trip.
@@ -254,9 +255,13 @@ impl Inner {
                     Inner::handed_out(&inner, &c, &req);
                     return cb(Ok(c));
                 }
-                if let Err(e) = &r {
-                    log::debug!("pool: an idle connection failed its health check: {e}");
-                }
+                let e = match r {
+                    Err(e) => e,
+                    Ok(_) => Error::connection("the connection closed during its health check"),
+                };
+                log::debug!("pool: an idle connection failed its health check: {e}");
+                let name = &inner.config.settings.observing.name;
+                spans::pool_event(name, PoolEvent::HealthCheckFailed(&e));
                 // Closed while quiet (until its next connect: the session may report the
                 // close after this answer): the check's finding, not a loss.
                 if !c.closed() {
@@ -358,6 +363,16 @@ impl Inner {
             }
         }
         log::debug!("pool: closing a connection ({why:?})");
+        let reason = match why {
+            Retired::Expired => "expired",
+            Retired::Drained => "drained",
+            Retired::Shrunk => "shrunk",
+            Retired::ResetFailed => "reset_failed",
+        };
+        spans::pool_event(
+            &this.config.settings.observing.name,
+            PoolEvent::Retired(reason),
+        );
         // Forgotten first: its close hook sees no connection of the pool, so no loss.
         conn.close();
     }

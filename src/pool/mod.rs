@@ -23,6 +23,7 @@ use momoko_loop::{Future, IoLoop, PeriodicCallback, TimeoutId};
 
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind};
+use crate::observe::{AcquireTrack, PoolAcquire, PoolRelease};
 use crate::session::ops::Done;
 
 mod builder;
@@ -135,6 +136,9 @@ struct PoolState {
     listener_timer: Option<TimeoutId>,
     /// Told after the listener reconnected: notifications may have been missed meanwhile.
     on_gap: Option<Rc<dyn Fn()>>,
+    /// The acquisition being made, while `acquire` runs, when something observes it: a
+    /// connection opened meanwhile was opened for it.
+    acquiring: Option<Rc<AcquireTrack>>,
 }
 
 /// The first `connect()`: which connections it opened, how many failed, the first failure.
@@ -347,6 +351,11 @@ impl Pool {
         self.0.state.borrow().phase == PoolPhase::Closed
     }
 
+    /// The pool's name (`db.client.connection.pool.name`, see [`PoolBuilder::name`]).
+    pub fn name(&self) -> &str {
+        &self.0.config.settings.observing.name
+    }
+
     /// The server version of the last connection that connected.
     pub fn server_version(&self) -> Option<i32> {
         self.0.state.borrow().server_version
@@ -508,10 +517,11 @@ impl Inner {
     /// Starts connecting `conn` (new or dead); it joins `pending`.
     fn connect_one(this: &Rc<Inner>, conn: Connection, requested: bool) {
         {
-            this.state
-                .borrow_mut()
-                .pool
-                .connecting(conn.clone(), requested);
+            let mut st = this.state.borrow_mut();
+            st.pool.connecting(conn.clone(), requested);
+            if let Some(t) = &st.acquiring {
+                t.created.set(true);
+            }
         }
         let weak = Rc::downgrade(this);
         let c = conn.clone();
@@ -767,6 +777,65 @@ impl Inner {
         }
     }
 
+    /// [`Inner::acquire`] for a caller's request, followed when something observes it: the
+    /// acquisition's span, whether it made the pool open a connection, the observer's
+    /// `pool_acquire` (from the loop), and `cb` run inside the caller's span.
+    fn acquire_observed(this: &Rc<Inner>, req: Acquisition, cb: Done<Connection>) {
+        let observing = &this.config.settings.observing;
+        let Some(track) = AcquireTrack::start(observing, this.ioloop.time()) else {
+            return Inner::acquire(this, req, cb);
+        };
+        let weak = Rc::downgrade(this);
+        let t = track.clone();
+        let cb: Done<Connection> = Box::new(move |r| {
+            if let Some(inner) = weak.upgrade() {
+                let (wait, created) = t.end(inner.ioloop.time(), r.as_ref().err());
+                Inner::tell_acquire(&inner, wait, created, r.as_ref().err());
+            }
+            t.context.in_scope(|| cb(r))
+        });
+        let outer = this.state.borrow_mut().acquiring.replace(track);
+        Inner::acquire(this, req, cb);
+        this.state.borrow_mut().acquiring = outer;
+    }
+
+    /// The observer's `pool_acquire`, from the loop's next turn.
+    fn tell_acquire(this: &Rc<Inner>, wait: Duration, created: bool, error: Option<&Error>) {
+        let Some(observer) = this.config.settings.observing.observer.clone() else {
+            return;
+        };
+        let weak = Rc::downgrade(this);
+        let error = error.cloned();
+        this.ioloop.add_callback(move || {
+            if let Some(inner) = weak.upgrade() {
+                observer.pool_acquire(&PoolAcquire {
+                    pool: inner.config.settings.observing.name.to_string(),
+                    wait,
+                    created,
+                    error,
+                    stats: Pool(inner).stats(),
+                });
+            }
+        });
+    }
+
+    /// The observer's `pool_release`, from the loop's next turn.
+    fn tell_release(this: &Rc<Inner>, use_time: Duration) {
+        let Some(observer) = this.config.settings.observing.observer.clone() else {
+            return;
+        };
+        let weak = Rc::downgrade(this);
+        this.ioloop.add_callback(move || {
+            if let Some(inner) = weak.upgrade() {
+                observer.pool_release(&PoolRelease {
+                    pool: inner.config.settings.observing.name.to_string(),
+                    use_time,
+                    stats: Pool(inner).stats(),
+                });
+            }
+        });
+    }
+
     /// Hands a connection to `cb`: a free one at once (LIFO; checked first when it idled
     /// past `health_check_after`), or after waiting (FIFO).
     fn acquire(this: &Rc<Inner>, req: Acquisition, cb: Done<Connection>) {
@@ -902,7 +971,11 @@ impl Inner {
                 None => (None, None),
             };
             if let Some(since) = since {
-                st.counters.usage_time += now.saturating_duration_since(since);
+                let used = now.saturating_duration_since(since);
+                st.counters.usage_time += used;
+                if this.config.settings.observing.observer.is_some() {
+                    Inner::tell_release(this, used);
+                }
             }
             if let Some(t) = leak {
                 this.ioloop.remove_timeout(t);

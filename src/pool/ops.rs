@@ -247,7 +247,7 @@ impl Pool {
         };
         let inner = self.0.clone();
         let started = self.0.ioloop.time();
-        Inner::acquire(
+        Inner::acquire_observed(
             &self.0,
             req.clone(),
             Box::new(move |r| match r {
@@ -285,7 +285,7 @@ impl Pool {
             retry: false,
         };
         let started = self.0.ioloop.time();
-        Inner::acquire(
+        Inner::acquire_observed(
             &self.0,
             req.clone(),
             Box::new(move |r| match r {

@@ -134,6 +134,8 @@ pub(crate) struct Auth {
     creds: Credentials,
     step: Step,
     rounds: u32,
+    /// The method the server asked for (`trust` until it asks for one): for spans.
+    method: &'static str,
 }
 
 impl std::fmt::Debug for Auth {
@@ -157,7 +159,14 @@ impl Auth {
             creds,
             step: Step::Waiting,
             rounds: 0,
+            method: "trust",
         }
+    }
+
+    /// The authentication method the server asked for, as pg_hba.conf names it (`trust`,
+    /// `password`, `md5`) or the SASL mechanism chosen (`SCRAM-SHA-256`, `-PLUS`).
+    pub(crate) fn method(&self) -> &'static str {
+        self.method
     }
 
     fn password(&self, method: &str) -> Result<&[u8], Error> {
@@ -192,12 +201,14 @@ impl Auth {
         match msg {
             Message::AuthenticationCleartextPassword => {
                 self.expect_waiting("cleartext")?;
+                self.method = "password";
                 let pw = self.password("cleartext password")?;
                 frontend::password_message(pw, out).map_err(enc)?;
                 self.step = Step::PasswordSent;
             }
             Message::AuthenticationMd5Password(body) => {
                 self.expect_waiting("MD5")?;
+                self.method = "md5";
                 let pw = self.password("MD5")?;
                 let hash = md5_hash(self.creds.user.as_bytes(), pw, body.salt());
                 frontend::password_message(hash.as_bytes(), out).map_err(enc)?;
@@ -219,6 +230,7 @@ impl Auth {
                 }
                 let (mechanism, binding) = self.choose_mechanism(&mechanisms)?;
                 let channel_bound = mechanism == sasl::SCRAM_SHA_256_PLUS;
+                self.method = mechanism;
                 let pw = self.password(mechanism)?;
                 let scram = sasl::ScramSha256::new(pw, binding);
                 frontend::sasl_initial_response(mechanism, scram.message(), out).map_err(enc)?;

@@ -139,6 +139,8 @@ pub(crate) const PIPELINE_HOLD: usize = 32;
 #[derive(Debug)]
 pub(crate) struct Protocol {
     stage: Stage,
+    /// The authentication method of the startup, once it is done.
+    auth_method: Option<&'static str>,
     out: BytesMut,
     input: BytesMut,
     in_flight: VecDeque<Queued>,
@@ -208,6 +210,7 @@ impl Protocol {
         };
         let mut p = Protocol {
             stage,
+            auth_method: None,
             out,
             input: BytesMut::with_capacity(8192),
             in_flight: VecDeque::new(),
@@ -230,6 +233,15 @@ impl Protocol {
             p.events.push_back(Event::Closed(e.clone()));
         }
         p
+    }
+
+    /// The authentication method of the startup (see `Auth::method`): the one asked for
+    /// while it runs, the one that succeeded after it.
+    pub(crate) fn auth_method(&self) -> Option<&'static str> {
+        match &self.stage {
+            Stage::Startup(auth) => Some(auth.method()),
+            _ => self.auth_method,
+        }
     }
 
     /// Bytes waiting to be written to the socket. The driver writes a prefix and then calls
@@ -522,12 +534,17 @@ impl Protocol {
         match msg {
             Message::AuthenticationOk => {
                 auth.finish()?;
+                self.auth_method = Some(auth.method());
                 self.versions.settle();
                 self.stage = Stage::Authenticated;
                 Ok(())
             }
             Message::ErrorResponse(body) => Err(Error::db(parse_db_error(&mut body.fields())?)),
-            other => auth.handle(other, &mut self.out),
+            other => {
+                let answered = auth.handle(other, &mut self.out);
+                self.auth_method = Some(auth.method());
+                answered
+            }
         }
     }
 

@@ -59,9 +59,21 @@ impl Session {
             Ok(w) => w,
             Err(e) => return self.finish_connect(Err(e)),
         };
+        self.observing = crate::observe::Observing::new(&self.options.observe, Some(&config));
+        self.trace
+            .connect(self.observing.namespace(), self.server_version.is_some());
         self.config = Some(config);
         let first = self.walk.next();
         self.follow(first, now);
+    }
+
+    /// The attempt under way failed with `e`: its span closes, and the walk says what next.
+    fn walk_failed(&mut self, e: Error, again: Option<Again>) -> Step {
+        if let Some(method) = self.proto.as_ref().and_then(Protocol::auth_method) {
+            self.trace.auth(method);
+        }
+        self.trace.attempt_failed(&e);
+        self.walk.failed(e, again)
     }
 
     /// Follows the walk from `next` until an attempt is under way or none is left.
@@ -82,7 +94,7 @@ impl Session {
                 Ok(()) => return,
                 Err(e) => {
                     log::debug!("connecting to {:?} failed: {e}", attempt.target);
-                    next = self.walk.failed(e, None);
+                    next = self.walk_failed(e, None);
                 }
             }
         }
@@ -105,6 +117,7 @@ impl Session {
     ) -> Result<(), Error> {
         self.reset_transport();
         let target = &attempt.target;
+        self.trace.attempt(target, attempt.second_try);
         // The password file is read per host, as libpq does.
         self.credentials.password = self
             .config
@@ -147,7 +160,7 @@ impl Session {
             None => return,
             Some(Ok(first)) => {
                 if let Err(e) = self.open_attempt(&first, now) {
-                    let next = self.walk.failed(e, None);
+                    let next = self.walk_failed(e, None);
                     self.follow(next, now);
                 }
             }
@@ -178,7 +191,7 @@ impl Session {
                 had_tls: self.transport.has_tls(),
             });
         }
-        let next = self.walk.failed(e, again);
+        let next = self.walk_failed(e, again);
         self.follow(next, now);
     }
 
@@ -352,6 +365,7 @@ impl Session {
 
     pub(super) fn start_protocol(&mut self) {
         self.phase = Phase::Starting { probing: None };
+        self.trace.tls(self.transport.has_tls());
         let versions = self.config.as_ref().map_or_else(Default::default, |c| {
             crate::proto::Versions::new(c.get_min_protocol_version(), c.get_max_protocol_version())
         });
@@ -380,7 +394,7 @@ impl Session {
                     format!("connection timed out after {t:?}"),
                 );
                 // A timeout is no refusal: no sslmode retries it.
-                let next = self.walk.failed(e, None);
+                let next = self.walk_failed(e, None);
                 self.follow(next, now);
                 self.process_events(now);
             }

@@ -247,6 +247,8 @@ pub(crate) struct Options {
     /// The TLS client configuration, built once and shared by every connection these
     /// options are cloned into (a pool's) and by their reconnects, so that they resume.
     pub(crate) tls: transport::TlsCache,
+    /// The observer and the statement log settings given in code (see `observe`).
+    pub(crate) observe: crate::observe::ObserveOptions,
 }
 
 impl std::fmt::Debug for Options {
@@ -260,6 +262,7 @@ impl std::fmt::Debug for Options {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("config", &self.config)
             .field("poll_before_write", &self.poll_before_write)
+            .field("observe", &self.observe)
             .finish_non_exhaustive()
     }
 }
@@ -386,6 +389,11 @@ pub(crate) struct Session {
     /// The `now` of the latest call that passed one: the clock of requests released by a
     /// connect, whose query_timeout starts when the connection became ready.
     now: Option<Instant>,
+    /// What operations are observed with (resolved again at each connect, when the
+    /// connection string's keywords are read).
+    observing: Rc<crate::observe::Observing>,
+    /// The spans of the connect under way (nothing without the `tracing` feature).
+    pub(crate) trace: crate::observe::spans::ConnectTrace,
 }
 
 impl std::fmt::Debug for Session {
@@ -401,6 +409,7 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// A session for `dsn`, not yet connected.
     pub(crate) fn new(dsn: String, options: Options) -> Session {
+        let observing = crate::observe::Observing::new(&options.observe, options.config.as_ref());
         Session {
             dsn,
             max_message_size: options.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
@@ -428,6 +437,8 @@ impl Session {
             actions: Vec::new(),
             config: None,
             now: None,
+            observing,
+            trace: Default::default(),
         }
     }
 
@@ -436,6 +447,11 @@ impl Session {
     /// The connection string the next connect uses.
     pub(crate) fn dsn(&self) -> &str {
         &self.dsn
+    }
+
+    /// What operations are observed with.
+    pub(crate) fn observing(&self) -> &Rc<crate::observe::Observing> {
+        &self.observing
     }
 
     /// The options given at creation.
@@ -479,6 +495,11 @@ impl Session {
         if !matches!(self.stage(), Stage::Ready | Stage::Setsession) {
             return None;
         }
+        self.attempt_target()
+    }
+
+    /// The host (or socket directory) and port of the attempt under way or made.
+    fn attempt_target(&self) -> Option<(String, u16)> {
         match &self.walk.current()?.target {
             Target::Tcp { host, port, .. } => Some((host.clone(), *port)),
             Target::Unix { path, port } => Some((
@@ -666,6 +687,13 @@ impl Session {
     }
 
     fn finish_connect(&mut self, result: Result<(), Error>) {
+        match &result {
+            Ok(()) => {
+                let reached = self.attempt_target();
+                self.trace.done(Ok(reached));
+            }
+            Err(e) => self.trace.done(Err(e)),
+        }
         match &result {
             Ok(()) => {
                 self.phase = Phase::Ready { retire: None };
@@ -920,6 +948,9 @@ impl Session {
             };
             match event {
                 Event::Connected => {
+                    if let Some(method) = proto.auth_method() {
+                        self.trace.auth(method);
+                    }
                     let known = self.reported_state();
                     self.judge_target(known, now);
                 }

@@ -56,7 +56,10 @@ pub(crate) fn callproc<D: Drive, P: Params + ?Sized>(
 }
 
 /// The query and the parameter values psycopg2's callproc would build.
-fn callproc_query<P: Params + ?Sized>(procname: &str, params: &P) -> (String, ParamValues) {
+pub(crate) fn callproc_query<P: Params + ?Sized>(
+    procname: &str,
+    params: &P,
+) -> (String, ParamValues) {
     let values = params.to_values();
     let args = match &values {
         ParamValues::Positional(v) => vec!["%s"; v.len()].join(","),
