@@ -37,6 +37,7 @@ mod bouncer;
 mod cmd;
 mod conninfo;
 mod netns;
+mod netns_cluster;
 mod replica;
 mod server;
 mod shared;
@@ -46,6 +47,7 @@ mod tls;
 pub use bouncer::{pgbouncer_bin, pgbouncer_version, Bouncer, BouncerOptions, PoolMode};
 pub use cmd::{bin_dir, psql};
 pub use netns::{Fault, NetnsServer};
+pub use netns_cluster::NetnsCluster;
 pub use replica::{Replicated, REPLICATION_TIMEOUT, STANDBY_NAME};
 pub use server::{
     running_in, stop_dir, ServerInfo, StopMode, TestServer, DBNAME, ENV_FILE, MD5_PASSWORD,
