@@ -363,6 +363,7 @@ fn a_partition_ends_every_request_within_its_bound_and_the_pool_recovers() {
         let patient = pool(&dsn, 2, true).await;
         assert_eq!(backends(&fast, 4).await.len(), 4);
         assert_eq!(backends(&patient, 2).await.len(), 2);
+        let lone = momoko::connect(&dsn).await.unwrap();
         // Two requests running on the server when the link is cut: sent, so their outcome
         // is unknown to the client.
         let running: Vec<_> = (0..2)
@@ -374,6 +375,8 @@ fn a_partition_ends_every_request_within_its_bound_and_the_pool_recovers() {
         sleep(Duration::from_millis(300)).await;
         net.apply(Fault::Partition).unwrap();
         let cut = Instant::now();
+        // A cancel that cannot reach the server ends at connect_timeout (3 s).
+        let cancel = spawn(timed(lone.cancel()));
         // Two more sent into the dead link (or stopped by the health check before).
         let late: Vec<_> = (0..2)
             .map(|_| {
@@ -392,6 +395,19 @@ fn a_partition_ends_every_request_within_its_bound_and_the_pool_recovers() {
                 })
             })
             .collect();
+        let (cancel_took, cancelled) = cancel.await;
+        let cancel_err = cancelled.expect_err("a cancel over a cut link fails");
+        println!(
+            "scenario 2: a cancel over the cut link failed after {:.1} s ({:?})",
+            cancel_took.as_secs_f64(),
+            cancel_err.kind()
+        );
+        assert!(
+            cancel_took >= Duration::from_millis(2_900)
+                && cancel_took <= Duration::from_millis(4_500),
+            "the cancel took {cancel_took:?}: {cancel_err}"
+        );
+        lone.close();
         let mut unknown = 0;
         let mut detected = Duration::ZERO;
         for (i, r) in momoko::ioloop::gather(running)
@@ -506,8 +522,14 @@ fn a_dead_link_is_found_within_a_minute_with_no_keyword_set() {
         let idle = pool(&dsn, 1, false).await;
         busy.execute("SELECT 1", ()).await.unwrap();
         idle.execute("SELECT 1", ()).await.unwrap();
+        let lone = momoko::connect(&dsn).await.unwrap();
+        let sleeping = spawn(timed(lone.execute("SELECT pg_sleep(120)", ())));
+        sleep(Duration::from_millis(200)).await;
         net.apply(Fault::Partition).unwrap();
         let cut = Instant::now();
+        // A cancel that cannot reach the server: its own bound is connect_timeout, or
+        // 10 s without one.
+        let cancel = spawn(timed(lone.cancel()));
         // Written to the dead link at once (idle for less than health_check_after).
         let request = spawn(timed(busy.execute("SELECT 1", ())));
         // A new connection's SYN blackholed: TCP_USER_TIMEOUT bounds it too (Linux >= 5.4),
@@ -552,6 +574,28 @@ fn a_dead_link_is_found_within_a_minute_with_no_keyword_set() {
             Some(took.max(found)),
             None,
         );
+        let (cancel_took, cancelled) = cancel.await;
+        let cancel_err = cancelled.expect_err("a cancel over a cut link fails");
+        let (sleep_took, slept) = sleeping.await;
+        let sleep_err = slept.expect_err("a long query on a cut link fails");
+        println!(
+            "defaults: a cancel over the cut link failed after {:.1} s ({:?}); the query it \
+             aimed at failed after {:.1} s ({:?}, outcome unknown: {})",
+            cancel_took.as_secs_f64(),
+            cancel_err.kind(),
+            sleep_took.as_secs_f64(),
+            sleep_err.kind(),
+            sleep_err.outcome_unknown()
+        );
+        assert!(
+            cancel_took >= Duration::from_millis(9_900) && cancel_took <= Duration::from_secs(12),
+            "the cancel took {cancel_took:?}: {cancel_err}"
+        );
+        assert!(
+            sleep_took < minute && sleep_err.outcome_unknown(),
+            "{sleep_err}"
+        );
+        lone.close();
         assert!(took < minute, "took {took:?}");
         assert!(err.outcome_unknown(), "{err}");
         assert!(connect_took < minute, "connect took {connect_took:?}");
@@ -664,4 +708,51 @@ fn half_open_either_way_finds_idle_and_busy_connections_dead_within_bounds() {
     for net in nets {
         finish(Rc::try_unwrap(net).unwrap());
     }
+}
+
+/// A server that accepts, answers the SSLRequest with 'S' and then says nothing: the TLS
+/// handshake never completes. The link is live (the peer's kernel acknowledges every
+/// byte), so neither keepalives nor `tcp_user_timeout` end the wait; `connect_timeout`
+/// does, as in libpq (whose default also waits forever).
+#[test]
+fn a_tls_handshake_that_never_completes_ends_at_connect_timeout() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut ssl_request = [0u8; 8];
+        s.read_exact(&mut ssl_request).unwrap();
+        assert_eq!(ssl_request, [0, 0, 0, 8, 4, 210, 22, 47], "an SSLRequest");
+        s.write_all(b"S").unwrap();
+        // Read the ClientHello and whatever follows until the client gives up.
+        let mut hello = 0;
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = s.read(&mut buf) {
+            hello += n;
+        }
+        hello
+    });
+    let dsn =
+        format!("host=127.0.0.1 port={port} dbname=x user=x sslmode=require connect_timeout=2");
+    run_for(30, async move {
+        let (took, r) = timed(momoko::connect(&dsn)).await;
+        let err = r.expect_err("a handshake that never completes fails");
+        println!(
+            "timeouts: a TLS handshake that never completes failed after {:.1} s ({:?}: {err})",
+            took.as_secs_f64(),
+            err.kind()
+        );
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        // libpq's connect_timeout has a 2 s floor, which momoko keeps.
+        assert!(
+            took >= Duration::from_millis(1_990) && took <= Duration::from_secs(4),
+            "{took:?}"
+        );
+    });
+    assert!(
+        peer.join().unwrap() > 0,
+        "the client did start the handshake"
+    );
 }
