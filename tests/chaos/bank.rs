@@ -312,7 +312,7 @@ fn tpcb_through_a_pool_under_loss_with_delay_or_a_cut_keeps_every_acknowledged_t
     let Some(nets) = hosts(2) else { return };
     let nets: Vec<Rc<NetnsServer>> = nets.into_iter().map(Rc::new).collect();
     let (lossy, cut) = (nets[0].clone(), nets[1].clone());
-    let (run, from, length) = if full() { (60, 20, 20) } else { (12, 3, 7) };
+    let (run, from, length) = if full() { (60, 20, 20) } else { (10, 2, 6) };
     run_for(180, async move {
         // The scenario 1: 5 % loss each way plus 20 ± 10 ms delay each way, with no
         // keyword: momoko's defaults must not mistake a lossy, slow link for a dead one.
