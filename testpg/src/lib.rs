@@ -26,7 +26,11 @@
 //! For replication and pooling, [`Replicated::start`] makes a primary with a streaming
 //! standby (two clusters, one `initdb` and one base backup), and [`Bouncer::start`] a
 //! PgBouncer in front of any of these servers; both are private to the test that starts
-//! them, and removed like a [`TestServer`].
+//! them, and removed like a [`TestServer`]. For network faults (root only),
+//! [`NetnsServer::start`] runs a server in a network namespace of its own behind a veth pair
+//! whose faults the test applies and lifts (partition, half-open, loss, rate limit), and
+//! [`NetnsCluster::start`] a primary and its synchronous standby so, joined by a link of
+//! their own.
 //!
 //! ```no_run
 //! let info = momoko_testpg::TestServer::shared();

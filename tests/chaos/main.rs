@@ -719,22 +719,43 @@ fn half_open_either_way_finds_idle_and_busy_connections_dead_within_bounds() {
 #[test]
 fn a_tls_handshake_that_never_completes_ends_at_connect_timeout() {
     use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let peer = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
+    // Every connection is served, as a stranger may connect too (another test on this
+    // machine probing a port it believes free): each that sends an SSLRequest gets 'S' and
+    // then silence; what the client sends after it is counted.
+    let silent = |mut s: std::net::TcpStream| -> usize {
+        s.set_nonblocking(false).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut ssl_request = [0u8; 8];
-        s.read_exact(&mut ssl_request).unwrap();
-        assert_eq!(ssl_request, [0, 0, 0, 8, 4, 210, 22, 47], "an SSLRequest");
-        s.write_all(b"S").unwrap();
-        // Read the ClientHello and whatever follows until the client gives up.
-        let mut hello = 0;
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = s.read(&mut buf) {
-            hello += n;
+        if s.read_exact(&mut ssl_request).is_err() || ssl_request != [0, 0, 0, 8, 4, 210, 22, 47] {
+            return 0;
         }
-        hello
+        s.write_all(b"S").unwrap();
+        let (mut hello, mut buf) = (0, [0u8; 4096]);
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return hello,
+                Ok(n) => hello += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return hello,
+            }
+        }
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let peer = std::thread::spawn(move || {
+        let mut served = Vec::new();
+        while !d.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((s, _)) => served.push(std::thread::spawn(move || silent(s))),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        served.into_iter().map(|t| t.join().unwrap()).sum::<usize>()
     });
     let dsn =
         format!("host=127.0.0.1 port={port} dbname=x user=x sslmode=require connect_timeout=2");
@@ -753,6 +774,7 @@ fn a_tls_handshake_that_never_completes_ends_at_connect_timeout() {
             "{took:?}"
         );
     });
+    done.store(true, Ordering::Relaxed);
     assert!(
         peer.join().unwrap() > 0,
         "the client did start the handshake"
