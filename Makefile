@@ -324,7 +324,7 @@ chaos: postgres
 	@status=0; MOMOKO_CHAOS_FULL=1 $(CARGO) test --test chaos -- --nocapture --test-threads=8 2>&1 \
 	  | tee $(TARGET_DIR)/chaos.log || status=$$?; \
 	echo "==> figures"; \
-	grep -E '^(harness|defaults|scenario)' $(TARGET_DIR)/chaos.log || true; \
+	grep -E '^(harness|defaults|scenario|timeouts)' $(TARGET_DIR)/chaos.log || true; \
 	echo "==> table"; \
 	{ echo "scenario|acknowledged|lost|duplicated|unknown outcome|detect|recover"; \
 	  grep '^chaos-table|' $(TARGET_DIR)/chaos.log | cut -d'|' -f2- | sort; } \
