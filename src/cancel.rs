@@ -185,7 +185,14 @@ pub(crate) fn cancel_blocking(
 ) -> Result<(), Error> {
     let mut request = BytesMut::new();
     key.cancel_request(&mut request);
-    let failed = |e| Error::io("the cancel request failed", e);
+    // A blocking socket's read or write timeout shows as WouldBlock (EAGAIN): the bound.
+    let failed = |e: io::Error| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::new(
+            ErrorKind::Timeout,
+            format!("the cancel request got no answer within {timeout:?}"),
+        ),
+        _ => Error::io("the cancel request failed", e),
+    };
     let exchange = |s: &mut dyn ReadWrite| -> io::Result<()> {
         s.write_all(&request)?;
         let mut buf = [0u8; 64];
@@ -245,9 +252,13 @@ pub(crate) struct TlsCancel {
     pub(crate) name: rustls::pki_types::ServerName<'static>,
 }
 
+/// A cancel running on a helper thread: its future, and the loop's timer that ends the
+/// caller's wait at the bound whatever the thread is doing.
+type Pending = (Future<Result<(), Error>>, Option<TimeoutId>);
+
 thread_local! {
     /// Cancels running on helper threads, by number: their futures are not Send.
-    static OVER_TLS: RefCell<std::collections::HashMap<u64, Future<Result<(), Error>>>> =
+    static OVER_TLS: RefCell<std::collections::HashMap<u64, Pending>> =
         RefCell::new(std::collections::HashMap::new());
 }
 
@@ -262,7 +273,18 @@ pub(crate) fn cancel_over_tls(
 ) -> Future<Result<(), Error>> {
     let fut = Future::with_loop(ioloop);
     let id = crate::session::next_id();
-    OVER_TLS.with(|m| m.borrow_mut().insert(id, fut.clone()));
+    // The blocking sockets bound each read and write by `timeout`, and a handshake makes
+    // several: the caller's wait is bounded by `timeout` here, on the loop.
+    let timer = ioloop.call_later(timeout, move || {
+        let pending = OVER_TLS.with(|m| m.borrow_mut().remove(&id));
+        if let Some((f, _)) = pending {
+            let _ = f.set_result(Err(Error::new(
+                ErrorKind::Timeout,
+                format!("the cancel request got no answer within {timeout:?}"),
+            )));
+        }
+    });
+    OVER_TLS.with(|m| m.borrow_mut().insert(id, (fut.clone(), Some(timer))));
     let handle = ioloop.handle();
     let peer = peer.clone();
     let spawned = std::thread::Builder::new()
@@ -270,14 +292,18 @@ pub(crate) fn cancel_over_tls(
         .spawn(move || {
             let r = cancel_blocking(&peer, &key, timeout, Some(&tls));
             handle.add_callback(move || {
-                let f = OVER_TLS.with(|m| m.borrow_mut().remove(&id));
-                if let Some(f) = f {
+                let pending = OVER_TLS.with(|m| m.borrow_mut().remove(&id));
+                if let Some((f, timer)) = pending {
+                    if let Some(t) = timer {
+                        IoLoop::current().remove_timeout(t);
+                    }
                     let _ = f.set_result(r);
                 }
             });
         });
     if let Err(e) = spawned {
         OVER_TLS.with(|m| m.borrow_mut().remove(&id));
+        ioloop.remove_timeout(timer);
         let _ = fut.set_result(Err(Error::io("could not start the cancel request", e)));
     }
     fut

@@ -118,3 +118,24 @@ fn acquire_timeout_fires_and_the_pool_serves_again_after_heal() {
         pool.close().unwrap();
     });
 }
+
+#[test]
+fn a_cancel_the_server_never_takes_ends_at_the_connection_strings_connect_timeout() {
+    let (p, dsn) = proxy();
+    run(async move {
+        // connect_timeout given in the connection string only: the cancel's bound too, as
+        // in libpq (it waited momoko's 10 s fallback before).
+        let conn = Connection::builder(&format!("{dsn} connect_timeout=2"))
+            .connect()
+            .await
+            .unwrap();
+        conn.ping().await.unwrap();
+        p.blackhole(true);
+        let start = Instant::now();
+        let err = conn.cancel().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert_within(start.elapsed(), Duration::from_secs(2));
+        p.heal();
+        conn.close();
+    });
+}

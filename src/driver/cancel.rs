@@ -51,8 +51,10 @@ impl<D: Driver> Core<D> {
             let e = Error::connection("the connection is not established: nothing to cancel");
             return self.answer_later(done, Err(e));
         };
+        // The connection string's connect_timeout too, as libpq's cancel: a cancel that
+        // cannot reach the server ends there.
         let timeout = self
-            .with(|s| s.options().connect_timeout)
+            .with(|s| s.connect_timeout())
             .unwrap_or(DEFAULT_TIMEOUT);
         let target = Rc::new(CancelTarget {
             peer,

@@ -459,6 +459,12 @@ impl Session {
         &self.options
     }
 
+    /// The connect timeout in force: the builder's, else the connection string's
+    /// `connect_timeout` (known once a connect began).
+    pub(crate) fn connect_timeout(&self) -> Option<Duration> {
+        self.connect_timeout.or(self.options.connect_timeout)
+    }
+
     /// Where the session stands.
     pub(crate) fn stage(&self) -> Stage {
         self.phase.stage()

@@ -236,8 +236,16 @@ impl ProxyHandle {
 
     /// Delays every chunk read from now on by `delay` before it is written on, each way.
     pub fn latency(&self, delay: Duration) {
+        self.latency_jitter(delay, Duration::ZERO);
+    }
+
+    /// Delays every chunk read from now on by `delay ± jitter` (drawn uniformly for each
+    /// chunk) before it is written on, each way, keeping the order of the stream: a chunk
+    /// whose draw would overtake the one before it waits for it instead, as behind a queue.
+    /// A jitter larger than the delay is clamped: no chunk leaves before it arrived.
+    pub fn latency_jitter(&self, delay: Duration, jitter: Duration) {
         self.faults(move |f| {
-            f.latency = Some(delay);
+            f.latency = Some(crate::latency::Latency { delay, jitter });
             Change::Other
         });
     }

@@ -4,8 +4,8 @@
 //! This crate root only declares the modules and re-exports the public surface.
 //! [`Proxy::start`] runs a relay on a thread of its own and returns a [`ProxyHandle`] whose
 //! every call returns once the relay applied it: `stop`/`start` (server down, server
-//! restart), faults switchable at run time and cleared by `heal` (reset, blackhole, latency,
-//! bandwidth, cut after N bytes, close one direction) and counters. The `tcproxy` binary
+//! restart), faults switchable at run time and cleared by `heal` (reset, blackhole, latency
+//! with jitter, bandwidth, cut after N bytes, close one direction) and counters. The `tcproxy` binary
 //! runs one relay from Momoko's policy syntax (`"127.0.0.1:15432 -> 127.0.0.1:5432"`, see
 //! [`Policy`]) until SIGINT or SIGTERM. The relay never buffers more than 64 KiB per
 //! direction of a connection: a slow reader slows the writer on the other side.
@@ -38,6 +38,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod handle;
+mod latency;
 mod policy;
 mod relay;
 mod tls;

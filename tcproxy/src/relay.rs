@@ -22,6 +22,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::Interest;
 use momoko_loop::{HandlerId, IoLoop, TimeoutId};
 
+use crate::latency::{Draws, Latency};
 use crate::Direction;
 
 /// The most bytes buffered per direction of one connection; reading from the source stops
@@ -50,7 +51,7 @@ pub(crate) struct Counters {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Faults {
     pub(crate) blackhole: bool,
-    pub(crate) latency: Option<Duration>,
+    pub(crate) latency: Option<Latency>,
     pub(crate) bandwidth: Option<u64>,
     pub(crate) cut_after: Option<u64>,
     /// Indexed by `Direction as usize`.
@@ -112,6 +113,7 @@ impl Pipe {
         now: Instant,
         counter: &AtomicU64,
         scratch: &mut [u8],
+        draws: &mut Draws,
     ) -> io::Result<Step> {
         let mut step = Step::default();
         // Write what may be written.
@@ -183,10 +185,11 @@ impl Pipe {
                 }
                 Ok(_) if self.closed => step.progress = true,
                 Ok(k) => {
+                    let after = self.chunks.back().and_then(|c| c.release_at);
                     self.chunks.push_back(Chunk {
                         data: scratch[..k].to_vec(),
                         pos: 0,
-                        release_at: faults.latency.map(|d| now + d),
+                        release_at: faults.latency.map(|l| l.release_at(now, draws, after)),
                     });
                     self.buffered += k;
                     step.progress = true;
@@ -248,7 +251,13 @@ enum Verdict {
 }
 
 impl Conn {
-    fn pump(&mut self, faults: &Faults, counters: &Counters, scratch: &mut [u8]) -> Verdict {
+    fn pump(
+        &mut self,
+        faults: &Faults,
+        counters: &Counters,
+        scratch: &mut [u8],
+        draws: &mut Draws,
+    ) -> Verdict {
         if self.phase == Phase::Connecting {
             match self.server.take_error() {
                 Ok(None) => {}
@@ -280,6 +289,7 @@ impl Conn {
                     now,
                     &counters.bytes_up,
                     scratch,
+                    draws,
                 ),
                 down.transfer(
                     &mut self.server,
@@ -288,6 +298,7 @@ impl Conn {
                     now,
                     &counters.bytes_down,
                     scratch,
+                    draws,
                 ),
             ];
             let mut progress = false;
@@ -389,6 +400,8 @@ pub(crate) struct Relay {
     counters: std::sync::Arc<Counters>,
     accept_retry: Cell<Option<TimeoutId>>,
     scratch: RefCell<Vec<u8>>,
+    /// latency: the random source of the jitter.
+    draws: RefCell<Draws>,
 }
 
 impl Relay {
@@ -411,6 +424,7 @@ impl Relay {
             counters,
             accept_retry: Cell::new(None),
             scratch: RefCell::new(vec![0; READ_CHUNK]),
+            draws: RefCell::new(Draws::new(seed())),
         });
         relay.listen()?;
         Ok(relay)
@@ -575,7 +589,12 @@ impl Relay {
             let Some(conn) = conns.get_mut(&key) else {
                 return; // a stray event or timer of a closed connection
             };
-            let verdict = conn.pump(&faults, &self.counters, &mut self.scratch.borrow_mut());
+            let verdict = conn.pump(
+                &faults,
+                &self.counters,
+                &mut self.scratch.borrow_mut(),
+                &mut self.draws.borrow_mut(),
+            );
             if let Verdict::Keep(Some(at)) = verdict {
                 if conn.timer.is_none_or(|(t, _)| t > at) {
                     if let Some((_, old)) = conn.timer.take() {
@@ -624,4 +643,12 @@ impl Relay {
         self.counters.live.fetch_sub(1, Ordering::Relaxed);
         drop(conn);
     }
+}
+
+/// A seed for the jitter that differs between relays and runs.
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }

@@ -269,6 +269,82 @@ fn latency_delays_each_direction_by_the_amount() {
     assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
 }
 
+/// Each of `n` 8-byte messages (a sequence number) written `gap` apart on `from`: the time
+/// each took to arrive on `to`, in the order they arrived.
+fn one_way_delays(
+    from: &TcpStream,
+    to: &mut TcpStream,
+    n: u64,
+    gap: Duration,
+) -> Vec<(u64, Duration)> {
+    let mut w = from.try_clone().unwrap();
+    let start = Instant::now();
+    let sender = thread::spawn(move || {
+        for i in 0..n {
+            let at = start + gap * i as u32;
+            thread::sleep(at.saturating_duration_since(Instant::now()));
+            w.write_all(&i.to_be_bytes()).unwrap();
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    while (got.len() as u64) < n {
+        buf.extend(read_some(to).unwrap());
+        let now = Instant::now();
+        while buf.len() >= 8 {
+            let i = u64::from_be_bytes(buf[..8].try_into().unwrap());
+            buf.drain(..8);
+            got.push((i, now - (start + gap * i as u32)));
+        }
+    }
+    sender.join().unwrap();
+    got
+}
+
+#[test]
+fn latency_with_jitter_spreads_each_direction_and_keeps_the_order() {
+    let (proxy, server) = proxy();
+    let (mut client, mut upstream) = pair(&proxy, &server);
+    let (delay, jitter) = (Duration::from_millis(20), Duration::from_millis(10));
+    proxy.latency_jitter(delay, jitter);
+    // Written 15 ms apart, so that most messages leave the relay on a read of their own.
+    let gap = Duration::from_millis(15);
+    let ends = |a: &TcpStream, b: &TcpStream| (a.try_clone().unwrap(), b.try_clone().unwrap());
+    for (dir, (from, mut to)) in [
+        ("up", ends(&client, &upstream)),
+        ("down", ends(&upstream, &client)),
+    ] {
+        let got = one_way_delays(&from, &mut to, 60, gap);
+        let order: Vec<u64> = got.iter().map(|(i, _)| *i).collect();
+        assert_eq!(
+            order,
+            (0..60).collect::<Vec<_>>(),
+            "{dir}: the order is kept"
+        );
+        let held: Vec<Duration> = got.iter().map(|(_, d)| *d).collect();
+        let (min, max) = (*held.iter().min().unwrap(), *held.iter().max().unwrap());
+        let mean = held.iter().sum::<Duration>() / held.len() as u32;
+        eprintln!("latency 20 ± 10 ms, {dir}: held {min:?}..{max:?}, mean {mean:?}");
+        // Never less than delay - jitter; more only by the machine's scheduling (2 cores
+        // shared with builds: a generous margin).
+        assert!(min >= delay - jitter, "{dir}: {min:?}");
+        assert!(
+            max < delay + jitter + Duration::from_millis(60),
+            "{dir}: {max:?}"
+        );
+        // The jitter acts: the draws spread over most of the 20 ms window.
+        assert!(
+            max - min >= Duration::from_millis(12),
+            "{dir}: {min:?}..{max:?}"
+        );
+    }
+    proxy.heal();
+    let t = Instant::now();
+    client.write_all(b"fast").unwrap();
+    assert_eq!(read_some(&mut upstream).unwrap(), b"fast");
+    assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+}
+
 #[test]
 fn bandwidth_limits_the_rate_of_a_stream() {
     let (proxy, server) = proxy();

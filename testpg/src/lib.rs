@@ -26,7 +26,11 @@
 //! For replication and pooling, [`Replicated::start`] makes a primary with a streaming
 //! standby (two clusters, one `initdb` and one base backup), and [`Bouncer::start`] a
 //! PgBouncer in front of any of these servers; both are private to the test that starts
-//! them, and removed like a [`TestServer`].
+//! them, and removed like a [`TestServer`]. For network faults (root only),
+//! [`NetnsServer::start`] runs a server in a network namespace of its own behind a veth pair
+//! whose faults the test applies and lifts (partition, half-open, loss, rate limit), and
+//! [`NetnsCluster::start`] a primary and its synchronous standby so, joined by a link of
+//! their own.
 //!
 //! ```no_run
 //! let info = momoko_testpg::TestServer::shared();
@@ -37,6 +41,7 @@ mod bouncer;
 mod cmd;
 mod conninfo;
 mod netns;
+mod netns_cluster;
 mod replica;
 mod server;
 mod shared;
@@ -46,6 +51,7 @@ mod tls;
 pub use bouncer::{pgbouncer_bin, pgbouncer_version, Bouncer, BouncerOptions, PoolMode};
 pub use cmd::{bin_dir, psql};
 pub use netns::{Fault, NetnsServer};
+pub use netns_cluster::NetnsCluster;
 pub use replica::{Replicated, REPLICATION_TIMEOUT, STANDBY_NAME};
 pub use server::{
     running_in, stop_dir, ServerInfo, StopMode, TestServer, DBNAME, ENV_FILE, MD5_PASSWORD,

@@ -4,7 +4,9 @@
 //! machine), and applies and lifts faults on that link with nftables and tc inside the
 //! namespace: a partition, one direction dropped (half-open), a share of packets lost, a
 //! rate limit. The test process is the client: its connections to [`NetnsServer::dsn`] cross
-//! the veth pair and meet the faults.
+//! the veth pair and meet the faults. A namespace may also hold links to other servers'
+//! namespaces ([`crate::NetnsCluster`] joins a primary and its standby so), whose faults
+//! are applied here too and which are removed with it.
 //!
 //! It owns the namespace, the veth pair, the rules and the server it started, and removes
 //! them all on drop (also when the test panics), then checks that nothing of them is left.
@@ -50,7 +52,10 @@ pub struct NetnsServer {
     veth_ns: String,
     addr: Ipv4Addr,
     port: u16,
-    faults: Mutex<Vec<Fault>>,
+    /// The faults applied, and on which of this namespace's links (None: the client's).
+    faults: Mutex<Vec<(Option<String>, Fault)>>,
+    /// Links to other servers' namespaces that end here (this namespace's side's name).
+    peers: Mutex<Vec<String>>,
 }
 
 impl fmt::Debug for NetnsServer {
@@ -127,11 +132,17 @@ impl NetnsServer {
         if let Some(why) = NetnsServer::unavailable() {
             return Err(io::Error::new(io::ErrorKind::Unsupported, why));
         }
-        let server = TestServer::start()?;
+        let net = NetnsServer::around(TestServer::start()?)?;
+        net.start_inside(&[])?;
+        Ok(net)
+    }
+
+    /// Stops `server` and makes a namespace and a link for it; the server is not started
+    /// again (see `start_inside`). On error, what was made is removed.
+    pub(crate) fn around(server: TestServer) -> io::Result<NetnsServer> {
         server.stop(StopMode::Fast)?;
         let port = server.info().port;
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
+        let n = next_number();
         let pid = std::process::id();
         let mut net = NetnsServer {
             server: Some(server),
@@ -142,10 +153,10 @@ impl NetnsServer {
             addr: Ipv4Addr::UNSPECIFIED,
             port,
             faults: Mutex::new(Vec::new()),
+            peers: Mutex::new(Vec::new()),
         };
         // From here on an early return drops `net`, which removes what was made.
         net.make_link(pid, n)?;
-        net.start_inside()?;
         Ok(net)
     }
 
@@ -190,14 +201,24 @@ impl NetnsServer {
     }
 
     /// Starts the cluster again, now inside the namespace and listening on its address
-    /// there; clients come from the root side of the pair, which pg_hba trusts.
-    fn start_inside(&self) -> io::Result<()> {
+    /// there (and on `more`, addresses of links to other servers); clients come from the
+    /// root side of the pair, standbys from those links, which pg_hba trusts.
+    pub(crate) fn start_inside(&self, more: &[Ipv4Addr]) -> io::Result<()> {
         let server = self.server.as_ref().expect("server present until drop");
         let data = server.dir().join("data");
         let mut hba = std::fs::OpenOptions::new()
             .append(true)
             .open(data.join("pg_hba.conf"))?;
-        io::Write::write_all(&mut hba, b"\nhost all all 10.213.0.0/16 trust\n")?;
+        io::Write::write_all(
+            &mut hba,
+            b"\nhost all all 10.213.0.0/16 trust\n\
+              host all all 10.214.0.0/16 trust\n\
+              host replication all 10.214.0.0/16 trust\n",
+        )?;
+        let listen: Vec<String> = std::iter::once(self.addr)
+            .chain(more.iter().copied())
+            .map(|a| a.to_string())
+            .collect();
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns]);
         let bin = cmd::bin_dir()?;
@@ -210,7 +231,7 @@ impl NetnsServer {
             .arg("-l")
             .arg(server.log_path())
             .arg("-o")
-            .arg(format!("-c listen_addresses={}", self.addr))
+            .arg(format!("-c listen_addresses={}", listen.join(",")))
             .args(["-w", "-s", "-t", "60"]);
         cmd::run(
             &mut c,
@@ -260,11 +281,26 @@ impl NetnsServer {
         self.server.as_ref().expect("server present until drop")
     }
 
-    /// Applies `fault` on top of those already applied.
+    /// Applies `fault` on top of those already applied, on the link to the client.
     pub fn apply(&self, fault: Fault) -> io::Result<()> {
+        self.apply_on(None, fault)
+    }
+
+    /// Applies `fault` on the link to the client (None) or on the link to another server
+    /// that ends here as `peer` (this namespace's side; see [`crate::NetnsCluster`]).
+    /// "To server" means into this namespace. A rate limit applies to the client's link
+    /// only.
+    pub(crate) fn apply_on(&self, peer: Option<&str>, fault: Fault) -> io::Result<()> {
+        let iface = peer.unwrap_or(&self.veth_ns);
+        if peer.is_some() && matches!(fault, Fault::RateKbit(_)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a rate limit applies to the client's link only",
+            ));
+        }
         let (inp, out) = (
-            format!("iifname \"{}\"", self.veth_ns),
-            format!("oifname \"{}\"", self.veth_ns),
+            format!("iifname \"{iface}\""),
+            format!("oifname \"{iface}\""),
         );
         match fault {
             Fault::Partition => self.nft(&format!(
@@ -321,15 +357,15 @@ impl NetnsServer {
         self.faults
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(fault);
+            .push((peer.map(str::to_owned), fault));
         Ok(())
     }
 
-    /// Lifts every fault: the link is clean again.
+    /// Lifts every fault on every link of this namespace: they are clean again.
     pub fn heal(&self) -> io::Result<()> {
         self.nft("flush chain inet momoko_chaos input\nflush chain inet momoko_chaos output\n")?;
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
-        if faults.iter().any(|f| matches!(f, Fault::RateKbit(_))) {
+        if faults.iter().any(|(_, f)| matches!(f, Fault::RateKbit(_))) {
             run_tool("tc", &["qdisc", "del", "dev", &self.veth_root, "root"])?;
             self.ip_in_tool("tc", &["qdisc", "del", "dev", &self.veth_ns, "root"])?;
         }
@@ -337,12 +373,36 @@ impl NetnsServer {
         Ok(())
     }
 
-    /// The faults applied now, in order.
+    /// The faults applied now on the link to the client, in order.
     pub fn faults(&self) -> Vec<Fault> {
         self.faults
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .iter()
+            .filter(|(on, _)| on.is_none())
+            .map(|(_, f)| *f)
+            .collect()
+    }
+
+    /// The root side's address of the link to the client (where the server sees the test
+    /// process's connections come from).
+    pub fn client_addr(&self) -> Ipv4Addr {
+        let [a, b, c, d] = self.addr.octets();
+        Ipv4Addr::new(a, b, c, d - 1)
+    }
+
+    /// Runs `args` with `ip netns exec` inside this namespace (for a harness that adds
+    /// links to it).
+    pub(crate) fn ip_netns_exec(&self, tool: &str, args: &[&str]) -> io::Result<String> {
+        self.ip_in_tool(tool, args)
+    }
+
+    /// Records a link to another server that ends here, for faults and cleanup.
+    pub(crate) fn add_peer(&self, iface: &str) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(iface.to_owned());
     }
 
     /// What of this server's is still on the machine (its namespace, its links, its
@@ -375,8 +435,16 @@ impl NetnsServer {
             self.veth_root.clone(),
             self.server.as_ref().and_then(TestServer::pid),
         );
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone();
         self.remove();
-        NetnsServer::leftovers(&ns, &veth, pid)
+        let mut left = NetnsServer::leftovers(&ns, &veth, pid);
+        left.extend(
+            peers
+                .iter()
+                .filter(|p| ip(&["-o", "link", "show", p]).is_ok())
+                .map(|p| format!("link {p}")),
+        );
+        left
     }
 
     fn remove(&mut self) {
@@ -385,6 +453,11 @@ impl NetnsServer {
         let _ = run_tool("ip", &["netns", "delete", &self.ns]);
         // Gone with the namespace's end normally; removed here if the move failed.
         let _ = run_tool("ip", &["link", "delete", &self.veth_root]);
+        for peer in self.peers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if ip(&["-o", "link", "show", peer]).is_ok() {
+                let _ = ip(&["link", "delete", peer]);
+            }
+        }
     }
 
     fn ip_in(&self, args: &[&str]) -> io::Result<String> {
@@ -421,6 +494,12 @@ impl Drop for NetnsServer {
     }
 }
 
+/// A number for the names of a new namespace and its links, unique in this process.
+pub(crate) fn next_number() -> u32 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A /30 of 10.213.0.0/16 that no interface here uses: (root side, namespace side).
 fn free_subnet(pid: u32, n: u32) -> io::Result<(Ipv4Addr, Ipv4Addr)> {
     let used = run_tool("ip", &["-o", "-4", "addr", "show"])?;
@@ -437,7 +516,7 @@ fn free_subnet(pid: u32, n: u32) -> io::Result<(Ipv4Addr, Ipv4Addr)> {
     Err(io::Error::other("no free /30 left in 10.213.0.0/16"))
 }
 
-fn ip(args: &[&str]) -> io::Result<String> {
+pub(crate) fn ip(args: &[&str]) -> io::Result<String> {
     run_tool("ip", args)
 }
 

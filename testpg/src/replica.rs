@@ -98,6 +98,11 @@ impl Replicated {
         Ok(pair)
     }
 
+    /// The two servers, standby first (the order they must be dropped in).
+    pub(crate) fn into_parts(self) -> (TestServer, TestServer) {
+        (self.standby, self.primary)
+    }
+
     /// The primary (stop, restart, log, pid, ...).
     pub fn primary(&self) -> &TestServer {
         &self.primary

@@ -591,8 +591,11 @@ impl TestServer {
             Duration::from_secs(PG_CTL_WAIT_SECS + 15),
         )
         .map_err(|e| self.with_log(e))?;
+        // Over the Unix socket where there is one: a server in a network namespace of its
+        // own (NetnsCluster) cannot be reached at 127.0.0.1.
+        let dsn = self.info.dsn_unix.as_ref().unwrap_or(&self.info.dsn);
         self.wait_for("pg_is_in_recovery() to become false", READY_TIMEOUT, || {
-            Ok(cmd::psql(&self.info.dsn, "select pg_is_in_recovery()", &[])? == "f")
+            Ok(cmd::psql(dsn, "select pg_is_in_recovery()", &[])? == "f")
         })
     }
 
