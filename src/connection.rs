@@ -703,6 +703,11 @@ impl Connection {
         self.core.driver.on_close.borrow_mut().push(hook);
     }
 
+    /// The session core, for the replication stream's CopyBoth exchange.
+    pub(crate) fn core(&self) -> &Rc<Core<LoopDriver>> {
+        &self.core
+    }
+
     /// Whether two handles are the same connection.
     pub fn same(&self, other: &Connection) -> bool {
         Rc::ptr_eq(&self.core, &other.core)

@@ -133,6 +133,7 @@ enum Kw {
     TargetSessionAttrs,
     MinProtocolVersion,
     MaxProtocolVersion,
+    Replication,
 }
 
 const KEYWORDS: &[(&str, Kw, Option<&str>)] = &[
@@ -212,13 +213,13 @@ const KEYWORDS: &[(&str, Kw, Option<&str>)] = &[
         Kw::MaxProtocolVersion,
         Some("PGMAXPROTOCOLVERSION"),
     ),
+    ("replication", Kw::Replication, None),
 ];
 
 /// Keywords libpq knows but momoko does not implement. Refusing them by name tells the user
 /// that the string is right but the feature is missing, rather than that it is misspelt.
 const UNSUPPORTED: &[&str] = &[
     "service",
-    "replication",
     "requirepeer",
     "require_auth",
     "krbsrvname",
@@ -316,6 +317,9 @@ pub struct Config {
     target_session_attrs: TargetSessionAttrs,
     load_balance_hosts: LoadBalanceHosts,
     protocol: protocol::ProtocolRange,
+    /// The walsender mode asked for: `database` (logical) or `true` (physical); `None` for
+    /// an ordinary session. Sent as the startup parameter `replication`, as libpq does.
+    replication: Option<&'static str>,
 }
 
 impl fmt::Debug for Config {
@@ -345,6 +349,7 @@ impl fmt::Debug for Config {
             .field("load_balance_hosts", &self.load_balance_hosts)
             .field("min_protocol_version", &self.get_min_protocol_version())
             .field("max_protocol_version", &self.get_max_protocol_version())
+            .field("replication", &self.replication)
             .finish()
     }
 }
@@ -362,6 +367,19 @@ impl FromStr for Config {
     /// Same as [`Config::parse`].
     fn from_str(s: &str) -> Result<Config, Error> {
         Config::parse(s)
+    }
+}
+
+/// The `replication` keyword's values, as the server reads them: `database` for a logical
+/// walsender, a boolean for a physical one (true) or none (false).
+fn parse_replication(value: &str) -> Result<Option<&'static str>, Error> {
+    match value.to_ascii_lowercase().as_str() {
+        "database" => Ok(Some("database")),
+        "true" | "on" | "yes" | "1" => Ok(Some("true")),
+        "false" | "off" | "no" | "0" => Ok(None),
+        _ => Err(Error::usage(format!(
+            "invalid replication value: \"{value}\" (database, true or false)"
+        ))),
     }
 }
 
@@ -424,6 +442,7 @@ impl Config {
             target_session_attrs: TargetSessionAttrs::Any,
             load_balance_hosts: LoadBalanceHosts::Disable,
             protocol: protocol::ProtocolRange::default(),
+            replication: None,
         }
     }
 
@@ -563,6 +582,9 @@ impl Config {
             value(Kw::MinProtocolVersion),
             value(Kw::MaxProtocolVersion),
         )?;
+        if let Some(r) = non_empty(Kw::Replication) {
+            config.replication = parse_replication(&r)?;
+        }
         // libpq only finds a mismatched host list or a bad address when it connects; finding
         // it here reports a bad string where it was written.
         config.targets()?;
@@ -870,7 +892,23 @@ impl Config {
                 .or(self.get_fallback_application_name()),
         );
         add("client_encoding", Some("UTF8"));
+        add("replication", self.replication);
         params
+    }
+
+    /// Asks for a walsender session: `"database"` (logical replication: replication
+    /// commands and SQL, on `dbname`) or `"true"` (physical); `"false"` (or any value the
+    /// `replication` keyword takes for off) asks for an ordinary session. Other values are
+    /// a Usage error. Only the simple protocol works on a walsender session.
+    pub fn replication(mut self, mode: &str) -> Result<Config, Error> {
+        self.replication = parse_replication(mode)?;
+        Ok(self)
+    }
+
+    /// The walsender mode asked for, as sent to the server: `Some("database")` (logical),
+    /// `Some("true")` (physical) or `None` (an ordinary session).
+    pub fn get_replication(&self) -> Option<&str> {
+        self.replication
     }
 
     fn slots(&self) -> Result<Vec<Slot>, Error> {

@@ -42,6 +42,7 @@
 
 pub(crate) mod cache;
 mod connect;
+mod copy_both;
 mod core;
 pub(crate) mod ops;
 mod target;
@@ -368,6 +369,9 @@ pub(crate) struct Session {
     /// The `now` of the latest call that passed one: the clock of requests released by a
     /// connect, whose query_timeout starts when the connection became ready.
     now: Option<Instant>,
+    /// A replication stream paused its reading: the socket is left unread (TCP pushes back
+    /// on the server) until it resumes; an error or a hang-up is still read.
+    read_paused: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -410,6 +414,7 @@ impl Session {
             actions: Vec::new(),
             config: None,
             now: None,
+            read_paused: false,
         }
     }
 
@@ -784,7 +789,7 @@ impl Session {
             return;
         }
         if self.proto.is_some() {
-            if readable || error || read_closed {
+            if (readable && !self.read_paused) || error || read_closed {
                 self.read(error || read_closed);
             }
             self.flush();
