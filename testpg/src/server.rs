@@ -709,6 +709,7 @@ impl TestServer {
              synchronous_commit = off\n\
              full_page_writes = off\n\
              huge_pages = off\n\
+             wal_level = logical\n\
              timezone = 'UTC'\n\
              lc_messages = 'C'\n\
              logging_collector = off\n\

@@ -1,0 +1,354 @@
+//! Logical and physical replication against a real server (wal_level = logical): the
+//! walsender commands, every change kind through a stream, streamed and aborted large
+//! transactions, an exported snapshot meeting the stream, consumers killed and restarted,
+//! idle slots, pause/resume, server restarts under reconnect(true), the server's errors, and
+//! the raw streams (test_decoding, physical WAL). Every wait is bounded.
+
+mod common;
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::{dsn, run_for, sleep, unique, wait_until};
+use momoko::replication::{
+    Change, Lsn, ReplicationConnection, ReplicationStream, SlotOptions, Snapshot, StreamOptions,
+    XLogData,
+};
+use momoko::{Connection, ErrorKind};
+
+/// A plain connection for the SQL side of a test.
+async fn sql(dsn: &str) -> Connection {
+    Connection::new(dsn).connect().await.unwrap()
+}
+
+async fn exec(conn: &Connection, q: &str) {
+    conn.execute(q, ())
+        .await
+        .unwrap_or_else(|e| panic!("{q}: {e}"));
+}
+
+async fn scalar<T: momoko::FromSql>(conn: &Connection, q: &str) -> T {
+    conn.execute(q, ())
+        .await
+        .unwrap_or_else(|e| panic!("{q}: {e}"))
+        .fetchone()
+        .unwrap()
+        .get(0)
+}
+
+/// A table `t(id int primary key, note text)`, a publication of it, and their names.
+async fn published_table(conn: &Connection) -> (String, String) {
+    let table = unique("rt");
+    let publication = unique("rp");
+    exec(
+        conn,
+        &format!("CREATE TABLE {table} (id int PRIMARY KEY, note text)"),
+    )
+    .await;
+    exec(
+        conn,
+        &format!("CREATE PUBLICATION {publication} FOR TABLE {table}"),
+    )
+    .await;
+    (table, publication)
+}
+
+/// What a stream delivered, shared with the test.
+type Seen = Rc<RefCell<Vec<Change>>>;
+
+/// Starts a pgoutput stream whose changes all go to the returned list; each Commit is
+/// confirmed when `confirm` is set.
+fn collect(
+    repl: &ReplicationConnection,
+    slot: &str,
+    options: StreamOptions,
+    confirm: bool,
+) -> (ReplicationStream, Seen) {
+    let seen: Seen = Rc::default();
+    let sink = seen.clone();
+    let stream = repl.start_logical(slot, Lsn::ZERO, options, move |s, change| {
+        if confirm {
+            if let Change::Commit { end_lsn, .. } | Change::StreamCommit { end_lsn, .. } = &change
+            {
+                s.confirm(*end_lsn);
+            }
+        }
+        sink.borrow_mut().push(change);
+    });
+    (stream, seen)
+}
+
+fn commits(seen: &Seen) -> usize {
+    seen.borrow()
+        .iter()
+        .filter(|c| matches!(c, Change::Commit { .. } | Change::StreamCommit { .. }))
+        .count()
+}
+
+/// The ids inserted in what was seen.
+fn inserted_ids(seen: &Seen) -> Vec<i32> {
+    seen.borrow()
+        .iter()
+        .filter_map(|c| match c {
+            Change::Insert { new, .. } => Some(new.get::<_, i32>("id")),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn confirmed_flush(conn: &Connection, slot: &str) -> Lsn {
+    let text: String = scalar(
+        conn,
+        &format!(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        ),
+    )
+    .await;
+    text.parse().unwrap()
+}
+
+#[test]
+fn identify_system_names_the_database_the_timeline_and_the_wal_position() {
+    let dsn = dsn();
+    run_for(30, async move {
+        let conn = sql(&dsn).await;
+        let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+        let sys = repl.identify_system().await.unwrap();
+        let db: String = scalar(&conn, "SELECT current_database()").await;
+        let id: String = scalar(&conn, "SELECT system_identifier::text FROM pg_control_system()").await;
+        assert_eq!(sys.dbname(), Some(db.as_str()));
+        assert_eq!(sys.systemid(), id);
+        assert_eq!(sys.timeline(), 1);
+        assert!(sys.xlogpos() > Lsn::ZERO);
+        // A walsender (replication=database) it is: pg_stat_replication lists it.
+        let pid = repl.backend_pid().unwrap();
+        let kind: String = scalar(
+            &conn,
+            &format!("SELECT backend_type FROM pg_stat_activity WHERE pid = {pid}"),
+        )
+        .await;
+        assert_eq!(kind, "walsender");
+        let phys = ReplicationConnection::connect_physical(&dsn).await.unwrap();
+        assert_eq!(phys.identify_system().await.unwrap().dbname(), None);
+        repl.close();
+        phys.close();
+    });
+}
+
+#[test]
+fn the_server_refuses_a_duplicate_slot_a_missing_slot_and_a_slot_in_use() {
+    let dsn = dsn();
+    run_for(60, async move {
+        let conn = sql(&dsn).await;
+        let (_, publication) = published_table(&conn).await;
+        let slot = unique("rs");
+        let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+        let info = repl
+            .create_slot(&slot, SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing))
+            .await
+            .unwrap();
+        assert_eq!(info.name(), slot);
+        assert_eq!(info.output_plugin(), Some("pgoutput"));
+        assert_eq!(info.snapshot_name(), None);
+        assert!(info.consistent_point() > Lsn::ZERO);
+
+        let dup = repl
+            .create_slot(&slot, SlotOptions::logical("pgoutput"))
+            .await
+            .unwrap_err();
+        assert_eq!(dup.code(), Some("42710"), "{dup}");
+
+        let missing = repl.start_logical(
+            "no_such_slot",
+            Lsn::ZERO,
+            StreamOptions::pgoutput(&[&publication]),
+            |_, _| {},
+        );
+        let e = missing.finished().await.unwrap_err();
+        assert_eq!(e.code(), Some("42704"), "{e}");
+
+        // The connection is usable again after a refused START_REPLICATION.
+        let options = StreamOptions::pgoutput(&[&publication]);
+        let first = repl.start_logical(&slot, Lsn::ZERO, options.clone(), |_, _| {});
+        let wait_active = format!(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !scalar::<bool>(&conn, &wait_active).await {
+            assert!(std::time::Instant::now() < deadline, "the slot never became active");
+            sleep(Duration::from_millis(20)).await;
+        }
+        let other = ReplicationConnection::connect(&dsn).await.unwrap();
+        let second = other.start_logical(&slot, Lsn::ZERO, options, |_, _| {});
+        let e = second.finished().await.unwrap_err();
+        assert_eq!(e.code(), Some("55006"), "{e}");
+
+        // Commands wait for the stream: a clear Usage error, not a confused server.
+        let busy = repl.identify_system().await.unwrap_err();
+        assert_eq!(busy.kind(), ErrorKind::Usage);
+
+        first.stop().await.unwrap();
+        assert!(first.finished().await.is_ok());
+        repl.drop_slot(&slot, true).await.unwrap();
+        let gone = repl.drop_slot(&slot, false).await.unwrap_err();
+        assert_eq!(gone.code(), Some("42704"));
+    });
+}
+
+#[test]
+fn every_change_kind_arrives_decoded_with_exact_values() {
+    let dsn = dsn();
+    run_for(60, async move {
+        let conn = sql(&dsn).await;
+        let (table, publication) = published_table(&conn).await;
+        let slot = unique("rs");
+        let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+        repl.create_slot(
+            &slot,
+            SlotOptions::logical("pgoutput")
+                .temporary(true)
+                .snapshot(Snapshot::Nothing),
+        )
+        .await
+        .unwrap();
+        let options = StreamOptions::pgoutput(&[&publication])
+            .proto_version(2)
+            .messages(true);
+        let (stream, seen) = collect(&repl, &slot, options, true);
+
+        exec(&conn, &format!("INSERT INTO {table} VALUES (1, 'one'), (2, NULL)")).await;
+        exec(&conn, &format!("UPDATE {table} SET note = 'uno' WHERE id = 1")).await;
+        exec(&conn, &format!("UPDATE {table} SET id = 3 WHERE id = 2")).await;
+        exec(&conn, &format!("ALTER TABLE {table} REPLICA IDENTITY FULL")).await;
+        exec(&conn, &format!("DELETE FROM {table} WHERE id = 1")).await;
+        exec(&conn, "SELECT pg_logical_emit_message(false, 'pfx', 'outside')").await;
+        exec(&conn, &format!("TRUNCATE {table} RESTART IDENTITY CASCADE")).await;
+        wait_until(20, "six transactions", || commits(&seen) >= 5).await;
+        wait_until(5, "the message", || {
+            seen.borrow()
+                .iter()
+                .any(|c| matches!(c, Change::Message { .. }))
+        })
+        .await;
+        stream.stop().await.unwrap();
+
+        let seen = seen.borrow();
+        let data: Vec<&Change> = seen
+            .iter()
+            .filter(|c| !matches!(c, Change::Begin { .. } | Change::Commit { .. } | Change::Relation { .. }))
+            .collect();
+        match data.as_slice() {
+            [Change::Insert { table: t, new: a, xid: None, .. }, Change::Insert { new: b, .. }, Change::Update { key: None, old: None, new: u1, .. }, Change::Update { key: Some(k), old: None, new: u2, .. }, Change::Delete { key: None, old: Some(old), .. }, Change::Message { transactional: false, prefix, content, .. }, Change::Truncate { tables, cascade: true, restart_identity: true, .. }] =>
+            {
+                assert_eq!(t.name(), table);
+                assert_eq!(t.schema(), "public");
+                let keys: Vec<&str> = t.columns().iter().filter(|c| c.is_key()).map(|c| c.name()).collect();
+                assert_eq!(keys, ["id"]);
+                assert_eq!((a.get::<_, i32>("id"), a.get::<_, Option<String>>("note")), (1, Some("one".into())));
+                assert_eq!((b.get::<_, i32>(0), b.get::<_, Option<String>>(1)), (2, None));
+                assert!(b.is_null("note"));
+                assert_eq!(u1.get::<_, String>("note"), "uno");
+                // The key changed: its old value comes as a key tuple.
+                assert_eq!(k.get::<_, i32>("id"), 2);
+                assert_eq!(u2.get::<_, i32>("id"), 3);
+                // REPLICA IDENTITY FULL: the whole old row.
+                assert_eq!((old.get::<_, i32>("id"), old.get::<_, String>("note")), (1, "uno".into()));
+                assert_eq!(prefix, "pfx");
+                assert_eq!(content.as_slice(), b"outside");
+                assert_eq!(tables.len(), 1);
+                assert_eq!(tables[0].name(), table);
+            }
+            other => panic!("unexpected changes: {other:#?}"),
+        }
+        // Commits carry increasing LSNs; Begin's final LSN is its Commit's.
+        let mut last_end = Lsn::ZERO;
+        let mut begin_final = None;
+        for c in seen.iter() {
+            match c {
+                Change::Begin { final_lsn, .. } => begin_final = Some(*final_lsn),
+                Change::Commit { commit_lsn, end_lsn, .. } => {
+                    assert_eq!(begin_final.take(), Some(*commit_lsn));
+                    assert!(*end_lsn > last_end);
+                    last_end = *end_lsn;
+                }
+                _ => {}
+            }
+        }
+        assert!(stream.confirmed_lsn() >= last_end);
+        repl.close();
+    });
+}
+
+#[test]
+fn test_decoding_text_arrives_through_the_raw_stream() {
+    let dsn = dsn();
+    run_for(60, async move {
+        let conn = sql(&dsn).await;
+        let table = unique("rtd");
+        exec(&conn, &format!("CREATE TABLE {table} (id int PRIMARY KEY)")).await;
+        let slot = unique("rs");
+        let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+        repl.create_slot(&slot, SlotOptions::logical("test_decoding").temporary(true))
+            .await
+            .unwrap();
+        let lines: Rc<RefCell<Vec<String>>> = Rc::default();
+        let sink = lines.clone();
+        let options = StreamOptions::plugin()
+            .option("include-xids", "0")
+            .option("skip-empty-xacts", "1");
+        let stream = repl.start_logical_raw(&slot, Lsn::ZERO, options, move |s, msg: XLogData| {
+            sink.borrow_mut().push(String::from_utf8(msg.data().to_vec()).unwrap());
+            assert!(msg.wal_end() >= msg.data_start());
+            s.confirm(msg.data_start());
+        });
+        exec(&conn, &format!("INSERT INTO {table} VALUES (7)")).await;
+        wait_until(20, "the COMMIT line", || lines.borrow().iter().any(|l| l == "COMMIT")).await;
+        stream.stop().await.unwrap();
+        let lines = lines.borrow();
+        let ours: Vec<&String> = lines
+            .iter()
+            .skip_while(|l| !l.contains(&table))
+            .collect();
+        assert_eq!(
+            ours.first().map(|s| s.as_str()),
+            Some(format!("table public.{table}: INSERT: id[integer]:7").as_str())
+        );
+        repl.close();
+    });
+}
+
+#[test]
+fn physical_wal_arrives_from_the_position_asked_for() {
+    let dsn = dsn();
+    run_for(60, async move {
+        let conn = sql(&dsn).await;
+        let phys = ReplicationConnection::connect_physical(&dsn).await.unwrap();
+        let sys = phys.identify_system().await.unwrap();
+        let received: Rc<RefCell<Vec<(Lsn, usize)>>> = Rc::default();
+        let sink = received.clone();
+        let stream = phys.start_physical(
+            None,
+            sys.xlogpos(),
+            Some(sys.timeline()),
+            StreamOptions::physical().status_interval(Duration::from_secs(1)),
+            move |_, msg: XLogData| sink.borrow_mut().push((msg.data_start(), msg.data().len())),
+        );
+        let table = unique("rph");
+        exec(&conn, &format!("CREATE TABLE {table} AS SELECT generate_series(1, 1000) AS n")).await;
+        wait_until(20, "WAL", || received.borrow().iter().map(|r| r.1).sum::<usize>() > 1000).await;
+        stream.stop().await.unwrap();
+        let received = received.borrow();
+        // Contiguous WAL from the position asked for (streaming starts at its page).
+        let first = received[0].0;
+        assert!(u64::from(first) <= u64::from(sys.xlogpos()));
+        let mut next = first;
+        for (start, len) in received.iter() {
+            assert_eq!(*start, next, "WAL arrives contiguous");
+            next = Lsn::from(u64::from(*start) + *len as u64);
+        }
+        assert!(stream.received_lsn() >= next);
+        phys.close();
+    });
+}
