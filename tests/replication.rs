@@ -8,6 +8,7 @@ mod common;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use momoko::replication::{
     XLogData,
 };
 use momoko::{Connection, ErrorKind};
+use momoko_testpg::{StopMode, TestServer};
 
 /// A plain connection for the SQL side of a test.
 async fn sql(dsn: &str) -> Connection {
@@ -350,5 +352,155 @@ fn physical_wal_arrives_from_the_position_asked_for() {
         }
         assert!(stream.received_lsn() >= next);
         phys.close();
+    });
+}
+
+#[test]
+fn a_large_transaction_arrives_in_streamed_blocks_and_an_aborted_one_ends_with_stream_abort() {
+    let dsn = dsn();
+    run_for(120, async move {
+        let conn = sql(&dsn).await;
+        let (table, publication) = published_table(&conn).await;
+        let slot = unique("rs");
+        // The walsender decodes: its own logical_decoding_work_mem decides when to stream.
+        let repl = ReplicationConnection::connect(&format!(
+            "{dsn} options='-c logical_decoding_work_mem=64kB'"
+        ))
+        .await
+        .unwrap();
+        repl.create_slot(&slot, SlotOptions::logical("pgoutput").temporary(true))
+            .await
+            .unwrap();
+        let options = StreamOptions::pgoutput(&[&publication])
+            .proto_version(2)
+            .streaming(true);
+        let (stream, seen) = collect(&repl, &slot, options, true);
+        exec(
+            &conn,
+            &format!("INSERT INTO {table} SELECT g, 'row ' || g FROM generate_series(1, 20000) g"),
+        )
+        .await;
+        exec(
+            &conn,
+            &format!(
+                "BEGIN; INSERT INTO {table} SELECT g, 'gone' FROM generate_series(20001, 40000) g; \
+                 ROLLBACK"
+            ),
+        )
+        .await;
+        wait_until(60, "the StreamAbort", || {
+            seen.borrow().iter().any(|c| matches!(c, Change::StreamAbort { .. }))
+        })
+        .await;
+        stream.stop().await.unwrap();
+
+        let seen = seen.borrow();
+        let xids: Vec<u32> = seen
+            .iter()
+            .filter_map(|c| match c {
+                Change::StreamStart { xid, .. } => Some(*xid),
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(xids.len(), 2, "two streamed transactions");
+        let (committed, aborted) = (xids[0], xids[1]);
+        let blocks = |x: u32| {
+            seen.iter()
+                .filter(|c| matches!(c, Change::StreamStart { xid, .. } if *xid == x))
+                .count()
+        };
+        assert!(blocks(committed) >= 2, "20,000 rows over 64kB come in several blocks");
+        assert!(blocks(aborted) >= 2);
+        // The first block says so; the later ones do not.
+        let firsts: Vec<bool> = seen
+            .iter()
+            .filter_map(|c| match c {
+                Change::StreamStart { xid, first, .. } if *xid == committed => Some(*first),
+                _ => None,
+            })
+            .collect();
+        assert!(firsts[0] && firsts[1..].iter().all(|f| !f));
+        let mut ids = Vec::new();
+        let mut inside = false;
+        for c in seen.iter() {
+            match c {
+                Change::StreamStart { .. } => inside = true,
+                Change::StreamStop { .. } => inside = false,
+                Change::Insert { new, xid, .. } => {
+                    assert!(inside, "streamed changes arrive inside a block");
+                    if *xid == Some(committed) {
+                        ids.push(new.get::<_, i32>("id"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(ids, (1..=20000).collect::<Vec<_>>());
+        assert!(seen.iter().any(|c| matches!(c, Change::StreamCommit { xid, .. } if *xid == committed)));
+        assert!(seen.iter().any(
+            |c| matches!(c, Change::StreamAbort { xid, subxid, .. } if *xid == aborted && *subxid == aborted)
+        ));
+        assert!(!seen.iter().any(|c| matches!(c, Change::Commit { .. })), "no ordinary commit");
+        repl.close();
+    });
+}
+
+#[test]
+fn an_exported_snapshot_and_the_stream_meet_exactly() {
+    let dsn = dsn();
+    run_for(60, async move {
+        let conn = sql(&dsn).await;
+        let (table, publication) = published_table(&conn).await;
+        let insert = |from: i32, to: i32| {
+            format!("INSERT INTO {table} SELECT g, 'x' FROM generate_series({from}, {to}) g")
+        };
+        exec(&conn, &insert(1, 100)).await;
+        // A transaction still open while the slot is created: the slot waits for it, and
+        // it commits before the consistent point.
+        let open = sql(&dsn).await;
+        exec(&open, &format!("BEGIN; {}", insert(101, 150))).await;
+        let slot = unique("rs");
+        let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+        let created = repl.create_slot(
+            &slot,
+            SlotOptions::logical("pgoutput")
+                .temporary(true)
+                .snapshot(Snapshot::Export),
+        );
+        sleep(Duration::from_millis(300)).await;
+        assert!(!created.done(), "the slot waits for the open transaction");
+        exec(&open, "COMMIT").await;
+        let info = created.await.unwrap();
+        let snapshot = info.snapshot_name().expect("an exported snapshot").to_owned();
+        // After the consistent point: in the stream, not in the copy.
+        exec(&conn, &insert(151, 200)).await;
+        let copier = sql(&dsn).await;
+        exec(&copier, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+        exec(&copier, &format!("SET TRANSACTION SNAPSHOT '{snapshot}'")).await;
+        let copied: BTreeSet<i32> = copier
+            .execute(&format!("SELECT id FROM {table}"), ())
+            .await
+            .unwrap()
+            .fetchall()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        exec(&copier, "COMMIT").await;
+        let (stream, seen) = collect(
+            &repl,
+            &slot,
+            StreamOptions::pgoutput(&[&publication]),
+            true,
+        );
+        exec(&conn, &insert(201, 250)).await;
+        wait_until(20, "every row after the snapshot", || inserted_ids(&seen).len() >= 100).await;
+        stream.stop().await.unwrap();
+        let streamed: BTreeSet<i32> = inserted_ids(&seen).into_iter().collect();
+        assert_eq!(copied, (1..=150).collect());
+        assert_eq!(streamed, (151..=250).collect());
+        assert_eq!(inserted_ids(&seen).len(), 100, "no row twice in the stream");
+        repl.close();
     });
 }
