@@ -504,3 +504,172 @@ fn an_exported_snapshot_and_the_stream_meet_exactly() {
         repl.close();
     });
 }
+
+/// How a consumer round of `a_consumer_killed_..` ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kill {
+    /// After `n` stored commits and part of the next transaction: the connection dropped.
+    Close(usize),
+    /// The same, its walsender killed by pg_terminate_backend.
+    Terminate(usize),
+    /// Right after the `n`th commit is stored and confirmed, before any status update.
+    AfterConfirm(usize),
+    /// Never: the round reads everything and stops cleanly.
+    Never,
+}
+
+/// The consumer's durable output: every id it stored, and the end LSN stored with them.
+#[derive(Default)]
+struct Store {
+    ids: Vec<i32>,
+    end_lsn: Lsn,
+}
+
+/// What one consumer round saw.
+#[derive(Default)]
+struct Round {
+    pending: Vec<i32>,
+    commits: Vec<Lsn>,
+    first_final_lsn: Option<Lsn>,
+    killable: bool,
+}
+
+#[test]
+fn a_consumer_killed_at_several_points_sees_every_committed_row_and_the_slot_never_passes_unconfirmed_work(
+) {
+    let dsn = dsn();
+    run_for(120, async move {
+        let conn = sql(&dsn).await;
+        let (table, publication) = published_table(&conn).await;
+        let slot = unique("rs");
+        let admin = ReplicationConnection::connect(&dsn).await.unwrap();
+        admin
+            .create_slot(&slot, SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing))
+            .await
+            .unwrap();
+        admin.close();
+        for t in 0..30 {
+            exec(
+                &conn,
+                &format!(
+                    "INSERT INTO {table} SELECT g, 'x' FROM generate_series({}, {}) g",
+                    t * 10 + 1,
+                    t * 10 + 10
+                ),
+            )
+            .await;
+        }
+        let store: Rc<RefCell<Store>> = Rc::default();
+        let inactive = format!(
+            "SELECT NOT active FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        );
+        let mut slot_at = confirmed_flush(&conn, &slot).await;
+        for kill in [
+            Kill::Close(5),
+            Kill::Terminate(5),
+            Kill::AfterConfirm(3),
+            Kill::Close(4),
+            Kill::Never,
+        ] {
+            let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+            let round: Rc<RefCell<Round>> = Rc::default();
+            let (r, st) = (round.clone(), store.clone());
+            let options = StreamOptions::pgoutput(&[&publication])
+                .status_interval(Duration::from_millis(100));
+            let stream = repl.start_logical(&slot, Lsn::ZERO, options, move |s, change| {
+                let mut r = r.borrow_mut();
+                if r.killable {
+                    return;
+                }
+                let stored = r.commits.len();
+                match change {
+                    Change::Begin { final_lsn, .. } => {
+                        r.first_final_lsn.get_or_insert(final_lsn);
+                    }
+                    Change::Insert { new, .. } => {
+                        r.pending.push(new.get("id"));
+                        let partial = r.pending.len() >= 3;
+                        if partial && matches!(kill, Kill::Close(n) | Kill::Terminate(n) if stored == n) {
+                            // Received, never confirmed: the consumer dies here.
+                            s.pause();
+                            r.killable = true;
+                        }
+                    }
+                    Change::Commit { end_lsn, .. } => {
+                        let mut st = st.borrow_mut();
+                        st.ids.append(&mut r.pending);
+                        st.end_lsn = end_lsn;
+                        s.confirm(end_lsn);
+                        r.commits.push(end_lsn);
+                        if kill == Kill::AfterConfirm(r.commits.len()) {
+                            s.pause();
+                            r.killable = true;
+                        }
+                    }
+                    _ => {}
+                }
+            });
+            match kill {
+                Kill::Never => {
+                    wait_until(30, "every row", || {
+                        store.borrow().ids.iter().copied().collect::<BTreeSet<_>>().len() == 300
+                    })
+                    .await;
+                    stream.stop().await.unwrap();
+                }
+                _ => {
+                    wait_until(30, "the kill point", || round.borrow().killable).await;
+                    match kill {
+                        Kill::Terminate(_) => {
+                            let pid = repl.backend_pid().unwrap();
+                            exec(&conn, &format!("SELECT pg_terminate_backend({pid})")).await;
+                            let e = stream.finished().await.unwrap_err();
+                            assert!(e.is_connection_lost(), "{e}");
+                        }
+                        Kill::Close(_) => {
+                            // This consumer reported before dying: the slot is where its
+                            // store is, and nothing stored comes again.
+                            stream.send_feedback().await.unwrap();
+                            let stored = store.borrow().end_lsn;
+                            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                            while confirmed_flush(&conn, &slot).await != stored {
+                                assert!(std::time::Instant::now() < deadline, "feedback lost");
+                                sleep(Duration::from_millis(20)).await;
+                            }
+                            repl.close();
+                        }
+                        _ => repl.close(),
+                    }
+                }
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !scalar::<bool>(&conn, &inactive).await {
+                assert!(std::time::Instant::now() < deadline, "the walsender never left");
+                sleep(Duration::from_millis(20)).await;
+            }
+            let round = round.borrow();
+            // Re-sent: only transactions past the slot's confirmed position.
+            assert!(
+                round.first_final_lsn.is_none_or(|f| f > slot_at),
+                "{kill:?}: a transaction at or before the confirmed {slot_at} was sent again"
+            );
+            assert!(round.commits.iter().all(|c| *c > slot_at));
+            let now_at = confirmed_flush(&conn, &slot).await;
+            let stored = store.borrow().end_lsn;
+            assert!(
+                now_at <= stored.max(slot_at),
+                "{kill:?}: the slot ({now_at}) passed what the consumer stored ({stored})"
+            );
+            assert!(now_at >= slot_at, "the slot never moves back");
+            slot_at = now_at;
+        }
+        let store = store.borrow();
+        let distinct: BTreeSet<i32> = store.ids.iter().copied().collect();
+        assert_eq!(distinct, (1..=300).collect(), "every committed row at least once");
+        // Duplicates only from rounds that died before reporting (at least once).
+        assert!(store.ids.len() > 300);
+        assert_eq!(confirmed_flush(&conn, &slot).await, store.end_lsn);
+        let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+        repl.drop_slot(&slot, true).await.unwrap();
+    });
+}
