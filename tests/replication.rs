@@ -673,3 +673,196 @@ fn a_consumer_killed_at_several_points_sees_every_committed_row_and_the_slot_nev
         repl.drop_slot(&slot, true).await.unwrap();
     });
 }
+
+#[test]
+fn an_idle_slot_advances_while_only_unpublished_tables_change_but_never_past_unconfirmed_work() {
+    let dsn = dsn();
+    run_for(90, async move {
+        let conn = sql(&dsn).await;
+        let (table, publication) = published_table(&conn).await;
+        let other = unique("rother");
+        exec(&conn, &format!("CREATE TABLE {other} (n int)")).await;
+        let slot = unique("rs");
+        let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+        repl.create_slot(&slot, SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing))
+            .await
+            .unwrap();
+        let hold = Rc::new(std::cell::Cell::new(false));
+        let seen: Seen = Rc::default();
+        let (sink, holding) = (seen.clone(), hold.clone());
+        let options = StreamOptions::pgoutput(&[&publication])
+            .status_interval(Duration::from_millis(100));
+        let stream = repl.start_logical(&slot, Lsn::ZERO, options, move |s, change| {
+            if let Change::Commit { end_lsn, .. } = &change {
+                if !holding.get() {
+                    s.confirm(*end_lsn);
+                }
+            }
+            sink.borrow_mut().push(change);
+        });
+        let start = confirmed_flush(&conn, &slot).await;
+        for n in 0..50 {
+            exec(&conn, &format!("INSERT INTO {other} VALUES ({n})")).await;
+        }
+        let other_end: String = scalar(&conn, "SELECT pg_current_wal_lsn()::text").await;
+        let other_end: Lsn = other_end.parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while confirmed_flush(&conn, &slot).await < other_end {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the idle slot stayed at {} (from {start}) while WAL reached {other_end}",
+                confirmed_flush(&conn, &slot).await
+            );
+            sleep(Duration::from_millis(50)).await;
+        }
+        assert!(seen.borrow().is_empty(), "nothing published changed");
+
+        // A published transaction received and not confirmed holds the slot, whatever
+        // unpublished tables do after it.
+        hold.set(true);
+        exec(&conn, &format!("INSERT INTO {table} VALUES (1, 'held')")).await;
+        wait_until(20, "the held commit", || commits(&seen) == 1).await;
+        let held_end = match seen.borrow().last() {
+            Some(Change::Commit { end_lsn, .. }) => *end_lsn,
+            other => panic!("expected the Commit, got {other:?}"),
+        };
+        for n in 0..50 {
+            exec(&conn, &format!("INSERT INTO {other} VALUES ({n})")).await;
+        }
+        sleep(Duration::from_millis(1500)).await;
+        let at = confirmed_flush(&conn, &slot).await;
+        assert!(at < held_end, "the slot ({at}) passed an unconfirmed commit ({held_end})");
+        // Confirmed, it moves on.
+        stream.confirm(held_end);
+        stream.send_feedback().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while confirmed_flush(&conn, &slot).await < held_end {
+            assert!(std::time::Instant::now() < deadline, "the confirmed commit never reached the slot");
+            sleep(Duration::from_millis(20)).await;
+        }
+        stream.stop().await.unwrap();
+        repl.drop_slot(&slot, true).await.unwrap();
+    });
+}
+
+#[test]
+fn pause_stops_the_callbacks_and_resume_delivers_what_waited_in_order() {
+    let dsn = dsn();
+    run_for(60, async move {
+        let conn = sql(&dsn).await;
+        let (table, publication) = published_table(&conn).await;
+        let slot = unique("rs");
+        let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+        repl.create_slot(&slot, SlotOptions::logical("pgoutput").temporary(true))
+            .await
+            .unwrap();
+        let (stream, seen) = collect(&repl, &slot, StreamOptions::pgoutput(&[&publication]), true);
+        exec(&conn, &format!("INSERT INTO {table} VALUES (1, 'a')")).await;
+        wait_until(20, "the first row", || inserted_ids(&seen) == [1]).await;
+        stream.pause();
+        assert!(stream.is_paused());
+        for id in 2..=200 {
+            exec(&conn, &format!("INSERT INTO {table} VALUES ({id}, repeat('x', 1000))")).await;
+        }
+        sleep(Duration::from_millis(500)).await;
+        assert_eq!(inserted_ids(&seen), [1], "no callback while paused");
+        let received_while_paused = stream.received_lsn();
+        // Status updates still go out while paused: the server keeps the stream.
+        stream.send_feedback().await.unwrap();
+        stream.resume();
+        wait_until(20, "every row", || inserted_ids(&seen).len() == 200).await;
+        assert_eq!(inserted_ids(&seen), (1..=200).collect::<Vec<_>>());
+        assert!(stream.received_lsn() > received_while_paused);
+        stream.stop().await.unwrap();
+        repl.close();
+    });
+}
+
+/// A private server, for what changes server settings or restarts it.
+fn private_server() -> Arc<TestServer> {
+    Arc::new(TestServer::start().expect("a private server"))
+}
+
+#[test]
+fn a_stream_idle_past_wal_sender_timeout_is_kept_by_answering_keepalives() {
+    let server = private_server();
+    let dsn = server.info().dsn.clone();
+    run_for(60, async move {
+        let conn = sql(&dsn).await;
+        exec(&conn, "ALTER SYSTEM SET wal_sender_timeout = '2s'").await;
+        exec(&conn, "SELECT pg_reload_conf()").await;
+        let (table, publication) = published_table(&conn).await;
+        let slot = unique("rs");
+        let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+        let timeout: String = repl
+            .execute("SHOW wal_sender_timeout")
+            .await
+            .unwrap()
+            .fetchone()
+            .unwrap()
+            .get(0);
+        assert_eq!(timeout, "2s");
+        repl.create_slot(&slot, SlotOptions::logical("pgoutput").temporary(true))
+            .await
+            .unwrap();
+        // status_interval (10 s) is far past the timeout: only the replies to the server's
+        // keepalives keep the stream.
+        let (stream, seen) = collect(&repl, &slot, StreamOptions::pgoutput(&[&publication]), true);
+        let pid = repl.backend_pid().unwrap();
+        sleep(Duration::from_secs(6)).await;
+        assert!(!stream.is_over(), "the server ended an idle stream");
+        let still: i64 = scalar(
+            &conn,
+            &format!("SELECT count(*) FROM pg_stat_replication WHERE pid = {pid}"),
+        )
+        .await;
+        assert_eq!(still, 1);
+        exec(&conn, &format!("INSERT INTO {table} VALUES (5, 'after idle')")).await;
+        wait_until(20, "the row after the idle time", || inserted_ids(&seen) == [5]).await;
+        stream.stop().await.unwrap();
+        repl.close();
+    });
+}
+
+#[test]
+fn a_server_restart_under_reconnect_loses_nothing() {
+    let server = private_server();
+    let dsn = server.info().dsn.clone();
+    run_for(120, async move {
+        let conn = sql(&dsn).await;
+        let (table, publication) = published_table(&conn).await;
+        let slot = unique("rs");
+        let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+        repl.create_slot(&slot, SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing))
+            .await
+            .unwrap();
+        let options = StreamOptions::pgoutput(&[&publication])
+            .status_interval(Duration::from_millis(100))
+            .reconnect(true)
+            .reconnect_interval(Duration::from_millis(100));
+        let (stream, seen) = collect(&repl, &slot, options, true);
+        for id in 1..=10 {
+            exec(&conn, &format!("INSERT INTO {table} VALUES ({id}, 'before')")).await;
+        }
+        wait_until(20, "the rows before", || inserted_ids(&seen).len() >= 10).await;
+        let pid = repl.backend_pid();
+        for mode in [StopMode::Fast, StopMode::Immediate] {
+            server.restart(mode).unwrap();
+        }
+        let conn = sql(&dsn).await;
+        for id in 11..=20 {
+            exec(&conn, &format!("INSERT INTO {table} VALUES ({id}, 'after')")).await;
+        }
+        wait_until(30, "the rows after the restarts", || {
+            inserted_ids(&seen).iter().copied().collect::<BTreeSet<_>>().len() == 20
+        })
+        .await;
+        assert!(!stream.is_over());
+        assert_ne!(repl.backend_pid(), pid, "a new walsender");
+        stream.stop().await.unwrap();
+        assert!(stream.finished().await.is_ok());
+        let ids: BTreeSet<i32> = inserted_ids(&seen).into_iter().collect();
+        assert_eq!(ids, (1..=20).collect());
+        repl.drop_slot(&slot, true).await.unwrap();
+    });
+}
