@@ -69,7 +69,13 @@ fn change_to_json(change: &Change) -> Result<Option<Json>, Error> {
         Change::Insert { table, new, .. } => {
             json!({ "op": "insert", "table": table_name(table), "new": tuple_to_json(table, new)? })
         }
-        Change::Update { table, key, old, new, .. } => {
+        Change::Update {
+            table,
+            key,
+            old,
+            new,
+            ..
+        } => {
             let mut o = json!({ "op": "update", "table": table_name(table),
                                 "new": tuple_to_json(table, new)? });
             if let Some(k) = key.as_ref().or(old.as_ref()) {
@@ -77,7 +83,9 @@ fn change_to_json(change: &Change) -> Result<Option<Json>, Error> {
             }
             o
         }
-        Change::Delete { table, key, old, .. } => {
+        Change::Delete {
+            table, key, old, ..
+        } => {
             let old = key.as_ref().or(old.as_ref());
             json!({ "op": "delete", "table": table_name(table),
                     "old": old.map(|t| tuple_to_json(table, t)).transpose()? })
@@ -108,7 +116,10 @@ fn main() -> Result<(), Error> {
     IoLoop::new().run_sync(async move {
         let repl = ReplicationConnection::connect(&dsn).await?;
         match repl
-            .create_slot(&slot, SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing))
+            .create_slot(
+                &slot,
+                SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing),
+            )
             .await
         {
             Ok(info) => eprintln!("cdc: created slot {slot} at {}", info.consistent_point()),
@@ -123,12 +134,17 @@ fn main() -> Result<(), Error> {
         // The transaction being read: its lines are printed at its Commit, then confirmed.
         let mut lines: Vec<Json> = Vec::new();
         let (count, seen, fail) = (done_txns.clone(), last_seen.clone(), failed.clone());
-        let options = StreamOptions::pgoutput(&[&publication]).status_interval(Duration::from_secs(1));
+        let options =
+            StreamOptions::pgoutput(&[&publication]).status_interval(Duration::from_secs(1));
         let stream = repl.start_logical(&slot, Lsn::ZERO, options, move |stream, change| {
             seen.set(Instant::now());
             match &change {
                 Change::Begin { .. } => lines.clear(),
-                Change::Commit { end_lsn, commit_time, .. } => {
+                Change::Commit {
+                    end_lsn,
+                    commit_time,
+                    ..
+                } => {
                     let at = commit_time
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_micros() as u64)
@@ -168,7 +184,8 @@ fn main() -> Result<(), Error> {
             }
             sleep(&IoLoop::current(), Duration::from_millis(20)).await;
         }
-        if let Some(e) = failed.borrow_mut().take() {
+        let failure = failed.borrow_mut().take();
+        if let Some(e) = failure {
             let _ = stream.stop().await;
             return Err(e);
         }

@@ -503,6 +503,7 @@ fn typed_rows() {
 }
 
 /// Runs SQL on the suite's server (setup and changes for the CDC example).
+#[cfg(feature = "json")]
 fn sql(statements: &[String]) {
     let dsn = dsn();
     let statements = statements.to_vec();
@@ -511,7 +512,9 @@ fn sql(statements: &[String]) {
             async move {
                 let conn = momoko::connect(&dsn).await.unwrap();
                 for q in statements {
-                    conn.execute(&q, ()).await.unwrap_or_else(|e| panic!("{q}: {e}"));
+                    conn.execute(&q, ())
+                        .await
+                        .unwrap_or_else(|e| panic!("{q}: {e}"));
                 }
             },
             Duration::from_secs(30),
@@ -519,6 +522,7 @@ fn sql(statements: &[String]) {
         .expect("the SQL did not finish in time");
 }
 
+#[cfg(feature = "json")]
 #[test]
 fn cdc_prints_each_committed_change_and_resumes_where_it_stopped() {
     let id = std::process::id();
@@ -562,23 +566,42 @@ fn cdc_prints_each_committed_change_and_resumes_where_it_stopped() {
     let t = format!("public.{table}");
     let ops: Vec<(String, String)> = lines
         .iter()
-        .map(|l| (l["op"].as_str().unwrap().to_owned(), l["table"].as_str().unwrap().to_owned()))
+        .map(|l| {
+            (
+                l["op"].as_str().unwrap().to_owned(),
+                l["table"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let expect = |op: &str| (op.to_owned(), t.clone());
     assert_eq!(
         ops,
-        [expect("insert"), expect("insert"), expect("update"), expect("delete")]
+        [
+            expect("insert"),
+            expect("insert"),
+            expect("update"),
+            expect("delete")
+        ]
     );
     assert_eq!(lines[0]["new"], serde_json::json!({"id": 1, "note": "one"}));
     assert_eq!(lines[1]["new"], serde_json::json!({"id": 2, "note": "two"}));
     assert_eq!(lines[2]["new"], serde_json::json!({"id": 1, "note": "uno"}));
     assert_eq!(lines[3]["old"], serde_json::json!({"id": 2, "note": null}));
-    assert_eq!(lines[0]["lsn"], lines[1]["lsn"], "one transaction, one commit LSN");
+    assert_eq!(
+        lines[0]["lsn"], lines[1]["lsn"],
+        "one transaction, one commit LSN"
+    );
     // Resumed: only what came after the last confirmed transaction.
     sql(&[format!("INSERT INTO {table} VALUES (3, 'three')")]);
     let out = run(&["--transactions", "1"]);
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 1, "{out}");
-    assert_eq!(lines[0]["new"], serde_json::json!({"id": 3, "note": "three"}));
+    assert_eq!(
+        lines[0]["new"],
+        serde_json::json!({"id": 3, "note": "three"})
+    );
     sql(&[format!("SELECT pg_drop_replication_slot('{slot}')")]);
 }

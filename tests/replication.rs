@@ -8,8 +8,8 @@ mod common;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{dsn, run_for, sleep, unique, wait_until};
@@ -72,8 +72,7 @@ fn collect(
     let sink = seen.clone();
     let stream = repl.start_logical(slot, Lsn::ZERO, options, move |s, change| {
         if confirm {
-            if let Change::Commit { end_lsn, .. } | Change::StreamCommit { end_lsn, .. } = &change
-            {
+            if let Change::Commit { end_lsn, .. } | Change::StreamCommit { end_lsn, .. } = &change {
                 s.confirm(*end_lsn);
             }
         }
@@ -119,7 +118,11 @@ fn identify_system_names_the_database_the_timeline_and_the_wal_position() {
         let repl = ReplicationConnection::connect(&dsn).await.unwrap();
         let sys = repl.identify_system().await.unwrap();
         let db: String = scalar(&conn, "SELECT current_database()").await;
-        let id: String = scalar(&conn, "SELECT system_identifier::text FROM pg_control_system()").await;
+        let id: String = scalar(
+            &conn,
+            "SELECT system_identifier::text FROM pg_control_system()",
+        )
+        .await;
         assert_eq!(sys.dbname(), Some(db.as_str()));
         assert_eq!(sys.systemid(), id);
         assert_eq!(sys.timeline(), 1);
@@ -148,7 +151,10 @@ fn the_server_refuses_a_duplicate_slot_a_missing_slot_and_a_slot_in_use() {
         let slot = unique("rs");
         let repl = ReplicationConnection::connect(&dsn).await.unwrap();
         let info = repl
-            .create_slot(&slot, SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing))
+            .create_slot(
+                &slot,
+                SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing),
+            )
             .await
             .unwrap();
         assert_eq!(info.name(), slot);
@@ -174,12 +180,14 @@ fn the_server_refuses_a_duplicate_slot_a_missing_slot_and_a_slot_in_use() {
         // The connection is usable again after a refused START_REPLICATION.
         let options = StreamOptions::pgoutput(&[&publication]);
         let first = repl.start_logical(&slot, Lsn::ZERO, options.clone(), |_, _| {});
-        let wait_active = format!(
-            "SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"
-        );
+        let wait_active =
+            format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !scalar::<bool>(&conn, &wait_active).await {
-            assert!(std::time::Instant::now() < deadline, "the slot never became active");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slot never became active"
+            );
             sleep(Duration::from_millis(20)).await;
         }
         let other = ReplicationConnection::connect(&dsn).await.unwrap();
@@ -220,12 +228,24 @@ fn every_change_kind_arrives_decoded_with_exact_values() {
             .messages(true);
         let (stream, seen) = collect(&repl, &slot, options, true);
 
-        exec(&conn, &format!("INSERT INTO {table} VALUES (1, 'one'), (2, NULL)")).await;
-        exec(&conn, &format!("UPDATE {table} SET note = 'uno' WHERE id = 1")).await;
+        exec(
+            &conn,
+            &format!("INSERT INTO {table} VALUES (1, 'one'), (2, NULL)"),
+        )
+        .await;
+        exec(
+            &conn,
+            &format!("UPDATE {table} SET note = 'uno' WHERE id = 1"),
+        )
+        .await;
         exec(&conn, &format!("UPDATE {table} SET id = 3 WHERE id = 2")).await;
         exec(&conn, &format!("ALTER TABLE {table} REPLICA IDENTITY FULL")).await;
         exec(&conn, &format!("DELETE FROM {table} WHERE id = 1")).await;
-        exec(&conn, "SELECT pg_logical_emit_message(false, 'pfx', 'outside')").await;
+        exec(
+            &conn,
+            "SELECT pg_logical_emit_message(false, 'pfx', 'outside')",
+        )
+        .await;
         exec(&conn, &format!("TRUNCATE {table} RESTART IDENTITY CASCADE")).await;
         wait_until(20, "six transactions", || commits(&seen) >= 5).await;
         wait_until(5, "the message", || {
@@ -239,24 +259,71 @@ fn every_change_kind_arrives_decoded_with_exact_values() {
         let seen = seen.borrow();
         let data: Vec<&Change> = seen
             .iter()
-            .filter(|c| !matches!(c, Change::Begin { .. } | Change::Commit { .. } | Change::Relation { .. }))
+            .filter(|c| {
+                !matches!(
+                    c,
+                    Change::Begin { .. } | Change::Commit { .. } | Change::Relation { .. }
+                )
+            })
             .collect();
         match data.as_slice() {
-            [Change::Insert { table: t, new: a, xid: None, .. }, Change::Insert { new: b, .. }, Change::Update { key: None, old: None, new: u1, .. }, Change::Update { key: Some(k), old: None, new: u2, .. }, Change::Delete { key: None, old: Some(old), .. }, Change::Message { transactional: false, prefix, content, .. }, Change::Truncate { tables, cascade: true, restart_identity: true, .. }] =>
-            {
+            [Change::Insert {
+                table: t,
+                new: a,
+                xid: None,
+                ..
+            }, Change::Insert { new: b, .. }, Change::Update {
+                key: None,
+                old: None,
+                new: u1,
+                ..
+            }, Change::Update {
+                key: Some(k),
+                old: None,
+                new: u2,
+                ..
+            }, Change::Delete {
+                key: None,
+                old: Some(old),
+                ..
+            }, Change::Message {
+                transactional: false,
+                prefix,
+                content,
+                ..
+            }, Change::Truncate {
+                tables,
+                cascade: true,
+                restart_identity: true,
+                ..
+            }] => {
                 assert_eq!(t.name(), table);
                 assert_eq!(t.schema(), "public");
-                let keys: Vec<&str> = t.columns().iter().filter(|c| c.is_key()).map(|c| c.name()).collect();
+                let keys: Vec<&str> = t
+                    .columns()
+                    .iter()
+                    .filter(|c| c.is_key())
+                    .map(|c| c.name())
+                    .collect();
                 assert_eq!(keys, ["id"]);
-                assert_eq!((a.get::<_, i32>("id"), a.get::<_, Option<String>>("note")), (1, Some("one".into())));
-                assert_eq!((b.get::<_, i32>(0), b.get::<_, Option<String>>(1)), (2, None));
+                assert_eq!(
+                    (a.get::<_, i32>("id"), a.get::<_, Option<String>>("note")),
+                    (1, Some("one".into()))
+                );
+                assert_eq!(
+                    (b.get::<_, i32>(0), b.get::<_, Option<String>>(1)),
+                    (2, None)
+                );
                 assert!(b.is_null("note"));
                 assert_eq!(u1.get::<_, String>("note"), "uno");
                 // The key changed: its old value comes as a key tuple.
                 assert_eq!(k.get::<_, i32>("id"), 2);
                 assert_eq!(u2.get::<_, i32>("id"), 3);
                 // REPLICA IDENTITY FULL: the whole old row.
-                assert_eq!((old.get::<_, i32>("id"), old.get::<_, String>("note")), (1, "uno".into()));
+                assert_eq!(
+                    (old.get::<_, i32>("id"), old.get::<_, String>("note")),
+                    (1, "uno".into())
+                );
                 assert_eq!(prefix, "pfx");
                 assert_eq!(content.as_slice(), b"outside");
                 assert_eq!(tables.len(), 1);
@@ -270,7 +337,11 @@ fn every_change_kind_arrives_decoded_with_exact_values() {
         for c in seen.iter() {
             match c {
                 Change::Begin { final_lsn, .. } => begin_final = Some(*final_lsn),
-                Change::Commit { commit_lsn, end_lsn, .. } => {
+                Change::Commit {
+                    commit_lsn,
+                    end_lsn,
+                    ..
+                } => {
                     assert_eq!(begin_final.take(), Some(*commit_lsn));
                     assert!(*end_lsn > last_end);
                     last_end = *end_lsn;
@@ -301,18 +372,19 @@ fn test_decoding_text_arrives_through_the_raw_stream() {
             .option("include-xids", "0")
             .option("skip-empty-xacts", "1");
         let stream = repl.start_logical_raw(&slot, Lsn::ZERO, options, move |s, msg: XLogData| {
-            sink.borrow_mut().push(String::from_utf8(msg.data().to_vec()).unwrap());
+            sink.borrow_mut()
+                .push(String::from_utf8(msg.data().to_vec()).unwrap());
             assert!(msg.wal_end() >= msg.data_start());
             s.confirm(msg.data_start());
         });
         exec(&conn, &format!("INSERT INTO {table} VALUES (7)")).await;
-        wait_until(20, "the COMMIT line", || lines.borrow().iter().any(|l| l == "COMMIT")).await;
+        wait_until(20, "the COMMIT line", || {
+            lines.borrow().iter().any(|l| l == "COMMIT")
+        })
+        .await;
         stream.stop().await.unwrap();
         let lines = lines.borrow();
-        let ours: Vec<&String> = lines
-            .iter()
-            .skip_while(|l| !l.contains(&table))
-            .collect();
+        let ours: Vec<&String> = lines.iter().skip_while(|l| !l.contains(&table)).collect();
         assert_eq!(
             ours.first().map(|s| s.as_str()),
             Some(format!("table public.{table}: INSERT: id[integer]:7").as_str())
@@ -338,8 +410,15 @@ fn physical_wal_arrives_from_the_position_asked_for() {
             move |_, msg: XLogData| sink.borrow_mut().push((msg.data_start(), msg.data().len())),
         );
         let table = unique("rph");
-        exec(&conn, &format!("CREATE TABLE {table} AS SELECT generate_series(1, 1000) AS n")).await;
-        wait_until(20, "WAL", || received.borrow().iter().map(|r| r.1).sum::<usize>() > 1000).await;
+        exec(
+            &conn,
+            &format!("CREATE TABLE {table} AS SELECT generate_series(1, 1000) AS n"),
+        )
+        .await;
+        wait_until(20, "WAL", || {
+            received.borrow().iter().map(|r| r.1).sum::<usize>() > 1000
+        })
+        .await;
         stream.stop().await.unwrap();
         let received = received.borrow();
         // Contiguous WAL from the position asked for (streaming starts at its page).
@@ -389,7 +468,9 @@ fn a_large_transaction_arrives_in_streamed_blocks_and_an_aborted_one_ends_with_s
         )
         .await;
         wait_until(60, "the StreamAbort", || {
-            seen.borrow().iter().any(|c| matches!(c, Change::StreamAbort { .. }))
+            seen.borrow()
+                .iter()
+                .any(|c| matches!(c, Change::StreamAbort { .. }))
         })
         .await;
         stream.stop().await.unwrap();
@@ -411,7 +492,10 @@ fn a_large_transaction_arrives_in_streamed_blocks_and_an_aborted_one_ends_with_s
                 .filter(|c| matches!(c, Change::StreamStart { xid, .. } if *xid == x))
                 .count()
         };
-        assert!(blocks(committed) >= 2, "20,000 rows over 64kB come in several blocks");
+        assert!(
+            blocks(committed) >= 2,
+            "20,000 rows over 64kB come in several blocks"
+        );
         assert!(blocks(aborted) >= 2);
         // The first block says so; the later ones do not.
         let firsts: Vec<bool> = seen
@@ -438,11 +522,16 @@ fn a_large_transaction_arrives_in_streamed_blocks_and_an_aborted_one_ends_with_s
             }
         }
         assert_eq!(ids, (1..=20000).collect::<Vec<_>>());
-        assert!(seen.iter().any(|c| matches!(c, Change::StreamCommit { xid, .. } if *xid == committed)));
+        assert!(seen
+            .iter()
+            .any(|c| matches!(c, Change::StreamCommit { xid, .. } if *xid == committed)));
         assert!(seen.iter().any(
             |c| matches!(c, Change::StreamAbort { xid, subxid, .. } if *xid == aborted && *subxid == aborted)
         ));
-        assert!(!seen.iter().any(|c| matches!(c, Change::Commit { .. })), "no ordinary commit");
+        assert!(
+            !seen.iter().any(|c| matches!(c, Change::Commit { .. })),
+            "no ordinary commit"
+        );
         repl.close();
     });
 }
@@ -473,7 +562,10 @@ fn an_exported_snapshot_and_the_stream_meet_exactly() {
         assert!(!created.done(), "the slot waits for the open transaction");
         exec(&open, "COMMIT").await;
         let info = created.await.unwrap();
-        let snapshot = info.snapshot_name().expect("an exported snapshot").to_owned();
+        let snapshot = info
+            .snapshot_name()
+            .expect("an exported snapshot")
+            .to_owned();
         // After the consistent point: in the stream, not in the copy.
         exec(&conn, &insert(151, 200)).await;
         let copier = sql(&dsn).await;
@@ -488,14 +580,12 @@ fn an_exported_snapshot_and_the_stream_meet_exactly() {
             .map(|r| r.get(0))
             .collect();
         exec(&copier, "COMMIT").await;
-        let (stream, seen) = collect(
-            &repl,
-            &slot,
-            StreamOptions::pgoutput(&[&publication]),
-            true,
-        );
+        let (stream, seen) = collect(&repl, &slot, StreamOptions::pgoutput(&[&publication]), true);
         exec(&conn, &insert(201, 250)).await;
-        wait_until(20, "every row after the snapshot", || inserted_ids(&seen).len() >= 100).await;
+        wait_until(20, "every row after the snapshot", || {
+            inserted_ids(&seen).len() >= 100
+        })
+        .await;
         stream.stop().await.unwrap();
         let streamed: BTreeSet<i32> = inserted_ids(&seen).into_iter().collect();
         assert_eq!(copied, (1..=150).collect());
@@ -544,7 +634,10 @@ fn a_consumer_killed_at_several_points_sees_every_committed_row_and_the_slot_nev
         let slot = unique("rs");
         let admin = ReplicationConnection::connect(&dsn).await.unwrap();
         admin
-            .create_slot(&slot, SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing))
+            .create_slot(
+                &slot,
+                SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing),
+            )
             .await
             .unwrap();
         admin.close();
@@ -560,9 +653,8 @@ fn a_consumer_killed_at_several_points_sees_every_committed_row_and_the_slot_nev
             .await;
         }
         let store: Rc<RefCell<Store>> = Rc::default();
-        let inactive = format!(
-            "SELECT NOT active FROM pg_replication_slots WHERE slot_name = '{slot}'"
-        );
+        let inactive =
+            format!("SELECT NOT active FROM pg_replication_slots WHERE slot_name = '{slot}'");
         let mut slot_at = confirmed_flush(&conn, &slot).await;
         for kill in [
             Kill::Close(5),
@@ -589,7 +681,9 @@ fn a_consumer_killed_at_several_points_sees_every_committed_row_and_the_slot_nev
                     Change::Insert { new, .. } => {
                         r.pending.push(new.get("id"));
                         let partial = r.pending.len() >= 3;
-                        if partial && matches!(kill, Kill::Close(n) | Kill::Terminate(n) if stored == n) {
+                        if partial
+                            && matches!(kill, Kill::Close(n) | Kill::Terminate(n) if stored == n)
+                        {
                             // Received, never confirmed: the consumer dies here.
                             s.pause();
                             r.killable = true;
@@ -612,7 +706,14 @@ fn a_consumer_killed_at_several_points_sees_every_committed_row_and_the_slot_nev
             match kill {
                 Kill::Never => {
                     wait_until(30, "every row", || {
-                        store.borrow().ids.iter().copied().collect::<BTreeSet<_>>().len() == 300
+                        store
+                            .borrow()
+                            .ids
+                            .iter()
+                            .copied()
+                            .collect::<BTreeSet<_>>()
+                            .len()
+                            == 300
                     })
                     .await;
                     stream.stop().await.unwrap();
@@ -644,16 +745,22 @@ fn a_consumer_killed_at_several_points_sees_every_committed_row_and_the_slot_nev
             }
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while !scalar::<bool>(&conn, &inactive).await {
-                assert!(std::time::Instant::now() < deadline, "the walsender never left");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the walsender never left"
+                );
                 sleep(Duration::from_millis(20)).await;
             }
-            let round = round.borrow();
+            let (first_final_lsn, round_commits) = {
+                let round = round.borrow();
+                (round.first_final_lsn, round.commits.clone())
+            };
             // Re-sent: only transactions past the slot's confirmed position.
             assert!(
-                round.first_final_lsn.is_none_or(|f| f > slot_at),
+                first_final_lsn.is_none_or(|f| f > slot_at),
                 "{kill:?}: a transaction at or before the confirmed {slot_at} was sent again"
             );
-            assert!(round.commits.iter().all(|c| *c > slot_at));
+            assert!(round_commits.iter().all(|c| *c > slot_at));
             let now_at = confirmed_flush(&conn, &slot).await;
             let stored = store.borrow().end_lsn;
             assert!(
@@ -663,9 +770,13 @@ fn a_consumer_killed_at_several_points_sees_every_committed_row_and_the_slot_nev
             assert!(now_at >= slot_at, "the slot never moves back");
             slot_at = now_at;
         }
-        let store = store.borrow();
+        let store = std::mem::take(&mut *store.borrow_mut());
         let distinct: BTreeSet<i32> = store.ids.iter().copied().collect();
-        assert_eq!(distinct, (1..=300).collect(), "every committed row at least once");
+        assert_eq!(
+            distinct,
+            (1..=300).collect(),
+            "every committed row at least once"
+        );
         // Duplicates only from rounds that died before reporting (at least once).
         assert!(store.ids.len() > 300);
         assert_eq!(confirmed_flush(&conn, &slot).await, store.end_lsn);
@@ -684,14 +795,17 @@ fn an_idle_slot_advances_while_only_unpublished_tables_change_but_never_past_unc
         exec(&conn, &format!("CREATE TABLE {other} (n int)")).await;
         let slot = unique("rs");
         let repl = ReplicationConnection::connect(&dsn).await.unwrap();
-        repl.create_slot(&slot, SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing))
-            .await
-            .unwrap();
+        repl.create_slot(
+            &slot,
+            SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing),
+        )
+        .await
+        .unwrap();
         let hold = Rc::new(std::cell::Cell::new(false));
         let seen: Seen = Rc::default();
         let (sink, holding) = (seen.clone(), hold.clone());
-        let options = StreamOptions::pgoutput(&[&publication])
-            .status_interval(Duration::from_millis(100));
+        let options =
+            StreamOptions::pgoutput(&[&publication]).status_interval(Duration::from_millis(100));
         let stream = repl.start_logical(&slot, Lsn::ZERO, options, move |s, change| {
             if let Change::Commit { end_lsn, .. } = &change {
                 if !holding.get() {
@@ -731,13 +845,19 @@ fn an_idle_slot_advances_while_only_unpublished_tables_change_but_never_past_unc
         }
         sleep(Duration::from_millis(1500)).await;
         let at = confirmed_flush(&conn, &slot).await;
-        assert!(at < held_end, "the slot ({at}) passed an unconfirmed commit ({held_end})");
+        assert!(
+            at < held_end,
+            "the slot ({at}) passed an unconfirmed commit ({held_end})"
+        );
         // Confirmed, it moves on.
         stream.confirm(held_end);
         stream.send_feedback().await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while confirmed_flush(&conn, &slot).await < held_end {
-            assert!(std::time::Instant::now() < deadline, "the confirmed commit never reached the slot");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the confirmed commit never reached the slot"
+            );
             sleep(Duration::from_millis(20)).await;
         }
         stream.stop().await.unwrap();
@@ -762,7 +882,11 @@ fn pause_stops_the_callbacks_and_resume_delivers_what_waited_in_order() {
         stream.pause();
         assert!(stream.is_paused());
         for id in 2..=200 {
-            exec(&conn, &format!("INSERT INTO {table} VALUES ({id}, repeat('x', 1000))")).await;
+            exec(
+                &conn,
+                &format!("INSERT INTO {table} VALUES ({id}, repeat('x', 1000))"),
+            )
+            .await;
         }
         sleep(Duration::from_millis(500)).await;
         assert_eq!(inserted_ids(&seen), [1], "no callback while paused");
@@ -817,8 +941,15 @@ fn a_stream_idle_past_wal_sender_timeout_is_kept_by_answering_keepalives() {
         )
         .await;
         assert_eq!(still, 1);
-        exec(&conn, &format!("INSERT INTO {table} VALUES (5, 'after idle')")).await;
-        wait_until(20, "the row after the idle time", || inserted_ids(&seen) == [5]).await;
+        exec(
+            &conn,
+            &format!("INSERT INTO {table} VALUES (5, 'after idle')"),
+        )
+        .await;
+        wait_until(20, "the row after the idle time", || {
+            inserted_ids(&seen) == [5]
+        })
+        .await;
         stream.stop().await.unwrap();
         repl.close();
     });
@@ -833,16 +964,23 @@ fn a_server_restart_under_reconnect_loses_nothing() {
         let (table, publication) = published_table(&conn).await;
         let slot = unique("rs");
         let repl = ReplicationConnection::connect(&dsn).await.unwrap();
-        repl.create_slot(&slot, SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing))
-            .await
-            .unwrap();
+        repl.create_slot(
+            &slot,
+            SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing),
+        )
+        .await
+        .unwrap();
         let options = StreamOptions::pgoutput(&[&publication])
             .status_interval(Duration::from_millis(100))
             .reconnect(true)
             .reconnect_interval(Duration::from_millis(100));
         let (stream, seen) = collect(&repl, &slot, options, true);
         for id in 1..=10 {
-            exec(&conn, &format!("INSERT INTO {table} VALUES ({id}, 'before')")).await;
+            exec(
+                &conn,
+                &format!("INSERT INTO {table} VALUES ({id}, 'before')"),
+            )
+            .await;
         }
         wait_until(20, "the rows before", || inserted_ids(&seen).len() >= 10).await;
         let pid = repl.backend_pid();
@@ -851,10 +989,19 @@ fn a_server_restart_under_reconnect_loses_nothing() {
         }
         let conn = sql(&dsn).await;
         for id in 11..=20 {
-            exec(&conn, &format!("INSERT INTO {table} VALUES ({id}, 'after')")).await;
+            exec(
+                &conn,
+                &format!("INSERT INTO {table} VALUES ({id}, 'after')"),
+            )
+            .await;
         }
         wait_until(30, "the rows after the restarts", || {
-            inserted_ids(&seen).iter().copied().collect::<BTreeSet<_>>().len() == 20
+            inserted_ids(&seen)
+                .iter()
+                .copied()
+                .collect::<BTreeSet<_>>()
+                .len()
+                == 20
         })
         .await;
         assert!(!stream.is_over());
@@ -865,4 +1012,20 @@ fn a_server_restart_under_reconnect_loses_nothing() {
         assert_eq!(ids, (1..=20).collect());
         repl.drop_slot(&slot, true).await.unwrap();
     });
+}
+
+/// The replication part of the reach contract, compiled with exactly its signatures.
+#[path = "contract/replication.rs"]
+mod contract;
+
+#[test]
+fn the_contracts_lsn_calls_run_against_the_server() {
+    let dsn = dsn();
+    let lp = momoko::ioloop::IoLoop::current();
+    let conn = lp
+        .run_sync(async move { Connection::new(&dsn).connect().await })
+        .unwrap();
+    contract::lsns(&conn).unwrap();
+    let at: Lsn = lp.run_sync(async move { scalar(&conn, "SELECT '16/B374D848'::pg_lsn").await });
+    assert_eq!(at, Lsn::from(0x16_B374_D848u64));
 }

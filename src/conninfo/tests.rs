@@ -1358,7 +1358,10 @@ fn a_replication_value_the_server_would_refuse_is_a_usage_error() {
     let e = Config::new().replication("maybe").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Usage);
     assert_eq!(
-        Config::new().replication("database").unwrap().get_replication(),
+        Config::new()
+            .replication("database")
+            .unwrap()
+            .get_replication(),
         Some("database")
     );
 }

@@ -45,7 +45,7 @@ impl Protocol {
         }
         let len = i32::try_from(data.len() + 4)
             .map_err(|_| Error::usage("a CopyData message over 2 GiB"))?;
-        self.out.extend_from_slice(&[b'd']);
+        self.out.extend_from_slice(b"d");
         self.out.extend_from_slice(&len.to_be_bytes());
         self.out.extend_from_slice(data);
         Ok(())
@@ -117,7 +117,10 @@ mod tests {
         assert_eq!(written(&mut p), b"d\0\0\0\x0cr-update");
         assert!(p.copy_both_done());
         assert_eq!(written(&mut p), b"c\0\0\0\x04");
-        assert!(p.copy_both_write(b"late").is_err(), "nothing after our CopyDone");
+        assert!(
+            p.copy_both_write(b"late").is_err(),
+            "nothing after our CopyDone"
+        );
         assert!(!p.copy_both_done(), "CopyDone is sent once");
         p.handle_input(
             &Script::new()

@@ -15,8 +15,8 @@ use momoko_loop::{Future, IoLoop};
 use super::options::{SlotOptions, StreamOptions};
 use super::stream::{self, Delivery, ReplicationStream};
 use super::{Change, Lsn, XLogData};
-use crate::conninfo::Config;
 use crate::connection::{Connection, ConnectionBuilder};
+use crate::conninfo::Config;
 use crate::error::Error;
 use crate::row::Cursor;
 use crate::session::ops::quote_ident;
@@ -346,7 +346,7 @@ impl ReplicationConnection {
             )),
             Ok(()) => None,
         };
-        let stream = stream::start(
+        stream::start(
             self.clone(),
             slot.map(str::to_owned),
             start,
@@ -354,8 +354,7 @@ impl ReplicationConnection {
             options,
             delivery,
             refused,
-        );
-        stream
+        )
     }
 
     /// Closes the connection; a stream on it finishes with a Connection error.

@@ -21,12 +21,12 @@ mod stream;
 mod tuple;
 
 pub use change::{Change, ReplicaIdentity, Table, TableColumn};
+pub use connection::{ReplicationConnection, SlotInfo, SystemInfo};
 pub use copy_both::XLogData;
 pub use lsn::Lsn;
-pub use tuple::Tuple;
-pub use connection::{ReplicationConnection, SlotInfo, SystemInfo};
 pub use options::{SlotOptions, Snapshot, StreamOptions};
 pub use stream::ReplicationStream;
+pub use tuple::Tuple;
 
 /// Seconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).
 const PG_EPOCH_UNIX_SECS: u64 = 946_684_800;

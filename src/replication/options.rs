@@ -180,7 +180,12 @@ pub(crate) fn version_label(version: i32) -> String {
     if version >= 100000 {
         format!("{}.{}", version / 10000, version % 10000)
     } else {
-        format!("{}.{}.{}", version / 10000, version / 100 % 100, version % 100)
+        format!(
+            "{}.{}.{}",
+            version / 10000,
+            version / 100 % 100,
+            version % 100
+        )
     }
 }
 
@@ -384,18 +389,16 @@ impl StreamOptions {
                 binary,
                 two_phase,
                 origin,
-            } => {
-                pgoutput_options(
-                    publications,
-                    *proto_version,
-                    *streaming,
-                    *messages,
-                    *binary,
-                    *two_phase,
-                    origin.as_deref(),
-                    version,
-                )?
-            }
+            } => pgoutput_options(
+                publications,
+                *proto_version,
+                *streaming,
+                *messages,
+                *binary,
+                *two_phase,
+                origin.as_deref(),
+                version,
+            )?,
         };
         let slot = slot.ok_or_else(|| Error::usage("a logical stream needs a slot"))?;
         let _ = slot;

@@ -159,6 +159,9 @@ mod tests {
         f.update(false, t0);
         assert!(!f.due(t0 + Duration::from_secs(9), i));
         assert!(f.due(t0 + i, i));
-        assert!(f.keepalive(lsn(1), true, t0), "a reply requested is sent at once");
+        assert!(
+            f.keepalive(lsn(1), true, t0),
+            "a reply requested is sent at once"
+        );
     }
 }

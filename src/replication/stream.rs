@@ -26,18 +26,23 @@ use momoko_loop::{Future, TimeoutId};
 
 use super::connection::ReplicationConnection;
 use super::copy_both::{parse_server_message, ServerMessage};
-use super::progress::Feedback;
 use super::options::StreamOptions;
 use super::pgoutput::Decoder;
+use super::progress::Feedback;
 use super::{Change, Lsn, XLogData};
 use crate::error::Error;
 use crate::proto::Request;
 use crate::session::Drive;
 
+/// A pgoutput stream's callback.
+pub(crate) type ChangeCallback = Box<dyn FnMut(&ReplicationStream, Change)>;
+/// A raw stream's callback.
+pub(crate) type RawCallback = Box<dyn FnMut(&ReplicationStream, XLogData)>;
+
 /// Where decoded messages go.
 pub(crate) enum Delivery {
-    Changes(Box<dyn FnMut(&ReplicationStream, Change)>),
-    Raw(Box<dyn FnMut(&ReplicationStream, XLogData)>),
+    Changes(ChangeCallback),
+    Raw(RawCallback),
     /// The start was refused before anything was sent; the stream finishes with this.
     Refused(Error),
 }
@@ -89,7 +94,9 @@ enum Phase {
     /// CopyDone sent (or asked for before the copy started): the server ends the copy.
     Stopping,
     /// The connection was lost; the next connect attempt is due on `timer`.
-    Reconnecting { timer: Option<TimeoutId> },
+    Reconnecting {
+        timer: Option<TimeoutId>,
+    },
     Over(Result<(), Error>),
 }
 
