@@ -459,14 +459,31 @@ fn a_large_transaction_arrives_in_streamed_blocks_and_an_aborted_one_ends_with_s
             &format!("INSERT INTO {table} SELECT g, 'row ' || g FROM generate_series(1, 20000) g"),
         )
         .await;
+        wait_until(60, "the streamed commit", || {
+            seen.borrow()
+                .iter()
+                .any(|c| matches!(c, Change::StreamCommit { .. }))
+        })
+        .await;
+        // Rolled back only once the server has streamed some of it (a transaction known
+        // to be aborted before its first block is never streamed at all).
+        let doomed = sql(&dsn).await;
         exec(
-            &conn,
+            &doomed,
             &format!(
-                "BEGIN; INSERT INTO {table} SELECT g, 'gone' FROM generate_series(20001, 40000) g; \
-                 ROLLBACK"
+                "BEGIN; INSERT INTO {table} SELECT g, 'gone' FROM generate_series(20001, 40000) g"
             ),
         )
         .await;
+        wait_until(60, "a block of the open transaction", || {
+            seen.borrow()
+                .iter()
+                .filter(|c| matches!(c, Change::StreamStart { first: true, .. }))
+                .count()
+                == 2
+        })
+        .await;
+        exec(&doomed, "ROLLBACK").await;
         wait_until(60, "the StreamAbort", || {
             seen.borrow()
                 .iter()
@@ -496,7 +513,7 @@ fn a_large_transaction_arrives_in_streamed_blocks_and_an_aborted_one_ends_with_s
             blocks(committed) >= 2,
             "20,000 rows over 64kB come in several blocks"
         );
-        assert!(blocks(aborted) >= 2);
+        assert!(blocks(aborted) >= 1);
         // The first block says so; the later ones do not.
         let firsts: Vec<bool> = seen
             .iter()
@@ -751,9 +768,13 @@ fn a_consumer_killed_at_several_points_sees_every_committed_row_and_the_slot_nev
                 );
                 sleep(Duration::from_millis(20)).await;
             }
-            let (first_final_lsn, round_commits) = {
+            let (first_final_lsn, round_commits, open) = {
                 let round = round.borrow();
-                (round.first_final_lsn, round.commits.clone())
+                (
+                    round.first_final_lsn,
+                    round.commits.clone(),
+                    !round.pending.is_empty(),
+                )
             };
             // Re-sent: only transactions past the slot's confirmed position.
             assert!(
@@ -763,10 +784,14 @@ fn a_consumer_killed_at_several_points_sees_every_committed_row_and_the_slot_nev
             assert!(round_commits.iter().all(|c| *c > slot_at));
             let now_at = confirmed_flush(&conn, &slot).await;
             let stored = store.borrow().end_lsn;
-            assert!(
-                now_at <= stored.max(slot_at),
-                "{kill:?}: the slot ({now_at}) passed what the consumer stored ({stored})"
-            );
+            if open {
+                // A transaction received and never confirmed: the slot stays where the
+                // consumer's store is (an idle slot may move on only when nothing is open).
+                assert!(
+                    now_at <= stored.max(slot_at),
+                    "{kill:?}: the slot ({now_at}) passed what the consumer stored ({stored})"
+                );
+            }
             assert!(now_at >= slot_at, "the slot never moves back");
             slot_at = now_at;
         }
@@ -779,7 +804,7 @@ fn a_consumer_killed_at_several_points_sees_every_committed_row_and_the_slot_nev
         );
         // Duplicates only from rounds that died before reporting (at least once).
         assert!(store.ids.len() > 300);
-        assert_eq!(confirmed_flush(&conn, &slot).await, store.end_lsn);
+        assert!(confirmed_flush(&conn, &slot).await >= store.end_lsn);
         let repl = ReplicationConnection::connect(&dsn).await.unwrap();
         repl.drop_slot(&slot, true).await.unwrap();
     });
@@ -985,7 +1010,14 @@ fn a_server_restart_under_reconnect_loses_nothing() {
         wait_until(20, "the rows before", || inserted_ids(&seen).len() >= 10).await;
         let pid = repl.backend_pid();
         for mode in [StopMode::Fast, StopMode::Immediate] {
-            server.restart(mode).unwrap();
+            // On a thread: a fast shutdown waits for the walsender, which waits for this
+            // loop's answer to its last keepalive.
+            let s = server.clone();
+            let restart = std::thread::spawn(move || s.restart(mode));
+            while !restart.is_finished() {
+                sleep(Duration::from_millis(20)).await;
+            }
+            restart.join().unwrap().unwrap();
         }
         let conn = sql(&dsn).await;
         for id in 11..=20 {

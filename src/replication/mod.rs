@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 mod change;
 mod connection;
 pub mod copy_both;
+pub mod feedback;
 mod lsn;
 mod options;
 pub mod pgoutput;
-mod progress;
 mod stream;
 mod tuple;
 

@@ -331,7 +331,8 @@ impl StreamOptions {
         self
     }
 
-    /// How often momoko sends a standby status update by itself (default 10 s).
+    /// How often momoko sends a standby status update by itself (default 10 s; zero: only
+    /// when the server asks, when `send_feedback` is called, and before a clean stop).
     pub fn status_interval(mut self, interval: Duration) -> StreamOptions {
         self.status_interval = interval;
         self
@@ -364,9 +365,6 @@ impl StreamOptions {
         timeline: Option<u32>,
         version: i32,
     ) -> Result<String, Error> {
-        if self.status_interval.is_zero() {
-            return Err(Error::usage("status_interval must be above zero"));
-        }
         let mut cmd = String::from("START_REPLICATION");
         if let Some(slot) = slot {
             cmd.push_str(" SLOT ");

@@ -6,8 +6,9 @@
 //! It owns the order of delivery (WAL order, across pauses and reconnects) and the rule that
 //! a user callback runs with no borrow held: neither the session's (the data comes through the
 //! driver's delivery, which holds none) nor the stream's own (the state is released before the
-//! callback runs). What a status update says is the feedback rule's (`Feedback`); this file
-//! only decides when to ask it.
+//! callback runs). What a status update says, and when one is due, is the feedback rule's
+//! (`Feedback`); this file feeds it what arrives, asks it at its deadline (a timer of the
+//! loop) and after every keepalive, and sends what it returns.
 //!
 //! ```text
 //!   Starting ──CopyBothResponse / data──▶ Streaming ──stop()──▶ Stopping ──command done──▶ Over(Ok)
@@ -25,10 +26,10 @@ use bytes::{Bytes, BytesMut};
 use momoko_loop::{Future, TimeoutId};
 
 use super::connection::ReplicationConnection;
-use super::copy_both::{parse_server_message, ServerMessage};
-use super::options::StreamOptions;
+use super::copy_both::{parse_server_message, ServerMessage, StatusUpdate};
+use super::feedback::{Feedback, Tracking};
+use super::options::{Kind, StreamOptions};
 use super::pgoutput::Decoder;
-use super::progress::Feedback;
 use super::{Change, Lsn, XLogData};
 use crate::error::Error;
 use crate::proto::Request;
@@ -135,6 +136,15 @@ struct State {
     fatal: Option<Error>,
 }
 
+/// What the feedback rule can follow of a stream of these options.
+fn tracking_of(options: &StreamOptions) -> Tracking {
+    match options.kind {
+        Kind::Pgoutput { .. } => Tracking::Transactions,
+        Kind::Plugin(_) => Tracking::Messages,
+        Kind::Physical => Tracking::Physical,
+    }
+}
+
 /// Starts a stream on `repl` (see `ReplicationConnection::start_logical`).
 pub(crate) fn start(
     repl: ReplicationConnection,
@@ -156,7 +166,12 @@ pub(crate) fn start(
         timeline,
         state: RefCell::new(State {
             phase: Phase::Starting,
-            feedback: Feedback::new(start),
+            feedback: Feedback::new(
+                tracking_of(&options),
+                start,
+                options.status_interval,
+                Instant::now(),
+            ),
             decoder: Decoder::new(),
             paused: false,
             queue: VecDeque::new(),
@@ -198,7 +213,18 @@ impl ReplicationStream {
             st.phase = Phase::Starting;
             st.decoder.reset();
             st.queue.clear();
-            (self.inner.start.max(st.feedback.confirmed()), st.generation)
+            let from = self.inner.start.max(st.feedback.confirmed());
+            if st.generation > 1 {
+                // A new server session: nothing of the lost one is open any more, and the
+                // server starts again at the slot's confirmed position.
+                st.feedback = Feedback::new(
+                    tracking_of(&self.inner.options),
+                    from,
+                    self.inner.options.status_interval,
+                    Instant::now(),
+                );
+            }
+            (from, st.generation)
         };
         let version = self.inner.repl.server_version().unwrap_or(0);
         let command = self.inner.options.command(
@@ -232,6 +258,23 @@ impl ReplicationStream {
                 }
             }),
         );
+        self.schedule_status();
+    }
+
+    /// Sends the status update the feedback rule says is due now, if any, and sets the
+    /// timer for the next one.
+    fn poll_status(&self) {
+        let update = {
+            let mut st = self.inner.state.borrow_mut();
+            if !matches!(st.phase, Phase::Streaming) {
+                None
+            } else {
+                st.feedback.poll_status(Instant::now())
+            }
+        };
+        if let Some(update) = update {
+            let _ = self.send_status(update);
+        }
         self.schedule_status();
     }
 
@@ -292,22 +335,32 @@ impl ReplicationStream {
         };
         match message {
             ServerMessage::Keepalive(k) => {
-                let now = Instant::now();
-                let update = self.inner.state.borrow_mut().feedback.keepalive(
+                self.inner.state.borrow_mut().feedback.on_keepalive(
                     k.wal_end,
                     k.reply_requested,
-                    now,
+                    Instant::now(),
                 );
-                if update {
-                    let _ = self.write_status(false);
-                }
+                self.poll_status();
             }
             ServerMessage::XLogData(x) => {
                 let change = {
                     let mut st = self.inner.state.borrow_mut();
-                    st.feedback.received_data(x.data_start(), x.data().len());
+                    let start = x.data_start();
+                    let end = match self.inner.options.kind {
+                        Kind::Physical => {
+                            Lsn::from(u64::from(start).saturating_add(x.data().len() as u64))
+                        }
+                        _ => start,
+                    };
+                    st.feedback.on_xlogdata(start, end);
                     match &*self.inner.delivery.borrow() {
-                        Delivery::Changes(_) => Some(st.decoder.decode(x.data_bytes())),
+                        Delivery::Changes(_) => {
+                            let change = st.decoder.decode(x.data_bytes());
+                            if let Ok(c) = &change {
+                                st.feedback.on_change(c);
+                            }
+                            Some(change)
+                        }
                         _ => None,
                     }
                 };
@@ -446,42 +499,36 @@ impl ReplicationStream {
         }
     }
 
-    /// The status-update timer: every `status_interval` from the last update.
+    /// The status-update timer, at the feedback rule's next deadline.
     fn schedule_status(&self) {
-        let interval = self.inner.options.status_interval;
-        let weak: Weak<Inner> = Rc::downgrade(&self.inner);
-        let id = self.ioloop().call_later(interval, move || {
-            if let Some(inner) = weak.upgrade() {
-                let me = ReplicationStream { inner };
-                me.inner.state.borrow_mut().timer = None;
-                let due = {
-                    let st = me.inner.state.borrow();
-                    matches!(st.phase, Phase::Streaming)
-                        && st.feedback.due(Instant::now(), interval)
-                };
-                if due {
-                    let _ = me.write_status(false);
-                }
-                let live = !matches!(me.inner.state.borrow().phase, Phase::Over(_));
-                if live {
-                    me.schedule_status();
-                }
+        let deadline = {
+            let st = self.inner.state.borrow();
+            if matches!(st.phase, Phase::Over(_)) {
+                None
+            } else {
+                st.feedback.next_deadline()
             }
+        };
+        let weak: Weak<Inner> = Rc::downgrade(&self.inner);
+        let id = deadline.map(|at| {
+            self.ioloop().call_at(at, move || {
+                if let Some(inner) = weak.upgrade() {
+                    let me = ReplicationStream { inner };
+                    me.inner.state.borrow_mut().timer = None;
+                    me.poll_status();
+                }
+            })
         });
-        if let Some(old) = self.inner.state.borrow_mut().timer.replace(id) {
+        let old = std::mem::replace(&mut self.inner.state.borrow_mut().timer, id);
+        if let Some(old) = old {
             self.ioloop().remove_timeout(old);
         }
     }
 
-    /// Writes a status update now (written = received, flushed = applied = confirmed, or
-    /// the idle advance the feedback rule allows).
-    fn write_status(&self, reply_requested: bool) -> Result<(), Error> {
+    /// Writes a status update into the stream now.
+    fn send_status(&self, update: StatusUpdate) -> Result<(), Error> {
         let mut buf = BytesMut::with_capacity(34);
-        {
-            let mut st = self.inner.state.borrow_mut();
-            let update = st.feedback.update(reply_requested, Instant::now());
-            update.encode(SystemTime::now(), &mut buf);
-        }
+        update.encode(SystemTime::now(), &mut buf);
         let core = self.inner.repl.conn.core();
         let r = core.with_mut(|s| s.copy_both_write(&buf));
         crate::connection::LoopDriver::wake(core);
@@ -515,12 +562,15 @@ impl ReplicationStream {
     /// the stream is not streaming).
     pub fn send_feedback(&self) -> Future<Result<(), Error>> {
         let fut = Future::with_loop(self.ioloop());
-        let streaming = matches!(self.inner.state.borrow().phase, Phase::Streaming);
-        let r = if streaming {
-            self.write_status(false)
-        } else {
-            Err(Error::usage("the replication stream is not streaming"))
+        let update = {
+            let mut st = self.inner.state.borrow_mut();
+            match st.phase {
+                Phase::Streaming => Ok(st.feedback.final_status(Instant::now())),
+                _ => Err(Error::usage("the replication stream is not streaming")),
+            }
         };
+        let r = update.and_then(|u| self.send_status(u));
+        self.schedule_status();
         let done = fut.clone();
         self.ioloop().add_callback(move || {
             let _ = done.set_result(r);
@@ -585,7 +635,13 @@ impl ReplicationStream {
                 self.ioloop().add_callback(move || me.finish(Ok(())));
             }
             Phase::Streaming => {
-                let _ = self.write_status(false);
+                let last = self
+                    .inner
+                    .state
+                    .borrow_mut()
+                    .feedback
+                    .final_status(Instant::now());
+                let _ = self.send_status(last);
                 self.end_copy();
             }
             Phase::Starting => self.end_copy(),

@@ -697,7 +697,9 @@ impl TestServer {
             conf_path(&tls.ca_file),
         );
         // Speed over durability: the cluster is thrown away. max_connections is high so
-        // pool tests can open many connections at once.
+        // pool tests can open many connections at once. Logical WAL, replication slots and
+        // prepared transactions, so that the replication tests (logical decoding, two-phase)
+        // run on any server without more set-up.
         let conf = format!(
             "# Written by momoko-testpg.\n\
              listen_addresses = '127.0.0.1'\n\
@@ -710,6 +712,9 @@ impl TestServer {
              full_page_writes = off\n\
              huge_pages = off\n\
              wal_level = logical\n\
+             max_wal_senders = 10\n\
+             max_replication_slots = 10\n\
+             max_prepared_transactions = 10\n\
              timezone = 'UTC'\n\
              lc_messages = 'C'\n\
              logging_collector = off\n\

@@ -91,6 +91,10 @@ fn logins_auth_methods_and_hstore() {
     )
     .unwrap();
     assert_eq!(info.psql("show max_connections").unwrap(), "300");
+    // Ready for logical replication and two-phase transactions.
+    assert_eq!(info.psql("show wal_level").unwrap(), "logical");
+    assert_eq!(info.psql("show max_replication_slots").unwrap(), "10");
+    assert_eq!(info.psql("show max_prepared_transactions").unwrap(), "10");
 }
 
 fn wait_gone(pid: u32) -> bool {
