@@ -19,6 +19,7 @@ mod floor;
 mod measure;
 mod momoko_side;
 mod pgbench;
+mod replication;
 mod report;
 mod tokio_side;
 mod workloads;
@@ -182,6 +183,7 @@ fn run(args: &Args, env: &Env) -> Result<(), String> {
         memory.push(run_memory(env, args.rounds.min(3), true));
     }
     let _ = momoko_side_sql(env, workloads::DROP_TABLE);
+    let _ = momoko_side_sql(env, workloads::DROP_REPLICATION);
     pgbench::cleanup();
     let meta = report::Meta {
         rounds: args.rounds,
