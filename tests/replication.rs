@@ -1010,6 +1010,11 @@ fn a_server_restart_under_reconnect_loses_nothing() {
         wait_until(20, "the rows before", || inserted_ids(&seen).len() >= 10).await;
         let pid = repl.backend_pid();
         for mode in [StopMode::Fast, StopMode::Immediate] {
+            if mode == StopMode::Immediate {
+                // Paused across a lost connection: it reconnects all the same, and stays
+                // paused until resumed.
+                stream.pause();
+            }
             // On a thread: a fast shutdown waits for the walsender, which waits for this
             // loop's answer to its last keepalive.
             let s = server.clone();
@@ -1027,6 +1032,20 @@ fn a_server_restart_under_reconnect_loses_nothing() {
             )
             .await;
         }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while repl.backend_pid().is_none_or(|p| Some(p) == pid) || repl.is_closed() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no reconnect while paused"
+            );
+            sleep(Duration::from_millis(20)).await;
+        }
+        sleep(Duration::from_millis(300)).await;
+        assert!(
+            inserted_ids(&seen).iter().all(|id| *id <= 10),
+            "a callback ran while paused"
+        );
+        stream.resume();
         wait_until(30, "the rows after the restarts", || {
             inserted_ids(&seen)
                 .iter()

@@ -87,6 +87,17 @@ struct Inner {
     delivery: RefCell<Delivery>,
 }
 
+impl Drop for Inner {
+    /// The last handle is gone while the stream runs: nobody can stop it or see its
+    /// changes any more, so the connection is closed rather than left streaming.
+    fn drop(&mut self) {
+        let over = matches!(self.state.get_mut().phase, Phase::Over(_));
+        if !over {
+            self.repl.conn.close();
+        }
+    }
+}
+
 /// Where the stream stands; what belongs to one phase lives in it.
 enum Phase {
     /// START_REPLICATION sent (or about to be); `generation` numbers the attempt.
@@ -259,6 +270,9 @@ impl ReplicationStream {
             }),
         );
         self.schedule_status();
+        if self.inner.state.borrow().paused {
+            self.set_session_reading(false);
+        }
     }
 
     /// Sends the status update the feedback rule says is due now, if any, and sets the
@@ -432,9 +446,21 @@ impl ReplicationStream {
                     ReplicationStream { inner }.reconnect();
                 }
             });
-        let mut st = self.inner.state.borrow_mut();
-        st.phase = Phase::Reconnecting { timer: Some(timer) };
-        st.queue.clear();
+        {
+            let mut st = self.inner.state.borrow_mut();
+            st.phase = Phase::Reconnecting { timer: Some(timer) };
+            st.queue.clear();
+        }
+        // The session must read to connect again; a paused stream pauses it again once the
+        // new START_REPLICATION is sent.
+        self.set_session_reading(true);
+    }
+
+    /// Lets the session read its socket (`true`) or not.
+    fn set_session_reading(&self, reading: bool) {
+        let core = self.inner.repl.conn.core();
+        core.with_mut(|s| s.pause_reading(!reading, Instant::now()));
+        crate::connection::LoopDriver::wake(core);
     }
 
     fn reconnect(&self) {
@@ -491,6 +517,8 @@ impl ReplicationStream {
             self.ioloop().remove_timeout(t);
         }
         self.inner.repl.streaming.set(false);
+        // The connection, if still open, reads again for whatever the caller does next.
+        self.set_session_reading(true);
         if let Err(e) = &result {
             log::debug!("replication stream finished: {e}");
         }
