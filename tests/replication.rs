@@ -1080,3 +1080,66 @@ fn the_contracts_lsn_calls_run_against_the_server() {
     let at: Lsn = lp.run_sync(async move { scalar(&conn, "SELECT '16/B374D848'::pg_lsn").await });
     assert_eq!(at, Lsn::from(0x16_B374_D848u64));
 }
+
+#[test]
+fn failover_slots_and_protocol_versions_follow_the_servers_version() {
+    let dsn = dsn();
+    run_for(60, async move {
+        let conn = sql(&dsn).await;
+        let (table, publication) = published_table(&conn).await;
+        let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+        let version = repl.server_version().unwrap();
+        let slot = unique("rs");
+        let made = repl
+            .create_slot(
+                &slot,
+                // Failover slots are permanent ones.
+                SlotOptions::logical("pgoutput").failover(true),
+            )
+            .await;
+        if version >= 170000 {
+            made.unwrap();
+            let failover: bool = scalar(
+                &conn,
+                &format!("SELECT failover FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+            )
+            .await;
+            assert!(failover);
+        } else {
+            // Refused before anything is sent, naming the version needed.
+            let e = made.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Usage);
+            assert!(e.to_string().contains("PostgreSQL 17"), "{e}");
+            repl.create_slot(&slot, SlotOptions::logical("pgoutput"))
+                .await
+                .unwrap();
+        }
+        // The newest pgoutput protocol the server has, or a clear refusal of the next one.
+        let newest = match version {
+            v if v >= 160000 => 4,
+            v if v >= 150000 => 3,
+            v if v >= 140000 => 2,
+            _ => 1,
+        };
+        if newest < 4 {
+            let refused = repl.start_logical(
+                &slot,
+                Lsn::ZERO,
+                StreamOptions::pgoutput(&[&publication]).proto_version(newest + 1),
+                |_, _| {},
+            );
+            let e = refused.finished().await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Usage, "{e}");
+        }
+        let mut options = StreamOptions::pgoutput(&[&publication]).proto_version(newest);
+        if newest == 4 {
+            options = options.streaming_parallel();
+        }
+        let (stream, seen) = collect(&repl, &slot, options, true);
+        exec(&conn, &format!("INSERT INTO {table} VALUES (42, 'v')")).await;
+        wait_until(20, "the row", || inserted_ids(&seen) == [42]).await;
+        stream.stop().await.unwrap();
+        repl.drop_slot(&slot, true).await.unwrap();
+        repl.close();
+    });
+}
