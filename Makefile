@@ -14,7 +14,7 @@ DEMO_EXAMPLES := trivial parallel server_side_cursor
 # `make fuzz`: seconds per target, and the targets (fuzz/fuzz_targets/*.rs). cargo-fuzz needs
 # nightly flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := protocol_startup protocol_ready decode typed conninfo params cert_hash ssl_negotiation
+FUZZ_TARGETS := protocol_startup protocol_ready decode typed conninfo params cert_hash ssl_negotiation pgoutput
 # Where `make pg` keeps its server (git-ignored).
 PG_DIR := .pg/server
 # Other PostgreSQL majors than the system's (scripts/pg-install.sh: 14, 16, 17, 18 from the

@@ -317,6 +317,13 @@ pub fn decode(data: &[u8]) {
     }
 }
 
+/// A replication session on arbitrary bytes: CopyData payloads (each after its u32 length)
+/// through the CopyBoth parser, the pgoutput decoder and the feedback rule, whose invariants
+/// it asserts (see src/replication/fuzz.rs).
+pub fn pgoutput(data: &[u8]) {
+    crate::replication::fuzz::session(data);
+}
+
 /// The tls-server-end-point hash of arbitrary bytes taken for the server's certificate (the
 /// handshake delivers them before anything authenticated them): an error, or a hash of one
 /// of the SHA-2 lengths over exactly those bytes, never a panic.
@@ -769,6 +776,7 @@ mod tests {
             ("params", super::params),
             ("cert_hash", super::cert_hash),
             ("typed", super::typed),
+            ("pgoutput", super::pgoutput),
             #[cfg(feature = "tls")]
             ("ssl_negotiation", super::ssl_negotiation),
         ];

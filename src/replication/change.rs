@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::row::Column;
+use crate::types::TypeRegistry;
 
 use super::{Lsn, Tuple};
 
@@ -101,12 +102,13 @@ impl Table {
         name: String,
         replica_identity: ReplicaIdentity,
         columns: Vec<TableColumn>,
+        types: &TypeRegistry,
     ) -> Table {
         let described = |format: i16| -> Arc<[Column]> {
             columns
                 .iter()
                 .map(|c| {
-                    Column::new(
+                    let mut col = Column::new(
                         c.name.to_string(),
                         oid,
                         0,
@@ -114,7 +116,9 @@ impl Table {
                         -1,
                         c.type_modifier,
                         format,
-                    )
+                    );
+                    col.resolve(types);
+                    col
                 })
                 .collect()
         };

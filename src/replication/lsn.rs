@@ -10,13 +10,15 @@ use std::str::FromStr;
 
 use crate::error::Error;
 use crate::row::Column;
-use crate::types::{oid, FromSql};
+use crate::types::{oid, FromSql, ToSql, Value};
 
 /// A WAL position (log sequence number): PostgreSQL's `pg_lsn`.
 ///
 /// Ordered like the WAL; `Display` and `FromStr` use PostgreSQL's text form, two hexadecimal
-/// numbers of at most 8 digits each (the high and low 32 bits), written in upper case as the
-/// server writes them. It reads from `pg_lsn` columns in text and binary results.
+/// numbers of at most 8 digits each (the high and low 32 bits). `Display` writes upper case
+/// and pads the low half to 8 digits (`0/01A371A0`), as psycopg2 and PostgreSQL 19 do
+/// (servers before 19 print `0/1A371A0`); `FromStr` reads both. It reads from `pg_lsn`
+/// columns in text and binary results.
 ///
 /// ```
 /// use momoko::replication::Lsn;
@@ -59,7 +61,7 @@ impl From<Lsn> for u64 {
 
 impl fmt::Display for Lsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+        write!(f, "{:X}/{:08X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
     }
 }
 
@@ -125,6 +127,16 @@ impl FromSql for Lsn {
     }
 }
 
+/// An LSN parameter is a `pg_lsn` (`'16/B374D848'::pg_lsn` when rendered client-side).
+impl ToSql for Lsn {
+    fn to_value(&self) -> Value {
+        Value::Unknown {
+            type_oid: oid::PG_LSN,
+            text: self.to_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,20 +147,18 @@ mod tests {
         let a: Lsn = "16/b374d848".parse().unwrap();
         assert_eq!(a, Lsn::from(0x16_B374_D848));
         assert_eq!(a.to_string(), "16/B374D848");
-        assert_eq!(Lsn::ZERO.to_string(), "0/0");
+        assert_eq!(Lsn::ZERO.to_string(), "0/00000000");
         assert_eq!(Lsn::from(u64::MAX).to_string(), "FFFFFFFF/FFFFFFFF");
         assert_eq!(
             "FFFFFFFF/FFFFFFFF".parse::<Lsn>().unwrap(),
             Lsn::from(u64::MAX)
         );
         assert_eq!("0/1".parse::<Lsn>().unwrap(), Lsn::from(1));
-        // The server writes the low half without padding; padded input reads the same.
-        assert_eq!(Lsn::from(0x1_0000_00AB).to_string(), "1/AB");
-        assert_eq!(
-            "1/000000AB".parse::<Lsn>().unwrap(),
-            Lsn::from(0x1_0000_00AB)
-        );
-        assert_eq!(format!("{:?}", Lsn::from(0x1_0000_00AB)), "Lsn(1/AB)");
+        // The low half padded as psycopg2 and PostgreSQL 19 write it; unpadded input (servers
+        // before 19) reads the same.
+        assert_eq!(Lsn::from(0x1_0000_00AB).to_string(), "1/000000AB");
+        assert_eq!("1/AB".parse::<Lsn>().unwrap(), Lsn::from(0x1_0000_00AB));
+        assert_eq!(format!("{:?}", Lsn::from(0x1_0000_00AB)), "Lsn(1/000000AB)");
     }
 
     #[test]
@@ -207,5 +217,17 @@ mod tests {
             ErrorKind::Conversion
         );
         assert_eq!(String::from_sql(&bin, Some(&raw)).unwrap(), "16/B374D848");
+    }
+
+    #[test]
+    fn parameter_is_a_pg_lsn_literal() {
+        let ctx = crate::QuoteContext::default();
+        assert_eq!(
+            Lsn::from(0x16_B374_D848)
+                .to_value()
+                .to_literal(&ctx)
+                .unwrap(),
+            "'16/B374D848'::pg_lsn"
+        );
     }
 }

@@ -14,6 +14,8 @@ mod change;
 mod connection;
 pub mod copy_both;
 pub mod feedback;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
 mod lsn;
 mod options;
 pub mod pgoutput;

@@ -26,6 +26,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::error::Error;
+use crate::types::TypeRegistry;
 
 use super::change::{ReplicaIdentity, TableColumn};
 use super::tuple::Field;
@@ -137,11 +138,11 @@ impl<'a> Reader<'a> {
 /// use momoko::replication::{pgoutput::Decoder, Change};
 /// let mut d = Decoder::new();
 /// // StreamStart of xid 7, first segment.
-/// let c = d.decode(bytes::Bytes::from_static(&[b'S', 0, 0, 0, 7, 1])).unwrap();
+/// let c = d.decode(vec![b'S', 0, 0, 0, 7, 1]).unwrap();
 /// assert!(matches!(c, Change::StreamStart { xid: 7, first: true, .. }));
 /// assert_eq!(d.streaming_xid(), Some(7));
 /// // A truncated message is an error, never a panic.
-/// assert!(d.decode(bytes::Bytes::from_static(&[b'B', 0])).is_err());
+/// assert!(d.decode(vec![b'B', 0]).is_err());
 /// ```
 #[derive(Default)]
 pub struct Decoder {
@@ -149,6 +150,9 @@ pub struct Decoder {
     types: HashMap<u32, (String, String)>,
     /// The xid of the open streamed block, if one is open.
     stream: Option<u32>,
+    /// hstore's and hstore[]'s OIDs once Type messages named them (0 until then), so that
+    /// such columns read as [`Value::Hstore`](crate::Value::Hstore) as in query results.
+    hstore: (u32, u32),
 }
 
 impl fmt::Debug for Decoder {
@@ -190,8 +194,10 @@ impl Decoder {
     }
 
     /// Decodes one message (the data of one XLogData, or one row of
-    /// `pg_logical_slot_get_binary_changes`). The bytes are shared by the tuples it returns.
-    pub fn decode(&mut self, data: Bytes) -> Result<Change, Error> {
+    /// `pg_logical_slot_get_binary_changes`): `Bytes` (shared by the tuples it returns,
+    /// without a copy) or a `Vec<u8>`.
+    pub fn decode(&mut self, data: impl Into<Bytes>) -> Result<Change, Error> {
+        let data: Bytes = data.into();
         let Some(&tag) = data.first() else {
             return Err(Error::protocol("empty pgoutput message"));
         };
@@ -270,7 +276,11 @@ impl Decoder {
                 name: r.string()?,
             },
             b'R' => {
-                let table = read_relation(&mut r)?;
+                let mut types = TypeRegistry::new();
+                if self.hstore.0 != 0 {
+                    types.register_hstore(self.hstore.0, self.hstore.1);
+                }
+                let table = read_relation(&mut r, &types)?;
                 r.done()?;
                 self.relations.insert(table.oid(), table.clone());
                 return Ok(Change::Relation { table, xid });
@@ -280,6 +290,11 @@ impl Decoder {
                 let schema = r.string()?;
                 let name = r.string()?;
                 r.done()?;
+                match name.as_str() {
+                    "hstore" => self.hstore.0 = oid,
+                    "_hstore" => self.hstore.1 = oid,
+                    _ => {}
+                }
                 self.types.insert(oid, (schema.clone(), name.clone()));
                 return Ok(Change::Type {
                     oid,
@@ -496,7 +511,7 @@ impl Decoder {
     }
 }
 
-fn read_relation(r: &mut Reader<'_>) -> Result<Table, Error> {
+fn read_relation(r: &mut Reader<'_>, types: &TypeRegistry) -> Result<Table, Error> {
     let oid = r.u32()?;
     let mut schema = r.string()?;
     if schema.is_empty() {
@@ -522,7 +537,7 @@ fn read_relation(r: &mut Reader<'_>) -> Result<Table, Error> {
             is_key: flags & 1 != 0,
         });
     }
-    Ok(Table::new(oid, schema, name, identity, columns))
+    Ok(Table::new(oid, schema, name, identity, columns, types))
 }
 
 /// Reads a TupleData of `table`, recording where each value sits in `data` (the whole
