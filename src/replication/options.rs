@@ -632,7 +632,7 @@ mod tests {
                 .option("include-xids", "0")
                 .command(Some("td"), Lsn::ZERO, None, 150004)
                 .unwrap(),
-            "START_REPLICATION SLOT \"td\" LOGICAL 0/0 (\"include-xids\" '0')"
+            "START_REPLICATION SLOT \"td\" LOGICAL 0/00000000 (\"include-xids\" '0')"
         );
         assert_eq!(
             StreamOptions::physical()
