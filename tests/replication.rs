@@ -1143,3 +1143,84 @@ fn failover_slots_and_protocol_versions_follow_the_servers_version() {
         repl.close();
     });
 }
+
+#[test]
+fn a_prepared_transaction_streams_at_prepare_and_its_commit_prepared_follows() {
+    let dsn = dsn();
+    run_for(60, async move {
+        let conn = sql(&dsn).await;
+        let (table, publication) = published_table(&conn).await;
+        let slot = unique("rs");
+        let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+        repl.create_slot(
+            &slot,
+            SlotOptions::logical("pgoutput")
+                .temporary(true)
+                .two_phase(true),
+        )
+        .await
+        .unwrap();
+        let options = StreamOptions::pgoutput(&[&publication])
+            .proto_version(3)
+            .two_phase(true);
+        let seen: Seen = Rc::default();
+        let sink = seen.clone();
+        let stream = repl.start_logical(&slot, Lsn::ZERO, options, move |s, change| {
+            if let Change::Prepare { end_lsn, .. } | Change::CommitPrepared { end_lsn, .. } =
+                &change
+            {
+                s.confirm(*end_lsn);
+            }
+            sink.borrow_mut().push(change);
+        });
+        let gid = unique("gid");
+        exec(
+            &conn,
+            &format!("BEGIN; INSERT INTO {table} VALUES (9, 'two'); PREPARE TRANSACTION '{gid}'"),
+        )
+        .await;
+        wait_until(20, "the Prepare", || {
+            seen.borrow()
+                .iter()
+                .any(|c| matches!(c, Change::Prepare { .. }))
+        })
+        .await;
+        exec(&conn, &format!("COMMIT PREPARED '{gid}'")).await;
+        wait_until(20, "the CommitPrepared", || {
+            seen.borrow()
+                .iter()
+                .any(|c| matches!(c, Change::CommitPrepared { .. }))
+        })
+        .await;
+        stream.stop().await.unwrap();
+        let seen = seen.borrow();
+        let kinds: Vec<&str> = seen
+            .iter()
+            .filter_map(|c| match c {
+                Change::BeginPrepare { gid: g, .. } => {
+                    assert_eq!(g, &gid);
+                    Some("BeginPrepare")
+                }
+                Change::Insert { new, .. } => {
+                    assert_eq!(new.get::<_, i32>("id"), 9);
+                    Some("Insert")
+                }
+                Change::Prepare { gid: g, .. } => {
+                    assert_eq!(g, &gid);
+                    Some("Prepare")
+                }
+                Change::CommitPrepared { gid: g, .. } => {
+                    assert_eq!(g, &gid);
+                    Some("CommitPrepared")
+                }
+                Change::Relation { .. } => None,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["BeginPrepare", "Insert", "Prepare", "CommitPrepared"]
+        );
+        repl.close();
+    });
+}
