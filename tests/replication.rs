@@ -1224,3 +1224,44 @@ fn a_prepared_transaction_streams_at_prepare_and_its_commit_prepared_follows() {
         repl.close();
     });
 }
+
+#[test]
+fn stop_from_inside_the_callback_ends_the_callbacks_at_once() {
+    let dsn = dsn();
+    run_for(60, async move {
+        let conn = sql(&dsn).await;
+        let (table, publication) = published_table(&conn).await;
+        let slot = unique("rs");
+        let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+        repl.create_slot(&slot, SlotOptions::logical("pgoutput").temporary(true))
+            .await
+            .unwrap();
+        let inserts = Rc::new(std::cell::Cell::new(0));
+        let stops: Rc<RefCell<Vec<momoko::ioloop::Future<Result<(), momoko::Error>>>>> =
+            Rc::default();
+        let (n, st) = (inserts.clone(), stops.clone());
+        let stream = repl.start_logical(
+            &slot,
+            Lsn::ZERO,
+            StreamOptions::pgoutput(&[&publication]),
+            move |s, change| {
+                if let Change::Insert { .. } = change {
+                    n.set(n.get() + 1);
+                    st.borrow_mut().push(s.stop());
+                }
+            },
+        );
+        exec(
+            &conn,
+            &format!("INSERT INTO {table} SELECT g, 'x' FROM generate_series(1, 100) g"),
+        )
+        .await;
+        stream.finished().await.unwrap();
+        let stop = stops.borrow_mut().pop().expect("stop was called");
+        stop.await.unwrap();
+        assert_eq!(inserts.get(), 1, "no callback after stop()");
+        // The connection takes commands again.
+        assert!(repl.identify_system().await.is_ok());
+        repl.close();
+    });
+}

@@ -100,7 +100,7 @@ impl Drop for Inner {
 
 /// Where the stream stands; what belongs to one phase lives in it.
 enum Phase {
-    /// START_REPLICATION sent (or about to be); `generation` numbers the attempt.
+    /// START_REPLICATION sent (or about to be): no data yet.
     Starting,
     Streaming,
     /// CopyDone sent (or asked for before the copy started): the server ends the copy.
@@ -296,7 +296,9 @@ impl ReplicationStream {
     fn received(&self, generation: u64, payload: Bytes) {
         {
             let mut st = self.inner.state.borrow_mut();
-            if st.generation != generation || matches!(st.phase, Phase::Over(_)) {
+            // After stop() nothing more reaches the callback, though the server sends on
+            // until it reads our CopyDone.
+            if st.generation != generation || matches!(st.phase, Phase::Over(_) | Phase::Stopping) {
                 return;
             }
             if matches!(st.phase, Phase::Starting) {
@@ -327,7 +329,7 @@ impl ReplicationStream {
             loop {
                 let next = {
                     let mut st = me.inner.state.borrow_mut();
-                    if st.paused || matches!(st.phase, Phase::Over(_)) {
+                    if st.paused || matches!(st.phase, Phase::Over(_) | Phase::Stopping) {
                         None
                     } else {
                         st.queue.pop_front()
