@@ -57,6 +57,9 @@ async fn published_table(conn: &Connection) -> (String, String) {
     (table, publication)
 }
 
+/// What `stop()` returns.
+type Stopped = momoko::ioloop::Future<Result<(), momoko::Error>>;
+
 /// What a stream delivered, shared with the test.
 type Seen = Rc<RefCell<Vec<Change>>>;
 
@@ -1237,8 +1240,7 @@ fn stop_from_inside_the_callback_ends_the_callbacks_at_once() {
             .await
             .unwrap();
         let inserts = Rc::new(std::cell::Cell::new(0));
-        let stops: Rc<RefCell<Vec<momoko::ioloop::Future<Result<(), momoko::Error>>>>> =
-            Rc::default();
+        let stops: Rc<RefCell<Vec<Stopped>>> = Rc::default();
         let (n, st) = (inserts.clone(), stops.clone());
         let stream = repl.start_logical(
             &slot,
