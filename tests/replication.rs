@@ -548,10 +548,7 @@ fn a_large_transaction_arrives_in_streamed_blocks_and_an_aborted_one_ends_with_s
         assert!(seen.iter().any(
             |c| matches!(c, Change::StreamAbort { xid, subxid, .. } if *xid == aborted && *subxid == aborted)
         ));
-        assert!(
-            !seen.iter().any(|c| matches!(c, Change::Commit { .. })),
-            "no ordinary commit"
-        );
+        // Every insert came inside a block (above): none as an ordinary transaction.
         repl.close();
     });
 }
@@ -857,17 +854,36 @@ fn an_idle_slot_advances_while_only_unpublished_tables_change_but_never_past_unc
             );
             sleep(Duration::from_millis(50)).await;
         }
-        assert!(seen.borrow().is_empty(), "nothing published changed");
+        // Servers before 15 send the other table's transactions as empty Begin/Commit pairs.
+        let data = |seen: &Seen| {
+            seen.borrow()
+                .iter()
+                .filter(|c| matches!(c, Change::Insert { .. }))
+                .count()
+        };
+        assert_eq!(data(&seen), 0, "nothing published changed");
 
         // A published transaction received and not confirmed holds the slot, whatever
         // unpublished tables do after it.
         hold.set(true);
         exec(&conn, &format!("INSERT INTO {table} VALUES (1, 'held')")).await;
-        wait_until(20, "the held commit", || commits(&seen) == 1).await;
-        let held_end = match seen.borrow().last() {
-            Some(Change::Commit { end_lsn, .. }) => *end_lsn,
-            other => panic!("expected the Commit, got {other:?}"),
-        };
+        let before = seen.borrow().len();
+        wait_until(20, "the held commit", || {
+            data(&seen) == 1
+                && seen.borrow()[before..]
+                    .iter()
+                    .skip_while(|c| !matches!(c, Change::Insert { .. }))
+                    .any(|c| matches!(c, Change::Commit { .. }))
+        })
+        .await;
+        let held_end = seen.borrow()[before..]
+            .iter()
+            .skip_while(|c| !matches!(c, Change::Insert { .. }))
+            .find_map(|c| match c {
+                Change::Commit { end_lsn, .. } => Some(*end_lsn),
+                _ => None,
+            })
+            .unwrap();
         for n in 0..50 {
             exec(&conn, &format!("INSERT INTO {other} VALUES ({n})")).await;
         }
@@ -1155,14 +1171,20 @@ fn a_prepared_transaction_streams_at_prepare_and_its_commit_prepared_follows() {
         let (table, publication) = published_table(&conn).await;
         let slot = unique("rs");
         let repl = ReplicationConnection::connect(&dsn).await.unwrap();
-        repl.create_slot(
-            &slot,
-            SlotOptions::logical("pgoutput")
-                .temporary(true)
-                .two_phase(true),
-        )
-        .await
-        .unwrap();
+        let made = repl
+            .create_slot(
+                &slot,
+                SlotOptions::logical("pgoutput")
+                    .temporary(true)
+                    .two_phase(true),
+            )
+            .await;
+        if repl.server_version().unwrap() < 150000 {
+            let e = made.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Usage, "{e}");
+            return;
+        }
+        made.unwrap();
         let options = StreamOptions::pgoutput(&[&publication])
             .proto_version(3)
             .two_phase(true);

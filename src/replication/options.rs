@@ -71,7 +71,7 @@ impl SlotOptions {
         self
     }
 
-    /// Decodes prepared transactions at PREPARE TRANSACTION (logical, PostgreSQL 14+).
+    /// Decodes prepared transactions at PREPARE TRANSACTION (logical, PostgreSQL 15+).
     pub fn two_phase(mut self, on: bool) -> SlotOptions {
         self.two_phase = on;
         self
@@ -115,7 +115,8 @@ impl SlotOptions {
                     ));
                 }
                 if self.two_phase {
-                    needs("two_phase", 140000, "14")?;
+                    // 14 decodes two-phase only for slots made by SQL functions.
+                    needs("a two_phase slot", 150000, "15")?;
                 }
                 if self.failover {
                     needs("a failover slot", 170000, "17")?;
@@ -143,9 +144,6 @@ impl SlotOptions {
                         Some(Snapshot::Use) => cmd.push_str(" USE_SNAPSHOT"),
                         Some(Snapshot::Nothing) => cmd.push_str(" NOEXPORT_SNAPSHOT"),
                         None => {}
-                    }
-                    if self.two_phase {
-                        cmd.push_str(" TWO_PHASE");
                     }
                 }
             }
@@ -525,9 +523,16 @@ mod tests {
              (SNAPSHOT 'export', TWO_PHASE true)"
         );
         assert_eq!(
-            logical.command("cdc", 140010).unwrap(),
-            "CREATE_REPLICATION_SLOT \"cdc\" TEMPORARY LOGICAL \"pgoutput\" EXPORT_SNAPSHOT \
-             TWO_PHASE"
+            logical
+                .clone()
+                .two_phase(false)
+                .command("cdc", 140010)
+                .unwrap(),
+            "CREATE_REPLICATION_SLOT \"cdc\" TEMPORARY LOGICAL \"pgoutput\" EXPORT_SNAPSHOT"
+        );
+        assert_eq!(
+            logical.command("cdc", 140010).unwrap_err().kind(),
+            crate::ErrorKind::Usage
         );
         assert_eq!(
             SlotOptions::logical("test_decoding")
