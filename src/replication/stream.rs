@@ -567,8 +567,7 @@ impl ReplicationStream {
 
     /// Records that everything up to `lsn` is durable on the consumer's side (a Commit's
     /// `end_lsn`): the next status update reports it as flushed and applied, and the server
-    /// may forget the WAL before it. Never moves back; an LSN past what was received is
-    /// capped to it.
+    /// may forget the WAL before it. Never moves back (a lower LSN changes nothing).
     pub fn confirm(&self, lsn: Lsn) {
         self.inner.state.borrow_mut().feedback.confirm(lsn);
     }
