@@ -516,6 +516,11 @@ impl Connection {
         ops::execute::simple(&self.core, sql, done);
     }
 
+    /// A walsender command, observed as one (span `replication_command`).
+    pub(crate) fn replication_command(&self, command: String, done: Done<Cursor>) {
+        observed::replication_command(&self.core, command, done);
+    }
+
     /// `SELECT 1 AS ping`: resolves once the server answered.
     pub fn ping(&self) -> Future<Result<(), Error>> {
         let (fut, done) = self.future();
@@ -793,6 +798,11 @@ impl Connection {
     /// Runs `hook` when this connection, once established, is lost or closed.
     pub(crate) fn on_close(&self, hook: Rc<dyn Fn(&Error)>) {
         self.core.driver.on_close.borrow_mut().push(hook);
+    }
+
+    /// The session core, for the replication stream's CopyBoth exchange.
+    pub(crate) fn core(&self) -> &Rc<Core<LoopDriver>> {
+        &self.core
     }
 
     /// Whether two handles are the same connection.

@@ -138,6 +138,7 @@ enum Kw {
     MomokoLogStatements,
     MomokoLogSlowStatements,
     MomokoSlowStatementMs,
+    Replication,
 }
 
 const KEYWORDS: &[(&str, Kw, Option<&str>)] = &[
@@ -224,13 +225,13 @@ const KEYWORDS: &[(&str, Kw, Option<&str>)] = &[
         None,
     ),
     ("momoko_slow_statement_ms", Kw::MomokoSlowStatementMs, None),
+    ("replication", Kw::Replication, None),
 ];
 
 /// Keywords libpq knows but momoko does not implement. Refusing them by name tells the user
 /// that the string is right but the feature is missing, rather than that it is misspelt.
 const UNSUPPORTED: &[&str] = &[
     "service",
-    "replication",
     "requirepeer",
     "require_auth",
     "krbsrvname",
@@ -330,6 +331,9 @@ pub struct Config {
     protocol: protocol::ProtocolRange,
     /// The statement log settings of the `momoko_*` keywords.
     pub(crate) statement_log: crate::observe::LogOverrides,
+    /// The walsender mode asked for: `database` (logical) or `true` (physical); `None` for
+    /// an ordinary session. Sent as the startup parameter `replication`, as libpq does.
+    replication: Option<&'static str>,
 }
 
 impl fmt::Debug for Config {
@@ -360,6 +364,7 @@ impl fmt::Debug for Config {
             .field("min_protocol_version", &self.get_min_protocol_version())
             .field("max_protocol_version", &self.get_max_protocol_version())
             .field("statement_log", &self.statement_log)
+            .field("replication", &self.replication)
             .finish()
     }
 }
@@ -377,6 +382,19 @@ impl FromStr for Config {
     /// Same as [`Config::parse`].
     fn from_str(s: &str) -> Result<Config, Error> {
         Config::parse(s)
+    }
+}
+
+/// The `replication` keyword's values, as the server reads them: `database` for a logical
+/// walsender, a boolean for a physical one (true) or none (false).
+fn parse_replication(value: &str) -> Result<Option<&'static str>, Error> {
+    match value.to_ascii_lowercase().as_str() {
+        "database" => Ok(Some("database")),
+        "true" | "on" | "yes" | "1" => Ok(Some("true")),
+        "false" | "off" | "no" | "0" => Ok(None),
+        _ => Err(Error::usage(format!(
+            "invalid replication value: \"{value}\" (database, true or false)"
+        ))),
     }
 }
 
@@ -440,6 +458,7 @@ impl Config {
             load_balance_hosts: LoadBalanceHosts::Disable,
             protocol: protocol::ProtocolRange::default(),
             statement_log: Default::default(),
+            replication: None,
         }
     }
 
@@ -580,6 +599,9 @@ impl Config {
             value(Kw::MaxProtocolVersion),
         )?;
         config.statement_log = logging::parse(&non_empty)?;
+        if let Some(r) = non_empty(Kw::Replication) {
+            config.replication = parse_replication(&r)?;
+        }
         // libpq only finds a mismatched host list or a bad address when it connects; finding
         // it here reports a bad string where it was written.
         config.targets()?;
@@ -887,7 +909,23 @@ impl Config {
                 .or(self.get_fallback_application_name()),
         );
         add("client_encoding", Some("UTF8"));
+        add("replication", self.replication);
         params
+    }
+
+    /// Asks for a walsender session: `"database"` (logical replication: replication
+    /// commands and SQL, on `dbname`) or `"true"` (physical); `"false"` (or any value the
+    /// `replication` keyword takes for off) asks for an ordinary session. Other values are
+    /// a Usage error. Only the simple protocol works on a walsender session.
+    pub fn replication(mut self, mode: &str) -> Result<Config, Error> {
+        self.replication = parse_replication(mode)?;
+        Ok(self)
+    }
+
+    /// The walsender mode asked for, as sent to the server: `Some("database")` (logical),
+    /// `Some("true")` (physical) or `None` (an ordinary session).
+    pub fn get_replication(&self) -> Option<&str> {
+        self.replication
     }
 
     fn slots(&self) -> Result<Vec<Slot>, Error> {

@@ -528,3 +528,107 @@ fn observability() {
         ],
     );
 }
+
+/// Runs SQL on the suite's server (setup and changes for the CDC example).
+#[cfg(feature = "json")]
+fn sql(statements: &[String]) {
+    let dsn = dsn();
+    let statements = statements.to_vec();
+    momoko::ioloop::IoLoop::new()
+        .run_sync_timeout(
+            async move {
+                let conn = momoko::connect(&dsn).await.unwrap();
+                for q in statements {
+                    conn.execute(&q, ())
+                        .await
+                        .unwrap_or_else(|e| panic!("{q}: {e}"));
+                }
+            },
+            Duration::from_secs(30),
+        )
+        .expect("the SQL did not finish in time");
+}
+
+#[cfg(feature = "json")]
+#[test]
+fn cdc_prints_each_committed_change_and_resumes_where_it_stopped() {
+    let id = std::process::id();
+    let (table, publication, slot) = (
+        format!("cdc_t_{id}"),
+        format!("cdc_pub_{id}"),
+        format!("cdc_slot_{id}"),
+    );
+    sql(&[
+        format!("CREATE TABLE {table} (id int PRIMARY KEY, note text)"),
+        format!("CREATE PUBLICATION {publication} FOR TABLE {table}"),
+    ]);
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut a = vec![
+            "--slot".to_owned(),
+            slot.clone(),
+            "--publication".to_owned(),
+            publication.clone(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |extra: &[&'static str]| {
+        let a = args(extra);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        run_example("cdc", &a, Duration::from_secs(60))
+    };
+    // First run: creates the slot; nothing to print yet.
+    let out = run(&["--idle-exit", "1"]);
+    assert_eq!(out, "", "nothing committed yet");
+    sql(&[
+        format!("INSERT INTO {table} VALUES (1, 'one'), (2, 'two')"),
+        format!("UPDATE {table} SET note = 'uno' WHERE id = 1"),
+        format!("DELETE FROM {table} WHERE id = 2"),
+    ]);
+    let out = run(&["--transactions", "3"]);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let t = format!("public.{table}");
+    let ops: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["op"].as_str().unwrap().to_owned(),
+                l["table"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expect = |op: &str| (op.to_owned(), t.clone());
+    assert_eq!(
+        ops,
+        [
+            expect("insert"),
+            expect("insert"),
+            expect("update"),
+            expect("delete")
+        ]
+    );
+    assert_eq!(lines[0]["new"], serde_json::json!({"id": 1, "note": "one"}));
+    assert_eq!(lines[1]["new"], serde_json::json!({"id": 2, "note": "two"}));
+    assert_eq!(lines[2]["new"], serde_json::json!({"id": 1, "note": "uno"}));
+    assert_eq!(lines[3]["old"], serde_json::json!({"id": 2, "note": null}));
+    assert_eq!(
+        lines[0]["lsn"], lines[1]["lsn"],
+        "one transaction, one commit LSN"
+    );
+    // Resumed: only what came after the last confirmed transaction.
+    sql(&[format!("INSERT INTO {table} VALUES (3, 'three')")]);
+    let out = run(&["--transactions", "1"]);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert_eq!(
+        lines[0]["new"],
+        serde_json::json!({"id": 3, "note": "three"})
+    );
+    sql(&[format!("SELECT pg_drop_replication_slot('{slot}')")]);
+}

@@ -695,6 +695,30 @@ mod spans {
     }
 
     #[test]
+    fn a_replication_command_has_a_client_span_of_its_own() {
+        let s = server();
+        let ((), seen) = record(|| {
+            run(async {
+                let repl = momoko::replication::ReplicationConnection::connect(&dsn())
+                    .await
+                    .unwrap();
+                let sys = repl.identify_system().await.unwrap();
+                assert_eq!(sys.dbname(), Some(s.dbname.as_str()));
+                repl.close();
+            })
+        });
+        let spans = named(&seen, "replication_command");
+        assert_eq!(spans.len(), 1, "{:?}", seen.spans);
+        assert!(spans[0].closed);
+        let f = &spans[0].fields;
+        assert_eq!(f["otel.kind"], "client");
+        assert_eq!(f["db.system.name"], "postgresql");
+        assert_eq!(f["db.query.text"], "IDENTIFY_SYSTEM");
+        assert_eq!(f["db.operation.name"], "IDENTIFY_SYSTEM");
+        assert_eq!(f["db.response.returned_rows"], "1");
+    }
+
+    #[test]
     fn a_failed_query_records_its_sqlstate_and_error_type() {
         let ((), seen) = record(|| {
             run(async {

@@ -77,6 +77,8 @@ pub struct Sizes {
     pub idle: u64,
     /// pgbench's `-T`, in seconds.
     pub pgbench_secs: u32,
+    /// R1: rows committed (in transactions of 1,000) and consumed from a slot per run.
+    pub repl: u64,
 }
 
 impl Sizes {
@@ -93,6 +95,7 @@ impl Sizes {
             w6: 300,
             idle: 100,
             pgbench_secs: 2,
+            repl: 1_000_000,
         }
     }
 
@@ -109,6 +112,7 @@ impl Sizes {
             w6: 60,
             idle: 100,
             pgbench_secs: 1,
+            repl: 100_000,
         }
     }
 }

@@ -19,6 +19,7 @@ mod floor;
 mod measure;
 mod momoko_side;
 mod pgbench;
+mod replication;
 mod report;
 mod streamed;
 mod tokio_side;
@@ -201,6 +202,7 @@ fn run(args: &Args, env: &Env) -> Result<(), String> {
         Vec::new()
     };
     let _ = momoko_side_sql(env, workloads::DROP_TABLE);
+    let _ = momoko_side_sql(env, workloads::DROP_REPLICATION);
     pgbench::cleanup();
     let meta = report::Meta {
         rounds: args.rounds,

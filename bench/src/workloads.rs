@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::env::Env;
 use crate::measure::Sample;
 use crate::momoko_side::{self as mk, RoundTrip};
-use crate::{floor, pgbench, tokio_side as tp};
+use crate::{floor, pgbench, replication, tokio_side as tp};
 
 /// Requests outstanding on one connection in W2 and W3's callers.
 pub const IN_FLIGHT: u64 = 100;
@@ -31,6 +31,9 @@ pub const MIXED_SQL: &str = "SELECT (i % 30000)::int2 AS small, i AS int, \
 pub const CREATE_TABLE: &str = "CREATE UNLOGGED TABLE IF NOT EXISTS momoko_bench_insert \
      (id int4, name text, score float8)";
 pub const DROP_TABLE: &str = "DROP TABLE IF EXISTS momoko_bench_insert";
+/// R1's publication and table.
+pub const DROP_REPLICATION: &str =
+    "DROP PUBLICATION IF EXISTS momoko_bench_repl_pub; DROP TABLE IF EXISTS momoko_bench_repl";
 pub const TRUNCATE: &str = "TRUNCATE momoko_bench_insert";
 pub const COPY_SQL: &str = "COPY momoko_bench_insert (id, name, score) FROM STDIN";
 
@@ -487,6 +490,28 @@ pub fn all(env: &Env) -> Vec<Workload> {
         (n / 3).max(1),
         false,
     );
+    let rows = s.repl;
+    w.push(Workload {
+        id: "R1",
+        title: "R1 logical replication, pgoutput",
+        unit: "changes",
+        note: format!(
+            "{rows} rows (int4, text, float8) committed in {} transactions of 1,000, then read \
+             from a new slot with pgoutput (proto_version 1) up to the last commit, connect \
+             included. momoko decodes every change, reads every column into its Rust type and \
+             confirms each transaction; pg_recvlogical (libpq) writes the bytes to /dev/null. \
+             The server decodes the same WAL for both.",
+            rows.div_ceil(replication::TXN_ROWS)
+        ),
+        contenders: vec![
+            contender!("momoko", env, replication::momoko(&env, rows)),
+            contender!(
+                "pg_recvlogical",
+                env,
+                replication::pg_recvlogical(&env, rows)
+            ),
+        ],
+    });
     w
 }
 
@@ -684,6 +709,22 @@ pub fn targets() -> Vec<Target> {
             tp,
             Rate,
             1.0,
+        ),
+        t(
+            "R1 replication ≥ 1.0 × pg_recvlogical",
+            "R1",
+            "momoko",
+            "pg_recvlogical",
+            Rate,
+            1.0,
+        ),
+        t(
+            "R1 CPU/change ≤ 1.5 × pg_recvlogical (which decodes nothing)",
+            "R1",
+            "momoko",
+            "pg_recvlogical",
+            Cpu,
+            1.5,
         ),
         t(
             "W3t 2 threads × 2 connections ≥ 0.9 × pgbench -j 2 -c 4 -S",

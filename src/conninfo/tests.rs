@@ -1325,3 +1325,43 @@ fn summary_names_database_user_and_every_target_without_the_password() {
         "database db as u on a:6000, /tmp/.s.PGSQL.6001"
     );
 }
+
+// ---- replication ----
+
+#[test]
+fn replication_is_sent_last_as_the_walsender_mode_the_server_reads() {
+    let last = |s: &str| parse(s).startup_params().last().cloned().unwrap();
+    let pair = |v: &str| ("replication".to_owned(), v.to_owned());
+    assert_eq!(last("replication=database"), pair("database"));
+    for on in ["true", "on", "yes", "1", "TRUE"] {
+        assert_eq!(last(&format!("replication={on}")), pair("true"), "{on}");
+    }
+    for off in ["false", "off", "no", "0"] {
+        let c = parse(&format!("replication={off}"));
+        assert_eq!(c.get_replication(), None, "{off}");
+        assert!(c.startup_params().iter().all(|(k, _)| k != "replication"));
+    }
+    assert_eq!(
+        parse("postgresql://h/db?replication=database").get_replication(),
+        Some("database")
+    );
+}
+
+#[test]
+fn a_replication_value_the_server_would_refuse_is_a_usage_error() {
+    let e = parse_env("replication=logical", &[]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Usage);
+    assert_eq!(
+        e.to_string(),
+        "usage error: invalid replication value: \"logical\" (database, true or false)"
+    );
+    let e = Config::new().replication("maybe").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Usage);
+    assert_eq!(
+        Config::new()
+            .replication("database")
+            .unwrap()
+            .get_replication(),
+        Some("database")
+    );
+}

@@ -122,6 +122,22 @@ pub(crate) fn stream<D: Driver, P: Params + ?Sized>(
     });
 }
 
+/// A walsender command (`IDENTIFY_SYSTEM`, `CREATE_REPLICATION_SLOT` …) as a simple Query.
+pub(crate) fn replication_command<D: Driver>(
+    core: &Rc<Core<D>>,
+    command: String,
+    done: Done<Cursor>,
+) {
+    let text = Text::query(&command);
+    operation(
+        core,
+        OpKind::Replication,
+        |_| text,
+        done,
+        |done| ops::execute::simple(core, command, done),
+    );
+}
+
 pub(crate) fn prepare<D: Driver>(core: &Rc<Core<D>>, sql: &str, done: Done<Prepared>) {
     operation(
         core,

@@ -141,6 +141,7 @@ operations! {
     Listen => "listen",
     Unlisten => "unlisten",
     Cancel => "cancel",
+    Replication => "replication_command",
 }
 
 /// What the statement log does: sqlx's settings, with momoko's opt-in for the rendered SQL.
@@ -555,7 +556,8 @@ fn batch_name(statements: &[String]) -> Option<String> {
 }
 
 /// The first keyword of a query, upper-cased, after blanks, comments and opening
-/// parentheses (`db.operation.name`).
+/// parentheses (`db.operation.name`). Walsender commands are one word with underscores
+/// (`IDENTIFY_SYSTEM`, `CREATE_REPLICATION_SLOT`).
 pub(crate) fn first_keyword(query: &str) -> Option<String> {
     let mut rest = query;
     loop {
@@ -570,7 +572,7 @@ pub(crate) fn first_keyword(query: &str) -> Option<String> {
     }
     let word: String = rest
         .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
+        .take_while(|c| c.is_ascii_alphabetic() || *c == '_')
         .map(|c| c.to_ascii_uppercase())
         .collect();
     (!word.is_empty()).then_some(word)
@@ -590,6 +592,10 @@ mod tests {
         assert_eq!(
             first_keyword("\tinsert into t values (%s)").as_deref(),
             Some("INSERT")
+        );
+        assert_eq!(
+            first_keyword("CREATE_REPLICATION_SLOT s LOGICAL pgoutput").as_deref(),
+            Some("CREATE_REPLICATION_SLOT")
         );
         assert_eq!(first_keyword("").as_deref(), None);
         assert_eq!(first_keyword("-- only a comment").as_deref(), None);

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::frontend;
 
 use super::copy::Upload;
-use super::in_flight::{InFlight, Queued};
+use super::in_flight::{Both, InFlight, Queued};
 use super::{CopySource, Protocol, QueryResult, Stage};
 use crate::error::Error;
 use crate::row::Column;
@@ -63,6 +63,11 @@ pub(crate) enum Request {
     /// A COPY TO STDOUT; its data comes out as [`Event::CopyData`](super::Event::CopyData)
     /// before the completion.
     CopyOut { query: String },
+    /// A command answered with CopyBothResponse (START_REPLICATION on a walsender): its
+    /// CopyData comes out as [`Event::CopyData`](super::Event::CopyData); the caller's
+    /// CopyData and CopyDone go out with [`Protocol::copy_both_write`] and
+    /// [`Protocol::copy_both_done`].
+    CopyBoth { query: String },
 }
 
 impl Protocol {
@@ -217,6 +222,13 @@ fn encode(request: Request, out: &mut BytesMut) -> Result<InFlight, Error> {
         Request::CopyOut { query } => {
             frontend::query(&query, out).map_err(enc)?;
             InFlight::CopyOut(QueryResult::default())
+        }
+        Request::CopyBoth { query } => {
+            frontend::query(&query, out).map_err(enc)?;
+            InFlight::CopyBoth {
+                result: QueryResult::default(),
+                both: Both::Waiting { stop: false },
+            }
         }
     })
 }

@@ -61,6 +61,26 @@ pub(super) enum InFlight {
     CopyIn { upload: Upload, result: QueryResult },
     /// A COPY TO STDOUT: its data goes out as events; the command's result.
     CopyOut(QueryResult),
+    /// A command answered with CopyBothResponse (START_REPLICATION): data both ways until
+    /// CopyDone; then the command's result (a physical stream may end with a row).
+    CopyBoth { result: QueryResult, both: Both },
+}
+
+/// Where a CopyBoth exchange stands, on our side of it.
+///
+/// ```text
+///   Waiting ──CopyBothResponse──▶ Open ──our CopyDone (stop, or the server's CopyDone)──▶ Over
+///      │  (stop asked: CopyDone sent at CopyBothResponse)                                  ▲
+///      └────────────────────────ErrorResponse────────────────────────────────────────────┘
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Both {
+    /// Sent; the server has not started the copy. `stop`: the caller already asked to end it.
+    Waiting { stop: bool },
+    /// CopyData flows both ways.
+    Open,
+    /// Our CopyDone is sent (or the server refused the command): nothing more goes out.
+    Over,
 }
 
 /// A server message that answers the oldest request, as the protocol core read it.
@@ -80,6 +100,7 @@ pub(super) enum Answer {
     PortalSuspended,
     CopyInResponse,
     CopyOutResponse,
+    CopyBothResponse,
     CopyData(Bytes),
     CopyDone,
 }
@@ -98,6 +119,7 @@ impl Answer {
             Answer::PortalSuspended => "PortalSuspended",
             Answer::CopyInResponse => "CopyInResponse",
             Answer::CopyOutResponse => "CopyOutResponse",
+            Answer::CopyBothResponse => "CopyBothResponse",
             Answer::CopyData(_) => "CopyData",
             Answer::CopyDone => "CopyDone",
         }
@@ -116,6 +138,10 @@ pub(super) enum Effect {
     Fail(Error),
     /// COPY TO STDOUT data, for the driver.
     CopyData(Bytes),
+    /// The core sends CopyDone: the CopyBoth exchange is over on our side (the caller asked
+    /// before it started, or the server ended it first), or nobody can feed it (a
+    /// START_REPLICATION sent through execute(): the request also fails with the error).
+    EndCopyBoth(Option<Error>),
 }
 
 impl InFlight {
@@ -130,6 +156,7 @@ impl InFlight {
             InFlight::Close => "Close",
             InFlight::CopyIn { .. } => "CopyIn",
             InFlight::CopyOut(_) => "CopyOut",
+            InFlight::CopyBoth { .. } => "CopyBoth",
         }
     }
 
@@ -138,9 +165,30 @@ impl InFlight {
     pub(super) fn take(&mut self, answer: Answer) -> Result<Effect, Error> {
         use InFlight as F;
         match (self, answer) {
+            // The server ended a CopyBoth first: ours ends it too.
+            (F::CopyBoth { both, .. }, Answer::CopyDone) if *both == Both::Open => {
+                *both = Both::Over;
+                return Ok(Effect::EndCopyBoth(None));
+            }
             // Any request may have run a COPY it cannot serve (see Effect); CopyDone ends
             // either direction and needs nothing.
             (_, Answer::CopyDone) => {}
+            (F::CopyBoth { both, .. }, Answer::CopyBothResponse) => match *both {
+                Both::Waiting { stop: false } => *both = Both::Open,
+                Both::Waiting { stop: true } => {
+                    *both = Both::Over;
+                    return Ok(Effect::EndCopyBoth(None));
+                }
+                Both::Open | Both::Over => {
+                    return Err(Error::protocol("a second CopyBothResponse for one command"))
+                }
+            },
+            (_, Answer::CopyBothResponse) => {
+                return Ok(Effect::EndCopyBoth(Some(Error::usage(
+                    "START_REPLICATION is only supported through ReplicationConnection",
+                ))))
+            }
+            (F::CopyBoth { .. }, Answer::CopyData(data)) => return Ok(Effect::CopyData(data)),
             (F::CopyIn { upload, .. }, Answer::CopyInResponse) => {
                 if !upload.start() {
                     return Ok(Effect::RefuseCopyIn);
@@ -193,6 +241,7 @@ impl InFlight {
             (F::Execute(result) | F::Unnamed(result), Answer::NoData) => result.columns = None,
 
             (F::CopyOut(result), Answer::Columns(c)) => result.describe(c),
+            (F::CopyBoth { result, .. }, Answer::Columns(c)) => result.describe(c),
 
             // Every statement-running request ends a statement the same way.
             (
@@ -200,7 +249,8 @@ impl InFlight {
                 | F::Execute(result)
                 | F::Unnamed(result)
                 | F::CopyIn { result, .. }
-                | F::CopyOut(result),
+                | F::CopyOut(result)
+                | F::CopyBoth { result, .. },
                 answer @ (Answer::Tag(_) | Answer::EmptyQuery),
             ) => match answer {
                 Answer::Tag(tag) => result.tag = Some(tag),
@@ -234,6 +284,7 @@ impl InFlight {
             | InFlight::Unnamed(r)
             | InFlight::CopyIn { result: r, .. }
             | InFlight::CopyOut(r)
+            | InFlight::CopyBoth { result: r, .. }
             | InFlight::Batch { current: r, .. } => r,
             InFlight::Prepare { .. } | InFlight::Close => {
                 return Err(Error::protocol(format!(
@@ -262,11 +313,24 @@ impl InFlight {
                 r.rows = Vec::new();
                 None
             }
+            InFlight::CopyBoth { result, both } => {
+                result.rows = Vec::new();
+                *both = Both::Over;
+                None
+            }
             InFlight::CopyIn { upload, result } => {
                 result.rows = Vec::new();
                 upload.stop()
             }
             InFlight::Prepare { .. } | InFlight::Close => None,
+        }
+    }
+
+    /// The CopyBoth exchange's state, if the request is one.
+    pub(super) fn both(&mut self) -> Option<&mut Both> {
+        match self {
+            InFlight::CopyBoth { both, .. } => Some(both),
+            _ => None,
         }
     }
 
@@ -285,7 +349,8 @@ impl InFlight {
             InFlight::Simple(r)
             | InFlight::Execute(r)
             | InFlight::Unnamed(r)
-            | InFlight::CopyOut(r) => Response::Query(r),
+            | InFlight::CopyOut(r)
+            | InFlight::CopyBoth { result: r, .. } => Response::Query(r),
             InFlight::Batch { done, .. } => Response::Batch(done),
             InFlight::Prepare {
                 param_types,

@@ -24,6 +24,7 @@
 mod auth;
 mod cert_hash;
 mod copy;
+mod copy_both;
 mod encode;
 mod framing;
 mod in_flight;
@@ -453,6 +454,10 @@ impl Protocol {
         if frame.tag == backend::BACKEND_KEY_DATA_TAG {
             return self.on_backend_key_data(frame.body());
         }
+        // Nor CopyBothResponse (START_REPLICATION's answer).
+        if frame.tag == copy_both::COPY_BOTH_RESPONSE_TAG {
+            return self.on_copy_both_response(frame.body());
+        }
         if frame.tag == backend::ROW_DESCRIPTION_TAG {
             self.row_desc_bytes = Some(Bytes::copy_from_slice(frame.body()));
         }
@@ -630,7 +635,12 @@ impl Protocol {
             Message::CopyDone => Answer::CopyDone,
             other => return Err(unexpected(&other, "while a request is in flight")),
         };
-        let flight = self.in_flight.front_mut().expect("checked above");
+        self.take_answer(answer)
+    }
+
+    /// Hands one answer to the oldest request in flight (there is one) and does what it says.
+    fn take_answer(&mut self, answer: Answer) -> Result<(), Error> {
+        let flight = self.in_flight.front_mut().expect("checked by the caller");
         match flight.answers.take(answer)? {
             Effect::None => {}
             Effect::RefuseCopyIn => {
@@ -644,6 +654,12 @@ impl Protocol {
                 flight.error.get_or_insert(err);
             }
             Effect::CopyData(data) => self.events.push_back(Event::CopyData(data)),
+            Effect::EndCopyBoth(err) => {
+                if let Some(err) = err {
+                    flight.error.get_or_insert(err);
+                }
+                frontend::copy_done(&mut self.out);
+            }
         }
         Ok(())
     }

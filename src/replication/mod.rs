@@ -11,17 +11,23 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod change;
+mod connection;
 pub mod copy_both;
 pub mod feedback;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
 mod lsn;
+mod options;
 pub mod pgoutput;
+mod stream;
 mod tuple;
 
 pub use change::{Change, ReplicaIdentity, Table, TableColumn};
+pub use connection::{ReplicationConnection, SlotInfo, SystemInfo};
 pub use copy_both::XLogData;
 pub use lsn::Lsn;
+pub use options::{SlotOptions, Snapshot, StreamOptions};
+pub use stream::ReplicationStream;
 pub use tuple::Tuple;
 
 /// Seconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).

@@ -43,6 +43,7 @@
 
 pub(crate) mod cache;
 mod connect;
+mod copy_both;
 mod core;
 pub(crate) mod ops;
 mod rows;
@@ -394,6 +395,9 @@ pub(crate) struct Session {
     observing: Rc<crate::observe::Observing>,
     /// The spans of the connect under way (nothing without the `tracing` feature).
     pub(crate) trace: crate::observe::spans::ConnectTrace,
+    /// A replication stream paused its reading: the socket is left unread (TCP pushes back
+    /// on the server) until it resumes; an error or a hang-up is still read.
+    read_paused: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -439,6 +443,7 @@ impl Session {
             now: None,
             observing,
             trace: Default::default(),
+            read_paused: false,
         }
     }
 
@@ -844,7 +849,7 @@ impl Session {
             return;
         }
         if self.proto.is_some() {
-            if readable || error || read_closed {
+            if (readable && !self.read_paused) || error || read_closed {
                 self.read(error || read_closed);
             }
             self.flush();
