@@ -28,14 +28,17 @@ use crate::session::ops::Done;
 
 mod builder;
 mod container;
+mod errors;
 mod lifecycle;
 mod listen;
+mod observed;
 mod ops;
 mod stats;
 
 use builder::PoolConfig;
 pub use builder::{CustomReset, PoolBuilder, Reset, RetryPolicy};
 use container::{Container, Handle, Handout, Id, Released, Retired, Stretch};
+use errors::{connect_failed, not_available, not_connected, pool_closed, timed_out};
 pub use stats::{PoolCounters, PoolStats};
 
 fn id_of(conn: &Connection) -> Id {
@@ -440,57 +443,6 @@ impl Pool {
     }
 }
 
-fn pool_closed() -> Error {
-    Error::new(ErrorKind::Pool, "the connection pool is closed")
-}
-
-fn not_connected() -> Error {
-    Error::new(
-        ErrorKind::Pool,
-        "the connection pool is not connected: call connect() first",
-    )
-}
-
-/// A request found no live connection: the last connect error says why, when there was one.
-fn not_available(last_connect_error: Option<&Error>) -> Error {
-    const NONE: &str = "no database connection available";
-    match last_connect_error {
-        Some(e) => Error::caused_by(
-            ErrorKind::DatabaseNotAvailable,
-            format!("{NONE}; the last connect failed"),
-            e,
-        ),
-        None => Error::new(ErrorKind::DatabaseNotAvailable, NONE),
-    }
-}
-
-/// `connect()`'s failure with `raise_connect_errors`: how many of how many opened, and why
-/// the first that failed did. "Partially" only when some did open.
-fn connect_failed(opened: usize, tried: usize, first: &Error) -> Error {
-    let kind = if opened > 0 {
-        ErrorKind::PartiallyConnected
-    } else {
-        ErrorKind::DatabaseNotAvailable
-    };
-    let noun = if tried == 1 {
-        "connection"
-    } else {
-        "connections"
-    };
-    Error::caused_by(
-        kind,
-        format!("{opened} of {tried} {noun} could be made"),
-        first,
-    )
-}
-
-fn timed_out(t: Duration) -> Error {
-    Error::new(
-        ErrorKind::Timeout,
-        format!("no connection became available within {t:?}"),
-    )
-}
-
 impl Inner {
     /// Opens one more connection; it joins `pending`. `requested`: on demand (`connect()`,
     /// stretching), as opposed to the pool's own replacements.
@@ -775,65 +727,6 @@ impl Inner {
             }
             Stretch::Nothing => {}
         }
-    }
-
-    /// [`Inner::acquire`] for a caller's request, followed when something observes it: the
-    /// acquisition's span, whether it made the pool open a connection, the observer's
-    /// `pool_acquire` (from the loop), and `cb` run inside the caller's span.
-    fn acquire_observed(this: &Rc<Inner>, req: Acquisition, cb: Done<Connection>) {
-        let observing = &this.config.settings.observing;
-        let Some(track) = AcquireTrack::start(observing, this.ioloop.time()) else {
-            return Inner::acquire(this, req, cb);
-        };
-        let weak = Rc::downgrade(this);
-        let t = track.clone();
-        let cb: Done<Connection> = Box::new(move |r| {
-            if let Some(inner) = weak.upgrade() {
-                let (wait, created) = t.end(inner.ioloop.time(), r.as_ref().err());
-                Inner::tell_acquire(&inner, wait, created, r.as_ref().err());
-            }
-            t.context.in_scope(|| cb(r))
-        });
-        let outer = this.state.borrow_mut().acquiring.replace(track);
-        Inner::acquire(this, req, cb);
-        this.state.borrow_mut().acquiring = outer;
-    }
-
-    /// The observer's `pool_acquire`, from the loop's next turn.
-    fn tell_acquire(this: &Rc<Inner>, wait: Duration, created: bool, error: Option<&Error>) {
-        let Some(observer) = this.config.settings.observing.observer.clone() else {
-            return;
-        };
-        let weak = Rc::downgrade(this);
-        let error = error.cloned();
-        this.ioloop.add_callback(move || {
-            if let Some(inner) = weak.upgrade() {
-                observer.pool_acquire(&PoolAcquire {
-                    pool: inner.config.settings.observing.name.to_string(),
-                    wait,
-                    created,
-                    error,
-                    stats: Pool(inner).stats(),
-                });
-            }
-        });
-    }
-
-    /// The observer's `pool_release`, from the loop's next turn.
-    fn tell_release(this: &Rc<Inner>, use_time: Duration) {
-        let Some(observer) = this.config.settings.observing.observer.clone() else {
-            return;
-        };
-        let weak = Rc::downgrade(this);
-        this.ioloop.add_callback(move || {
-            if let Some(inner) = weak.upgrade() {
-                observer.pool_release(&PoolRelease {
-                    pool: inner.config.settings.observing.name.to_string(),
-                    use_time,
-                    stats: Pool(inner).stats(),
-                });
-            }
-        });
     }
 
     /// Hands a connection to `cb`: a free one at once (LIFO; checked first when it idled
