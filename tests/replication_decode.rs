@@ -796,7 +796,8 @@ fn streamed(changes: &[Change], xid: u32) -> (usize, Vec<i32>) {
 fn large_transactions_stream_in_blocks_and_an_aborted_one_ends_with_stream_abort() {
     run_for(120, async {
         let conn = connect().await;
-        if server_version(&conn).await < 140000 {
+        let version = server_version(&conn).await;
+        if version < 140000 {
             eprintln!("skipped: streaming of in-progress transactions needs PostgreSQL 14");
             return;
         }
@@ -841,7 +842,14 @@ fn large_transactions_stream_in_blocks_and_an_aborted_one_ends_with_stream_abort
             .iter()
             .filter(|c| matches!(c, Change::StreamCommit { .. } | Change::StreamAbort { .. }))
             .collect();
-        assert_eq!(ends.len(), 2, "{ends:?}");
+        // PostgreSQL 18 no longer streams a transaction it already knows aborted (it checks
+        // the commit log before streaming or spilling one): only the commit may end a block.
+        let abort_streamed = ends.len() == 2;
+        if version >= 180000 {
+            assert!((1..=2).contains(&ends.len()), "{ends:?}");
+        } else {
+            assert_eq!(ends.len(), 2, "{ends:?}");
+        }
         let Change::StreamCommit {
             xid,
             commit_lsn,
@@ -862,27 +870,40 @@ fn large_transactions_stream_in_blocks_and_an_aborted_one_ends_with_stream_abort
             .unwrap();
         assert_eq!(commit_row.0 .0, *end_lsn);
 
-        let Change::StreamAbort {
-            xid: aborted,
-            subxid,
-            abort_lsn,
-            abort_time,
-            ..
-        } = ends[1]
-        else {
-            panic!("{:?}", ends[1])
-        };
-        assert_eq!(subxid, aborted);
-        // Protocol 2: no abort LSN and time (those are protocol 4 with streaming = parallel).
-        assert_eq!((*abort_lsn, *abort_time), (None, None));
-        // Its blocks carry its first rows, or none: the transaction had aborted before
-        // the server decoded it, and a server that has to read the catalog for it (the
-        // tests beside this one change the catalog) finds that out and stops sending its
-        // changes ("concurrent abort"); either way it ends with StreamAbort.
-        let (blocks, ids) = streamed(&changes, *aborted);
-        assert!(blocks >= 1);
-        assert!(ids.len() <= 5000, "{}", ids.len());
-        assert_eq!(ids, (20001..20001 + ids.len() as i32).collect::<Vec<i32>>());
+        if abort_streamed {
+            let Change::StreamAbort {
+                xid: aborted,
+                subxid,
+                abort_lsn,
+                abort_time,
+                ..
+            } = ends[1]
+            else {
+                panic!("{:?}", ends[1])
+            };
+            assert_eq!(subxid, aborted);
+            // Protocol 2: no abort LSN and time (protocol 4 with streaming = parallel).
+            assert_eq!((*abort_lsn, *abort_time), (None, None));
+            // Its blocks carry its first rows, or none: the transaction had aborted before
+            // the server decoded it, and a server that has to read the catalog for it (the
+            // tests beside this one change the catalog) finds that out and stops sending
+            // its changes ("concurrent abort"); either way it ends with StreamAbort.
+            let (blocks, ids) = streamed(&changes, *aborted);
+            assert!(blocks >= 1);
+            assert!(ids.len() <= 5000, "{}", ids.len());
+            assert_eq!(ids, (20001..20001 + ids.len() as i32).collect::<Vec<i32>>());
+        } else {
+            // Skipped whole: none of its rows arrived, inside a block or out of one.
+            let inserted: Vec<i32> = changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Insert { new, .. } => Some(new.get::<_, i32>("id")),
+                    _ => None,
+                })
+                .filter(|id| *id > 20000)
+                .collect();
+            assert_eq!(inserted, Vec::<i32>::new());
+        }
         // The small transaction after it is not streamed: Begin … Commit, no xid.
         let plain = dml(&changes);
         let small = plain
@@ -896,7 +917,9 @@ fn large_transactions_stream_in_blocks_and_an_aborted_one_ends_with_stream_abort
         };
         assert_eq!((*xid, new.get::<_, i32>("id")), (None, 0));
         save_seed("streamed_v2", &msgs[..msgs.len().min(60)]);
-        save_seed("streamed_abort_v2", &msgs[msgs.len().saturating_sub(60)..]);
+        if abort_streamed {
+            save_seed("streamed_abort_v2", &msgs[msgs.len().saturating_sub(60)..]);
+        }
         sql(&conn, &format!("DROP PUBLICATION {publ}")).await;
     });
 }
