@@ -14,7 +14,7 @@ use bytes::Bytes;
 use super::copy::Upload;
 use super::{QueryResult, Response};
 use crate::error::Error;
-use crate::row::{Column, Row};
+use crate::row::{Column, RowBuf};
 
 /// A request queued for the server and not yet answered by its ReadyForQuery.
 #[derive(Debug)]
@@ -215,8 +215,9 @@ impl InFlight {
         Ok(Effect::None)
     }
 
-    /// Takes a DataRow, the hot path: kept as received, decoded lazily.
-    pub(super) fn take_row(&mut self, body: Bytes) -> Result<(), Error> {
+    /// Takes a DataRow body, the hot path: copied as received into the result's one buffer
+    /// (validated), decoded lazily.
+    pub(super) fn take_row(&mut self, body: &[u8]) -> Result<(), Error> {
         let result = match self {
             InFlight::Simple(r)
             | InFlight::Execute(r)
@@ -234,9 +235,7 @@ impl InFlight {
         let Some(columns) = &result.columns else {
             return Err(Error::protocol("DataRow received before RowDescription"));
         };
-        let row = Row::new(columns.clone(), body)?;
-        result.rows.push(row);
-        Ok(())
+        result.rows.push(columns.len(), body)
     }
 
     /// The server failed the request: the rows of the failed statement go, and a COPY FROM
@@ -249,11 +248,11 @@ impl InFlight {
             | InFlight::Unnamed(r)
             | InFlight::CopyOut(r)
             | InFlight::Batch { current: r, .. } => {
-                r.rows = Vec::new();
+                r.rows = RowBuf::default();
                 None
             }
             InFlight::CopyIn { upload, result } => {
-                result.rows = Vec::new();
+                result.rows = RowBuf::default();
                 upload.stop()
             }
             InFlight::Prepare { .. } | InFlight::Close => None,

@@ -37,13 +37,13 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend::{self, Message};
 use postgres_protocol::message::frontend;
 
 use crate::error::{DbError, Error};
-use crate::row::{Column, Row};
+use crate::row::{Column, RowBuf};
 use crate::types::TypeRegistry;
 use in_flight::{Answer, Effect, InFlight, Queued};
 use parse::{bad, parse_columns, unexpected};
@@ -79,7 +79,7 @@ pub(crate) enum Response {
 #[derive(Debug, Default)]
 pub(crate) struct QueryResult {
     pub(crate) columns: Option<Arc<[Column]>>,
-    pub(crate) rows: Vec<Row>,
+    pub(crate) rows: RowBuf,
     pub(crate) tag: Option<String>,
     /// The text of a simple query, handed back (not copied) for the cursor.
     pub(crate) query: String,
@@ -409,10 +409,21 @@ impl Protocol {
 
     /// Parses every whole message in the input buffer.
     pub(crate) fn process_input(&mut self) {
+        // Taken out for the loop, so that a DataRow is read in place (no handler touches
+        // the input).
+        let mut input = std::mem::take(&mut self.input);
         while !self.is_closed() {
-            match framing::next_frame(&mut self.input, self.max_message_size) {
-                Ok(Some(frame)) => {
-                    if let Err(e) = self.handle_frame(frame) {
+            match framing::peek_frame(&input, self.max_message_size) {
+                Ok(Some((tag, end))) => {
+                    let r = if tag == backend::DATA_ROW_TAG {
+                        // Hot path: the body copied into its result where it lies.
+                        let r = self.on_data_row(&input[5..end]);
+                        input.advance(end);
+                        r
+                    } else {
+                        self.handle_frame(framing::Frame::cut(tag, &mut input, end))
+                    };
+                    if let Err(e) = r {
                         self.fail(e);
                     }
                 }
@@ -421,15 +432,12 @@ impl Protocol {
             }
         }
         if self.is_closed() {
-            self.input.clear();
+            input.clear();
         }
+        self.input = input;
     }
 
     fn handle_frame(&mut self, frame: framing::Frame) -> Result<(), Error> {
-        // Hot path: rows are kept as received and decoded lazily.
-        if frame.tag == backend::DATA_ROW_TAG {
-            return self.on_data_row(frame.into_body());
-        }
         // postgres-protocol 0.6 knows neither NegotiateProtocolVersion nor a cancel key
         // longer than 4 bytes (protocol 3.2): both are read here, before it sees them.
         if frame.tag == b'v' {
@@ -541,7 +549,7 @@ impl Protocol {
         }
     }
 
-    fn on_data_row(&mut self, body: Bytes) -> Result<(), Error> {
+    fn on_data_row(&mut self, body: &[u8]) -> Result<(), Error> {
         let Some(flight) = self.in_flight.front_mut() else {
             return Err(Error::protocol(
                 "DataRow received with no request in flight",

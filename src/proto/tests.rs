@@ -315,8 +315,8 @@ fn simple_query_collects_rows_and_tag() {
     };
     assert_eq!(r.tag.as_deref(), Some("SELECT 1"));
     assert_eq!(r.rows.len(), 1);
-    assert_eq!(r.rows[0].get_raw(0), Some(&b"1"[..]));
-    assert_eq!(r.rows[0].get_raw(1), None);
+    assert_eq!(rows_of(&r)[0].get_raw(0), Some(&b"1"[..]));
+    assert_eq!(rows_of(&r)[0].get_raw(1), None);
     assert_eq!(r.columns.unwrap()[1].name(), "b");
 }
 
@@ -370,7 +370,7 @@ fn pipelined_requests_are_answered_in_order_and_an_error_disturbs_only_its_own()
     let Event::Completed(Ok(Response::Query(r))) = &ev[0] else {
         panic!()
     };
-    assert_eq!(r.rows[0].get_raw(0), Some(&b"1"[..]));
+    assert_eq!(rows_of(&r)[0].get_raw(0), Some(&b"1"[..]));
     let Event::Completed(Err(e)) = &ev[1] else {
         panic!()
     };
@@ -378,7 +378,7 @@ fn pipelined_requests_are_answered_in_order_and_an_error_disturbs_only_its_own()
     let Event::Completed(Ok(Response::Query(r))) = &ev[2] else {
         panic!()
     };
-    assert_eq!(r.rows[0].get_raw(0), Some(&b"3"[..]));
+    assert_eq!(rows_of(&r)[0].get_raw(0), Some(&b"3"[..]));
     assert!(p.is_ready());
 }
 
@@ -1666,4 +1666,10 @@ fn the_version_is_known_only_once_authenticated() {
     );
     p.handle_input(&Script::new().auth_ok().0);
     assert_eq!(p.protocol_version(), Some((3, 0)));
+}
+
+/// A result's rows, made as a cursor makes them.
+fn rows_of(r: &QueryResult) -> Vec<crate::row::Row> {
+    r.rows
+        .to_vec(r.columns.as_ref().expect("a result with rows has columns"))
 }
