@@ -16,6 +16,9 @@ use bytes::Bytes;
 use crate::error::Error;
 use crate::types::{FromSql, TypeRegistry, Value};
 
+mod packed;
+pub(crate) use packed::{RowBuf, Rows};
+
 /// Decoding hints for types whose OID is assigned at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Special {
@@ -183,9 +186,47 @@ const NULL_SPAN: Span = Span {
     len: 0,
 };
 
+/// A row's DataRow body: a short one copied into the row itself (no reference count to
+/// touch when the row is made or dropped), a longer one shared.
+#[derive(Clone)]
+enum Body {
+    Inline { len: u8, data: [u8; INLINE] },
+    Shared(Bytes),
+}
+
+/// The longest body a row holds inline.
+const INLINE: usize = 22;
+
+impl Body {
+    #[inline]
+    fn new(b: &[u8], shared: impl FnOnce() -> Bytes) -> Body {
+        if b.len() <= INLINE {
+            let mut data = [0u8; INLINE];
+            data[..b.len()].copy_from_slice(b);
+            Body::Inline {
+                len: b.len() as u8,
+                data,
+            }
+        } else {
+            Body::Shared(shared())
+        }
+    }
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            Body::Inline { len, data } => &data[..*len as usize],
+            Body::Shared(b) => b,
+        }
+    }
+}
+
 /// One row of a result set, decoded on demand.
 ///
-/// `Send`, cheap to clone (the bytes are shared).
+/// `Send`, cheap to clone (a short row's bytes are in the row, a longer one's shared).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -199,7 +240,7 @@ const NULL_SPAN: Span = Span {
 /// ```
 pub struct Row {
     columns: Arc<[Column]>,
-    body: Bytes,
+    body: Body,
     /// Where the next in-order read starts: the index of the field after the last one
     /// located in the high 32 bits, the offset of its length prefix in the low 32 (field 0
     /// at FIRST_FIELD before any read). Reading fields in order (the common case) reads each length prefix
@@ -235,11 +276,12 @@ impl Row {
     /// the body, or this is an `ErrorKind::Protocol` error.
     pub fn new(columns: Arc<[Column]>, body: Bytes) -> Result<Row, Error> {
         validate(&body, columns.len())?;
-        Ok(Row::trusted(columns, body))
+        Ok(Row::trusted(columns, Body::Shared(body)))
     }
 
     /// A row from a body [`validate`] accepted for this many columns.
-    fn trusted(columns: Arc<[Column]>, body: Bytes) -> Row {
+    #[inline]
+    fn trusted(columns: Arc<[Column]>, body: Body) -> Row {
         Row {
             columns,
             body,
@@ -455,160 +497,67 @@ fn try_len(b: &[u8], pos: usize) -> Option<i32> {
 /// count must match and every length must fit, or this is an `ErrorKind::Protocol` error.
 /// One pass, without allocation.
 fn validate(b: &[u8], columns: usize) -> Result<(), Error> {
-    if b.len() < 2 {
-        return Err(Error::protocol("DataRow too short for its field count"));
-    }
-    let count = i16::from_be_bytes([b[0], b[1]]);
-    if usize::try_from(count).ok() != Some(columns) {
-        return Err(Error::protocol(format!(
-            "DataRow has {count} fields but the RowDescription has {columns} columns"
-        )));
+    if b.len() < 2 || usize::try_from(i16::from_be_bytes([b[0], b[1]])).ok() != Some(columns) {
+        return Err(bad_row(b, columns));
     }
     if b.len() > u32::MAX as usize {
         return Err(Error::protocol("DataRow too long"));
     }
     let mut pos = FIRST_FIELD;
-    for i in 0..columns {
-        let len = try_len(b, pos)
-            .ok_or_else(|| Error::protocol(format!("DataRow ends before field {i}")))?;
+    for _ in 0..columns {
+        let Some(len) = try_len(b, pos) else {
+            return Err(bad_row(b, columns));
+        };
         pos += 4;
-        if len == -1 {
-            continue;
+        if len >= 0 {
+            if len as usize > b.len() - pos {
+                return Err(bad_row(b, columns));
+            }
+            pos += len as usize;
+        } else if len != -1 {
+            return Err(bad_row(b, columns));
         }
-        let len = usize::try_from(len).map_err(|_| {
-            Error::protocol(format!("DataRow field {i} has a negative length {len}"))
-        })?;
-        if len > b.len() - pos {
-            return Err(Error::protocol(format!(
-                "DataRow field {i} of {len} bytes runs past the end of the message"
-            )));
-        }
-        pos += len;
     }
     if pos != b.len() {
-        return Err(Error::protocol("DataRow has bytes after its last field"));
+        return Err(bad_row(b, columns));
     }
     Ok(())
 }
 
-/// The rows of one statement as they arrive: every DataRow body copied, validated, into one
-/// buffer behind its length (a native-endian u32), nothing else per row. A million int4
-/// rows take 14 bytes each here, instead of a `Row` (80 bytes, a share of the read buffer
-/// and an `Arc` of the columns) each. Rows are made from it only as the cursor hands them
-/// out.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct RowBuf {
-    data: Vec<u8>,
-    count: usize,
-}
-
-impl RowBuf {
-    /// Appends a DataRow body, validated for `columns` columns.
-    pub(crate) fn push(&mut self, columns: usize, body: &[u8]) -> Result<(), Error> {
-        validate(body, columns)?;
-        self.data.reserve(4 + body.len());
-        self.data
-            .extend_from_slice(&(body.len() as u32).to_ne_bytes());
-        self.data.extend_from_slice(body);
-        self.count += 1;
-        Ok(())
+/// What is wrong with a body [`validate`] refused (the slow path, walked again to say it).
+#[cold]
+#[inline(never)]
+fn bad_row(b: &[u8], columns: usize) -> Error {
+    if b.len() < 2 {
+        return Error::protocol("DataRow too short for its field count");
     }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.count
+    let count = i16::from_be_bytes([b[0], b[1]]);
+    if usize::try_from(count).ok() != Some(columns) {
+        return Error::protocol(format!(
+            "DataRow has {count} fields but the RowDescription has {columns} columns"
+        ));
     }
-
-    #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Forgets every row, keeping the buffer.
-    pub(crate) fn clear(&mut self) {
-        self.data.clear();
-        self.count = 0;
-    }
-
-    /// The rows, made against `columns` (the ones they were validated for).
-    pub(crate) fn into_rows(self, columns: Arc<[Column]>) -> Rows {
-        if self.count == 0 {
-            return Rows::Owned(Vec::new().into_iter());
-        }
-        Rows::Packed {
-            columns,
-            data: Bytes::from(self.data),
-            pos: 0,
-            left: self.count,
-        }
-    }
-
-    /// The rows as `Row`s, for the library's own readers of a result.
-    pub(crate) fn to_vec(&self, columns: &Arc<[Column]>) -> Vec<Row> {
-        self.clone().into_rows(columns.clone()).collect()
-    }
-}
-
-/// A cursor's rows not fetched yet: the `Row`s it was given ([`Cursor::new`]) or a
-/// [`RowBuf`], each row made as it is fetched.
-pub(crate) enum Rows {
-    Owned(std::vec::IntoIter<Row>),
-    Packed {
-        columns: Arc<[Column]>,
-        data: Bytes,
-        pos: usize,
-        left: usize,
-    },
-}
-
-impl fmt::Debug for Rows {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Rows::Owned(rows) => f.debug_list().entries(rows.as_slice()).finish(),
-            Rows::Packed { left, .. } => write!(f, "[{left} rows]"),
-        }
-    }
-}
-
-impl Iterator for Rows {
-    type Item = Row;
-
-    #[inline]
-    fn next(&mut self) -> Option<Row> {
-        match self {
-            Rows::Owned(rows) => rows.next(),
-            Rows::Packed {
-                columns,
-                data,
-                pos,
-                left,
-            } => {
-                if *left == 0 {
-                    return None;
-                }
-                let at = *pos;
-                let len = u32::from_ne_bytes(data[at..at + 4].try_into().ok()?) as usize;
-                *pos = at + 4 + len;
-                *left -= 1;
-                // RowBuf::push validated the body for these columns.
-                Some(Row::trusted(
-                    columns.clone(),
-                    data.slice(at + 4..at + 4 + len),
-                ))
-            }
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = match self {
-            Rows::Owned(rows) => rows.len(),
-            Rows::Packed { left, .. } => *left,
+    let mut pos = FIRST_FIELD;
+    for i in 0..columns {
+        let Some(len) = try_len(b, pos) else {
+            return Error::protocol(format!("DataRow ends before field {i}"));
         };
-        (n, Some(n))
+        pos += 4;
+        if len == -1 {
+            continue;
+        }
+        let Ok(len) = usize::try_from(len) else {
+            return Error::protocol(format!("DataRow field {i} has a negative length {len}"));
+        };
+        if len > b.len() - pos {
+            return Error::protocol(format!(
+                "DataRow field {i} of {len} bytes runs past the end of the message"
+            ));
+        }
+        pos += len;
     }
+    Error::protocol("DataRow has bytes after its last field")
 }
-
-impl ExactSizeIterator for Rows {}
 
 impl fmt::Debug for Row {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -215,9 +215,9 @@ impl InFlight {
         Ok(Effect::None)
     }
 
-    /// Takes a DataRow body, the hot path: copied as received into the result's one buffer
-    /// (validated), decoded lazily.
-    pub(super) fn take_row(&mut self, body: &[u8]) -> Result<(), Error> {
+    /// Takes a DataRow (its length and body), the hot path: copied as received into the
+    /// result's one buffer (validated), decoded lazily.
+    pub(super) fn take_row(&mut self, message: &[u8]) -> Result<(), Error> {
         let result = match self {
             InFlight::Simple(r)
             | InFlight::Execute(r)
@@ -235,7 +235,7 @@ impl InFlight {
         let Some(columns) = &result.columns else {
             return Err(Error::protocol("DataRow received before RowDescription"));
         };
-        result.rows.push(columns.len(), body)
+        result.rows.push(columns.len(), message)
     }
 
     /// The server failed the request: the rows of the failed statement go, and a COPY FROM

@@ -409,18 +409,20 @@ impl Protocol {
 
     /// Parses every whole message in the input buffer.
     pub(crate) fn process_input(&mut self) {
-        // Taken out for the loop, so that a DataRow is read in place (no handler touches
-        // the input).
+        // Taken out for the loop, so that DataRows are read in place (no handler touches
+        // the input); `done` bytes of it are handled and not yet dropped.
         let mut input = std::mem::take(&mut self.input);
+        let mut done = 0;
         while !self.is_closed() {
-            match framing::peek_frame(&input, self.max_message_size) {
+            match framing::peek_frame(&input[done..], self.max_message_size) {
                 Ok(Some((tag, end))) => {
                     let r = if tag == backend::DATA_ROW_TAG {
-                        // Hot path: the body copied into its result where it lies.
-                        let r = self.on_data_row(&input[5..end]);
-                        input.advance(end);
+                        // Hot path: copied into its result where it lies (length and body).
+                        let r = self.on_data_row(&input[done + 1..done + end]);
+                        done += end;
                         r
                     } else {
+                        input.advance(std::mem::take(&mut done));
                         self.handle_frame(framing::Frame::cut(tag, &mut input, end))
                     };
                     if let Err(e) = r {
@@ -431,6 +433,7 @@ impl Protocol {
                 Err(e) => self.fail(e),
             }
         }
+        input.advance(done);
         if self.is_closed() {
             input.clear();
         }
@@ -549,7 +552,8 @@ impl Protocol {
         }
     }
 
-    fn on_data_row(&mut self, body: &[u8]) -> Result<(), Error> {
+    /// A DataRow: `message` is its length and body.
+    fn on_data_row(&mut self, message: &[u8]) -> Result<(), Error> {
         let Some(flight) = self.in_flight.front_mut() else {
             return Err(Error::protocol(
                 "DataRow received with no request in flight",
@@ -558,7 +562,7 @@ impl Protocol {
         if flight.error.is_some() {
             return Ok(());
         }
-        flight.answers.take_row(body)
+        flight.answers.take_row(message)
     }
 
     fn on_ready_message(&mut self, msg: Message) -> Result<(), Error> {
