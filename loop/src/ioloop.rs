@@ -131,7 +131,14 @@ pub(crate) struct Inner {
     /// edge-triggered), hence `next_timeout` says "now".
     more_events: Cell<bool>,
     /// `add_before_poll`'s queue: run at step 5 of an iteration.
-    before_poll: RefCell<VecDeque<Box<dyn FnOnce()>>>,
+    before_poll: RefCell<VecDeque<BeforePoll>>,
+}
+
+/// A before-poll callback: run once, or kept by its owner and queued again and again
+/// ([`IoLoop::add_before_poll_shared`]), which allocates nothing.
+enum BeforePoll {
+    Once(Box<dyn FnOnce()>),
+    Shared(Rc<dyn Fn()>),
 }
 
 /// Rounds of before-poll callbacks one iteration runs at most: a callback that keeps adding
@@ -152,7 +159,8 @@ impl Inner {
             for _ in 0..count {
                 let next = self.before_poll.borrow_mut().pop_front();
                 match next {
-                    Some(callback) => callback(),
+                    Some(BeforePoll::Once(callback)) => callback(),
+                    Some(BeforePoll::Shared(callback)) => callback(),
                     None => break,
                 }
             }
@@ -872,7 +880,31 @@ impl IoLoop {
         self.0
             .before_poll
             .borrow_mut()
-            .push_back(Box::new(callback));
+            .push_back(BeforePoll::Once(Box::new(callback)));
+    }
+
+    /// As [`add_before_poll`](IoLoop::add_before_poll), for a callback its owner keeps and
+    /// queues again whenever it needs it (one flush per connection and iteration): queuing
+    /// it is a reference count, not an allocation.
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// let ioloop = momoko_loop::IoLoop::new();
+    /// let runs = Rc::new(Cell::new(0));
+    /// let r = runs.clone();
+    /// let flush: Rc<dyn Fn()> = Rc::new(move || r.set(r.get() + 1));
+    /// ioloop.add_before_poll_shared(flush.clone());
+    /// ioloop.run_sync(async {});
+    /// ioloop.add_before_poll_shared(flush);
+    /// ioloop.run_sync(async {});
+    /// assert_eq!(runs.get(), 2);
+    /// ```
+    pub fn add_before_poll_shared(&self, callback: Rc<dyn Fn()>) {
+        self.0
+            .before_poll
+            .borrow_mut()
+            .push_back(BeforePoll::Shared(callback));
     }
 
     /// Runs `callback` once `delay` has passed (from now), in the first iteration after the

@@ -76,14 +76,16 @@ impl<D: Driver> Core<D> {
         let mut ran = 0;
         loop {
             D::turn(self);
-            let actions = self.with_mut(|s| s.take_actions());
+            let mut actions = self.with_mut(|s| s.take_actions());
             if actions.is_empty() {
+                self.with_mut(|s| s.recycle_actions(actions));
                 return Some(ran);
             }
             ran += actions.len();
-            for action in actions.into_iter().filter_map(Action::deliver) {
+            for action in actions.drain(..).filter_map(Action::deliver) {
                 self.run(action);
             }
+            self.with_mut(|s| s.recycle_actions(actions));
         }
     }
 

@@ -168,6 +168,12 @@ pub(crate) struct Protocol {
     spent_sources: Vec<CopySource>,
 }
 
+/// What [`Protocol::quick_answer`] read.
+enum Quick {
+    Ready(u8),
+    Answer(Answer),
+}
+
 /// The type registry of one connection, shared by its session and its protocol core. The
 /// epoch changes with every registration, so that columns resolved before are not reused.
 #[derive(Debug, Default)]
@@ -441,6 +447,17 @@ impl Protocol {
     }
 
     fn handle_frame(&mut self, frame: framing::Frame) -> Result<(), Error> {
+        if matches!(self.stage, Stage::Ready) && !self.in_flight.is_empty() {
+            if let Some(answer) = self.quick_answer(frame.tag, frame.body()) {
+                return match answer {
+                    Quick::Ready(status) => {
+                        self.on_ready_for_query(status);
+                        Ok(())
+                    }
+                    Quick::Answer(a) => self.on_answer(a),
+                };
+            }
+        }
         // postgres-protocol 0.6 knows neither NegotiateProtocolVersion nor a cancel key
         // longer than 4 bytes (protocol 3.2): both are read here, before it sees them.
         if frame.tag == b'v' {
@@ -499,6 +516,35 @@ impl Protocol {
                 Stage::Closed(_) => Ok(()),
             },
         }
+    }
+
+    /// The answers of every query, read straight from their bytes when they are well
+    /// formed (anything else goes through postgres-protocol's parser, which reports it):
+    /// ReadyForQuery, CommandComplete, the empty acknowledgements, and a RowDescription
+    /// byte for byte the same as the last one, whose columns are reused.
+    #[inline]
+    fn quick_answer(&mut self, tag: u8, body: &[u8]) -> Option<Quick> {
+        Some(Quick::Answer(match (tag, body) {
+            (b'Z', [status]) => return Some(Quick::Ready(*status)),
+            (b'C', [tag @ .., 0]) if !tag.contains(&0) => {
+                Answer::Tag(std::str::from_utf8(tag).ok()?.to_owned())
+            }
+            (b'1', []) => Answer::ParseComplete,
+            (b'2', []) => Answer::BindComplete,
+            (b'3', []) => Answer::CloseComplete,
+            (b'n', []) => Answer::NoData,
+            (b'I', []) => Answer::EmptyQuery,
+            (b's', []) => Answer::PortalSuspended,
+            (backend::ROW_DESCRIPTION_TAG, _) => match &self.last_row_desc {
+                Some((bytes, cols, epoch))
+                    if *epoch == self.types.epoch.get() && bytes[..] == *body =>
+                {
+                    Answer::Columns(cols.clone())
+                }
+                _ => return None,
+            },
+            _ => return None,
+        }))
     }
 
     fn on_negotiate_protocol_version(&mut self, body: &[u8]) -> Result<(), Error> {
@@ -604,7 +650,12 @@ impl Protocol {
             Message::CopyDone => Answer::CopyDone,
             other => return Err(unexpected(&other, "while a request is in flight")),
         };
-        let flight = self.in_flight.front_mut().expect("checked above");
+        self.on_answer(answer)
+    }
+
+    /// An answer to the oldest request in flight (there is one).
+    fn on_answer(&mut self, answer: Answer) -> Result<(), Error> {
+        let flight = self.in_flight.front_mut().expect("checked by the caller");
         match flight.answers.take(answer)? {
             Effect::None => {}
             Effect::RefuseCopyIn => {

@@ -364,6 +364,9 @@ pub(crate) struct Session {
     /// How many waiters are `Discard` (timed out, answer still to come).
     discards: usize,
     actions: Vec<Action>,
+    /// An emptied `actions` handed back by the driver ([`Session::recycle_actions`]), so
+    /// that a round of delivery allocates nothing.
+    spare_actions: Vec<Action>,
     config: Option<Config>,
     /// The `now` of the latest call that passed one: the clock of requests released by a
     /// connect, whose query_timeout starts when the connection became ready.
@@ -408,6 +411,7 @@ impl Session {
             answered: 0,
             discards: 0,
             actions: Vec::new(),
+            spare_actions: Vec::new(),
             config: None,
             now: None,
         }
@@ -608,7 +612,17 @@ impl Session {
 
     /// Takes the actions to run. The driver runs them holding no borrow of this session.
     pub(crate) fn take_actions(&mut self) -> Vec<Action> {
-        std::mem::take(&mut self.actions)
+        let spare = std::mem::take(&mut self.spare_actions);
+        std::mem::replace(&mut self.actions, spare)
+    }
+
+    /// Takes back a vector [`Session::take_actions`] gave, once its actions ran (emptied
+    /// here), for the next round.
+    pub(crate) fn recycle_actions(&mut self, mut used: Vec<Action>) {
+        used.clear();
+        if self.spare_actions.capacity() < used.capacity() {
+            self.spare_actions = used;
+        }
     }
 
     /// Whether actions wait for the driver's delivery.
