@@ -198,17 +198,14 @@ enum Body {
 const INLINE: usize = 22;
 
 impl Body {
+    /// A body of at most `INLINE` bytes, copied in.
     #[inline]
-    fn new(b: &[u8], shared: impl FnOnce() -> Bytes) -> Body {
-        if b.len() <= INLINE {
-            let mut data = [0u8; INLINE];
-            data[..b.len()].copy_from_slice(b);
-            Body::Inline {
-                len: b.len() as u8,
-                data,
-            }
-        } else {
-            Body::Shared(shared())
+    fn inline(b: &[u8]) -> Body {
+        let mut data = [0u8; INLINE];
+        data[..b.len()].copy_from_slice(b);
+        Body::Inline {
+            len: b.len() as u8,
+            data,
         }
     }
 }
@@ -576,13 +573,17 @@ impl fmt::Debug for Row {
 /// `DELETE 2`, `MOVE 5`, `FETCH 5`, `COPY 7`, `MERGE 1`; -1 for any other command.
 #[allow(dead_code)] // used by the Connection to build cursors
 pub(crate) fn rowcount_from_tag(tag: &str) -> i64 {
-    let mut words = tag.split(' ');
+    // Byte-wise: this runs for every statement.
+    let mut words = tag.as_bytes().split(|b| *b == b' ');
     let n = match words.next() {
-        Some("INSERT") => words.nth(1),
-        Some("SELECT" | "UPDATE" | "DELETE" | "MOVE" | "FETCH" | "COPY" | "MERGE") => words.next(),
+        Some(b"INSERT") => words.nth(1),
+        Some(b"SELECT" | b"UPDATE" | b"DELETE" | b"MOVE" | b"FETCH" | b"COPY" | b"MERGE") => {
+            words.next()
+        }
         _ => None,
     };
-    n.and_then(|n| n.parse().ok()).unwrap_or(-1)
+    n.and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+        .unwrap_or(-1)
 }
 
 /// The result of one statement, with psycopg2's cursor semantics: rows are fetched in

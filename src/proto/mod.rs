@@ -168,7 +168,7 @@ pub(crate) struct Protocol {
     spent_sources: Vec<CopySource>,
 }
 
-/// What [`Protocol::quick_answer`] read.
+/// What [`Protocol::quick`] read.
 enum Quick {
     Ready(u8),
     Answer(Answer),
@@ -422,11 +422,20 @@ impl Protocol {
         while !self.is_closed() {
             match framing::peek_frame(&input[done..], self.max_message_size) {
                 Ok(Some((tag, end))) => {
+                    let quick = if tag == backend::DATA_ROW_TAG {
+                        None
+                    } else {
+                        self.quick(tag, &input[done + 5..done + end])
+                    };
                     let r = if tag == backend::DATA_ROW_TAG {
                         // Hot path: copied into its result where it lies (length and body).
                         let r = self.on_data_row(&input[done + 1..done + end]);
                         done += end;
                         r
+                    } else if let Some(quick) = quick {
+                        // The other answers of every query, read where they lie too.
+                        done += end;
+                        self.on_quick(quick)
                     } else {
                         input.advance(std::mem::take(&mut done));
                         self.handle_frame(framing::Frame::cut(tag, &mut input, end))
@@ -447,17 +456,6 @@ impl Protocol {
     }
 
     fn handle_frame(&mut self, frame: framing::Frame) -> Result<(), Error> {
-        if matches!(self.stage, Stage::Ready) && !self.in_flight.is_empty() {
-            if let Some(answer) = self.quick_answer(frame.tag, frame.body()) {
-                return match answer {
-                    Quick::Ready(status) => {
-                        self.on_ready_for_query(status);
-                        Ok(())
-                    }
-                    Quick::Answer(a) => self.on_answer(a),
-                };
-            }
-        }
         // postgres-protocol 0.6 knows neither NegotiateProtocolVersion nor a cancel key
         // longer than 4 bytes (protocol 3.2): both are read here, before it sees them.
         if frame.tag == b'v' {
@@ -523,7 +521,10 @@ impl Protocol {
     /// ReadyForQuery, CommandComplete, the empty acknowledgements, and a RowDescription
     /// byte for byte the same as the last one, whose columns are reused.
     #[inline]
-    fn quick_answer(&mut self, tag: u8, body: &[u8]) -> Option<Quick> {
+    fn quick(&self, tag: u8, body: &[u8]) -> Option<Quick> {
+        if !matches!(self.stage, Stage::Ready) || self.in_flight.is_empty() {
+            return None;
+        }
         Some(Quick::Answer(match (tag, body) {
             (b'Z', [status]) => return Some(Quick::Ready(*status)),
             (b'C', [tag @ .., 0]) if !tag.contains(&0) => {
@@ -545,6 +546,16 @@ impl Protocol {
             },
             _ => return None,
         }))
+    }
+
+    fn on_quick(&mut self, quick: Quick) -> Result<(), Error> {
+        match quick {
+            Quick::Ready(status) => {
+                self.on_ready_for_query(status);
+                Ok(())
+            }
+            Quick::Answer(a) => self.on_answer(a),
+        }
     }
 
     fn on_negotiate_protocol_version(&mut self, body: &[u8]) -> Result<(), Error> {

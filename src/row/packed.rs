@@ -60,7 +60,7 @@ impl RowBuf {
         }
         Rows::Packed {
             columns,
-            data: Bytes::from(self.data),
+            data: Store::Owned(self.data),
             pos: 0,
             left: self.count,
         }
@@ -78,10 +78,37 @@ pub(crate) enum Rows {
     Owned(std::vec::IntoIter<Row>),
     Packed {
         columns: Arc<[Column]>,
-        data: Bytes,
+        data: Store,
         pos: usize,
         left: usize,
     },
+}
+
+/// The buffer of a cursor's rows: owned until a row too long to hold inline first needs a
+/// share of it (a result of short rows never pays for the sharing).
+pub(crate) enum Store {
+    Owned(Vec<u8>),
+    Shared(Bytes),
+}
+
+impl Store {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Store::Owned(v) => v,
+            Store::Shared(b) => b,
+        }
+    }
+
+    fn share(&mut self) -> &Bytes {
+        if let Store::Owned(v) = self {
+            *self = Store::Shared(Bytes::from(std::mem::take(v)));
+        }
+        match self {
+            Store::Shared(b) => b,
+            Store::Owned(_) => unreachable!("made shared above"),
+        }
+    }
 }
 
 impl fmt::Debug for Rows {
@@ -110,12 +137,16 @@ impl Iterator for Rows {
                     return None;
                 }
                 let at = *pos;
-                let head: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+                let head: [u8; 4] = data.bytes().get(at..at + 4)?.try_into().ok()?;
                 let end = at + u32::from_be_bytes(head) as usize;
                 *pos = end;
                 *left -= 1;
                 // RowBuf::push validated the body for these columns.
-                let body = Body::new(&data[at + 4..end], || data.slice(at + 4..end));
+                let body = if end - (at + 4) <= super::INLINE {
+                    Body::inline(&data.bytes()[at + 4..end])
+                } else {
+                    Body::Shared(data.share().slice(at + 4..end))
+                };
                 Some(Row::trusted(columns.clone(), body))
             }
         }
