@@ -370,7 +370,7 @@ fn pipelined_requests_are_answered_in_order_and_an_error_disturbs_only_its_own()
     let Event::Completed(Ok(Response::Query(r))) = &ev[0] else {
         panic!()
     };
-    assert_eq!(rows_of(&r)[0].get_raw(0), Some(&b"1"[..]));
+    assert_eq!(rows_of(r)[0].get_raw(0), Some(&b"1"[..]));
     let Event::Completed(Err(e)) = &ev[1] else {
         panic!()
     };
@@ -378,7 +378,7 @@ fn pipelined_requests_are_answered_in_order_and_an_error_disturbs_only_its_own()
     let Event::Completed(Ok(Response::Query(r))) = &ev[2] else {
         panic!()
     };
-    assert_eq!(rows_of(&r)[0].get_raw(0), Some(&b"3"[..]));
+    assert_eq!(rows_of(r)[0].get_raw(0), Some(&b"3"[..]));
     assert!(p.is_ready());
 }
 
