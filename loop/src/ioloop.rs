@@ -888,17 +888,19 @@ impl IoLoop {
     /// it is a reference count, not an allocation.
     ///
     /// ```
-    /// use std::cell::Cell;
     /// use std::rc::Rc;
-    /// let ioloop = momoko_loop::IoLoop::new();
-    /// let runs = Rc::new(Cell::new(0));
-    /// let r = runs.clone();
-    /// let flush: Rc<dyn Fn()> = Rc::new(move || r.set(r.get() + 1));
+    /// use momoko_loop::{Future, IoLoop};
+    ///
+    /// let ioloop = IoLoop::new();
+    /// let done: Future<u32> = Future::with_loop(&ioloop);
+    /// let d = done.clone();
+    /// let flush: Rc<dyn Fn()> = Rc::new(move || {
+    ///     let _ = d.set_result(7);
+    /// });
     /// ioloop.add_before_poll_shared(flush.clone());
-    /// ioloop.run_sync(async {});
-    /// ioloop.add_before_poll_shared(flush);
-    /// ioloop.run_sync(async {});
-    /// assert_eq!(runs.get(), 2);
+    /// assert_eq!(ioloop.run_sync(done), 7);
+    /// // Run and dropped from the queue: the owner holds the only reference again.
+    /// assert_eq!(Rc::strong_count(&flush), 1);
     /// ```
     pub fn add_before_poll_shared(&self, callback: Rc<dyn Fn()>) {
         self.0
