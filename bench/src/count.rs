@@ -438,11 +438,11 @@ pub fn markdown(c: &CountResult) -> String {
         );
     }
     let _ = writeln!(w);
-    let _ = writeln!(w, "Syscalls per op by name (0.01 or more):\n");
+    let _ = writeln!(w, "Syscalls per op by name (those at 0.01 or more):\n");
     for (i, cw) in WORKLOADS.iter().enumerate() {
         for (j, who) in WHO.iter().enumerate() {
             match &c.figures[i][j] {
-                Ok(f) => {
+                Ok(f) if !f.sys_by.is_empty() => {
                     let by = f
                         .sys_by
                         .iter()
@@ -454,7 +454,7 @@ pub fn markdown(c: &CountResult) -> String {
                 Err(e) if e != "not run" => {
                     let _ = writeln!(w, "- {} {who}: not counted: {e}", cw.id);
                 }
-                Err(_) => {}
+                _ => {}
             }
         }
     }
