@@ -92,7 +92,7 @@ impl<D: Driver> Core<D> {
     /// Runs one action that `Action::deliver` handed back.
     fn run(self: &Rc<Self>, action: Action) {
         match action {
-            Action::Complete(cb, result) => cb(result),
+            Action::Complete(waiter, result) => waiter.answer(result),
             Action::Answer(answer) => answer(),
             // Already run by `Action::deliver`.
             Action::Notify(..) | Action::Notice(..) | Action::CopyData(..) | Action::Release(_) => {

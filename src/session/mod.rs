@@ -71,6 +71,27 @@ pub(crate) use self::core::{Core, Drive};
 
 /// A completion callback for one request.
 pub(crate) type Callback = Box<dyn FnOnce(Result<Response, Error>)>;
+
+/// Who a request's answer goes to: a callback of the response, or (the most common request,
+/// a simple query) the caller of a cursor, its response turned into one on delivery, so
+/// that the operation boxes no callback of its own around the caller's.
+pub(crate) enum Waiter {
+    Response(Callback),
+    /// The query text names the cursor when the result does not carry its own.
+    Cursor(String, ops::Done<crate::row::Cursor>),
+}
+
+impl Waiter {
+    /// Answers, from the driver's delivery (no borrow held).
+    pub(crate) fn answer(self, result: Result<Response, Error>) {
+        match self {
+            Waiter::Response(cb) => cb(result),
+            Waiter::Cursor(query, done) => {
+                done(result.and_then(|resp| ops::to_cursor(query, resp)))
+            }
+        }
+    }
+}
 /// A NOTIFY listener.
 pub(crate) type Listener = Rc<RefCell<dyn FnMut(&Notification)>>;
 /// A notice handler.
@@ -124,7 +145,7 @@ impl Notification {
 /// Something the driver must run once it holds no borrow of the session.
 pub(crate) enum Action {
     /// A request finished.
-    Complete(Callback, Result<Response, Error>),
+    Complete(Waiter, Result<Response, Error>),
     /// A caller answered before anything was sent (a parameter that does not render, a
     /// wrong count): run in order with the completions, never inside the call that queued it.
     Answer(Box<dyn FnOnce()>),
@@ -175,7 +196,7 @@ impl Action {
 
 /// What waits for each request in flight, in order.
 enum Recipient {
-    User(Callback),
+    User(Waiter),
     /// A setsession statement; the last one finishes the connect.
     Setsession {
         last: bool,
@@ -691,9 +712,10 @@ impl Session {
 
     fn fail_waiter(&mut self, waiter: Recipient, e: Error) {
         match waiter {
-            Recipient::User(cb) | Recipient::CopyOut(cb, _) => {
-                self.actions.push(Action::Complete(cb, Err(e)))
-            }
+            Recipient::User(w) => self.actions.push(Action::Complete(w, Err(e))),
+            Recipient::CopyOut(cb, _) => self
+                .actions
+                .push(Action::Complete(Waiter::Response(cb), Err(e))),
             Recipient::Setsession { .. } | Recipient::Discard => {}
         }
     }
@@ -704,7 +726,21 @@ impl Session {
         if now.is_some() {
             self.now = now;
         }
-        self.send(req, Recipient::User(cb), now);
+        self.send(req, Recipient::User(Waiter::Response(cb)), now);
+    }
+
+    /// Queues a request whose response becomes a cursor for `done` (see [`Waiter`]).
+    pub(crate) fn request_cursor(
+        &mut self,
+        req: Request,
+        query: String,
+        done: ops::Done<crate::row::Cursor>,
+        now: Option<Instant>,
+    ) {
+        if now.is_some() {
+            self.now = now;
+        }
+        self.send(req, Recipient::User(Waiter::Cursor(query, done)), now);
     }
 
     /// Queues a COPY TO STDOUT; its data goes to `sink` as it arrives.
@@ -938,9 +974,10 @@ impl Session {
                         Recipient::Discard => {
                             log::debug!("dropped the answer of a timed-out request");
                         }
-                        Recipient::User(cb) | Recipient::CopyOut(cb, _) => {
-                            self.actions.push(Action::Complete(cb, result))
-                        }
+                        Recipient::User(w) => self.actions.push(Action::Complete(w, result)),
+                        Recipient::CopyOut(cb, _) => self
+                            .actions
+                            .push(Action::Complete(Waiter::Response(cb), result)),
                         Recipient::Setsession { last } => {
                             if let Err(e) = result {
                                 if let Phase::Setsession { error } = &mut self.phase {

@@ -145,17 +145,21 @@ pub(crate) fn execute_prepared<D: Drive, P: Params + ?Sized>(
     }
     let query = st.query.clone();
     let name = st.at.borrow().1.clone();
+    let request = Request::ExecutePrepared {
+        statement: name,
+        params: encoded,
+        param_formats: formats,
+        columns: st.columns.clone(),
+        result_formats: st.result_formats.clone(),
+        describe: false,
+    };
+    let Some(reprepare_error) = reprepare_error else {
+        return core.request_cursor(request, query, done);
+    };
     core.request(
-        Request::ExecutePrepared {
-            statement: name,
-            params: encoded,
-            param_formats: formats,
-            columns: st.columns.clone(),
-            result_formats: st.result_formats.clone(),
-            describe: false,
-        },
+        request,
         Box::new(move |r| {
-            if let Some(e) = reprepare_error.and_then(|slot| slot.borrow_mut().take()) {
+            if let Some(e) = reprepare_error.borrow_mut().take() {
                 return done(Err(e));
             }
             done(r.and_then(|resp| to_cursor(query, resp)))
