@@ -276,6 +276,20 @@ impl Row {
         Ok(Row::trusted(columns, Body::Shared(body)))
     }
 
+    /// A row from a DataRow body read where it lies (the streamed read's rows, which no
+    /// buffer keeps): validated as [`Row::new`] does, a short body copied into the row, a
+    /// longer one into its own shared bytes.
+    #[cfg_attr(not(test), allow(dead_code))] // for Connection::stream (issue 26)
+    pub(crate) fn from_slice(columns: Arc<[Column]>, body: &[u8]) -> Result<Row, Error> {
+        validate(body, columns.len())?;
+        let body = if body.len() <= INLINE {
+            Body::inline(body)
+        } else {
+            Body::Shared(Bytes::copy_from_slice(body))
+        };
+        Ok(Row::trusted(columns, body))
+    }
+
     /// A row from a body [`validate`] accepted for this many columns.
     #[inline]
     fn trusted(columns: Arc<[Column]>, body: Body) -> Row {

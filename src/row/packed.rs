@@ -267,4 +267,21 @@ mod tests {
         assert!(buf.is_empty());
         assert!(buf.data.is_empty());
     }
+
+    #[test]
+    fn a_row_read_where_it_lies_reads_as_a_collected_one() {
+        let long = [b'y'; 100];
+        for fields in [[Some(&b"12"[..]), None], [Some(&long[..]), Some(b"z")]] {
+            let m = message(&fields);
+            let row = Row::from_slice(cols(2), &m[4..]).unwrap();
+            let mut buf = RowBuf::default();
+            buf.push(2, &m).unwrap();
+            let collected = buf.into_rows(cols(2)).next().unwrap();
+            for i in 0..2usize {
+                assert_eq!(row.get_raw(i), collected.get_raw(i));
+            }
+        }
+        let e = Row::from_slice(cols(2), &message(&[Some(b"1")])[4..]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+    }
 }
