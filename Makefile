@@ -31,7 +31,7 @@ OLD_PG ?= 13
 OLD_SERVER_TESTS ?= hosts replicas
 PG_TESTS := CARGO="$(CARGO)" TESTPG="$(TESTPG)" PG_CACHE="$(PG_CACHE)" scripts/pg-tests.sh
 
-.PHONY: help test demo package msrv deps-fresh pg pg-stop examples tcproxy bench clean postgres pgbouncer testpg-bin soak fuzz \
+.PHONY: help test demo package msrv deps-fresh pg pg-stop examples tcproxy bench bench-tools bench-count clean postgres pgbouncer testpg-bin soak fuzz \
 	pg-versions test-pg18 test-old-server test-matrix
 
 help:
@@ -47,8 +47,9 @@ help:
 	@echo "make tcproxy   build the tcproxy relay binary (release)"
 	@echo "make soak      the soak: five restarts and resets, then a failover, under load (about a minute)"
 	@echo "make fuzz      run every fuzz target for FUZZ_SECONDS each (default $(FUZZ_SECONDS)), one at a time"
-	@echo "make bench     momoko against tokio-postgres, the protocol floor and pgbench (~7 min;"
+	@echo "make bench     momoko against tokio-postgres, the protocol floor and pgbench (~9 min;"
 	@echo "               BENCH_ARGS=--quick for a smoke run); writes BENCHMARKS.md and docs/bench.svg"
+	@echo "make bench-count  only the counted figures (instructions, syscalls, peak memory per op; ~3 min)"
 	@echo "make package   cargo package the crates that publish: momoko-loop, momoko, momoko-tcproxy"
 	@echo "make msrv      check the publishable crates with the declared rust-version (1.85)"
 	@echo "make deps-fresh  build momoko as a user's dependency, freshly resolved, warnings denied"
@@ -302,11 +303,29 @@ soak: postgres testpg-bin
 # PostgreSQL from momoko-testpg; an existing server is used instead when MOMOKO_TEST_DSN is
 # set (trust login). BENCH_ARGS go to the program (--quick, --rounds N, --only W1,W2b).
 BENCH_ARGS ?= --rounds 5
-bench: postgres testpg-bin
+bench: postgres testpg-bin bench-tools
 	$(CARGO) build --release -q -p momoko-bench
 	@echo "==> momoko-bench $(BENCH_ARGS) against a throwaway PostgreSQL (momoko-testpg; MOMOKO_TEST_DSN to use another)"
 	@echo "==> load average now: $$(cut -d' ' -f1-3 /proc/loadavg) (a busy machine makes every figure noisier)"
 	$(TESTPG) run -- $(TARGET_DIR)/release/momoko-bench $(BENCH_ARGS) --out BENCHMARKS.md --svg docs/bench.svg
+
+# The counted figures of `make bench` (issue 26) need valgrind (callgrind) and strace; as
+# root we install them (Debian/Ubuntu). `make bench-count` takes only those figures (about
+# three minutes) and prints them, BENCHMARKS.md left alone.
+bench-tools:
+	@missing=(); for t in valgrind strace; do command -v $$t >/dev/null || missing+=($$t); done; \
+	if [ $${#missing[@]} -gt 0 ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "==> installing $${missing[*]} (apt-get) for the counted figures"; \
+	    export DEBIAN_FRONTEND=noninteractive; apt-get update -q; apt-get install -y -q "$${missing[@]}"; \
+	  else \
+	    echo "==> $${missing[*]} not installed (apt-get install valgrind strace as root): the counted figures will say so" >&2; \
+	  fi; \
+	fi
+
+bench-count: postgres testpg-bin bench-tools
+	$(CARGO) build --release -q -p momoko-bench
+	$(TESTPG) run -- $(TARGET_DIR)/release/momoko-bench --only count
 
 clean: pg-stop
 	$(CARGO) clean

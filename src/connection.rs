@@ -299,6 +299,9 @@ pub(crate) struct LoopDriver {
     /// The core itself while a name lookup runs: no socket handler holds it then, and a
     /// connect whose handle was dropped must still finish (as it does with a socket).
     lookup_hold: RefCell<Option<Rc<Core<LoopDriver>>>>,
+    /// The before-poll flush of this connection, made once and queued whenever a write
+    /// waits (it holds the core weakly: the loop may keep it queued past the connection).
+    flush: std::cell::OnceCell<Rc<dyn Fn()>>,
 }
 
 #[derive(Default)]
@@ -413,6 +416,7 @@ impl Connection {
             delivering: Cell::new(false),
             on_close: RefCell::new(Vec::new()),
             lookup_hold: RefCell::new(None),
+            flush: std::cell::OnceCell::new(),
         };
         handle(&Core::new(dsn, options, driver))
     }
@@ -929,7 +933,15 @@ fn register(core: &Rc<Core<LoopDriver>>) {
         if d.poll_before_write {
             d.ioloop.add_callback(move || flush_now(&me));
         } else {
-            d.ioloop.add_before_poll(move || flush_now(&me));
+            let weak = Rc::downgrade(&me);
+            let flush = d.flush.get_or_init(|| {
+                Rc::new(move || {
+                    if let Some(core) = weak.upgrade() {
+                        flush_now(&core);
+                    }
+                })
+            });
+            d.ioloop.add_before_poll_shared(flush.clone());
         }
     }
 }

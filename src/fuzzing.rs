@@ -81,8 +81,10 @@ fn check_events(p: &Protocol, events: &[Event], requests: usize) {
     // Rows that came through are decodable or fail cleanly, never panic.
     for e in events {
         if let Event::Completed(Ok(Response::Query(r))) = e {
-            for row in &r.rows {
-                let _ = row.try_to_values();
+            if let Some(columns) = &r.columns {
+                for row in r.rows.to_vec(columns) {
+                    let _ = row.try_to_values();
+                }
             }
         }
     }

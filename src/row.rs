@@ -16,6 +16,9 @@ use bytes::Bytes;
 use crate::error::Error;
 use crate::types::{FromSql, TypeRegistry, Value};
 
+mod packed;
+pub(crate) use packed::{RowBuf, Rows};
+
 /// Decoding hints for types whose OID is assigned at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Special {
@@ -183,9 +186,44 @@ const NULL_SPAN: Span = Span {
     len: 0,
 };
 
+/// A row's DataRow body: a short one copied into the row itself (no reference count to
+/// touch when the row is made or dropped), a longer one shared.
+#[derive(Clone)]
+enum Body {
+    Inline { len: u8, data: [u8; INLINE] },
+    Shared(Bytes),
+}
+
+/// The longest body a row holds inline.
+const INLINE: usize = 22;
+
+impl Body {
+    /// A body of at most `INLINE` bytes, copied in.
+    #[inline]
+    fn inline(b: &[u8]) -> Body {
+        let mut data = [0u8; INLINE];
+        data[..b.len()].copy_from_slice(b);
+        Body::Inline {
+            len: b.len() as u8,
+            data,
+        }
+    }
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            Body::Inline { len, data } => &data[..*len as usize],
+            Body::Shared(b) => b,
+        }
+    }
+}
+
 /// One row of a result set, decoded on demand.
 ///
-/// `Send`, cheap to clone (the bytes are shared).
+/// `Send`, cheap to clone (a short row's bytes are in the row, a longer one's shared).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -199,7 +237,7 @@ const NULL_SPAN: Span = Span {
 /// ```
 pub struct Row {
     columns: Arc<[Column]>,
-    body: Bytes,
+    body: Body,
     /// Where the next in-order read starts: the index of the field after the last one
     /// located in the high 32 bits, the offset of its length prefix in the low 32 (field 0
     /// at FIRST_FIELD before any read). Reading fields in order (the common case) reads each length prefix
@@ -234,48 +272,32 @@ impl Row {
     /// and the length). The field count must match `columns` and every length must fit in
     /// the body, or this is an `ErrorKind::Protocol` error.
     pub fn new(columns: Arc<[Column]>, body: Bytes) -> Result<Row, Error> {
-        let b = &body[..];
-        if b.len() < 2 {
-            return Err(Error::protocol("DataRow too short for its field count"));
-        }
-        let count = i16::from_be_bytes([b[0], b[1]]);
-        if usize::try_from(count).ok() != Some(columns.len()) {
-            return Err(Error::protocol(format!(
-                "DataRow has {count} fields but the RowDescription has {} columns",
-                columns.len()
-            )));
-        }
-        if b.len() > u32::MAX as usize {
-            return Err(Error::protocol("DataRow too long"));
-        }
-        // One validating pass, without allocation: every field must fit in the body.
-        let mut pos = FIRST_FIELD;
-        for i in 0..columns.len() {
-            let len = try_len(b, pos)
-                .ok_or_else(|| Error::protocol(format!("DataRow ends before field {i}")))?;
-            pos += 4;
-            if len == -1 {
-                continue;
-            }
-            let len = usize::try_from(len).map_err(|_| {
-                Error::protocol(format!("DataRow field {i} has a negative length {len}"))
-            })?;
-            if len > b.len() - pos {
-                return Err(Error::protocol(format!(
-                    "DataRow field {i} of {len} bytes runs past the end of the message"
-                )));
-            }
-            pos += len;
-        }
-        if pos != b.len() {
-            return Err(Error::protocol("DataRow has bytes after its last field"));
-        }
-        Ok(Row {
+        validate(&body, columns.len())?;
+        Ok(Row::trusted(columns, Body::Shared(body)))
+    }
+
+    /// A row from a DataRow body read where it lies (the streamed read's rows, which no
+    /// buffer keeps): validated as [`Row::new`] does, a short body copied into the row, a
+    /// longer one into its own shared bytes.
+    pub(crate) fn from_slice(columns: Arc<[Column]>, body: &[u8]) -> Result<Row, Error> {
+        validate(body, columns.len())?;
+        let body = if body.len() <= INLINE {
+            Body::inline(body)
+        } else {
+            Body::Shared(Bytes::copy_from_slice(body))
+        };
+        Ok(Row::trusted(columns, body))
+    }
+
+    /// A row from a body [`validate`] accepted for this many columns.
+    #[inline]
+    fn trusted(columns: Arc<[Column]>, body: Body) -> Row {
+        Row {
             columns,
             body,
             cursor: AtomicU64::new(FIRST_FIELD as u64),
             spans: OnceLock::new(),
-        })
+        }
     }
 
     /// The number of columns.
@@ -481,6 +503,72 @@ fn try_len(b: &[u8], pos: usize) -> Option<i32> {
     Some(i32::from_be_bytes(*chunk))
 }
 
+/// Checks a DataRow body (from the i16 field count on) for `columns` columns: the field
+/// count must match and every length must fit, or this is an `ErrorKind::Protocol` error.
+/// One pass, without allocation.
+fn validate(b: &[u8], columns: usize) -> Result<(), Error> {
+    if b.len() < 2 || usize::try_from(i16::from_be_bytes([b[0], b[1]])).ok() != Some(columns) {
+        return Err(bad_row(b, columns));
+    }
+    if b.len() > u32::MAX as usize {
+        return Err(Error::protocol("DataRow too long"));
+    }
+    let mut pos = FIRST_FIELD;
+    for _ in 0..columns {
+        let Some(len) = try_len(b, pos) else {
+            return Err(bad_row(b, columns));
+        };
+        pos += 4;
+        if len >= 0 {
+            if len as usize > b.len() - pos {
+                return Err(bad_row(b, columns));
+            }
+            pos += len as usize;
+        } else if len != -1 {
+            return Err(bad_row(b, columns));
+        }
+    }
+    if pos != b.len() {
+        return Err(bad_row(b, columns));
+    }
+    Ok(())
+}
+
+/// What is wrong with a body [`validate`] refused (the slow path, walked again to say it).
+#[cold]
+#[inline(never)]
+fn bad_row(b: &[u8], columns: usize) -> Error {
+    if b.len() < 2 {
+        return Error::protocol("DataRow too short for its field count");
+    }
+    let count = i16::from_be_bytes([b[0], b[1]]);
+    if usize::try_from(count).ok() != Some(columns) {
+        return Error::protocol(format!(
+            "DataRow has {count} fields but the RowDescription has {columns} columns"
+        ));
+    }
+    let mut pos = FIRST_FIELD;
+    for i in 0..columns {
+        let Some(len) = try_len(b, pos) else {
+            return Error::protocol(format!("DataRow ends before field {i}"));
+        };
+        pos += 4;
+        if len == -1 {
+            continue;
+        }
+        let Ok(len) = usize::try_from(len) else {
+            return Error::protocol(format!("DataRow field {i} has a negative length {len}"));
+        };
+        if len > b.len() - pos {
+            return Error::protocol(format!(
+                "DataRow field {i} of {len} bytes runs past the end of the message"
+            ));
+        }
+        pos += len;
+    }
+    Error::protocol("DataRow has bytes after its last field")
+}
+
 impl fmt::Debug for Row {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut m = f.debug_map();
@@ -498,13 +586,17 @@ impl fmt::Debug for Row {
 /// `DELETE 2`, `MOVE 5`, `FETCH 5`, `COPY 7`, `MERGE 1`; -1 for any other command.
 #[allow(dead_code)] // used by the Connection to build cursors
 pub(crate) fn rowcount_from_tag(tag: &str) -> i64 {
-    let mut words = tag.split(' ');
+    // Byte-wise: this runs for every statement.
+    let mut words = tag.as_bytes().split(|b| *b == b' ');
     let n = match words.next() {
-        Some("INSERT") => words.nth(1),
-        Some("SELECT" | "UPDATE" | "DELETE" | "MOVE" | "FETCH" | "COPY" | "MERGE") => words.next(),
+        Some(b"INSERT") => words.nth(1),
+        Some(b"SELECT" | b"UPDATE" | b"DELETE" | b"MOVE" | b"FETCH" | b"COPY" | b"MERGE") => {
+            words.next()
+        }
         _ => None,
     };
-    n.and_then(|n| n.parse().ok()).unwrap_or(-1)
+    n.and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+        .unwrap_or(-1)
 }
 
 /// The result of one statement, with psycopg2's cursor semantics: rows are fetched in
@@ -519,7 +611,7 @@ pub(crate) fn rowcount_from_tag(tag: &str) -> i64 {
 pub struct Cursor {
     query: String,
     description: Option<Arc<[Column]>>,
-    rows: std::vec::IntoIter<Row>,
+    rows: Rows,
     rownumber: usize,
     rowcount: i64,
     statusmessage: Option<String>,
@@ -538,7 +630,29 @@ impl Cursor {
         Cursor {
             query,
             description,
-            rows: rows.into_iter(),
+            rows: Rows::Owned(rows.into_iter()),
+            rownumber: 0,
+            rowcount,
+            statusmessage,
+        }
+    }
+
+    /// A cursor over a statement's collected result: its rows made as they are fetched.
+    pub(crate) fn from_buf(
+        query: String,
+        description: Option<Arc<[Column]>>,
+        rows: RowBuf,
+        rowcount: i64,
+        statusmessage: Option<String>,
+    ) -> Cursor {
+        let rows = match &description {
+            Some(columns) => rows.into_rows(columns.clone()),
+            None => Rows::Owned(Vec::new().into_iter()),
+        };
+        Cursor {
+            query,
+            description,
+            rows,
             rownumber: 0,
             rowcount,
             statusmessage,

@@ -14,6 +14,7 @@
 //! This crate's dependencies (tokio, tokio-postgres…) never reach momoko's: momoko does not
 //! depend on it.
 
+mod count;
 mod env;
 mod floor;
 mod measure;
@@ -40,10 +41,13 @@ struct Args {
     out: PathBuf,
     svg: PathBuf,
     probe: Option<String>,
+    count_child: Option<String>,
+    no_count: bool,
 }
 
 const USAGE: &str = "usage: momoko-bench [--rounds N] [--quick] [--only ID,ID…] \
-[--contender NAME-PREFIX] [--out BENCHMARKS.md] [--svg docs/bench.svg]   (needs MOMOKO_TEST_DSN)";
+[--contender NAME-PREFIX] [--out BENCHMARKS.md] [--svg docs/bench.svg] [--no-count]   (needs MOMOKO_TEST_DSN)
+--only count (or count-W1, count-mem…): the counted figures alone (valgrind, strace)";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -54,6 +58,8 @@ fn parse_args() -> Result<Args, String> {
         out: "BENCHMARKS.md".into(),
         svg: "docs/bench.svg".into(),
         probe: None,
+        count_child: None,
+        no_count: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -73,6 +79,8 @@ fn parse_args() -> Result<Args, String> {
             "--out" => a.out = value()?.into(),
             "--svg" => a.svg = value()?.into(),
             "--probe" => a.probe = Some(value()?),
+            "--count-child" => a.count_child = Some(value()?),
+            "--no-count" => a.no_count = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             _ => return Err(format!("unknown argument {arg}\n{USAGE}")),
         }
@@ -112,6 +120,16 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("momoko-bench probe {who}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(spec) = &args.count_child {
+        // A child run of the counted figures (count.rs), under callgrind or strace.
+        return match count::child(spec, &env) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("momoko-bench count {spec}: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -201,6 +219,34 @@ fn run(args: &Args, env: &Env) -> Result<(), String> {
     } else {
         Vec::new()
     };
+    let counted = if !args.no_count
+        && (args.only.is_empty() || args.only.iter().any(|o| o.starts_with("count")))
+    {
+        let only: Vec<String> = args
+            .only
+            .iter()
+            .filter(|o| o.starts_with("count"))
+            .cloned()
+            .collect();
+        match count::run(&only) {
+            Ok(c) => {
+                let md = count::markdown(&c);
+                if !args.only.is_empty() {
+                    // `--only count`: the table on stdout, as BENCHMARKS.md would get it.
+                    println!("{md}");
+                }
+                Some(md)
+            }
+            Err(e) => {
+                eprintln!("momoko-bench: the counted figures were not taken: {e}");
+                Some(format!(
+                    "### Counted per operation (issue 26)\n\nNot taken: {e}\n\n"
+                ))
+            }
+        }
+    } else {
+        None
+    };
     let _ = momoko_side_sql(env, workloads::DROP_TABLE);
     let _ = momoko_side_sql(env, workloads::DROP_REPLICATION);
     pgbench::cleanup();
@@ -213,6 +259,7 @@ fn run(args: &Args, env: &Env) -> Result<(), String> {
         duration: started.elapsed(),
         sizes: env.sizes,
         tls: tls.map(|(_, what)| what),
+        counted,
     };
     let targets = workloads::targets();
     report::print_summary(&outcomes, &targets, &memory);

@@ -46,6 +46,8 @@ pub struct Meta {
     pub sizes: Sizes,
     /// The TLS protocol and cipher of the TLS workloads; None when they did not run.
     pub tls: Option<String>,
+    /// The counted figures' section (count.rs), when they were taken.
+    pub counted: Option<String>,
 }
 
 impl Outcome {
@@ -349,6 +351,9 @@ fn markdown(
         }
     }
     let _ = writeln!(w);
+    if let Some(c) = &meta.counted {
+        w.push_str(c);
+    }
     tls_section(w, meta, outcomes, memory);
     let _ = writeln!(w, "### Results per workload\n");
     for o in outcomes {

@@ -33,27 +33,7 @@ fn series(rows: u64) -> String {
 
 /// W4s, momoko: `stream` through the statement cache (binary), every value read.
 pub fn momoko_stream(env: &Env) -> Result<Sample, String> {
-    let sql = series(env.sizes.w4_series);
-    let dsn = env.dsn.clone();
-    IoLoop::new()
-        .run_sync(async move {
-            let conn = momoko::connect(&dsn).await?;
-            // Prepared once (cached) before the clock starts, as W4a's query contender.
-            conn.query(&format!("{sql} LIMIT 0"), ()).await?;
-            let m = Meter::start();
-            let sum = std::rc::Rc::new(std::cell::Cell::new(0i64));
-            let s = sum.clone();
-            let rows = conn
-                .stream(&sql, (), move |row: &Row| {
-                    s.set(s.get() + i64::from(row.get::<_, i32>(0usize)))
-                })
-                .await?;
-            let sample = m.finish(rows);
-            std::hint::black_box(sum.get());
-            conn.close();
-            Ok(sample)
-        })
-        .map_err(|e: Error| e.to_string())
+    crate::momoko_side::w4_stream(env)
 }
 
 /// W4s, tokio-postgres: `query_raw` on a prepared statement, rows read off the stream.

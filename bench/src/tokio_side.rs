@@ -275,3 +275,26 @@ pub fn tls_check(env: &Env) -> Result<String, String> {
             }
         })
 }
+
+/// The streamed read: `query_raw` on the prepared statement, each row read as it comes and
+/// dropped (none kept).
+pub fn w4_stream(env: &Env) -> Result<Sample, String> {
+    use futures_util::TryStreamExt;
+    let sql = format!(
+        "SELECT i FROM generate_series(1, {}) AS i",
+        env.sizes.w4_series
+    );
+    with_client(env, |client| async move {
+        let st = client.prepare(&sql).await?;
+        let m = Meter::start();
+        let rows = client.query_raw(&st, std::iter::empty::<i32>()).await?;
+        futures_util::pin_mut!(rows);
+        let (mut n, mut sum) = (0u64, 0i64);
+        while let Some(r) = rows.try_next().await? {
+            sum += i64::from(r.get::<_, i32>(0));
+            n += 1;
+        }
+        std::hint::black_box(sum);
+        Ok(m.finish(n))
+    })
+}

@@ -31,6 +31,8 @@ pub(crate) enum Value<T> {
 struct State<T> {
     value: Value<T>,
     callbacks: Vec<DoneCallback<T>>,
+    /// The first task awaiting (the usual one: no allocation for it), then any others.
+    waker: Option<Waker>,
     wakers: Vec<Waker>,
     /// Weak so that a future kept in a closure stored in its own loop makes no `Rc` cycle.
     ioloop: Weak<Inner>,
@@ -108,6 +110,7 @@ impl<T: 'static> Future<T> {
         Future(Rc::new(RefCell::new(State {
             value,
             callbacks: Vec::new(),
+            waker: None,
             wakers: Vec::new(),
             ioloop,
         })))
@@ -135,7 +138,7 @@ impl<T: 'static> Future<T> {
     /// assert_eq!(f.take(), Some(1));
     /// ```
     pub fn set_result(&self, value: T) -> Result<(), T> {
-        let (callbacks, wakers, ioloop) = {
+        let (callbacks, waker, wakers, ioloop) = {
             let mut state = self.0.borrow_mut();
             if !matches!(state.value, Value::Pending) {
                 return Err(value);
@@ -143,11 +146,12 @@ impl<T: 'static> Future<T> {
             state.value = Value::Done(value);
             (
                 std::mem::take(&mut state.callbacks),
+                state.waker.take(),
                 std::mem::take(&mut state.wakers),
                 state.ioloop.clone(),
             )
         };
-        for waker in wakers {
+        for waker in waker.into_iter().chain(wakers) {
             waker.wake();
         }
         if !callbacks.is_empty() {
@@ -295,8 +299,13 @@ impl<T: 'static> std::future::Future for Future<T> {
             Value::Done(value) => Poll::Ready(value),
             Value::Pending => {
                 state.value = Value::Pending;
-                if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    state.wakers.push(cx.waker().clone());
+                let known = state.waker.iter().chain(&state.wakers);
+                if !known.into_iter().any(|w| w.will_wake(cx.waker())) {
+                    if state.waker.is_none() {
+                        state.waker = Some(cx.waker().clone());
+                    } else {
+                        state.wakers.push(cx.waker().clone());
+                    }
                 }
                 Poll::Pending
             }

@@ -134,11 +134,18 @@ pub(crate) struct Inner {
     /// edge-triggered), hence `next_timeout` says "now".
     more_events: Cell<bool>,
     /// `add_before_poll`'s queue: run at step 5 of an iteration.
-    before_poll: RefCell<VecDeque<Box<dyn FnOnce()>>>,
+    before_poll: RefCell<VecDeque<BeforePoll>>,
     /// How far [`IoLoop::advance_time`] moved this loop's clock ahead of the system's: every
     /// deadline (timers, the poll's wait) is read through [`Inner::now`], so a test moves
     /// time without sleeping.
     skew: Cell<Duration>,
+}
+
+/// A before-poll callback: run once, or kept by its owner and queued again and again
+/// ([`IoLoop::add_before_poll_shared`]), which allocates nothing.
+enum BeforePoll {
+    Once(Box<dyn FnOnce()>),
+    Shared(Rc<dyn Fn()>),
 }
 
 /// Rounds of before-poll callbacks one iteration runs at most: a callback that keeps adding
@@ -164,7 +171,8 @@ impl Inner {
             for _ in 0..count {
                 let next = self.before_poll.borrow_mut().pop_front();
                 match next {
-                    Some(callback) => callback(),
+                    Some(BeforePoll::Once(callback)) => callback(),
+                    Some(BeforePoll::Shared(callback)) => callback(),
                     None => break,
                 }
             }
@@ -773,7 +781,33 @@ impl IoLoop {
         self.0
             .before_poll
             .borrow_mut()
-            .push_back(Box::new(callback));
+            .push_back(BeforePoll::Once(Box::new(callback)));
+    }
+
+    /// As [`add_before_poll`](IoLoop::add_before_poll), for a callback its owner keeps and
+    /// queues again whenever it needs it (one flush per connection and iteration): queuing
+    /// it is a reference count, not an allocation.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    /// use momoko_loop::{Future, IoLoop};
+    ///
+    /// let ioloop = IoLoop::new();
+    /// let done: Future<u32> = Future::with_loop(&ioloop);
+    /// let d = done.clone();
+    /// let flush: Rc<dyn Fn()> = Rc::new(move || {
+    ///     let _ = d.set_result(7);
+    /// });
+    /// ioloop.add_before_poll_shared(flush.clone());
+    /// assert_eq!(ioloop.run_sync(done), 7);
+    /// // Run and dropped from the queue: the owner holds the only reference again.
+    /// assert_eq!(Rc::strong_count(&flush), 1);
+    /// ```
+    pub fn add_before_poll_shared(&self, callback: Rc<dyn Fn()>) {
+        self.0
+            .before_poll
+            .borrow_mut()
+            .push_back(BeforePoll::Shared(callback));
     }
 
     /// Runs `callback` once `delay` has passed (from now), in the first iteration after the

@@ -80,7 +80,7 @@ impl<D: Driver> Core<D> {
         let mut ran = 0;
         loop {
             D::turn(self);
-            let actions = self.with_mut(|s| s.take_actions());
+            let mut actions = self.with_mut(|s| s.take_actions());
             if actions.is_empty() {
                 // A streamed query's read stopped at its budget: its rows are delivered,
                 // the next part waits for the driver's next turn (no readiness event will
@@ -88,19 +88,21 @@ impl<D: Driver> Core<D> {
                 if self.with(|s| s.read_pending()) {
                     D::read_again(self);
                 }
+                self.with_mut(|s| s.recycle_actions(actions));
                 return Some(ran);
             }
             ran += actions.len();
-            for action in actions.into_iter().filter_map(Action::deliver) {
+            for action in actions.drain(..).filter_map(Action::deliver) {
                 self.run(action);
             }
+            self.with_mut(|s| s.recycle_actions(actions));
         }
     }
 
     /// Runs one action that `Action::deliver` handed back.
     fn run(self: &Rc<Self>, action: Action) {
         match action {
-            Action::Complete(cb, result) => cb(result),
+            Action::Complete(waiter, result) => waiter.answer(result),
             Action::Answer(answer) => answer(),
             // Already run by `Action::deliver`.
             Action::Notify(..)

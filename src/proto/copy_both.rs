@@ -24,7 +24,7 @@ impl Protocol {
         if body.len() < 3 {
             return Err(Error::protocol("malformed CopyBothResponse message"));
         }
-        self.take_answer(Answer::CopyBothResponse)
+        self.on_answer(Answer::CopyBothResponse)
     }
 
     /// The CopyBoth exchange of the oldest request, when it is one.

@@ -5,7 +5,7 @@
 //! is believable; it never interprets a message body and never allocates for a length it has
 //! not yet received (a hostile length of 2^31-1 costs nothing).
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use postgres_protocol::message::backend::Message;
 
 use crate::error::Error;
@@ -36,11 +36,6 @@ impl Frame {
         &self.whole[5..]
     }
 
-    /// The body as shared bytes, without copying.
-    pub(crate) fn into_body(self) -> Bytes {
-        self.whole.freeze().slice(5..)
-    }
-
     /// Parses the message with postgres-protocol's decoders.
     pub(crate) fn parse(mut self) -> Result<Message, Error> {
         match Message::parse(&mut self.whole) {
@@ -54,11 +49,32 @@ impl Frame {
     }
 }
 
+impl Frame {
+    /// The message [`peek_frame`] found: `input`'s first `end` bytes, cut off.
+    pub(crate) fn cut(tag: u8, input: &mut BytesMut, end: usize) -> Frame {
+        Frame {
+            tag,
+            whole: input.split_to(end),
+        }
+    }
+}
+
 /// Cuts the next whole message from `input`, or returns `Ok(None)` when more bytes are needed.
+#[cfg(test)]
 pub(crate) fn next_frame(
     input: &mut BytesMut,
     max_message_size: usize,
 ) -> Result<Option<Frame>, Error> {
+    Ok(peek_frame(input, max_message_size)?.map(|(tag, end)| Frame::cut(tag, input, end)))
+}
+
+/// The tag of the next whole message in `input` and where it ends (tag and length
+/// included), or `Ok(None)` when more bytes are needed; nothing is cut.
+#[inline]
+pub(crate) fn peek_frame(
+    input: &[u8],
+    max_message_size: usize,
+) -> Result<Option<(u8, usize)>, Error> {
     if input.len() < 5 {
         return Ok(None);
     }
@@ -85,10 +101,7 @@ pub(crate) fn next_frame(
     if input.len() < len + 1 {
         return Ok(None);
     }
-    Ok(Some(Frame {
-        tag,
-        whole: input.split_to(len + 1),
-    }))
+    Ok(Some((tag, len + 1)))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use super::copy::Upload;
 use super::{QueryResult, Response};
 use crate::error::Error;
-use crate::row::{Column, Row};
+use crate::row::{Column, Row, RowBuf};
 
 /// A request queued for the server and not yet answered by its ReadyForQuery.
 #[derive(Debug)]
@@ -268,16 +268,23 @@ impl InFlight {
         Ok(Effect::None)
     }
 
-    /// Takes a DataRow, the hot path: kept as received, decoded lazily.
-    pub(super) fn take_row(&mut self, body: Bytes) -> Result<(), Error> {
-        let (result, row) = self.row(body)?;
-        result.rows.push(row);
-        Ok(())
+    /// Takes a DataRow (its length and body), the hot path: copied as received into the
+    /// result's one buffer (validated), decoded lazily.
+    pub(super) fn take_row(&mut self, message: &[u8]) -> Result<(), Error> {
+        let (result, columns) = self.row_columns()?;
+        let n = columns.len();
+        result.rows.push(n, message)
     }
 
-    /// Builds a DataRow's row against the statement's columns, without keeping it: the one
-    /// place a row is made, for collected and streamed results alike.
-    pub(super) fn row(&mut self, body: Bytes) -> Result<(&mut QueryResult, Row), Error> {
+    /// Builds a DataRow's row (its length and body) against the statement's columns,
+    /// without keeping it: a streamed result's row, made by the same rules as a held one.
+    pub(super) fn row(&mut self, message: &[u8]) -> Result<Row, Error> {
+        let (_, columns) = self.row_columns()?;
+        Row::from_slice(columns, message.get(4..).unwrap_or_default())
+    }
+
+    /// The result that takes a DataRow, and the columns its rows are read against.
+    fn row_columns(&mut self) -> Result<(&mut QueryResult, Arc<[Column]>), Error> {
         let result = match self {
             InFlight::Simple(r)
             | InFlight::Execute(r)
@@ -296,8 +303,8 @@ impl InFlight {
         let Some(columns) = &result.columns else {
             return Err(Error::protocol("DataRow received before RowDescription"));
         };
-        let row = Row::new(columns.clone(), body)?;
-        Ok((result, row))
+        let columns = columns.clone();
+        Ok((result, columns))
     }
 
     /// The server failed the request: the rows of the failed statement go, and a COPY FROM
@@ -310,16 +317,16 @@ impl InFlight {
             | InFlight::Unnamed(r)
             | InFlight::CopyOut(r)
             | InFlight::Batch { current: r, .. } => {
-                r.rows = Vec::new();
+                r.rows = RowBuf::default();
                 None
             }
             InFlight::CopyBoth { result, both } => {
-                result.rows = Vec::new();
+                result.rows = RowBuf::default();
                 *both = Both::Over;
                 None
             }
             InFlight::CopyIn { upload, result } => {
-                result.rows = Vec::new();
+                result.rows = RowBuf::default();
                 upload.stop()
             }
             InFlight::Prepare { .. } | InFlight::Close => None,

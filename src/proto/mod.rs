@@ -38,13 +38,13 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend::{self, Message};
 use postgres_protocol::message::frontend;
 
 use crate::error::{DbError, Error};
-use crate::row::{Column, Row};
+use crate::row::{Column, Row, RowBuf};
 use crate::types::TypeRegistry;
 use in_flight::{Answer, Effect, InFlight, Queued};
 use parse::{bad, parse_columns, unexpected};
@@ -80,7 +80,7 @@ pub(crate) enum Response {
 #[derive(Debug, Default)]
 pub(crate) struct QueryResult {
     pub(crate) columns: Option<Arc<[Column]>>,
-    pub(crate) rows: Vec<Row>,
+    pub(crate) rows: RowBuf,
     pub(crate) tag: Option<String>,
     /// The text of a simple query, handed back (not copied) for the cursor.
     pub(crate) query: String,
@@ -172,6 +172,12 @@ pub(crate) struct Protocol {
     /// COPY sources the protocol is done with. Dropping one runs user code (its captures), so
     /// the session drops them after every borrow is released.
     spent_sources: Vec<CopySource>,
+}
+
+/// What [`Protocol::quick`] read.
+enum Quick {
+    Ready(u8),
+    Answer(Answer),
 }
 
 /// The type registry of one connection, shared by its session and its protocol core. The
@@ -425,10 +431,32 @@ impl Protocol {
 
     /// Parses every whole message in the input buffer.
     pub(crate) fn process_input(&mut self) {
+        // Taken out for the loop, so that DataRows are read in place (no handler touches
+        // the input); `done` bytes of it are handled and not yet dropped.
+        let mut input = std::mem::take(&mut self.input);
+        let mut done = 0;
         while !self.is_closed() {
-            match framing::next_frame(&mut self.input, self.max_message_size) {
-                Ok(Some(frame)) => {
-                    if let Err(e) = self.handle_frame(frame) {
+            match framing::peek_frame(&input[done..], self.max_message_size) {
+                Ok(Some((tag, end))) => {
+                    let quick = if tag == backend::DATA_ROW_TAG {
+                        None
+                    } else {
+                        self.quick(tag, &input[done + 5..done + end])
+                    };
+                    let r = if tag == backend::DATA_ROW_TAG {
+                        // Hot path: copied into its result where it lies (length and body).
+                        let r = self.on_data_row(&input[done + 1..done + end]);
+                        done += end;
+                        r
+                    } else if let Some(quick) = quick {
+                        // The other answers of every query, read where they lie too.
+                        done += end;
+                        self.on_quick(quick)
+                    } else {
+                        input.advance(std::mem::take(&mut done));
+                        self.handle_frame(framing::Frame::cut(tag, &mut input, end))
+                    };
+                    if let Err(e) = r {
                         self.fail(e);
                     }
                 }
@@ -436,16 +464,14 @@ impl Protocol {
                 Err(e) => self.fail(e),
             }
         }
+        input.advance(done);
         if self.is_closed() {
-            self.input.clear();
+            input.clear();
         }
+        self.input = input;
     }
 
     fn handle_frame(&mut self, frame: framing::Frame) -> Result<(), Error> {
-        // Hot path: rows are kept as received and decoded lazily.
-        if frame.tag == backend::DATA_ROW_TAG {
-            return self.on_data_row(frame.into_body());
-        }
         // postgres-protocol 0.6 knows neither NegotiateProtocolVersion nor a cancel key
         // longer than 4 bytes (protocol 3.2): both are read here, before it sees them.
         if frame.tag == b'v' {
@@ -510,6 +536,48 @@ impl Protocol {
         }
     }
 
+    /// The answers of every query, read straight from their bytes when they are well
+    /// formed (anything else goes through postgres-protocol's parser, which reports it):
+    /// ReadyForQuery, CommandComplete, the empty acknowledgements, and a RowDescription
+    /// byte for byte the same as the last one, whose columns are reused.
+    #[inline]
+    fn quick(&self, tag: u8, body: &[u8]) -> Option<Quick> {
+        if !matches!(self.stage, Stage::Ready) || self.in_flight.is_empty() {
+            return None;
+        }
+        Some(Quick::Answer(match (tag, body) {
+            (b'Z', [status]) => return Some(Quick::Ready(*status)),
+            (b'C', [tag @ .., 0]) if !tag.contains(&0) => {
+                Answer::Tag(std::str::from_utf8(tag).ok()?.to_owned())
+            }
+            (b'1', []) => Answer::ParseComplete,
+            (b'2', []) => Answer::BindComplete,
+            (b'3', []) => Answer::CloseComplete,
+            (b'n', []) => Answer::NoData,
+            (b'I', []) => Answer::EmptyQuery,
+            (b's', []) => Answer::PortalSuspended,
+            (backend::ROW_DESCRIPTION_TAG, _) => match &self.last_row_desc {
+                Some((bytes, cols, epoch))
+                    if *epoch == self.types.epoch.get() && bytes[..] == *body =>
+                {
+                    Answer::Columns(cols.clone())
+                }
+                _ => return None,
+            },
+            _ => return None,
+        }))
+    }
+
+    fn on_quick(&mut self, quick: Quick) -> Result<(), Error> {
+        match quick {
+            Quick::Ready(status) => {
+                self.on_ready_for_query(status);
+                Ok(())
+            }
+            Quick::Answer(a) => self.on_answer(a),
+        }
+    }
+
     fn on_negotiate_protocol_version(&mut self, body: &[u8]) -> Result<(), Error> {
         if !matches!(self.stage, Stage::Startup(_)) {
             return Err(Error::protocol(
@@ -566,7 +634,8 @@ impl Protocol {
         }
     }
 
-    fn on_data_row(&mut self, body: Bytes) -> Result<(), Error> {
+    /// A DataRow: `message` is its length and body.
+    fn on_data_row(&mut self, message: &[u8]) -> Result<(), Error> {
         let Some(flight) = self.in_flight.front_mut() else {
             return Err(Error::protocol(
                 "DataRow received with no request in flight",
@@ -576,11 +645,11 @@ impl Protocol {
             return Ok(());
         }
         if flight.stream {
-            let (_, row) = flight.answers.row(body)?;
+            let row = flight.answers.row(message)?;
             self.events.push_back(Event::Row(row));
             return Ok(());
         }
-        flight.answers.take_row(body)
+        flight.answers.take_row(message)
     }
 
     /// Whether the oldest request in flight streams its rows.
@@ -635,11 +704,11 @@ impl Protocol {
             Message::CopyDone => Answer::CopyDone,
             other => return Err(unexpected(&other, "while a request is in flight")),
         };
-        self.take_answer(answer)
+        self.on_answer(answer)
     }
 
-    /// Hands one answer to the oldest request in flight (there is one) and does what it says.
-    fn take_answer(&mut self, answer: Answer) -> Result<(), Error> {
+    /// An answer to the oldest request in flight (there is one).
+    fn on_answer(&mut self, answer: Answer) -> Result<(), Error> {
         let flight = self.in_flight.front_mut().expect("checked by the caller");
         match flight.answers.take(answer)? {
             Effect::None => {}

@@ -315,8 +315,8 @@ fn simple_query_collects_rows_and_tag() {
     };
     assert_eq!(r.tag.as_deref(), Some("SELECT 1"));
     assert_eq!(r.rows.len(), 1);
-    assert_eq!(r.rows[0].get_raw(0), Some(&b"1"[..]));
-    assert_eq!(r.rows[0].get_raw(1), None);
+    assert_eq!(rows_of(&r)[0].get_raw(0), Some(&b"1"[..]));
+    assert_eq!(rows_of(&r)[0].get_raw(1), None);
     assert_eq!(r.columns.unwrap()[1].name(), "b");
 }
 
@@ -370,7 +370,7 @@ fn pipelined_requests_are_answered_in_order_and_an_error_disturbs_only_its_own()
     let Event::Completed(Ok(Response::Query(r))) = &ev[0] else {
         panic!()
     };
-    assert_eq!(r.rows[0].get_raw(0), Some(&b"1"[..]));
+    assert_eq!(rows_of(r)[0].get_raw(0), Some(&b"1"[..]));
     let Event::Completed(Err(e)) = &ev[1] else {
         panic!()
     };
@@ -378,7 +378,7 @@ fn pipelined_requests_are_answered_in_order_and_an_error_disturbs_only_its_own()
     let Event::Completed(Ok(Response::Query(r))) = &ev[2] else {
         panic!()
     };
-    assert_eq!(r.rows[0].get_raw(0), Some(&b"3"[..]));
+    assert_eq!(rows_of(r)[0].get_raw(0), Some(&b"3"[..]));
     assert!(p.is_ready());
 }
 
@@ -1666,4 +1666,72 @@ fn the_version_is_known_only_once_authenticated() {
     );
     p.handle_input(&Script::new().auth_ok().0);
     assert_eq!(p.protocol_version(), Some((3, 0)));
+}
+
+/// A result's rows, made as a cursor makes them.
+fn rows_of(r: &QueryResult) -> Vec<crate::row::Row> {
+    r.rows
+        .to_vec(r.columns.as_ref().expect("a result with rows has columns"))
+}
+
+/// The answers read straight from their bytes (`Protocol::quick`) take only well-formed
+/// ones: anything else still goes through postgres-protocol's parser and fails the
+/// connection as a Protocol error, as before.
+#[test]
+fn malformed_answers_of_a_query_still_fail_the_connection() {
+    for (tag, body) in [
+        (b'C', &b"SELECT 1"[..]),     // no terminating NUL
+        (b'C', &b"SEL\0ECT 1\0"[..]), // bytes after the NUL
+        (b'Z', &b"II"[..]),           // ReadyForQuery of two bytes
+        (b'2', &b"x"[..]),            // BindComplete with a body
+    ] {
+        let mut p = connected();
+        p.send(Request::Simple {
+            query: "SELECT 1".into(),
+        })
+        .unwrap();
+        take_out(&mut p);
+        p.handle_input(
+            &Script::new()
+                .row_description(&[("a", 23)])
+                .data_row(&[Some("1")])
+                .msg(tag, body)
+                .0,
+        );
+        let ev = drain(&mut p);
+        let Some(Event::Closed(e)) = ev.last() else {
+            panic!("{:?} {body:?}: {ev:?}", char::from(tag))
+        };
+        assert_eq!(e.kind(), crate::ErrorKind::Protocol, "{e}");
+    }
+}
+
+/// A RowDescription the same byte for byte as the last one reuses its columns (the same
+/// `Arc`), and a different one is read anew.
+#[test]
+fn a_repeated_row_description_shares_its_columns() {
+    let mut p = connected();
+    let mut columns = Vec::new();
+    for name in ["a", "a", "b"] {
+        p.send(Request::Simple {
+            query: "SELECT 1".into(),
+        })
+        .unwrap();
+        take_out(&mut p);
+        p.handle_input(
+            &Script::new()
+                .row_description(&[(name, 23)])
+                .data_row(&[Some("1")])
+                .complete("SELECT 1")
+                .ready(b'I')
+                .0,
+        );
+        let Some(Event::Completed(Ok(Response::Query(r)))) = p.poll_event() else {
+            panic!()
+        };
+        columns.push(r.columns.unwrap());
+    }
+    assert!(Arc::ptr_eq(&columns[0], &columns[1]));
+    assert!(!Arc::ptr_eq(&columns[1], &columns[2]));
+    assert_eq!(columns[2][0].name(), "b");
 }

@@ -6,6 +6,8 @@
 //! name is handed back for the caller to close) and is cleared by the session at every
 //! successful connect, since the server forgets prepared statements with its session.
 
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -20,7 +22,7 @@ pub(crate) const STATEMENT_CACHE_SIZE: usize = 256;
 #[derive(Clone)]
 pub(crate) struct CachedStatement {
     pub(crate) name: Rc<str>,
-    pub(crate) param_types: Vec<u32>,
+    pub(crate) param_types: Rc<[u32]>,
     pub(crate) columns: Option<Arc<[Column]>>,
     pub(crate) result_formats: Rc<[i16]>,
 }
@@ -28,8 +30,55 @@ pub(crate) struct CachedStatement {
 /// See the module documentation. Unbounded to `lru` itself: the bound is the caller's
 /// capacity, applied at each insert.
 pub(crate) struct StatementCache {
-    map: LruCache<(String, Vec<u32>), CachedStatement>,
+    map: LruCache<Key, CachedStatement>,
 }
+
+/// A statement's text and parameter types, owned by the cache.
+#[derive(PartialEq, Eq, Hash)]
+struct Key {
+    sql: String,
+    types: Vec<u32>,
+}
+
+/// A key as looked up: borrowed, so that a lookup copies neither the text nor the types.
+trait KeyView {
+    fn parts(&self) -> (&str, &[u32]);
+}
+
+impl KeyView for Key {
+    fn parts(&self) -> (&str, &[u32]) {
+        (&self.sql, &self.types)
+    }
+}
+
+impl KeyView for (&str, &[u32]) {
+    fn parts(&self) -> (&str, &[u32]) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> Borrow<dyn KeyView + 'a> for Key {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+// Hashed as `Key`'s derived Hash hashes (its fields in order), as `Borrow` requires.
+impl Hash for dyn KeyView + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (sql, types) = self.parts();
+        sql.hash(state);
+        types.hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
 
 impl Default for StatementCache {
     fn default() -> StatementCache {
@@ -42,7 +91,7 @@ impl Default for StatementCache {
 impl StatementCache {
     /// The statement for `sql` and `types`, which becomes the most recently used.
     pub(crate) fn get(&mut self, sql: &str, types: &[u32]) -> Option<CachedStatement> {
-        self.map.get(&(sql.to_owned(), types.to_vec())).cloned()
+        self.map.get(&(sql, types) as &dyn KeyView).cloned()
     }
 
     /// Inserts as the most recently used, keeping at most `capacity`; returns the name of a
@@ -55,7 +104,7 @@ impl StatementCache {
         capacity: usize,
     ) -> Option<String> {
         // Two first uses raced: keep the newer, close the older.
-        if let Some(previous) = self.map.put((sql, types), st) {
+        if let Some(previous) = self.map.put(Key { sql, types }, st) {
             return Some(previous.name.to_string());
         }
         // One statement is added at a time, so one eviction keeps the bound.
@@ -66,7 +115,7 @@ impl StatementCache {
     }
 
     pub(crate) fn remove(&mut self, sql: &str, types: &[u32]) {
-        self.map.pop(&(sql.to_owned(), types.to_vec()));
+        self.map.pop(&(sql, types) as &dyn KeyView);
     }
 
     /// The server session ended: its statements are gone.
@@ -82,7 +131,7 @@ mod tests {
     fn st(name: &str) -> CachedStatement {
         CachedStatement {
             name: Rc::from(name),
-            param_types: Vec::new(),
+            param_types: Rc::from([]),
             columns: None,
             result_formats: Rc::from([]),
         }

@@ -248,7 +248,11 @@ impl Session {
     ) {
         let learnt = match answer {
             Ok(Response::Query(result)) => {
-                let value = match result.rows.as_slice() {
+                let rows = match &result.columns {
+                    Some(columns) => result.rows.to_vec(columns),
+                    None => Vec::new(),
+                };
+                let value = match rows.as_slice() {
                     [row] => row.get_raw(0).and_then(|v| std::str::from_utf8(v).ok()),
                     _ => None,
                 };

@@ -11,6 +11,7 @@ use super::ops::Done;
 use super::{next_id, Action, Callback, CopySink, Notify, Options, RowSink, Session};
 use crate::error::Error;
 use crate::proto::{Protocol, Request};
+use crate::row::Cursor;
 
 /// What a driver provides to the operations: the clock, and a way to be told that the
 /// session changed outside the driver's own event handling (a request was queued).
@@ -72,6 +73,17 @@ impl<D: Drive> Core<D> {
             // The clock is read only where a query_timeout needs it.
             let now = s.options.query_timeout.map(|_| self.driver.now());
             s.request(req, cb, now);
+        }
+        D::wake(self);
+    }
+
+    /// Queues a request whose response becomes a cursor for `done`; `query` names it when
+    /// the result does not carry its own text (only simple queries do).
+    pub(crate) fn request_cursor(self: &Rc<Self>, req: Request, query: String, done: Done<Cursor>) {
+        {
+            let mut s = self.session.borrow_mut();
+            let now = s.options.query_timeout.map(|_| self.driver.now());
+            s.request_cursor(req, query, done, now);
         }
         D::wake(self);
     }

@@ -75,6 +75,27 @@ pub(crate) use rows::RowSink;
 
 /// A completion callback for one request.
 pub(crate) type Callback = Box<dyn FnOnce(Result<Response, Error>)>;
+
+/// Who a request's answer goes to: a callback of the response, or (the most common request,
+/// a simple query) the caller of a cursor, its response turned into one on delivery, so
+/// that the operation boxes no callback of its own around the caller's.
+pub(crate) enum Waiter {
+    Response(Callback),
+    /// The query text names the cursor when the result does not carry its own.
+    Cursor(String, ops::Done<crate::row::Cursor>),
+}
+
+impl Waiter {
+    /// Answers, from the driver's delivery (no borrow held).
+    pub(crate) fn answer(self, result: Result<Response, Error>) {
+        match self {
+            Waiter::Response(cb) => cb(result),
+            Waiter::Cursor(query, done) => {
+                done(result.and_then(|resp| ops::to_cursor(query, resp)))
+            }
+        }
+    }
+}
 /// A NOTIFY listener.
 pub(crate) type Listener = Rc<RefCell<dyn FnMut(&Notification)>>;
 /// A notice handler.
@@ -128,7 +149,7 @@ impl Notification {
 /// Something the driver must run once it holds no borrow of the session.
 pub(crate) enum Action {
     /// A request finished.
-    Complete(Callback, Result<Response, Error>),
+    Complete(Waiter, Result<Response, Error>),
     /// A caller answered before anything was sent (a parameter that does not render, a
     /// wrong count): run in order with the completions, never inside the call that queued it.
     Answer(Box<dyn FnOnce()>),
@@ -189,7 +210,7 @@ impl Action {
 
 /// What waits for each request in flight, in order.
 enum Recipient {
-    User(Callback),
+    User(Waiter),
     /// A setsession statement; the last one finishes the connect.
     Setsession {
         last: bool,
@@ -386,6 +407,9 @@ pub(crate) struct Session {
     /// How many waiters are `Discard` (timed out, answer still to come).
     discards: usize,
     actions: Vec<Action>,
+    /// An emptied `actions` handed back by the driver ([`Session::recycle_actions`]), so
+    /// that a round of delivery allocates nothing.
+    spare_actions: Vec<Action>,
     config: Option<Config>,
     /// The `now` of the latest call that passed one: the clock of requests released by a
     /// connect, whose query_timeout starts when the connection became ready.
@@ -439,6 +463,7 @@ impl Session {
             answered: 0,
             discards: 0,
             actions: Vec::new(),
+            spare_actions: Vec::new(),
             config: None,
             now: None,
             observing,
@@ -663,7 +688,17 @@ impl Session {
 
     /// Takes the actions to run. The driver runs them holding no borrow of this session.
     pub(crate) fn take_actions(&mut self) -> Vec<Action> {
-        std::mem::take(&mut self.actions)
+        let spare = std::mem::take(&mut self.spare_actions);
+        std::mem::replace(&mut self.actions, spare)
+    }
+
+    /// Takes back a vector [`Session::take_actions`] gave, once its actions ran (emptied
+    /// here), for the next round.
+    pub(crate) fn recycle_actions(&mut self, mut used: Vec<Action>) {
+        used.clear();
+        if self.spare_actions.capacity() < used.capacity() {
+            self.spare_actions = used;
+        }
     }
 
     /// Whether actions wait for the driver's delivery.
@@ -739,9 +774,10 @@ impl Session {
 
     fn fail_waiter(&mut self, waiter: Recipient, e: Error) {
         match waiter {
-            Recipient::User(cb) | Recipient::CopyOut(cb, _) | Recipient::Rows(cb, _) => {
-                self.actions.push(Action::Complete(cb, Err(e)))
-            }
+            Recipient::User(w) => self.actions.push(Action::Complete(w, Err(e))),
+            Recipient::CopyOut(cb, _) | Recipient::Rows(cb, _) => self
+                .actions
+                .push(Action::Complete(Waiter::Response(cb), Err(e))),
             Recipient::Setsession { .. } | Recipient::Discard => {}
         }
     }
@@ -752,7 +788,21 @@ impl Session {
         if now.is_some() {
             self.now = now;
         }
-        self.send(req, Recipient::User(cb), now);
+        self.send(req, Recipient::User(Waiter::Response(cb)), now);
+    }
+
+    /// Queues a request whose response becomes a cursor for `done` (see [`Waiter`]).
+    pub(crate) fn request_cursor(
+        &mut self,
+        req: Request,
+        query: String,
+        done: ops::Done<crate::row::Cursor>,
+        now: Option<Instant>,
+    ) {
+        if now.is_some() {
+            self.now = now;
+        }
+        self.send(req, Recipient::User(Waiter::Cursor(query, done)), now);
     }
 
     /// Queues a COPY TO STDOUT; its data goes to `sink` as it arrives.
@@ -992,9 +1042,10 @@ impl Session {
                         Recipient::Discard => {
                             log::debug!("dropped the answer of a timed-out request");
                         }
-                        Recipient::User(cb)
-                        | Recipient::CopyOut(cb, _)
-                        | Recipient::Rows(cb, _) => self.actions.push(Action::Complete(cb, result)),
+                        Recipient::User(w) => self.actions.push(Action::Complete(w, result)),
+                        Recipient::CopyOut(cb, _) | Recipient::Rows(cb, _) => self
+                            .actions
+                            .push(Action::Complete(Waiter::Response(cb), result)),
                         Recipient::Setsession { last } => {
                             if let Err(e) = result {
                                 if let Phase::Setsession { error } = &mut self.phase {

@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use super::{render, to_cursor, Done};
+use super::{render, Done};
 use crate::params::{ParamValues, Params};
 use crate::proto::Request;
 use crate::row::Cursor;
@@ -27,10 +27,7 @@ pub(crate) fn execute<D: Drive, P: Params + ?Sized>(
 
 /// One simple query whose result becomes a cursor.
 pub(crate) fn simple<D: Drive>(core: &Rc<Core<D>>, sql: String, done: Done<Cursor>) {
-    core.request(
-        Request::Simple { query: sql },
-        Box::new(move |r| done(r.and_then(|resp| to_cursor(String::new(), resp)))),
-    );
+    core.request_cursor(Request::Simple { query: sql }, String::new(), done);
 }
 
 /// `SELECT 1 AS ping`: done once the server answered.

@@ -115,7 +115,7 @@ pub(crate) fn result_cursor(query: String, mut r: QueryResult) -> Cursor {
         Some(tag) => crate::row::rowcount_from_tag(tag),
         None => -1,
     };
-    Cursor::new(query, r.columns, r.rows, rowcount, r.tag)
+    Cursor::from_buf(query, r.columns, r.rows, rowcount, r.tag)
 }
 
 /// Builds the cursor for a query's response.

@@ -14,6 +14,10 @@
 
 /// The number of parameters `sql` takes, or `None` when the client cannot be sure.
 pub(crate) fn count(sql: &str) -> Option<usize> {
+    // Without a backslash both readings of a literal are the same: one pass tells.
+    if !sql.as_bytes().contains(&b'\\') {
+        return scan(sql.as_bytes(), true);
+    }
     let standard = scan(sql.as_bytes(), true)?;
     let escaped = scan(sql.as_bytes(), false)?;
     (standard == escaped).then_some(standard)

@@ -145,17 +145,21 @@ pub(crate) fn execute_prepared<D: Drive, P: Params + ?Sized>(
     }
     let query = st.query.clone();
     let name = st.at.borrow().1.clone();
+    let request = Request::ExecutePrepared {
+        statement: name,
+        params: encoded,
+        param_formats: formats,
+        columns: st.columns.clone(),
+        result_formats: st.result_formats.clone(),
+        describe: false,
+    };
+    let Some(reprepare_error) = reprepare_error else {
+        return core.request_cursor(request, query, done);
+    };
     core.request(
-        Request::ExecutePrepared {
-            statement: name,
-            params: encoded,
-            param_formats: formats,
-            columns: st.columns.clone(),
-            result_formats: st.result_formats.clone(),
-            describe: false,
-        },
+        request,
         Box::new(move |r| {
-            if let Some(e) = reprepare_error.and_then(|slot| slot.borrow_mut().take()) {
+            if let Some(e) = reprepare_error.borrow_mut().take() {
                 return done(Err(e));
             }
             done(r.and_then(|resp| to_cursor(query, resp)))
@@ -205,20 +209,26 @@ pub(crate) fn query_into<D: Drive, P: Params + ?Sized>(
         Ok(v) => v,
         Err(e) => return core.answer_later(done, Err(e)),
     };
-    // Before anything is sent: the server would take extra values silently (see
-    // placeholders.rs) and refuse missing ones only at Bind.
-    if let Some(takes) = placeholders::count(sql) {
-        if takes != values.len() {
-            let e = placeholders::mismatch(takes, values.len());
-            return core.answer_later(done, Err(e));
-        }
-    }
     let types: Vec<u32> = values.iter().map(Value::type_oid).collect();
     let capacity = core.with(|s| s.options().statement_cache_size);
     if capacity == Some(0) {
+        if let Err(e) = check_count(sql, values.len()) {
+            return core.answer_later(done, Err(e));
+        }
         return query_unnamed(core, sql, &values, types, sink, done);
     }
     query_values(core, sql.to_owned(), values, types, true, sink, done);
+}
+
+/// Before anything is sent: the server would take extra values silently (see
+/// placeholders.rs) and refuse missing ones only at Bind. A statement found in the cache
+/// needs no check: it is cached under its parameter types, as many as the values that
+/// passed this check when it was prepared.
+fn check_count(sql: &str, values: usize) -> Result<(), Error> {
+    match placeholders::count(sql) {
+        Some(takes) if takes != values => Err(placeholders::mismatch(takes, values)),
+        _ => Ok(()),
+    }
 }
 
 /// `query` with the statement cache off: Parse, Bind, Describe, Execute and Sync on the
@@ -296,6 +306,9 @@ fn query_values<D: Drive>(
             );
         }
         None => {
+            if let Err(e) = check_count(&sql, values.len()) {
+                return core.answer_later(done, Err(e));
+            }
             // Parse with the parameter types the values carry; unknown ones (NULL) are left
             // for the server to infer and sent as text.
             let (encoded, formats) = match encode_params(&values, &types) {
@@ -341,7 +354,7 @@ fn query_values<D: Drive>(
                             key_types,
                             CachedStatement {
                                 name: Rc::from(stmt_name),
-                                param_types,
+                                param_types: param_types.into(),
                                 result_formats: result_formats(&columns),
                                 columns,
                             },
