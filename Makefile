@@ -23,7 +23,7 @@ PG_DIR := .pg/server
 PG_CACHE ?= $(TARGET_DIR)/pg
 # The tests (tests/NAME.rs) that `make test` runs again on PostgreSQL 18 and `make
 # test-matrix` on each of MATRIX_VERSIONS; a name not in the checkout is skipped with a note.
-SERVER_TESTS ?= connection pool tls hosts typed protocol first_day results values
+SERVER_TESTS ?= connection pool tls hosts typed protocol first_day results values stream replication replication_decode
 MATRIX_VERSIONS ?= 14 16 17 18
 # The host-list tests on a server before 14, which reports neither in_hot_standby nor
 # default_transaction_read_only: target_session_attrs is asked of it, as libpq asks.
