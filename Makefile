@@ -54,7 +54,7 @@ help:
 	@echo "make msrv      check the publishable crates with the declared rust-version (1.85)"
 	@echo "make deps-fresh  build momoko as a user's dependency, freshly resolved, warnings denied"
 	@echo "make chaos     network faults at full length: loss and delay, partitions, half-open links,"
-	@echo "               failover, a slow COPY; a table of figures (root; ~8 min)"
+	@echo "               failover, a slow COPY, a replication stream; a table of figures (root; ~8 min)"
 	@echo "make clean     stop the make-pg server and remove build output"
 
 # PostgreSQL's server binaries must be installed; as root we install them (Debian/Ubuntu).
@@ -333,7 +333,8 @@ clean: pg-stop
 # Issue 27: the network-fault scenarios of tests/chaos/ at full length: 1 TPC-B for 60 s
 # under 5 % loss with 20 ± 10 ms delay (and with a 20 s cut), 2 a 20 s partition (and the
 # defaults' one-minute bound), 3 half-open either way, 4 failover of a synchronous pair
-# under a partition, 5 a 50 MB COPY each way over 1 Mbit/s (about 7 minutes: the longest).
+# under a partition, 5 a 50 MB COPY each way over 1 Mbit/s (about 7 minutes: the longest),
+# 6 a logical replication stream with reconnect(true) across a 20 s partition.
 # Each test runs its own PostgreSQL in network namespaces behind veth pairs and degrades the
 # links with nftables, tc and tcproxy; needs root (nftables is installed when missing). The
 # table of figures is printed at the end, then a check that nothing of the run is left,

@@ -1296,3 +1296,80 @@ fn stop_from_inside_the_callback_ends_the_callbacks_at_once() {
         repl.close();
     });
 }
+
+#[test]
+fn a_restart_under_reconnect_waits_while_another_walsender_still_holds_the_slot() {
+    let dsn = dsn();
+    run_for(60, async move {
+        let conn = sql(&dsn).await;
+        let (table, publication) = published_table(&conn).await;
+        let slot = unique("rs");
+        let repl = ReplicationConnection::connect(&dsn).await.unwrap();
+        repl.create_slot(
+            &slot,
+            SlotOptions::logical("pgoutput").snapshot(Snapshot::Nothing),
+        )
+        .await
+        .unwrap();
+        // A reconnect a second after the loss: time for the other walsender to take the slot.
+        let options = StreamOptions::pgoutput(&[&publication])
+            .status_interval(Duration::from_millis(100))
+            .reconnect(true)
+            .reconnect_interval(Duration::from_secs(1));
+        let (stream, seen) = collect(&repl, &slot, options.clone(), true);
+        for id in 1..=5 {
+            exec(
+                &conn,
+                &format!("INSERT INTO {table} VALUES ({id}, 'before')"),
+            )
+            .await;
+        }
+        wait_until(20, "the rows before", || inserted_ids(&seen).len() == 5).await;
+        let lost = repl.backend_pid().unwrap();
+        // The stream's session ends; another walsender takes the slot before the stream
+        // starts again (as the lost session's own does after a partition, until it learns
+        // that its client is gone).
+        exec(&conn, &format!("SELECT pg_terminate_backend({lost})")).await;
+        let other = ReplicationConnection::connect(&dsn).await.unwrap();
+        let holder = other.backend_pid().unwrap();
+        let active =
+            format!("SELECT active_pid FROM pg_replication_slots WHERE slot_name = '{slot}'");
+        let deadline = std::time::Instant::now() + Duration::from_millis(900);
+        let held = loop {
+            // Refused (55006) until the terminated walsender has released the slot.
+            let held = other.start_logical(&slot, Lsn::ZERO, options.clone(), |_, _| {});
+            while !held.is_over() && scalar::<Option<i32>>(&conn, &active).await != Some(holder) {
+                sleep(Duration::from_millis(10)).await;
+            }
+            if !held.is_over() {
+                break held;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the other walsender never took the slot: {:?}",
+                held.finished().await
+            );
+            sleep(Duration::from_millis(10)).await;
+        };
+        for id in 6..=10 {
+            exec(&conn, &format!("INSERT INTO {table} VALUES ({id}, 'held')")).await;
+        }
+        // The stream's starts meet a slot in use (55006) twice: it keeps trying.
+        sleep(Duration::from_millis(2500)).await;
+        assert!(!stream.is_over(), "{:?}", stream.finished().await);
+        assert_eq!(scalar::<Option<i32>>(&conn, &active).await, Some(holder));
+        held.stop().await.unwrap();
+        other.close();
+        wait_until(20, "the rows inserted while the slot was held", || {
+            inserted_ids(&seen).iter().copied().collect::<BTreeSet<_>>()
+                == (1..=10).collect::<BTreeSet<_>>()
+        })
+        .await;
+        assert_ne!(repl.backend_pid(), Some(lost), "a new walsender");
+        // Nothing confirmed came again.
+        assert_eq!(inserted_ids(&seen), (1..=10).collect::<Vec<_>>());
+        stream.stop().await.unwrap();
+        assert!(stream.finished().await.is_ok());
+        repl.drop_slot(&slot, true).await.unwrap();
+    });
+}

@@ -338,7 +338,10 @@ impl StreamOptions {
 
     /// After a lost connection, reconnect (through the host list, every
     /// `reconnect_interval`) and start again from the confirmed position. Delivery is then
-    /// at least once: see [`ReplicationStream`](super::ReplicationStream).
+    /// at least once: see [`ReplicationStream`](super::ReplicationStream). A start after a
+    /// loss that finds the slot still in use (55006: the lost session's walsender, which
+    /// after a partition holds the slot until it learns its client is gone) is tried again
+    /// every `reconnect_interval` too, until the stream is stopped.
     pub fn reconnect(mut self, on: bool) -> StreamOptions {
         self.reconnect = on;
         self

@@ -14,6 +14,8 @@
 //!   Starting ──CopyBothResponse / data──▶ Streaming ──stop()──▶ Stopping ──command done──▶ Over(Ok)
 //!      │ ▲                                   │                                              ▲
 //!      │ └──connected again── Reconnecting ◀─┴── connection lost, reconnect(true) ─┐        │
+//!      │                          ▲                                                │        │
+//!      ├──────────────────────────┘ slot in use (55006) on a restart               │        │
 //!      └── server error (42704, 55006…) / lost without reconnect / decode error ───┴──▶ Over(Err)
 //! ```
 
@@ -413,12 +415,16 @@ impl ReplicationStream {
     /// START_REPLICATION's command finished: the server ended the copy (after our CopyDone,
     /// or on its own), refused the command, or the connection was lost.
     fn command_done(&self, generation: u64, result: Result<(), Error>) {
-        let (stopping, fatal) = {
+        let (stopping, restart, fatal) = {
             let mut st = self.inner.state.borrow_mut();
             if st.generation != generation || matches!(st.phase, Phase::Over(_)) {
                 return;
             }
-            (matches!(st.phase, Phase::Stopping), st.fatal.take())
+            (
+                matches!(st.phase, Phase::Stopping),
+                st.generation > 1,
+                st.fatal.take(),
+            )
         };
         if let Some(e) = fatal {
             return self.finish(Err(e));
@@ -433,6 +439,14 @@ impl ReplicationStream {
             }),
             Err(e) if self.inner.options.reconnect && e.is_connection_lost() => {
                 log::warn!("replication stream lost ({e}); reconnecting");
+                self.schedule_reconnect();
+            }
+            // Starting again after a loss, the slot may still be held by the lost session's
+            // walsender: across a partition it learns that its client is gone only from a
+            // reset once the link is back, or at wal_sender_timeout. Waited out, as
+            // PostgreSQL's own subscribers do; on the first start it is the caller's error.
+            Err(e) if self.inner.options.reconnect && restart && e.code() == Some("55006") => {
+                log::warn!("replication slot still in use ({e}); starting again");
                 self.schedule_reconnect();
             }
             Err(e) => self.finish(Err(e)),

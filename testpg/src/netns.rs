@@ -202,7 +202,8 @@ impl NetnsServer {
 
     /// Starts the cluster again, now inside the namespace and listening on its address
     /// there (and on `more`, addresses of links to other servers); clients come from the
-    /// root side of the pair, standbys from those links, which pg_hba trusts.
+    /// root side of the pair (also as walsender sessions: a logical stream across a
+    /// fault), standbys from those links, which pg_hba trusts.
     pub(crate) fn start_inside(&self, more: &[Ipv4Addr]) -> io::Result<()> {
         let server = self.server.as_ref().expect("server present until drop");
         let data = server.dir().join("data");
@@ -213,6 +214,7 @@ impl NetnsServer {
             &mut hba,
             b"\nhost all all 10.213.0.0/16 trust\n\
               host all all 10.214.0.0/16 trust\n\
+              host replication all 10.213.0.0/16 trust\n\
               host replication all 10.214.0.0/16 trust\n",
         )?;
         let listen: Vec<String> = std::iter::once(self.addr)

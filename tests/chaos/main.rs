@@ -10,7 +10,7 @@
 //! Scenarios (the numbers): 1 TPC-B under loss with delay or a cut (bank.rs); 2 a
 //! partition, with tight keywords and with none (here); 3 half-open either way (here);
 //! 4 failover under a partition (failover.rs); 5 a large COPY over a slow link
-//! (slow_copy.rs). `MOMOKO_CHAOS_FULL=1` (`make chaos`) gives the lengths; each
+//! (slow_copy.rs); 6 a logical replication stream across a partition (replication.rs). `MOMOKO_CHAOS_FULL=1` (`make chaos`) gives the lengths; each
 //! scenario prints a `chaos-table|` row that `make chaos` gathers into a table.
 //!
 //! The client is this test process in the root namespace, not in a namespace of its own:
@@ -36,6 +36,7 @@ mod common;
 // in name order, and make test's two threads finish sooner with the long ones early.
 mod bank;
 mod failover;
+mod replication;
 mod slow_copy;
 
 use std::rc::Rc;
