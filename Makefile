@@ -242,7 +242,7 @@ package:
 # MOMOKO_TEST_DSN). MOMOKO_DSN is cleared so that a value left in the shell cannot point
 # them elsewhere. They are built first so that compiler output does not interleave.
 demo: postgres testpg-bin
-	@$(CARGO) build -q --examples
+	@$(CARGO) build -q --examples --all-features
 	@echo "==> running examples: $(DEMO_EXAMPLES) (against a throwaway PostgreSQL)"
 	@env -u MOMOKO_DSN $(TESTPG) run -- bash -euo pipefail -c \
 	  'for ex in "$$@"; do echo; echo "==> cargo run --example $$ex"; $(CARGO) run -q --example "$$ex"; done' \
@@ -257,9 +257,17 @@ examples: postgres testpg-bin
 	if [ $${#names[@]} -eq 0 ]; then echo "==> no examples in examples/ yet"; exit 0; fi; \
 	env -u MOMOKO_DSN $(TESTPG) run -- bash -euo pipefail -c \
 	  'for ex in "$$@"; do \
-	     case "$$ex" in web) args=(--port 0 --self-test 200);; *) args=();; esac; \
-	     echo; echo "==> cargo run --example $$ex $${args[*]}"; \
-	     $(CARGO) run -q --example "$$ex" -- "$${args[@]}"; \
+	     feat=(); args=(); \
+	     case "$$ex" in \
+	       web) args=(--port 0 --self-test 200);; \
+	       typed_rows) feat=(--features chrono,rust_decimal,uuid,serde);; \
+	       observability) feat=(--features tracing);; \
+	       cdc) psql -q "$$MOMOKO_TEST_DSN" -c "CREATE TABLE IF NOT EXISTS cdc_demo (id int PRIMARY KEY, note text)" \
+	              -c "DROP PUBLICATION IF EXISTS cdc_pub" -c "CREATE PUBLICATION cdc_pub FOR TABLE cdc_demo"; \
+	            args=(--idle-exit 2);; \
+	     esac; \
+	     echo; echo "==> cargo run $${feat[*]} --example $$ex $${args[*]}"; \
+	     $(CARGO) run -q $${feat[@]+"$${feat[@]}"} --example "$$ex" -- $${args[@]+"$${args[@]}"}; \
 	   done' \
 	  examples "$${names[@]}"
 
