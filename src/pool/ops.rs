@@ -35,6 +35,22 @@ struct Run {
 }
 
 impl Pool {
+    /// `$n` parameters whose number does not match the SQL, refused before any connection
+    /// is taken (named parameters are not `$n`, so not counted).
+    fn refuse_count<T: 'static>(
+        &self,
+        sql: &str,
+        values: &ParamValues,
+    ) -> Option<Future<Result<T, Error>>> {
+        let ParamValues::Positional(v) = values else {
+            return None;
+        };
+        let e = crate::session::ops::placeholders::check(sql, v.len()).err()?;
+        let fut = Future::with_loop(&self.0.ioloop);
+        let _ = fut.set_result(Err(e));
+        Some(fut)
+    }
+
     /// `execute` on a free connection (waiting for one if needed), retried once on another
     /// connection when the first attempt provably did not take effect.
     pub fn execute<P: Params>(&self, query: &str, params: P) -> Future<Result<Cursor, Error>> {
@@ -60,15 +76,8 @@ impl Pool {
     pub fn query<P: Params>(&self, sql: &str, params: P) -> Future<Result<Cursor, Error>> {
         let sql = sql.to_owned();
         let values = params.to_values();
-        if let (ParamValues::Positional(v), Some(takes)) =
-            (&values, crate::session::ops::placeholders::count(&sql))
-        {
-            if v.len() != takes {
-                let fut = Future::with_loop(&self.0.ioloop);
-                let e = crate::session::ops::placeholders::mismatch(takes, v.len());
-                let _ = fut.set_result(Err(e));
-                return fut;
-            }
+        if let Some(refused) = self.refuse_count(&sql, &values) {
+            return refused;
         }
         self.operate(
             Rc::new(move |conn: &Connection, done| conn.query_cb(&sql, &values, done)),
@@ -89,15 +98,8 @@ impl Pool {
     ) -> Future<Result<u64, Error>> {
         let sql = sql.to_owned();
         let values = params.to_values();
-        if let (ParamValues::Positional(v), Some(takes)) =
-            (&values, crate::session::ops::placeholders::count(&sql))
-        {
-            if v.len() != takes {
-                let fut = Future::with_loop(&self.0.ioloop);
-                let e = crate::session::ops::placeholders::mismatch(takes, v.len());
-                let _ = fut.set_result(Err(e));
-                return fut;
-            }
+        if let Some(refused) = self.refuse_count(&sql, &values) {
+            return refused;
         }
         let f = Rc::new(RefCell::new(f));
         // Rows handed out by earlier attempts, and the error that ended the last one.

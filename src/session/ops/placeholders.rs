@@ -163,6 +163,16 @@ fn dollar_quote(b: &[u8], i: usize) -> Option<usize> {
     Some(body + end + delimiter.len())
 }
 
+/// Before anything is sent: the server would take extra values silently and refuse missing
+/// ones only at Bind. A statement found in a cache needs no check: it is cached under its
+/// parameter types, as many as the values that passed this check when it was prepared.
+pub(crate) fn check(sql: &str, values: usize) -> Result<(), crate::error::Error> {
+    match count(sql) {
+        Some(takes) if takes != values => Err(mismatch(takes, values)),
+        _ => Ok(()),
+    }
+}
+
 /// "the statement takes 1 parameter but 2 were given".
 pub(crate) fn mismatch(takes: usize, given: usize) -> crate::error::Error {
     let noun = if takes == 1 {

@@ -212,23 +212,12 @@ pub(crate) fn query_into<D: Drive, P: Params + ?Sized>(
     let types: Vec<u32> = values.iter().map(Value::type_oid).collect();
     let capacity = core.with(|s| s.options().statement_cache_size);
     if capacity == Some(0) {
-        if let Err(e) = check_count(sql, values.len()) {
+        if let Err(e) = placeholders::check(sql, values.len()) {
             return core.answer_later(done, Err(e));
         }
         return query_unnamed(core, sql, &values, types, sink, done);
     }
     query_values(core, sql.to_owned(), values, types, true, sink, done);
-}
-
-/// Before anything is sent: the server would take extra values silently (see
-/// placeholders.rs) and refuse missing ones only at Bind. A statement found in the cache
-/// needs no check: it is cached under its parameter types, as many as the values that
-/// passed this check when it was prepared.
-fn check_count(sql: &str, values: usize) -> Result<(), Error> {
-    match placeholders::count(sql) {
-        Some(takes) if takes != values => Err(placeholders::mismatch(takes, values)),
-        _ => Ok(()),
-    }
 }
 
 /// `query` with the statement cache off: Parse, Bind, Describe, Execute and Sync on the
@@ -306,7 +295,7 @@ fn query_values<D: Drive>(
             );
         }
         None => {
-            if let Err(e) = check_count(&sql, values.len()) {
+            if let Err(e) = placeholders::check(&sql, values.len()) {
                 return core.answer_later(done, Err(e));
             }
             // Parse with the parameter types the values carry; unknown ones (NULL) are left
