@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! momoko-testpg run -- cargo run --release -p momoko-bench -- [--rounds N] [--quick]
-//!     [--only W1,W2b,mem,rowmem] [--contender momoko] [--out BENCHMARKS.md] [--svg docs/bench.svg]
+//!     [--only W1,W2b,mem,count] [--contender momoko] [--out BENCHMARKS.md] [--svg docs/bench.svg]
 //! ```
 //!
 //! It needs `MOMOKO_TEST_DSN` (trust login); `_MD5` and `_SCRAM` add W6's other logins,
@@ -111,19 +111,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(who) = args.probe.as_deref().filter(|p| p.starts_with("rows-")) {
-        // A child run for the 1M-row memory figure (streamed.rs): peak growth and peak.
-        return match streamed::probe(who, &env) {
-            Ok((growth, peak)) => {
-                println!("{growth} {peak}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("momoko-bench probe {who}: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     if let Some(spec) = &args.count_child {
         // A child run of the counted figures (count.rs), under callgrind or strace.
         return match count::child(spec, &env) {
@@ -214,11 +201,6 @@ fn run(args: &Args, env: &Env) -> Result<(), String> {
     if tls.is_some() && selected(&args.only, "TLS-mem") {
         memory.push(run_memory(env, args.rounds.min(3), true));
     }
-    let rows_memory = if selected(&args.only, "rowmem") {
-        streamed::run_memory(args.rounds.min(3))
-    } else {
-        Vec::new()
-    };
     let counted = if !args.no_count
         && (args.only.is_empty() || args.only.iter().any(|o| o.starts_with("count")))
     {
@@ -263,7 +245,6 @@ fn run(args: &Args, env: &Env) -> Result<(), String> {
     };
     let targets = workloads::targets();
     report::print_summary(&outcomes, &targets, &memory);
-    streamed::print_summary(&rows_memory);
     if args.only.is_empty() || args.out != Path::new("BENCHMARKS.md") {
         report::write_markdown(&args.out, &args.svg, &meta, &outcomes, &targets, &memory)
             .map_err(|e| format!("writing {}: {e}", args.out.display()))?;

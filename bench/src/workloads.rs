@@ -384,7 +384,7 @@ pub fn all(env: &Env) -> Vec<Workload> {
             s.w4_series
         ),
         contenders: vec![
-            contender!("momoko stream", env, crate::streamed::momoko_stream(&env)),
+            contender!("momoko stream", env, crate::momoko_side::w4_stream(&env)),
             contender!("tokio-postgres", env, crate::streamed::tokio_raw(&env)),
             contender!("floor", env, floor::w4_series(&env)),
         ],
