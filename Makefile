@@ -7,6 +7,8 @@ SHELL := /bin/bash
 MAKEFLAGS += --no-builtin-rules --no-print-directory
 
 CARGO ?= cargo
+# Where cargo keeps its registry (package removes stale unpacked copies of our crates there).
+CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 TESTPG := $(TARGET_DIR)/debug/momoko-testpg
 # The examples `make demo` runs, in order.
@@ -235,7 +237,15 @@ deps-fresh:
 # The three crates that publish, packaged and verified in order (momoko-loop first, which
 # the other two depend on), as `cargo publish` would send them. tcproxy publishes as
 # momoko-tcproxy (crates.io's "tcproxy" is another project's); its library keeps its name.
+# Cargo verifies momoko against the momoko-loop it just packaged, through a temporary local
+# registry whose sources it unpacks under $CARGO_HOME/registry/src/-<hash of the path>/ and
+# never unpacks again: a clone at the same path as an earlier one (a CI runner's checkout)
+# would build against that earlier momoko-loop. CI failed so once. Those unpacked copies of
+# our own crates are removed first; cargo unpacks them afresh.
 package:
+	rm -rf "$(CARGO_HOME_DIR)"/registry/src/-*/momoko-loop-[0-9]* \
+	       "$(CARGO_HOME_DIR)"/registry/src/-*/momoko-[0-9]* \
+	       "$(CARGO_HOME_DIR)"/registry/src/-*/momoko-tcproxy-[0-9]*
 	$(CARGO) package -q -p momoko-loop -p momoko -p momoko-tcproxy --allow-dirty
 
 # The tutorial's examples, in order, under one throwaway server (or the one in
