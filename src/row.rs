@@ -17,7 +17,10 @@ use crate::error::Error;
 use crate::types::{FromSql, TypeRegistry, Value};
 
 mod packed;
+mod tag;
+
 pub(crate) use packed::{RowBuf, Rows};
+pub(crate) use tag::Tag;
 
 /// Decoding hints for types whose OID is assigned at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -585,18 +588,36 @@ impl fmt::Debug for Row {
 /// The number of rows a command tag reports: `SELECT 10`, `INSERT 0 1`, `UPDATE 3`,
 /// `DELETE 2`, `MOVE 5`, `FETCH 5`, `COPY 7`, `MERGE 1`; -1 for any other command.
 #[allow(dead_code)] // used by the Connection to build cursors
-pub(crate) fn rowcount_from_tag(tag: &str) -> i64 {
-    // Byte-wise: this runs for every statement.
-    let mut words = tag.as_bytes().split(|b| *b == b' ');
-    let n = match words.next() {
-        Some(b"INSERT") => words.nth(1),
-        Some(b"SELECT" | b"UPDATE" | b"DELETE" | b"MOVE" | b"FETCH" | b"COPY" | b"MERGE") => {
-            words.next()
+pub(crate) fn rowcount_from_tag(tag: &[u8]) -> i64 {
+    // Byte-wise, the count read digit by digit: this runs for every statement.
+    let rest = match tag {
+        [b'I', b'N', b'S', b'E', b'R', b'T', b' ', rest @ ..] => {
+            // `INSERT oid rows`: the oid (always 0 now) comes first.
+            match rest.iter().position(|c| *c == b' ') {
+                Some(i) => &rest[i + 1..],
+                None => return -1,
+            }
         }
-        _ => None,
+        [b'S', b'E', b'L', b'E', b'C', b'T', b' ', rest @ ..]
+        | [b'U', b'P', b'D', b'A', b'T', b'E', b' ', rest @ ..]
+        | [b'D', b'E', b'L', b'E', b'T', b'E', b' ', rest @ ..]
+        | [b'F', b'E', b'T', b'C', b'H', b' ', rest @ ..]
+        | [b'M', b'E', b'R', b'G', b'E', b' ', rest @ ..]
+        | [b'M', b'O', b'V', b'E', b' ', rest @ ..]
+        | [b'C', b'O', b'P', b'Y', b' ', rest @ ..] => rest,
+        _ => return -1,
     };
-    n.and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
-        .unwrap_or(-1)
+    if rest.is_empty() || rest.len() > 18 {
+        return -1;
+    }
+    let mut n: i64 = 0;
+    for c in rest {
+        if !c.is_ascii_digit() {
+            return -1;
+        }
+        n = n * 10 + i64::from(c - b'0');
+    }
+    n
 }
 
 /// The result of one statement, with psycopg2's cursor semantics: rows are fetched in
@@ -614,7 +635,7 @@ pub struct Cursor {
     rows: Rows,
     rownumber: usize,
     rowcount: i64,
-    statusmessage: Option<String>,
+    statusmessage: Option<Tag>,
 }
 
 impl Cursor {
@@ -633,7 +654,7 @@ impl Cursor {
             rows: Rows::Owned(rows.into_iter()),
             rownumber: 0,
             rowcount,
-            statusmessage,
+            statusmessage: statusmessage.map(Tag::from),
         }
     }
 
@@ -643,7 +664,7 @@ impl Cursor {
         description: Option<Arc<[Column]>>,
         rows: RowBuf,
         rowcount: i64,
-        statusmessage: Option<String>,
+        statusmessage: Option<Tag>,
     ) -> Cursor {
         let rows = match &description {
             Some(columns) => rows.into_rows(columns.clone()),
@@ -1038,18 +1059,22 @@ mod tests {
 
     #[test]
     fn rowcount_is_parsed_from_command_tags() {
-        assert_eq!(rowcount_from_tag("SELECT 10"), 10);
-        assert_eq!(rowcount_from_tag("INSERT 0 1"), 1);
-        assert_eq!(rowcount_from_tag("UPDATE 3"), 3);
-        assert_eq!(rowcount_from_tag("DELETE 0"), 0);
-        assert_eq!(rowcount_from_tag("MOVE 5"), 5);
-        assert_eq!(rowcount_from_tag("FETCH 5"), 5);
-        assert_eq!(rowcount_from_tag("COPY 7"), 7);
-        assert_eq!(rowcount_from_tag("MERGE 2"), 2);
-        assert_eq!(rowcount_from_tag("CREATE TABLE"), -1);
-        assert_eq!(rowcount_from_tag("BEGIN"), -1);
-        assert_eq!(rowcount_from_tag("SELECT"), -1);
-        assert_eq!(rowcount_from_tag(""), -1);
+        assert_eq!(rowcount_from_tag(b"SELECT 10"), 10);
+        assert_eq!(rowcount_from_tag(b"INSERT 0 1"), 1);
+        assert_eq!(rowcount_from_tag(b"UPDATE 3"), 3);
+        assert_eq!(rowcount_from_tag(b"DELETE 0"), 0);
+        assert_eq!(rowcount_from_tag(b"MOVE 5"), 5);
+        assert_eq!(rowcount_from_tag(b"FETCH 5"), 5);
+        assert_eq!(rowcount_from_tag(b"COPY 7"), 7);
+        assert_eq!(rowcount_from_tag(b"MERGE 2"), 2);
+        assert_eq!(rowcount_from_tag(b"INSERT 0 1000000"), 1_000_000);
+        assert_eq!(rowcount_from_tag(b"SELECT 123456789012"), 123_456_789_012);
+        assert_eq!(rowcount_from_tag(b"SELECT x"), -1);
+        assert_eq!(rowcount_from_tag(b"INSERT 0"), -1);
+        assert_eq!(rowcount_from_tag(b"CREATE TABLE"), -1);
+        assert_eq!(rowcount_from_tag(b"BEGIN"), -1);
+        assert_eq!(rowcount_from_tag(b"SELECT"), -1);
+        assert_eq!(rowcount_from_tag(b""), -1);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use super::copy::Upload;
 use super::{QueryResult, Response};
 use crate::error::Error;
-use crate::row::{Column, Row, RowBuf};
+use crate::row::{Column, Row, RowBuf, Tag};
 
 /// A request queued for the server and not yet answered by its ReadyForQuery.
 #[derive(Debug)]
@@ -95,7 +95,7 @@ pub(super) enum Answer {
     BindComplete,
     CloseComplete,
     /// CommandComplete's tag.
-    Tag(String),
+    Tag(Tag),
     EmptyQuery,
     PortalSuspended,
     CopyInResponse,
@@ -271,40 +271,40 @@ impl InFlight {
     /// Takes a DataRow (its length and body), the hot path: copied as received into the
     /// result's one buffer (validated), decoded lazily.
     pub(super) fn take_row(&mut self, message: &[u8]) -> Result<(), Error> {
-        let (result, columns) = self.row_columns()?;
-        let n = columns.len();
+        let result = self.row_result()?;
+        // The column count only: no share of the columns is taken per row.
+        let n = match &result.columns {
+            Some(columns) => columns.len(),
+            None => return Err(no_description()),
+        };
         result.rows.push(n, message)
     }
 
     /// Builds a DataRow's row (its length and body) against the statement's columns,
     /// without keeping it: a streamed result's row, made by the same rules as a held one.
     pub(super) fn row(&mut self, message: &[u8]) -> Result<Row, Error> {
-        let (_, columns) = self.row_columns()?;
-        Row::from_slice(columns, message.get(4..).unwrap_or_default())
+        let result = self.row_result()?;
+        let Some(columns) = &result.columns else {
+            return Err(no_description());
+        };
+        Row::from_slice(columns.clone(), message.get(4..).unwrap_or_default())
     }
 
-    /// The result that takes a DataRow, and the columns its rows are read against.
-    fn row_columns(&mut self) -> Result<(&mut QueryResult, Arc<[Column]>), Error> {
-        let result = match self {
+    /// The result that takes a DataRow.
+    fn row_result(&mut self) -> Result<&mut QueryResult, Error> {
+        match self {
             InFlight::Simple(r)
             | InFlight::Execute(r)
             | InFlight::Unnamed(r)
             | InFlight::CopyIn { result: r, .. }
             | InFlight::CopyOut(r)
             | InFlight::CopyBoth { result: r, .. }
-            | InFlight::Batch { current: r, .. } => r,
-            InFlight::Prepare { .. } | InFlight::Close => {
-                return Err(Error::protocol(format!(
-                    "unexpected DataRow in answer to a {} request",
-                    self.name()
-                )))
-            }
-        };
-        let Some(columns) = &result.columns else {
-            return Err(Error::protocol("DataRow received before RowDescription"));
-        };
-        let columns = columns.clone();
-        Ok((result, columns))
+            | InFlight::Batch { current: r, .. } => Ok(r),
+            InFlight::Prepare { .. } | InFlight::Close => Err(Error::protocol(format!(
+                "unexpected DataRow in answer to a {} request",
+                self.name()
+            ))),
+        }
     }
 
     /// The server failed the request: the rows of the failed statement go, and a COPY FROM
@@ -390,4 +390,8 @@ impl QueryResult {
         self.rows.clear();
         self.tag = None;
     }
+}
+
+fn no_description() -> Error {
+    Error::protocol("DataRow received before RowDescription")
 }

@@ -44,7 +44,7 @@ use postgres_protocol::message::backend::{self, Message};
 use postgres_protocol::message::frontend;
 
 use crate::error::{DbError, Error};
-use crate::row::{Column, Row, RowBuf};
+use crate::row::{Column, Row, RowBuf, Tag};
 use crate::types::TypeRegistry;
 use in_flight::{Answer, Effect, InFlight, Queued};
 use parse::{bad, parse_columns, unexpected};
@@ -81,7 +81,7 @@ pub(crate) enum Response {
 pub(crate) struct QueryResult {
     pub(crate) columns: Option<Arc<[Column]>>,
     pub(crate) rows: RowBuf,
-    pub(crate) tag: Option<String>,
+    pub(crate) tag: Option<Tag>,
     /// The text of a simple query, handed back (not copied) for the cursor.
     pub(crate) query: String,
 }
@@ -548,7 +548,7 @@ impl Protocol {
         Some(Quick::Answer(match (tag, body) {
             (b'Z', [status]) => return Some(Quick::Ready(*status)),
             (b'C', [tag @ .., 0]) if !tag.contains(&0) => {
-                Answer::Tag(std::str::from_utf8(tag).ok()?.to_owned())
+                Answer::Tag(Tag::new(std::str::from_utf8(tag).ok()?))
             }
             (b'1', []) => Answer::ParseComplete,
             (b'2', []) => Answer::BindComplete,
@@ -694,7 +694,7 @@ impl Protocol {
             Message::BindComplete => Answer::BindComplete,
             Message::CloseComplete => Answer::CloseComplete,
             Message::CommandComplete(body) => {
-                Answer::Tag(body.tag().map_err(bad("CommandComplete"))?.to_owned())
+                Answer::Tag(Tag::new(body.tag().map_err(bad("CommandComplete"))?))
             }
             Message::EmptyQueryResponse => Answer::EmptyQuery,
             Message::PortalSuspended => Answer::PortalSuspended,

@@ -112,7 +112,7 @@ pub(crate) fn result_cursor(query: String, mut r: QueryResult) -> Cursor {
         std::mem::take(&mut r.query)
     };
     let rowcount = match &r.tag {
-        Some(tag) => crate::row::rowcount_from_tag(tag),
+        Some(tag) => crate::row::rowcount_from_tag(tag.as_bytes()),
         None => -1,
     };
     Cursor::from_buf(query, r.columns, r.rows, rowcount, r.tag)

@@ -1,0 +1,117 @@
+//! [`Tag`]: a statement's command tag (`SELECT 1`, `INSERT 0 5`) as a cursor keeps it.
+//!
+//! Every statement has one, so it is held without a heap allocation whenever it fits (every
+//! tag the server writes but a long `MERGE`/`COPY` count does); a longer one is boxed. It
+//! owns that representation only, and never holds anything but valid UTF-8.
+
+use std::fmt;
+use std::ops::Deref;
+
+/// The longest tag held inline (`INSERT 0 ` and a thirteen-digit count still fit): a tag is no larger than a `String`.
+const INLINE: usize = 22;
+
+/// A command tag: valid UTF-8, inline when short.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Tag(Repr);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Repr {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<str>),
+}
+
+impl Tag {
+    /// The tag of `text`.
+    pub(crate) fn new(text: &str) -> Tag {
+        let b = text.as_bytes();
+        if b.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..b.len()].copy_from_slice(b);
+            Tag(Repr::Inline {
+                len: b.len() as u8,
+                bytes,
+            })
+        } else {
+            Tag(Repr::Heap(text.into()))
+        }
+    }
+
+    /// The tag's bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    /// The tag as text.
+    pub(crate) fn as_str(&self) -> &str {
+        // Made from a `&str` only, cut at its own length: always valid.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl Deref for Tag {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<String> for Tag {
+    fn from(s: String) -> Tag {
+        if s.len() <= INLINE {
+            Tag::new(&s)
+        } else {
+            Tag(Repr::Heap(s.into_boxed_str()))
+        }
+    }
+}
+
+impl From<&str> for Tag {
+    fn from(s: &str) -> Tag {
+        Tag::new(s)
+    }
+}
+
+impl fmt::Debug for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_tag_is_held_inline_and_reads_back_the_same() {
+        let t = Tag::new("SELECT 1");
+        assert!(matches!(t.0, Repr::Inline { len: 8, .. }));
+        assert_eq!(t.as_str(), "SELECT 1");
+        assert_eq!(&*t, "SELECT 1");
+    }
+
+    #[test]
+    fn a_tag_longer_than_the_inline_room_is_boxed_whole() {
+        let text = "MERGE 12345678901234567890";
+        let t = Tag::from(text.to_owned());
+        assert!(matches!(t.0, Repr::Heap(_)));
+        assert_eq!(t.as_str(), text);
+        let exactly = "x".repeat(INLINE);
+        assert_eq!(Tag::new(&exactly).as_str(), exactly);
+        assert!(matches!(Tag::new(&exactly).0, Repr::Inline { .. }));
+    }
+
+    #[test]
+    fn a_multibyte_tag_keeps_every_character() {
+        let t = Tag::new("SELECT é 2");
+        assert_eq!(t.as_str(), "SELECT é 2");
+    }
+}
