@@ -953,11 +953,9 @@ fn sync(core: &Rc<Core<LoopDriver>>) {
     match core.deliver() {
         None => register(core),
         Some(0) => {}
-        Some(_) => {
-            // Callbacks may have given up the last handle.
-            close_if_abandoned(core);
-            register(core);
-        }
+        // Callbacks may have given up the last handle. The registration is in line
+        // already: the delivery's last round began with it, and a close registers anew.
+        Some(_) => close_if_abandoned(core),
     }
 }
 

@@ -96,6 +96,15 @@ impl Remote {
     /// Makes the loop run an iteration without queuing anything: it ends a blocked poll, or
     /// (from the loop's thread) makes the next one not wait.
     pub(crate) fn notify(&self) {
+        // From the loop's own thread nothing is queued and no syscall is due: the flag alone
+        // makes the next poll not wait (the loop reads it before it polls), so the lock is
+        // skipped. A run_sync root woken by its own loop's callbacks takes this path.
+        if thread_tag() == self.owner {
+            if !self.closed.load(Ordering::Acquire) {
+                self.pending.store(true, Ordering::Release);
+            }
+            return;
+        }
         self.push(|_| {});
     }
 

@@ -80,15 +80,20 @@ impl<D: Driver> Core<D> {
         let mut ran = 0;
         loop {
             D::turn(self);
-            let mut actions = self.with_mut(|s| s.take_actions());
+            let (mut actions, read_pending) = self.with_mut(|s| {
+                if s.has_actions() {
+                    (s.take_actions(), false)
+                } else {
+                    (Vec::new(), s.read_pending())
+                }
+            });
             if actions.is_empty() {
                 // A streamed query's read stopped at its budget: its rows are delivered,
                 // the next part waits for the driver's next turn (no readiness event will
                 // announce it), so that the rest of the program runs in between.
-                if self.with(|s| s.read_pending()) {
+                if read_pending {
                     D::read_again(self);
                 }
-                self.with_mut(|s| s.recycle_actions(actions));
                 return Some(ran);
             }
             ran += actions.len();

@@ -88,7 +88,7 @@ impl Protocol {
     /// room for more of its data. The caller pulls chunks from it with no borrow held (the
     /// source is user code) and gives it back with [`Protocol::feed_copy`].
     pub(crate) fn take_copy_source(&mut self) -> Option<CopySource> {
-        if self.out.len() >= COPY_BUFFER / 2 {
+        if self.copy_flights == 0 || self.out.len() >= COPY_BUFFER / 2 {
             return None;
         }
         match self.in_flight.front_mut()?.answers.upload()? {

@@ -36,6 +36,22 @@ impl Tag {
         }
     }
 
+    /// The tag of a CommandComplete's bytes, `None` if they are not UTF-8. Tags are ASCII:
+    /// that is checked first, cheaper than a UTF-8 validation.
+    pub(crate) fn from_bytes(b: &[u8]) -> Option<Tag> {
+        if b.is_ascii() {
+            if b.len() <= INLINE {
+                let mut bytes = [0; INLINE];
+                bytes[..b.len()].copy_from_slice(b);
+                return Some(Tag(Repr::Inline {
+                    len: b.len() as u8,
+                    bytes,
+                }));
+            }
+        }
+        std::str::from_utf8(b).ok().map(Tag::new)
+    }
+
     /// The tag's bytes.
     pub(crate) fn as_bytes(&self) -> &[u8] {
         match &self.0 {
@@ -113,5 +129,15 @@ mod tests {
     fn a_multibyte_tag_keeps_every_character() {
         let t = Tag::new("SELECT é 2");
         assert_eq!(t.as_str(), "SELECT é 2");
+        let b = Tag::from_bytes("SELECT é 2".as_bytes()).expect("UTF-8");
+        assert_eq!(b.as_str(), "SELECT é 2");
+    }
+
+    #[test]
+    fn tag_bytes_that_are_not_utf8_make_no_tag() {
+        assert!(Tag::from_bytes(&[b'S', 0xff]).is_none());
+        assert_eq!(Tag::from_bytes(b"UPDATE 3").map(|t| t.as_str().to_owned()), Some("UPDATE 3".to_owned()));
+        let long = "x".repeat(INLINE + 1);
+        assert_eq!(Tag::from_bytes(long.as_bytes()).map(|t| t.as_str().to_owned()), Some(long));
     }
 }
