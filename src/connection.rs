@@ -487,15 +487,11 @@ impl Connection {
     crate::driver::session_getters!();
 
     /// A future of this connection's loop and the callback that resolves it.
-    fn future<T: 'static>(&self) -> (Future<T>, Box<dyn FnOnce(T)>) {
+    /// A future for the caller and the completion that resolves it, in place (no callback
+    /// boxed around it).
+    fn future<T: 'static>(&self) -> (Future<Result<T, Error>>, Done<T>) {
         let fut = Future::with_loop(&self.core.driver.ioloop);
-        let f = fut.clone();
-        (
-            fut,
-            Box::new(move |v| {
-                let _ = f.set_result(v);
-            }),
-        )
+        (fut.clone(), Done::Future(fut))
     }
 
     /// Runs `query` with psycopg2-style parameters (`%s`, `%(name)s`, `%%`) and resolves to a
@@ -998,7 +994,7 @@ impl Driver for LoopDriver {
             let r = f
                 .take()
                 .unwrap_or_else(|| Err(Error::connection("the cancel was lost")));
-            done(r);
+            done.call(r);
         });
     }
 

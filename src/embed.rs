@@ -108,7 +108,7 @@ impl Driver for MioDriver {
     fn connected(core: &Rc<Core<Self>>, result: Result<(), Error>) {
         let cb = core.driver.on_connect.borrow_mut().take();
         if let Some(cb) = cb {
-            cb(result);
+            cb.call(result);
         }
     }
 
@@ -244,7 +244,7 @@ impl MioConnection {
             core,
         };
         match refused {
-            Some(e) => conn.core.answer_later(Box::new(on_connect), Err(e)),
+            Some(e) => conn.core.answer_later(Done::new(on_connect), Err(e)),
             None => conn.reconnect(on_connect),
         }
         conn
@@ -257,9 +257,9 @@ impl MioConnection {
         if !self.core.with(|s| s.is_closed()) {
             let e = Error::usage("the connection is already connected or connecting");
             // Delivered from dispatch like every other callback.
-            return self.core.answer_later(Box::new(on_connect), Err(e));
+            return self.core.answer_later(Done::new(on_connect), Err(e));
         }
-        *self.core.driver.on_connect.borrow_mut() = Some(Box::new(on_connect));
+        *self.core.driver.on_connect.borrow_mut() = Some(Done::new(on_connect));
         self.core.with_mut(|s| s.connect(self.core.driver.now()));
         sync_registration(&self.core);
     }
@@ -399,12 +399,12 @@ impl MioConnection {
         params: P,
         callback: impl FnOnce(Result<Cursor, Error>) + 'static,
     ) {
-        observed::execute(&self.core, query, &params, Box::new(callback));
+        observed::execute(&self.core, query, &params, Done::new(callback));
     }
 
     /// `SELECT 1 AS ping`.
     pub fn ping(&self, callback: impl FnOnce(Result<(), Error>) + 'static) {
-        ops::execute::ping(&self.core, Box::new(callback));
+        ops::execute::ping(&self.core, Done::new(callback));
     }
 
     /// psycopg2's `callproc`.
@@ -414,7 +414,7 @@ impl MioConnection {
         params: P,
         callback: impl FnOnce(Result<Cursor, Error>) + 'static,
     ) {
-        observed::callproc(&self.core, procname, &params, Box::new(callback));
+        observed::callproc(&self.core, procname, &params, Done::new(callback));
     }
 
     /// A transaction: one cursor per statement, rolled back on any error.
@@ -434,7 +434,7 @@ impl MioConnection {
         callback: impl FnOnce(Result<Vec<Cursor>, Error>) + 'static,
     ) {
         let statements: Vec<Statement> = statements.into_iter().map(Into::into).collect();
-        observed::transaction(&self.core, &statements, auto_rollback, Box::new(callback));
+        observed::transaction(&self.core, &statements, auto_rollback, Done::new(callback));
     }
 
     /// The statements as one batch (see `Connection::batch`).
@@ -444,12 +444,12 @@ impl MioConnection {
         callback: impl FnOnce(Result<Vec<Cursor>, Error>) + 'static,
     ) {
         let statements: Vec<Statement> = statements.into_iter().map(Into::into).collect();
-        observed::batch(&self.core, &statements, Box::new(callback));
+        observed::batch(&self.core, &statements, Done::new(callback));
     }
 
     /// Prepares a statement (see `Connection::prepare`).
     pub fn prepare(&self, query: &str, callback: impl FnOnce(Result<Prepared, Error>) + 'static) {
-        observed::prepare(&self.core, query, Box::new(callback));
+        observed::prepare(&self.core, query, Done::new(callback));
     }
 
     /// Runs a prepared statement (prepared again here if it belongs elsewhere).
@@ -459,7 +459,7 @@ impl MioConnection {
         params: P,
         callback: impl FnOnce(Result<Cursor, Error>) + 'static,
     ) {
-        observed::execute_prepared(&self.core, statement, &params, Box::new(callback));
+        observed::execute_prepared(&self.core, statement, &params, Done::new(callback));
     }
 
     /// Server-side parameters with the statement cache (see `Connection::query`).
@@ -469,7 +469,7 @@ impl MioConnection {
         params: P,
         callback: impl FnOnce(Result<Cursor, Error>) + 'static,
     ) {
-        observed::query(&self.core, sql, &params, Box::new(callback));
+        observed::query(&self.core, sql, &params, Done::new(callback));
     }
 
     /// Streams the rows of `sql` to `f` as they are read, none kept (see
@@ -481,7 +481,7 @@ impl MioConnection {
         f: impl FnMut(&Row) + 'static,
         callback: impl FnOnce(Result<u64, Error>) + 'static,
     ) {
-        observed::stream(&self.core, sql, &params, f, Box::new(callback));
+        observed::stream(&self.core, sql, &params, f, Done::new(callback));
     }
 
     /// Drops a prepared statement on the server.
@@ -490,7 +490,7 @@ impl MioConnection {
         statement: &Prepared,
         callback: impl FnOnce(Result<(), Error>) + 'static,
     ) {
-        observed::close_prepared(&self.core, statement, Box::new(callback));
+        observed::close_prepared(&self.core, statement, Done::new(callback));
     }
 
     /// Listens on `channel`; `listener` runs from `dispatch` for every notification.
@@ -500,19 +500,19 @@ impl MioConnection {
         listener: impl FnMut(&Notification) + 'static,
         callback: impl FnOnce(Result<(), Error>) + 'static,
     ) {
-        observed::listen(&self.core, channel, listener, Box::new(callback));
+        observed::listen(&self.core, channel, listener, Done::new(callback));
     }
 
     /// Stops listening on `channel`.
     pub fn unlisten(&self, channel: &str, callback: impl FnOnce(Result<(), Error>) + 'static) {
-        observed::unlisten(&self.core, channel, Box::new(callback));
+        observed::unlisten(&self.core, channel, Done::new(callback));
     }
 
     /// Asks the server to cancel the running query (a CancelRequest sent from a helper
     /// thread, bounded by the connect timeout or 10 s); `callback` runs from `dispatch` once
     /// the server took the request.
     pub fn cancel(&self, callback: impl FnOnce(Result<(), Error>) + 'static) {
-        observed::cancel(&self.core, Box::new(callback));
+        observed::cancel(&self.core, Done::new(callback));
     }
 
     /// `COPY … FROM STDIN` with the data given whole.
@@ -541,7 +541,7 @@ impl MioConnection {
             &self.core,
             query,
             ops::copy::chunks(chunks),
-            Box::new(callback),
+            Done::new(callback),
         );
     }
 
@@ -555,7 +555,7 @@ impl MioConnection {
         I: IntoIterator<Item = Result<Bytes, String>> + 'static,
     {
         let source = CopySource(Box::new(chunks.into_iter()));
-        observed::copy_in(&self.core, query, source, Box::new(callback));
+        observed::copy_in(&self.core, query, source, Done::new(callback));
     }
 
     /// `COPY … TO STDOUT`: `sink` gets the data from `dispatch` as it arrives.
@@ -565,17 +565,17 @@ impl MioConnection {
         sink: impl FnMut(&[u8]) + 'static,
         callback: impl FnOnce(Result<u64, Error>) + 'static,
     ) {
-        observed::copy_out(&self.core, query, sink, Box::new(callback));
+        observed::copy_out(&self.core, query, sink, Done::new(callback));
     }
 
     /// Registers hstore for this connection and its reconnects.
     pub fn register_hstore(&self, callback: impl FnOnce(Result<(), Error>) + 'static) {
-        ops::register::register_hstore(&self.core, Box::new(callback));
+        ops::register::register_hstore(&self.core, Done::new(callback));
     }
 
     /// Checks that json exists (kept for Momoko compatibility).
     pub fn register_json(&self, callback: impl FnOnce(Result<(), Error>) + 'static) {
-        ops::register::register_json(&self.core, Box::new(callback));
+        ops::register::register_json(&self.core, Done::new(callback));
     }
 
     // ---- getters ----

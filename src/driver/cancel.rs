@@ -80,18 +80,18 @@ fn ask<D: Driver>(
     D::send_cancel(
         core,
         &target,
-        Box::new(move |r| {
+        Done::new(move |r| {
             if let (Some(head), true, Some(core)) = (head, tries > 0, weak.upgrade()) {
                 let weak = Rc::downgrade(&core);
                 let again = move || {
                     let Some(core) = weak.upgrade() else { return };
                     if core.with(|s| s.head_sequence()) == Some(head) {
-                        ask(&core, t, Some(head), tries - 1, Box::new(|_| {}));
+                        ask(&core, t, Some(head), tries - 1, Done::new(|_| {}));
                     }
                 };
                 D::call_later(&core, AGAIN_AFTER, Box::new(again));
             }
-            done(r);
+            done.call(r);
         }),
     );
 }

@@ -120,7 +120,7 @@ impl<D: Driver> Core<D> {
                 log::debug!("connection closed: {e}");
                 D::closed(self, &e);
             }
-            Action::Cancel => self.cancel(Box::new(|r| {
+            Action::Cancel => self.cancel(Done::new(|r| {
                 if let Err(e) = r {
                     log::warn!("cancelling a timed-out query failed: {e}");
                 }

@@ -46,6 +46,7 @@ use log::LevelFilter;
 
 use crate::error::Error;
 use crate::row::Cursor;
+use crate::session::ops::Done;
 use crate::session::{Core, Drive};
 
 pub(crate) use pool::{AcquireTrack, PoolObserving};
@@ -429,8 +430,8 @@ pub(crate) fn operation<D: Drive, T: Returned>(
     core: &Rc<Core<D>>,
     kind: OpKind,
     describe: impl FnOnce(bool) -> Text,
-    done: Box<dyn FnOnce(Result<T, Error>)>,
-    run: impl FnOnce(Box<dyn FnOnce(Result<T, Error>)>),
+    done: Done<T>,
+    run: impl FnOnce(Done<T>),
 ) {
     let span = spans::OpSpan::new(kind);
     let observing = core.with(|s| {
@@ -453,8 +454,8 @@ fn observed<D: Drive, T: Returned>(
     span: spans::OpSpan,
     observing: Rc<Observing>,
     describe: impl FnOnce(bool) -> Text,
-    done: Box<dyn FnOnce(Result<T, Error>)>,
-    run: impl FnOnce(Box<dyn FnOnce(Result<T, Error>)>),
+    done: Done<T>,
+    run: impl FnOnce(Done<T>),
 ) {
     let started = core.driver.now();
     let text = describe(observing.log.rendered_sql);
@@ -475,14 +476,14 @@ fn observed<D: Drive, T: Returned>(
     if let Some(observer) = observing.observer.clone() {
         let op = op.clone();
         core.answer_later(
-            Box::new(move |_: Result<(), Error>| observer.operation_start(&op)),
+            Done::new(move |_: Result<(), Error>| observer.operation_start(&op)),
             Ok(()),
         );
     }
     let weak = Rc::downgrade(core);
     let rendered = text.rendered;
     let wrapped_span = span.clone();
-    let wrapped: Box<dyn FnOnce(Result<T, Error>)> = Box::new(move |r| {
+    let wrapped = Done::new(move |r| {
         finish(
             Finish {
                 op,
@@ -494,7 +495,7 @@ fn observed<D: Drive, T: Returned>(
             },
             &r,
         );
-        done(r)
+        done.call(r)
     });
     let _entered = span.enter();
     run(wrapped);

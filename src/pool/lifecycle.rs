@@ -235,10 +235,10 @@ impl Inner {
         let c = conn.clone();
         conn.simple(
             String::new(),
-            Box::new(move |r| {
+            Done::new(move |r| {
                 c.ioloop().remove_timeout(watchdog);
                 let Some(inner) = weak.upgrade() else {
-                    return cb(Err(pool_closed()));
+                    return cb.call(Err(pool_closed()));
                 };
                 let id = id_of(&c);
                 let alive = r.is_ok() && !c.closed();
@@ -253,7 +253,7 @@ impl Inner {
                         }
                     }
                     Inner::handed_out(&inner, &c, &req);
-                    return cb(Ok(c));
+                    return cb.call(Ok(c));
                 }
                 let e = match r {
                     Err(e) => e,
@@ -274,7 +274,7 @@ impl Inner {
                     st.phase == PoolPhase::Closed
                 };
                 if closed_pool {
-                    return cb(Err(pool_closed()));
+                    return cb.call(Err(pool_closed()));
                 }
                 inner.state.borrow_mut().pool.add_dead(c);
                 Inner::reanimate(&inner, true);
@@ -437,25 +437,25 @@ impl Inner {
         // Nobody else may see this session's open transaction or pending answers. Its
         // answer is not awaited apart: the reset after it is answered after it.
         if needs_rollback && !matches!(reset, Reset::Rollback) {
-            conn.simple("ROLLBACK".to_owned(), Box::new(|_| {}));
+            conn.simple("ROLLBACK".to_owned(), Done::new(|_| {}));
         }
         let lp = this.ioloop.clone();
         let c = conn.clone();
         match reset {
             Reset::Rollback => conn.simple(
                 "ROLLBACK".to_owned(),
-                Box::new(move |r| finish(r.map(drop))),
+                Done::new(move |r| finish(r.map(drop))),
             ),
             Reset::Discard => conn.simple(
                 "DISCARD ALL".to_owned(),
-                Box::new(move |r| {
+                Done::new(move |r| {
                     if r.is_ok() {
                         c.forget_statements();
                     }
                     finish(r.map(drop))
                 }),
             ),
-            Reset::Clean => conn.simple(CLEAN.to_owned(), Box::new(move |r| finish(r.map(drop)))),
+            Reset::Clean => conn.simple(CLEAN.to_owned(), Done::new(move |r| finish(r.map(drop)))),
             Reset::Custom(hook) => {
                 let ran = lp.spawn(((hook.0).0)(c));
                 lp.add_future(&ran, move |f| finish(f.take().expect("resolved")));

@@ -428,7 +428,7 @@ impl Pool {
             (conns, waiters, std::mem::take(&mut st.connect_waiters))
         };
         for w in waiters {
-            (w.item.cb)(Err(pool_closed()));
+            (w.item.cb).call(Err(pool_closed()));
         }
         for f in connect_waiters {
             let _ = f.set_result(Err(pool_closed()));
@@ -589,7 +589,7 @@ impl Inner {
         match served.to {
             Some((conn, w)) => {
                 Inner::handed_out(this, &conn, &w.item.req);
-                (w.item.cb)(Ok(conn));
+                (w.item.cb).call(Ok(conn));
             }
             None => Inner::arm_expiry(this),
         }
@@ -626,7 +626,7 @@ impl Inner {
             waiters
         };
         for w in waiters {
-            (w.item.cb)(Err(err.clone()));
+            (w.item.cb).call(Err(err.clone()));
         }
     }
 
@@ -734,8 +734,8 @@ impl Inner {
     fn acquire(this: &Rc<Inner>, req: Acquisition, cb: Done<Connection>) {
         let phase = this.state.borrow().phase;
         match phase {
-            PoolPhase::New => return cb(Err(not_connected())),
-            PoolPhase::Closed => return cb(Err(pool_closed())),
+            PoolPhase::New => return cb.call(Err(not_connected())),
+            PoolPhase::Closed => return cb.call(Err(pool_closed())),
             PoolPhase::Open => {}
         }
         Inner::expire_before_handout(this);
@@ -754,7 +754,7 @@ impl Inner {
             Handout::Shared(conn) | Handout::Free(conn) => {
                 Inner::stretch_if_needed(this);
                 Inner::handed_out(this, &conn, &req);
-                cb(Ok(conn))
+                cb.call(Ok(conn))
             }
             Handout::Check(conn) => {
                 Inner::stretch_if_needed(this);
@@ -771,7 +771,7 @@ impl Inner {
                         st.counters.requests_unavailable += 1;
                         not_available(st.last_connect_error.as_ref())
                     };
-                    return cb(Err(e));
+                    return cb.call(Err(e));
                 }
                 if nothing_pending {
                     // Too soon after a failed batch: the next one is on a timer.
@@ -798,7 +798,7 @@ impl Inner {
             queued
         };
         if let Err((w, n)) = queued {
-            return (w.cb)(Err(Error::new(
+            return (w.cb).call(Err(Error::new(
                 ErrorKind::Pool,
                 format!("too many requests are waiting for a connection (max_waiting {n})"),
             )));
@@ -843,7 +843,7 @@ impl Inner {
         };
         for w in late {
             let t = w.item.req.timeout.unwrap_or_default();
-            (w.item.cb)(Err(timed_out(t)));
+            (w.item.cb).call(Err(timed_out(t)));
         }
         Inner::arm_waiter_timer(this);
     }

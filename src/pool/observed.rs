@@ -16,12 +16,12 @@ impl Inner {
         };
         let weak = Rc::downgrade(this);
         let t = track.clone();
-        let cb: Done<Connection> = Box::new(move |r| {
+        let cb: Done<Connection> = Done::new(move |r| {
             if let Some(inner) = weak.upgrade() {
                 let (wait, created) = t.end(inner.ioloop.time(), r.as_ref().err());
                 Inner::tell_acquire(&inner, wait, created, r.as_ref().err());
             }
-            t.context.in_scope(|| cb(r))
+            t.context.in_scope(|| cb.call(r))
         });
         let outer = this.state.borrow_mut().acquiring.replace(track);
         Inner::acquire(this, req, cb);

@@ -109,7 +109,7 @@ impl Pool {
             Rc::new(move |conn: &Connection, done: Done<u64>| {
                 if handed.get() > 0 {
                     if let Some(e) = last_error.borrow_mut().take() {
-                        return done(Err(e));
+                        return done.call(Err(e));
                     }
                 }
                 let (f, count, slot) = (f.clone(), handed.clone(), last_error.clone());
@@ -121,11 +121,11 @@ impl Pool {
                     &sql,
                     &values,
                     rows,
-                    Box::new(move |r| {
+                    Done::new(move |r| {
                         if let Err(e) = &r {
                             *slot.borrow_mut() = Some(e.clone());
                         }
-                        done(r)
+                        done.call(r)
                     }),
                 )
             }),
@@ -185,7 +185,7 @@ impl Pool {
         let query = query.to_owned();
         let values = params.to_values();
         self.operate(
-            Rc::new(move |conn: &Connection, done| done(conn.mogrify(&query, &values))),
+            Rc::new(move |conn: &Connection, done| done.call(conn.mogrify(&query, &values))),
             true,
         )
     }
@@ -201,8 +201,8 @@ impl Pool {
         self.operate(
             Rc::new(move |conn: &Connection, done| {
                 let weak = weak.clone();
-                conn.hstore_oids_cb(Box::new(move |r| {
-                    done(r.map(|(oid, arr)| {
+                conn.hstore_oids_cb(Done::new(move |r| {
+                    done.call(r.map(|(oid, arr)| {
                         if let Some(inner) = weak.upgrade() {
                             Inner::set_hstore(&inner, oid, arr);
                         }
@@ -229,7 +229,7 @@ impl Pool {
         let (resolve, abandoned) = resolver(&fut);
         let pool = self.clone();
         let gone = abandoned.clone();
-        let done: Done<Connection> = Box::new(move |r| {
+        let done: Done<Connection> = Done::new(move |r| {
             if gone() {
                 // The caller dropped its future: nobody will give this connection back.
                 if let Ok(conn) = r {
@@ -238,7 +238,7 @@ impl Pool {
                 }
                 return;
             }
-            resolve(r)
+            resolve.call(r)
         });
         let req = Acquisition {
             shareable: false,
@@ -252,15 +252,15 @@ impl Pool {
         Inner::acquire_observed(
             &self.0,
             req.clone(),
-            Box::new(move |r| match r {
-                Err(e) => done(Err(e)),
-                Ok(conn) if !ping => done(Ok(conn)),
+            Done::new(move |r| match r {
+                Err(e) => done.call(Err(e)),
+                Ok(conn) if !ping => done.call(Ok(conn)),
                 Ok(conn) => {
                     // The ping hands back the connection it ran on: with wait_for_reconnect
                     // a dead one is swapped for another.
                     let op: Op<Connection> = Rc::new(|c: &Connection, d| {
                         let c2 = c.clone();
-                        c.ping_cb(Box::new(move |r| d(r.map(|()| c2))))
+                        c.ping_cb(Done::new(move |r| d.call(r.map(|()| c2))))
                     });
                     let run = Run {
                         attempt: 0,
@@ -290,8 +290,8 @@ impl Pool {
         Inner::acquire_observed(
             &self.0,
             req.clone(),
-            Box::new(move |r| match r {
-                Err(e) => done(Err(e)),
+            Done::new(move |r| match r {
+                Err(e) => done.call(Err(e)),
                 Ok(conn) => {
                     let run = Run {
                         attempt: 0,
@@ -312,7 +312,7 @@ impl Pool {
 fn resolver<T: 'static>(fut: &Future<Result<T, Error>>) -> (Done<T>, Abandoned) {
     let holder = Rc::new(fut.clone());
     let h = holder.clone();
-    let done: Done<T> = Box::new(move |r| {
+    let done: Done<T> = Done::new(move |r| {
         let _ = h.set_result(r);
     });
     (done, Rc::new(move || holder.is_sole_handle()))
@@ -329,12 +329,12 @@ impl Inner {
         let op2 = op.clone();
         op(
             &conn,
-            Box::new(move |r| match r {
+            Done::new(move |r| match r {
                 Ok(v) => {
                     if !run.keep {
                         Inner::release(&inner, c);
                     }
-                    done(Ok(v))
+                    done.call(Ok(v))
                 }
                 Err(e) => {
                     let waits = inner.config.settings.wait_for_reconnect;
@@ -374,7 +374,7 @@ impl Inner {
         let elapsed = this.ioloop.time().saturating_duration_since(run.started);
         let left = run.req.timeout.map(|t| t.saturating_sub(elapsed));
         if left == Some(Duration::ZERO) {
-            return done(Err(timed_out(run.req.timeout.unwrap_or_default())));
+            return done.call(Err(timed_out(run.req.timeout.unwrap_or_default())));
         }
         let req = Acquisition {
             timeout: left,
@@ -385,7 +385,7 @@ impl Inner {
         Inner::acquire(
             this,
             req,
-            Box::new(move |r| match r {
+            Done::new(move |r| match r {
                 Ok(conn) => {
                     let run = Run {
                         attempt: run.attempt + 1,
@@ -395,16 +395,16 @@ impl Inner {
                 }
                 // A timeout says how long the request itself waited, retries included.
                 Err(e) if e.kind() == ErrorKind::Timeout => {
-                    done(Err(timed_out(run.req.timeout.unwrap_or_default())))
+                    done.call(Err(timed_out(run.req.timeout.unwrap_or_default())))
                 }
-                Err(e) => done(Err(e)),
+                Err(e) => done.call(Err(e)),
             }),
         );
     }
 
     /// The operation failed for good: the connection goes back, the caller gets the error
     /// (DatabaseNotAvailable when a connection proved dead where one was needed).
-    fn give_up<T>(this: &Rc<Inner>, c: Connection, run: &Run, e: Error, done: Done<T>) {
+    fn give_up<T: 'static>(this: &Rc<Inner>, c: Connection, run: &Run, e: Error, done: Done<T>) {
         let dead = c.closed();
         let e = if dead && ((run.attempt > 0 && e.is_connection_lost()) || run.keep) {
             Error::caused_by(
@@ -416,7 +416,7 @@ impl Inner {
             e
         };
         Inner::release(this, c);
-        done(Err(e))
+        done.call(Err(e))
     }
 
     fn may_retry(this: &Rc<Inner>, conn: &Connection, e: &Error) -> bool {

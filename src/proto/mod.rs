@@ -547,9 +547,7 @@ impl Protocol {
         }
         Some(Quick::Answer(match (tag, body) {
             (b'Z', [status]) => return Some(Quick::Ready(*status)),
-            (b'C', [tag @ .., 0]) if !tag.contains(&0) => {
-                Answer::Tag(Tag::from_bytes(tag)?)
-            }
+            (b'C', [tag @ .., 0]) if !tag.contains(&0) => Answer::Tag(Tag::from_bytes(tag)?),
             (b'1', []) => Answer::ParseComplete,
             (b'2', []) => Answer::BindComplete,
             (b'3', []) => Answer::CloseComplete,

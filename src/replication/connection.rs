@@ -20,6 +20,7 @@ use crate::conninfo::Config;
 use crate::error::Error;
 use crate::row::Cursor;
 use crate::session::ops::quote_ident;
+use crate::session::ops::Done;
 
 /// `IDENTIFY_SYSTEM`'s answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,7 +206,7 @@ impl ReplicationConnection {
         let done = fut.clone();
         self.conn.replication_command(
             command,
-            Box::new(move |r| {
+            Done::new(move |r| {
                 let _ = done.set_result(r.and_then(then));
             }),
         );

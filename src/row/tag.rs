@@ -39,15 +39,13 @@ impl Tag {
     /// The tag of a CommandComplete's bytes, `None` if they are not UTF-8. Tags are ASCII:
     /// that is checked first, cheaper than a UTF-8 validation.
     pub(crate) fn from_bytes(b: &[u8]) -> Option<Tag> {
-        if b.is_ascii() {
-            if b.len() <= INLINE {
-                let mut bytes = [0; INLINE];
-                bytes[..b.len()].copy_from_slice(b);
-                return Some(Tag(Repr::Inline {
-                    len: b.len() as u8,
-                    bytes,
-                }));
-            }
+        if b.len() <= INLINE && b.is_ascii() {
+            let mut bytes = [0; INLINE];
+            bytes[..b.len()].copy_from_slice(b);
+            return Some(Tag(Repr::Inline {
+                len: b.len() as u8,
+                bytes,
+            }));
         }
         std::str::from_utf8(b).ok().map(Tag::new)
     }
@@ -136,8 +134,14 @@ mod tests {
     #[test]
     fn tag_bytes_that_are_not_utf8_make_no_tag() {
         assert!(Tag::from_bytes(&[b'S', 0xff]).is_none());
-        assert_eq!(Tag::from_bytes(b"UPDATE 3").map(|t| t.as_str().to_owned()), Some("UPDATE 3".to_owned()));
+        assert_eq!(
+            Tag::from_bytes(b"UPDATE 3").map(|t| t.as_str().to_owned()),
+            Some("UPDATE 3".to_owned())
+        );
         let long = "x".repeat(INLINE + 1);
-        assert_eq!(Tag::from_bytes(long.as_bytes()).map(|t| t.as_str().to_owned()), Some(long));
+        assert_eq!(
+            Tag::from_bytes(long.as_bytes()).map(|t| t.as_str().to_owned()),
+            Some(long)
+        );
     }
 }

@@ -98,7 +98,7 @@ impl<D: Drive> Core<D> {
     ) {
         self.with_mut(|s| {
             s.actions
-                .push(Action::Answer(Box::new(move || done(result))))
+                .push(Action::Answer(Box::new(move || done.call(result))))
         });
         D::wake(self);
     }

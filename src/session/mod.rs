@@ -92,7 +92,7 @@ impl Waiter {
         match self {
             Waiter::Response(cb) => cb(result),
             Waiter::Cursor(query, done) => {
-                done(result.and_then(|resp| ops::to_cursor(query, resp)))
+                done.call(result.and_then(|resp| ops::to_cursor(query, resp)))
             }
         }
     }

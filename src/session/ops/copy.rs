@@ -27,7 +27,7 @@ pub(crate) fn copy_in<D: Drive>(
             query: query.to_owned(),
             source,
         },
-        Box::new(move |r| done(r.and_then(copy_count))),
+        Box::new(move |r| done.call(r.and_then(copy_count))),
     );
 }
 
@@ -52,7 +52,7 @@ pub(crate) fn copy_out<D: Drive>(
             query: query.to_owned(),
         },
         Rc::new(RefCell::new(sink)),
-        Box::new(move |r| done(r.and_then(copy_count))),
+        Box::new(move |r| done.call(r.and_then(copy_count))),
     );
 }
 

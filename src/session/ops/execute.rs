@@ -36,7 +36,7 @@ pub(crate) fn ping<D: Drive>(core: &Rc<Core<D>>, done: Done<()>) {
         Request::Simple {
             query: "SELECT 1 AS ping".to_owned(),
         },
-        Box::new(move |r| done(r.map(drop))),
+        Box::new(move |r| done.call(r.map(drop))),
     );
 }
 

@@ -29,7 +29,7 @@ pub(crate) fn listen<D: Drive>(
             if r.is_err() {
                 c.with_mut(|s| s.set_listener(&ch, None));
             }
-            done(r.map(drop))
+            done.call(r.map(drop))
         }),
     );
 }
@@ -41,6 +41,6 @@ pub(crate) fn unlisten<D: Drive>(core: &Rc<Core<D>>, channel: &str, done: Done<(
         Request::Simple {
             query: format!("UNLISTEN {}", quote_ident(channel)),
         },
-        Box::new(move |r| done(r.map(drop))),
+        Box::new(move |r| done.call(r.map(drop))),
     );
 }

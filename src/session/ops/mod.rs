@@ -26,8 +26,33 @@ use crate::proto::{QueryResult, Response};
 use crate::row::Cursor;
 use crate::types::QuoteContext;
 
-/// A completion callback of a connection or pool operation.
-pub(crate) type Done<T> = Box<dyn FnOnce(Result<T, Error>)>;
+/// Where a connection or pool operation's result goes: a callback of the library's, or a
+/// caller's future set in place. The future is the common case (every `Connection` call
+/// returns one), and holding it here spares the heap a boxed callback around it per call.
+/// Either is run only from the driver's delivery, with no borrow held.
+pub(crate) enum Done<T> {
+    Call(Box<dyn FnOnce(Result<T, Error>)>),
+    /// A one-shot cell: setting it only stores the value and wakes its waiters.
+    Future(momoko_loop::Future<Result<T, Error>>),
+}
+
+impl<T: 'static> Done<T> {
+    /// A callback.
+    pub(crate) fn new(f: impl FnOnce(Result<T, Error>) + 'static) -> Done<T> {
+        Done::Call(Box::new(f))
+    }
+
+    /// Delivers the result.
+    pub(crate) fn call(self, result: Result<T, Error>) {
+        match self {
+            Done::Call(f) => f(result),
+            Done::Future(fut) => {
+                // Set once: a future already resolved (it cannot be) keeps its value.
+                let _ = fut.set_result(result);
+            }
+        }
+    }
+}
 
 /// The quoting of what is sent: string literals as `E'…'`, which the server reads the same
 /// whatever `standard_conforming_strings` is when the query runs. The setting the client

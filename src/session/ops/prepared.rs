@@ -78,7 +78,7 @@ pub(crate) fn prepare<D: Drive>(core: &Rc<Core<D>>, query: &str, done: Done<Prep
             param_types: Vec::new(),
         },
         Box::new(move |r| {
-            done(r.and_then(|resp| match resp {
+            done.call(r.and_then(|resp| match resp {
                 Response::Prepared {
                     param_types,
                     columns,
@@ -160,9 +160,9 @@ pub(crate) fn execute_prepared<D: Drive, P: Params + ?Sized>(
         request,
         Box::new(move |r| {
             if let Some(e) = reprepare_error.borrow_mut().take() {
-                return done(Err(e));
+                return done.call(Err(e));
             }
-            done(r.and_then(|resp| to_cursor(query, resp)))
+            done.call(r.and_then(|resp| to_cursor(query, resp)))
         }),
     );
 }
@@ -181,7 +181,7 @@ pub(crate) fn close_prepared<D: Drive>(core: &Rc<Core<D>>, statement: &Prepared,
     };
     core.request(
         Request::CloseStatement { name },
-        Box::new(move |r| done(r.map(drop))),
+        Box::new(move |r| done.call(r.map(drop))),
     );
 }
 
@@ -246,7 +246,7 @@ fn query_unnamed<D: Drive>(
             param_formats: formats,
         },
         sink,
-        Box::new(move |r| done(r.and_then(|resp| to_cursor(query, resp)))),
+        Box::new(move |r| done.call(r.and_then(|resp| to_cursor(query, resp)))),
     );
 }
 
@@ -290,7 +290,7 @@ fn query_values<D: Drive>(
                         c.with_mut(|s| s.cache.remove(&sql, &types));
                         query_values(&c, sql, values, types, false, sink, done);
                     }
-                    r => done(r.and_then(|resp| to_cursor(sql, resp))),
+                    r => done.call(r.and_then(|resp| to_cursor(sql, resp))),
                 }),
             );
         }
@@ -369,9 +369,9 @@ fn query_values<D: Drive>(
                 Box::new(move |r| {
                     // The statement's own error says more than "does not exist".
                     if let Some(e) = prepare_error.borrow_mut().take() {
-                        return done(Err(e));
+                        return done.call(Err(e));
                     }
-                    done(r.and_then(|resp| to_cursor(sql, resp)))
+                    done.call(r.and_then(|resp| to_cursor(sql, resp)))
                 }),
             );
         }

@@ -20,7 +20,7 @@ pub(crate) fn hstore_oids<D: Drive>(core: &Rc<Core<D>>, done: Done<(u32, u32)>) 
                 .to_owned(),
         },
         Box::new(move |r| {
-            done(r.and_then(|resp| {
+            done.call(r.and_then(|resp| {
                 let mut c = to_cursor(String::new(), resp)?;
                 let row = c
                     .fetchone()
@@ -38,8 +38,8 @@ pub(crate) fn register_hstore<D: Drive>(core: &Rc<Core<D>>, done: Done<()>) {
     let c = core.clone();
     hstore_oids(
         core,
-        Box::new(move |r| {
-            done(r.map(|(oid, arr)| c.with(|s| s.types().register_hstore(oid, arr))))
+        Done::new(move |r| {
+            done.call(r.map(|(oid, arr)| c.with(|s| s.types().register_hstore(oid, arr))))
         }),
     );
 }
@@ -53,6 +53,6 @@ pub(crate) fn register_json<D: Drive>(core: &Rc<Core<D>>, done: Done<()>) {
                 "SELECT 'json'::regtype::oid AS json_oid, 'json[]'::regtype::oid AS json_arr_oid"
                     .to_owned(),
         },
-        Box::new(move |r| done(r.map(drop))),
+        Box::new(move |r| done.call(r.map(drop))),
     );
 }

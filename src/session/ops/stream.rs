@@ -34,6 +34,6 @@ pub(crate) fn stream<D: Drive, P: Params + ?Sized>(
         sql,
         params,
         Some(sink),
-        Box::new(move |r| done(r.map(|_| count.get()))),
+        Done::new(move |r| done.call(r.map(|_| count.get()))),
     );
 }

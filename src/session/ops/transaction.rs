@@ -36,7 +36,7 @@ pub(crate) fn batch<D: Drive>(
     core.request(
         Request::Batch { queries },
         Box::new(move |r| {
-            done(r.and_then(|resp| {
+            done.call(r.and_then(|resp| {
                 match resp {
                     Response::Batch(results) => Ok(results
                         .into_iter()
@@ -71,9 +71,9 @@ pub(crate) fn transaction<D: Drive>(
         simple(
             core,
             "BEGIN".to_owned(),
-            Box::new(move |r| match r {
+            Done::new(move |r| match r {
                 Ok(_) => step(c, tx, done),
-                Err(e) => done(Err(e)),
+                Err(e) => done.call(Err(e)),
             }),
         );
     }
@@ -108,14 +108,14 @@ fn pipelined<D: Drive>(core: &Rc<Core<D>>, rendered: Vec<String>, done: Done<Vec
             let batch = batch.borrow_mut().take().expect("answered before COMMIT");
             match (batch, commit) {
                 (Err(e), _) if is_multiple_commands(&e) => one_by_one(&c, rendered, done),
-                (Err(e), _) | (Ok(_), Err(e)) => done(Err(e)),
-                (Ok(Response::Batch(results)), Ok(_)) => done(Ok(results
+                (Err(e), _) | (Ok(_), Err(e)) => done.call(Err(e)),
+                (Ok(Response::Batch(results)), Ok(_)) => done.call(Ok(results
                     .into_iter()
                     .skip(1)
                     .zip(rendered)
                     .map(|(r, q)| result_cursor(q, r))
                     .collect())),
-                (Ok(other), Ok(_)) => done(Err(Error::protocol(format!(
+                (Ok(other), Ok(_)) => done.call(Err(Error::protocol(format!(
                     "expected a batch result, got {other:?}"
                 )))),
             }
@@ -190,7 +190,7 @@ fn one_by_one<D: Drive>(core: &Rc<Core<D>>, rendered: Vec<String>, done: Done<Ve
                     );
                 }
             }
-            done(result);
+            done.call(result);
         }),
     );
 }
@@ -214,16 +214,16 @@ fn step<D: Drive>(
                         tx.borrow_mut().1.push(cursor);
                         step(c, tx, done);
                     }
-                    Err(e) => done(Err(e)),
+                    Err(e) => done.call(Err(e)),
                 }),
             );
         }
         None => simple(
             &core,
             "COMMIT".to_owned(),
-            Box::new(move |r| {
+            Done::new(move |r| {
                 let cursors = std::mem::take(&mut tx.borrow_mut().1);
-                done(r.map(|_| cursors));
+                done.call(r.map(|_| cursors));
             }),
         ),
     }
