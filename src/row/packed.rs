@@ -14,6 +14,9 @@ use bytes::Bytes;
 use super::{validate, Body, Column, Row};
 use crate::error::Error;
 
+/// The buffer's size at its first row: room for a handful of short rows.
+const FIRST_CAPACITY: usize = 128;
+
 /// The rows of one statement as they arrive: every DataRow copied, validated, into one
 /// buffer as it came (its length, big-endian and counting itself, then its body), nothing
 /// else per row. A million int4 rows take 14 bytes each here, instead of a `Row` (80 bytes,
@@ -32,6 +35,11 @@ impl RowBuf {
     pub(crate) fn push(&mut self, columns: usize, message: &[u8]) -> Result<(), Error> {
         let body = message.get(4..).unwrap_or_default();
         validate(body, columns)?;
+        if self.data.capacity() == 0 {
+            // The first row sizes the buffer at once: most results are a few short rows,
+            // and this skips the growth path for them.
+            self.data = Vec::with_capacity(message.len().max(FIRST_CAPACITY));
+        }
         self.data.extend_from_slice(message);
         self.count += 1;
         Ok(())
