@@ -854,7 +854,13 @@ fn on_timer(core: &Rc<Core<LoopDriver>>) {
 fn flush_now(core: &Rc<Core<LoopDriver>>) {
     core.driver.reg.borrow_mut().flush_scheduled = false;
     core.pump();
-    sync(core);
+    // A write that went out produces nothing to deliver (a failed one does: the close's
+    // answers); then only the registration follows, without a delivery round around it.
+    if core.with(|s| s.has_actions() || s.read_pending()) {
+        sync(core);
+    } else {
+        register(core);
+    }
 }
 
 /// Closes the session at once (the socket is deregistered now); what was in flight is
@@ -963,6 +969,10 @@ impl Driver for LoopDriver {
     fn turn(core: &Rc<Core<Self>>) {
         register(core);
     }
+
+    /// Every request a callback queues, and every close, goes through `Drive::wake`, which
+    /// registers at once: the rounds after the first need no turn of their own.
+    const TURN_EVERY_ROUND: bool = false;
 
     fn connected(core: &Rc<Core<Self>>, result: Result<(), Error>) {
         let waiters = std::mem::take(&mut *core.driver.connect_waiters.borrow_mut());

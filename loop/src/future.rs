@@ -295,10 +295,16 @@ impl<T: 'static> std::future::Future for Future<T> {
     /// If polled after the value was taken (by `take` or by another awaiter).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         let mut state = self.0.borrow_mut();
-        match std::mem::replace(&mut state.value, Value::Taken) {
+        // Pending is told apart before the value is moved: a result is not copied out and
+        // back on every poll that finds none.
+        let value = if matches!(state.value, Value::Pending) {
+            Value::Pending
+        } else {
+            std::mem::replace(&mut state.value, Value::Taken)
+        };
+        match value {
             Value::Done(value) => Poll::Ready(value),
             Value::Pending => {
-                state.value = Value::Pending;
                 let known = state.waker.iter().chain(&state.wakers);
                 if !known.into_iter().any(|w| w.will_wake(cx.waker())) {
                     if state.waker.is_none() {

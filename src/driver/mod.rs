@@ -29,6 +29,10 @@ pub(crate) trait Driver: Drive {
     /// Runs before each round of delivery: brings the driver's registration in line with
     /// the session (and, for a driver that writes from its delivery, writes).
     fn turn(core: &Rc<Core<Self>>);
+    /// Whether [`Driver::turn`] runs before every round of a delivery, or only before the
+    /// first. A driver whose `Drive::wake` already brings its registration in line after
+    /// every change a callback makes (the IoLoop's) needs it only once.
+    const TURN_EVERY_ROUND: bool = true;
     /// The connect attempt finished: the driver answers whoever waits for it.
     fn connected(core: &Rc<Core<Self>>, result: Result<(), Error>);
     /// The established connection was lost or closed.
@@ -79,7 +83,9 @@ impl<D: Driver> Core<D> {
         let _guard = Delivering(self.driver.delivering());
         let mut ran = 0;
         loop {
-            D::turn(self);
+            if ran == 0 || D::TURN_EVERY_ROUND {
+                D::turn(self);
+            }
             let (mut actions, read_pending) = self.with_mut(|s| {
                 if s.has_actions() {
                     (s.take_actions(), false)

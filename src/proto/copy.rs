@@ -176,6 +176,8 @@ impl Protocol {
             f.held = false;
             f.start = at;
             at += f.len;
+            f.bytes_before = self.request_bytes;
+            self.request_bytes += f.len;
         }
     }
 }

@@ -29,6 +29,10 @@ pub(super) struct Queued {
     /// Where the request starts in the stream of bytes written to the server: if the writes
     /// never got that far, the server never saw it.
     pub(super) start: u64,
+    /// The bytes of every request written to the transmit buffer before this one
+    /// (`Protocol::request_bytes` then), set when it joins that buffer: the bytes of a run of
+    /// requests are a difference of two of these, not a sum over the run.
+    pub(super) bytes_before: u64,
     /// Its rows go out one by one as events ([`Event::Row`](super::Event::Row)) instead of
     /// being collected: `stream`, which keeps none.
     pub(super) stream: bool,

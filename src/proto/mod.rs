@@ -161,6 +161,9 @@ pub(crate) struct Protocol {
     /// written, so those ever queued are this plus what the buffer holds
     /// (`queued_total()`): a request's `start` is such an offset.
     sent_total: u64,
+    /// Bytes of every request ever written to the transmit buffer (not other messages): see
+    /// `Queued::bytes_before`.
+    request_bytes: u64,
     /// Requests made while a COPY FROM STDIN is being sent: the server accepts nothing but
     /// copy data until it ends, so they wait here, encoded, in order.
     held: BytesMut,
@@ -230,6 +233,7 @@ impl Protocol {
             types: Rc::default(),
             last_notice_code: None,
             sent_total: 0,
+            request_bytes: 0,
             held: BytesMut::new(),
             copy_flights: 0,
             row_desc_bytes: None,
@@ -314,18 +318,28 @@ impl Protocol {
         if self.out.is_empty() || self.copy_flights > 0 || !self.held.is_empty() {
             return false;
         }
-        // The unsent requests at the end of the queue must be all the buffer holds.
-        let unsent_bytes = self.out.len() as u64;
-        let (mut unsent, mut bytes) = (0usize, 0u64);
-        for f in self.in_flight.iter().rev() {
-            if f.start < self.sent_total {
-                break;
-            }
-            unsent += 1;
-            bytes += f.len;
+        // Asked after every request: O(log n) in the requests in flight. Nothing is held, so
+        // they start in the byte stream in their order, and those not written yet (none of
+        // their bytes, not a part) are a suffix, found by bisection.
+        let total = self.in_flight.len();
+        if total < PIPELINE_HOLD {
+            return false;
         }
-        let sent = self.in_flight.len() - unsent;
-        bytes == unsent_bytes && sent >= PIPELINE_HOLD && unsent < PIPELINE_HOLD
+        let sent = self
+            .in_flight
+            .partition_point(|f| f.start < self.sent_total);
+        let unsent = total - sent;
+        if sent < PIPELINE_HOLD || unsent >= PIPELINE_HOLD {
+            return false;
+        }
+        // The unsent requests must be all the buffer holds (no other message among them).
+        let bytes = match (self.in_flight.get(sent), self.in_flight.back()) {
+            (Some(first), Some(last)) if unsent > 0 => {
+                last.bytes_before + last.len - first.bytes_before
+            }
+            _ => 0,
+        };
+        bytes == self.out.len() as u64
     }
 
     /// A server parameter reported by ParameterStatus (`server_version`, `TimeZone`…).

@@ -1297,6 +1297,13 @@ fn holds_like_a_batch(mut p: Protocol) {
     p.send(select()).unwrap();
     assert!(!p.holds_for_batch(), "a full batch goes out");
     take_out(&mut p);
+    // A request written in part counts as sent, and the rest of it is no request of its
+    // own: the buffer goes out at once.
+    p.send(select()).unwrap();
+    assert!(p.holds_for_batch());
+    p.advance_transmit(3);
+    assert!(!p.holds_for_batch());
+    take_out(&mut p);
     // Again one waiting; answers bring the sent ones below the mark and it goes out.
     p.send(select()).unwrap();
     let sent = p.in_flight() - 1;
