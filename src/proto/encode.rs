@@ -191,8 +191,7 @@ fn encode(request: Request, out: &mut BytesMut) -> Result<InFlight, Error> {
             if describe {
                 frontend::describe(b'P', "", out).map_err(enc)?;
             }
-            frontend::execute("", 0, out).map_err(enc)?;
-            frontend::sync(out);
+            execute_sync(out);
             InFlight::Execute(QueryResult {
                 columns,
                 ..QueryResult::default()
@@ -207,8 +206,7 @@ fn encode(request: Request, out: &mut BytesMut) -> Result<InFlight, Error> {
             frontend::parse("", &query, param_types.iter().copied(), out).map_err(enc)?;
             bind("", param_formats, &params, std::iter::empty(), out)?;
             frontend::describe(b'P', "", out).map_err(enc)?;
-            frontend::execute("", 0, out).map_err(enc)?;
-            frontend::sync(out);
+            execute_sync(out);
             InFlight::Unnamed(QueryResult {
                 query,
                 ..QueryResult::default()
@@ -263,32 +261,76 @@ fn encode(request: Request, out: &mut BytesMut) -> Result<InFlight, Error> {
 }
 
 /// Bind on the unnamed portal: parameters already encoded (None is NULL).
+/// A Bind message, written directly (see [`query_message`]): the portal unnamed, the
+/// values already encoded. Checked as postgres-protocol checks it: no NUL in the statement
+/// name, counts that fit in 16 bits and lengths in 31.
 fn bind(
     statement: &str,
     param_formats: Vec<i16>,
     params: &[Option<Bytes>],
-    result_formats: impl IntoIterator<Item = i16>,
+    result_formats: impl ExactSizeIterator<Item = i16>,
     out: &mut BytesMut,
 ) -> Result<(), Error> {
-    frontend::bind(
-        "",
-        statement,
-        param_formats,
-        params.iter(),
-        |v, buf| match v {
+    let name = statement.as_bytes();
+    if name.contains(&0) {
+        return Err(Error::usage(
+            "cannot encode the request: string contains embedded null",
+        ));
+    }
+    let count = |n: usize| u16::try_from(n).map_err(|_| too_large());
+    let (n_formats, n_params, n_results) = (
+        count(param_formats.len())?,
+        count(params.len())?,
+        count(result_formats.len())?,
+    );
+    let values: usize = params.iter().flatten().map(Bytes::len).sum();
+    let body = 1
+        + name.len()
+        + 1
+        + 2
+        + 2 * param_formats.len()
+        + 2
+        + 4 * params.len()
+        + values
+        + 2
+        + 2 * result_formats.len();
+    let len = i32::try_from(body + 4).map_err(|_| too_large())?;
+    out.reserve(1 + 4 + body);
+    out.put_u8(b'B');
+    out.put_i32(len);
+    out.put_u8(0);
+    out.put_slice(name);
+    out.put_u8(0);
+    out.put_u16(n_formats);
+    for f in param_formats {
+        out.put_i16(f);
+    }
+    out.put_u16(n_params);
+    for v in params {
+        match v {
+            // Each fits: the whole message's length did.
             Some(b) => {
-                buf.extend_from_slice(b);
-                Ok(postgres_protocol::IsNull::No)
+                out.put_i32(b.len() as i32);
+                out.put_slice(b);
             }
-            None => Ok(postgres_protocol::IsNull::Yes),
-        },
-        result_formats,
-        out,
-    )
-    .map_err(|e| match e {
-        frontend::BindError::Conversion(e) => Error::conversion(e.to_string()),
-        frontend::BindError::Serialization(e) => enc(e),
-    })
+            None => out.put_i32(-1),
+        }
+    }
+    out.put_u16(n_results);
+    for f in result_formats {
+        out.put_i16(f);
+    }
+    Ok(())
+}
+
+/// Execute (the unnamed portal, every row) and Sync: the same ten and five bytes for every
+/// statement run.
+fn execute_sync(out: &mut BytesMut) {
+    out.put_slice(b"E\0\0\0\x09\0\0\0\0\0S\0\0\0\x04");
+}
+
+fn too_large() -> Error {
+    Error::usage("cannot encode the request: value too large to transmit")
 }
 
 #[cfg(test)]
@@ -304,6 +346,68 @@ mod tests {
             frontend::query(sql, &mut theirs).unwrap();
             assert_eq!(ours, theirs, "{sql:?}");
         }
+    }
+
+    #[test]
+    fn bind_execute_and_sync_are_byte_for_byte_what_postgres_protocol_writes() {
+        let params = vec![
+            Some(Bytes::from_static(b"\x00\x00\x00\x2a")),
+            None,
+            Some(Bytes::new()),
+            Some(Bytes::from_static("é".as_bytes())),
+        ];
+        for (name, formats, values, results) in [
+            ("", vec![], vec![], vec![]),
+            ("momoko_s12", vec![1], params.clone(), vec![1, 0, 1]),
+            ("x", vec![1, 0, 1, 0], params.clone(), vec![0]),
+        ] {
+            let mut ours = BytesMut::new();
+            bind(
+                name,
+                formats.clone(),
+                &values,
+                results.iter().copied(),
+                &mut ours,
+            )
+            .unwrap();
+            execute_sync(&mut ours);
+            let mut theirs = BytesMut::new();
+            frontend::bind(
+                "",
+                name,
+                formats,
+                values.iter(),
+                |v, buf| match v {
+                    Some(b) => {
+                        buf.extend_from_slice(b);
+                        Ok(postgres_protocol::IsNull::No)
+                    }
+                    None => Ok(postgres_protocol::IsNull::Yes),
+                },
+                results,
+                &mut theirs,
+            )
+            .unwrap_or_else(|_| panic!("postgres-protocol's bind failed"));
+            frontend::execute("", 0, &mut theirs).unwrap();
+            frontend::sync(&mut theirs);
+            assert_eq!(ours, theirs, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_bind_past_the_protocols_counts_is_refused() {
+        let many = vec![None; 65_536];
+        let mut out = BytesMut::new();
+        let e = bind("s", vec![], &many, std::iter::empty(), &mut out).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "usage error: cannot encode the request: value too large to transmit"
+        );
+        let e = bind("s\0", vec![], &[], std::iter::empty(), &mut out).unwrap_err();
+        assert!(
+            e.to_string().ends_with("string contains embedded null"),
+            "{e}"
+        );
     }
 
     #[test]
