@@ -222,7 +222,9 @@ impl Protocol {
             stage,
             auth_method: None,
             out,
-            input: BytesMut::with_capacity(8192),
+            // Sized by the first read: an idle connection keeps only what its largest read
+            // needed (the startup answers, a few hundred bytes), not 8 KiB up front.
+            input: BytesMut::new(),
             in_flight: VecDeque::new(),
             events: VecDeque::new(),
             server_params: HashMap::new(),
