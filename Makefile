@@ -49,7 +49,7 @@ help:
 	@echo "make tcproxy   build the tcproxy relay binary (release)"
 	@echo "make soak      the soak: five restarts and resets, then a failover, under load (about a minute)"
 	@echo "make fuzz      run every fuzz target for FUZZ_SECONDS each (default $(FUZZ_SECONDS)), one at a time"
-	@echo "make bench     momoko against tokio-postgres, the protocol floor and pgbench (~18 min;"
+	@echo "make bench     momoko against tokio-postgres, the protocol floor and pgbench (14–18 min;"
 	@echo "               BENCH_ARGS=--quick for a smoke run); writes BENCHMARKS.md and docs/bench.svg"
 	@echo "make bench-count  only the counted figures (instructions, syscalls, peak memory per op; ~3 min)"
 	@echo "make package   cargo package the crates that publish: momoko-loop, momoko, momoko-tcproxy"
