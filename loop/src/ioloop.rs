@@ -15,7 +15,7 @@
 //!    iteration asked for, such as one write per connection, without a poll of its own;
 //! 6. stop here if `stop()` was called;
 //! 7. poll: not at all if callbacks are pending, else until the next deadline, at most an
-//!    hour; `EINTR` is retried with the remaining time;
+//!    hour; `EINTR` is retried with the time left until the next deadline;
 //! 8. dispatch the events one at a time, looking each handler up when its turn comes.
 //!
 //! `start` runs iterations until stopped; `turn` runs exactly one, for a program that nests
@@ -328,18 +328,21 @@ impl Inner {
         }
     }
 
-    fn poll_once(&self, timeout: Duration) -> io::Result<()> {
+    /// Polls for at most `timeout` (from [`Inner::poll_timeout`]), and at most until `cap`, a
+    /// bound of the caller's own (`turn`'s). The clock is read only if a signal interrupts
+    /// the poll: the wait is then worked out again from the timers, as before the poll.
+    fn poll_once(&self, timeout: Duration, cap: Option<Instant>) -> io::Result<()> {
         let mut poll = self.poll.borrow_mut();
         let mut events = self.events.borrow_mut();
-        let deadline = Instant::now().checked_add(timeout);
         let mut remaining = timeout;
         loop {
             match poll.poll(&mut events, Some(remaining)) {
                 Ok(()) => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {
-                    remaining = deadline.map_or(Duration::ZERO, |d| {
-                        d.saturating_duration_since(Instant::now())
-                    });
+                    remaining = self.poll_timeout();
+                    if let Some(cap) = cap {
+                        remaining = remaining.min(cap.saturating_duration_since(Instant::now()));
+                    }
                 }
                 Err(err) => return Err(err),
             }
@@ -952,7 +955,7 @@ impl IoLoop {
             if !inner.running.get() {
                 break;
             }
-            inner.poll_once(timeout)?;
+            inner.poll_once(timeout, None)?;
             inner.dispatch_events();
         }
         Ok(())
@@ -1049,7 +1052,8 @@ impl IoLoop {
             return Ok(());
         }
         let need = inner.poll_timeout();
-        inner.poll_once(timeout.map_or(need, |timeout| timeout.min(need)))?;
+        let cap = timeout.and_then(|t| Instant::now().checked_add(t));
+        inner.poll_once(timeout.map_or(need, |timeout| timeout.min(need)), cap)?;
         inner.dispatch_events();
         Ok(())
     }
@@ -1218,7 +1222,7 @@ impl IoLoop {
                 if !inner.running.get() {
                     break;
                 }
-                if let Err(err) = inner.poll_once(timeout) {
+                if let Err(err) = inner.poll_once(timeout, None) {
                     panic!("momoko_loop::IoLoop::run_sync: polling failed: {err}");
                 }
                 inner.dispatch_events();
