@@ -486,7 +486,6 @@ impl Connection {
 
     crate::driver::session_getters!();
 
-    /// A future of this connection's loop and the callback that resolves it.
     /// A future for the caller and the completion that resolves it, in place (no callback
     /// boxed around it).
     fn future<T: 'static>(&self) -> (Future<Result<T, Error>>, Done<T>) {

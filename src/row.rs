@@ -589,7 +589,7 @@ impl fmt::Debug for Row {
 /// `DELETE 2`, `MOVE 5`, `FETCH 5`, `COPY 7`, `MERGE 1`; -1 for any other command.
 #[allow(dead_code)] // used by the Connection to build cursors
 pub(crate) fn rowcount_from_tag(tag: &[u8]) -> i64 {
-    // Byte-wise, the count read digit by digit: this runs for every statement.
+    // Byte-wise, the count read as integer columns are: this runs for every statement.
     let rest = match tag {
         [b'I', b'N', b'S', b'E', b'R', b'T', b' ', rest @ ..] => {
             // `INSERT oid rows`: the oid (always 0 now) comes first.
@@ -607,17 +607,7 @@ pub(crate) fn rowcount_from_tag(tag: &[u8]) -> i64 {
         | [b'C', b'O', b'P', b'Y', b' ', rest @ ..] => rest,
         _ => return -1,
     };
-    if rest.is_empty() || rest.len() > 18 {
-        return -1;
-    }
-    let mut n: i64 = 0;
-    for c in rest {
-        if !c.is_ascii_digit() {
-            return -1;
-        }
-        n = n * 10 + i64::from(c - b'0');
-    }
-    n
+    crate::types::parse_i64(rest).unwrap_or(-1)
 }
 
 /// The result of one statement, with psycopg2's cursor semantics: rows are fetched in

@@ -131,17 +131,9 @@ fn enc(e: std::io::Error) -> Error {
 /// the copy itself. Refuses a query with a NUL byte, as that writer does.
 fn query_message(query: &str, out: &mut BytesMut) -> Result<(), Error> {
     let sql = query.as_bytes();
-    if sql.contains(&0) {
-        return Err(Error::usage(
-            "cannot encode the request: string contains embedded null",
-        ));
-    }
+    refuse_nul(sql)?;
     // The length counts itself (4), the text and its terminating NUL.
-    let Ok(len) = i32::try_from(sql.len() + 5) else {
-        return Err(Error::usage(
-            "cannot encode the request: the query is longer than a message can be",
-        ));
-    };
+    let len = i32::try_from(sql.len() + 5).map_err(|_| too_large())?;
     out.reserve(1 + 4 + sql.len() + 1);
     out.put_u8(b'Q');
     out.put_i32(len);
@@ -215,16 +207,7 @@ fn encode(request: Request, out: &mut BytesMut) -> Result<InFlight, Error> {
         Request::Batch { queries } => {
             for q in &queries {
                 frontend::parse("", q, std::iter::empty(), out).map_err(enc)?;
-                frontend::bind(
-                    "",
-                    "",
-                    std::iter::empty(),
-                    std::iter::empty::<&[u8]>(),
-                    |_, _| Ok(postgres_protocol::IsNull::No),
-                    std::iter::empty(),
-                    out,
-                )
-                .map_err(|_| Error::usage("cannot encode a batch statement"))?;
+                bind("", Vec::new(), &[], std::iter::empty(), out)?;
                 frontend::describe(b'P', "", out).map_err(enc)?;
                 frontend::execute("", 0, out).map_err(enc)?;
             }
@@ -272,11 +255,7 @@ fn bind(
     out: &mut BytesMut,
 ) -> Result<(), Error> {
     let name = statement.as_bytes();
-    if name.contains(&0) {
-        return Err(Error::usage(
-            "cannot encode the request: string contains embedded null",
-        ));
-    }
+    refuse_nul(name)?;
     let count = |n: usize| u16::try_from(n).map_err(|_| too_large());
     let (n_formats, n_params, n_results) = (
         count(param_formats.len())?,
@@ -329,6 +308,17 @@ fn execute_sync(out: &mut BytesMut) {
     out.put_slice(b"E\0\0\0\x09\0\0\0\0\0S\0\0\0\x04");
 }
 
+/// postgres-protocol's refusal of a C string with a NUL byte inside, in its words.
+fn refuse_nul(text: &[u8]) -> Result<(), Error> {
+    if text.contains(&0) {
+        return Err(Error::usage(
+            "cannot encode the request: string contains embedded null",
+        ));
+    }
+    Ok(())
+}
+
+/// postgres-protocol's refusal of a count or length past what the message can say.
 fn too_large() -> Error {
     Error::usage("cannot encode the request: value too large to transmit")
 }

@@ -23,31 +23,28 @@ enum Repr {
 impl Tag {
     /// The tag of `text`.
     pub(crate) fn new(text: &str) -> Tag {
-        let b = text.as_bytes();
-        if b.len() <= INLINE {
-            let mut bytes = [0; INLINE];
-            bytes[..b.len()].copy_from_slice(b);
-            Tag(Repr::Inline {
-                len: b.len() as u8,
-                bytes,
-            })
-        } else {
-            Tag(Repr::Heap(text.into()))
-        }
+        Tag::inline(text.as_bytes()).unwrap_or_else(|| Tag(Repr::Heap(text.into())))
     }
 
     /// The tag of a CommandComplete's bytes, `None` if they are not UTF-8. Tags are ASCII:
     /// that is checked first, cheaper than a UTF-8 validation.
     pub(crate) fn from_bytes(b: &[u8]) -> Option<Tag> {
-        if b.len() <= INLINE && b.is_ascii() {
-            let mut bytes = [0; INLINE];
-            bytes[..b.len()].copy_from_slice(b);
-            return Some(Tag(Repr::Inline {
-                len: b.len() as u8,
-                bytes,
-            }));
+        if b.is_ascii() {
+            if let Some(tag) = Tag::inline(b) {
+                return Some(tag);
+            }
         }
         std::str::from_utf8(b).ok().map(Tag::new)
+    }
+
+    /// `text` held inline, if it fits. The caller vouches that it is UTF-8.
+    fn inline(text: &[u8]) -> Option<Tag> {
+        let len = u8::try_from(text.len())
+            .ok()
+            .filter(|n| usize::from(*n) <= INLINE)?;
+        let mut bytes = [0; INLINE];
+        bytes[..text.len()].copy_from_slice(text);
+        Some(Tag(Repr::Inline { len, bytes }))
     }
 
     /// The tag's bytes.
@@ -74,29 +71,13 @@ impl Deref for Tag {
 
 impl From<String> for Tag {
     fn from(s: String) -> Tag {
-        if s.len() <= INLINE {
-            Tag::new(&s)
-        } else {
-            Tag(Repr::Heap(s.into_boxed_str()))
-        }
-    }
-}
-
-impl From<&str> for Tag {
-    fn from(s: &str) -> Tag {
-        Tag::new(s)
+        Tag::inline(s.as_bytes()).unwrap_or_else(|| Tag(Repr::Heap(s.into_boxed_str())))
     }
 }
 
 impl fmt::Debug for Tag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for Tag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -171,6 +171,12 @@ macro_rules! parse_dec {
     }};
 }
 
+/// Decimal text (an optional sign, then digits) as an `i64`, `None` for anything else or an
+/// overflow: a command tag's row count reads the same way as an integer column.
+pub(crate) fn parse_i64(raw: &[u8]) -> Option<i64> {
+    parse_dec!(i64, raw)
+}
+
 /// The integer decoders. The fast path reads any integer column in text, and in binary the
 /// column type (`$own`, `$w` bytes wide) whose values are exactly this Rust type's; anything
 /// else goes down the general path, which gives the same value or the error.

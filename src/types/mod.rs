@@ -39,7 +39,7 @@ mod with_uuid;
 mod tests;
 
 pub use decode::FromSql;
-pub(crate) use decode::{non_null, wrong_type};
+pub(crate) use decode::{non_null, parse_i64, wrong_type};
 pub use interval::Interval;
 pub use net::{Cidr, Inet};
 pub use range::Range;
