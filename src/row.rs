@@ -279,19 +279,6 @@ impl Row {
         Ok(Row::trusted(columns, Body::Shared(body)))
     }
 
-    /// A row from a DataRow body read where it lies (the streamed read's rows, which no
-    /// buffer keeps): validated as [`Row::new`] does, a short body copied into the row, a
-    /// longer one into its own shared bytes.
-    pub(crate) fn from_slice(columns: Arc<[Column]>, body: &[u8]) -> Result<Row, Error> {
-        validate(body, columns.len())?;
-        let body = if body.len() <= INLINE {
-            Body::inline(body)
-        } else {
-            Body::Shared(Bytes::copy_from_slice(body))
-        };
-        Ok(Row::trusted(columns, body))
-    }
-
     /// A row from a body [`validate`] accepted for this many columns.
     #[inline]
     fn trusted(columns: Arc<[Column]>, body: Body) -> Row {
@@ -300,6 +287,15 @@ impl Row {
             body,
             cursor: AtomicU64::new(FIRST_FIELD as u64),
             spans: OnceLock::new(),
+        }
+    }
+
+    /// Forgets what reading the last body learned (a new body was put in).
+    #[inline]
+    fn rewind(&mut self) {
+        *self.cursor.get_mut() = FIRST_FIELD as u64;
+        if self.spans.get().is_some() {
+            self.spans = OnceLock::new();
         }
     }
 

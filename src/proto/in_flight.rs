@@ -14,7 +14,7 @@ use bytes::Bytes;
 use super::copy::Upload;
 use super::{QueryResult, Response};
 use crate::error::Error;
-use crate::row::{Column, Row, RowBuf, Tag};
+use crate::row::{Column, RowBuf, Rows, Tag};
 
 /// A request queued for the server and not yet answered by its ReadyForQuery.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ pub(super) struct Queued {
     /// (`Protocol::request_bytes` then), set when it joins that buffer: the bytes of a run of
     /// requests are a difference of two of these, not a sum over the run.
     pub(super) bytes_before: u64,
-    /// Its rows go out one by one as events ([`Event::Row`](super::Event::Row)) instead of
+    /// Its rows go out read by read as events ([`Event::Rows`](super::Event::Rows)) instead of
     /// being collected: `stream`, which keeps none.
     pub(super) stream: bool,
 }
@@ -284,14 +284,13 @@ impl InFlight {
         result.rows.push(n, message)
     }
 
-    /// Builds a DataRow's row (its length and body) against the statement's columns,
-    /// without keeping it: a streamed result's row, made by the same rules as a held one.
-    pub(super) fn row(&mut self, message: &[u8]) -> Result<Row, Error> {
-        let result = self.row_result()?;
-        let Some(columns) = &result.columns else {
-            return Err(no_description());
-        };
-        Row::from_slice(columns.clone(), message.get(4..).unwrap_or_default())
+    /// The rows collected so far, taken out: a streamed result hands them out read by
+    /// read and keeps none. `None` when there are none.
+    pub(super) fn take_rows(&mut self) -> Option<Rows> {
+        let result = self.row_result().ok()?;
+        let columns = result.columns.clone()?;
+        let rows = std::mem::take(&mut result.rows);
+        (!rows.is_empty()).then(|| rows.into_rows(columns))
     }
 
     /// The result that takes a DataRow.

@@ -44,7 +44,7 @@ use postgres_protocol::message::backend::{self, Message};
 use postgres_protocol::message::frontend;
 
 use crate::error::{DbError, Error};
-use crate::row::{Column, Row, RowBuf, Tag};
+use crate::row::{Column, RowBuf, Rows, Tag};
 use crate::types::TypeRegistry;
 use in_flight::{Answer, Effect, InFlight, Queued};
 use parse::{bad, parse_columns, unexpected};
@@ -95,9 +95,10 @@ pub(crate) enum Event {
     Completed(Result<Response, Error>),
     /// A chunk of COPY TO STDOUT data for the oldest in-flight request.
     CopyData(Bytes),
-    /// A row of the oldest in-flight request, which streams its rows (see
-    /// [`Protocol::stream_last`]).
-    Row(Row),
+    /// The rows one read brought for the oldest in-flight request, which streams its rows
+    /// (see [`Protocol::stream_last`]): packed as they came, made into `Row`s only as they
+    /// are handed out.
+    Rows(Rows),
     /// A NOTIFY delivered to this session.
     Notification {
         process_id: i32,
@@ -146,6 +147,9 @@ pub(crate) struct Protocol {
     input: BytesMut,
     in_flight: VecDeque<Queued>,
     events: VecDeque<Event>,
+    /// Rows of the oldest request, which streams, are packed in its result and not yet
+    /// reported: they go out as one [`Event::Rows`] before anything else is handled.
+    streamed: bool,
     server_params: HashMap<String, String>,
     backend_key: Option<BackendKey>,
     /// The protocol versions allowed, and the one in use: asked for, then as negotiated.
@@ -227,6 +231,7 @@ impl Protocol {
             input: BytesMut::new(),
             in_flight: VecDeque::new(),
             events: VecDeque::new(),
+            streamed: false,
             server_params: HashMap::new(),
             backend_key: None,
             versions,
@@ -416,6 +421,10 @@ impl Protocol {
         if self.is_closed() {
             return;
         }
+        // Rows that arrived before the failure stay delivered.
+        if self.streamed {
+            self.emit_streamed();
+        }
         self.stage = Stage::Closed(err.clone());
         let server_gave_up = err.as_db_error().is_some_and(DbError::is_fatal);
         self.copy_flights = 0;
@@ -457,6 +466,9 @@ impl Protocol {
                     let quick = if tag == backend::DATA_ROW_TAG {
                         None
                     } else {
+                        if self.streamed {
+                            self.emit_streamed();
+                        }
                         self.quick(tag, &input[done + 5..done + end])
                     };
                     let r = if tag == backend::DATA_ROW_TAG {
@@ -480,11 +492,27 @@ impl Protocol {
                 Err(e) => self.fail(e),
             }
         }
+        if self.streamed {
+            self.emit_streamed();
+        }
         input.advance(done);
         if self.is_closed() {
             input.clear();
         }
         self.input = input;
+    }
+
+    /// Reports the streamed rows packed so far, as one event.
+    #[cold]
+    fn emit_streamed(&mut self) {
+        self.streamed = false;
+        if let Some(rows) = self
+            .in_flight
+            .front_mut()
+            .and_then(|f| f.answers.take_rows())
+        {
+            self.events.push_back(Event::Rows(rows));
+        }
     }
 
     fn handle_frame(&mut self, frame: framing::Frame) -> Result<(), Error> {
@@ -659,9 +687,7 @@ impl Protocol {
             return Ok(());
         }
         if flight.stream {
-            let row = flight.answers.row(message)?;
-            self.events.push_back(Event::Row(row));
-            return Ok(());
+            self.streamed = true;
         }
         flight.answers.take_row(message)
     }
@@ -671,7 +697,7 @@ impl Protocol {
         self.in_flight.front().is_some_and(|f| f.stream)
     }
 
-    /// The request just sent hands its rows out as [`Event::Row`]s as they arrive instead of
+    /// The request just sent hands its rows out as [`Event::Rows`] as they arrive instead of
     /// collecting them: its response then carries none.
     pub(crate) fn stream_last(&mut self) {
         if let Some(flight) = self.in_flight.back_mut() {

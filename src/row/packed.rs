@@ -50,7 +50,6 @@ impl RowBuf {
         self.count
     }
 
-    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -124,6 +123,48 @@ impl fmt::Debug for Rows {
         match self {
             Rows::Owned(rows) => f.debug_list().entries(rows.as_slice()).finish(),
             Rows::Packed { left, .. } => write!(f, "[{left} rows]"),
+        }
+    }
+}
+
+impl Rows {
+    /// Hands every row to `f` by reference, in order. A packed buffer's rows are read into
+    /// one `Row`, made once: no share of the columns is taken per row and nothing is
+    /// allocated for a short one (`f` cannot keep the reference; a clone is its own row).
+    pub(crate) fn for_each_ref(self, mut f: impl FnMut(&Row)) {
+        let Rows::Packed {
+            columns,
+            mut data,
+            mut pos,
+            mut left,
+        } = self
+        else {
+            self.for_each(|row| f(&row));
+            return;
+        };
+        let mut row = Row::trusted(
+            columns,
+            Body::Inline {
+                len: 0,
+                data: [0; super::INLINE],
+            },
+        );
+        while left > 0 {
+            let at = pos;
+            let Some(head) = data.bytes().get(at..at + 4) else {
+                return;
+            };
+            let end = at + u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            pos = end;
+            left -= 1;
+            // RowBuf::push validated the body for these columns.
+            row.body = if end - (at + 4) <= super::INLINE {
+                Body::inline(&data.bytes()[at + 4..end])
+            } else {
+                Body::Shared(data.share().slice(at + 4..end))
+            };
+            row.rewind();
+            f(&row);
         }
     }
 }
@@ -277,19 +318,48 @@ mod tests {
     }
 
     #[test]
-    fn a_row_read_where_it_lies_reads_as_a_collected_one() {
+    fn rows_handed_by_reference_read_as_collected_ones_and_a_clone_outlives_the_call() {
         let long = [b'y'; 100];
-        for fields in [[Some(&b"12"[..]), None], [Some(&long[..]), Some(b"z")]] {
-            let m = message(&fields);
-            let row = Row::from_slice(cols(2), &m[4..]).unwrap();
-            let mut buf = RowBuf::default();
-            buf.push(2, &m).unwrap();
-            let collected = buf.into_rows(cols(2)).next().unwrap();
-            for i in 0..2usize {
-                assert_eq!(row.get_raw(i), collected.get_raw(i));
-            }
-        }
-        let e = Row::from_slice(cols(2), &message(&[Some(b"1")])[4..]).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Protocol);
+        let wide: Vec<Option<&[u8]>> = (0..10).map(|_| Some(&b"w"[..])).collect();
+        let mut wide_last = wide.clone();
+        wide_last[9] = Some(b"last");
+        let mut buf = RowBuf::default();
+        buf.push(2, &message(&[Some(b"12"), None])).unwrap();
+        buf.push(2, &message(&[Some(&long), Some(b"z")])).unwrap();
+        buf.push(2, &message(&[None, Some(b"")])).unwrap();
+        let collected: Vec<Row> = buf.clone().into_rows(cols(2)).collect();
+        let mut seen = Vec::new();
+        let mut kept = None;
+        buf.into_rows(cols(2)).for_each_ref(|row| {
+            // Read out of order, so that the next row must start from its first field.
+            seen.push((
+                row.get_raw(1usize).map(<[u8]>::to_vec),
+                row.get_raw(0usize).map(<[u8]>::to_vec),
+            ));
+            kept.get_or_insert_with(|| row.clone());
+        });
+        let want: Vec<_> = collected
+            .iter()
+            .map(|r| {
+                (
+                    r.get_raw(1usize).map(<[u8]>::to_vec),
+                    r.get_raw(0usize).map(<[u8]>::to_vec),
+                )
+            })
+            .collect();
+        assert_eq!(seen, want);
+        assert_eq!(kept.unwrap().get_raw(0usize), Some(&b"12"[..]));
+
+        // A row wide enough for a span table: the next row does not read the last one's.
+        let mut buf = RowBuf::default();
+        buf.push(10, &message(&wide)).unwrap();
+        buf.push(10, &message(&wide_last)).unwrap();
+        let mut lasts = Vec::new();
+        buf.into_rows(cols(10)).for_each_ref(|row| {
+            let _ = row.get_raw(9usize);
+            let _ = row.get_raw(0usize);
+            lasts.push(row.get_raw(9usize).unwrap().to_vec());
+        });
+        assert_eq!(lasts, [b"w".to_vec(), b"last".to_vec()]);
     }
 }

@@ -164,7 +164,7 @@ pub(crate) enum Action {
     CopyData(CopySink, Bytes),
     /// Rows of a streamed query, those one read produced, for its sink: each is dropped
     /// once the sink has seen it.
-    Rows(RowSink, Vec<crate::row::Row>),
+    Rows(RowSink, crate::row::Rows),
     /// The established connection was lost or closed.
     Closed(Error),
     /// A request ran past its query_timeout: the driver sends a CancelRequest.
@@ -196,7 +196,7 @@ impl Action {
                 }
             }
             Action::Rows(sink, rows) => match sink.try_borrow_mut() {
-                Ok(mut s) => rows.into_iter().for_each(|row| s(&row)),
+                Ok(mut s) => rows.for_each_ref(|row| s(row)),
                 Err(_) => log::warn!(
                     "a stream callback was re-entered; dropped {} rows",
                     rows.len()
@@ -916,7 +916,7 @@ impl Session {
                         self.actions.push(Action::CopyData(sink.clone(), data));
                     }
                 }
-                Event::Row(row) => self.on_row(row),
+                Event::Rows(rows) => self.on_rows(rows),
                 Event::Notification {
                     process_id,
                     channel,

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::{Action, Callback, Pending, Recipient, Session};
 use crate::proto::Request;
-use crate::row::Row;
+use crate::row::{Row, Rows};
 
 /// Where a streamed query's rows go.
 pub(crate) type RowSink = Rc<RefCell<dyn FnMut(&Row)>>;
@@ -32,9 +32,9 @@ impl Session {
         self.send(req, Recipient::Rows(cb, sink), now);
     }
 
-    /// A row of the oldest request, which streams: the rows of one read go out together,
-    /// in one action.
-    pub(super) fn on_row(&mut self, row: Row) {
+    /// The rows one read brought for the oldest request, which streams: they go out
+    /// together, in one action.
+    pub(super) fn on_rows(&mut self, rows: Rows) {
         let Some(Pending {
             waiter: Recipient::Rows(_, sink),
             ..
@@ -43,10 +43,7 @@ impl Session {
             // Its caller timed out: the rest of the answer is dropped.
             return;
         };
-        match self.actions.last_mut() {
-            Some(Action::Rows(s, rows)) if Rc::ptr_eq(s, sink) => rows.push(row),
-            _ => self.actions.push(Action::Rows(sink.clone(), vec![row])),
-        }
+        self.actions.push(Action::Rows(sink.clone(), rows));
     }
 
     /// A read stopped at its budget while rows stream (see `Transport::read`): the driver
