@@ -200,19 +200,6 @@ enum Body {
 /// The longest body a row holds inline.
 const INLINE: usize = 22;
 
-impl Body {
-    /// A body of at most `INLINE` bytes, copied in.
-    #[inline]
-    fn inline(b: &[u8]) -> Body {
-        let mut data = [0u8; INLINE];
-        data[..b.len()].copy_from_slice(b);
-        Body::Inline {
-            len: b.len() as u8,
-            data,
-        }
-    }
-}
-
 impl std::ops::Deref for Body {
     type Target = [u8];
     #[inline]
@@ -506,31 +493,36 @@ fn try_len(b: &[u8], pos: usize) -> Option<i32> {
 /// count must match and every length must fit, or this is an `ErrorKind::Protocol` error.
 /// One pass, without allocation.
 fn validate(b: &[u8], columns: usize) -> Result<(), Error> {
-    if b.len() < 2 || usize::try_from(i16::from_be_bytes([b[0], b[1]])).ok() != Some(columns) {
-        return Err(bad_row(b, columns));
-    }
-    if b.len() > u32::MAX as usize {
-        return Err(Error::protocol("DataRow too long"));
-    }
-    let mut pos = FIRST_FIELD;
-    for _ in 0..columns {
-        let Some(len) = try_len(b, pos) else {
-            return Err(bad_row(b, columns));
-        };
-        pos += 4;
-        if len >= 0 {
-            if len as usize > b.len() - pos {
-                return Err(bad_row(b, columns));
-            }
-            pos += len as usize;
-        } else if len != -1 {
-            return Err(bad_row(b, columns));
-        }
-    }
-    if pos != b.len() {
+    if b.len() > u32::MAX as usize || !well_formed(b, columns) {
         return Err(bad_row(b, columns));
     }
     Ok(())
+}
+
+/// Whether `b` has exactly `columns` fields, each length inside the body and nothing after
+/// the last: the slices shrink as the fields are walked, so each check is one comparison.
+#[inline]
+fn well_formed(b: &[u8], columns: usize) -> bool {
+    let Some((count, mut rest)) = b.split_first_chunk::<2>() else {
+        return false;
+    };
+    if i16::from_be_bytes(*count) as usize != columns {
+        return false;
+    }
+    for _ in 0..columns {
+        let Some((len, after)) = rest.split_first_chunk::<4>() else {
+            return false;
+        };
+        rest = match i32::from_be_bytes(*len) {
+            -1 => after,
+            len if len >= 0 => match after.get(len as usize..) {
+                Some(r) => r,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    rest.is_empty()
 }
 
 /// What is wrong with a body [`validate`] refused (the slow path, walked again to say it).

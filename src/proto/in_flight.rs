@@ -272,16 +272,16 @@ impl InFlight {
         Ok(Effect::None)
     }
 
-    /// Takes a DataRow (its length and body), the hot path: copied as received into the
-    /// result's one buffer (validated), decoded lazily.
-    pub(super) fn take_row(&mut self, message: &[u8]) -> Result<(), Error> {
+    /// Where DataRows go (each its length and body, copied as received into the result's
+    /// one buffer, validated, decoded lazily), with the column count they are validated
+    /// against: no share of the columns is taken per row.
+    #[inline]
+    pub(super) fn row_buf(&mut self) -> Result<(usize, &mut RowBuf), Error> {
         let result = self.row_result()?;
-        // The column count only: no share of the columns is taken per row.
-        let n = match &result.columns {
-            Some(columns) => columns.len(),
-            None => return Err(no_description()),
-        };
-        result.rows.push(n, message)
+        match &result.columns {
+            Some(columns) => Ok((columns.len(), &mut result.rows)),
+            None => Err(no_description()),
+        }
     }
 
     /// The rows collected so far, taken out: a streamed result hands them out read by

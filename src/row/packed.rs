@@ -127,6 +127,28 @@ impl fmt::Debug for Rows {
     }
 }
 
+/// The body at `start..end` of the buffer: copied into the row when short, shared when
+/// not.
+#[inline]
+fn body_at(data: &mut Store, start: usize, end: usize) -> Body {
+    let len = end - start;
+    if len > super::INLINE {
+        return Body::Shared(data.share().slice(start..end));
+    }
+    let b = data.bytes();
+    let mut inline = [0u8; super::INLINE];
+    match b.get(start..start + super::INLINE) {
+        // A copy of fixed size, which needs no call: the bytes after the body come along
+        // and are never read (the body's length says where it ends).
+        Some(window) => inline.copy_from_slice(window),
+        None => inline[..len].copy_from_slice(&b[start..end]),
+    }
+    Body::Inline {
+        len: len as u8,
+        data: inline,
+    }
+}
+
 impl Rows {
     /// Hands every row to `f` by reference, in order. A packed buffer's rows are read into
     /// one `Row`, made once: no share of the columns is taken per row and nothing is
@@ -158,11 +180,7 @@ impl Rows {
             pos = end;
             left -= 1;
             // RowBuf::push validated the body for these columns.
-            row.body = if end - (at + 4) <= super::INLINE {
-                Body::inline(&data.bytes()[at + 4..end])
-            } else {
-                Body::Shared(data.share().slice(at + 4..end))
-            };
+            row.body = body_at(&mut data, at + 4, end);
             row.rewind();
             f(&row);
         }
@@ -191,12 +209,7 @@ impl Iterator for Rows {
                 *pos = end;
                 *left -= 1;
                 // RowBuf::push validated the body for these columns.
-                let body = if end - (at + 4) <= super::INLINE {
-                    Body::inline(&data.bytes()[at + 4..end])
-                } else {
-                    Body::Shared(data.share().slice(at + 4..end))
-                };
-                Some(Row::trusted(columns.clone(), body))
+                Some(Row::trusted(columns.clone(), body_at(data, at + 4, end)))
             }
         }
     }
