@@ -928,7 +928,7 @@ fn register(core: &Rc<Core<LoopDriver>>) {
     // goes out in one write. With poll_before_write they wait for the next iteration
     // instead, whose poll comes first and notices a connection that died while idle before
     // a request is written into it (so that a pool may retry safely).
-    if s.wants_write() && !reg.flush_scheduled {
+    if !reg.flush_scheduled && s.wants_write() {
         reg.flush_scheduled = true;
         let me = core.clone();
         if d.poll_before_write {

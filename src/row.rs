@@ -20,6 +20,7 @@ mod packed;
 mod tag;
 
 pub(crate) use packed::{RowBuf, Rows};
+
 pub(crate) use tag::Tag;
 
 /// Decoding hints for types whose OID is assigned at run time.
@@ -575,7 +576,6 @@ impl fmt::Debug for Row {
 
 /// The number of rows a command tag reports: `SELECT 10`, `INSERT 0 1`, `UPDATE 3`,
 /// `DELETE 2`, `MOVE 5`, `FETCH 5`, `COPY 7`, `MERGE 1`; -1 for any other command.
-#[allow(dead_code)] // used by the Connection to build cursors
 pub(crate) fn rowcount_from_tag(tag: &[u8]) -> i64 {
     // Byte-wise, the count read as integer columns are: this runs for every statement.
     let rest = match tag {
@@ -598,6 +598,26 @@ pub(crate) fn rowcount_from_tag(tag: &[u8]) -> i64 {
     crate::types::parse_i64(rest).unwrap_or(-1)
 }
 
+/// A cursor's query text: its own, or a prepared statement's, shared rather than copied
+/// for every execution.
+#[derive(Debug)]
+pub(crate) enum QueryText {
+    Owned(String),
+    Shared(Arc<str>),
+}
+
+impl From<String> for QueryText {
+    fn from(s: String) -> QueryText {
+        QueryText::Owned(s)
+    }
+}
+
+impl From<Arc<str>> for QueryText {
+    fn from(s: Arc<str>) -> QueryText {
+        QueryText::Shared(s)
+    }
+}
+
 /// The result of one statement, with psycopg2's cursor semantics: rows are fetched in
 /// order, each once.
 ///
@@ -608,11 +628,13 @@ pub(crate) fn rowcount_from_tag(tag: &[u8]) -> i64 {
 /// ```
 #[derive(Debug)]
 pub struct Cursor {
-    query: String,
+    query: QueryText,
     description: Option<Arc<[Column]>>,
     rows: Rows,
     rownumber: usize,
-    rowcount: i64,
+    /// The row count given, or `None` to read it from the command tag when asked (most
+    /// callers never ask, and reading it was most of the cost of a small result's cursor).
+    rowcount: Option<i64>,
     statusmessage: Option<Tag>,
 }
 
@@ -627,21 +649,21 @@ impl Cursor {
         statusmessage: Option<String>,
     ) -> Cursor {
         Cursor {
-            query,
+            query: QueryText::Owned(query),
             description,
             rows: Rows::Owned(rows.into_iter()),
             rownumber: 0,
-            rowcount,
+            rowcount: Some(rowcount),
             statusmessage: statusmessage.map(Tag::from),
         }
     }
 
-    /// A cursor over a statement's collected result: its rows made as they are fetched.
+    /// A cursor over a statement's collected result: its rows made as they are fetched,
+    /// its row count read from its command tag when asked.
     pub(crate) fn from_buf(
-        query: String,
+        query: QueryText,
         description: Option<Arc<[Column]>>,
         rows: RowBuf,
-        rowcount: i64,
         statusmessage: Option<Tag>,
     ) -> Cursor {
         let rows = match &description {
@@ -653,7 +675,7 @@ impl Cursor {
             description,
             rows,
             rownumber: 0,
-            rowcount,
+            rowcount: None,
             statusmessage,
         }
     }
@@ -759,7 +781,11 @@ impl Cursor {
 
     /// The number of rows the statement returned or affected, -1 when unknown.
     pub fn rowcount(&self) -> i64 {
-        self.rowcount
+        match (self.rowcount, &self.statusmessage) {
+            (Some(n), _) => n,
+            (None, Some(tag)) => rowcount_from_tag(tag.as_bytes()),
+            (None, None) => -1,
+        }
     }
 
     /// The result's columns, `None` for a statement that returns no rows (`INSERT` without
@@ -775,7 +801,10 @@ impl Cursor {
 
     /// The query as it was sent (with the parameters quoted in).
     pub fn query(&self) -> &str {
-        &self.query
+        match &self.query {
+            QueryText::Owned(s) => s,
+            QueryText::Shared(s) => s,
+        }
     }
 
     /// The index of the next row to fetch (psycopg2's `rownumber`).

@@ -325,17 +325,25 @@ impl Protocol {
         if self.out.is_empty() || self.copy_flights > 0 || !self.held.is_empty() {
             return false;
         }
-        // Asked after every request: O(log n) in the requests in flight. Nothing is held, so
+        // Asked after every request: O(1) in the requests in flight. Nothing is held, so
         // they start in the byte stream in their order, and those not written yet (none of
-        // their bytes, not a part) are a suffix, found by bisection.
+        // their bytes, not a part) are a suffix; it matters only while it is shorter than
+        // PIPELINE_HOLD, so only that many at the back are bisected.
         let total = self.in_flight.len();
         if total < PIPELINE_HOLD {
             return false;
         }
-        let sent = self
-            .in_flight
-            .partition_point(|f| f.start < self.sent_total);
-        let unsent = total - sent;
+        let (mut lo, mut hi) = (total - PIPELINE_HOLD, total);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.in_flight[mid].start < self.sent_total {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let unsent = total - lo;
+        let sent = total - unsent;
         if sent < PIPELINE_HOLD || unsent >= PIPELINE_HOLD {
             return false;
         }
@@ -697,6 +705,9 @@ impl Protocol {
             r?;
             // The next message, when it is another whole DataRow (framing's checks, as for
             // any message); anything else goes back to the message loop.
+            if input.get(*done) != Some(&backend::DATA_ROW_TAG) {
+                return Ok(());
+            }
             match framing::peek_frame(&input[*done..], self.max_message_size) {
                 Ok(Some((backend::DATA_ROW_TAG, next))) => end = next,
                 _ => return Ok(()),

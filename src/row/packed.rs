@@ -14,8 +14,14 @@ use bytes::Bytes;
 use super::{validate, Body, Column, Row};
 use crate::error::Error;
 
-/// The buffer's size at its first row: room for a handful of short rows.
+/// The buffer's size when its rows first outgrow the inline room: a handful of short rows.
 const FIRST_CAPACITY: usize = 128;
+
+/// The bytes held in the buffer itself, before any allocation: a result of one short row
+/// (a `SELECT 1`, a count, a flag, an int4 key: up to 5 bytes of value in one column) costs
+/// no allocation at all. No more than fits beside a `Vec`'s own bytes, so that a `RowBuf`
+/// (and every result and event that carries one) is no bigger for it.
+const SMALL: usize = 15;
 
 /// The rows of one statement as they arrive: every DataRow copied, validated, into one
 /// buffer as it came (its length, big-endian and counting itself, then its body), nothing
@@ -24,8 +30,34 @@ const FIRST_CAPACITY: usize = 128;
 /// as the cursor hands them out.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RowBuf {
-    data: Vec<u8>,
+    data: Buf,
     count: usize,
+}
+
+/// A [`RowBuf`]'s bytes: inline while they fit, then on the heap.
+#[derive(Debug, Clone)]
+enum Buf {
+    Heap(Vec<u8>),
+    Small { len: u8, bytes: [u8; SMALL] },
+}
+
+impl Default for Buf {
+    fn default() -> Buf {
+        Buf::Small {
+            len: 0,
+            bytes: [0; SMALL],
+        }
+    }
+}
+
+impl Buf {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Buf::Heap(v) => v,
+            Buf::Small { len, bytes } => &bytes[..usize::from(*len)],
+        }
+    }
 }
 
 impl RowBuf {
@@ -35,14 +67,34 @@ impl RowBuf {
     pub(crate) fn push(&mut self, columns: usize, message: &[u8]) -> Result<(), Error> {
         let body = message.get(4..).unwrap_or_default();
         validate(body, columns)?;
-        if self.data.capacity() == 0 {
-            // The first row sizes the buffer at once: most results are a few short rows,
-            // and this skips the growth path for them.
-            self.data = Vec::with_capacity(message.len().max(FIRST_CAPACITY));
+        match &mut self.data {
+            Buf::Heap(v) => v.extend_from_slice(message),
+            Buf::Small { len, bytes } if usize::from(*len) + message.len() <= SMALL => {
+                let at = usize::from(*len);
+                bytes[at..at + message.len()].copy_from_slice(message);
+                *len += message.len() as u8;
+            }
+            _ => self.spill(message),
         }
-        self.data.extend_from_slice(message);
         self.count += 1;
         Ok(())
+    }
+
+    /// The rows outgrew the inline room: the buffer moves to the heap, sized at once so
+    /// that a few more short rows skip the growth path.
+    #[cold]
+    fn spill(&mut self, message: &[u8]) {
+        let held = self.data.bytes();
+        let mut v = Vec::with_capacity((held.len() + message.len()).max(FIRST_CAPACITY));
+        v.extend_from_slice(held);
+        v.extend_from_slice(message);
+        self.data = Buf::Heap(v);
+    }
+
+    /// The bytes the rows take.
+    #[cfg(test)]
+    fn byte_len(&self) -> usize {
+        self.data.bytes().len()
     }
 
     #[cfg(test)]
@@ -56,7 +108,10 @@ impl RowBuf {
 
     /// Forgets every row, keeping the buffer.
     pub(crate) fn clear(&mut self) {
-        self.data.clear();
+        match &mut self.data {
+            Buf::Heap(v) => v.clear(),
+            Buf::Small { len, .. } => *len = 0,
+        }
         self.count = 0;
     }
 
@@ -67,7 +122,10 @@ impl RowBuf {
         }
         Rows::Packed {
             columns,
-            data: Store::Owned(self.data),
+            data: match self.data {
+                Buf::Heap(v) => Store::Owned(v),
+                Buf::Small { len, bytes } => Store::Small { len, bytes },
+            },
             pos: 0,
             left: self.count,
         }
@@ -91,9 +149,12 @@ pub(crate) enum Rows {
     },
 }
 
-/// The buffer of a cursor's rows: owned until a row too long to hold inline first needs a
-/// share of it (a result of short rows never pays for the sharing).
+/// The buffer of a cursor's rows: inline while they fit, owned once they do not, and shared
+/// once a row too long to hold inline first needs a share of it (a result of short rows
+/// never pays for the sharing).
+#[derive(Debug, Clone)]
 pub(crate) enum Store {
+    Small { len: u8, bytes: [u8; SMALL] },
     Owned(Vec<u8>),
     Shared(Bytes),
 }
@@ -102,18 +163,21 @@ impl Store {
     #[inline]
     fn bytes(&self) -> &[u8] {
         match self {
+            Store::Small { len, bytes } => &bytes[..usize::from(*len)],
             Store::Owned(v) => v,
             Store::Shared(b) => b,
         }
     }
 
     fn share(&mut self) -> &Bytes {
-        if let Store::Owned(v) = self {
-            *self = Store::Shared(Bytes::from(std::mem::take(v)));
+        match self {
+            Store::Owned(v) => *self = Store::Shared(Bytes::from(std::mem::take(v))),
+            Store::Small { .. } => *self = Store::Shared(Bytes::copy_from_slice(self.bytes())),
+            Store::Shared(_) => {}
         }
         match self {
             Store::Shared(b) => b,
-            Store::Owned(_) => unreachable!("made shared above"),
+            _ => unreachable!("made shared above"),
         }
     }
 }
@@ -262,7 +326,48 @@ mod tests {
             buf.push(1, &m).unwrap();
         }
         assert_eq!(buf.len(), 1_000_000);
-        assert_eq!(buf.data.len(), 14 * 1_000_000);
+        assert_eq!(buf.byte_len(), 14 * 1_000_000);
+    }
+
+    #[test]
+    fn short_results_stay_inline_and_spill_to_the_heap_in_order() {
+        // The inline room costs the buffer no size over a Vec's (where rustc lays the two
+        // out together, as it does today).
+        assert!(std::mem::size_of::<RowBuf>() <= 32);
+        // A 15-byte message (one 5-byte value) is exactly the room; a second spills.
+        let m = |v: &[u8; 5]| message(&[Some(&v[..])]);
+        assert_eq!(m(b"12345").len(), 15);
+        let mut buf = RowBuf::default();
+        buf.push(1, &m(b"aaaaa")).unwrap();
+        assert!(matches!(buf.data, Buf::Small { len: 15, .. }));
+        buf.push(1, &m(b"bbbbb")).unwrap();
+        assert!(matches!(&buf.data, Buf::Heap(v) if v.capacity() >= FIRST_CAPACITY));
+        buf.push(1, &m(b"ccccc")).unwrap();
+        let got: Vec<Vec<u8>> = buf
+            .clone()
+            .into_rows(cols(1))
+            .map(|r| r.get_raw(0usize).unwrap().to_vec())
+            .collect();
+        assert_eq!(
+            got,
+            [b"aaaaa".to_vec(), b"bbbbb".to_vec(), b"ccccc".to_vec()]
+        );
+        buf.clear();
+        assert!(matches!(&buf.data, Buf::Heap(v) if v.is_empty() && v.capacity() > 0));
+
+        // Inline, read back by reference, as owned rows, and shared.
+        let mut buf = RowBuf::default();
+        buf.push(1, &m(b"xyzzy")).unwrap();
+        let mut kept = None;
+        buf.clone()
+            .into_rows(cols(1))
+            .for_each_ref(|r| kept = Some(r.clone()));
+        assert_eq!(kept.unwrap().get_raw(0usize), Some(&b"xyzzy"[..]));
+        let mut rows = buf.into_rows(cols(1));
+        if let Rows::Packed { data, .. } = &mut rows {
+            assert_eq!(&data.share()[..], &m(b"xyzzy")[..]);
+        }
+        assert_eq!(rows.next().unwrap().get_raw(0usize), Some(&b"xyzzy"[..]));
     }
 
     #[test]
@@ -327,7 +432,7 @@ mod tests {
             assert_eq!(e.to_string(), old.to_string());
         }
         assert!(buf.is_empty());
-        assert!(buf.data.is_empty());
+        assert_eq!(buf.byte_len(), 0);
     }
 
     #[test]

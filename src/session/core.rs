@@ -79,7 +79,12 @@ impl<D: Drive> Core<D> {
 
     /// Queues a request whose response becomes a cursor for `done`; `query` names it when
     /// the result does not carry its own text (only simple queries do).
-    pub(crate) fn request_cursor(self: &Rc<Self>, req: Request, query: String, done: Done<Cursor>) {
+    pub(crate) fn request_cursor(
+        self: &Rc<Self>,
+        req: Request,
+        query: crate::row::QueryText,
+        done: Done<Cursor>,
+    ) {
         {
             let mut s = self.session.borrow_mut();
             let now = s.options.query_timeout.map(|_| self.driver.now());

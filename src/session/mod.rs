@@ -83,7 +83,7 @@ pub(crate) type Callback = Box<dyn FnOnce(Result<Response, Error>)>;
 pub(crate) enum Waiter {
     Response(Callback),
     /// The query text names the cursor when the result does not carry its own.
-    Cursor(String, ops::Done<crate::row::Cursor>),
+    Cursor(crate::row::QueryText, ops::Done<crate::row::Cursor>),
 }
 
 impl Waiter {
@@ -631,7 +631,7 @@ impl Session {
     pub(crate) fn request_cursor(
         &mut self,
         req: Request,
-        query: String,
+        query: crate::row::QueryText,
         done: ops::Done<crate::row::Cursor>,
         now: Option<Instant>,
     ) {

@@ -193,26 +193,40 @@ pub(crate) fn parse_i64(raw: &[u8]) -> Option<i64> {
     parse_dec!(i64, raw)
 }
 
-/// The integer decoders. The fast path reads any integer column in text, and in binary the
-/// column type (`$own`, `$w` bytes wide) whose values are exactly this Rust type's; anything
-/// else goes down the general path, which gives the same value or the error.
+/// A binary integer column's value, when its bytes are its type's width (anything else goes
+/// down the general path, which reports it).
+#[inline]
+fn binary_int(t: u32, raw: &[u8]) -> Option<i64> {
+    Some(match t {
+        oid::INT4 => i64::from(i32::from_be_bytes(raw.try_into().ok()?)),
+        oid::INT8 => i64::from_be_bytes(raw.try_into().ok()?),
+        oid::INT2 => i64::from(i16::from_be_bytes(raw.try_into().ok()?)),
+        oid::OID => i64::from(u32::from_be_bytes(raw.try_into().ok()?)),
+        _ => return None,
+    })
+}
+
+/// The integer decoders. The fast path reads any integer column, in text or binary, into
+/// any integer type the value fits; anything else goes down the general path, which gives
+/// the same value or the error.
 macro_rules! int_from_sql {
-    ($($t:ty $(: $own:ident $w:literal)?),* $(,)?) => {$(
+    ($($t:ty),* $(,)?) => {$(
         impl FromSql for $t {
             #[inline]
             fn from_sql(column: &Column, raw: Option<&[u8]>) -> Result<$t, Error> {
                 if let Some(raw) = raw {
-                    if !is_binary(column) {
+                    let fast = if !is_binary(column) {
                         if is_int_column(column.type_oid()) {
-                            if let Some(v) = parse_dec!($t, raw) {
-                                return Ok(v);
-                            }
+                            parse_dec!($t, raw)
+                        } else {
+                            None
                         }
-                    } $(else if column.type_oid() == oid::$own {
-                        if let Ok(b) = <[u8; $w]>::try_from(raw) {
-                            return Ok(<$t>::from_be_bytes(b));
-                        }
-                    })?
+                    } else {
+                        binary_int(column.type_oid(), raw).and_then(|v| <$t>::try_from(v).ok())
+                    };
+                    if let Some(v) = fast {
+                        return Ok(v);
+                    }
                 }
                 let v = int(column, raw, stringify!($t))?;
                 <$t>::try_from(v).map_err(|_| out_of_range(column, v, stringify!($t)))
@@ -223,11 +237,11 @@ macro_rules! int_from_sql {
 
 int_from_sql! {
     i8,
-    i16: INT2 2,
+    i16,
     u16,
-    i32: INT4 4,
-    u32: OID 4,
-    i64: INT8 8,
+    i32,
+    u32,
+    i64,
     u64,
     i128,
     u128,

@@ -1071,6 +1071,27 @@ fn text_integers_decode_like_str_parse_at_the_edges() {
         1.5
     );
     assert!(i32::from_sql(&col(oid::INT4), Some(&[0, 0, 1])).is_err());
+    // Across widths: whatever fits is the value, the rest the general path's error.
+    assert_eq!(
+        i64::from_sql(&col(oid::INT4), Some(&(-7i32).to_be_bytes())).unwrap(),
+        -7
+    );
+    assert_eq!(
+        u64::from_sql(&col(oid::OID), Some(&u32::MAX.to_be_bytes())).unwrap(),
+        4294967295
+    );
+    assert_eq!(
+        i16::from_sql(&col(oid::INT8), Some(&300i64.to_be_bytes())).unwrap(),
+        300
+    );
+    let e = i16::from_sql(&col(oid::INT4), Some(&70000i32.to_be_bytes())).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "conversion error: column \"c\" of type integer: 70000 is out of range for i16"
+    );
+    let e = u32::from_sql(&col(oid::INT4), Some(&(-1i32).to_be_bytes())).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conversion);
+    assert!(i64::from_sql(&col(oid::INT8), Some(&[0; 4])).is_err());
     assert!(f64::from_sql(&col(oid::FLOAT8), Some(&[0; 4])).is_err());
     assert!(String::from_sql(&col(oid::TEXT), Some(&[0xff])).is_err());
 }

@@ -27,7 +27,7 @@ pub(crate) fn execute<D: Drive, P: Params + ?Sized>(
 
 /// One simple query whose result becomes a cursor.
 pub(crate) fn simple<D: Drive>(core: &Rc<Core<D>>, sql: String, done: Done<Cursor>) {
-    core.request_cursor(Request::Simple { query: sql }, String::new(), done);
+    core.request_cursor(Request::Simple { query: sql }, String::new().into(), done);
 }
 
 /// `SELECT 1 AS ping`: done once the server answered.

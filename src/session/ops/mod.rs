@@ -23,7 +23,7 @@ pub(crate) mod transaction;
 use crate::error::Error;
 use crate::params::{ParamValues, Params};
 use crate::proto::{QueryResult, Response};
-use crate::row::Cursor;
+use crate::row::{Cursor, QueryText};
 use crate::types::QuoteContext;
 
 /// Where a connection or pool operation's result goes: a callback of the library's, or a
@@ -130,21 +130,17 @@ impl<Q: Into<String>, P: Params> From<(Q, P)> for Statement {
 
 /// Builds the cursor for one statement's result; `query` names it when the result does not
 /// carry its own text (only simple queries do).
-pub(crate) fn result_cursor(query: String, mut r: QueryResult) -> Cursor {
+pub(crate) fn result_cursor(query: impl Into<QueryText>, mut r: QueryResult) -> Cursor {
     let query = if r.query.is_empty() {
-        query
+        query.into()
     } else {
-        std::mem::take(&mut r.query)
+        QueryText::Owned(std::mem::take(&mut r.query))
     };
-    let rowcount = match &r.tag {
-        Some(tag) => crate::row::rowcount_from_tag(tag.as_bytes()),
-        None => -1,
-    };
-    Cursor::from_buf(query, r.columns, r.rows, rowcount, r.tag)
+    Cursor::from_buf(query, r.columns, r.rows, r.tag)
 }
 
 /// Builds the cursor for a query's response.
-pub(crate) fn to_cursor(query: String, resp: Response) -> Result<Cursor, Error> {
+pub(crate) fn to_cursor(query: impl Into<QueryText>, resp: Response) -> Result<Cursor, Error> {
     match resp {
         Response::Query(r) => Ok(result_cursor(query, r)),
         other => Err(Error::protocol(format!(

@@ -27,7 +27,7 @@ use crate::types::{TypeRegistry, Value};
 pub struct Prepared(Rc<PreparedInner>);
 
 struct PreparedInner {
-    query: String,
+    query: Arc<str>,
     param_types: Vec<u32>,
     columns: Option<Arc<[Column]>>,
     result_formats: Rc<[i16]>,
@@ -86,7 +86,7 @@ pub(crate) fn prepare<D: Drive>(core: &Rc<Core<D>>, query: &str, done: Done<Prep
                     let (owner, types) = c.with(|s| (s.identity(), s.types().snapshot()));
                     let columns = columns.map(|c| binary_columns(&c, &types));
                     Ok(Prepared(Rc::new(PreparedInner {
-                        query: q,
+                        query: q.into(),
                         param_types,
                         result_formats: result_formats(&columns),
                         columns,
@@ -133,7 +133,7 @@ pub(crate) fn execute_prepared<D: Drive, P: Params + ?Sized>(
         core.request(
             Request::Prepare {
                 name,
-                query: st.query.clone(),
+                query: st.query.to_string(),
                 param_types: st.param_types.clone(),
             },
             Box::new(move |r| {
@@ -154,7 +154,7 @@ pub(crate) fn execute_prepared<D: Drive, P: Params + ?Sized>(
         describe: false,
     };
     let Some(reprepare_error) = reprepare_error else {
-        return core.request_cursor(request, query, done);
+        return core.request_cursor(request, query.into(), done);
     };
     core.request(
         request,
