@@ -138,7 +138,7 @@ impl<T: 'static> Future<T> {
     /// assert_eq!(f.take(), Some(1));
     /// ```
     pub fn set_result(&self, value: T) -> Result<(), T> {
-        let (callbacks, waker, wakers, ioloop) = {
+        let (callbacks, waker, wakers) = {
             let mut state = self.0.borrow_mut();
             if !matches!(state.value, Value::Pending) {
                 return Err(value);
@@ -148,13 +148,18 @@ impl<T: 'static> Future<T> {
                 std::mem::take(&mut state.callbacks),
                 state.waker.take(),
                 std::mem::take(&mut state.wakers),
-                state.ioloop.clone(),
             )
         };
-        for waker in waker.into_iter().chain(wakers) {
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        for waker in wakers {
             waker.wake();
         }
         if !callbacks.is_empty() {
+            // Only now is the loop needed; the borrow above is over (a waker may have read
+            // this future), so it is taken again, briefly.
+            let ioloop = self.0.borrow().ioloop.clone();
             self.schedule(&ioloop, callbacks);
         }
         Ok(())

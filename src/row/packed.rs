@@ -199,13 +199,20 @@ fn body_at(data: &mut Store, start: usize, end: usize) -> Body {
     if len > super::INLINE {
         return Body::Shared(data.share().slice(start..end));
     }
-    let b = data.bytes();
     let mut inline = [0u8; super::INLINE];
-    match b.get(start..start + super::INLINE) {
-        // A copy of fixed size, which needs no call: the bytes after the body come along
-        // and are never read (the body's length says where it ends).
-        Some(window) => inline.copy_from_slice(window),
-        None => inline[..len].copy_from_slice(&b[start..end]),
+    // Copies of fixed size, which need no call: the bytes after the body come along and
+    // are never read (the body's length says where it ends).
+    if let Store::Small { bytes, .. } = data {
+        // The whole inline store, padded, so that any body in it has a full window.
+        let mut padded = [0u8; SMALL + super::INLINE];
+        padded[..SMALL].copy_from_slice(bytes);
+        inline.copy_from_slice(&padded[start..start + super::INLINE]);
+    } else {
+        let b = data.bytes();
+        match b.get(start..start + super::INLINE) {
+            Some(window) => inline.copy_from_slice(window),
+            None => inline[..len].copy_from_slice(&b[start..end]),
+        }
     }
     Body::Inline {
         len: len as u8,
