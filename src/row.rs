@@ -660,6 +660,7 @@ impl Cursor {
 
     /// A cursor over a statement's collected result: its rows made as they are fetched,
     /// its row count read from its command tag when asked.
+    #[inline]
     pub(crate) fn from_buf(
         query: QueryText,
         description: Option<Arc<[Column]>>,

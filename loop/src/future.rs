@@ -137,6 +137,7 @@ impl<T: 'static> Future<T> {
     /// assert_eq!(f.set_result(2), Err(2));
     /// assert_eq!(f.take(), Some(1));
     /// ```
+    #[inline]
     pub fn set_result(&self, value: T) -> Result<(), T> {
         let (callbacks, waker, wakers) = {
             let mut state = self.0.borrow_mut();

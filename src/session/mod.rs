@@ -88,6 +88,7 @@ pub(crate) enum Waiter {
 
 impl Waiter {
     /// Answers, from the driver's delivery (no borrow held).
+    #[inline]
     pub(crate) fn answer(self, result: Result<Response, Error>) {
         match self {
             Waiter::Response(cb) => cb(result),

@@ -43,6 +43,7 @@ impl<T: 'static> Done<T> {
     }
 
     /// Delivers the result.
+    #[inline]
     pub(crate) fn call(self, result: Result<T, Error>) {
         match self {
             Done::Call(f) => f(result),
@@ -130,6 +131,7 @@ impl<Q: Into<String>, P: Params> From<(Q, P)> for Statement {
 
 /// Builds the cursor for one statement's result; `query` names it when the result does not
 /// carry its own text (only simple queries do).
+#[inline]
 pub(crate) fn result_cursor(query: impl Into<QueryText>, mut r: QueryResult) -> Cursor {
     let query = if r.query.is_empty() {
         query.into()
@@ -140,6 +142,7 @@ pub(crate) fn result_cursor(query: impl Into<QueryText>, mut r: QueryResult) -> 
 }
 
 /// Builds the cursor for a query's response.
+#[inline]
 pub(crate) fn to_cursor(query: impl Into<QueryText>, resp: Response) -> Result<Cursor, Error> {
     match resp {
         Response::Query(r) => Ok(result_cursor(query, r)),

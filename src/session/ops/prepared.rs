@@ -423,6 +423,9 @@ fn binary_columns(columns: &[Column], types: &TypeRegistry) -> Arc<[Column]> {
 /// Encodes parameters for Bind: binary where the type allows it, text otherwise.
 #[allow(clippy::type_complexity)]
 fn encode_params(values: &[Value], types: &[u32]) -> Result<(Vec<Option<Bytes>>, Vec<i16>), Error> {
+    if values.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
     let mut buf = BytesMut::new();
     let mut out = Vec::with_capacity(values.len());
     let mut formats = Vec::with_capacity(values.len());
