@@ -451,6 +451,11 @@ impl Protocol {
         self.events.push_back(Event::Closed(err));
     }
 
+    /// Whether an event waits for [`poll_event`](Protocol::poll_event).
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// The next event, in the order things happened.
     pub(crate) fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()

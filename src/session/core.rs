@@ -144,7 +144,8 @@ impl<D: Drive> Core<D> {
         self.pump_copy();
         let mut s = self.session.borrow_mut();
         s.flush();
-        s.process_events(self.driver.now());
+        let now = s.time_after_flush(|| self.driver.now());
+        s.process_events(now);
     }
 
     /// Pulls COPY data, with no borrow held, while the COPY being sent has room for it, and
