@@ -309,6 +309,7 @@ impl Row {
     /// a text column as an integer…); the message names the column and the error. Use
     /// [`try_get`](Row::try_get) to get the error instead.
     #[track_caller]
+    #[inline]
     pub fn get<I: RowIndex, T: FromSql>(&self, idx: I) -> T {
         match self.try_get(&idx) {
             Ok(v) => v,
@@ -318,6 +319,7 @@ impl Row {
 
     /// The value of a column decoded as `T`, or the error: a Usage error for a column that
     /// does not exist, a Conversion error for a value that does not convert.
+    #[inline]
     pub fn try_get<I: RowIndex, T: FromSql>(&self, idx: I) -> Result<T, Error> {
         let i = self.position(&idx)?;
         let column = &self.columns[i];

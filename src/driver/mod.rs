@@ -103,8 +103,17 @@ impl<D: Driver> Core<D> {
                 return Some(ran);
             }
             ran += actions.len();
-            for action in actions.drain(..).filter_map(Action::deliver) {
-                self.run(action);
+            for action in actions.drain(..) {
+                match action {
+                    // The most common action, matched here so that it is not moved into
+                    // `Action::deliver` and back out.
+                    Action::Complete(waiter, result) => waiter.answer(result),
+                    other => {
+                        if let Some(action) = other.deliver() {
+                            self.run(action);
+                        }
+                    }
+                }
             }
             self.with_mut(|s| s.recycle_actions(actions));
         }

@@ -193,7 +193,7 @@ impl fmt::Debug for Rows {
 
 /// The body at `start..end` of the buffer: copied into the row when short, shared when
 /// not.
-#[inline]
+#[inline(always)]
 fn body_at(data: &mut Store, start: usize, end: usize) -> Body {
     let len = end - start;
     if len > super::INLINE {

@@ -117,9 +117,14 @@ pub(crate) fn execute_prepared<D: Drive, P: Params + ?Sized>(
         let e = placeholders::mismatch(st.param_types.len(), values.len());
         return core.answer_later(done, Err(e));
     }
-    let (encoded, formats) = match encode_params(&values, &st.param_types) {
-        Ok(x) => x,
-        Err(e) => return core.answer_later(done, Err(e)),
+    // A statement run without parameters (the most frequent) skips the encoder's call.
+    let (encoded, formats) = if values.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        match encode_params(&values, &st.param_types) {
+            Ok(x) => x,
+            Err(e) => return core.answer_later(done, Err(e)),
+        }
     };
     let current = core.with(|s| s.is_current(&st.at.borrow().0));
     let mut reprepare_error: Option<Rc<RefCell<Option<Error>>>> = None;
@@ -423,9 +428,6 @@ fn binary_columns(columns: &[Column], types: &TypeRegistry) -> Arc<[Column]> {
 /// Encodes parameters for Bind: binary where the type allows it, text otherwise.
 #[allow(clippy::type_complexity)]
 fn encode_params(values: &[Value], types: &[u32]) -> Result<(Vec<Option<Bytes>>, Vec<i16>), Error> {
-    if values.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
     let mut buf = BytesMut::new();
     let mut out = Vec::with_capacity(values.len());
     let mut formats = Vec::with_capacity(values.len());
