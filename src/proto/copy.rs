@@ -159,6 +159,11 @@ impl Protocol {
         }
     }
 
+    /// Whether a COPY source waits to be handed back.
+    pub(crate) fn has_spent_sources(&self) -> bool {
+        !self.spent_sources.is_empty()
+    }
+
     /// COPY sources the protocol no longer needs, to be dropped with no borrow held.
     pub(crate) fn take_spent_sources(&mut self) -> Vec<CopySource> {
         std::mem::take(&mut self.spent_sources)

@@ -543,14 +543,12 @@ impl Session {
         !self.actions.is_empty()
     }
 
-    /// The time to process events at, after a flush: the clock when the protocol has
-    /// events (a write that failed), else the time of the last readiness event, which is
-    /// all the bookkeeping after no event looks at (a clock read saved per write).
-    pub(crate) fn time_after_flush(&self, clock: impl FnOnce() -> Instant) -> Instant {
-        match self.now {
-            Some(at) if !self.proto.as_ref().is_some_and(Protocol::has_events) => at,
-            _ => clock(),
-        }
+    /// Whether the protocol has anything for [`Session::process_events`]: an event, or a
+    /// finished COPY source to hand back.
+    pub(crate) fn has_events(&self) -> bool {
+        self.proto
+            .as_ref()
+            .is_some_and(|p| p.has_events() || p.has_spent_sources())
     }
 
     /// Registers or removes the listener of a channel (the LISTEN itself is a request).
