@@ -191,7 +191,8 @@ impl Inner {
     }
 
     fn drain_remote(&self) {
-        if self.remote.is_pending() {
+        self.remote.clear_local_wake();
+        if self.remote.has_queued() {
             self.drain_inbox();
         }
         // After the inbox: a stop that raced the drain (its flag set after an earlier check,

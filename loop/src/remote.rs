@@ -37,6 +37,9 @@ pub(crate) struct Remote {
     /// loop skip the lock on idle iterations, makes the poll timeout zero, and means only the
     /// first of a burst of pushes pays for a `Waker::wake` syscall.
     pending: AtomicBool,
+    /// Set by a wake from the loop's own thread, which queues nothing: the next poll must
+    /// not wait, but there is no inbox to lock and drain. Only the owner thread touches it.
+    local_wake: AtomicBool,
     stop_requested: AtomicBool,
     /// Set when the loop is dropped: later pushes are discarded instead of piling up.
     closed: AtomicBool,
@@ -52,6 +55,7 @@ impl Remote {
             waker,
             inbox: Mutex::new(Inbox::default()),
             pending: AtomicBool::new(false),
+            local_wake: AtomicBool::new(false),
             stop_requested: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             owner: thread_tag(),
@@ -101,7 +105,7 @@ impl Remote {
         // skipped. A run_sync root woken by its own loop's callbacks takes this path.
         if thread_tag() == self.owner {
             if !self.closed.load(Ordering::Acquire) {
-                self.pending.store(true, Ordering::Release);
+                self.local_wake.store(true, Ordering::Relaxed);
             }
             return;
         }
@@ -118,12 +122,22 @@ impl Remote {
     }
 
     pub(crate) fn is_pending(&self) -> bool {
+        self.local_wake.load(Ordering::Relaxed) || self.pending.load(Ordering::Acquire)
+    }
+
+    /// Whether something was queued in the inbox since the last drain.
+    pub(crate) fn has_queued(&self) -> bool {
         self.pending.load(Ordering::Acquire)
+    }
+
+    /// Forgets a wake from the loop's own thread: the iteration it asked for is running.
+    pub(crate) fn clear_local_wake(&self) {
+        self.local_wake.store(false, Ordering::Relaxed);
     }
 
     /// Empties the inbox into `into` (swapping buffers keeps allocations warm).
     pub(crate) fn drain(&self, into: &mut Inbox) {
-        if !self.is_pending() {
+        if !self.has_queued() {
             return;
         }
         let mut inbox = self.lock();
