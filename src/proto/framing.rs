@@ -50,7 +50,16 @@ impl Frame {
 }
 
 impl Frame {
+    /// The message [`peek_frame`] found, copied out of the bytes it lies in.
+    pub(crate) fn copied(tag: u8, whole: &[u8]) -> Frame {
+        Frame {
+            tag,
+            whole: BytesMut::from(whole),
+        }
+    }
+
     /// The message [`peek_frame`] found: `input`'s first `end` bytes, cut off.
+    #[cfg(test)]
     pub(crate) fn cut(tag: u8, input: &mut BytesMut, end: usize) -> Frame {
         Frame {
             tag,

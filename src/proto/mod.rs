@@ -272,7 +272,13 @@ impl Protocol {
     pub(crate) fn advance_transmit(&mut self, n: usize) {
         let n = n.min(self.out.len());
         self.sent_total += n as u64;
-        let _ = self.out.split_to(n);
+        if n == self.out.len() {
+            // All of it (nearly always): the buffer is kept as it is, never split (a split
+            // turns it into a shared one, with a reference count to touch at every write).
+            self.out.clear();
+        } else {
+            self.out.advance(n);
+        }
         if self.out.is_empty() && self.out.capacity() > 1 << 20 {
             // A large COPY or query went out: don't keep its buffer for the connection's life.
             self.out = BytesMut::with_capacity(8192);
@@ -461,17 +467,43 @@ impl Protocol {
         self.events.pop_front()
     }
 
-    /// Feeds received bytes and parses every whole message among them.
-    pub(crate) fn handle_input(&mut self, data: &[u8]) {
-        self.input.extend_from_slice(data);
-        self.process_input();
+    /// Feeds received bytes and parses every whole message among them. They are read where
+    /// they lie: only a message that the read cut short is kept (in `input`), and the bytes
+    /// of the next read that finish it join it before the rest is read in place.
+    pub(crate) fn handle_input(&mut self, mut data: &[u8]) {
+        while !self.input.is_empty() && !data.is_empty() && !self.is_closed() {
+            let have = self.input.len();
+            let want = match self.input.get(1..5) {
+                Some(&[a, b, c, d]) => match usize::try_from(i32::from_be_bytes([a, b, c, d])) {
+                    // A length framing refuses: everything goes in, for it to say so.
+                    Ok(len) if len >= 4 => 1 + len,
+                    _ => usize::MAX,
+                },
+                _ => 5,
+            };
+            let take = want.saturating_sub(have).min(data.len());
+            self.input.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            let mut input = std::mem::take(&mut self.input);
+            let done = self.process_input(&input);
+            input.advance(done);
+            if !self.is_closed() {
+                self.input = input;
+            }
+        }
+        if self.is_closed() || data.is_empty() {
+            return;
+        }
+        let done = self.process_input(data);
+        if !self.is_closed() && done < data.len() {
+            self.input.extend_from_slice(&data[done..]);
+        }
     }
 
-    /// Parses every whole message in the input buffer.
-    pub(crate) fn process_input(&mut self) {
-        // Taken out for the loop, so that DataRows are read in place (no handler touches
-        // the input); `done` bytes of it are handled and not yet dropped.
-        let mut input = std::mem::take(&mut self.input);
+    /// Parses every whole message at the start of `input` (DataRows and the other answers
+    /// of every query where they lie, anything else copied out for postgres-protocol's
+    /// parser); returns how many bytes they took.
+    fn process_input(&mut self, input: &[u8]) -> usize {
         let mut done = 0;
         while !self.is_closed() {
             match framing::peek_frame(&input[done..], self.max_message_size) {
@@ -487,14 +519,14 @@ impl Protocol {
                     let r = if tag == backend::DATA_ROW_TAG {
                         // Hot path: this DataRow and those right after it, copied into
                         // their result where they lie (length and body).
-                        self.on_data_rows(&input, &mut done, end)
+                        self.on_data_rows(input, &mut done, end)
                     } else if let Some(quick) = quick {
-                        // The other answers of every query, read where they lie too.
                         done += end;
                         self.on_quick(quick)
                     } else {
-                        input.advance(std::mem::take(&mut done));
-                        self.handle_frame(framing::Frame::cut(tag, &mut input, end))
+                        let frame = framing::Frame::copied(tag, &input[done..done + end]);
+                        done += end;
+                        self.handle_frame(frame)
                     };
                     if let Err(e) = r {
                         self.fail(e);
@@ -507,11 +539,7 @@ impl Protocol {
         if self.streamed {
             self.emit_streamed();
         }
-        input.advance(done);
-        if self.is_closed() {
-            input.clear();
-        }
-        self.input = input;
+        done
     }
 
     /// Reports the streamed rows packed so far, as one event.

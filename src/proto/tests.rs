@@ -382,6 +382,84 @@ fn pipelined_requests_are_answered_in_order_and_an_error_disturbs_only_its_own()
     assert!(p.is_ready());
 }
 
+/// What a conversation's events say, as text: the same bytes must say the same however
+/// the reads cut them.
+fn summary(ev: &[Event]) -> Vec<String> {
+    ev.iter()
+        .map(|e| match e {
+            Event::Completed(Ok(Response::Query(r))) => format!(
+                "{:?} {:?}",
+                r.tag.as_deref(),
+                rows_of(r)
+                    .iter()
+                    .map(|row| row
+                        .get_raw(0)
+                        .map(|v| String::from_utf8_lossy(v).into_owned()))
+                    .collect::<Vec<_>>()
+            ),
+            Event::Completed(Err(e)) => format!("error {:?}", e.code()),
+            Event::Notice(n) => format!("notice {}", n.code),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn answers_cut_anywhere_by_the_reads_give_the_same_events_as_one_read() {
+    let long = "x".repeat(300);
+    let mut notice = Vec::new();
+    for (t, v) in [(b'S', "WARNING"), (b'C', "01000"), (b'M', "careful")] {
+        notice.push(t);
+        notice.extend(cstr(v));
+    }
+    notice.push(0);
+    let bytes = Script::new()
+        .row_description(&[("a", 25)])
+        .data_row(&[Some("1")])
+        .data_row(&[Some(long.as_str())])
+        .data_row(&[None])
+        .complete("SELECT 3")
+        .ready(b'I')
+        .msg(b'N', &notice)
+        .error("ERROR", "42703", "column \"bad\" does not exist")
+        .ready(b'I')
+        .row_description(&[("a", 25)])
+        .data_row(&[Some("3")])
+        .complete("SELECT 1")
+        .ready(b'I')
+        .0;
+    let fresh = || {
+        let mut p = connected();
+        for q in ["SELECT 1", "SELECT bad", "SELECT 3"] {
+            p.send(Request::Simple { query: q.into() }).unwrap();
+        }
+        p
+    };
+    let mut p = fresh();
+    p.handle_input(&bytes);
+    let whole = summary(&drain(&mut p));
+    assert_eq!(whole.len(), 4, "{whole:?}");
+    assert!(
+        whole[0].contains("SELECT 3") && whole[0].contains(&long),
+        "{whole:?}"
+    );
+    // Cut in two at every byte, and in pieces of every size up to 7.
+    for at in 0..=bytes.len() {
+        let mut p = fresh();
+        p.handle_input(&bytes[..at]);
+        p.handle_input(&bytes[at..]);
+        assert_eq!(summary(&drain(&mut p)), whole, "cut at {at}");
+        assert!(p.is_ready());
+    }
+    for size in 1..=7 {
+        let mut p = fresh();
+        for piece in bytes.chunks(size) {
+            p.handle_input(piece);
+        }
+        assert_eq!(summary(&drain(&mut p)), whole, "pieces of {size}");
+    }
+}
+
 #[test]
 fn notices_notifications_and_parameter_changes_are_reported_between_results() {
     let mut p = connected();
