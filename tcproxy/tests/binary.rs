@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,14 +12,6 @@ use common::*;
 
 extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
@@ -57,18 +49,31 @@ fn accept_within(listener: &TcpListener, limit: Duration) -> (TcpStream, std::ne
 fn relays_then_exits_cleanly_on(sig: i32) {
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let up = server.local_addr().unwrap().port();
-    let port = free_port();
+    // Port 0: tcproxy takes a port of the kernel's and logs it. A port picked here and
+    // closed could be handed to a concurrent test's listener before tcproxy binds it (the
+    // client then reaches that listener, and tcproxy never sees it).
     let mut child = Command::new(env!("CARGO_BIN_EXE_tcproxy"))
         .arg("-v")
-        .arg(format!("localhost:{port} -> 127.0.0.1:{up}"))
+        .arg(format!("localhost:0 -> 127.0.0.1:{up}"))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let port = loop {
+        let mut line = String::new();
+        let n = stderr.read_line(&mut line).unwrap();
+        assert!(n > 0, "tcproxy ended before it listened: {log}");
+        log.push_str(&line);
+        if let Some(rest) = line.trim().strip_prefix("INFO relaying 127.0.0.1:") {
+            let port = rest.split(' ').next().unwrap_or_default();
+            break port.parse::<u16>().unwrap();
+        }
+    };
     let mut client = None;
-    wait_until(Duration::from_secs(5), "tcproxy listens", || {
-        // Retried connects to a port nobody listens on yet can land on themselves (TCP
-        // simultaneous open, when the kernel picks that very port as the source): such a
-        // connection is not tcproxy's.
+    wait_until(Duration::from_secs(5), "tcproxy accepts", || {
+        // A connect to a port nobody listens on can land on itself (TCP simultaneous
+        // open, when the kernel picks that very port as the source): not tcproxy's.
         client = TcpStream::connect(("127.0.0.1", port))
             .ok()
             .filter(|s| s.local_addr().ok() != s.peer_addr().ok());
@@ -93,13 +98,7 @@ fn relays_then_exits_cleanly_on(sig: i32) {
     );
     let err = TcpStream::connect(("127.0.0.1", port)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    stderr.read_to_string(&mut log).unwrap();
     assert!(
         log.contains(&format!("relaying 127.0.0.1:{port} -> 127.0.0.1:{up}")),
         "{log}"
