@@ -541,6 +541,9 @@ fn bad_row(b: &[u8], columns: usize) -> Error {
             "DataRow has {count} fields but the RowDescription has {columns} columns"
         ));
     }
+    if b.len() > u32::MAX as usize {
+        return Error::protocol("DataRow too long");
+    }
     let mut pos = FIRST_FIELD;
     for i in 0..columns {
         let Some(len) = try_len(b, pos) else {

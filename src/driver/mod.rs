@@ -104,32 +104,27 @@ impl<D: Driver> Core<D> {
             }
             ran += actions.len();
             for action in actions.drain(..) {
-                match action {
-                    // The most common action, matched here so that it is not moved into
-                    // `Action::deliver` and back out.
-                    Action::Complete(waiter, result) => waiter.answer(result),
-                    other => {
-                        if let Some(action) = other.deliver() {
-                            self.run(action);
-                        }
-                    }
-                }
+                self.run(action);
             }
             self.with_mut(|s| s.recycle_actions(actions));
         }
     }
 
-    /// Runs one action that `Action::deliver` handed back.
+    /// Runs one action. The completion, the most common, is matched first, so that it is
+    /// not moved into `Action::deliver` and back out; the callbacks every driver runs the
+    /// same way go to `Action::deliver`, which hands none of them back.
+    #[inline]
     fn run(self: &Rc<Self>, action: Action) {
         match action {
             Action::Complete(waiter, result) => waiter.answer(result),
             Action::Answer(answer) => answer(),
-            // Already run by `Action::deliver`.
-            Action::Notify(..)
+            shared @ (Action::Notify(..)
             | Action::Notice(..)
             | Action::CopyData(..)
             | Action::Rows(..)
-            | Action::Release(_) => {}
+            | Action::Release(_)) => {
+                let _ = shared.deliver();
+            }
             Action::Connected(result) => D::connected(self, result),
             Action::Closed(e) => {
                 log::debug!("connection closed: {e}");

@@ -77,6 +77,16 @@ pub(crate) fn next_frame(
     Ok(peek_frame(input, max_message_size)?.map(|(tag, end)| Frame::cut(tag, input, end)))
 }
 
+/// The length the header of the message at the start of `input` declares (counting itself,
+/// not the tag), once its five bytes are there; not yet checked.
+#[inline]
+pub(crate) fn declared_len(input: &[u8]) -> Option<i32> {
+    let &[_, a, b, c, d, ..] = input else {
+        return None;
+    };
+    Some(i32::from_be_bytes([a, b, c, d]))
+}
+
 /// The tag of the next whole message in `input` and where it ends (tag and length
 /// included), or `Ok(None)` when more bytes are needed; nothing is cut.
 #[inline]
@@ -84,11 +94,10 @@ pub(crate) fn peek_frame(
     input: &[u8],
     max_message_size: usize,
 ) -> Result<Option<(u8, usize)>, Error> {
-    if input.len() < 5 {
+    let Some(len) = declared_len(input) else {
         return Ok(None);
-    }
+    };
     let tag = input[0];
-    let len = i32::from_be_bytes([input[1], input[2], input[3], input[4]]);
     if len < 4 {
         return Err(Error::protocol(format!(
             "lost synchronization with the server: message of type {:?} declares length {len}",

@@ -348,8 +348,7 @@ impl Protocol {
                 hi = mid;
             }
         }
-        let unsent = total - lo;
-        let sent = total - unsent;
+        let (sent, unsent) = (lo, total - lo);
         if sent < PIPELINE_HOLD || unsent >= PIPELINE_HOLD {
             return false;
         }
@@ -473,13 +472,11 @@ impl Protocol {
     pub(crate) fn handle_input(&mut self, mut data: &[u8]) {
         while !self.input.is_empty() && !data.is_empty() && !self.is_closed() {
             let have = self.input.len();
-            let want = match self.input.get(1..5) {
-                Some(&[a, b, c, d]) => match usize::try_from(i32::from_be_bytes([a, b, c, d])) {
-                    // A length framing refuses: everything goes in, for it to say so.
-                    Ok(len) if len >= 4 => 1 + len,
-                    _ => usize::MAX,
-                },
-                _ => 5,
+            let want = match framing::declared_len(&self.input) {
+                Some(len) if len >= 4 => 1 + len as usize,
+                // A length framing refuses: everything goes in, for it to say so.
+                Some(_) => usize::MAX,
+                None => 5,
             };
             let take = want.saturating_sub(have).min(data.len());
             self.input.extend_from_slice(&data[..take]);

@@ -220,6 +220,21 @@ fn body_at(data: &mut Store, start: usize, end: usize) -> Body {
     }
 }
 
+/// The body of the row at `*pos` (its length first, counting itself), `None` when `*left`
+/// rows were read; moves past it. RowBuf::push validated every body for its columns.
+#[inline(always)]
+fn next_body(data: &mut Store, pos: &mut usize, left: &mut usize) -> Option<Body> {
+    if *left == 0 {
+        return None;
+    }
+    let at = *pos;
+    let head: [u8; 4] = data.bytes().get(at..at + 4)?.try_into().ok()?;
+    let end = at + u32::from_be_bytes(head) as usize;
+    *pos = end;
+    *left -= 1;
+    Some(body_at(data, at + 4, end))
+}
+
 impl Rows {
     /// Hands every row to `f` by reference, in order. A packed buffer's rows are read into
     /// one `Row`, made once: no share of the columns is taken per row and nothing is
@@ -242,16 +257,8 @@ impl Rows {
                 data: [0; super::INLINE],
             },
         );
-        while left > 0 {
-            let at = pos;
-            let Some(head) = data.bytes().get(at..at + 4) else {
-                return;
-            };
-            let end = at + u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-            pos = end;
-            left -= 1;
-            // RowBuf::push validated the body for these columns.
-            row.body = body_at(&mut data, at + 4, end);
+        while let Some(body) = next_body(&mut data, &mut pos, &mut left) {
+            row.body = body;
             row.rewind();
             f(&row);
         }
@@ -271,16 +278,8 @@ impl Iterator for Rows {
                 pos,
                 left,
             } => {
-                if *left == 0 {
-                    return None;
-                }
-                let at = *pos;
-                let head: [u8; 4] = data.bytes().get(at..at + 4)?.try_into().ok()?;
-                let end = at + u32::from_be_bytes(head) as usize;
-                *pos = end;
-                *left -= 1;
-                // RowBuf::push validated the body for these columns.
-                Some(Row::trusted(columns.clone(), body_at(data, at + 4, end)))
+                let body = next_body(data, pos, left)?;
+                Some(Row::trusted(columns.clone(), body))
             }
         }
     }

@@ -35,7 +35,8 @@
 //! `handle_timeout(now)` once `next_deadline()` passed, `poll_resolved(now)` when a lookup
 //! finished (a driver with no `Notify` polls while `is_resolving()`); (3) pump COPY sources
 //! with no borrow held (`Core::pump_copy`); (4) `take_actions()` and run them with no borrow
-//! held (`Action::deliver`, then its own `Complete` / `Connected` / `Closed` / `Cancel`).
+//! held (its own `Complete` / `Connected` / `Closed` / `Cancel`, and `Action::deliver` for
+//! the callbacks every driver runs alike).
 //!
 //! Identities are process-wide: each core has an id from one counter, statement names come
 //! from another, and each server session (one successful connect) has an identity a prepared
